@@ -1,0 +1,18 @@
+//! Compiles `proto/` with protox (a protobuf compiler written in Rust, so no system `protoc`),
+//! generates the tonic stubs, and writes the encoded descriptor set that server reflection
+//! serves.
+use prost::Message;
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/modelwatch/v1/modelwatch.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("modelwatch_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

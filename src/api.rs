@@ -1,0 +1,412 @@
+//! gRPC adapters: thin tonic services over the domain handles ([`Ctx`]). Every error type maps
+//! to a status here, with a message that names what to fix.
+use crate::ingest::{now_ms, AckFuture, Committer, IngestError, Registry, Validator};
+use crate::pb::{self, ingest_server::Ingest, query_server::Query};
+use crate::query::{self, QueryError};
+use crate::store::{Batch, StoreError, StoreRef};
+use crate::telemetry::Rates;
+use prost::Message;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+/// Acks a client may have outstanding on one stream before the daemon stops reading from it.
+const STREAM_WINDOW: usize = 256;
+
+pub struct Ctx {
+    pub store: StoreRef,
+    pub committer: Committer,
+    pub validator: Validator,
+    pub registry: Arc<Registry>,
+    pub rates: Arc<Rates>,
+    pub started: SystemTime,
+    pub started_at: Instant,
+    pub shutdown: CancellationToken,
+    pub max_message_bytes: usize,
+    /// What each sampler does, or why it is off (shown by Status).
+    pub samplers: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl From<IngestError> for Status {
+    fn from(e: IngestError) -> Status {
+        match e {
+            IngestError::ShuttingDown => Status::unavailable(e.to_string()),
+            IngestError::Storage(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Status {
+        Status::internal(format!("store: {e}"))
+    }
+}
+
+impl From<QueryError> for Status {
+    fn from(e: QueryError) -> Status {
+        match e {
+            QueryError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            QueryError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// tonic reports an oversized message as OUT_OF_RANGE; say it as this daemon's limit.
+fn inbound_error(s: Status, limit: usize) -> Status {
+    if s.code() == Code::OutOfRange && s.message().contains("too large") {
+        let found = s
+            .message()
+            .split("found ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or("?");
+        return Status::resource_exhausted(format!(
+            "message of {found} bytes exceeds limits.max_message_bytes = {limit}"
+        ));
+    }
+    s
+}
+
+pub type AckStream = Pin<Box<dyn Stream<Item = Result<pb::Ack, Status>> + Send + 'static>>;
+
+/// Runs one ingest stream: a reader validates and queues batches (keeping up to
+/// [`STREAM_WINDOW`] in flight), a writer sends their acks back in order.
+fn ack_stream<T>(
+    ctx: Arc<Ctx>,
+    mut inbound: Streaming<T>,
+    convert: fn(&Ctx, T) -> (String, String, Batch),
+) -> AckStream
+where
+    T: Message + Default + Send + 'static,
+{
+    let (pending_tx, mut pending_rx) = mpsc::channel::<AckFuture>(STREAM_WINDOW);
+    let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
+    let reader_out = out_tx.clone();
+    tokio::spawn(async move {
+        let mut client = String::new();
+        let mut fatal: Option<Status> = None;
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => break,
+                m = inbound.message() => m,
+            };
+            match msg {
+                Ok(Some(m)) => {
+                    let (cid, service, batch) = convert(&ctx, m);
+                    if client.is_empty() && !cid.is_empty() {
+                        ctx.registry.stream_opened(&cid, &service, 1);
+                        client = cid;
+                    } else {
+                        ctx.registry.seen(&cid, &service);
+                    }
+                    match ctx.committer.enqueue(batch).await {
+                        Ok(fut) => {
+                            if pending_tx.send(fut).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            fatal = Some(e.into());
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(s) => {
+                    fatal = Some(inbound_error(s, ctx.max_message_bytes));
+                    break;
+                }
+            }
+        }
+        drop(pending_tx);
+        if !client.is_empty() {
+            ctx.registry.stream_opened(&client, "", -1);
+        }
+        if let Some(s) = fatal {
+            // Sent after the writer has drained (it holds the other sender): acks stay in order.
+            let _ = reader_out.reserve().await.map(|p| p.send(Err(s)));
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(fut) = pending_rx.recv().await {
+            let res = match fut.await {
+                Ok(r) => r.map_err(Status::from),
+                Err(_) => Err(Status::unavailable("the daemon is shutting down")),
+            };
+            let stop = res.is_err();
+            if out_tx.send(res).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(out_rx))
+}
+
+#[derive(Clone)]
+pub struct IngestApi(pub Arc<Ctx>);
+
+fn metrics_batch(ctx: &Ctx, b: pb::MetricBatch) -> (String, String, Batch) {
+    (
+        b.client_id.clone(),
+        b.service.clone(),
+        ctx.validator.metrics(b, now_ms()),
+    )
+}
+fn logs_batch(ctx: &Ctx, b: pb::LogBatch) -> (String, String, Batch) {
+    (
+        b.client_id.clone(),
+        b.service.clone(),
+        ctx.validator.logs(b, now_ms()),
+    )
+}
+fn events_batch(ctx: &Ctx, b: pb::EventBatch) -> (String, String, Batch) {
+    (
+        b.client_id.clone(),
+        b.service.clone(),
+        ctx.validator.events(b, now_ms()),
+    )
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestApi {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let info = req.into_inner();
+        if info.service.is_empty() {
+            return Err(Status::invalid_argument("service: is required"));
+        }
+        let client_id = self.0.registry.register(info);
+        let [m, l, e] = self.0.store.last_seqs(&client_id);
+        Ok(Response::new(pb::RegisterResponse {
+            client_id,
+            last_metrics_seq: m,
+            last_logs_seq: l,
+            last_events_seq: e,
+        }))
+    }
+
+    type StreamMetricsStream = AckStream;
+    async fn stream_metrics(
+        &self,
+        req: Request<Streaming<pb::MetricBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        Ok(Response::new(ack_stream(
+            self.0.clone(),
+            req.into_inner(),
+            metrics_batch,
+        )))
+    }
+
+    type StreamLogsStream = AckStream;
+    async fn stream_logs(
+        &self,
+        req: Request<Streaming<pb::LogBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        Ok(Response::new(ack_stream(
+            self.0.clone(),
+            req.into_inner(),
+            logs_batch,
+        )))
+    }
+
+    type StreamEventsStream = AckStream;
+    async fn stream_events(
+        &self,
+        req: Request<Streaming<pb::EventBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        Ok(Response::new(ack_stream(
+            self.0.clone(),
+            req.into_inner(),
+            events_batch,
+        )))
+    }
+
+    async fn push(
+        &self,
+        req: Request<pb::PushRequest>,
+    ) -> Result<Response<pb::PushResponse>, Status> {
+        let ctx = &self.0;
+        let r = req.into_inner();
+        let mut futs: [Option<AckFuture>; 3] = [None, None, None];
+        let batches = [
+            r.metrics.map(|b| metrics_batch(ctx, b)),
+            r.logs.map(|b| logs_batch(ctx, b)),
+            r.events.map(|b| events_batch(ctx, b)),
+        ];
+        for (slot, b) in futs.iter_mut().zip(batches) {
+            if let Some((cid, service, batch)) = b {
+                ctx.registry.seen(&cid, &service);
+                *slot = Some(ctx.committer.enqueue(batch).await?);
+            }
+        }
+        let mut acks: [Option<pb::Ack>; 3] = [None, None, None];
+        for (slot, fut) in acks.iter_mut().zip(futs) {
+            if let Some(f) = fut {
+                *slot = Some(
+                    f.await
+                        .map_err(|_| Status::unavailable("the daemon is shutting down"))??,
+                );
+            }
+        }
+        let [metrics, logs, events] = acks;
+        let resp = pb::PushResponse {
+            metrics,
+            logs,
+            events,
+        };
+        let first = [&resp.metrics, &resp.logs, &resp.events]
+            .into_iter()
+            .zip(["metrics", "logs", "events"])
+            .find_map(|(a, kind)| {
+                a.as_ref()
+                    .filter(|a| a.rejected_count > 0)
+                    .map(|a| (a, kind))
+            });
+        if let Some((ack, kind)) = first {
+            // Valid items are stored; the status says what was not and why, and carries the
+            // full acks (PushResponse) in its details.
+            let total: u64 = [&resp.metrics, &resp.logs, &resp.events]
+                .iter()
+                .filter_map(|a| a.as_ref())
+                .map(|a| a.rejected_count)
+                .sum();
+            let stored: u64 = [&resp.metrics, &resp.logs, &resp.events]
+                .iter()
+                .filter_map(|a| a.as_ref())
+                .map(|a| a.accepted)
+                .sum();
+            let rej = &ack.rejections[0];
+            let code = if rej.code == "RESOURCE_EXHAUSTED" {
+                Code::ResourceExhausted
+            } else {
+                Code::InvalidArgument
+            };
+            let msg = format!(
+                "{kind}.{}: {} ({total} item(s) rejected, {stored} stored)",
+                rej.field, rej.reason
+            );
+            return Err(Status::with_details(code, msg, resp.encode_to_vec().into()));
+        }
+        Ok(Response::new(resp))
+    }
+}
+
+#[derive(Clone)]
+pub struct QueryApi(pub Arc<Ctx>);
+
+/// Runs a store read off the async runtime (sled reads block).
+async fn blocking<T: Send + 'static>(
+    ctx: &Arc<Ctx>,
+    f: impl FnOnce(&crate::store::Store) -> Result<T, QueryError> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    let store = ctx.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| Status::internal(format!("query task failed: {e}")))?
+        .map(Response::new)
+        .map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl Query for QueryApi {
+    async fn list_series(
+        &self,
+        req: Request<pb::ListSeriesRequest>,
+    ) -> Result<Response<pb::ListSeriesResponse>, Status> {
+        let r = req.into_inner();
+        blocking(&self.0, move |s| query::list_series(s, &r)).await
+    }
+
+    async fn query_range(
+        &self,
+        req: Request<pb::QueryRangeRequest>,
+    ) -> Result<Response<pb::QueryRangeResponse>, Status> {
+        let r = req.into_inner();
+        blocking(&self.0, move |s| query::query_range(s, &r)).await
+    }
+
+    async fn inference_stats(
+        &self,
+        req: Request<pb::InferenceStatsRequest>,
+    ) -> Result<Response<pb::InferenceStatsResponse>, Status> {
+        let r = req.into_inner();
+        blocking(&self.0, move |s| query::inference_stats(s, &r)).await
+    }
+
+    async fn search_logs(
+        &self,
+        req: Request<pb::SearchLogsRequest>,
+    ) -> Result<Response<pb::SearchLogsResponse>, Status> {
+        let r = req.into_inner();
+        blocking(&self.0, move |s| query::search_logs(s, &r)).await
+    }
+
+    async fn get_request(
+        &self,
+        req: Request<pb::GetRequestRequest>,
+    ) -> Result<Response<pb::GetRequestResponse>, Status> {
+        let r = req.into_inner();
+        blocking(&self.0, move |s| query::get_request(s, &r)).await
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let ctx = self.0.clone();
+        let rates = ctx.rates.per_second(&ctx.store);
+        let c = &ctx.store.counters;
+        use std::sync::atomic::Ordering::Relaxed;
+        let store = ctx.store.clone();
+        let disk = tokio::task::spawn_blocking(move || store.disk_bytes())
+            .await
+            .unwrap_or(0);
+        let services = ctx
+            .registry
+            .clients()
+            .into_iter()
+            .map(|cl| pb::ConnectedService {
+                client_id: cl.info.client_id,
+                service: cl.info.service,
+                instance: cl.info.instance,
+                host: cl.info.host,
+                pid: cl.info.pid,
+                models: cl.info.models,
+                last_seen: humantime::format_rfc3339_millis(cl.last_seen).to_string(),
+                open_streams: cl.open_streams,
+            })
+            .collect();
+        let samplers = ctx
+            .samplers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .into_iter()
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: humantime::format_rfc3339_millis(ctx.started).to_string(),
+            uptime_s: ctx.started_at.elapsed().as_secs_f64(),
+            series: ctx.store.series_count() as u64,
+            samples: c.samples.load(Relaxed),
+            events: c.events.load(Relaxed),
+            logs: c.logs.load(Relaxed),
+            samples_per_s: rates[0],
+            events_per_s: rates[1],
+            logs_per_s: rates[2],
+            disk_bytes: disk,
+            services,
+            data_dir: ctx.store.data_dir().display().to_string(),
+            samplers,
+        }))
+    }
+}

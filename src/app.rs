@@ -1,0 +1,206 @@
+//! Wiring: opens the store, starts the committer and the background tasks, serves gRPC
+//! (ingest, query, health, reflection) until the shutdown token fires, then drains: health goes
+//! NOT_SERVING, streams end, the committer makes its final checkpoint, all within
+//! `server.shutdown_timeout`.
+use crate::api::{Ctx, IngestApi, QueryApi};
+use crate::config::Config;
+use crate::ingest::{Committer, Registry, Validator};
+use crate::pb;
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::telemetry::Rates;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+    #[error("shutdown did not finish within server.shutdown_timeout ({0:?})")]
+    ShutdownTimeout(Duration),
+}
+
+/// Runs the daemon until `shutdown` is cancelled. `on_listening` gets the bound address (the
+/// binary prints it; tests read it).
+pub async fn run(
+    cfg: Config,
+    shutdown: CancellationToken,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), AppError> {
+    let opts = StoreOptions {
+        storage: cfg.storage.clone(),
+        limits: cfg.limits.clone(),
+        retention: cfg.retention.clone(),
+    };
+    let (store, wal) = tokio::task::spawn_blocking(move || Store::open(opts))
+        .await
+        .map_err(|e| AppError::Serve(format!("store open task: {e}")))??;
+    let (committer, commit_thread) = Committer::spawn(
+        store.clone(),
+        wal,
+        &cfg.storage,
+        tokio::runtime::Handle::current(),
+    );
+
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .map_err(|source| AppError::Listen {
+            addr: cfg.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| AppError::Listen {
+        addr: cfg.server.listen,
+        source,
+    })?;
+
+    let ctx = Arc::new(Ctx {
+        store: store.clone(),
+        committer,
+        validator: Validator::new(cfg.limits.clone()),
+        registry: Arc::new(Registry::default()),
+        rates: Arc::new(Rates::default()),
+        started: SystemTime::now(),
+        started_at: Instant::now(),
+        shutdown: shutdown.clone(),
+        max_message_bytes: cfg.limits.max_message_bytes,
+        samplers: Arc::new(Mutex::new(Default::default())),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::ingest_server::IngestServer<IngestApi>>()
+        .await;
+    health
+        .set_serving::<pb::query_server::QueryServer<QueryApi>>()
+        .await;
+    fn reflection() -> tonic_reflection::server::Builder<'static> {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Each version lists the other too, so `grpcurl list` (v1alpha) shows both.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    }
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| AppError::Serve(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| AppError::Serve(format!("reflection: {e}")))?;
+
+    let limit = cfg.limits.max_message_bytes;
+    let ingest = pb::ingest_server::IngestServer::new(IngestApi(ctx.clone()))
+        .max_decoding_message_size(limit);
+    let query =
+        pb::query_server::QueryServer::new(QueryApi(ctx.clone())).max_decoding_message_size(limit);
+
+    background(&ctx, &cfg, shutdown.clone());
+
+    let stop = shutdown.clone();
+    let health_stop = health.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ingest)
+        .add_service(query)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                stop.cancelled().await;
+                health_stop
+                    .set_not_serving::<pb::ingest_server::IngestServer<IngestApi>>()
+                    .await;
+                health_stop
+                    .set_not_serving::<pb::query_server::QueryServer<QueryApi>>()
+                    .await;
+            },
+        );
+    let mut server = tokio::spawn(server);
+    tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "modelwatch serving");
+    on_listening(addr);
+
+    let deadline = cfg.server.shutdown_timeout;
+    let served = tokio::select! {
+        r = &mut server => Some(r),
+        _ = shutdown.cancelled() => None,
+    };
+    shutdown.cancel();
+    let started = Instant::now();
+    let served = match served {
+        Some(r) => r,
+        None => match tokio::time::timeout(deadline, &mut server).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("streams did not drain in time; closing them");
+                server.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    // The committer stops once every handle is gone: the services' (dropped with the server)
+    // and this one.
+    drop(ctx);
+    let left = deadline
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    let joined = tokio::time::timeout(
+        left,
+        tokio::task::spawn_blocking(move || commit_thread.join()),
+    )
+    .await;
+    match joined {
+        Ok(Ok(Ok(r))) => r?,
+        Ok(_) => return Err(AppError::Serve("the committer thread panicked".into())),
+        Err(_) => return Err(AppError::ShutdownTimeout(deadline)),
+    }
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(AppError::Serve(e.to_string())),
+        Err(e) if e.is_cancelled() => Ok(()),
+        Err(e) => Err(AppError::Serve(e.to_string())),
+    }
+}
+
+/// Retention and the rate ticker; both stop with the token.
+fn background(ctx: &Arc<Ctx>, cfg: &Config, shutdown: CancellationToken) {
+    let store = ctx.store.clone();
+    let interval = cfg.retention.interval;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.enforce_retention(crate::ingest::now_ms()))
+                .await
+            {
+                Ok(Ok(rep)) => tracing::debug!(?rep, "retention"),
+                Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                Err(e) => tracing::error!(error = %e, "retention task failed"),
+            }
+        }
+    });
+    let store = ctx.store.clone();
+    let rates = ctx.rates.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => rates.tick(&store),
+            }
+        }
+    });
+}

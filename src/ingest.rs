@@ -1,0 +1,811 @@
+//! Ingest: the handlers validate batches against [`Limits`] (stateless checks, in parallel on
+//! the runtime), then hand them to the committer, one thread that applies batches to the store,
+//! appends their WAL records and syncs once per group before any ack of the group goes out.
+//! The queue to the committer is bounded (`storage.commit_queue`); when it is full, handlers
+//! wait, and clients feel it as acks arriving later (their unacked window fills).
+use crate::config::{Limits, StorageConfig};
+use crate::pb;
+use crate::store::wal::Wal;
+use crate::store::{Batch, Body, StoreError, StoreRef};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum IngestError {
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("storage failed, nothing from this batch was acknowledged: {0}")]
+    Storage(String),
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn fmt_ts(ms: i64) -> String {
+    match u64::try_from(ms) {
+        Ok(ms) => {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        }
+        Err(_) => "before 1970".into(),
+    }
+}
+
+const INVALID: &str = "INVALID_ARGUMENT";
+const EXHAUSTED: &str = "RESOURCE_EXHAUSTED";
+
+/// Stateless checks of incoming batches.
+#[derive(Clone)]
+pub struct Validator {
+    limits: Limits,
+}
+
+fn valid_metric_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_' || f == ':')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+}
+
+fn valid_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+}
+
+/// Problem found with one item: (code, field, reason).
+type Problem = (&'static str, String, String);
+
+impl Validator {
+    pub fn new(limits: Limits) -> Validator {
+        Validator { limits }
+    }
+
+    fn window(&self, backfill: bool, now: i64) -> (i64, i64, &'static str, Duration) {
+        let (age, key) = if backfill {
+            (self.limits.backfill_max_age, "limits.backfill_max_age")
+        } else {
+            (self.limits.max_age, "limits.max_age")
+        };
+        (
+            now - age.as_millis() as i64,
+            now + self.limits.max_future.as_millis() as i64,
+            key,
+            age,
+        )
+    }
+
+    fn check_ts(
+        &self,
+        field: &str,
+        ts: i64,
+        win: (i64, i64, &'static str, Duration),
+    ) -> Option<Problem> {
+        let (lo, hi, key, age) = win;
+        if ts < lo {
+            let hint = if key == "limits.max_age" {
+                " (mark the batch `backfill` to allow up to limits.backfill_max_age)"
+            } else {
+                ""
+            };
+            return Some((
+                INVALID,
+                field.into(),
+                format!(
+                    "timestamp {ts} ({}) is older than {key} = {}{hint}",
+                    fmt_ts(ts),
+                    humantime::format_duration(age)
+                ),
+            ));
+        }
+        if ts > hi {
+            return Some((
+                INVALID,
+                field.into(),
+                format!(
+                    "timestamp {ts} ({}) is ahead of now by more than limits.max_future = {}",
+                    fmt_ts(ts),
+                    humantime::format_duration(self.limits.max_future)
+                ),
+            ));
+        }
+        None
+    }
+
+    fn check_name(&self, field: String, what: &str, v: &str, required: bool) -> Option<Problem> {
+        if required && v.is_empty() {
+            return Some((INVALID, field, format!("{what} is required")));
+        }
+        if v.len() > self.limits.max_name_len {
+            return Some((
+                INVALID,
+                field,
+                format!(
+                    "{what} of {} bytes exceeds limits.max_name_len = {}",
+                    v.len(),
+                    self.limits.max_name_len
+                ),
+            ));
+        }
+        None
+    }
+
+    /// Label-like pairs (series labels, event labels, log fields).
+    fn check_pairs<'a>(
+        &self,
+        field: &str,
+        pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+        extra: usize,
+        strict_names: bool,
+    ) -> Option<Problem> {
+        let n = pairs.len() + extra;
+        if n > self.limits.max_labels {
+            return Some((
+                EXHAUSTED,
+                field.into(),
+                format!(
+                    "{n} labels exceed limits.max_labels = {}",
+                    self.limits.max_labels
+                ),
+            ));
+        }
+        for (i, (k, v)) in pairs.enumerate() {
+            if k.is_empty() || (strict_names && !valid_label_name(k)) {
+                return Some((
+                    INVALID,
+                    format!("{field}[{i}].name"),
+                    format!("label name {k:?} is not a valid name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+                ));
+            }
+            if strict_names && k.starts_with("__") {
+                return Some((
+                    INVALID,
+                    format!("{field}[{i}].name"),
+                    format!("label name {k:?} is reserved (starts with __)"),
+                ));
+            }
+            if k.len() > self.limits.max_label_name_len {
+                return Some((
+                    INVALID,
+                    format!("{field}[{i}].name"),
+                    format!(
+                        "label name of {} bytes exceeds limits.max_label_name_len = {}",
+                        k.len(),
+                        self.limits.max_label_name_len
+                    ),
+                ));
+            }
+            if v.len() > self.limits.max_label_value_len {
+                return Some((
+                    INVALID,
+                    format!("{field}[{i}].value"),
+                    format!(
+                        "label {k:?} value of {} bytes exceeds limits.max_label_value_len = {}",
+                        v.len(),
+                        self.limits.max_label_value_len
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
+    pub fn metrics(&self, mut b: pb::MetricBatch, now: i64) -> Batch {
+        let win = self.window(b.backfill, now);
+        let series = std::mem::take(&mut b.series);
+        let service = b.service.clone();
+        let mut batch = Batch::new(Body::Metrics(pb::MetricBatch {
+            series: Vec::with_capacity(series.len()),
+            ..b
+        }));
+        let mut kept = Vec::with_capacity(series.len());
+        for (i, mut s) in series.into_iter().enumerate() {
+            let f = format!("series[{i}]");
+            let has_service = s.labels.iter().any(|l| l.name == "service");
+            let extra = usize::from(!has_service && !service.is_empty());
+            let problem = self
+                .check_name(format!("{f}.name"), "metric name", &s.name, true)
+                .or_else(|| {
+                    (!valid_metric_name(&s.name)).then(|| {
+                        (
+                            INVALID,
+                            format!("{f}.name"),
+                            format!(
+                                "metric name {:?} is not valid ([a-zA-Z_:][a-zA-Z0-9_:]*)",
+                                s.name
+                            ),
+                        )
+                    })
+                })
+                .or_else(|| {
+                    self.check_pairs(
+                        &format!("{f}.labels"),
+                        s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+                        extra,
+                        true,
+                    )
+                })
+                .or_else(|| {
+                    let mut names: Vec<&str> = s.labels.iter().map(|l| l.name.as_str()).collect();
+                    names.sort_unstable();
+                    names.windows(2).find(|w| w[0] == w[1]).map(|w| {
+                        (
+                            INVALID,
+                            format!("{f}.labels"),
+                            format!("label {:?} appears twice", w[0]),
+                        )
+                    })
+                })
+                .or_else(|| {
+                    (s.timestamps_ms.len() != s.values.len()).then(|| {
+                        (
+                            INVALID,
+                            format!("{f}.values"),
+                            format!(
+                                "{} values for {} timestamps: they must pair up",
+                                s.values.len(),
+                                s.timestamps_ms.len()
+                            ),
+                        )
+                    })
+                });
+            if let Some((code, field, reason)) = problem {
+                batch.reject(i as u32, -1, code, field, reason);
+                continue;
+            }
+            // Per-sample checks; bad samples are dropped, the rest of the series kept.
+            let mut map: Option<Vec<u32>> = None;
+            let mut w = 0;
+            for j in 0..s.timestamps_ms.len() {
+                let (t, v) = (s.timestamps_ms[j], s.values[j]);
+                let p = self
+                    .check_ts(&format!("{f}.timestamps_ms[{j}]"), t, win)
+                    .or_else(|| {
+                        (!v.is_finite() && !self.limits.allow_non_finite).then(|| {
+                            (
+                                INVALID,
+                                format!("{f}.values[{j}]"),
+                                format!(
+                                    "value {v} is not finite (limits.allow_non_finite = false)"
+                                ),
+                            )
+                        })
+                    });
+                if let Some((code, field, reason)) = p {
+                    batch.reject(i as u32, j as i32, code, field, reason);
+                    map.get_or_insert_with(|| (0..j as u32).collect());
+                    continue;
+                }
+                s.timestamps_ms[w] = t;
+                s.values[w] = v;
+                if let Some(m) = map.as_mut() {
+                    m.push(j as u32);
+                }
+                w += 1;
+            }
+            s.timestamps_ms.truncate(w);
+            s.values.truncate(w);
+            if w == 0 {
+                continue;
+            }
+            if let Some(m) = map {
+                batch.sample_maps.insert(kept.len(), m);
+            }
+            batch.item_map.push(i as u32);
+            kept.push(s);
+        }
+        if let Body::Metrics(mb) = &mut batch.body {
+            mb.series = kept;
+        }
+        batch
+    }
+
+    pub fn logs(&self, mut b: pb::LogBatch, now: i64) -> Batch {
+        let win = self.window(b.backfill, now);
+        let records = std::mem::take(&mut b.records);
+        let service = b.service.clone();
+        let mut batch = Batch::new(Body::Logs(pb::LogBatch {
+            records: Vec::with_capacity(records.len()),
+            ..b
+        }));
+        let mut kept = Vec::with_capacity(records.len());
+        for (i, mut r) in records.into_iter().enumerate() {
+            let f = format!("records[{i}]");
+            if r.timestamp_ms == 0 {
+                r.timestamp_ms = now;
+            }
+            if r.service.is_empty() {
+                r.service = service.clone();
+            }
+            if r.level == pb::Level::Unspecified as i32 {
+                r.level = pb::Level::Info as i32;
+            }
+            let lim = &self.limits;
+            let problem = self
+                .check_ts(&format!("{f}.timestamp_ms"), r.timestamp_ms, win)
+                .or_else(|| {
+                    (r.message.len() > lim.max_log_message_len).then(|| {
+                        (
+                            INVALID,
+                            format!("{f}.message"),
+                            format!(
+                                "message of {} bytes exceeds limits.max_log_message_len = {}",
+                                r.message.len(),
+                                lim.max_log_message_len
+                            ),
+                        )
+                    })
+                })
+                .or_else(|| self.check_name(format!("{f}.service"), "service", &r.service, false))
+                .or_else(|| {
+                    self.check_name(
+                        format!("{f}.error_type"),
+                        "error type",
+                        &r.error_type,
+                        false,
+                    )
+                })
+                .or_else(|| self.check_name(format!("{f}.logger"), "logger", &r.logger, false))
+                .or_else(|| {
+                    (r.request_id.len() > lim.max_label_value_len).then(|| {
+                        (
+                            INVALID,
+                            format!("{f}.request_id"),
+                            format!(
+                                "request id of {} bytes exceeds limits.max_label_value_len = {}",
+                                r.request_id.len(),
+                                lim.max_label_value_len
+                            ),
+                        )
+                    })
+                })
+                .or_else(|| {
+                    self.check_pairs(
+                        &format!("{f}.fields"),
+                        r.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        0,
+                        false,
+                    )
+                });
+            if let Some((code, field, reason)) = problem {
+                batch.reject(i as u32, -1, code, field, reason);
+                continue;
+            }
+            batch.item_map.push(i as u32);
+            kept.push(r);
+        }
+        if let Body::Logs(lb) = &mut batch.body {
+            lb.records = kept;
+        }
+        batch
+    }
+
+    pub fn events(&self, mut b: pb::EventBatch, now: i64) -> Batch {
+        let win = self.window(b.backfill, now);
+        let events = std::mem::take(&mut b.events);
+        let service = b.service.clone();
+        let mut batch = Batch::new(Body::Events(pb::EventBatch {
+            events: Vec::with_capacity(events.len()),
+            ..b
+        }));
+        let mut kept = Vec::with_capacity(events.len());
+        for (i, mut e) in events.into_iter().enumerate() {
+            let f = format!("events[{i}]");
+            if e.timestamp_ms == 0 {
+                e.timestamp_ms = now;
+            }
+            if e.service.is_empty() {
+                e.service = service.clone();
+            }
+            if e.status == pb::Status::Unspecified as i32 || !(0..=4).contains(&e.status) {
+                e.status = pb::Status::Ok as i32;
+            }
+            let lim = &self.limits;
+            let problem = self
+                .check_ts(&format!("{f}.timestamp_ms"), e.timestamp_ms, win)
+                .or_else(|| self.check_name(format!("{f}.model"), "model", &e.model, true))
+                .or_else(|| {
+                    self.check_name(
+                        format!("{f}.model_version"),
+                        "model version",
+                        &e.model_version,
+                        false,
+                    )
+                })
+                .or_else(|| {
+                    self.check_name(format!("{f}.endpoint"), "endpoint", &e.endpoint, false)
+                })
+                .or_else(|| self.check_name(format!("{f}.service"), "service", &e.service, false))
+                .or_else(|| {
+                    self.check_name(
+                        format!("{f}.error_type"),
+                        "error type",
+                        &e.error_type,
+                        false,
+                    )
+                })
+                .or_else(|| {
+                    (e.request_id.len() > lim.max_label_value_len).then(|| {
+                        (
+                            INVALID,
+                            format!("{f}.request_id"),
+                            format!(
+                                "request id of {} bytes exceeds limits.max_label_value_len = {}",
+                                e.request_id.len(),
+                                lim.max_label_value_len
+                            ),
+                        )
+                    })
+                })
+                .or_else(|| {
+                    self.check_pairs(
+                        &format!("{f}.labels"),
+                        e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        0,
+                        true,
+                    )
+                });
+            if let Some((code, field, reason)) = problem {
+                batch.reject(i as u32, -1, code, field, reason);
+                continue;
+            }
+            batch.item_map.push(i as u32);
+            kept.push(e);
+        }
+        if let Body::Events(eb) = &mut batch.body {
+            eb.events = kept;
+        }
+        batch
+    }
+}
+
+// ---- committer ---------------------------------------------------------------------------
+
+struct CommitRequest {
+    batch: Batch,
+    reply: oneshot::Sender<Result<pb::Ack, IngestError>>,
+}
+
+/// Cloneable handle to the committer thread. The thread runs until every handle is dropped,
+/// then makes a final checkpoint (every head cut, WAL emptied) and exits.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<CommitRequest>,
+    failed: Arc<AtomicBool>,
+}
+
+pub type AckFuture = oneshot::Receiver<Result<pb::Ack, IngestError>>;
+
+impl Committer {
+    /// Queues a batch (waiting while the queue is full); the returned future yields its ack
+    /// once the batch is durable.
+    pub async fn enqueue(&self, batch: Batch) -> Result<AckFuture, IngestError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(IngestError::Storage(
+                "an earlier write failed; restart the daemon".into(),
+            ));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(CommitRequest { batch, reply })
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        Ok(rx)
+    }
+
+    pub async fn submit(&self, batch: Batch) -> Result<pb::Ack, IngestError> {
+        self.enqueue(batch)
+            .await?
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?
+    }
+
+    /// Starts the committer thread; `rt` drives its timer.
+    pub fn spawn(
+        store: StoreRef,
+        wal: Wal,
+        cfg: &StorageConfig,
+        rt: tokio::runtime::Handle,
+    ) -> (Committer, std::thread::JoinHandle<Result<(), StoreError>>) {
+        let (tx, rx) = mpsc::channel(cfg.commit_queue);
+        let failed = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            store,
+            wal,
+            rx,
+            rt,
+            max_group: cfg.max_group_commit,
+            interval: cfg.checkpoint_interval,
+            failed: failed.clone(),
+        };
+        let join = std::thread::Builder::new()
+            .name("modelwatch-commit".into())
+            .spawn(move || worker.run())
+            .expect("spawning the committer thread");
+        (Committer { tx, failed }, join)
+    }
+}
+
+struct Worker {
+    store: StoreRef,
+    wal: Wal,
+    rx: mpsc::Receiver<CommitRequest>,
+    rt: tokio::runtime::Handle,
+    max_group: usize,
+    interval: Duration,
+    failed: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(mut self) -> Result<(), StoreError> {
+        let mut next_checkpoint = Instant::now() + self.interval;
+        let mut dirty = false;
+        loop {
+            let wait = next_checkpoint.saturating_duration_since(Instant::now());
+            let first = self
+                .rt
+                .block_on(async { tokio::time::timeout(wait, self.rx.recv()).await });
+            match first {
+                Ok(Some(req)) => {
+                    let mut group = vec![req];
+                    while group.len() < self.max_group {
+                        match self.rx.try_recv() {
+                            Ok(r) => group.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(group);
+                    dirty = true;
+                }
+                Ok(None) => break,
+                Err(_) => {}
+            }
+            if Instant::now() >= next_checkpoint {
+                if dirty && !self.failed.load(Ordering::Relaxed) {
+                    if let Err(e) = self.store.checkpoint(&mut self.wal, false) {
+                        tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps everything until the next one succeeds");
+                    }
+                    dirty = false;
+                }
+                next_checkpoint = Instant::now() + self.interval;
+            }
+        }
+        if self.failed.load(Ordering::Relaxed) {
+            // Memory may hold writes the WAL lacks; writing them to sled now would store data
+            // that was never acked while skipping some that was. The WAL replays at start.
+            return Ok(());
+        }
+        self.store.checkpoint(&mut self.wal, true)?;
+        tracing::info!("store flushed");
+        Ok(())
+    }
+
+    fn commit(&mut self, group: Vec<CommitRequest>) {
+        let mut replies = Vec::with_capacity(group.len());
+        let mut failure: Option<String> = None;
+        for mut req in group {
+            if failure.is_some() || self.failed.load(Ordering::Relaxed) {
+                replies.push((req.reply, Err(())));
+                continue;
+            }
+            let lsn = self.wal.next_lsn();
+            match self.store.apply(&mut req.batch, lsn) {
+                Ok(applied) => {
+                    if let Some(rec) = applied.record {
+                        if let Err(e) = self.wal.append(&rec) {
+                            failure = Some(e.to_string());
+                        }
+                    }
+                    replies.push((req.reply, Ok(applied.ack)));
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    replies.push((req.reply, Err(())));
+                }
+            }
+        }
+        if failure.is_none() {
+            if let Err(e) = self.wal.sync() {
+                failure = Some(e.to_string());
+            }
+        }
+        if let Some(f) = &failure {
+            // After a failed write or fsync the WAL's state is unknown (see PostgreSQL's
+            // "fsyncgate"): stop acking instead of retrying over possibly lost pages.
+            tracing::error!(error = %f, "write-ahead log write failed; refusing further ingest");
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        for (reply, res) in replies {
+            let res = match (&failure, res) {
+                (None, Ok(ack)) => Ok(ack),
+                (Some(f), _) => Err(IngestError::Storage(f.clone())),
+                (None, Err(())) => Err(IngestError::Storage(
+                    "an earlier write failed; restart the daemon".into(),
+                )),
+            };
+            let _ = reply.send(res);
+        }
+    }
+}
+
+// ---- registry of connected services ------------------------------------------------------
+
+/// Who is pushing: registered services (and clients that push without registering), with
+/// last-seen times. Samplers use it to attribute processes (pids) to services.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<HashMap<String, Client>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub info: pb::RegisterRequest,
+    pub last_seen: SystemTime,
+    pub open_streams: u32,
+}
+
+impl Registry {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Client>) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Records a registration; returns the client id (the given one, else derived from the
+    /// service identity, so a reconnecting process gets the same id).
+    pub fn register(&self, mut info: pb::RegisterRequest) -> String {
+        if info.client_id.is_empty() {
+            info.client_id = format!(
+                "{}/{}/{}/{}",
+                info.service, info.instance, info.host, info.pid
+            );
+        }
+        let id = info.client_id.clone();
+        self.with(|m| {
+            let open = m.get(&id).map_or(0, |c| c.open_streams);
+            m.insert(
+                id.clone(),
+                Client {
+                    info,
+                    last_seen: SystemTime::now(),
+                    open_streams: open,
+                },
+            );
+        });
+        id
+    }
+
+    /// Notes a batch from `client_id` (registering it by service name if unknown).
+    pub fn seen(&self, client_id: &str, service: &str) {
+        if client_id.is_empty() {
+            return;
+        }
+        self.with(|m| {
+            let c = m.entry(client_id.to_string()).or_insert_with(|| Client {
+                info: pb::RegisterRequest {
+                    client_id: client_id.into(),
+                    service: service.into(),
+                    ..Default::default()
+                },
+                last_seen: SystemTime::now(),
+                open_streams: 0,
+            });
+            c.last_seen = SystemTime::now();
+        });
+    }
+
+    pub fn stream_opened(&self, client_id: &str, service: &str, delta: i32) {
+        if client_id.is_empty() {
+            return;
+        }
+        self.seen(client_id, service);
+        self.with(|m| {
+            if let Some(c) = m.get_mut(client_id) {
+                c.open_streams = c.open_streams.saturating_add_signed(delta);
+            }
+        });
+    }
+
+    pub fn clients(&self) -> Vec<Client> {
+        let mut v: Vec<Client> = self.with(|m| m.values().cloned().collect());
+        v.sort_by(|a, b| a.info.client_id.cmp(&b.info.client_id));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(name: &str, labels: &[(&str, &str)], ts: Vec<i64>, vals: Vec<f64>) -> pb::Series {
+        pb::Series {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| pb::Label {
+                    name: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            kind: 1,
+            timestamps_ms: ts,
+            values: vals,
+        }
+    }
+
+    #[test]
+    fn bad_samples_are_dropped_and_named_good_ones_kept() {
+        let v = Validator::new(Limits::default());
+        let now = 1_800_000_000_000;
+        let b = pb::MetricBatch {
+            service: "svc".into(),
+            series: vec![
+                series(
+                    "ok_metric",
+                    &[("a", "1")],
+                    vec![now - 10, now - 5, now],
+                    vec![1.0, f64::NAN, 3.0],
+                ),
+                series("bad name", &[], vec![now], vec![1.0]),
+                series("old", &[], vec![now - 7_200_000, now], vec![1.0, 2.0]),
+            ],
+            ..Default::default()
+        };
+        let batch = v.metrics(b, now);
+        let Body::Metrics(mb) = &batch.body else {
+            panic!()
+        };
+        assert_eq!(mb.series.len(), 2);
+        assert_eq!(mb.series[0].values, vec![1.0, 3.0]);
+        assert_eq!(batch.item_map, vec![0, 2]);
+        assert_eq!(batch.sample_maps.get(&0), Some(&vec![0, 2]));
+        assert_eq!(batch.rejected, 3);
+        let r = &batch.rejections;
+        assert_eq!(r[0].field, "series[0].values[1]");
+        assert!(r[0].reason.contains("allow_non_finite"), "{}", r[0].reason);
+        assert_eq!(r[1].field, "series[1].name");
+        assert_eq!(r[2].field, "series[2].timestamps_ms[0]");
+        assert!(
+            r[2].reason.contains("limits.max_age = 1h"),
+            "{}",
+            r[2].reason
+        );
+    }
+
+    #[test]
+    fn label_limits_name_field_limit_and_value() {
+        let lim = Limits {
+            max_labels: 2,
+            max_label_value_len: 4,
+            ..Limits::default()
+        };
+        let v = Validator::new(lim);
+        let now = 1_800_000_000_000;
+        let b = pb::MetricBatch {
+            service: "svc".into(),
+            series: vec![
+                series("m", &[("a", "1"), ("b", "2")], vec![now], vec![1.0]),
+                series("m", &[("a", "12345")], vec![now], vec![1.0]),
+                series("m", &[("a", "1")], vec![now], vec![1.0]),
+            ],
+            ..Default::default()
+        };
+        let batch = v.metrics(b, now);
+        assert_eq!(batch.item_map, vec![2]);
+        assert_eq!(batch.rejections[0].code, "RESOURCE_EXHAUSTED");
+        assert!(
+            batch.rejections[0]
+                .reason
+                .contains("3 labels exceed limits.max_labels = 2"),
+            "{}",
+            batch.rejections[0].reason
+        );
+        assert_eq!(batch.rejections[1].field, "series[1].labels[0].value");
+        assert!(batch.rejections[1]
+            .reason
+            .contains("5 bytes exceeds limits.max_label_value_len = 4"));
+    }
+}

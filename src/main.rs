@@ -1,0 +1,86 @@
+//! The `modelwatch` binary: flags, logging set-up, config, then `app::run`.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use modelwatch::config::Config;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "modelwatch",
+    version,
+    about = "Telemetry daemon for hosts that serve ML models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: gRPC ingest and query on one listener, data in a local folder.
+    Serve {
+        /// TOML config file (optional; every key has a default, see deploy/modelwatch.toml).
+        /// Environment variables MODELWATCH__SECTION__KEY override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Data folder (overrides storage.data_dir; default ./modelwatch-data).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// gRPC listen address (overrides server.listen; default 127.0.0.1:7070). Port 0 picks
+        /// a free port; the bound address is printed as `listening on ADDR`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+fn init_tracing(cfg: &Config) {
+    let filter = std::env::var("MODELWATCH_LOG").unwrap_or_else(|_| cfg.log.level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries the `listening on` line that scripts read.
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if cfg.log.format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let Command::Serve {
+        config,
+        data_dir,
+        listen,
+    } = cli.command;
+    let mut cfg = Config::load(config.as_deref())?;
+    if let Some(d) = data_dir {
+        cfg.storage.data_dir = d;
+    }
+    if let Some(l) = listen {
+        cfg.server.listen = l;
+    }
+    init_tracing(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let token = CancellationToken::new();
+        modelwatch::shutdown::on_signals(token.clone());
+        modelwatch::app::run(cfg, token, |addr| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on {addr}");
+            let _ = out.flush();
+        })
+        .await
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Series index: (name, sorted labels) → series id, and label postings for matchers. Persisted
+//! as one `series` entry per series; the postings are rebuilt in memory at start (series
+//! counts are bounded by `limits.max_series_per_service`, so they fit).
+use regex::Regex;
+use std::collections::{BTreeMap, HashMap};
+
+/// The label that carries the metric name in matchers.
+pub const NAME_LABEL: &str = "__name__";
+
+#[derive(Debug, Clone)]
+pub struct SeriesMeta {
+    pub id: u64,
+    pub name: String,
+    /// Sorted by label name; unique names.
+    pub labels: Vec<(String, String)>,
+    pub kind: i32,
+    /// Timestamp of the last sample in a persisted chunk (`i64::MIN` when none).
+    pub persisted_max_ts: i64,
+}
+
+impl SeriesMeta {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        if name == NAME_LABEL {
+            return Some(&self.name);
+        }
+        self.labels
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| self.labels[i].1.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchOp {
+    Eq,
+    Neq,
+    Re,
+    Nre,
+}
+
+/// A label matcher with Prometheus semantics: a missing label matches as the empty string;
+/// regexes are anchored at both ends.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pub name: String,
+    pub op: MatchOp,
+    pub value: String,
+    re: Option<Regex>,
+}
+
+impl Matcher {
+    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Matcher, regex::Error> {
+        let re = match op {
+            MatchOp::Re | MatchOp::Nre => Some(Regex::new(&format!("^(?:{value})$"))?),
+            _ => None,
+        };
+        Ok(Matcher {
+            name: name.to_string(),
+            op,
+            value: value.to_string(),
+            re,
+        })
+    }
+
+    pub fn matches(&self, v: &str) -> bool {
+        match self.op {
+            MatchOp::Eq => v == self.value,
+            MatchOp::Neq => v != self.value,
+            MatchOp::Re => self.re.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchOp::Nre => !self.re.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Index {
+    by_key: HashMap<(String, Vec<(String, String)>), u64>,
+    series: HashMap<u64, SeriesMeta>,
+    postings: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
+    per_service: HashMap<String, usize>,
+    next_id: u64,
+}
+
+impl Index {
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn lookup(&self, name: &str, labels: &[(String, String)]) -> Option<u64> {
+        // The key is owned; lookups allocate it once per series per batch, not per sample.
+        self.by_key
+            .get(&(name.to_string(), labels.to_vec()))
+            .copied()
+    }
+
+    pub fn service_count(&self, service: &str) -> usize {
+        self.per_service.get(service).copied().unwrap_or(0)
+    }
+
+    pub fn insert(&mut self, meta: SeriesMeta) {
+        self.next_id = self.next_id.max(meta.id);
+        self.by_key
+            .insert((meta.name.clone(), meta.labels.clone()), meta.id);
+        let service = meta.label("service").unwrap_or("").to_string();
+        *self.per_service.entry(service).or_default() += 1;
+        self.postings
+            .entry(NAME_LABEL.into())
+            .or_default()
+            .entry(meta.name.clone())
+            .or_default()
+            .push(meta.id);
+        for (k, v) in &meta.labels {
+            self.postings
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .push(meta.id);
+        }
+        self.series.insert(meta.id, meta);
+    }
+
+    pub fn get(&self, id: u64) -> Option<&SeriesMeta> {
+        self.series.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut SeriesMeta> {
+        self.series.get_mut(&id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.series.keys().copied()
+    }
+
+    /// Ids of the series every matcher accepts, ascending.
+    pub fn select(&self, matchers: &[Matcher]) -> Vec<u64> {
+        // Start from the smallest posting list a matcher pins down (an `=` on a non-empty value,
+        // or a regex over one label's values that cannot match ""), then check every matcher.
+        let mut best: Option<Vec<u64>> = None;
+        for m in matchers {
+            if m.matches("") {
+                continue;
+            }
+            let Some(values) = self.postings.get(&m.name) else {
+                return Vec::new();
+            };
+            let ids: Vec<u64> = match m.op {
+                MatchOp::Eq => values.get(&m.value).cloned().unwrap_or_default(),
+                _ => values
+                    .iter()
+                    .filter(|(v, _)| m.matches(v))
+                    .flat_map(|(_, ids)| ids.iter().copied())
+                    .collect(),
+            };
+            if best.as_ref().is_none_or(|b| ids.len() < b.len()) {
+                best = Some(ids);
+            }
+        }
+        let candidates: Vec<u64> = best.unwrap_or_else(|| self.series.keys().copied().collect());
+        let mut out: Vec<u64> = candidates
+            .into_iter()
+            .filter(|id| {
+                self.series.get(id).is_some_and(|s| {
+                    matchers
+                        .iter()
+                        .all(|m| m.matches(s.label(&m.name).unwrap_or("")))
+                })
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: u64, name: &str, labels: &[(&str, &str)]) -> SeriesMeta {
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        labels.sort();
+        SeriesMeta {
+            id,
+            name: name.into(),
+            labels,
+            kind: 1,
+            persisted_max_ts: i64::MIN,
+        }
+    }
+
+    #[test]
+    fn matchers_follow_prometheus_semantics() {
+        let mut ix = Index::default();
+        ix.insert(meta(1, "gpu_util", &[("gpu", "0"), ("host", "a")]));
+        ix.insert(meta(2, "gpu_util", &[("gpu", "1"), ("host", "a")]));
+        ix.insert(meta(3, "gpu_util", &[("gpu", "10")]));
+        ix.insert(meta(4, "latency", &[("model", "m1"), ("host", "b")]));
+        let sel = |ms: &[(&str, MatchOp, &str)]| {
+            let ms: Vec<Matcher> = ms
+                .iter()
+                .map(|(n, o, v)| Matcher::new(n, *o, v).unwrap())
+                .collect();
+            ix.select(&ms)
+        };
+        assert_eq!(sel(&[(NAME_LABEL, MatchOp::Eq, "gpu_util")]), vec![1, 2, 3]);
+        assert_eq!(
+            sel(&[
+                (NAME_LABEL, MatchOp::Eq, "gpu_util"),
+                ("gpu", MatchOp::Re, "1.*")
+            ]),
+            vec![2, 3]
+        );
+        assert_eq!(
+            sel(&[
+                (NAME_LABEL, MatchOp::Eq, "gpu_util"),
+                ("gpu", MatchOp::Nre, "1")
+            ]),
+            vec![1, 3]
+        );
+        assert_eq!(sel(&[("host", MatchOp::Neq, "a")]), vec![3, 4]);
+        // a missing label equals ""
+        assert_eq!(sel(&[("host", MatchOp::Eq, "")]), vec![3]);
+        assert_eq!(sel(&[("gpu", MatchOp::Re, "1")]), vec![2]);
+        assert_eq!(sel(&[("nope", MatchOp::Eq, "x")]), Vec::<u64>::new());
+        assert_eq!(sel(&[]), vec![1, 2, 3, 4]);
+        assert_eq!(
+            ix.lookup("gpu_util", &[("gpu".into(), "10".into())]),
+            Some(3)
+        );
+        assert_eq!(ix.service_count(""), 4);
+    }
+}

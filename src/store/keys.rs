@@ -1,0 +1,412 @@
+//! Every key and small-value layout of the sled trees. Nothing else in the crate builds keys by
+//! hand. Integers are big-endian so that sled's byte order is numeric order; signed timestamps
+//! have their sign bit flipped for the same reason.
+//!
+//! | tree         | key                                   | value                          |
+//! |--------------|---------------------------------------|--------------------------------|
+//! | `series`     | series id (u64)                       | kind, name, labels             |
+//! | `chunks`     | series id, first ts                   | chunk ([`super::chunk`])       |
+//! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
+//! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::events::Agg`]         |
+//! | `events`     | ts, lsn, index                        | InferenceEvent (protobuf)      |
+//! | `event_req`  | request id (len-prefixed), ts, lsn, index | empty                      |
+//! | `logs`       | ts, lsn, index                        | LogRecord (protobuf)           |
+//! | `log_req`    | request id (len-prefixed), ts, lsn, index | empty                      |
+//! | `meta`       | name                                  | see [`Meta`]                   |
+
+pub const TREE_SERIES: &str = "series";
+pub const TREE_CHUNKS: &str = "chunks";
+pub const TREE_AGG_GROUPS: &str = "agg_groups";
+pub const TREE_AGGS: &str = "aggs";
+pub const TREE_EVENTS: &str = "events";
+pub const TREE_EVENT_REQ: &str = "event_req";
+pub const TREE_LOGS: &str = "logs";
+pub const TREE_LOG_REQ: &str = "log_req";
+pub const TREE_META: &str = "meta";
+
+/// The one meta record, rewritten at every checkpoint.
+pub const META_KEY: &[u8] = b"checkpoint";
+
+#[derive(Debug, thiserror::Error)]
+#[error("malformed {what}: {detail}")]
+pub struct DecodeError {
+    pub what: &'static str,
+    pub detail: String,
+}
+
+fn derr(what: &'static str, detail: impl Into<String>) -> DecodeError {
+    DecodeError {
+        what,
+        detail: detail.into(),
+    }
+}
+
+pub fn ts_to_bytes(ts: i64) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn ts_from_bytes(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+fn arr8(b: &[u8]) -> [u8; 8] {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    a
+}
+
+pub fn series_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+pub fn decode_series_key(k: &[u8]) -> Result<u64, DecodeError> {
+    if k.len() != 8 {
+        return Err(derr("series key", format!("{} bytes", k.len())));
+    }
+    Ok(u64::from_be_bytes(arr8(k)))
+}
+
+pub fn chunk_key(series: u64, first_ts: i64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&series.to_be_bytes());
+    k[8..].copy_from_slice(&ts_to_bytes(first_ts));
+    k
+}
+
+pub fn decode_chunk_key(k: &[u8]) -> Result<(u64, i64), DecodeError> {
+    if k.len() != 16 {
+        return Err(derr("chunk key", format!("{} bytes", k.len())));
+    }
+    Ok((u64::from_be_bytes(arr8(k)), ts_from_bytes(arr8(&k[8..]))))
+}
+
+pub fn group_key(id: u32) -> [u8; 4] {
+    id.to_be_bytes()
+}
+
+pub fn agg_key(group: u32, bucket_start: i64, epoch: u64) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..4].copy_from_slice(&group.to_be_bytes());
+    k[4..12].copy_from_slice(&ts_to_bytes(bucket_start));
+    k[12..].copy_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+pub fn decode_agg_key(k: &[u8]) -> Result<(u32, i64, u64), DecodeError> {
+    if k.len() != 20 {
+        return Err(derr("aggregate key", format!("{} bytes", k.len())));
+    }
+    let g = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+    Ok((
+        g,
+        ts_from_bytes(arr8(&k[4..])),
+        u64::from_be_bytes(arr8(&k[12..])),
+    ))
+}
+
+/// Key of a log record or raw event: time first so ranges are scans, then the WAL record's lsn
+/// and the item's index in its batch, so a replayed record rewrites the same keys.
+pub fn time_key(ts: i64, lsn: u64, index: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..8].copy_from_slice(&ts_to_bytes(ts));
+    k[8..16].copy_from_slice(&lsn.to_be_bytes());
+    k[16..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub fn decode_time_key(k: &[u8]) -> Result<(i64, u64, u32), DecodeError> {
+    if k.len() != 20 {
+        return Err(derr("time key", format!("{} bytes", k.len())));
+    }
+    Ok((
+        ts_from_bytes(arr8(k)),
+        u64::from_be_bytes(arr8(&k[8..])),
+        u32::from_be_bytes([k[16], k[17], k[18], k[19]]),
+    ))
+}
+
+/// Prefix of the request-id index for one id (length-prefixed, so ids are never prefixes of
+/// one another).
+pub fn request_prefix(request_id: &str) -> Vec<u8> {
+    let b = request_id.as_bytes();
+    let len = u16::try_from(b.len()).unwrap_or(u16::MAX);
+    let mut k = Vec::with_capacity(2 + b.len() + 20);
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(&b[..len as usize]);
+    k
+}
+
+pub fn request_key(request_id: &str, time_key: &[u8; 20]) -> Vec<u8> {
+    let mut k = request_prefix(request_id);
+    k.extend_from_slice(time_key);
+    k
+}
+
+/// The time key at the end of a request-index key.
+pub fn request_key_target(k: &[u8]) -> Result<[u8; 20], DecodeError> {
+    if k.len() < 22 {
+        return Err(derr("request index key", format!("{} bytes", k.len())));
+    }
+    let mut t = [0u8; 20];
+    t.copy_from_slice(&k[k.len() - 20..]);
+    Ok(t)
+}
+
+// ---- small value encodings ------------------------------------------------------------------
+
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// A cursor over an encoded value.
+pub struct Reader<'a> {
+    pub buf: &'a [u8],
+    pub pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Reader { buf, pos: 0, what }
+    }
+
+    pub fn err(&self, detail: &str) -> DecodeError {
+        derr(self.what, format!("{detail} at byte {}", self.pos))
+    }
+
+    pub fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| self.err("truncated varint"))?;
+            self.pos += 1;
+            if shift == 63 && b > 1 {
+                return Err(self.err("varint overflow"));
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(self.err("varint overflow"));
+            }
+        }
+    }
+
+    pub fn byte(&mut self) -> Result<u8, DecodeError> {
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.err("truncated"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| self.err("truncated"))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    pub fn string(&mut self) -> Result<String, DecodeError> {
+        let n = self.varint()? as usize;
+        let b = self.bytes(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| self.err("invalid utf-8"))
+    }
+
+    pub fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+}
+
+pub fn put_string(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Value of a `series` entry: kind, name, then sorted labels.
+pub fn encode_series(kind: i32, name: &str, labels: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + name.len() + labels.len() * 16);
+    out.push(kind as u8);
+    put_string(&mut out, name);
+    put_varint(&mut out, labels.len() as u64);
+    for (k, v) in labels {
+        put_string(&mut out, k);
+        put_string(&mut out, v);
+    }
+    out
+}
+
+pub type SeriesValue = (i32, String, Vec<(String, String)>);
+
+pub fn decode_series(buf: &[u8]) -> Result<SeriesValue, DecodeError> {
+    let mut r = Reader::new(buf, "series entry");
+    let kind = i32::from(r.byte()?);
+    let name = r.string()?;
+    let n = r.varint()? as usize;
+    if n > 4096 {
+        return Err(r.err("label count"));
+    }
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        labels.push((r.string()?, r.string()?));
+    }
+    Ok((kind, name, labels))
+}
+
+/// Value of an `agg_groups` entry.
+pub fn encode_group(parts: &[String; 4]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        put_string(&mut out, p);
+    }
+    out
+}
+
+pub fn decode_group(buf: &[u8]) -> Result<[String; 4], DecodeError> {
+    let mut r = Reader::new(buf, "aggregate group");
+    Ok([r.string()?, r.string()?, r.string()?, r.string()?])
+}
+
+/// What a checkpoint leaves in sled so that a restart knows where WAL replay starts and which
+/// replayed records were already counted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Meta {
+    /// Records with lsn >= this were not yet in any checkpoint: aggregates and counters are
+    /// rebuilt from them.
+    pub checkpoint_lsn: u64,
+    /// Oldest lsn whose metric samples may still be only in a head (not yet in a chunk).
+    pub metrics_replay_from: u64,
+    pub samples: u64,
+    pub events: u64,
+    pub logs: u64,
+    /// Highest sequence stored per (client id, kind).
+    pub dedup: Vec<(String, u8, u64)>,
+}
+
+pub fn encode_meta(m: &Meta) -> Vec<u8> {
+    let mut out = vec![1u8];
+    for v in [
+        m.checkpoint_lsn,
+        m.metrics_replay_from,
+        m.samples,
+        m.events,
+        m.logs,
+    ] {
+        put_varint(&mut out, v);
+    }
+    put_varint(&mut out, m.dedup.len() as u64);
+    for (client, kind, seq) in &m.dedup {
+        put_string(&mut out, client);
+        out.push(*kind);
+        put_varint(&mut out, *seq);
+    }
+    out
+}
+
+pub fn decode_meta(buf: &[u8]) -> Result<Meta, DecodeError> {
+    let mut r = Reader::new(buf, "checkpoint record");
+    if r.byte()? != 1 {
+        return Err(r.err("unknown version"));
+    }
+    let mut m = Meta {
+        checkpoint_lsn: r.varint()?,
+        metrics_replay_from: r.varint()?,
+        samples: r.varint()?,
+        events: r.varint()?,
+        logs: r.varint()?,
+        dedup: Vec::new(),
+    };
+    let n = r.varint()?;
+    for _ in 0..n {
+        let client = r.string()?;
+        let kind = r.byte()?;
+        let seq = r.varint()?;
+        m.dedup.push((client, kind, seq));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ts_order_is_byte_order(a in any::<i64>(), b in any::<i64>()) {
+            prop_assert_eq!(a.cmp(&b), ts_to_bytes(a).cmp(&ts_to_bytes(b)));
+            prop_assert_eq!(ts_from_bytes(ts_to_bytes(a)), a);
+        }
+
+        #[test]
+        fn chunk_keys_round_trip_and_sort(s in any::<u64>(), t in any::<i64>(), t2 in any::<i64>()) {
+            prop_assert_eq!(decode_chunk_key(&chunk_key(s, t)).unwrap(), (s, t));
+            prop_assert_eq!(chunk_key(s, t).cmp(&chunk_key(s, t2)), t.cmp(&t2));
+        }
+
+        #[test]
+        fn agg_and_time_keys_round_trip(g in any::<u32>(), b in any::<i64>(), e in any::<u64>(), i in any::<u32>()) {
+            prop_assert_eq!(decode_agg_key(&agg_key(g, b, e)).unwrap(), (g, b, e));
+            prop_assert_eq!(decode_time_key(&time_key(b, e, i)).unwrap(), (b, e, i));
+        }
+
+        #[test]
+        fn request_keys_never_collide(a in ".{0,20}", b in ".{0,20}", t in any::<i64>()) {
+            let ka = request_key(&a, &time_key(t, 1, 2));
+            prop_assert_eq!(request_key_target(&ka).unwrap(), time_key(t, 1, 2));
+            if a != b {
+                prop_assert!(!ka.starts_with(&request_prefix(&b)));
+            }
+        }
+
+        #[test]
+        fn varints_and_zigzag(v in any::<i64>()) {
+            let mut out = Vec::new();
+            put_varint(&mut out, zigzag(v));
+            let mut r = Reader::new(&out, "t");
+            prop_assert_eq!(unzigzag(r.varint().unwrap()), v);
+            prop_assert!(r.done());
+        }
+
+        #[test]
+        fn series_values_round_trip(kind in 0i32..3, name in ".{0,30}", labels in proptest::collection::vec((".{0,10}", ".{0,10}"), 0..8)) {
+            let enc = encode_series(kind, &name, &labels);
+            prop_assert_eq!(decode_series(&enc).unwrap(), (kind, name, labels));
+        }
+
+        #[test]
+        fn meta_round_trips(a in any::<u64>(), b in any::<u64>(), d in proptest::collection::vec((".{0,10}", 0u8..3, any::<u64>()), 0..5)) {
+            let m = Meta { checkpoint_lsn: a, metrics_replay_from: b, samples: a ^ b, events: 3, logs: 4, dedup: d };
+            prop_assert_eq!(decode_meta(&encode_meta(&m)).unwrap(), m);
+        }
+
+        #[test]
+        fn decoders_never_panic_on_garbage(buf in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_series(&buf);
+            let _ = decode_meta(&buf);
+            let _ = decode_group(&buf);
+        }
+    }
+}

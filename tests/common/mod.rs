@@ -1,0 +1,230 @@
+//! Test harness: the real `modelwatch` binary on a loopback port 0, and gRPC clients for it.
+#![allow(dead_code)]
+use modelwatch::pb;
+use modelwatch::pb::ingest_client::IngestClient;
+use modelwatch::pb::query_client::QueryClient;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tonic::transport::Channel;
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    pub dir: PathBuf,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+impl Daemon {
+    /// Starts the daemon on `dir` with `MODELWATCH__*` overrides from `env`.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::try_start(dir, env)
+            .unwrap_or_else(|(status, err)| panic!("daemon did not start ({status:?}): {err}"))
+    }
+
+    /// Starts the daemon, or returns its exit status and stderr when it exits instead.
+    pub fn try_start(
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, (Option<ExitStatus>, String)> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("MODELWATCH_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning modelwatch");
+        let mut stderr = child.stderr.take().unwrap();
+        let err_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        match line.trim().strip_prefix("listening on ") {
+            Some(addr) => {
+                // keep draining stdout so the daemon never blocks on it
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut out, &mut std::io::sink());
+                });
+                Ok(Daemon {
+                    child,
+                    addr: addr.to_string(),
+                    dir: dir.to_owned(),
+                    stderr: Some(err_thread),
+                })
+            }
+            None => {
+                let status = child.wait().ok();
+                Err((status, err_thread.join().unwrap_or_default()))
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn ingest(&self) -> IngestClient<Channel> {
+        IngestClient::connect(self.url())
+            .await
+            .expect("connect ingest")
+            .max_decoding_message_size(64 << 20)
+    }
+
+    pub async fn query(&self) -> QueryClient<Channel> {
+        QueryClient::connect(self.url())
+            .await
+            .expect("connect query")
+            .max_decoding_message_size(64 << 20)
+    }
+
+    /// SIGTERM, then wait; returns the exit status and stderr.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                let err = self
+                    .stderr
+                    .take()
+                    .map(|t| t.join().unwrap_or_default())
+                    .unwrap_or_default();
+                return (st, err);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops gracefully and asserts a clean exit.
+    pub fn stop_ok(self) {
+        let (st, err) = self.stop();
+        assert!(st.success(), "daemon exited with {st:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn label(k: &str, v: &str) -> pb::Label {
+    pb::Label {
+        name: k.into(),
+        value: v.into(),
+    }
+}
+
+pub fn series(name: &str, labels: &[(&str, &str)], ts: Vec<i64>, values: Vec<f64>) -> pb::Series {
+    pb::Series {
+        name: name.into(),
+        labels: labels.iter().map(|(k, v)| label(k, v)).collect(),
+        kind: pb::MetricKind::Gauge as i32,
+        timestamps_ms: ts,
+        values,
+    }
+}
+
+pub fn range_last(d: &str) -> Option<pb::TimeRange> {
+    Some(pb::TimeRange {
+        last: d.into(),
+        ..Default::default()
+    })
+}
+
+pub async fn push_metrics(
+    c: &mut IngestClient<Channel>,
+    service: &str,
+    series: Vec<pb::Series>,
+) -> pb::Ack {
+    let r = c
+        .push(pb::PushRequest {
+            metrics: Some(pb::MetricBatch {
+                service: service.into(),
+                series,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("push metrics")
+        .into_inner();
+    r.metrics.unwrap()
+}
+
+/// Sends `batches` on one stream and returns their acks in order.
+pub async fn stream_metrics(
+    c: &mut IngestClient<Channel>,
+    batches: Vec<pb::MetricBatch>,
+) -> Vec<pb::Ack> {
+    let n = batches.len();
+    let resp = c
+        .stream_metrics(tokio_stream::iter(batches))
+        .await
+        .expect("open stream")
+        .into_inner();
+    let acks: Vec<pb::Ack> = collect_acks(resp, n).await;
+    acks
+}
+
+pub async fn stream_events(
+    c: &mut IngestClient<Channel>,
+    batches: Vec<pb::EventBatch>,
+) -> Vec<pb::Ack> {
+    let n = batches.len();
+    let resp = c
+        .stream_events(tokio_stream::iter(batches))
+        .await
+        .expect("open stream")
+        .into_inner();
+    collect_acks(resp, n).await
+}
+
+pub async fn stream_logs(
+    c: &mut IngestClient<Channel>,
+    batches: Vec<pb::LogBatch>,
+) -> Vec<pb::Ack> {
+    let n = batches.len();
+    let resp = c
+        .stream_logs(tokio_stream::iter(batches))
+        .await
+        .expect("open stream")
+        .into_inner();
+    collect_acks(resp, n).await
+}
+
+async fn collect_acks(mut resp: tonic::Streaming<pb::Ack>, n: usize) -> Vec<pb::Ack> {
+    let mut acks = Vec::with_capacity(n);
+    while let Some(a) = resp.message().await.expect("ack stream") {
+        acks.push(a);
+    }
+    assert_eq!(acks.len(), n, "one ack per batch");
+    acks
+}
