@@ -60,12 +60,7 @@ impl From<QueryError> for Status {
 /// tonic reports an oversized message as OUT_OF_RANGE; say it as this daemon's limit.
 fn inbound_error(s: Status, limit: usize) -> Status {
     if s.code() == Code::OutOfRange && s.message().contains("too large") {
-        let found = s
-            .message()
-            .split("found ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .unwrap_or("?");
+        let found = s.message().split("found ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("?");
         return Status::resource_exhausted(format!(
             "message of {found} bytes exceeds limits.max_message_bytes = {limit}"
         ));
@@ -77,11 +72,7 @@ pub type AckStream = Pin<Box<dyn Stream<Item = Result<pb::Ack, Status>> + Send +
 
 /// Runs one ingest stream: a reader validates and queues batches (keeping up to
 /// [`STREAM_WINDOW`] in flight), a writer sends their acks back in order.
-fn ack_stream<T>(
-    ctx: Arc<Ctx>,
-    mut inbound: Streaming<T>,
-    convert: fn(&Ctx, T) -> (String, String, Batch),
-) -> AckStream
+fn ack_stream<T>(ctx: Arc<Ctx>, mut inbound: Streaming<T>, convert: fn(&Ctx, T) -> (String, String, Batch)) -> AckStream
 where
     T: Message + Default + Send + 'static,
 {
@@ -153,87 +144,43 @@ where
 pub struct IngestApi(pub Arc<Ctx>);
 
 fn metrics_batch(ctx: &Ctx, b: pb::MetricBatch) -> (String, String, Batch) {
-    (
-        b.client_id.clone(),
-        b.service.clone(),
-        ctx.validator.metrics(b, now_ms()),
-    )
+    (b.client_id.clone(), b.service.clone(), ctx.validator.metrics(b, now_ms()))
 }
 fn logs_batch(ctx: &Ctx, b: pb::LogBatch) -> (String, String, Batch) {
-    (
-        b.client_id.clone(),
-        b.service.clone(),
-        ctx.validator.logs(b, now_ms()),
-    )
+    (b.client_id.clone(), b.service.clone(), ctx.validator.logs(b, now_ms()))
 }
 fn events_batch(ctx: &Ctx, b: pb::EventBatch) -> (String, String, Batch) {
-    (
-        b.client_id.clone(),
-        b.service.clone(),
-        ctx.validator.events(b, now_ms()),
-    )
+    (b.client_id.clone(), b.service.clone(), ctx.validator.events(b, now_ms()))
 }
 
 #[tonic::async_trait]
 impl Ingest for IngestApi {
-    async fn register(
-        &self,
-        req: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         let info = req.into_inner();
         if info.service.is_empty() {
             return Err(Status::invalid_argument("service: is required"));
         }
         let client_id = self.0.registry.register(info);
         let [m, l, e] = self.0.store.last_seqs(&client_id);
-        Ok(Response::new(pb::RegisterResponse {
-            client_id,
-            last_metrics_seq: m,
-            last_logs_seq: l,
-            last_events_seq: e,
-        }))
+        Ok(Response::new(pb::RegisterResponse { client_id, last_metrics_seq: m, last_logs_seq: l, last_events_seq: e }))
     }
 
     type StreamMetricsStream = AckStream;
-    async fn stream_metrics(
-        &self,
-        req: Request<Streaming<pb::MetricBatch>>,
-    ) -> Result<Response<AckStream>, Status> {
-        Ok(Response::new(ack_stream(
-            self.0.clone(),
-            req.into_inner(),
-            metrics_batch,
-        )))
+    async fn stream_metrics(&self, req: Request<Streaming<pb::MetricBatch>>) -> Result<Response<AckStream>, Status> {
+        Ok(Response::new(ack_stream(self.0.clone(), req.into_inner(), metrics_batch)))
     }
 
     type StreamLogsStream = AckStream;
-    async fn stream_logs(
-        &self,
-        req: Request<Streaming<pb::LogBatch>>,
-    ) -> Result<Response<AckStream>, Status> {
-        Ok(Response::new(ack_stream(
-            self.0.clone(),
-            req.into_inner(),
-            logs_batch,
-        )))
+    async fn stream_logs(&self, req: Request<Streaming<pb::LogBatch>>) -> Result<Response<AckStream>, Status> {
+        Ok(Response::new(ack_stream(self.0.clone(), req.into_inner(), logs_batch)))
     }
 
     type StreamEventsStream = AckStream;
-    async fn stream_events(
-        &self,
-        req: Request<Streaming<pb::EventBatch>>,
-    ) -> Result<Response<AckStream>, Status> {
-        Ok(Response::new(ack_stream(
-            self.0.clone(),
-            req.into_inner(),
-            events_batch,
-        )))
+    async fn stream_events(&self, req: Request<Streaming<pb::EventBatch>>) -> Result<Response<AckStream>, Status> {
+        Ok(Response::new(ack_stream(self.0.clone(), req.into_inner(), events_batch)))
     }
 
-    async fn push(
-        &self,
-        req: Request<pb::PushRequest>,
-    ) -> Result<Response<pb::PushResponse>, Status> {
+    async fn push(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
         let ctx = &self.0;
         let r = req.into_inner();
         let mut futs: [Option<AckFuture>; 3] = [None, None, None];
@@ -251,26 +198,15 @@ impl Ingest for IngestApi {
         let mut acks: [Option<pb::Ack>; 3] = [None, None, None];
         for (slot, fut) in acks.iter_mut().zip(futs) {
             if let Some(f) = fut {
-                *slot = Some(
-                    f.await
-                        .map_err(|_| Status::unavailable("the daemon is shutting down"))??,
-                );
+                *slot = Some(f.await.map_err(|_| Status::unavailable("the daemon is shutting down"))??);
             }
         }
         let [metrics, logs, events] = acks;
-        let resp = pb::PushResponse {
-            metrics,
-            logs,
-            events,
-        };
+        let resp = pb::PushResponse { metrics, logs, events };
         let first = [&resp.metrics, &resp.logs, &resp.events]
             .into_iter()
             .zip(["metrics", "logs", "events"])
-            .find_map(|(a, kind)| {
-                a.as_ref()
-                    .filter(|a| a.rejected_count > 0)
-                    .map(|a| (a, kind))
-            });
+            .find_map(|(a, kind)| a.as_ref().filter(|a| a.rejected_count > 0).map(|a| (a, kind)));
         if let Some((ack, kind)) = first {
             // Valid items are stored; the status says what was not and why, and carries the
             // full acks (PushResponse) in its details.
@@ -279,21 +215,11 @@ impl Ingest for IngestApi {
                 .filter_map(|a| a.as_ref())
                 .map(|a| a.rejected_count)
                 .sum();
-            let stored: u64 = [&resp.metrics, &resp.logs, &resp.events]
-                .iter()
-                .filter_map(|a| a.as_ref())
-                .map(|a| a.accepted)
-                .sum();
+            let stored: u64 =
+                [&resp.metrics, &resp.logs, &resp.events].iter().filter_map(|a| a.as_ref()).map(|a| a.accepted).sum();
             let rej = &ack.rejections[0];
-            let code = if rej.code == "RESOURCE_EXHAUSTED" {
-                Code::ResourceExhausted
-            } else {
-                Code::InvalidArgument
-            };
-            let msg = format!(
-                "{kind}.{}: {} ({total} item(s) rejected, {stored} stored)",
-                rej.field, rej.reason
-            );
+            let code = if rej.code == "RESOURCE_EXHAUSTED" { Code::ResourceExhausted } else { Code::InvalidArgument };
+            let msg = format!("{kind}.{}: {} ({total} item(s) rejected, {stored} stored)", rej.field, rej.reason);
             return Err(Status::with_details(code, msg, resp.encode_to_vec().into()));
         }
         Ok(Response::new(resp))
@@ -358,18 +284,13 @@ impl Query for QueryApi {
         blocking(&self.0, move |s| query::get_request(s, &r)).await
     }
 
-    async fn status(
-        &self,
-        _req: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let ctx = self.0.clone();
         let rates = ctx.rates.per_second(&ctx.store);
         let c = &ctx.store.counters;
         use std::sync::atomic::Ordering::Relaxed;
         let store = ctx.store.clone();
-        let disk = tokio::task::spawn_blocking(move || store.disk_bytes())
-            .await
-            .unwrap_or(0);
+        let disk = tokio::task::spawn_blocking(move || store.disk_bytes()).await.unwrap_or(0);
         let services = ctx
             .registry
             .clients()
@@ -385,13 +306,7 @@ impl Query for QueryApi {
                 open_streams: cl.open_streams,
             })
             .collect();
-        let samplers = ctx
-            .samplers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .into_iter()
-            .collect();
+        let samplers = ctx.samplers.lock().unwrap_or_else(|p| p.into_inner()).clone().into_iter().collect();
         Ok(Response::new(pb::StatusResponse {
             version: env!("CARGO_PKG_VERSION").into(),
             started_at: humantime::format_rfc3339_millis(ctx.started).to_string(),

@@ -18,10 +18,7 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Serve(String),
     #[error("shutdown did not finish within server.shutdown_timeout ({0:?})")]
@@ -35,31 +32,18 @@ pub async fn run(
     shutdown: CancellationToken,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), AppError> {
-    let opts = StoreOptions {
-        storage: cfg.storage.clone(),
-        limits: cfg.limits.clone(),
-        retention: cfg.retention.clone(),
-    };
+    let opts =
+        StoreOptions { storage: cfg.storage.clone(), limits: cfg.limits.clone(), retention: cfg.retention.clone() };
     let (store, wal) = tokio::task::spawn_blocking(move || Store::open(opts))
         .await
         .map_err(|e| AppError::Serve(format!("store open task: {e}")))??;
-    let (committer, commit_thread) = Committer::spawn(
-        store.clone(),
-        wal,
-        &cfg.storage,
-        tokio::runtime::Handle::current(),
-    );
+    let (committer, commit_thread) =
+        Committer::spawn(store.clone(), wal, &cfg.storage, tokio::runtime::Handle::current());
 
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
-        .map_err(|source| AppError::Listen {
-            addr: cfg.server.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| AppError::Listen {
-        addr: cfg.server.listen,
-        source,
-    })?;
+        .map_err(|source| AppError::Listen { addr: cfg.server.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| AppError::Listen { addr: cfg.server.listen, source })?;
 
     let ctx = Arc::new(Ctx {
         store: store.clone(),
@@ -75,34 +59,22 @@ pub async fn run(
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::ingest_server::IngestServer<IngestApi>>()
-        .await;
-    health
-        .set_serving::<pb::query_server::QueryServer<QueryApi>>()
-        .await;
+    health.set_serving::<pb::ingest_server::IngestServer<IngestApi>>().await;
+    health.set_serving::<pb::query_server::QueryServer<QueryApi>>().await;
     fn reflection() -> tonic_reflection::server::Builder<'static> {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             // Each version lists the other too, so `grpcurl list` (v1alpha) shows both.
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            )
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
     }
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| AppError::Serve(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| AppError::Serve(format!("reflection: {e}")))?;
+    let reflection_v1 = reflection().build_v1().map_err(|e| AppError::Serve(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| AppError::Serve(format!("reflection: {e}")))?;
 
     let limit = cfg.limits.max_message_bytes;
-    let ingest = pb::ingest_server::IngestServer::new(IngestApi(ctx.clone()))
-        .max_decoding_message_size(limit);
-    let query =
-        pb::query_server::QueryServer::new(QueryApi(ctx.clone())).max_decoding_message_size(limit);
+    let ingest = pb::ingest_server::IngestServer::new(IngestApi(ctx.clone())).max_decoding_message_size(limit);
+    let query = pb::query_server::QueryServer::new(QueryApi(ctx.clone())).max_decoding_message_size(limit);
 
     background(&ctx, &cfg, shutdown.clone());
 
@@ -114,18 +86,11 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(ingest)
         .add_service(query)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async move {
-                stop.cancelled().await;
-                health_stop
-                    .set_not_serving::<pb::ingest_server::IngestServer<IngestApi>>()
-                    .await;
-                health_stop
-                    .set_not_serving::<pb::query_server::QueryServer<QueryApi>>()
-                    .await;
-            },
-        );
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+            stop.cancelled().await;
+            health_stop.set_not_serving::<pb::ingest_server::IngestServer<IngestApi>>().await;
+            health_stop.set_not_serving::<pb::query_server::QueryServer<QueryApi>>().await;
+        });
     let mut server = tokio::spawn(server);
     tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "modelwatch serving");
     on_listening(addr);
@@ -151,14 +116,8 @@ pub async fn run(
     // The committer stops once every handle is gone: the services' (dropped with the server)
     // and this one.
     drop(ctx);
-    let left = deadline
-        .saturating_sub(started.elapsed())
-        .max(Duration::from_secs(1));
-    let joined = tokio::time::timeout(
-        left,
-        tokio::task::spawn_blocking(move || commit_thread.join()),
-    )
-    .await;
+    let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+    let joined = tokio::time::timeout(left, tokio::task::spawn_blocking(move || commit_thread.join())).await;
     match joined {
         Ok(Ok(Ok(r))) => r?,
         Ok(_) => return Err(AppError::Serve("the committer thread panicked".into())),
@@ -184,9 +143,7 @@ fn background(ctx: &Arc<Ctx>, cfg: &Config, shutdown: CancellationToken) {
                 _ = tokio::time::sleep(interval) => {}
             }
             let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.enforce_retention(crate::ingest::now_ms()))
-                .await
-            {
+            match tokio::task::spawn_blocking(move || s.enforce_retention(crate::ingest::now_ms())).await {
                 Ok(Ok(rep)) => tracing::debug!(?rep, "retention"),
                 Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
                 Err(e) => tracing::error!(error = %e, "retention task failed"),

@@ -11,10 +11,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config {origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("config key `{key}`: {message}")]
@@ -194,10 +191,7 @@ impl Default for Retention {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-            format: "human".into(),
-        }
+        LogConfig { level: "info".into(), format: "human".into() }
     }
 }
 
@@ -208,10 +202,9 @@ impl Config {
     /// Defaults, then `file` if given, then the process environment's overrides.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match file {
-            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?,
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?
+            }
             None => String::new(),
         };
         let origin = file.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
@@ -224,28 +217,20 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table =
-            text.parse()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: origin.into(),
-                    message: e.to_string(),
-                })?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.into(), message: e.to_string() })?;
         for (key, raw) in env {
             let Some(path) = key.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
             let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
             let value = parse_env_value(&raw);
-            set_path(&mut table, &parts, value).map_err(|message| ConfigError::Parse {
-                origin: format!("environment {key}"),
-                message,
-            })?;
+            set_path(&mut table, &parts, value)
+                .map_err(|message| ConfigError::Parse { origin: format!("environment {key}"), message })?;
         }
-        let cfg: Config =
-            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-                origin: origin.into(),
-                message: e.to_string().trim().to_string(),
-            })?;
+        let cfg: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Parse { origin: origin.into(), message: e.to_string().trim().to_string() })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -254,10 +239,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn nonzero(key: &'static str, v: u64) -> Result<(), ConfigError> {
             if v == 0 {
-                return Err(ConfigError::Invalid {
-                    key,
-                    message: "must be greater than 0".into(),
-                });
+                return Err(ConfigError::Invalid { key, message: "must be greater than 0".into() });
             }
             Ok(())
         }
@@ -266,10 +248,7 @@ impl Config {
         nonzero("storage.max_group_commit", s.max_group_commit as u64)?;
         nonzero("storage.commit_queue", s.commit_queue as u64)?;
         nonzero("storage.event_bucket", s.event_bucket.as_millis() as u64)?;
-        nonzero(
-            "storage.checkpoint_interval",
-            s.checkpoint_interval.as_millis() as u64,
-        )?;
+        nonzero("storage.checkpoint_interval", s.checkpoint_interval.as_millis() as u64)?;
         if s.wal_segment_bytes < 1 << 20 {
             return Err(ConfigError::Invalid {
                 key: "storage.wal_segment_bytes",
@@ -277,10 +256,7 @@ impl Config {
             });
         }
         if s.event_bucket.as_millis() % 1000 != 0 {
-            return Err(ConfigError::Invalid {
-                key: "storage.event_bucket",
-                message: "must be whole seconds".into(),
-            });
+            return Err(ConfigError::Invalid { key: "storage.event_bucket", message: "must be whole seconds".into() });
         }
         let l = &self.limits;
         nonzero("limits.max_message_bytes", l.max_message_bytes as u64)?;
@@ -306,9 +282,7 @@ fn parse_env_value(raw: &str) -> toml::Value {
     // A TOML literal when it is one (numbers, booleans, quoted strings), else the raw string,
     // so `MODELWATCH__SERVER__LISTEN=127.0.0.1:0` needs no quotes.
     match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -321,9 +295,7 @@ fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) -> Re
             Ok(())
         }
         [head, rest @ ..] => {
-            let entry = table
-                .entry(head.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table.entry(head.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match entry {
                 toml::Value::Table(t) => set_path(t, rest, value),
                 _ => Err(format!("`{head}` is not a section")),
@@ -339,8 +311,7 @@ mod humantime_serde_compat {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
     }
 }
 
@@ -369,27 +340,17 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = Config::from_sources("[limits]\nmax_lables = 3\n", "t", no_env())
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_sources("[limits]\nmax_lables = 3\n", "t", no_env()).unwrap_err().to_string();
         assert!(err.contains("max_lables"), "{err}");
-        let err = Config::from_sources("[nope]\n", "t", no_env())
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_sources("[nope]\n", "t", no_env()).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
     }
 
     #[test]
     fn env_overrides_file() {
         let env = vec![
-            (
-                "MODELWATCH__LIMITS__MAX_LABELS".to_string(),
-                "7".to_string(),
-            ),
-            (
-                "MODELWATCH__SERVER__LISTEN".to_string(),
-                "127.0.0.1:0".to_string(),
-            ),
+            ("MODELWATCH__LIMITS__MAX_LABELS".to_string(), "7".to_string()),
+            ("MODELWATCH__SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("MODELWATCH__RETENTION__LOGS".to_string(), "3d".to_string()),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
@@ -397,27 +358,18 @@ mod tests {
         assert_eq!(c.limits.max_labels, 7);
         assert_eq!(c.server.listen.port(), 0);
         assert_eq!(c.retention.logs, Duration::from_secs(3 * 86400));
-        let bad = vec![(
-            "MODELWATCH__LIMITS__MAX_LABLES".to_string(),
-            "7".to_string(),
-        )];
+        let bad = vec![("MODELWATCH__LIMITS__MAX_LABLES".to_string(), "7".to_string())];
         let err = Config::from_sources("", "t", bad).unwrap_err().to_string();
         assert!(err.contains("max_lables"), "{err}");
     }
 
     #[test]
     fn invalid_values_name_the_key() {
-        let err = Config::from_sources("[log]\nformat = \"xml\"\n", "t", no_env())
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_sources("[log]\nformat = \"xml\"\n", "t", no_env()).unwrap_err().to_string();
         assert!(err.contains("log.format"), "{err}");
-        let err = Config::from_sources("[storage]\nchunk_samples = 0\n", "t", no_env())
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_sources("[storage]\nchunk_samples = 0\n", "t", no_env()).unwrap_err().to_string();
         assert!(err.contains("storage.chunk_samples"), "{err}");
-        let err = Config::from_sources("[retention]\nlogs = \"soon\"\n", "t", no_env())
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_sources("[retention]\nlogs = \"soon\"\n", "t", no_env()).unwrap_err().to_string();
         assert!(err.contains("soon"), "{err}");
     }
 }

@@ -22,17 +22,12 @@ pub enum IngestError {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn fmt_ts(ms: i64) -> String {
     match u64::try_from(ms) {
-        Ok(ms) => {
-            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-        }
+        Ok(ms) => humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string(),
         Err(_) => "before 1970".into(),
     }
 }
@@ -72,20 +67,10 @@ impl Validator {
         } else {
             (self.limits.max_age, "limits.max_age")
         };
-        (
-            now - age.as_millis() as i64,
-            now + self.limits.max_future.as_millis() as i64,
-            key,
-            age,
-        )
+        (now - age.as_millis() as i64, now + self.limits.max_future.as_millis() as i64, key, age)
     }
 
-    fn check_ts(
-        &self,
-        field: &str,
-        ts: i64,
-        win: (i64, i64, &'static str, Duration),
-    ) -> Option<Problem> {
+    fn check_ts(&self, field: &str, ts: i64, win: (i64, i64, &'static str, Duration)) -> Option<Problem> {
         let (lo, hi, key, age) = win;
         if ts < lo {
             let hint = if key == "limits.max_age" {
@@ -125,11 +110,7 @@ impl Validator {
             return Some((
                 INVALID,
                 field,
-                format!(
-                    "{what} of {} bytes exceeds limits.max_name_len = {}",
-                    v.len(),
-                    self.limits.max_name_len
-                ),
+                format!("{what} of {} bytes exceeds limits.max_name_len = {}", v.len(), self.limits.max_name_len),
             ));
         }
         None
@@ -148,10 +129,7 @@ impl Validator {
             return Some((
                 EXHAUSTED,
                 field.into(),
-                format!(
-                    "{n} labels exceed limits.max_labels = {}",
-                    self.limits.max_labels
-                ),
+                format!("{n} labels exceed limits.max_labels = {}", self.limits.max_labels),
             ));
         }
         for (i, (k, v)) in pairs.enumerate() {
@@ -199,10 +177,7 @@ impl Validator {
         let win = self.window(b.backfill, now);
         let series = std::mem::take(&mut b.series);
         let service = b.service.clone();
-        let mut batch = Batch::new(Body::Metrics(pb::MetricBatch {
-            series: Vec::with_capacity(series.len()),
-            ..b
-        }));
+        let mut batch = Batch::new(Body::Metrics(pb::MetricBatch { series: Vec::with_capacity(series.len()), ..b }));
         let mut kept = Vec::with_capacity(series.len());
         for (i, mut s) in series.into_iter().enumerate() {
             let f = format!("series[{i}]");
@@ -215,10 +190,7 @@ impl Validator {
                         (
                             INVALID,
                             format!("{f}.name"),
-                            format!(
-                                "metric name {:?} is not valid ([a-zA-Z_:][a-zA-Z0-9_:]*)",
-                                s.name
-                            ),
+                            format!("metric name {:?} is not valid ([a-zA-Z_:][a-zA-Z0-9_:]*)", s.name),
                         )
                     })
                 })
@@ -233,13 +205,10 @@ impl Validator {
                 .or_else(|| {
                     let mut names: Vec<&str> = s.labels.iter().map(|l| l.name.as_str()).collect();
                     names.sort_unstable();
-                    names.windows(2).find(|w| w[0] == w[1]).map(|w| {
-                        (
-                            INVALID,
-                            format!("{f}.labels"),
-                            format!("label {:?} appears twice", w[0]),
-                        )
-                    })
+                    names
+                        .windows(2)
+                        .find(|w| w[0] == w[1])
+                        .map(|w| (INVALID, format!("{f}.labels"), format!("label {:?} appears twice", w[0])))
                 })
                 .or_else(|| {
                     (s.timestamps_ms.len() != s.values.len()).then(|| {
@@ -263,19 +232,15 @@ impl Validator {
             let mut w = 0;
             for j in 0..s.timestamps_ms.len() {
                 let (t, v) = (s.timestamps_ms[j], s.values[j]);
-                let p = self
-                    .check_ts(&format!("{f}.timestamps_ms[{j}]"), t, win)
-                    .or_else(|| {
-                        (!v.is_finite() && !self.limits.allow_non_finite).then(|| {
-                            (
-                                INVALID,
-                                format!("{f}.values[{j}]"),
-                                format!(
-                                    "value {v} is not finite (limits.allow_non_finite = false)"
-                                ),
-                            )
-                        })
-                    });
+                let p = self.check_ts(&format!("{f}.timestamps_ms[{j}]"), t, win).or_else(|| {
+                    (!v.is_finite() && !self.limits.allow_non_finite).then(|| {
+                        (
+                            INVALID,
+                            format!("{f}.values[{j}]"),
+                            format!("value {v} is not finite (limits.allow_non_finite = false)"),
+                        )
+                    })
+                });
                 if let Some((code, field, reason)) = p {
                     batch.reject(i as u32, j as i32, code, field, reason);
                     map.get_or_insert_with(|| (0..j as u32).collect());
@@ -309,10 +274,7 @@ impl Validator {
         let win = self.window(b.backfill, now);
         let records = std::mem::take(&mut b.records);
         let service = b.service.clone();
-        let mut batch = Batch::new(Body::Logs(pb::LogBatch {
-            records: Vec::with_capacity(records.len()),
-            ..b
-        }));
+        let mut batch = Batch::new(Body::Logs(pb::LogBatch { records: Vec::with_capacity(records.len()), ..b }));
         let mut kept = Vec::with_capacity(records.len());
         for (i, mut r) in records.into_iter().enumerate() {
             let f = format!("records[{i}]");
@@ -342,14 +304,7 @@ impl Validator {
                     })
                 })
                 .or_else(|| self.check_name(format!("{f}.service"), "service", &r.service, false))
-                .or_else(|| {
-                    self.check_name(
-                        format!("{f}.error_type"),
-                        "error type",
-                        &r.error_type,
-                        false,
-                    )
-                })
+                .or_else(|| self.check_name(format!("{f}.error_type"), "error type", &r.error_type, false))
                 .or_else(|| self.check_name(format!("{f}.logger"), "logger", &r.logger, false))
                 .or_else(|| {
                     (r.request_id.len() > lim.max_label_value_len).then(|| {
@@ -389,10 +344,7 @@ impl Validator {
         let win = self.window(b.backfill, now);
         let events = std::mem::take(&mut b.events);
         let service = b.service.clone();
-        let mut batch = Batch::new(Body::Events(pb::EventBatch {
-            events: Vec::with_capacity(events.len()),
-            ..b
-        }));
+        let mut batch = Batch::new(Body::Events(pb::EventBatch { events: Vec::with_capacity(events.len()), ..b }));
         let mut kept = Vec::with_capacity(events.len());
         for (i, mut e) in events.into_iter().enumerate() {
             let f = format!("events[{i}]");
@@ -409,26 +361,10 @@ impl Validator {
             let problem = self
                 .check_ts(&format!("{f}.timestamp_ms"), e.timestamp_ms, win)
                 .or_else(|| self.check_name(format!("{f}.model"), "model", &e.model, true))
-                .or_else(|| {
-                    self.check_name(
-                        format!("{f}.model_version"),
-                        "model version",
-                        &e.model_version,
-                        false,
-                    )
-                })
-                .or_else(|| {
-                    self.check_name(format!("{f}.endpoint"), "endpoint", &e.endpoint, false)
-                })
+                .or_else(|| self.check_name(format!("{f}.model_version"), "model version", &e.model_version, false))
+                .or_else(|| self.check_name(format!("{f}.endpoint"), "endpoint", &e.endpoint, false))
                 .or_else(|| self.check_name(format!("{f}.service"), "service", &e.service, false))
-                .or_else(|| {
-                    self.check_name(
-                        format!("{f}.error_type"),
-                        "error type",
-                        &e.error_type,
-                        false,
-                    )
-                })
+                .or_else(|| self.check_name(format!("{f}.error_type"), "error type", &e.error_type, false))
                 .or_else(|| {
                     (e.request_id.len() > lim.max_label_value_len).then(|| {
                         (
@@ -486,23 +422,15 @@ impl Committer {
     /// once the batch is durable.
     pub async fn enqueue(&self, batch: Batch) -> Result<AckFuture, IngestError> {
         if self.failed.load(Ordering::Relaxed) {
-            return Err(IngestError::Storage(
-                "an earlier write failed; restart the daemon".into(),
-            ));
+            return Err(IngestError::Storage("an earlier write failed; restart the daemon".into()));
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(CommitRequest { batch, reply })
-            .await
-            .map_err(|_| IngestError::ShuttingDown)?;
+        self.tx.send(CommitRequest { batch, reply }).await.map_err(|_| IngestError::ShuttingDown)?;
         Ok(rx)
     }
 
     pub async fn submit(&self, batch: Batch) -> Result<pb::Ack, IngestError> {
-        self.enqueue(batch)
-            .await?
-            .await
-            .map_err(|_| IngestError::ShuttingDown)?
+        self.enqueue(batch).await?.await.map_err(|_| IngestError::ShuttingDown)?
     }
 
     /// Starts the committer thread; `rt` drives its timer.
@@ -547,9 +475,7 @@ impl Worker {
         let mut dirty = false;
         loop {
             let wait = next_checkpoint.saturating_duration_since(Instant::now());
-            let first = self
-                .rt
-                .block_on(async { tokio::time::timeout(wait, self.rx.recv()).await });
+            let first = self.rt.block_on(async { tokio::time::timeout(wait, self.rx.recv()).await });
             match first {
                 Ok(Some(req)) => {
                     let mut group = vec![req];
@@ -586,26 +512,32 @@ impl Worker {
     }
 
     fn commit(&mut self, group: Vec<CommitRequest>) {
-        let mut replies = Vec::with_capacity(group.len());
+        // (request, ack and the lsn of its WAL record if one was written), in arrival order.
+        let mut done: Vec<(CommitRequest, Option<(pb::Ack, Option<u64>)>)> = Vec::with_capacity(group.len());
         let mut failure: Option<String> = None;
         for mut req in group {
             if failure.is_some() || self.failed.load(Ordering::Relaxed) {
-                replies.push((req.reply, Err(())));
+                done.push((req, None));
                 continue;
             }
             let lsn = self.wal.next_lsn();
             match self.store.apply(&mut req.batch, lsn) {
                 Ok(applied) => {
-                    if let Some(rec) = applied.record {
-                        if let Err(e) = self.wal.append(&rec) {
-                            failure = Some(e.to_string());
-                        }
-                    }
-                    replies.push((req.reply, Ok(applied.ack)));
+                    let written = match &applied.record {
+                        Some(rec) => match self.wal.append(rec) {
+                            Ok(_) => Some(lsn),
+                            Err(e) => {
+                                failure = Some(e.to_string());
+                                None
+                            }
+                        },
+                        None => None,
+                    };
+                    done.push((req, Some((applied.ack, written))));
                 }
                 Err(e) => {
                     failure = Some(e.to_string());
-                    replies.push((req.reply, Err(())));
+                    done.push((req, None));
                 }
             }
         }
@@ -614,21 +546,30 @@ impl Worker {
                 failure = Some(e.to_string());
             }
         }
+        // Durable now: sled may take the raw records and the full heads.
+        if failure.is_none() {
+            let persisted = done
+                .iter()
+                .filter_map(|(req, r)| r.as_ref().and_then(|(_, lsn)| lsn.map(|l| (&req.batch, l))))
+                .try_for_each(|(b, lsn)| self.store.persist(b, lsn))
+                .and_then(|_| self.store.cut_due());
+            if let Err(e) = persisted {
+                failure = Some(e.to_string());
+            }
+        }
         if let Some(f) = &failure {
             // After a failed write or fsync the WAL's state is unknown (see PostgreSQL's
             // "fsyncgate"): stop acking instead of retrying over possibly lost pages.
-            tracing::error!(error = %f, "write-ahead log write failed; refusing further ingest");
+            tracing::error!(error = %f, "storage write failed; refusing further ingest");
             self.failed.store(true, Ordering::Relaxed);
         }
-        for (reply, res) in replies {
-            let res = match (&failure, res) {
-                (None, Ok(ack)) => Ok(ack),
+        for (req, r) in done {
+            let res = match (&failure, r) {
+                (None, Some((ack, _))) => Ok(ack),
                 (Some(f), _) => Err(IngestError::Storage(f.clone())),
-                (None, Err(())) => Err(IngestError::Storage(
-                    "an earlier write failed; restart the daemon".into(),
-                )),
+                (None, None) => Err(IngestError::Storage("an earlier write failed; restart the daemon".into())),
             };
-            let _ = reply.send(res);
+            let _ = req.reply.send(res);
         }
     }
 }
@@ -658,22 +599,12 @@ impl Registry {
     /// service identity, so a reconnecting process gets the same id).
     pub fn register(&self, mut info: pb::RegisterRequest) -> String {
         if info.client_id.is_empty() {
-            info.client_id = format!(
-                "{}/{}/{}/{}",
-                info.service, info.instance, info.host, info.pid
-            );
+            info.client_id = format!("{}/{}/{}/{}", info.service, info.instance, info.host, info.pid);
         }
         let id = info.client_id.clone();
         self.with(|m| {
             let open = m.get(&id).map_or(0, |c| c.open_streams);
-            m.insert(
-                id.clone(),
-                Client {
-                    info,
-                    last_seen: SystemTime::now(),
-                    open_streams: open,
-                },
-            );
+            m.insert(id.clone(), Client { info, last_seen: SystemTime::now(), open_streams: open });
         });
         id
     }
@@ -723,13 +654,7 @@ mod tests {
     fn series(name: &str, labels: &[(&str, &str)], ts: Vec<i64>, vals: Vec<f64>) -> pb::Series {
         pb::Series {
             name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| pb::Label {
-                    name: k.to_string(),
-                    value: v.to_string(),
-                })
-                .collect(),
+            labels: labels.iter().map(|(k, v)| pb::Label { name: k.to_string(), value: v.to_string() }).collect(),
             kind: 1,
             timestamps_ms: ts,
             values: vals,
@@ -743,21 +668,14 @@ mod tests {
         let b = pb::MetricBatch {
             service: "svc".into(),
             series: vec![
-                series(
-                    "ok_metric",
-                    &[("a", "1")],
-                    vec![now - 10, now - 5, now],
-                    vec![1.0, f64::NAN, 3.0],
-                ),
+                series("ok_metric", &[("a", "1")], vec![now - 10, now - 5, now], vec![1.0, f64::NAN, 3.0]),
                 series("bad name", &[], vec![now], vec![1.0]),
                 series("old", &[], vec![now - 7_200_000, now], vec![1.0, 2.0]),
             ],
             ..Default::default()
         };
         let batch = v.metrics(b, now);
-        let Body::Metrics(mb) = &batch.body else {
-            panic!()
-        };
+        let Body::Metrics(mb) = &batch.body else { panic!() };
         assert_eq!(mb.series.len(), 2);
         assert_eq!(mb.series[0].values, vec![1.0, 3.0]);
         assert_eq!(batch.item_map, vec![0, 2]);
@@ -768,20 +686,12 @@ mod tests {
         assert!(r[0].reason.contains("allow_non_finite"), "{}", r[0].reason);
         assert_eq!(r[1].field, "series[1].name");
         assert_eq!(r[2].field, "series[2].timestamps_ms[0]");
-        assert!(
-            r[2].reason.contains("limits.max_age = 1h"),
-            "{}",
-            r[2].reason
-        );
+        assert!(r[2].reason.contains("limits.max_age = 1h"), "{}", r[2].reason);
     }
 
     #[test]
     fn label_limits_name_field_limit_and_value() {
-        let lim = Limits {
-            max_labels: 2,
-            max_label_value_len: 4,
-            ..Limits::default()
-        };
+        let lim = Limits { max_labels: 2, max_label_value_len: 4, ..Limits::default() };
         let v = Validator::new(lim);
         let now = 1_800_000_000_000;
         let b = pb::MetricBatch {
@@ -797,15 +707,11 @@ mod tests {
         assert_eq!(batch.item_map, vec![2]);
         assert_eq!(batch.rejections[0].code, "RESOURCE_EXHAUSTED");
         assert!(
-            batch.rejections[0]
-                .reason
-                .contains("3 labels exceed limits.max_labels = 2"),
+            batch.rejections[0].reason.contains("3 labels exceed limits.max_labels = 2"),
             "{}",
             batch.rejections[0].reason
         );
         assert_eq!(batch.rejections[1].field, "series[1].labels[0].value");
-        assert!(batch.rejections[1]
-            .reason
-            .contains("5 bytes exceeds limits.max_label_value_len = 4"));
+        assert!(batch.rejections[1].reason.contains("5 bytes exceeds limits.max_label_value_len = 4"));
     }
 }

@@ -36,6 +36,5 @@ pub mod pb {
     tonic::include_proto!("modelwatch.v1");
 
     /// Encoded descriptor set of our proto, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/modelwatch_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/modelwatch_descriptor.bin"));
 }

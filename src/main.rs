@@ -8,11 +8,7 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    name = "modelwatch",
-    version,
-    about = "Telemetry daemon for hosts that serve ML models"
-)]
+#[command(name = "modelwatch", version, about = "Telemetry daemon for hosts that serve ML models")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,8 +34,8 @@ enum Command {
 
 fn init_tracing(cfg: &Config) {
     let filter = std::env::var("MODELWATCH_LOG").unwrap_or_else(|_| cfg.log.level.clone());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr: stdout carries the `listening on` line that scripts read.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -54,11 +50,7 @@ fn init_tracing(cfg: &Config) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let Command::Serve {
-        config,
-        data_dir,
-        listen,
-    } = cli.command;
+    let Command::Serve { config, data_dir, listen } = cli.command;
     let mut cfg = Config::load(config.as_deref())?;
     if let Some(d) = data_dir {
         cfg.storage.data_dir = d;
@@ -67,10 +59,7 @@ fn main() -> anyhow::Result<()> {
         cfg.server.listen = l;
     }
     init_tracing(&cfg);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async {
         let token = CancellationToken::new();
         modelwatch::shutdown::on_signals(token.clone());

@@ -18,10 +18,7 @@ pub enum QueryError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> QueryError {
-    QueryError::Invalid {
-        field,
-        reason: reason.into(),
-    }
+    QueryError::Invalid { field, reason: reason.into() }
 }
 
 pub const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
@@ -29,29 +26,19 @@ pub const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
 pub const MAX_POINTS: i64 = 11_000;
 
 pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, QueryError> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        invalid(
-            field,
-            format!("{s:?} is not a duration like \"30s\", \"5m\" or \"1h\": {e}"),
-        )
-    })
+    humantime::parse_duration(s.trim())
+        .map_err(|e| invalid(field, format!("{s:?} is not a duration like \"30s\", \"5m\" or \"1h\": {e}")))
 }
 
 fn parse_time(field: &'static str, s: &str) -> Result<i64, QueryError> {
     let t = humantime::parse_rfc3339_weak(s.trim()).map_err(|e| {
-        invalid(
-            field,
-            format!("{s:?} is not an RFC 3339 timestamp like \"2024-05-01T12:00:00Z\": {e}"),
-        )
+        invalid(field, format!("{s:?} is not an RFC 3339 timestamp like \"2024-05-01T12:00:00Z\": {e}"))
     })?;
-    Ok(t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0))
+    Ok(t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
 }
 
 pub fn fmt_ms(ms: i64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-        .to_string()
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
 }
 
 /// (start, end) in ms, inclusive. `last` wins; else `start`/`end`; else the last hour.
@@ -59,29 +46,16 @@ pub fn parse_range(r: Option<&pb::TimeRange>, now: i64) -> Result<(i64, i64), Qu
     let r = r.cloned().unwrap_or_default();
     if !r.last.is_empty() {
         if !r.start.is_empty() {
-            return Err(invalid(
-                "range",
-                "give either `last` or `start`/`end`, not both",
-            ));
+            return Err(invalid("range", "give either `last` or `start`/`end`, not both"));
         }
         let d = parse_duration("range.last", &r.last)?;
         return Ok((now - d.as_millis() as i64, now));
     }
-    let end = if r.end.is_empty() {
-        now
-    } else {
-        parse_time("range.end", &r.end)?
-    };
-    let start = if r.start.is_empty() {
-        end - DEFAULT_RANGE.as_millis() as i64
-    } else {
-        parse_time("range.start", &r.start)?
-    };
+    let end = if r.end.is_empty() { now } else { parse_time("range.end", &r.end)? };
+    let start =
+        if r.start.is_empty() { end - DEFAULT_RANGE.as_millis() as i64 } else { parse_time("range.start", &r.start)? };
     if start > end {
-        return Err(invalid(
-            "range",
-            format!("start {} is after end {}", r.start, fmt_ms(end)),
-        ));
+        return Err(invalid("range", format!("start {} is after end {}", r.start, fmt_ms(end))));
     }
     Ok((start, end))
 }
@@ -105,10 +79,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, QueryError> {
     if rest.is_empty() {
         return Ok(out);
     }
-    let body = rest
-        .strip_prefix('{')
-        .and_then(|r| r.strip_suffix('}'))
-        .ok_or_else(|| bad("unbalanced braces"))?;
+    let body = rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')).ok_or_else(|| bad("unbalanced braces"))?;
     let chars: Vec<char> = body.chars().collect();
     let mut i = 0;
     let skip_ws = |i: &mut usize| {
@@ -170,10 +141,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, QueryError> {
                 }
             }
         }
-        out.push(
-            Matcher::new(&label, op, &value)
-                .map_err(|e| bad(&format!("bad regex for {label}: {e}")))?,
-        );
+        out.push(Matcher::new(&label, op, &value).map_err(|e| bad(&format!("bad regex for {label}: {e}")))?);
     }
     Ok(out)
 }
@@ -201,10 +169,7 @@ fn matchers_of(selector: &str, list: &[pb::Matcher]) -> Result<Vec<Matcher>, Que
     Ok(ms)
 }
 
-pub fn list_series(
-    store: &Store,
-    req: &pb::ListSeriesRequest,
-) -> Result<pb::ListSeriesResponse, QueryError> {
+pub fn list_series(store: &Store, req: &pb::ListSeriesRequest) -> Result<pb::ListSeriesResponse, QueryError> {
     let ms = if req.selector.trim().is_empty() && req.matchers.is_empty() {
         Vec::new()
     } else {
@@ -212,21 +177,13 @@ pub fn list_series(
     };
     let mut series = store.select(&ms);
     series.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
-    let limit = if req.limit == 0 {
-        10_000
-    } else {
-        req.limit as usize
-    };
+    let limit = if req.limit == 0 { 10_000 } else { req.limit as usize };
     let truncated = series.len() > limit;
     series.truncate(limit);
     Ok(pb::ListSeriesResponse {
         series: series
             .into_iter()
-            .map(|s| pb::SeriesInfo {
-                name: s.name,
-                labels: s.labels.into_iter().collect(),
-                kind: s.kind,
-            })
+            .map(|s| pb::SeriesInfo { name: s.name, labels: s.labels.into_iter().collect(), kind: s.kind })
             .collect(),
         truncated,
     })
@@ -272,19 +229,13 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (rank - lo as f64)
 }
 
-pub fn query_range(
-    store: &Store,
-    req: &pb::QueryRangeRequest,
-) -> Result<pb::QueryRangeResponse, QueryError> {
+pub fn query_range(store: &Store, req: &pb::QueryRangeRequest) -> Result<pb::QueryRangeResponse, QueryError> {
     let ms = matchers_of(&req.selector, &req.matchers)?;
     let (start, end) = parse_range(req.range.as_ref(), now_ms())?;
     let agg = pb::Aggregation::try_from(req.aggregation)
         .map_err(|_| invalid("aggregation", format!("unknown value {}", req.aggregation)))?;
     if agg == pb::Aggregation::Quantile && !(0.0..=1.0).contains(&req.quantile) {
-        return Err(invalid(
-            "quantile",
-            format!("{} is outside [0, 1]", req.quantile),
-        ));
+        return Err(invalid("quantile", format!("{} is outside [0, 1]", req.quantile)));
     }
     let span = end - start;
     let step = if req.step.is_empty() {
@@ -298,11 +249,7 @@ pub fn query_range(
     if span / step >= MAX_POINTS {
         return Err(invalid(
             "step",
-            format!(
-                "{} over this range gives {} points; the most is {MAX_POINTS}",
-                req.step,
-                span / step + 1
-            ),
+            format!("{} over this range gives {} points; the most is {MAX_POINTS}", req.step, span / step + 1),
         ));
     }
     // Window k covers [start + k*step, start + (k+1)*step) and is stamped at its start, so a
@@ -326,28 +273,12 @@ pub fn query_range(
             let key: Vec<String> = req
                 .group_by
                 .iter()
-                .map(|g| {
-                    s.labels
-                        .iter()
-                        .find(|(k, _)| k == g)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default()
-                })
+                .map(|g| s.labels.iter().find(|(k, _)| k == g).map(|(_, v)| v.clone()).unwrap_or_default())
                 .collect();
             *slot_of.entry(key.clone()).or_insert_with(|| {
                 out.push(Acc {
-                    name: if req.group_by.iter().any(|g| g == NAME_LABEL) {
-                        s.name.clone()
-                    } else {
-                        String::new()
-                    },
-                    labels: req
-                        .group_by
-                        .iter()
-                        .cloned()
-                        .zip(key)
-                        .filter(|(k, _)| k != NAME_LABEL)
-                        .collect(),
+                    name: if req.group_by.iter().any(|g| g == NAME_LABEL) { s.name.clone() } else { String::new() },
+                    labels: req.group_by.iter().cloned().zip(key).filter(|(k, _)| k != NAME_LABEL).collect(),
                     values: vec![Vec::new(); nsteps],
                 });
                 out.len() - 1
@@ -396,31 +327,16 @@ pub fn query_range(
                             A::Quantile => quantile(&mut v, req.quantile),
                         }
                     };
-                    pb::Point {
-                        timestamp_ms: start + w as i64 * step,
-                        value,
-                    }
+                    pb::Point { timestamp_ms: start + w as i64 * step, value }
                 })
                 .collect();
-            pb::SeriesResult {
-                name: a.name,
-                labels: a.labels.into_iter().collect(),
-                points,
-            }
+            pb::SeriesResult { name: a.name, labels: a.labels.into_iter().collect(), points }
         })
         .collect();
-    Ok(pb::QueryRangeResponse {
-        series,
-        start_ms: start,
-        end_ms: end,
-        step_ms: step,
-    })
+    Ok(pb::QueryRangeResponse { series, start_ms: start, end_ms: end, step_ms: step })
 }
 
-fn latency_summary(
-    h: &hdrhistogram::Histogram<u64>,
-    exact_sum_us: Option<u64>,
-) -> pb::LatencySummary {
+fn latency_summary(h: &hdrhistogram::Histogram<u64>, exact_sum_us: Option<u64>) -> pb::LatencySummary {
     let n = h.len();
     let ms = |us: u64| us as f64 / 1000.0;
     if n == 0 {
@@ -452,19 +368,12 @@ fn figures(a: &Agg, start: i64, end: i64) -> pb::InferenceFigures {
         end_ms: end,
         count: a.count,
         throughput_per_s: a.count as f64 / secs,
-        error_rate: if a.count == 0 {
-            0.0
-        } else {
-            errors as f64 / a.count as f64
-        },
+        error_rate: if a.count == 0 { 0.0 } else { errors as f64 / a.count as f64 },
         latency: Some(latency_summary(&a.latency, Some(a.latency_sum_us))),
         stages: STAGES
             .iter()
             .zip(&a.stages)
-            .filter_map(|(name, h)| {
-                h.as_ref()
-                    .map(|h| (name.to_string(), latency_summary(h, None)))
-            })
+            .filter_map(|(name, h)| h.as_ref().map(|h| (name.to_string(), latency_summary(h, None))))
             .collect(),
         by_status,
         by_error_type: a.by_error.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -485,10 +394,7 @@ pub fn inference_stats(
         match FIELDS.iter().position(|f| f == g) {
             Some(i) => by.push(i),
             None => {
-                return Err(invalid(
-                    "group_by",
-                    format!("{g:?} is not one of service, model, model_version, endpoint"),
-                ))
+                return Err(invalid("group_by", format!("{g:?} is not one of service, model, model_version, endpoint")))
             }
         }
     }
@@ -511,20 +417,14 @@ pub fn inference_stats(
             ));
         }
         if (b1 - b0) / s > MAX_POINTS {
-            return Err(invalid(
-                "step",
-                format!("too many steps; the most is {MAX_POINTS}"),
-            ));
+            return Err(invalid("step", format!("too many steps; the most is {MAX_POINTS}")));
         }
         Some(s)
     };
     let filter = [&req.service, &req.model, &req.model_version, &req.endpoint];
-    let groups =
-        store.inference_groups(|g| filter.iter().zip(g).all(|(f, v)| f.is_empty() || *f == v));
-    let key_of: HashMap<u32, Vec<String>> = groups
-        .iter()
-        .map(|(id, g)| (*id, by.iter().map(|&i| g[i].clone()).collect()))
-        .collect();
+    let groups = store.inference_groups(|g| filter.iter().zip(g).all(|(f, v)| f.is_empty() || *f == v));
+    let key_of: HashMap<u32, Vec<String>> =
+        groups.iter().map(|(id, g)| (*id, by.iter().map(|&i| g[i].clone()).collect())).collect();
     let ids: Vec<u32> = groups.iter().map(|(id, _)| *id).collect();
     let mut totals: BTreeMap<Vec<String>, Agg> = BTreeMap::new();
     let mut steps: BTreeMap<(Vec<String>, i64), Agg> = BTreeMap::new();
@@ -554,18 +454,10 @@ pub fn inference_stats(
             }
         })
         .collect();
-    Ok(pb::InferenceStatsResponse {
-        groups,
-        start_ms: b0,
-        end_ms: range_end,
-        bucket_ms: bucket,
-    })
+    Ok(pb::InferenceStatsResponse { groups, start_ms: b0, end_ms: range_end, bucket_ms: bucket })
 }
 
-pub fn search_logs(
-    store: &Store,
-    req: &pb::SearchLogsRequest,
-) -> Result<pb::SearchLogsResponse, QueryError> {
+pub fn search_logs(store: &Store, req: &pb::SearchLogsRequest) -> Result<pb::SearchLogsResponse, QueryError> {
     let (start, end) = parse_range(req.range.as_ref(), now_ms())?;
     let limit = match req.limit {
         0 => 100,
@@ -591,11 +483,8 @@ pub fn search_logs(
     let mut next = String::new();
     if !req.request_id.is_empty() {
         // The request-id index is small per id: read it whole, newest first, no paging.
-        let mut all: Vec<pb::LogRecord> = store
-            .logs_by_request(&req.request_id)?
-            .into_iter()
-            .filter(|r| keep(r))
-            .collect();
+        let mut all: Vec<pb::LogRecord> =
+            store.logs_by_request(&req.request_id)?.into_iter().filter(|r| keep(r)).collect();
         all.reverse();
         all.truncate(limit);
         records = all;
@@ -614,16 +503,10 @@ pub fn search_logs(
             }
         }
     }
-    Ok(pb::SearchLogsResponse {
-        records,
-        next_page_token: next,
-    })
+    Ok(pb::SearchLogsResponse { records, next_page_token: next })
 }
 
-pub fn get_request(
-    store: &Store,
-    req: &pb::GetRequestRequest,
-) -> Result<pb::GetRequestResponse, QueryError> {
+pub fn get_request(store: &Store, req: &pb::GetRequestRequest) -> Result<pb::GetRequestResponse, QueryError> {
     if req.request_id.is_empty() {
         return Err(invalid("request_id", "is required"));
     }
@@ -641,10 +524,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]
@@ -655,25 +535,13 @@ mod tests {
     fn selectors_parse() {
         let ms = parse_selector(r#"gpu_util{gpu="0", model=~"m.*",x!="y" ,z!~"a|b"}"#).unwrap();
         assert_eq!(ms.len(), 5);
-        assert_eq!(
-            (ms[0].name.as_str(), ms[0].value.as_str()),
-            (NAME_LABEL, "gpu_util")
-        );
+        assert_eq!((ms[0].name.as_str(), ms[0].value.as_str()), (NAME_LABEL, "gpu_util"));
         assert_eq!(ms[2].op, MatchOp::Re);
         assert_eq!(ms[3].op, MatchOp::Neq);
         assert_eq!(ms[4].op, MatchOp::Nre);
         assert!(ms[4].matches("c") && !ms[4].matches("a"));
-        assert_eq!(
-            parse_selector(r#"{a="q\"uote"}"#).unwrap()[0].value,
-            "q\"uote"
-        );
-        for bad in [
-            r#"m{a="1""#,
-            r#"m{a~"1"}"#,
-            r#"m{="1"}"#,
-            r#"m{a="1}"#,
-            r#"m{a=~"("}"#,
-        ] {
+        assert_eq!(parse_selector(r#"{a="q\"uote"}"#).unwrap()[0].value, "q\"uote");
+        for bad in [r#"m{a="1""#, r#"m{a~"1"}"#, r#"m{="1"}"#, r#"m{a="1}"#, r#"m{a=~"("}"#] {
             assert!(parse_selector(bad).is_err(), "{bad}");
         }
     }
@@ -682,14 +550,7 @@ mod tests {
     fn ranges_parse() {
         let now = 1_700_000_000_000;
         assert_eq!(
-            parse_range(
-                Some(&pb::TimeRange {
-                    last: "15m".into(),
-                    ..Default::default()
-                }),
-                now
-            )
-            .unwrap(),
+            parse_range(Some(&pb::TimeRange { last: "15m".into(), ..Default::default() }), now).unwrap(),
             (now - 900_000, now)
         );
         let r = pb::TimeRange {
@@ -697,20 +558,11 @@ mod tests {
             end: "2023-11-14T22:13:20Z".into(),
             ..Default::default()
         };
-        assert_eq!(
-            parse_range(Some(&r), now).unwrap(),
-            (1_699_999_200_000, 1_700_000_000_000)
-        );
+        assert_eq!(parse_range(Some(&r), now).unwrap(), (1_699_999_200_000, 1_700_000_000_000));
         assert_eq!(parse_range(None, now).unwrap(), (now - 3_600_000, now));
-        let err = parse_range(
-            Some(&pb::TimeRange {
-                last: "soon".into(),
-                ..Default::default()
-            }),
-            now,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = parse_range(Some(&pb::TimeRange { last: "soon".into(), ..Default::default() }), now)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("range.last"), "{err}");
     }
 

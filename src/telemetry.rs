@@ -15,11 +15,7 @@ pub struct Rates {
 
 fn totals(store: &Store) -> [u64; 3] {
     let c = &store.counters;
-    [
-        c.samples.load(Ordering::Relaxed),
-        c.events.load(Ordering::Relaxed),
-        c.logs.load(Ordering::Relaxed),
-    ]
+    [c.samples.load(Ordering::Relaxed), c.events.load(Ordering::Relaxed), c.logs.load(Ordering::Relaxed)]
 }
 
 impl Rates {
@@ -28,10 +24,7 @@ impl Rates {
         let now = Instant::now();
         let mut q = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         q.push_back((now, totals(store)));
-        while q.len() > 2
-            && q.front()
-                .is_some_and(|(t, _)| now.duration_since(*t) > WINDOW)
-        {
+        while q.len() > 2 && q.front().is_some_and(|(t, _)| now.duration_since(*t) > WINDOW) {
             q.pop_front();
         }
     }

@@ -14,26 +14,16 @@ async fn metrics_round_trip_with_matchers_and_aggregations() {
     for seq in 1..=6u64 {
         let mut s = Vec::new();
         for gpu in 0..3 {
-            let ts: Vec<i64> = (0..10)
-                .map(|i| t0 + ((seq as i64 - 1) * 10 + i) * 1000)
-                .collect();
-            let vals: Vec<f64> = ts
-                .iter()
-                .map(|t| ((t - t0) / 1000) as f64 + gpu as f64 * 100.0)
-                .collect();
+            let ts: Vec<i64> = (0..10).map(|i| t0 + ((seq as i64 - 1) * 10 + i) * 1000).collect();
+            let vals: Vec<f64> = ts.iter().map(|t| ((t - t0) / 1000) as f64 + gpu as f64 * 100.0).collect();
             s.push(series(
                 "gpu_utilization",
-                &[
-                    ("gpu", &gpu.to_string()),
-                    ("host", if gpu == 2 { "b" } else { "a" }),
-                ],
+                &[("gpu", &gpu.to_string()), ("host", if gpu == 2 { "b" } else { "a" })],
                 ts,
                 vals,
             ));
         }
-        let ts: Vec<i64> = (0..10)
-            .map(|i| t0 + ((seq as i64 - 1) * 10 + i) * 1000)
-            .collect();
+        let ts: Vec<i64> = (0..10).map(|i| t0 + ((seq as i64 - 1) * 10 + i) * 1000).collect();
         let mut ctr = series(
             "requests_total",
             &[("model", "m1")],
@@ -64,64 +54,27 @@ async fn metrics_round_trip_with_matchers_and_aggregations() {
     }
 
     let mut q = d.query().await;
-    let list = |sel: &str| pb::ListSeriesRequest {
-        selector: sel.into(),
-        ..Default::default()
-    };
+    let list = |sel: &str| pb::ListSeriesRequest { selector: sel.into(), ..Default::default() };
     let names = |r: pb::ListSeriesResponse| -> Vec<String> {
-        r.series
-            .iter()
-            .map(|s| format!("{}{:?}", s.name, s.labels.get("gpu")))
-            .collect()
+        r.series.iter().map(|s| format!("{}{:?}", s.name, s.labels.get("gpu"))).collect()
     };
-    let all = q
-        .list_series(list("gpu_utilization"))
-        .await
-        .unwrap()
-        .into_inner();
+    let all = q.list_series(list("gpu_utilization")).await.unwrap().into_inner();
     assert_eq!(all.series.len(), 3);
-    assert_eq!(
-        all.series[0].labels.get("service").map(String::as_str),
-        Some("svc-a"),
-        "service label added"
-    );
-    let r = q
-        .list_series(list(r#"gpu_utilization{host="a"}"#))
-        .await
-        .unwrap()
-        .into_inner();
+    assert_eq!(all.series[0].labels.get("service").map(String::as_str), Some("svc-a"), "service label added");
+    let r = q.list_series(list(r#"gpu_utilization{host="a"}"#)).await.unwrap().into_inner();
     assert_eq!(
         names(r),
-        vec![
-            "gpu_utilization Some(\"0\")".replace(' ', ""),
-            "gpu_utilization Some(\"1\")".replace(' ', "")
-        ]
+        vec!["gpu_utilization Some(\"0\")".replace(' ', ""), "gpu_utilization Some(\"1\")".replace(' ', "")]
     );
-    let r = q
-        .list_series(list(r#"gpu_utilization{gpu=~"1|2"}"#))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = q.list_series(list(r#"gpu_utilization{gpu=~"1|2"}"#)).await.unwrap().into_inner();
     assert_eq!(r.series.len(), 2);
-    let r = q
-        .list_series(list(r#"gpu_utilization{host!="a"}"#))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = q.list_series(list(r#"gpu_utilization{host!="a"}"#)).await.unwrap().into_inner();
     assert_eq!(r.series.len(), 1);
-    let r = q
-        .list_series(list(r#"gpu_utilization{gpu!~"0|1"}"#))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = q.list_series(list(r#"gpu_utilization{gpu!~"0|1"}"#)).await.unwrap().into_inner();
     assert_eq!(r.series[0].labels["gpu"], "2");
     let r = q
         .list_series(pb::ListSeriesRequest {
-            matchers: vec![pb::Matcher {
-                name: "model".into(),
-                op: pb::MatchOp::Eq as i32,
-                value: "m1".into(),
-            }],
+            matchers: vec![pb::Matcher { name: "model".into(), op: pb::MatchOp::Eq as i32, value: "m1".into() }],
             ..Default::default()
         })
         .await
@@ -146,91 +99,35 @@ async fn metrics_round_trip_with_matchers_and_aggregations() {
         ..Default::default()
     };
     let one = |r: pb::QueryRangeResponse| -> Vec<f64> {
-        r.series
-            .iter()
-            .map(|s| s.points.iter().map(|p| p.value).sum::<f64>())
-            .collect()
+        r.series.iter().map(|s| s.points.iter().map(|p| p.value).sum::<f64>()).collect()
     };
-    let r = q
-        .query_range(qr(
-            r#"gpu_utilization{gpu="0"}"#,
-            pb::Aggregation::Avg,
-            "10s",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = q.query_range(qr(r#"gpu_utilization{gpu="0"}"#, pb::Aggregation::Avg, "10s")).await.unwrap().into_inner();
     // windows [t0, t0+10s), [t0+10s, t0+20s), ...: 0..9 | 10..19 | ... | 50..59
-    let pts: Vec<(i64, f64)> = r.series[0]
-        .points
-        .iter()
-        .map(|p| ((p.timestamp_ms - t0) / 1000, p.value))
-        .collect();
-    assert_eq!(
-        pts,
-        vec![
-            (0, 4.5),
-            (10, 14.5),
-            (20, 24.5),
-            (30, 34.5),
-            (40, 44.5),
-            (50, 54.5)
-        ]
-    );
-    let r = q
-        .query_range(qr(
-            r#"gpu_utilization{gpu="0"}"#,
-            pb::Aggregation::Count,
-            "1h",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let pts: Vec<(i64, f64)> = r.series[0].points.iter().map(|p| ((p.timestamp_ms - t0) / 1000, p.value)).collect();
+    assert_eq!(pts, vec![(0, 4.5), (10, 14.5), (20, 24.5), (30, 34.5), (40, 44.5), (50, 54.5)]);
+    let r = q.query_range(qr(r#"gpu_utilization{gpu="0"}"#, pb::Aggregation::Count, "1h")).await.unwrap().into_inner();
     assert_eq!(one(r), vec![60.0]);
-    let r = q
-        .query_range(qr(r#"gpu_utilization"#, pb::Aggregation::Max, "1h"))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = q.query_range(qr(r#"gpu_utilization"#, pb::Aggregation::Max, "1h")).await.unwrap().into_inner();
     assert_eq!(one(r), vec![59.0, 159.0, 259.0]);
     let mut req = qr(r#"gpu_utilization"#, pb::Aggregation::Max, "1h");
     req.group_by = vec!["host".into()];
     let r = q.query_range(req).await.unwrap().into_inner();
-    let mut got: Vec<(String, f64)> = r
-        .series
-        .iter()
-        .map(|s| (s.labels["host"].clone(), s.points[0].value))
-        .collect();
+    let mut got: Vec<(String, f64)> = r.series.iter().map(|s| (s.labels["host"].clone(), s.points[0].value)).collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(got, vec![("a".into(), 159.0), ("b".into(), 259.0)]);
-    let mut req = qr(
-        r#"gpu_utilization{host="a"}"#,
-        pb::Aggregation::Quantile,
-        "1h",
-    );
+    let mut req = qr(r#"gpu_utilization{host="a"}"#, pb::Aggregation::Quantile, "1h");
     req.quantile = 0.5;
     req.combine = true;
     let r = q.query_range(req).await.unwrap().into_inner();
     assert_eq!(one(r), vec![79.5], "median of 0..59 and 100..159");
     // counter: +2/s for 30 s, reset to 0, then +2/s: rate 2/s (the reset sample itself counts as
     // an increase of 0 from a restart)
-    let r = q
-        .query_range(qr("requests_total", pb::Aggregation::Rate, "1h"))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = q.query_range(qr("requests_total", pb::Aggregation::Rate, "1h")).await.unwrap().into_inner();
     let rate = one(r)[0];
     assert!((rate - 2.0 * 58.0 / 59.0).abs() < 1e-9, "rate {rate}");
-    let r = q
-        .query_range(qr("requests_total", pb::Aggregation::Last, "1h"))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = q.query_range(qr("requests_total", pb::Aggregation::Last, "1h")).await.unwrap().into_inner();
     assert_eq!(one(r), vec![58.0]);
-    let err = q
-        .query_range(qr("gpu_utilization", pb::Aggregation::Avg, "1ms"))
-        .await
-        .unwrap_err();
+    let err = q.query_range(qr("gpu_utilization", pb::Aggregation::Avg, "1ms")).await.unwrap_err();
     assert!(err.message().contains("step"), "{}", err.message());
     d.stop_ok();
 }
@@ -250,30 +147,14 @@ async fn inference_stats_from_hdr_histograms() {
                 let failed = n % 20 == 0;
                 pb::InferenceEvent {
                     timestamp_ms: now - 60_000 + (n as i64 % 50) * 1000,
-                    model: if n % 2 == 0 {
-                        "mgeo".into()
-                    } else {
-                        "card-detector".into()
-                    },
+                    model: if n % 2 == 0 { "mgeo".into() } else { "card-detector".into() },
                     model_version: "v3".into(),
                     endpoint: "/predict".into(),
                     request_id: format!("req-{n}"),
-                    status: if failed {
-                        pb::Status::Error as i32
-                    } else {
-                        pb::Status::Ok as i32
-                    },
-                    error_type: if failed {
-                        "CudaOOM".into()
-                    } else {
-                        String::new()
-                    },
+                    status: if failed { pb::Status::Error as i32 } else { pb::Status::Ok as i32 },
+                    error_type: if failed { "CudaOOM".into() } else { String::new() },
                     latency_us: n * 1000,
-                    stages: Some(pb::Stages {
-                        queue_us: 500,
-                        inference_us: n * 900,
-                        ..Default::default()
-                    }),
+                    stages: Some(pb::Stages { queue_us: 500, inference_us: n * 900, ..Default::default() }),
                     prompt_tokens: 10,
                     completion_tokens: 5,
                     labels: [("card_type".to_string(), "id_card".to_string())].into(),
@@ -290,11 +171,7 @@ async fn inference_stats_from_hdr_histograms() {
         });
     }
     let acks = stream_events(&mut ing, batches).await;
-    assert!(
-        acks.iter()
-            .all(|a| a.accepted == 1000 && a.rejected_count == 0),
-        "{acks:?}"
-    );
+    assert!(acks.iter().all(|a| a.accepted == 1000 && a.rejected_count == 0), "{acks:?}");
 
     let mut q = d.query().await;
     let stats = q
@@ -320,18 +197,11 @@ async fn inference_stats_from_hdr_histograms() {
     assert!(within(lat.p50_ms, 5_000.0), "p50 {}", lat.p50_ms);
     assert!(within(lat.p99_ms, 9_900.0), "p99 {}", lat.p99_ms);
     assert!(within(lat.max_ms, 10_000.0), "max {}", lat.max_ms);
-    assert!(
-        (lat.mean_ms - 5_000.5).abs() < 1e-9,
-        "mean is exact: {}",
-        lat.mean_ms
-    );
+    assert!((lat.mean_ms - 5_000.5).abs() < 1e-9, "mean is exact: {}", lat.mean_ms);
     let inf = &t.stages["inference"];
     assert!(within(inf.p95_ms, 8_550.0), "inference p95 {}", inf.p95_ms);
     assert!(within(t.stages["queue"].p50_ms, 0.5));
-    assert!(
-        !t.stages.contains_key("preprocess"),
-        "unmeasured stages are absent"
-    );
+    assert!(!t.stages.contains_key("preprocess"), "unmeasured stages are absent");
 
     let by_model = q
         .inference_stats(pb::InferenceStatsRequest {
@@ -363,22 +233,13 @@ async fn inference_stats_from_hdr_histograms() {
         .into_inner();
     assert!(none.groups.is_empty());
     let err = q
-        .inference_stats(pb::InferenceStatsRequest {
-            group_by: vec!["colour".into()],
-            ..Default::default()
-        })
+        .inference_stats(pb::InferenceStatsRequest { group_by: vec!["colour".into()], ..Default::default() })
         .await
         .unwrap_err();
     assert!(err.message().contains("colour"), "{}", err.message());
 
     // GetRequest finds the raw event
-    let got = q
-        .get_request(pb::GetRequestRequest {
-            request_id: "req-40".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = q.get_request(pb::GetRequestRequest { request_id: "req-40".into() }).await.unwrap().into_inner();
     assert_eq!(got.events.len(), 1);
     assert_eq!(got.events[0].error_type, "CudaOOM");
     assert_eq!(got.events[0].labels["card_type"], "id_card");
@@ -394,31 +255,15 @@ async fn logs_search_paging_and_request_lookup() {
     let records: Vec<pb::LogRecord> = (0..250)
         .map(|i| pb::LogRecord {
             timestamp_ms: now - 100_000 + i * 100,
-            level: [
-                pb::Level::Debug,
-                pb::Level::Info,
-                pb::Level::Warn,
-                pb::Level::Error,
-                pb::Level::Info,
-            ][i as usize % 5] as i32,
-            message: format!(
-                "request {i} {}",
-                if i % 10 == 0 { "slow path" } else { "done" }
-            ),
+            level: [pb::Level::Debug, pb::Level::Info, pb::Level::Warn, pb::Level::Error, pb::Level::Info]
+                [i as usize % 5] as i32,
+            message: format!("request {i} {}", if i % 10 == 0 { "slow path" } else { "done" }),
             request_id: format!("r{}", i % 50),
             fields: [("shard".to_string(), (i % 3).to_string())].into(),
             ..Default::default()
         })
         .collect();
-    let acks = stream_logs(
-        &mut ing,
-        vec![pb::LogBatch {
-            service: "api".into(),
-            records,
-            ..Default::default()
-        }],
-    )
-    .await;
+    let acks = stream_logs(&mut ing, vec![pb::LogBatch { service: "api".into(), records, ..Default::default() }]).await;
     assert_eq!(acks[0].accepted, 250);
     // an inference event sharing a request id
     let ev = pb::EventBatch {
@@ -431,49 +276,21 @@ async fn logs_search_paging_and_request_lookup() {
         }],
         ..Default::default()
     };
-    ing.push(pb::PushRequest {
-        events: Some(ev),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    ing.push(pb::PushRequest { events: Some(ev), ..Default::default() }).await.unwrap();
 
     let mut q = d.query().await;
     let search = |f: &dyn Fn(&mut pb::SearchLogsRequest)| {
-        let mut r = pb::SearchLogsRequest {
-            range: range_last("1h"),
-            ..Default::default()
-        };
+        let mut r = pb::SearchLogsRequest { range: range_last("1h"), ..Default::default() };
         f(&mut r);
         r
     };
-    let r = q
-        .search_logs(search(&|r| r.request_id = "r7".into()))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = q.search_logs(search(&|r| r.request_id = "r7".into())).await.unwrap().into_inner();
     assert_eq!(r.records.len(), 5);
-    assert!(
-        r.records
-            .windows(2)
-            .all(|w| w[0].timestamp_ms > w[1].timestamp_ms),
-        "newest first"
-    );
-    assert!(r
-        .records
-        .iter()
-        .all(|x| x.service == "api" && x.request_id == "r7"));
-    let r = q
-        .search_logs(search(&|r| r.min_level = pb::Level::Error as i32))
-        .await
-        .unwrap()
-        .into_inner();
+    assert!(r.records.windows(2).all(|w| w[0].timestamp_ms > w[1].timestamp_ms), "newest first");
+    assert!(r.records.iter().all(|x| x.service == "api" && x.request_id == "r7"));
+    let r = q.search_logs(search(&|r| r.min_level = pb::Level::Error as i32)).await.unwrap().into_inner();
     assert_eq!(r.records.len(), 50);
-    let r = q
-        .search_logs(search(&|r| r.contains = "slow path".into()))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = q.search_logs(search(&|r| r.contains = "slow path".into())).await.unwrap().into_inner();
     assert_eq!(r.records.len(), 25);
     assert_eq!(r.records[0].message, "request 240 slow path");
     // paging: 250 records in pages of 100
@@ -498,19 +315,10 @@ async fn logs_search_paging_and_request_lookup() {
     assert_eq!(seen.len(), 250);
     seen.dedup();
     assert_eq!(seen.len(), 250, "no record twice across pages");
-    let err = q
-        .search_logs(search(&|r| r.page_token = "zz".into()))
-        .await
-        .unwrap_err();
+    let err = q.search_logs(search(&|r| r.page_token = "zz".into())).await.unwrap_err();
     assert!(err.message().contains("page_token"));
 
-    let got = q
-        .get_request(pb::GetRequestRequest {
-            request_id: "r7".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = q.get_request(pb::GetRequestRequest { request_id: "r7".into() }).await.unwrap().into_inner();
     assert_eq!(got.events.len(), 1);
     assert_eq!(got.logs.len(), 5);
     assert_eq!(got.logs[0].fields["shard"], "1");
@@ -533,10 +341,7 @@ async fn register_dedup_and_status() {
             instance: "i-1".into(),
             host: "h".into(),
             pid: 4242,
-            models: vec![pb::ModelRef {
-                name: "mgeo".into(),
-                version: "3".into(),
-            }],
+            models: vec![pb::ModelRef { name: "mgeo".into(), version: "3".into() }],
             ..Default::default()
         })
         .await
@@ -579,10 +384,7 @@ async fn register_dedup_and_status() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        r.series[0].points[0].value, 3.0,
-        "resent batches stored once"
-    );
+    assert_eq!(r.series[0].points[0].value, 3.0, "resent batches stored once");
     let again = ing
         .register(pb::RegisterRequest {
             service: "ocr".into(),
@@ -594,16 +396,9 @@ async fn register_dedup_and_status() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        again.last_metrics_seq, 3,
-        "a reconnecting client learns what the daemon holds"
-    );
+    assert_eq!(again.last_metrics_seq, 3, "a reconnecting client learns what the daemon holds");
     let st = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
-    let svc = st
-        .services
-        .iter()
-        .find(|s| s.client_id == reg.client_id)
-        .expect("registered service listed");
+    let svc = st.services.iter().find(|s| s.client_id == reg.client_id).expect("registered service listed");
     assert_eq!(svc.pid, 4242);
     assert!(!svc.last_seen.is_empty());
     assert_eq!(st.series, 1);

@@ -18,9 +18,7 @@ const MODE_RAW: u8 = 1;
 const FRAME: usize = 128;
 /// Largest integer that f64 holds exactly.
 const MAX_EXACT: i64 = 1 << 53;
-const POW10: [f64; 16] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-];
+const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
 
 /// Count and time span of an encoded chunk, read without decoding the samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,28 +54,16 @@ fn read_header(r: &mut Reader) -> Result<Header, DecodeError> {
     }
     let count = r.varint()? as usize;
     if count == 0 {
-        return Ok(Header {
-            count,
-            first_ts: 0,
-            last_ts: 0,
-        });
+        return Ok(Header { count, first_ts: 0, last_ts: 0 });
     }
     if count > (1 << 28) {
         return Err(r.err("sample count"));
     }
-    Ok(Header {
-        count,
-        first_ts: unzigzag(r.varint()?),
-        last_ts: unzigzag(r.varint()?),
-    })
+    Ok(Header { count, first_ts: unzigzag(r.varint()?), last_ts: unzigzag(r.varint()?) })
 }
 
 /// Decodes a chunk, appending its samples to `ts` and `vals`.
-pub fn decode_into(
-    buf: &[u8],
-    ts: &mut Vec<i64>,
-    vals: &mut Vec<f64>,
-) -> Result<Header, DecodeError> {
+pub fn decode_into(buf: &[u8], ts: &mut Vec<i64>, vals: &mut Vec<f64>) -> Result<Header, DecodeError> {
     let mut r = Reader::new(buf, "chunk");
     let h = read_header(&mut r)?;
     if h.count == 0 {
@@ -102,10 +88,7 @@ pub fn decode_into(
         }
         MODE_RAW => {
             let b = r.bytes(h.count * 8)?;
-            vals.extend(
-                b.chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))),
-            );
+            vals.extend(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))));
         }
         _ => return Err(r.err("unknown value mode")),
     }
@@ -180,11 +163,7 @@ fn encode_ints(out: &mut Vec<u8>, vals: &[i64], order: u8) {
     }
     for frame in diffs.chunks(FRAME) {
         let min = *frame.iter().min().expect("non-empty frame");
-        let span = frame
-            .iter()
-            .map(|&v| v.wrapping_sub(min) as u64)
-            .max()
-            .expect("non-empty frame");
+        let span = frame.iter().map(|&v| v.wrapping_sub(min) as u64).max().expect("non-empty frame");
         let width = 64 - span.leading_zeros();
         out.push(width as u8);
         put_varint(out, zigzag(min));
@@ -207,12 +186,7 @@ fn encode_ints(out: &mut Vec<u8>, vals: &[i64], order: u8) {
     }
 }
 
-fn decode_ints(
-    r: &mut Reader,
-    count: usize,
-    order: u8,
-    out: &mut Vec<i64>,
-) -> Result<(), DecodeError> {
+fn decode_ints(r: &mut Reader, count: usize, order: u8, out: &mut Vec<i64>) -> Result<(), DecodeError> {
     let lead = (order as usize).min(count);
     let mut leading = [0i64; 2];
     for l in leading.iter_mut().take(lead) {
@@ -292,14 +266,7 @@ mod tests {
             assert_eq!(a.to_bits(), b.to_bits(), "{a} != {b}");
         }
         if !ts.is_empty() {
-            assert_eq!(
-                header(&enc).unwrap(),
-                Header {
-                    count: ts.len(),
-                    first_ts: ts[0],
-                    last_ts: ts[ts.len() - 1]
-                }
-            );
+            assert_eq!(header(&enc).unwrap(), Header { count: ts.len(), first_ts: ts[0], last_ts: ts[ts.len() - 1] });
         }
         enc
     }

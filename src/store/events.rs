@@ -8,14 +8,8 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
-pub const STAGES: [&str; 6] = [
-    "queue",
-    "preprocess",
-    "inference",
-    "postprocess",
-    "time_to_first_token",
-    "time_per_output_token",
-];
+pub const STAGES: [&str; 6] =
+    ["queue", "preprocess", "inference", "postprocess", "time_to_first_token", "time_per_output_token"];
 
 /// Status names indexed by the proto enum value (unspecified is counted as ok).
 pub const STATUS_NAMES: [&str; 5] = ["ok", "ok", "error", "timeout", "rejected"];
@@ -79,10 +73,7 @@ pub fn stage_values(s: &pb::Stages) -> [u64; 6] {
 impl Agg {
     pub fn record(&mut self, e: &pb::InferenceEvent) {
         self.count += 1;
-        let st = usize::try_from(e.status)
-            .ok()
-            .filter(|&s| s < 5)
-            .unwrap_or(0);
+        let st = usize::try_from(e.status).ok().filter(|&s| s < 5).unwrap_or(0);
         self.by_status[st] += 1;
         if !e.error_type.is_empty() {
             *self.by_error.entry(e.error_type.clone()).or_default() += 1;
@@ -111,15 +102,11 @@ impl Agg {
             *self.by_error.entry(k.clone()).or_default() += v;
         }
         // Auto-resizing histograms of the same precision always merge.
-        self.latency
-            .add(&o.latency)
-            .expect("auto-resizing histograms merge");
+        self.latency.add(&o.latency).expect("auto-resizing histograms merge");
         self.latency_sum_us = self.latency_sum_us.saturating_add(o.latency_sum_us);
         for (a, b) in self.stages.iter_mut().zip(&o.stages) {
             if let Some(b) = b {
-                a.get_or_insert_with(histogram)
-                    .add(b)
-                    .expect("auto-resizing histograms merge");
+                a.get_or_insert_with(histogram).add(b).expect("auto-resizing histograms merge");
             }
         }
         self.prompt_tokens += o.prompt_tokens;
@@ -139,13 +126,8 @@ impl Agg {
             put_string(&mut out, k);
             put_varint(&mut out, *v);
         }
-        for v in [
-            self.latency_sum_us,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.input_bytes,
-            self.output_bytes,
-        ] {
+        for v in [self.latency_sum_us, self.prompt_tokens, self.completion_tokens, self.input_bytes, self.output_bytes]
+        {
             put_varint(&mut out, v);
         }
         let mut ser = V2Serializer::new();
@@ -156,11 +138,7 @@ impl Agg {
             out.extend_from_slice(&buf);
         };
         hist(&mut out, &self.latency);
-        let mask =
-            self.stages
-                .iter()
-                .enumerate()
-                .fold(0u8, |m, (i, s)| if s.is_some() { m | 1 << i } else { m });
+        let mask = self.stages.iter().enumerate().fold(0u8, |m, (i, s)| if s.is_some() { m | 1 << i } else { m });
         out.push(mask);
         for h in self.stages.iter().flatten() {
             hist(&mut out, h);
@@ -173,10 +151,7 @@ impl Agg {
         if r.byte()? != 1 {
             return Err(r.err("unknown version"));
         }
-        let mut a = Agg {
-            count: r.varint()?,
-            ..Agg::default()
-        };
+        let mut a = Agg { count: r.varint()?, ..Agg::default() };
         for s in a.by_status.iter_mut() {
             *s = r.varint()?;
         }
@@ -194,8 +169,7 @@ impl Agg {
         let mut hist = |r: &mut Reader| -> Result<Histogram<u64>, DecodeError> {
             let n = r.varint()? as usize;
             let mut bytes = r.bytes(n)?;
-            de.deserialize::<u64, _>(&mut bytes)
-                .map_err(|e| r.err(&format!("histogram: {e:?}")))
+            de.deserialize::<u64, _>(&mut bytes).map_err(|e| r.err(&format!("histogram: {e:?}")))
         };
         a.latency = hist(&mut r)?;
         let mask = r.byte()?;
@@ -217,10 +191,7 @@ mod tests {
             latency_us,
             status,
             error_type: err.into(),
-            stages: Some(pb::Stages {
-                queue_us: queue,
-                ..Default::default()
-            }),
+            stages: Some(pb::Stages { queue_us: queue, ..Default::default() }),
             prompt_tokens: 3,
             ..Default::default()
         }
@@ -232,12 +203,7 @@ mod tests {
         let mut b = Agg::default();
         for i in 1..=1000u64 {
             a.record(&ev(i * 100, 1, "", 0));
-            b.record(&ev(
-                i * 100,
-                if i % 10 == 0 { 2 } else { 1 },
-                if i % 10 == 0 { "oom" } else { "" },
-                i,
-            ));
+            b.record(&ev(i * 100, if i % 10 == 0 { 2 } else { 1 }, if i % 10 == 0 { "oom" } else { "" }, i));
         }
         a.merge(&b);
         let back = Agg::decode(&a.encode()).unwrap();

@@ -23,10 +23,7 @@ impl SeriesMeta {
         if name == NAME_LABEL {
             return Some(&self.name);
         }
-        self.labels
-            .binary_search_by(|(k, _)| k.as_str().cmp(name))
-            .ok()
-            .map(|i| self.labels[i].1.as_str())
+        self.labels.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok().map(|i| self.labels[i].1.as_str())
     }
 }
 
@@ -54,12 +51,7 @@ impl Matcher {
             MatchOp::Re | MatchOp::Nre => Some(Regex::new(&format!("^(?:{value})$"))?),
             _ => None,
         };
-        Ok(Matcher {
-            name: name.to_string(),
-            op,
-            value: value.to_string(),
-            re,
-        })
+        Ok(Matcher { name: name.to_string(), op, value: value.to_string(), re })
     }
 
     pub fn matches(&self, v: &str) -> bool {
@@ -97,9 +89,7 @@ impl Index {
 
     pub fn lookup(&self, name: &str, labels: &[(String, String)]) -> Option<u64> {
         // The key is owned; lookups allocate it once per series per batch, not per sample.
-        self.by_key
-            .get(&(name.to_string(), labels.to_vec()))
-            .copied()
+        self.by_key.get(&(name.to_string(), labels.to_vec())).copied()
     }
 
     pub fn service_count(&self, service: &str) -> usize {
@@ -108,23 +98,12 @@ impl Index {
 
     pub fn insert(&mut self, meta: SeriesMeta) {
         self.next_id = self.next_id.max(meta.id);
-        self.by_key
-            .insert((meta.name.clone(), meta.labels.clone()), meta.id);
+        self.by_key.insert((meta.name.clone(), meta.labels.clone()), meta.id);
         let service = meta.label("service").unwrap_or("").to_string();
         *self.per_service.entry(service).or_default() += 1;
-        self.postings
-            .entry(NAME_LABEL.into())
-            .or_default()
-            .entry(meta.name.clone())
-            .or_default()
-            .push(meta.id);
+        self.postings.entry(NAME_LABEL.into()).or_default().entry(meta.name.clone()).or_default().push(meta.id);
         for (k, v) in &meta.labels {
-            self.postings
-                .entry(k.clone())
-                .or_default()
-                .entry(v.clone())
-                .or_default()
-                .push(meta.id);
+            self.postings.entry(k.clone()).or_default().entry(v.clone()).or_default().push(meta.id);
         }
         self.series.insert(meta.id, meta);
     }
@@ -155,11 +134,7 @@ impl Index {
             };
             let ids: Vec<u64> = match m.op {
                 MatchOp::Eq => values.get(&m.value).cloned().unwrap_or_default(),
-                _ => values
-                    .iter()
-                    .filter(|(v, _)| m.matches(v))
-                    .flat_map(|(_, ids)| ids.iter().copied())
-                    .collect(),
+                _ => values.iter().filter(|(v, _)| m.matches(v)).flat_map(|(_, ids)| ids.iter().copied()).collect(),
             };
             if best.as_ref().is_none_or(|b| ids.len() < b.len()) {
                 best = Some(ids);
@@ -169,11 +144,7 @@ impl Index {
         let mut out: Vec<u64> = candidates
             .into_iter()
             .filter(|id| {
-                self.series.get(id).is_some_and(|s| {
-                    matchers
-                        .iter()
-                        .all(|m| m.matches(s.label(&m.name).unwrap_or("")))
-                })
+                self.series.get(id).is_some_and(|s| matchers.iter().all(|m| m.matches(s.label(&m.name).unwrap_or(""))))
             })
             .collect();
         out.sort_unstable();
@@ -187,18 +158,9 @@ mod tests {
     use super::*;
 
     fn meta(id: u64, name: &str, labels: &[(&str, &str)]) -> SeriesMeta {
-        let mut labels: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         labels.sort();
-        SeriesMeta {
-            id,
-            name: name.into(),
-            labels,
-            kind: 1,
-            persisted_max_ts: i64::MIN,
-        }
+        SeriesMeta { id, name: name.into(), labels, kind: 1, persisted_max_ts: i64::MIN }
     }
 
     #[test]
@@ -209,37 +171,19 @@ mod tests {
         ix.insert(meta(3, "gpu_util", &[("gpu", "10")]));
         ix.insert(meta(4, "latency", &[("model", "m1"), ("host", "b")]));
         let sel = |ms: &[(&str, MatchOp, &str)]| {
-            let ms: Vec<Matcher> = ms
-                .iter()
-                .map(|(n, o, v)| Matcher::new(n, *o, v).unwrap())
-                .collect();
+            let ms: Vec<Matcher> = ms.iter().map(|(n, o, v)| Matcher::new(n, *o, v).unwrap()).collect();
             ix.select(&ms)
         };
         assert_eq!(sel(&[(NAME_LABEL, MatchOp::Eq, "gpu_util")]), vec![1, 2, 3]);
-        assert_eq!(
-            sel(&[
-                (NAME_LABEL, MatchOp::Eq, "gpu_util"),
-                ("gpu", MatchOp::Re, "1.*")
-            ]),
-            vec![2, 3]
-        );
-        assert_eq!(
-            sel(&[
-                (NAME_LABEL, MatchOp::Eq, "gpu_util"),
-                ("gpu", MatchOp::Nre, "1")
-            ]),
-            vec![1, 3]
-        );
+        assert_eq!(sel(&[(NAME_LABEL, MatchOp::Eq, "gpu_util"), ("gpu", MatchOp::Re, "1.*")]), vec![2, 3]);
+        assert_eq!(sel(&[(NAME_LABEL, MatchOp::Eq, "gpu_util"), ("gpu", MatchOp::Nre, "1")]), vec![1, 3]);
         assert_eq!(sel(&[("host", MatchOp::Neq, "a")]), vec![3, 4]);
         // a missing label equals ""
         assert_eq!(sel(&[("host", MatchOp::Eq, "")]), vec![3]);
         assert_eq!(sel(&[("gpu", MatchOp::Re, "1")]), vec![2]);
         assert_eq!(sel(&[("nope", MatchOp::Eq, "x")]), Vec::<u64>::new());
         assert_eq!(sel(&[]), vec![1, 2, 3, 4]);
-        assert_eq!(
-            ix.lookup("gpu_util", &[("gpu".into(), "10".into())]),
-            Some(3)
-        );
+        assert_eq!(ix.lookup("gpu_util", &[("gpu".into(), "10".into())]), Some(3));
         assert_eq!(ix.service_count(""), 4);
     }
 }

@@ -35,10 +35,7 @@ pub struct DecodeError {
 }
 
 fn derr(what: &'static str, detail: impl Into<String>) -> DecodeError {
-    DecodeError {
-        what,
-        detail: detail.into(),
-    }
+    DecodeError { what, detail: detail.into() }
 }
 
 pub fn ts_to_bytes(ts: i64) -> [u8; 8] {
@@ -97,11 +94,7 @@ pub fn decode_agg_key(k: &[u8]) -> Result<(u32, i64, u64), DecodeError> {
         return Err(derr("aggregate key", format!("{} bytes", k.len())));
     }
     let g = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
-    Ok((
-        g,
-        ts_from_bytes(arr8(&k[4..])),
-        u64::from_be_bytes(arr8(&k[12..])),
-    ))
+    Ok((g, ts_from_bytes(arr8(&k[4..])), u64::from_be_bytes(arr8(&k[12..]))))
 }
 
 /// Key of a log record or raw event: time first so ranges are scans, then the WAL record's lsn
@@ -118,11 +111,7 @@ pub fn decode_time_key(k: &[u8]) -> Result<(i64, u64, u32), DecodeError> {
     if k.len() != 20 {
         return Err(derr("time key", format!("{} bytes", k.len())));
     }
-    Ok((
-        ts_from_bytes(arr8(k)),
-        u64::from_be_bytes(arr8(&k[8..])),
-        u32::from_be_bytes([k[16], k[17], k[18], k[19]]),
-    ))
+    Ok((ts_from_bytes(arr8(k)), u64::from_be_bytes(arr8(&k[8..])), u32::from_be_bytes([k[16], k[17], k[18], k[19]])))
 }
 
 /// Prefix of the request-id index for one id (length-prefixed, so ids are never prefixes of
@@ -190,10 +179,7 @@ impl<'a> Reader<'a> {
         let mut v = 0u64;
         let mut shift = 0;
         loop {
-            let b = *self
-                .buf
-                .get(self.pos)
-                .ok_or_else(|| self.err("truncated varint"))?;
+            let b = *self.buf.get(self.pos).ok_or_else(|| self.err("truncated varint"))?;
             self.pos += 1;
             if shift == 63 && b > 1 {
                 return Err(self.err("varint overflow"));
@@ -210,20 +196,13 @@ impl<'a> Reader<'a> {
     }
 
     pub fn byte(&mut self) -> Result<u8, DecodeError> {
-        let b = *self
-            .buf
-            .get(self.pos)
-            .ok_or_else(|| self.err("truncated"))?;
+        let b = *self.buf.get(self.pos).ok_or_else(|| self.err("truncated"))?;
         self.pos += 1;
         Ok(b)
     }
 
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| self.err("truncated"))?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| self.err("truncated"))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -307,13 +286,7 @@ pub struct Meta {
 
 pub fn encode_meta(m: &Meta) -> Vec<u8> {
     let mut out = vec![1u8];
-    for v in [
-        m.checkpoint_lsn,
-        m.metrics_replay_from,
-        m.samples,
-        m.events,
-        m.logs,
-    ] {
+    for v in [m.checkpoint_lsn, m.metrics_replay_from, m.samples, m.events, m.logs] {
         put_varint(&mut out, v);
     }
     put_varint(&mut out, m.dedup.len() as u64);

@@ -137,25 +137,13 @@ pub const MAX_REJECTIONS: usize = 100;
 
 impl Batch {
     pub fn new(body: Body) -> Batch {
-        Batch {
-            body,
-            rejections: Vec::new(),
-            rejected: 0,
-            item_map: Vec::new(),
-            sample_maps: HashMap::new(),
-        }
+        Batch { body, rejections: Vec::new(), rejected: 0, item_map: Vec::new(), sample_maps: HashMap::new() }
     }
 
     pub fn reject(&mut self, item: u32, sample: i32, code: &str, field: String, reason: String) {
         self.rejected += 1;
         if self.rejections.len() < MAX_REJECTIONS {
-            self.rejections.push(pb::Rejection {
-                item,
-                sample,
-                code: code.into(),
-                field,
-                reason,
-            });
+            self.rejections.push(pb::Rejection { item, sample, code: code.into(), field, reason });
         }
     }
 }
@@ -185,6 +173,8 @@ struct Head {
 struct MetricsState {
     index: Index,
     heads: HashMap<u64, Head>,
+    /// Heads that reached `chunk_samples`, cut by [`Store::cut_due`].
+    due: Vec<u64>,
 }
 
 struct EventsState {
@@ -239,10 +229,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Label set of a series as stored: sorted by name, with `service` added from the batch when
 /// the series has none.
 pub fn canonical_labels(labels: &[pb::Label], service: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = labels
-        .iter()
-        .map(|l| (l.name.clone(), l.value.clone()))
-        .collect();
+    let mut out: Vec<(String, String)> = labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
     if !service.is_empty() && !out.iter().any(|(k, _)| k == "service") {
         out.push(("service".into(), service.into()));
     }
@@ -255,10 +242,7 @@ impl Store {
     /// store and the WAL positioned for appends; the caller's committer owns the WAL.
     pub fn open(opts: StoreOptions) -> Result<(StoreRef, Wal), StoreError> {
         let dir = opts.storage.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Open {
-            path: dir.clone(),
-            detail: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Open { path: dir.clone(), detail: e.to_string() })?;
         let db_path = dir.join("db");
         let cfg = sled::Config::new()
             .path(&db_path)
@@ -268,14 +252,8 @@ impl Store {
         // sled reports most damage as errors but can panic on some; neither may take the
         // daemon down with a backtrace instead of a message.
         let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()))
-            .map_err(|p| StoreError::Open {
-                path: db_path.clone(),
-                detail: panic_text(p),
-            })?
-            .map_err(|e| StoreError::Open {
-                path: db_path.clone(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|p| StoreError::Open { path: db_path.clone(), detail: panic_text(p) })?
+            .map_err(|e| StoreError::Open { path: db_path.clone(), detail: e.to_string() })?;
         let tree = |name: &str| db.open_tree(name);
         let t = Trees {
             series: tree(keys::TREE_SERIES)?,
@@ -297,21 +275,12 @@ impl Store {
             let (k, v) = item?;
             let id = keys::decode_series_key(&k)?;
             let (kind, name, labels) = keys::decode_series(&v)?;
-            let persisted_max_ts = match t
-                .chunks
-                .range(keys::chunk_key(id, i64::MIN)..=keys::chunk_key(id, i64::MAX))
-                .next_back()
-            {
-                Some(item) => chunk::header(&item?.1)?.last_ts,
-                None => i64::MIN,
-            };
-            index.insert(SeriesMeta {
-                id,
-                name,
-                labels,
-                kind,
-                persisted_max_ts,
-            });
+            let persisted_max_ts =
+                match t.chunks.range(keys::chunk_key(id, i64::MIN)..=keys::chunk_key(id, i64::MAX)).next_back() {
+                    Some(item) => chunk::header(&item?.1)?.last_ts,
+                    None => i64::MIN,
+                };
+            index.insert(SeriesMeta { id, name, labels, kind, persisted_max_ts });
         }
         let mut groups = HashMap::new();
         let mut group_list = Vec::new();
@@ -334,22 +303,9 @@ impl Store {
             bucket_ms: opts.storage.event_bucket.as_millis() as i64,
             max_series_per_service: opts.limits.max_series_per_service,
             retention: opts.retention,
-            metrics: Mutex::new(MetricsState {
-                index,
-                heads: HashMap::new(),
-            }),
-            events: Mutex::new(EventsState {
-                groups,
-                group_list,
-                aggs: HashMap::new(),
-                epoch: meta.checkpoint_lsn,
-            }),
-            dedup: Mutex::new(
-                meta.dedup
-                    .iter()
-                    .map(|(c, k, s)| ((c.clone(), *k), *s))
-                    .collect(),
-            ),
+            metrics: Mutex::new(MetricsState { index, heads: HashMap::new(), due: Vec::new() }),
+            events: Mutex::new(EventsState { groups, group_list, aggs: HashMap::new(), epoch: meta.checkpoint_lsn }),
+            dedup: Mutex::new(meta.dedup.iter().map(|(c, k, s)| ((c.clone(), *k), *s)).collect()),
             counters: Counters {
                 samples: AtomicU64::new(meta.samples),
                 events: AtomicU64::new(meta.events),
@@ -359,20 +315,15 @@ impl Store {
         let from = meta.metrics_replay_from.min(meta.checkpoint_lsn);
         let started = Instant::now();
         let mut replayed = 0u64;
-        let wal = Wal::open(
-            &dir.join("wal"),
-            opts.storage.wal_segment_bytes,
-            from,
-            |lsn, payload| {
-                let body = Body::decode(payload)?;
-                let mut batch = Batch::new(body);
-                store
-                    .apply_inner(&mut batch, lsn, true, lsn >= meta.checkpoint_lsn)
-                    .map_err(|e| e.to_string())?;
-                replayed += 1;
-                Ok(())
-            },
-        )?;
+        let wal = Wal::open(&dir.join("wal"), opts.storage.wal_segment_bytes, from, |lsn, payload| {
+            let body = Body::decode(payload)?;
+            let mut batch = Batch::new(body);
+            store.apply_inner(&mut batch, lsn, true, lsn >= meta.checkpoint_lsn).map_err(|e| e.to_string())?;
+            store.persist(&batch, lsn).map_err(|e| e.to_string())?;
+            store.cut_due().map_err(|e| e.to_string())?;
+            replayed += 1;
+            Ok(())
+        })?;
         if replayed > 0 {
             tracing::info!(
                 records = replayed,
@@ -391,10 +342,7 @@ impl Store {
     /// Applies one validated batch; `lsn` is the WAL position its record will take.
     pub fn apply(&self, batch: &mut Batch, lsn: u64) -> Result<Applied, StoreError> {
         self.apply_inner(batch, lsn, false, true)
-            .map(|(ack, dup)| Applied {
-                record: if dup { None } else { Some(batch.body.encode()) },
-                ack,
-            })
+            .map(|(ack, dup)| Applied { record: if dup { None } else { Some(batch.body.encode()) }, ack })
     }
 
     /// `trusted`: a WAL replay (no limits, no dedup skip). `fresh`: the record is newer than the
@@ -413,12 +361,7 @@ impl Store {
             let mut d = lock(&self.dedup);
             let slot = d.entry((client.to_string(), kind as u8)).or_insert(0);
             if !trusted && seq <= *slot {
-                let ack = pb::Ack {
-                    seq,
-                    acked_seq: *slot,
-                    duplicate: true,
-                    ..Default::default()
-                };
+                let ack = pb::Ack { seq, acked_seq: *slot, duplicate: true, ..Default::default() };
                 return Ok((ack, true));
             }
             *slot = (*slot).max(seq);
@@ -434,8 +377,8 @@ impl Store {
         }
         let accepted = match kind {
             Kind::Metrics => self.apply_metrics(batch, lsn, trusted, fresh)?,
-            Kind::Logs => self.apply_logs(batch, lsn, fresh)?,
-            Kind::Events => self.apply_events(batch, lsn, fresh)?,
+            Kind::Logs => self.apply_logs(batch, fresh)?,
+            Kind::Events => self.apply_events(batch, fresh)?,
         };
         let ack = pb::Ack {
             seq,
@@ -448,16 +391,8 @@ impl Store {
         Ok((ack, false))
     }
 
-    fn apply_metrics(
-        &self,
-        batch: &mut Batch,
-        lsn: u64,
-        trusted: bool,
-        fresh: bool,
-    ) -> Result<u64, StoreError> {
-        let Body::Metrics(mb) = &mut batch.body else {
-            unreachable!("kind checked by caller")
-        };
+    fn apply_metrics(&self, batch: &mut Batch, lsn: u64, trusted: bool, fresh: bool) -> Result<u64, StoreError> {
+        let Body::Metrics(mb) = &mut batch.body else { unreachable!("kind checked by caller") };
         let mut st = lock(&self.metrics);
         let st = &mut *st;
         let mut accepted = 0u64;
@@ -471,10 +406,7 @@ impl Store {
             let id = match st.index.lookup(&s.name, &labels) {
                 Some(id) => id,
                 None => {
-                    let service = labels
-                        .iter()
-                        .find(|(k, _)| k == "service")
-                        .map_or("", |(_, v)| v.as_str());
+                    let service = labels.iter().find(|(k, _)| k == "service").map_or("", |(_, v)| v.as_str());
                     let have = st.index.service_count(service);
                     if !trusted && have >= self.max_series_per_service {
                         rejects.push((
@@ -492,22 +424,10 @@ impl Store {
                         continue;
                     }
                     let id = st.index.next_id();
-                    let kind = if s.kind == pb::MetricKind::Counter as i32 {
-                        s.kind
-                    } else {
-                        pb::MetricKind::Gauge as i32
-                    };
-                    self.t.series.insert(
-                        keys::series_key(id),
-                        keys::encode_series(kind, &s.name, &labels),
-                    )?;
-                    st.index.insert(SeriesMeta {
-                        id,
-                        name: s.name.clone(),
-                        labels,
-                        kind,
-                        persisted_max_ts: i64::MIN,
-                    });
+                    let kind =
+                        if s.kind == pb::MetricKind::Counter as i32 { s.kind } else { pb::MetricKind::Gauge as i32 };
+                    self.t.series.insert(keys::series_key(id), keys::encode_series(kind, &s.name, &labels))?;
+                    st.index.insert(SeriesMeta { id, name: s.name.clone(), labels, kind, persisted_max_ts: i64::MIN });
                     id
                 }
             };
@@ -528,11 +448,7 @@ impl Store {
                     w += 1;
                     last = t;
                 } else if !trusted {
-                    let sample = batch
-                        .sample_maps
-                        .get(&pos)
-                        .and_then(|m| m.get(j).copied())
-                        .unwrap_or(j as u32);
+                    let sample = batch.sample_maps.get(&pos).and_then(|m| m.get(j).copied()).unwrap_or(j as u32);
                     rejects.push((
                         orig,
                         sample as i32,
@@ -554,12 +470,8 @@ impl Store {
             head.ts.extend_from_slice(&s.timestamps_ms);
             head.vals.extend_from_slice(&s.values);
             accepted += w as u64;
-            while head.ts.len() >= self.chunk_samples {
-                let n = self.chunk_samples;
-                let last_ts = cut(&self.t.chunks, id, head, n)?;
-                if let Some(m) = st.index.get_mut(id) {
-                    m.persisted_max_ts = last_ts;
-                }
+            if head.ts.len() >= self.chunk_samples {
+                st.due.push(id);
             }
         }
         mb.series.retain(|s| !s.timestamps_ms.is_empty());
@@ -572,23 +484,8 @@ impl Store {
         Ok(accepted)
     }
 
-    fn apply_logs(&self, batch: &mut Batch, lsn: u64, fresh: bool) -> Result<u64, StoreError> {
-        let Body::Logs(lb) = &batch.body else {
-            unreachable!("kind checked by caller")
-        };
-        let mut main = sled::Batch::default();
-        let mut by_req = sled::Batch::default();
-        for (i, r) in lb.records.iter().enumerate() {
-            let key = keys::time_key(r.timestamp_ms, lsn, i as u32);
-            main.insert(&key[..], r.encode_to_vec());
-            if !r.request_id.is_empty() {
-                by_req.insert(keys::request_key(&r.request_id, &key), &[][..]);
-            }
-        }
-        // Index first: a request-id hit whose record is missing is skipped by readers, while a
-        // record without its index entry would be invisible to GetRequest.
-        self.t.log_req.apply_batch(by_req)?;
-        self.t.logs.apply_batch(main)?;
+    fn apply_logs(&self, batch: &mut Batch, fresh: bool) -> Result<u64, StoreError> {
+        let Body::Logs(lb) = &batch.body else { unreachable!("kind checked by caller") };
         let n = lb.records.len() as u64;
         if fresh {
             self.counters.logs.fetch_add(n, Ordering::Relaxed);
@@ -596,43 +493,56 @@ impl Store {
         Ok(n)
     }
 
-    fn apply_events(&self, batch: &mut Batch, lsn: u64, fresh: bool) -> Result<u64, StoreError> {
-        let Body::Events(eb) = &batch.body else {
-            unreachable!("kind checked by caller")
-        };
-        let mut main = sled::Batch::default();
-        let mut by_req = sled::Batch::default();
-        for (i, e) in eb.events.iter().enumerate() {
-            let key = keys::time_key(e.timestamp_ms, lsn, i as u32);
-            main.insert(&key[..], e.encode_to_vec());
-            if !e.request_id.is_empty() {
-                by_req.insert(keys::request_key(&e.request_id, &key), &[][..]);
+    /// Writes a batch's raw records to sled. Called only once the batch's WAL record is synced:
+    /// a record that reached sled before its WAL record was durable would, after a crash, be
+    /// stored again when the client resends the unacked batch (under a new lsn).
+    pub fn persist(&self, batch: &Batch, lsn: u64) -> Result<(), StoreError> {
+        match &batch.body {
+            Body::Metrics(_) => Ok(()),
+            Body::Logs(lb) => write_raw(
+                &self.t.logs,
+                &self.t.log_req,
+                lsn,
+                lb.records.iter().map(|r| (r.timestamp_ms, &r.request_id, r.encode_to_vec())),
+            ),
+            Body::Events(eb) => write_raw(
+                &self.t.events,
+                &self.t.event_req,
+                lsn,
+                eb.events.iter().map(|e| (e.timestamp_ms, &e.request_id, e.encode_to_vec())),
+            ),
+        }
+    }
+
+    /// Cuts every head that reached `chunk_samples` into chunks. Called after a WAL sync, for
+    /// the same reason as [`Store::persist`].
+    pub fn cut_due(&self) -> Result<(), StoreError> {
+        let mut st = lock(&self.metrics);
+        let st = &mut *st;
+        for id in std::mem::take(&mut st.due) {
+            let Some(head) = st.heads.get_mut(&id) else { continue };
+            while head.ts.len() >= self.chunk_samples {
+                let last_ts = cut(&self.t.chunks, id, head, self.chunk_samples)?;
+                if let Some(m) = st.index.get_mut(id) {
+                    m.persisted_max_ts = last_ts;
+                }
             }
         }
-        self.t.event_req.apply_batch(by_req)?;
-        self.t.events.apply_batch(main)?;
+        Ok(())
+    }
+
+    fn apply_events(&self, batch: &mut Batch, fresh: bool) -> Result<u64, StoreError> {
+        let Body::Events(eb) = &batch.body else { unreachable!("kind checked by caller") };
         let n = eb.events.len() as u64;
         if fresh {
             let mut st = lock(&self.events);
             for e in &eb.events {
-                let g = [
-                    e.service.clone(),
-                    e.model.clone(),
-                    e.model_version.clone(),
-                    e.endpoint.clone(),
-                ];
+                let g = [e.service.clone(), e.model.clone(), e.model_version.clone(), e.endpoint.clone()];
                 let gid = match st.groups.get(&g) {
                     Some(&id) => id,
                     None => {
-                        let id = st
-                            .group_list
-                            .iter()
-                            .map(|(id, _)| id + 1)
-                            .max()
-                            .unwrap_or(1);
-                        self.t
-                            .groups
-                            .insert(keys::group_key(id), keys::encode_group(&g))?;
+                        let id = st.group_list.iter().map(|(id, _)| id + 1).max().unwrap_or(1);
+                        self.t.groups.insert(keys::group_key(id), keys::encode_group(&g))?;
                         st.groups.insert(g.clone(), id);
                         st.group_list.push((id, g));
                         id
@@ -663,11 +573,7 @@ impl Store {
                 }
             }
             st.heads.retain(|_, h| !h.ts.is_empty());
-            st.heads
-                .values()
-                .map(|h| h.first_lsn)
-                .min()
-                .unwrap_or(cp_lsn)
+            st.heads.values().map(|h| h.first_lsn).min().unwrap_or(cp_lsn)
         };
         {
             let mut st = lock(&self.events);
@@ -685,14 +591,9 @@ impl Store {
             samples: self.counters.samples.load(Ordering::Relaxed),
             events: self.counters.events.load(Ordering::Relaxed),
             logs: self.counters.logs.load(Ordering::Relaxed),
-            dedup: lock(&self.dedup)
-                .iter()
-                .map(|((c, k), s)| (c.clone(), *k, *s))
-                .collect(),
+            dedup: lock(&self.dedup).iter().map(|((c, k), s)| (c.clone(), *k, *s)).collect(),
         };
-        self.t
-            .meta
-            .insert(keys::META_KEY, keys::encode_meta(&meta))?;
+        self.t.meta.insert(keys::META_KEY, keys::encode_meta(&meta))?;
         self.db.flush()?;
         wal.truncate_before(metrics_replay_from.min(cp_lsn))?;
         Ok(())
@@ -701,8 +602,7 @@ impl Store {
     /// Highest stored sequence per kind for a client (for Register).
     pub fn last_seqs(&self, client: &str) -> [u64; 3] {
         let d = lock(&self.dedup);
-        [Kind::Metrics, Kind::Logs, Kind::Events]
-            .map(|k| d.get(&(client.to_string(), k as u8)).copied().unwrap_or(0))
+        [Kind::Metrics, Kind::Logs, Kind::Events].map(|k| d.get(&(client.to_string(), k as u8)).copied().unwrap_or(0))
     }
 
     // ---- reads ---------------------------------------------------------------------------
@@ -713,20 +613,11 @@ impl Store {
 
     pub fn select(&self, matchers: &[Matcher]) -> Vec<SeriesMeta> {
         let st = lock(&self.metrics);
-        st.index
-            .select(matchers)
-            .into_iter()
-            .filter_map(|id| st.index.get(id).cloned())
-            .collect()
+        st.index.select(matchers).into_iter().filter_map(|id| st.index.get(id).cloned()).collect()
     }
 
     /// Samples of one series with `start <= ts <= end`, in time order.
-    pub fn read_samples(
-        &self,
-        id: u64,
-        start: i64,
-        end: i64,
-    ) -> Result<(Vec<i64>, Vec<f64>), StoreError> {
+    pub fn read_samples(&self, id: u64, start: i64, end: i64) -> Result<(Vec<i64>, Vec<f64>), StoreError> {
         // Snapshot the head and the persisted boundary together; chunk samples past the
         // boundary (cut after the snapshot) are ignored, so a concurrent cut neither hides
         // nor doubles samples.
@@ -745,16 +636,8 @@ impl Store {
         let (mut ts, mut vals) = (Vec::new(), Vec::new());
         if boundary >= start {
             let lo = keys::chunk_key(id, i64::MIN);
-            let first = self
-                .t
-                .chunks
-                .range(lo..keys::chunk_key(id, start))
-                .next_back()
-                .transpose()?;
-            let rest = self
-                .t
-                .chunks
-                .range(keys::chunk_key(id, start)..=keys::chunk_key(id, end.min(boundary)));
+            let first = self.t.chunks.range(lo..keys::chunk_key(id, start)).next_back().transpose()?;
+            let rest = self.t.chunks.range(keys::chunk_key(id, start)..=keys::chunk_key(id, end.min(boundary)));
             for item in first.into_iter().map(Ok).chain(rest) {
                 let (_, v) = item?;
                 let h = chunk::header(&v)?;
@@ -784,12 +667,7 @@ impl Store {
 
     /// Groups (service, model, version, endpoint) that pass `keep`.
     pub fn inference_groups(&self, keep: impl Fn(&[String; 4]) -> bool) -> Vec<(u32, [String; 4])> {
-        lock(&self.events)
-            .group_list
-            .iter()
-            .filter(|(_, g)| keep(g))
-            .cloned()
-            .collect()
+        lock(&self.events).group_list.iter().filter(|(_, g)| keep(g)).cloned().collect()
     }
 
     pub fn bucket_ms(&self) -> i64 {
@@ -809,11 +687,7 @@ impl Store {
         // under it, and a reader must see each exactly once.
         let st = lock(&self.events);
         for &g in groups {
-            for item in self
-                .t
-                .aggs
-                .range(keys::agg_key(g, b0, 0)..=keys::agg_key(g, b1, u64::MAX))
-            {
+            for item in self.t.aggs.range(keys::agg_key(g, b0, 0)..=keys::agg_key(g, b1, u64::MAX)) {
                 let (k, v) = item?;
                 let (_, bucket, _) = keys::decode_agg_key(&k)?;
                 f(g, bucket, &Agg::decode(&v)?);
@@ -841,21 +715,15 @@ impl Store {
         if let Some(b) = before {
             hi = hi.min(b);
         }
-        let range = if before.is_some() {
-            self.t.logs.range(lo..hi)
-        } else {
-            self.t.logs.range(lo..=hi)
-        };
+        let range = if before.is_some() { self.t.logs.range(lo..hi) } else { self.t.logs.range(lo..=hi) };
         for item in range.rev() {
             let (k, v) = item?;
-            let key: [u8; 20] = k.as_ref().try_into().map_err(|_| keys::DecodeError {
-                what: "log key",
-                detail: format!("{} bytes", k.len()),
-            })?;
-            let rec = pb::LogRecord::decode(v.as_ref()).map_err(|e| keys::DecodeError {
-                what: "log record",
-                detail: e.to_string(),
-            })?;
+            let key: [u8; 20] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| keys::DecodeError { what: "log key", detail: format!("{} bytes", k.len()) })?;
+            let rec = pb::LogRecord::decode(v.as_ref())
+                .map_err(|e| keys::DecodeError { what: "log record", detail: e.to_string() })?;
             if !f(&key, rec) {
                 break;
             }
@@ -867,10 +735,7 @@ impl Store {
         self.by_request(&self.t.log_req, &self.t.logs, request_id)
     }
 
-    pub fn events_by_request(
-        &self,
-        request_id: &str,
-    ) -> Result<Vec<pb::InferenceEvent>, StoreError> {
+    pub fn events_by_request(&self, request_id: &str) -> Result<Vec<pb::InferenceEvent>, StoreError> {
         self.by_request(&self.t.event_req, &self.t.events, request_id)
     }
 
@@ -885,10 +750,10 @@ impl Store {
             let (k, _) = item?;
             let target = keys::request_key_target(&k)?;
             if let Some(v) = main.get(target)? {
-                out.push(M::decode(v.as_ref()).map_err(|e| keys::DecodeError {
-                    what: "stored record",
-                    detail: e.to_string(),
-                })?);
+                out.push(
+                    M::decode(v.as_ref())
+                        .map_err(|e| keys::DecodeError { what: "stored record", detail: e.to_string() })?,
+                );
             }
         }
         Ok(out)
@@ -922,11 +787,7 @@ impl Store {
         let metrics_cut = cutoff(self.retention.metrics);
         let ids: Vec<u64> = lock(&self.metrics).index.ids().collect();
         for id in ids {
-            for item in self
-                .t
-                .chunks
-                .range(keys::chunk_key(id, i64::MIN)..keys::chunk_key(id, metrics_cut))
-            {
+            for item in self.t.chunks.range(keys::chunk_key(id, i64::MIN)..keys::chunk_key(id, metrics_cut)) {
                 let (k, v) = item?;
                 if chunk::header(&v)?.last_ts < metrics_cut {
                     self.t.chunks.remove(k)?;
@@ -935,16 +796,9 @@ impl Store {
             }
         }
         let agg_cut = cutoff(self.retention.inference_stats);
-        let groups: Vec<u32> = lock(&self.events)
-            .group_list
-            .iter()
-            .map(|(g, _)| *g)
-            .collect();
+        let groups: Vec<u32> = lock(&self.events).group_list.iter().map(|(g, _)| *g).collect();
         for g in groups {
-            for item in self
-                .t
-                .aggs
-                .range(keys::agg_key(g, i64::MIN, 0)..keys::agg_key(g, agg_cut - self.bucket_ms, 0))
+            for item in self.t.aggs.range(keys::agg_key(g, i64::MIN, 0)..keys::agg_key(g, agg_cut - self.bucket_ms, 0))
             {
                 self.t.aggs.remove(item?.0)?;
                 rep.aggregates += 1;
@@ -956,12 +810,8 @@ impl Store {
             cutoff(self.retention.inference_events),
             |e| &e.request_id,
         )?;
-        rep.logs = expire::<pb::LogRecord>(
-            &self.t.logs,
-            &self.t.log_req,
-            cutoff(self.retention.logs),
-            |r| &r.request_id,
-        )?;
+        rep.logs =
+            expire::<pb::LogRecord>(&self.t.logs, &self.t.log_req, cutoff(self.retention.logs), |r| &r.request_id)?;
         Ok(rep)
     }
 }
@@ -986,10 +836,10 @@ fn expire<M: Message + Default>(
         if let Ok(m) = M::decode(v.as_ref()) {
             let r = rid(&m);
             if !r.is_empty() {
-                let tk: [u8; 20] = k.as_ref().try_into().map_err(|_| keys::DecodeError {
-                    what: "time key",
-                    detail: format!("{} bytes", k.len()),
-                })?;
+                let tk: [u8; 20] = k
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| keys::DecodeError { what: "time key", detail: format!("{} bytes", k.len()) })?;
                 index.remove(keys::request_key(r, &tk))?;
             }
         }
@@ -997,6 +847,29 @@ fn expire<M: Message + Default>(
         n += 1;
     }
     Ok(n)
+}
+
+/// Writes raw records under (ts, lsn, index) keys plus their request-id index entries.
+fn write_raw<'a>(
+    main: &sled::Tree,
+    index: &sled::Tree,
+    lsn: u64,
+    items: impl Iterator<Item = (i64, &'a String, Vec<u8>)>,
+) -> Result<(), StoreError> {
+    let mut rows = sled::Batch::default();
+    let mut by_req = sled::Batch::default();
+    for (i, (ts, rid, value)) in items.enumerate() {
+        let key = keys::time_key(ts, lsn, i as u32);
+        rows.insert(&key[..], value);
+        if !rid.is_empty() {
+            by_req.insert(keys::request_key(rid, &key), &[][..]);
+        }
+    }
+    // Index first: a request-id hit whose record is missing is skipped by readers, while a
+    // record without its index entry would be invisible to GetRequest.
+    index.apply_batch(by_req)?;
+    main.apply_batch(rows)?;
+    Ok(())
 }
 
 /// Cuts the first `n` samples of `head` into a chunk; returns the chunk's last timestamp.

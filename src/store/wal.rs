@@ -22,18 +22,11 @@ pub enum WalError {
     #[error("write-ahead log {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("write-ahead log {path} is damaged at byte {offset}: {detail}")]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        detail: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, detail: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| WalError::Io { path: path.to_owned(), source }
 }
 
 pub struct Wal {
@@ -77,31 +70,26 @@ impl Wal {
                 return Err(WalError::Corrupt {
                     path: path.clone(),
                     offset: 0,
-                    detail: format!(
-                        "segment starts at lsn {first}, expected {}",
-                        if i == 0 { from } else { next_lsn }
-                    ),
+                    detail: format!("segment starts at lsn {first}, expected {}", if i == 0 { from } else { next_lsn }),
                 });
             }
             next_lsn = *first;
             let last = i + 1 == count;
-            next_lsn = read_segment(path, next_lsn, last, |lsn, payload| {
-                if lsn >= from {
-                    replay(lsn, payload)
-                } else {
-                    Ok(())
-                }
-            })?;
+            next_lsn = read_segment(
+                path,
+                next_lsn,
+                last,
+                |lsn, payload| {
+                    if lsn >= from {
+                        replay(lsn, payload)
+                    } else {
+                        Ok(())
+                    }
+                },
+            )?;
         }
         let next_lsn = next_lsn.max(from);
-        let mut wal = Wal {
-            dir: dir.to_owned(),
-            segments,
-            out: None,
-            written: 0,
-            segment_bytes,
-            next_lsn,
-        };
+        let mut wal = Wal { dir: dir.to_owned(), segments, out: None, written: 0, segment_bytes, next_lsn };
         wal.start_segment()?;
         Ok(wal)
     }
@@ -121,10 +109,7 @@ impl Wal {
         head[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
         head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
         head[8..].copy_from_slice(&lsn.to_le_bytes());
-        let out = self
-            .out
-            .as_mut()
-            .expect("a segment is open after Wal::open");
+        let out = self.out.as_mut().expect("a segment is open after Wal::open");
         out.write_all(&head).map_err(io_err(path))?;
         out.write_all(payload).map_err(io_err(path))?;
         self.written += (HEADER + payload.len()) as u64;
@@ -135,10 +120,7 @@ impl Wal {
     /// Writes buffered records and waits until they are on disk.
     pub fn sync(&mut self) -> Result<(), WalError> {
         let path = self.segments.last().expect("open segment").1.clone();
-        let out = self
-            .out
-            .as_mut()
-            .expect("a segment is open after Wal::open");
+        let out = self.out.as_mut().expect("a segment is open after Wal::open");
         out.flush().map_err(io_err(&path))?;
         out.get_ref().sync_data().map_err(io_err(&path))?;
         if self.written >= self.segment_bytes {
@@ -169,11 +151,7 @@ impl Wal {
     }
 
     pub fn disk_bytes(&self) -> u64 {
-        self.segments
-            .iter()
-            .filter_map(|(_, p)| fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
+        self.segments.iter().filter_map(|(_, p)| fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
     fn start_segment(&mut self) -> Result<(), WalError> {
@@ -184,24 +162,15 @@ impl Wal {
                 && path.exists()
                 && fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false)
             {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(path)
-                    .map_err(io_err(path))?;
+                let file = OpenOptions::new().append(true).open(path).map_err(io_err(path))?;
                 self.out = Some(BufWriter::with_capacity(1 << 20, file));
                 return Ok(());
             }
         }
         let path = self.dir.join(format!("{:020}.wal", self.next_lsn));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
         // The new file's directory entry must survive a crash too.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir))?;
         self.out = Some(BufWriter::with_capacity(1 << 20, file));
         self.written = 0;
         self.segments.push((self.next_lsn, path));
@@ -218,16 +187,11 @@ fn read_segment(
     mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
 ) -> Result<u64, WalError> {
     let mut data = Vec::new();
-    File::open(path)
-        .and_then(|mut fh| fh.read_to_end(&mut data))
-        .map_err(io_err(path))?;
+    File::open(path).and_then(|mut fh| fh.read_to_end(&mut data)).map_err(io_err(path))?;
     let mut pos = 0usize;
     let mut lsn = first;
-    let corrupt = |offset: usize, detail: String| WalError::Corrupt {
-        path: path.to_owned(),
-        offset: offset as u64,
-        detail,
-    };
+    let corrupt =
+        |offset: usize, detail: String| WalError::Corrupt { path: path.to_owned(), offset: offset as u64, detail };
     while pos < data.len() {
         let problem = if data.len() - pos < HEADER {
             Some("truncated record header".to_string())
@@ -259,10 +223,7 @@ fn read_segment(
                 return Err(corrupt(pos, detail));
             }
             tracing::warn!(path = %path.display(), offset = pos, %detail, "cutting off a torn write-ahead-log tail (a write that was never acknowledged)");
-            let fh = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_err(path))?;
+            let fh = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
             fh.set_len(pos as u64).map_err(io_err(path))?;
             fh.sync_all().map_err(io_err(path))?;
             break;
@@ -343,9 +304,7 @@ mod tests {
         let mut data = fs::read(&first).unwrap();
         data[HEADER] ^= 0xff;
         fs::write(&first, data).unwrap();
-        let err = Wal::open(dir.path(), 1 << 20, 0, |_, _| Ok(()))
-            .err()
-            .unwrap();
+        let err = Wal::open(dir.path(), 1 << 20, 0, |_, _| Ok(())).err().unwrap();
         assert!(err.to_string().contains("damaged"), "{err}");
     }
 }

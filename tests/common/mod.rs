@@ -17,24 +17,17 @@ pub struct Daemon {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 impl Daemon {
     /// Starts the daemon on `dir` with `MODELWATCH__*` overrides from `env`.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Daemon {
-        Self::try_start(dir, env)
-            .unwrap_or_else(|(status, err)| panic!("daemon did not start ({status:?}): {err}"))
+        Self::try_start(dir, env).unwrap_or_else(|(status, err)| panic!("daemon did not start ({status:?}): {err}"))
     }
 
     /// Starts the daemon, or returns its exit status and stderr when it exits instead.
-    pub fn try_start(
-        dir: &Path,
-        env: &[(&str, &str)],
-    ) -> Result<Daemon, (Option<ExitStatus>, String)> {
+    pub fn try_start(dir: &Path, env: &[(&str, &str)]) -> Result<Daemon, (Option<ExitStatus>, String)> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -61,12 +54,7 @@ impl Daemon {
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut out, &mut std::io::sink());
                 });
-                Ok(Daemon {
-                    child,
-                    addr: addr.to_string(),
-                    dir: dir.to_owned(),
-                    stderr: Some(err_thread),
-                })
+                Ok(Daemon { child, addr: addr.to_string(), dir: dir.to_owned(), stderr: Some(err_thread) })
             }
             None => {
                 let status = child.wait().ok();
@@ -80,17 +68,11 @@ impl Daemon {
     }
 
     pub async fn ingest(&self) -> IngestClient<Channel> {
-        IngestClient::connect(self.url())
-            .await
-            .expect("connect ingest")
-            .max_decoding_message_size(64 << 20)
+        IngestClient::connect(self.url()).await.expect("connect ingest").max_decoding_message_size(64 << 20)
     }
 
     pub async fn query(&self) -> QueryClient<Channel> {
-        QueryClient::connect(self.url())
-            .await
-            .expect("connect query")
-            .max_decoding_message_size(64 << 20)
+        QueryClient::connect(self.url()).await.expect("connect query").max_decoding_message_size(64 << 20)
     }
 
     /// SIGTERM, then wait; returns the exit status and stderr.
@@ -99,17 +81,10 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                let err = self
-                    .stderr
-                    .take()
-                    .map(|t| t.join().unwrap_or_default())
-                    .unwrap_or_default();
+                let err = self.stderr.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
                 return (st, err);
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not exit after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "daemon did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -136,10 +111,7 @@ impl Drop for Daemon {
 }
 
 pub fn label(k: &str, v: &str) -> pb::Label {
-    pb::Label {
-        name: k.into(),
-        value: v.into(),
-    }
+    pb::Label { name: k.into(), value: v.into() }
 }
 
 pub fn series(name: &str, labels: &[(&str, &str)], ts: Vec<i64>, values: Vec<f64>) -> pb::Series {
@@ -153,24 +125,13 @@ pub fn series(name: &str, labels: &[(&str, &str)], ts: Vec<i64>, values: Vec<f64
 }
 
 pub fn range_last(d: &str) -> Option<pb::TimeRange> {
-    Some(pb::TimeRange {
-        last: d.into(),
-        ..Default::default()
-    })
+    Some(pb::TimeRange { last: d.into(), ..Default::default() })
 }
 
-pub async fn push_metrics(
-    c: &mut IngestClient<Channel>,
-    service: &str,
-    series: Vec<pb::Series>,
-) -> pb::Ack {
+pub async fn push_metrics(c: &mut IngestClient<Channel>, service: &str, series: Vec<pb::Series>) -> pb::Ack {
     let r = c
         .push(pb::PushRequest {
-            metrics: Some(pb::MetricBatch {
-                service: service.into(),
-                series,
-                ..Default::default()
-            }),
+            metrics: Some(pb::MetricBatch { service: service.into(), series, ..Default::default() }),
             ..Default::default()
         })
         .await
@@ -180,43 +141,22 @@ pub async fn push_metrics(
 }
 
 /// Sends `batches` on one stream and returns their acks in order.
-pub async fn stream_metrics(
-    c: &mut IngestClient<Channel>,
-    batches: Vec<pb::MetricBatch>,
-) -> Vec<pb::Ack> {
+pub async fn stream_metrics(c: &mut IngestClient<Channel>, batches: Vec<pb::MetricBatch>) -> Vec<pb::Ack> {
     let n = batches.len();
-    let resp = c
-        .stream_metrics(tokio_stream::iter(batches))
-        .await
-        .expect("open stream")
-        .into_inner();
+    let resp = c.stream_metrics(tokio_stream::iter(batches)).await.expect("open stream").into_inner();
     let acks: Vec<pb::Ack> = collect_acks(resp, n).await;
     acks
 }
 
-pub async fn stream_events(
-    c: &mut IngestClient<Channel>,
-    batches: Vec<pb::EventBatch>,
-) -> Vec<pb::Ack> {
+pub async fn stream_events(c: &mut IngestClient<Channel>, batches: Vec<pb::EventBatch>) -> Vec<pb::Ack> {
     let n = batches.len();
-    let resp = c
-        .stream_events(tokio_stream::iter(batches))
-        .await
-        .expect("open stream")
-        .into_inner();
+    let resp = c.stream_events(tokio_stream::iter(batches)).await.expect("open stream").into_inner();
     collect_acks(resp, n).await
 }
 
-pub async fn stream_logs(
-    c: &mut IngestClient<Channel>,
-    batches: Vec<pb::LogBatch>,
-) -> Vec<pb::Ack> {
+pub async fn stream_logs(c: &mut IngestClient<Channel>, batches: Vec<pb::LogBatch>) -> Vec<pb::Ack> {
     let n = batches.len();
-    let resp = c
-        .stream_logs(tokio_stream::iter(batches))
-        .await
-        .expect("open stream")
-        .into_inner();
+    let resp = c.stream_logs(tokio_stream::iter(batches)).await.expect("open stream").into_inner();
     collect_acks(resp, n).await
 }
 

@@ -1,0 +1,348 @@
+//! Acked means durable: graceful restarts, SIGKILL at random moments while clients stream,
+//! and damaged data folders.
+mod common;
+use common::*;
+use modelwatch::pb;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+async fn count_samples(d: &Daemon, selector: &str) -> u64 {
+    let mut q = d.query().await;
+    let r = q
+        .query_range(pb::QueryRangeRequest {
+            selector: selector.into(),
+            range: range_last("2h"),
+            step: "3h".into(),
+            aggregation: pb::Aggregation::Count as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.series.iter().flat_map(|s| s.points.iter()).map(|p| p.value as u64).sum()
+}
+
+async fn count_events(d: &Daemon, model: &str) -> u64 {
+    let mut q = d.query().await;
+    let r = q
+        .inference_stats(pb::InferenceStatsRequest {
+            model: model.into(),
+            range: range_last("2h"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.groups.iter().map(|g| g.total.as_ref().unwrap().count).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    let mut ing = d.ingest().await;
+    let now = now_ms();
+    let ts: Vec<i64> = (0..5000).map(|i| now - 1_000_000 + i * 100).collect();
+    let vals: Vec<f64> = (0..5000).map(|i| (i % 100) as f64 / 4.0).collect();
+    let ack = push_metrics(&mut ing, "svc", vec![series("temp_celsius", &[("gpu", "0")], ts, vals)]).await;
+    assert_eq!(ack.accepted, 5000);
+    let events: Vec<pb::InferenceEvent> = (1..=1000u64)
+        .map(|n| pb::InferenceEvent {
+            model: "m".into(),
+            latency_us: n * 1000,
+            request_id: format!("q{n}"),
+            timestamp_ms: now - 5000,
+            ..Default::default()
+        })
+        .collect();
+    let logs = vec![pb::LogRecord { message: "kept".into(), request_id: "q7".into(), ..Default::default() }];
+    ing.push(pb::PushRequest {
+        events: Some(pb::EventBatch { service: "svc".into(), events, ..Default::default() }),
+        logs: Some(pb::LogBatch { service: "svc".into(), records: logs, ..Default::default() }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let before = {
+        let mut q = d.query().await;
+        q.inference_stats(pb::InferenceStatsRequest { range: range_last("1h"), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    d.stop_ok();
+    // everything went to sled; the WAL holds nothing
+    let wal_bytes: u64 =
+        std::fs::read_dir(dir.path().join("wal")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert_eq!(wal_bytes, 0, "clean shutdown leaves an empty write-ahead log");
+
+    let d = Daemon::start(dir.path(), &[]);
+    assert_eq!(count_samples(&d, "temp_celsius").await, 5000);
+    let mut q = d.query().await;
+    let after = q
+        .inference_stats(pb::InferenceStatsRequest { range: range_last("1h"), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(before.groups, after.groups, "aggregates identical after restart");
+    assert_eq!(after.groups[0].total.as_ref().unwrap().count, 1000);
+    let got = q.get_request(pb::GetRequestRequest { request_id: "q7".into() }).await.unwrap().into_inner();
+    assert_eq!((got.events.len(), got.logs.len()), (1, 1));
+    let r = q
+        .query_range(pb::QueryRangeRequest {
+            selector: "temp_celsius".into(),
+            range: range_last("1h"),
+            step: "2h".into(),
+            aggregation: pb::Aggregation::Avg as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.series[0].points[0].value, 12.375, "values exact after the chunk round trip");
+    let st = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((st.samples, st.events, st.logs), (5000, 1000, 1));
+    d.stop_ok();
+}
+
+/// A client that keeps a window of unacked batches and resends them after a reconnect,
+/// as the real clients do.
+#[derive(Default)]
+struct Client {
+    next_seq: u64,
+    unacked: BTreeMap<u64, pb::EventBatch>,
+    acked_events: Vec<String>,
+    sent_events: u64,
+    next_ts: i64,
+    metric_unacked: BTreeMap<u64, pb::MetricBatch>,
+    metric_next_seq: u64,
+    acked_samples: u64,
+    sent_samples: u64,
+}
+
+const WINDOW: usize = 16;
+const EVENTS_PER_BATCH: u64 = 20;
+const SAMPLES_PER_BATCH: i64 = 50;
+
+async fn stream_until_killed(url: String, c: Arc<Mutex<Client>>, stop: Arc<AtomicBool>, max_new: u64) {
+    let Ok(mut ing) = pb::ingest_client::IngestClient::connect(url).await else { return };
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::EventBatch>(WINDOW * 2);
+    let Ok(resp) = ing.stream_events(tokio_stream::wrappers::ReceiverStream::new(rx)).await else { return };
+    let mut acks = resp.into_inner();
+    let resend: Vec<pb::EventBatch> = c.lock().unwrap().unacked.values().cloned().collect();
+    let mut inflight = 0usize;
+    for b in resend {
+        if tx.send(b).await.is_err() {
+            return;
+        }
+        inflight += 1;
+    }
+    let mut new = 0;
+    loop {
+        while inflight < WINDOW && new < max_new && !stop.load(Ordering::Relaxed) {
+            let b = {
+                let mut c = c.lock().unwrap();
+                c.next_seq += 1;
+                let seq = c.next_seq;
+                let now = now_ms();
+                let events = (0..EVENTS_PER_BATCH)
+                    .map(|i| pb::InferenceEvent {
+                        model: "crash".into(),
+                        latency_us: 1000 + i,
+                        request_id: format!("c{seq}-{i}"),
+                        timestamp_ms: now,
+                        ..Default::default()
+                    })
+                    .collect();
+                let b = pb::EventBatch {
+                    client_id: "crash-client".into(),
+                    seq,
+                    service: "crash".into(),
+                    events,
+                    ..Default::default()
+                };
+                c.unacked.insert(seq, b.clone());
+                c.sent_events += EVENTS_PER_BATCH;
+                b
+            };
+            if tx.send(b).await.is_err() {
+                return;
+            }
+            inflight += 1;
+            new += 1;
+        }
+        if inflight == 0 {
+            return;
+        }
+        match acks.message().await {
+            Ok(Some(a)) => {
+                inflight -= 1;
+                let mut c = c.lock().unwrap();
+                if let Some(b) = c.unacked.remove(&a.seq) {
+                    let ids: Vec<String> = b.events.iter().map(|e| e.request_id.clone()).collect();
+                    c.acked_events.extend(ids);
+                }
+            }
+            _ => return, // the daemon died
+        }
+    }
+}
+
+async fn stream_metrics_until_killed(url: String, c: Arc<Mutex<Client>>, stop: Arc<AtomicBool>, max_new: u64) {
+    let Ok(mut ing) = pb::ingest_client::IngestClient::connect(url).await else { return };
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::MetricBatch>(WINDOW * 2);
+    let Ok(resp) = ing.stream_metrics(tokio_stream::wrappers::ReceiverStream::new(rx)).await else { return };
+    let mut acks = resp.into_inner();
+    let resend: Vec<pb::MetricBatch> = c.lock().unwrap().metric_unacked.values().cloned().collect();
+    let mut inflight = 0usize;
+    for b in resend {
+        if tx.send(b).await.is_err() {
+            return;
+        }
+        inflight += 1;
+    }
+    let mut new = 0;
+    loop {
+        while inflight < WINDOW && new < max_new && !stop.load(Ordering::Relaxed) {
+            let b = {
+                let mut c = c.lock().unwrap();
+                c.metric_next_seq += 1;
+                let seq = c.metric_next_seq;
+                let ts: Vec<i64> = (0..SAMPLES_PER_BATCH).map(|i| c.next_ts + i).collect();
+                c.next_ts += SAMPLES_PER_BATCH;
+                let vals = ts.iter().map(|t| (t % 1000) as f64).collect();
+                let b = pb::MetricBatch {
+                    client_id: "crash-client".into(),
+                    seq,
+                    service: "crash".into(),
+                    series: vec![series("crash_samples", &[], ts, vals)],
+                    ..Default::default()
+                };
+                c.metric_unacked.insert(seq, b.clone());
+                c.sent_samples += SAMPLES_PER_BATCH as u64;
+                b
+            };
+            if tx.send(b).await.is_err() {
+                return;
+            }
+            inflight += 1;
+            new += 1;
+        }
+        if inflight == 0 {
+            return;
+        }
+        match acks.message().await {
+            Ok(Some(a)) => {
+                inflight -= 1;
+                let mut c = c.lock().unwrap();
+                if c.metric_unacked.remove(&a.seq).is_some() {
+                    c.acked_samples += SAMPLES_PER_BATCH as u64;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("MODELWATCH_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| now_ms() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_streaming_loses_no_acked_item_and_stores_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    // Frequent checkpoints and small chunks, so kills land in every phase: mid-batch, mid-fsync,
+    // mid-checkpoint, mid-chunk-cut.
+    let env = [("MODELWATCH__STORAGE__CHECKPOINT_INTERVAL", "50ms"), ("MODELWATCH__STORAGE__CHUNK_SAMPLES", "200")];
+    let mut rng = seed();
+    println!("seed {rng} (set MODELWATCH_TEST_SEED to replay)");
+    let client = Arc::new(Mutex::new(Client { next_ts: now_ms() - 3_000_000, ..Default::default() }));
+    for round in 0..5 {
+        let d = Daemon::start(dir.path(), &env);
+        // Every item acked before the previous kill is here.
+        let (acked_samples, acked_events) = {
+            let c = client.lock().unwrap();
+            (c.acked_samples, c.acked_events.clone())
+        };
+        assert!(count_samples(&d, "crash_samples").await >= acked_samples, "round {round}: acked samples lost");
+        assert!(count_events(&d, "crash").await >= acked_events.len() as u64, "round {round}: acked events lost");
+        let mut q = d.query().await;
+        for id in acked_events.iter().step_by(97) {
+            let got = q.get_request(pb::GetRequestRequest { request_id: id.clone() }).await.unwrap().into_inner();
+            assert_eq!(got.events.len(), 1, "round {round}: event {id} stored {} times", got.events.len());
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let t1 = tokio::spawn(stream_until_killed(d.url(), client.clone(), stop.clone(), 400));
+        let t2 = tokio::spawn(stream_metrics_until_killed(d.url(), client.clone(), stop.clone(), 400));
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = 50 + rng % 400;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        d.kill9();
+        let _ = tokio::join!(t1, t2);
+        let c = client.lock().unwrap();
+        println!(
+            "round {round}: killed after {delay} ms; {} events acked, {} unacked batches",
+            c.acked_events.len(),
+            c.unacked.len()
+        );
+    }
+    // Final round: reconnect, resend what was never acked, stop cleanly.
+    let d = Daemon::start(dir.path(), &env);
+    let stop = Arc::new(AtomicBool::new(true));
+    tokio::join!(
+        stream_until_killed(d.url(), client.clone(), stop.clone(), 0),
+        stream_metrics_until_killed(d.url(), client.clone(), stop.clone(), 0)
+    );
+    d.stop_ok();
+    let d = Daemon::start(dir.path(), &env);
+    let (sent_events, sent_samples, acked_events) = {
+        let c = client.lock().unwrap();
+        assert!(c.unacked.is_empty() && c.metric_unacked.is_empty(), "every batch acked in the end");
+        (c.sent_events, c.sent_samples, c.acked_events.clone())
+    };
+    assert!(sent_events > 0 && sent_samples > 0);
+    // Exactly once: every batch ever sent is stored, none twice.
+    assert_eq!(count_events(&d, "crash").await, sent_events);
+    assert_eq!(count_samples(&d, "crash_samples").await, sent_samples);
+    let mut q = d.query().await;
+    for id in acked_events.iter().step_by(53) {
+        let got = q.get_request(pb::GetRequestRequest { request_id: id.clone() }).await.unwrap().into_inner();
+        assert_eq!(got.events.len(), 1, "event {id}");
+    }
+    d.stop_ok();
+}
+
+#[test]
+fn damaged_data_folder_stops_with_a_message_not_a_panic() {
+    // A damaged write-ahead-log segment that is not the last one.
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    std::fs::write(wal.join(format!("{:020}.wal", 0)), vec![0x55u8; 100]).unwrap();
+    std::fs::write(wal.join(format!("{:020}.wal", 5)), b"").unwrap();
+    let Err((status, err)) = Daemon::try_start(dir.path(), &[]) else { panic!("started on a damaged WAL") };
+    assert!(!status.unwrap().success());
+    assert!(err.contains("damaged") && err.contains("00000000000000000000.wal"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // A damaged sled database.
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    d.stop_ok();
+    let db = dir.path().join("db");
+    for entry in std::fs::read_dir(&db).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            let len = std::fs::metadata(&p).unwrap().len() as usize;
+            std::fs::write(&p, vec![0xA5u8; len.max(64)]).unwrap();
+        }
+    }
+    let Err((status, err)) = Daemon::try_start(dir.path(), &[]) else { panic!("started on a damaged database") };
+    assert!(!status.unwrap().success());
+    assert!(err.contains("cannot be opened") || err.contains("damaged"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
