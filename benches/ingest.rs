@@ -1,1 +1,252 @@
-fn main() {}
+//! Ingest benchmark: replays the CSV of `../shared/bench/gen_dataset.py` through the real
+//! gRPC ingest of a real (release) daemon, then stops it cleanly and measures its data folder.
+//!
+//!     cargo bench --bench ingest -- [--csv FILE] [--streams K] [--batch N] [--window W]
+//!
+//! Request layout mirrors `../shared/bench/prom_remote_write.py`, so the figures compare with
+//! Prometheus and VictoriaMetrics on the same data: series split round-robin into 8 groups; a
+//! request is one group × a window of consecutive samples per series (~`--batch` samples);
+//! stream j sends the windows of groups g with g % K == j in time order. Batches are built
+//! before the clock starts; every request is acked only once it is fsynced (unlike the peers,
+//! whose acks precede any fsync). Timestamps are shifted to end now and sent as backfill.
+use modelwatch::pb;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+const GROUPS: usize = 8;
+
+struct Args {
+    csv: Option<PathBuf>,
+    /// Keep the data folder here (for inspection) instead of a temporary one.
+    keep: Option<PathBuf>,
+    streams: usize,
+    batch: usize,
+    window: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args { csv: None, keep: None, streams: 4, batch: 10_000, window: 8 };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        match k.as_str() {
+            "--csv" => a.csv = it.next().map(PathBuf::from),
+            "--keep" => a.keep = it.next().map(PathBuf::from),
+            "--streams" => a.streams = it.next().and_then(|v| v.parse().ok()).expect("--streams N"),
+            "--batch" => a.batch = it.next().and_then(|v| v.parse().ok()).expect("--batch N"),
+            "--window" => a.window = it.next().and_then(|v| v.parse().ok()).expect("--window N"),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    a
+}
+
+fn dataset(explicit: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = root.join("target/bench-data/dataset.csv");
+    if !out.exists() {
+        let gen = root.join("../shared/bench/gen_dataset.py");
+        assert!(gen.exists(), "no --csv given and {} is missing", gen.display());
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        eprintln!("generating {} ...", out.display());
+        let st =
+            Command::new("python3").arg(&gen).arg("--csv").arg(&out).arg("--om").arg("/dev/null").status().unwrap();
+        assert!(st.success(), "gen_dataset.py failed");
+    }
+    out
+}
+
+type SeriesData = (String, Vec<pb::Label>, Vec<i64>, Vec<f64>);
+
+fn load(path: &Path) -> Vec<SeriesData> {
+    let f = BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+    let mut order: Vec<SeriesData> = Vec::new();
+    let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for line in f.lines().skip(1) {
+        let line = line.unwrap();
+        let mut p = line.split(',');
+        let (name, labels, ts, val) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+        let key = (name.to_string(), labels.to_string());
+        let i = *index.entry(key).or_insert_with(|| {
+            let lbls = labels
+                .split(';')
+                .filter(|s| !s.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    pb::Label { name: k.into(), value: v.into() }
+                })
+                .collect();
+            order.push((name.to_string(), lbls, Vec::new(), Vec::new()));
+            order.len() - 1
+        });
+        order[i].2.push(ts.parse().unwrap());
+        order[i].3.push(val.parse().unwrap());
+    }
+    order
+}
+
+fn main() {
+    let a = args();
+    let csv = dataset(a.csv.clone());
+    let t = Instant::now();
+    let mut series = load(&csv);
+    let total: usize = series.iter().map(|s| s.2.len()).sum();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64 - 1000;
+    let last = series.iter().filter_map(|s| s.2.last().copied()).max().unwrap();
+    for s in series.iter_mut() {
+        for t in s.2.iter_mut() {
+            *t += now - last;
+        }
+    }
+    eprintln!("loaded {} series, {total} samples in {:.1}s", series.len(), t.elapsed().as_secs_f64());
+
+    // Pre-build every request: group g holds series g, g+8, ...; window w holds samples
+    // [w*W, (w+1)*W) of each of its series.
+    let per_group = series.len().div_ceil(GROUPS);
+    let win = (a.batch / per_group).max(1);
+    let nsamp = series.iter().map(|s| s.2.len()).max().unwrap();
+    let mut streams: Vec<Vec<pb::MetricBatch>> = vec![Vec::new(); a.streams];
+    for w in 0..nsamp.div_ceil(win) {
+        for g in 0..GROUPS {
+            let mut b = pb::MetricBatch { service: "bench".into(), backfill: true, ..Default::default() };
+            for s in series.iter().skip(g).step_by(GROUPS) {
+                let (lo, hi) = (w * win, ((w + 1) * win).min(s.2.len()));
+                if lo < hi {
+                    b.series.push(pb::Series {
+                        name: s.0.clone(),
+                        labels: s.1.clone(),
+                        kind: if s.0.ends_with("_total") { 2 } else { 1 },
+                        timestamps_ms: s.2[lo..hi].to_vec(),
+                        values: s.3[lo..hi].to_vec(),
+                    });
+                }
+            }
+            if !b.series.is_empty() {
+                let k = g % a.streams;
+                b.client_id = format!("bench-{k}");
+                b.seq = streams[k].len() as u64 + 1;
+                streams[k].push(b);
+            }
+        }
+    }
+    drop(series);
+    let requests: usize = streams.iter().map(Vec::len).sum();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = match &a.keep {
+        Some(k) => {
+            let _ = std::fs::remove_dir_all(k);
+            k.clone()
+        }
+        None => tmp.path().to_owned(),
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("MODELWATCH_LOG", "warn")
+        .env("MODELWATCH__LIMITS__BACKFILL_MAX_AGE", "7d")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = format!("http://{}", line.trim().strip_prefix("listening on ").expect("listening line"));
+    let pid = child.id();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let cpu0 = cpu_seconds(pid);
+    let (elapsed, acked) = rt.block_on(async {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for batches in streams {
+            let addr = addr.clone();
+            let window = a.window;
+            tasks.push(tokio::spawn(async move {
+                let mut c =
+                    pb::ingest_client::IngestClient::connect(addr).await.unwrap().max_encoding_message_size(64 << 20);
+                let (tx, rx) = tokio::sync::mpsc::channel(window);
+                let mut acks =
+                    c.stream_metrics(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+                let n = batches.len();
+                // tx's channel capacity is the window of unacked batches in flight
+                let sender = tokio::spawn(async move {
+                    for b in batches {
+                        if tx.send(b).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut accepted = 0u64;
+                for _ in 0..n {
+                    let ack = acks.message().await.unwrap().expect("ack");
+                    assert_eq!(ack.rejected_count, 0, "{:?}", ack.rejections.first());
+                    accepted += ack.accepted;
+                }
+                sender.await.unwrap();
+                accepted
+            }));
+        }
+        let mut acked = 0;
+        for t in tasks {
+            acked += t.await.unwrap();
+        }
+        (start.elapsed(), acked)
+    });
+    let cpu = cpu_seconds(pid) - cpu0;
+    assert_eq!(acked as usize, total, "every sample acked");
+    let t = Instant::now();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert!(st.success(), "daemon exit {st:?}");
+    let stop = t.elapsed();
+    let bytes = du(&dir);
+    let rate = total as f64 / elapsed.as_secs_f64();
+    println!("modelwatch ingest benchmark ({})", csv.display());
+    println!(
+        "  requests        {requests} (~{} samples each), {} streams, window {}",
+        total / requests.max(1),
+        a.streams,
+        a.window
+    );
+    println!("  acked samples/s {rate:.0}  ({total} samples in {:.2} s; ack = fsynced)", elapsed.as_secs_f64());
+    println!("  daemon CPU      {cpu:.2} s ({:.0} ns per sample)", cpu * 1e9 / total as f64);
+    println!("  clean stop      {:.2} s", stop.as_secs_f64());
+    println!("  on disk         {bytes} bytes = {:.3} bytes/sample", bytes as f64 / total as f64);
+    println!(
+        "RESULT {{\"samples\":{total},\"seconds\":{:.3},\"samples_per_s\":{rate:.0},\"bytes\":{bytes},\"bytes_per_sample\":{:.4},\"streams\":{},\"daemon_cpu_s\":{cpu:.2}}}",
+        elapsed.as_secs_f64(),
+        bytes as f64 / total as f64,
+        a.streams
+    );
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn du(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let m = e.metadata().unwrap();
+                    if m.is_dir() {
+                        du(&e.path())
+                    } else {
+                        m.len()
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -29,6 +29,9 @@ pub struct Ctx {
     pub started_at: Instant,
     pub shutdown: CancellationToken,
     pub max_message_bytes: usize,
+    /// Ingest streams still open; shutdown waits for them, not for other long-lived calls
+    /// (a health Watch never ends on its own).
+    pub open_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// What each sampler does, or why it is off (shown by Status).
     pub samplers: Arc<Mutex<BTreeMap<String, String>>>,
 }
@@ -79,6 +82,8 @@ where
     let (pending_tx, mut pending_rx) = mpsc::channel::<AckFuture>(STREAM_WINDOW);
     let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
     let reader_out = out_tx.clone();
+    let open = ctx.open_streams.clone();
+    open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(async move {
         let mut client = String::new();
         let mut fatal: Option<Status> = None;
@@ -136,6 +141,7 @@ where
                 break;
             }
         }
+        open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     });
     Box::pin(ReceiverStream::new(out_rx))
 }

@@ -9,6 +9,7 @@ use crate::pb;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry::Rates;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +56,7 @@ pub async fn run(
         started_at: Instant::now(),
         shutdown: shutdown.clone(),
         max_message_bytes: cfg.limits.max_message_bytes,
+        open_streams: Arc::new(AtomicUsize::new(0)),
         samplers: Arc::new(Mutex::new(Default::default())),
     });
 
@@ -104,17 +106,30 @@ pub async fn run(
     let started = Instant::now();
     let served = match served {
         Some(r) => r,
-        None => match tokio::time::timeout(deadline, &mut server).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!("streams did not drain in time; closing them");
-                server.abort();
-                Ok(Ok(()))
+        None => {
+            // Ingest streams end on the token (each finishes sending its acks); other calls
+            // (a health Watch, say) may never end, so once the ingest streams are gone the
+            // server gets a short grace period, then is stopped.
+            let open = ctx.open_streams.clone();
+            let drained = async {
+                while open.load(Ordering::SeqCst) > 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            tokio::select! {
+                r = &mut server => r,
+                _ = tokio::time::timeout(deadline, drained) => {
+                    if open.load(Ordering::SeqCst) > 0 {
+                        tracing::warn!("ingest streams did not drain in time; closing them");
+                    }
+                    server.abort();
+                    Ok(Ok(()))
+                }
             }
-        },
+        }
     };
-    // The committer stops once every handle is gone: the services' (dropped with the server)
-    // and this one.
+    ctx.committer.close().await;
     drop(ctx);
     let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
     let joined = tokio::time::timeout(left, tokio::task::spawn_blocking(move || commit_thread.join())).await;
@@ -123,6 +138,7 @@ pub async fn run(
         Ok(_) => return Err(AppError::Serve("the committer thread panicked".into())),
         Err(_) => return Err(AppError::ShutdownTimeout(deadline)),
     }
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shut down");
     match served {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(AppError::Serve(e.to_string())),

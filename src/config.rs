@@ -56,6 +56,8 @@ pub struct StorageConfig {
     /// Width of the inference-event aggregation buckets (HDR histograms, counts).
     #[serde(with = "humantime_serde_compat")]
     pub event_bucket: Duration,
+    /// Block-file size (chunk payloads) before a new file is started.
+    pub block_file_bytes: u64,
     /// Write-ahead-log segment size before a new file is started.
     pub wal_segment_bytes: u64,
     /// Most ingest requests one group commit (one fsync) covers.
@@ -152,6 +154,7 @@ impl Default for StorageConfig {
             max_head_age: Duration::from_secs(2 * 3600),
             checkpoint_interval: Duration::from_secs(10),
             event_bucket: Duration::from_secs(10),
+            block_file_bytes: 256 << 20,
             wal_segment_bytes: 64 << 20,
             max_group_commit: 256,
             commit_queue: 1024,
@@ -249,6 +252,12 @@ impl Config {
         nonzero("storage.commit_queue", s.commit_queue as u64)?;
         nonzero("storage.event_bucket", s.event_bucket.as_millis() as u64)?;
         nonzero("storage.checkpoint_interval", s.checkpoint_interval.as_millis() as u64)?;
+        if s.block_file_bytes < 1 << 20 {
+            return Err(ConfigError::Invalid {
+                key: "storage.block_file_bytes",
+                message: "must be at least 1 MiB".into(),
+            });
+        }
         if s.wal_segment_bytes < 1 << 20 {
             return Err(ConfigError::Invalid {
                 key: "storage.wal_segment_bytes",

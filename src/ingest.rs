@@ -407,12 +407,19 @@ struct CommitRequest {
     reply: oneshot::Sender<Result<pb::Ack, IngestError>>,
 }
 
-/// Cloneable handle to the committer thread. The thread runs until every handle is dropped,
-/// then makes a final checkpoint (every head cut, WAL emptied) and exits.
+enum Msg {
+    Commit(CommitRequest),
+    /// Commit what is queued, make the final checkpoint, stop.
+    Close,
+}
+
+/// Cloneable handle to the committer thread. The thread runs until [`Committer::close`] (or
+/// until every handle is dropped), then makes a final checkpoint (every head cut, WAL emptied).
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<CommitRequest>,
+    tx: mpsc::Sender<Msg>,
     failed: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
 }
 
 pub type AckFuture = oneshot::Receiver<Result<pb::Ack, IngestError>>;
@@ -424,9 +431,18 @@ impl Committer {
         if self.failed.load(Ordering::Relaxed) {
             return Err(IngestError::Storage("an earlier write failed; restart the daemon".into()));
         }
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(IngestError::ShuttingDown);
+        }
         let (reply, rx) = oneshot::channel();
-        self.tx.send(CommitRequest { batch, reply }).await.map_err(|_| IngestError::ShuttingDown)?;
+        self.tx.send(Msg::Commit(CommitRequest { batch, reply })).await.map_err(|_| IngestError::ShuttingDown)?;
         Ok(rx)
+    }
+
+    /// Stops taking batches; the thread commits what is queued, checkpoints and exits.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(Msg::Close).await;
     }
 
     pub async fn submit(&self, batch: Batch) -> Result<pb::Ack, IngestError> {
@@ -455,14 +471,14 @@ impl Committer {
             .name("modelwatch-commit".into())
             .spawn(move || worker.run())
             .expect("spawning the committer thread");
-        (Committer { tx, failed }, join)
+        (Committer { tx, failed, closed: Arc::new(AtomicBool::new(false)) }, join)
     }
 }
 
 struct Worker {
     store: StoreRef,
     wal: Wal,
-    rx: mpsc::Receiver<CommitRequest>,
+    rx: mpsc::Receiver<Msg>,
     rt: tokio::runtime::Handle,
     max_group: usize,
     interval: Duration,
@@ -477,16 +493,29 @@ impl Worker {
             let wait = next_checkpoint.saturating_duration_since(Instant::now());
             let first = self.rt.block_on(async { tokio::time::timeout(wait, self.rx.recv()).await });
             match first {
-                Ok(Some(req)) => {
+                Ok(Some(Msg::Commit(req))) => {
                     let mut group = vec![req];
+                    let mut close = false;
                     while group.len() < self.max_group {
                         match self.rx.try_recv() {
-                            Ok(r) => group.push(r),
+                            Ok(Msg::Commit(r)) => group.push(r),
+                            Ok(Msg::Close) => {
+                                close = true;
+                                break;
+                            }
                             Err(_) => break,
                         }
                     }
                     self.commit(group);
                     dirty = true;
+                    if close {
+                        self.drain();
+                        break;
+                    }
+                }
+                Ok(Some(Msg::Close)) => {
+                    self.drain();
+                    break;
                 }
                 Ok(None) => break,
                 Err(_) => {}
@@ -509,6 +538,20 @@ impl Worker {
         self.store.checkpoint(&mut self.wal, true)?;
         tracing::info!("store flushed");
         Ok(())
+    }
+
+    /// Commits whatever is still queued (handlers that raced the close).
+    fn drain(&mut self) {
+        let mut rest = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            if let Msg::Commit(r) = m {
+                rest.push(r);
+            }
+        }
+        if !rest.is_empty() {
+            self.commit(rest);
+        }
+        self.rx.close();
     }
 
     fn commit(&mut self, group: Vec<CommitRequest>) {

@@ -5,7 +5,7 @@
 //! | tree         | key                                   | value                          |
 //! |--------------|---------------------------------------|--------------------------------|
 //! | `series`     | series id (u64)                       | kind, name, labels             |
-//! | `chunks`     | series id, first ts                   | chunk ([`super::chunk`])       |
+//! | `chunks`     | series id, first ts                   | [`ChunkRef`]: where the chunk is in the block files |
 //! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
 //! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::events::Agg`]         |
 //! | `events`     | ts, lsn, index                        | InferenceEvent (protobuf)      |
@@ -112,6 +112,41 @@ pub fn decode_time_key(k: &[u8]) -> Result<(i64, u64, u32), DecodeError> {
         return Err(derr("time key", format!("{} bytes", k.len())));
     }
     Ok((ts_from_bytes(arr8(k)), u64::from_be_bytes(arr8(&k[8..])), u32::from_be_bytes([k[16], k[17], k[18], k[19]])))
+}
+
+/// Index entry of a chunk: its place in the block files and what a reader needs before
+/// fetching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub file: u32,
+    pub offset: u64,
+    pub len: u32,
+    pub count: u32,
+    pub last_ts: i64,
+}
+
+pub fn encode_chunk_ref(r: &ChunkRef) -> [u8; 28] {
+    let mut v = [0u8; 28];
+    v[..4].copy_from_slice(&r.file.to_be_bytes());
+    v[4..12].copy_from_slice(&r.offset.to_be_bytes());
+    v[12..16].copy_from_slice(&r.len.to_be_bytes());
+    v[16..20].copy_from_slice(&r.count.to_be_bytes());
+    v[20..].copy_from_slice(&r.last_ts.to_be_bytes());
+    v
+}
+
+pub fn decode_chunk_ref(v: &[u8]) -> Result<ChunkRef, DecodeError> {
+    if v.len() != 28 {
+        return Err(derr("chunk index entry", format!("{} bytes", v.len())));
+    }
+    let u32_at = |i: usize| u32::from_be_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+    Ok(ChunkRef {
+        file: u32_at(0),
+        offset: u64::from_be_bytes(arr8(&v[4..])),
+        len: u32_at(12),
+        count: u32_at(16),
+        last_ts: i64::from_be_bytes(arr8(&v[20..])),
+    })
 }
 
 /// Prefix of the request-id index for one id (length-prefixed, so ids are never prefixes of
@@ -352,6 +387,12 @@ mod tests {
             if a != b {
                 prop_assert!(!ka.starts_with(&request_prefix(&b)));
             }
+        }
+
+        #[test]
+        fn chunk_refs_round_trip(file in any::<u32>(), offset in any::<u64>(), len in any::<u32>(), count in any::<u32>(), last_ts in any::<i64>()) {
+            let r = ChunkRef { file, offset, len, count, last_ts };
+            prop_assert_eq!(decode_chunk_ref(&encode_chunk_ref(&r)).unwrap(), r);
         }
 
         #[test]

@@ -1,0 +1,80 @@
+//! SIGTERM: health turns NOT_SERVING, open streams end, the store flushes, exit 0; config
+//! errors stop the daemon with the offending key named.
+mod common;
+use common::*;
+use modelwatch::pb;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_streams_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    let channel = tonic::transport::Endpoint::from_shared(d.url()).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watch =
+        health.watch(HealthCheckRequest { service: "modelwatch.v1.Ingest".into() }).await.unwrap().into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+
+    // a client holding a stream open, one batch acked
+    let mut ing = d.ingest().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut acks = ing.stream_metrics(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let now = now_ms();
+    tx.send(pb::MetricBatch {
+        client_id: "c".into(),
+        seq: 1,
+        service: "s".into(),
+        series: vec![series("held_open", &[], vec![now], vec![7.0])],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().accepted, 1);
+
+    let pid = d.child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let next = watch.message().await;
+    assert!(
+        matches!(next, Ok(Some(ref m)) if m.status == ServingStatus::NotServing as i32) || next.is_err(),
+        "{next:?}"
+    );
+    // the open stream is ended by the daemon, not left hanging
+    let end = acks.message().await;
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    drop(tx);
+    let (status, err) = d.stop();
+    assert!(status.success(), "exit {status:?}: {err}");
+
+    let d = Daemon::start(dir.path(), &[]);
+    let mut q = d.query().await;
+    let r = q
+        .list_series(pb::ListSeriesRequest { selector: "held_open".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.series.len(), 1);
+    d.stop_ok();
+}
+
+#[test]
+fn bad_config_stops_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let Err((status, err)) = Daemon::try_start(dir.path(), &[("MODELWATCH__LIMITS__MAX_LABLES", "3")]) else {
+        panic!("started")
+    };
+    assert!(!status.unwrap().success());
+    assert!(err.contains("max_lables"), "{err}");
+    let Err((_, err)) = Daemon::try_start(dir.path(), &[("MODELWATCH__LOG__FORMAT", "xml")]) else { panic!("started") };
+    assert!(err.contains("log.format"), "{err}");
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelwatch")).args(["serve", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--config", "--data-dir", "--listen", "Port 0", "MODELWATCH__SECTION__KEY"] {
+        assert!(text.contains(flag), "{flag} missing from:\n{text}");
+    }
+}

@@ -1,0 +1,237 @@
+//! Bad input gets a clear error naming the field, the limit and the value, and loses nothing
+//! else: every limit, configured through the environment, against the real daemon.
+mod common;
+use common::*;
+use modelwatch::pb;
+use prost::Message;
+
+const ENV: &[(&str, &str)] = &[
+    ("MODELWATCH__LIMITS__MAX_LABELS", "3"),
+    ("MODELWATCH__LIMITS__MAX_LABEL_NAME_LEN", "8"),
+    ("MODELWATCH__LIMITS__MAX_LABEL_VALUE_LEN", "10"),
+    ("MODELWATCH__LIMITS__MAX_SERIES_PER_SERVICE", "2"),
+    ("MODELWATCH__LIMITS__MAX_AGE", "10m"),
+    ("MODELWATCH__LIMITS__MAX_FUTURE", "1m"),
+    ("MODELWATCH__LIMITS__MAX_MESSAGE_BYTES", "65536"),
+    ("MODELWATCH__LIMITS__MAX_LOG_MESSAGE_LEN", "100"),
+];
+
+/// Pushes metrics expecting a rejection; returns (status, acks from the status details).
+async fn push_rejected(
+    c: &mut pb::ingest_client::IngestClient<tonic::transport::Channel>,
+    req: pb::PushRequest,
+) -> (tonic::Status, pb::PushResponse) {
+    let err = c.push(req).await.expect_err("the push has a bad item");
+    let details = pb::PushResponse::decode(err.details()).expect("acks in the status details");
+    (err, details)
+}
+
+fn metrics(service: &str, series: Vec<pb::Series>) -> pb::PushRequest {
+    pb::PushRequest {
+        metrics: Some(pb::MetricBatch { service: service.into(), series, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+async fn count(d: &Daemon, selector: &str) -> usize {
+    let mut q = d.query().await;
+    let r = q
+        .query_range(pb::QueryRangeRequest {
+            selector: selector.into(),
+            range: range_last("1h"),
+            step: "2h".into(),
+            aggregation: pb::Aggregation::Count as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.series.iter().flat_map(|s| &s.points).map(|p| p.value as usize).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_limit_names_field_limit_and_value_and_keeps_valid_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), ENV);
+    let mut c = d.ingest().await;
+    let now = now_ms();
+
+    // non-finite value: the sample is rejected, its neighbours kept
+    let (err, acks) = push_rejected(
+        &mut c,
+        metrics("a", vec![series("m_nan", &[], vec![now - 2, now - 1, now], vec![1.0, f64::NAN, 2.0])]),
+    )
+    .await;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("metrics.series[0].values[1]")
+            && err.message().contains("NaN")
+            && err.message().contains("limits.allow_non_finite"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(acks.metrics.as_ref().unwrap().accepted, 2);
+    assert_eq!(count(&d, "m_nan").await, 2);
+
+    // too many labels (service is added as a label: 3 given + service = 4 > 3)
+    let (err, _) = push_rejected(
+        &mut c,
+        metrics(
+            "b",
+            vec![
+                series("m_labels", &[("x", "1"), ("y", "2"), ("z", "3")], vec![now], vec![1.0]),
+                series("m_labels", &[("x", "1")], vec![now], vec![1.0]),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        err.message().contains("series[0].labels") && err.message().contains("4 labels exceed limits.max_labels = 3"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(count(&d, "m_labels").await, 1, "the valid series beside it is stored");
+
+    // label name and value length
+    let (err, _) =
+        push_rejected(&mut c, metrics("c", vec![series("m_len", &[("verylongname", "1")], vec![now], vec![1.0])]))
+            .await;
+    assert!(
+        err.message().contains("series[0].labels[0].name")
+            && err.message().contains("12 bytes exceeds limits.max_label_name_len = 8"),
+        "{}",
+        err.message()
+    );
+    let (err, _) =
+        push_rejected(&mut c, metrics("c", vec![series("m_len", &[("k", "0123456789abc")], vec![now], vec![1.0])]))
+            .await;
+    assert!(
+        err.message().contains("series[0].labels[0].value")
+            && err.message().contains("13 bytes exceeds limits.max_label_value_len = 10"),
+        "{}",
+        err.message()
+    );
+
+    // series per service
+    let three: Vec<pb::Series> =
+        (0..3).map(|i| series("m_card", &[("i", &i.to_string())], vec![now], vec![1.0])).collect();
+    let (err, acks) = push_rejected(&mut c, metrics("card", three.clone())).await;
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        err.message().contains("series[2]")
+            && err.message().contains("limits.max_series_per_service = 2")
+            && err.message().contains("\"card\" (it has 2)"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(acks.metrics.unwrap().accepted, 2);
+    let ack = push_metrics(&mut c, "other", three[..2].to_vec()).await;
+    assert_eq!(ack.accepted, 2, "the limit is per service");
+
+    // timestamps: too old, too far ahead; backfill widens the window
+    let old = now - 20 * 60_000;
+    let (err, _) =
+        push_rejected(&mut c, metrics("d", vec![series("m_ts", &[], vec![old, now - 1000], vec![1.0, 2.0])])).await;
+    assert!(
+        err.message().contains("series[0].timestamps_ms[0]")
+            && err.message().contains("older than limits.max_age = 10m")
+            && err.message().contains(&old.to_string()),
+        "{}",
+        err.message()
+    );
+    let (err, _) =
+        push_rejected(&mut c, metrics("d", vec![series("m_ts", &[], vec![now + 3_600_000], vec![1.0])])).await;
+    assert!(err.message().contains("limits.max_future = 1m"), "{}", err.message());
+    let backfill = pb::PushRequest {
+        metrics: Some(pb::MetricBatch {
+            service: "d".into(),
+            backfill: true,
+            series: vec![series("m_bf", &[], vec![old], vec![1.0])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(c.push(backfill).await.unwrap().into_inner().metrics.unwrap().accepted, 1);
+
+    // out of order within a series
+    let (err, _) = push_rejected(&mut c, metrics("d", vec![series("m_ts", &[], vec![now - 5000], vec![1.0])])).await;
+    assert!(err.message().contains("not after the series' last sample"), "{}", err.message());
+
+    // malformed names
+    let (err, _) = push_rejected(&mut c, metrics("e", vec![series("bad-name", &[], vec![now], vec![1.0])])).await;
+    assert!(err.message().contains("series[0].name") && err.message().contains("bad-name"), "{}", err.message());
+
+    // logs and events
+    let logs = pb::LogBatch {
+        service: "l".into(),
+        records: vec![
+            pb::LogRecord { message: "x".repeat(101), ..Default::default() },
+            pb::LogRecord { message: "fine".into(), request_id: "lr".into(), ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    let events = pb::EventBatch {
+        service: "l".into(),
+        events: vec![
+            pb::InferenceEvent { latency_us: 5, ..Default::default() },
+            pb::InferenceEvent { model: "m".into(), latency_us: 5, request_id: "lr".into(), ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    let (err, acks) =
+        push_rejected(&mut c, pb::PushRequest { logs: Some(logs), events: Some(events), ..Default::default() }).await;
+    assert!(
+        err.message().contains("logs.records[0].message")
+            && err.message().contains("101 bytes exceeds limits.max_log_message_len = 100"),
+        "{}",
+        err.message()
+    );
+    let ev_ack = acks.events.unwrap();
+    assert_eq!(ev_ack.rejections[0].field, "events[0].model");
+    assert!(ev_ack.rejections[0].reason.contains("required"));
+    let mut q = d.query().await;
+    let got = q.get_request(pb::GetRequestRequest { request_id: "lr".into() }).await.unwrap().into_inner();
+    assert_eq!((got.logs.len(), got.events.len()), (1, 1), "valid log and event stored");
+
+    // streams carry the same rejections in their acks and stay open
+    let acks = stream_metrics(
+        &mut c,
+        vec![
+            pb::MetricBatch {
+                seq: 1,
+                client_id: "s".into(),
+                service: "f".into(),
+                series: vec![series("m_s", &[], vec![now, now - 1], vec![1.0, 1.0])],
+                ..Default::default()
+            },
+            pb::MetricBatch {
+                seq: 2,
+                client_id: "s".into(),
+                service: "f".into(),
+                series: vec![series("m_s", &[], vec![now + 1], vec![f64::INFINITY])],
+                ..Default::default()
+            },
+        ],
+    )
+    .await;
+    assert_eq!((acks[0].accepted, acks[0].rejected_count), (1, 1));
+    assert_eq!(acks[0].rejections[0].field, "series[0].timestamps_ms[1]");
+    assert_eq!(acks[0].rejections[0].sample, 1);
+    assert_eq!(acks[1].rejections[0].code, "INVALID_ARGUMENT");
+    assert!(acks[1].rejections[0].reason.contains("inf"), "{:?}", acks[1].rejections);
+
+    // message size: a stream gets RESOURCE_EXHAUSTED naming the limit; the daemon carries on
+    let ts: Vec<i64> = (0..10_000).map(|i| now - 100_000 + i).collect();
+    let big = pb::MetricBatch {
+        service: "g".into(),
+        series: vec![series("m_big", &[], ts.clone(), vec![1.5; ts.len()])],
+        ..Default::default()
+    };
+    let mut resp = c.stream_metrics(tokio_stream::iter(vec![big])).await.unwrap().into_inner();
+    let err = resp.message().await.expect_err("oversized message");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("limits.max_message_bytes = 65536"), "{}", err.message());
+    assert_eq!(push_metrics(&mut c, "g", vec![series("m_small", &[], vec![now], vec![1.0])]).await.accepted, 1);
+    d.stop_ok();
+}
