@@ -70,7 +70,10 @@ impl Validator {
         (now - age.as_millis() as i64, now + self.limits.max_future.as_millis() as i64, key, age)
     }
 
-    fn check_ts(&self, field: &str, ts: i64, win: (i64, i64, &'static str, Duration)) -> Option<Problem> {
+    /// Checks run on every item and sample: they return the problem without the item's
+    /// path, which is formatted only when there is one (formatting it for every sample cost
+    /// more than the rest of validation).
+    fn check_ts(&self, ts: i64, win: (i64, i64, &'static str, Duration)) -> Option<(&'static str, String)> {
         let (lo, hi, key, age) = win;
         if ts < lo {
             let hint = if key == "limits.max_age" {
@@ -78,99 +81,113 @@ impl Validator {
             } else {
                 ""
             };
-            return Some((
-                INVALID,
-                field.into(),
-                format!(
-                    "timestamp {ts} ({}) is older than {key} = {}{hint}",
-                    fmt_ts(ts),
-                    humantime::format_duration(age)
-                ),
-            ));
+            let d = humantime::format_duration(age);
+            return Some((INVALID, format!("timestamp {ts} ({}) is older than {key} = {d}{hint}", fmt_ts(ts))));
         }
         if ts > hi {
+            let d = humantime::format_duration(self.limits.max_future);
             return Some((
                 INVALID,
-                field.into(),
-                format!(
-                    "timestamp {ts} ({}) is ahead of now by more than limits.max_future = {}",
-                    fmt_ts(ts),
-                    humantime::format_duration(self.limits.max_future)
-                ),
+                format!("timestamp {ts} ({}) is ahead of now by more than limits.max_future = {d}", fmt_ts(ts)),
             ));
         }
         None
     }
 
-    fn check_name(&self, field: String, what: &str, v: &str, required: bool) -> Option<Problem> {
+    fn check_name(&self, what: &str, v: &str, required: bool) -> Option<(&'static str, String)> {
         if required && v.is_empty() {
-            return Some((INVALID, field, format!("{what} is required")));
+            return Some((INVALID, format!("{what} is required")));
         }
         if v.len() > self.limits.max_name_len {
-            return Some((
-                INVALID,
-                field,
-                format!("{what} of {} bytes exceeds limits.max_name_len = {}", v.len(), self.limits.max_name_len),
-            ));
+            let max = self.limits.max_name_len;
+            return Some((INVALID, format!("{what} of {} bytes exceeds limits.max_name_len = {max}", v.len())));
         }
         None
     }
 
-    /// Label-like pairs (series labels, event labels, log fields).
+    /// Label-like pairs (series labels, event labels, log fields); the problem's path is
+    /// relative to the list (`""` or `"[i].name"`).
     fn check_pairs<'a>(
         &self,
-        field: &str,
         pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
         extra: usize,
         strict_names: bool,
     ) -> Option<Problem> {
+        let lim = &self.limits;
         let n = pairs.len() + extra;
-        if n > self.limits.max_labels {
+        if n > lim.max_labels {
             return Some((
                 EXHAUSTED,
-                field.into(),
-                format!("{n} labels exceed limits.max_labels = {}", self.limits.max_labels),
+                String::new(),
+                format!("{n} labels exceed limits.max_labels = {}", lim.max_labels),
             ));
         }
         for (i, (k, v)) in pairs.enumerate() {
+            let name = || format!("[{i}].name");
             if k.is_empty() || (strict_names && !valid_label_name(k)) {
                 return Some((
                     INVALID,
-                    format!("{field}[{i}].name"),
+                    name(),
                     format!("label name {k:?} is not a valid name ([a-zA-Z_][a-zA-Z0-9_]*)"),
                 ));
             }
             if strict_names && k.starts_with("__") {
+                return Some((INVALID, name(), format!("label name {k:?} is reserved (starts with __)")));
+            }
+            if k.len() > lim.max_label_name_len {
+                let max = lim.max_label_name_len;
                 return Some((
                     INVALID,
-                    format!("{field}[{i}].name"),
-                    format!("label name {k:?} is reserved (starts with __)"),
+                    name(),
+                    format!("label name of {} bytes exceeds limits.max_label_name_len = {max}", k.len()),
                 ));
             }
-            if k.len() > self.limits.max_label_name_len {
-                return Some((
-                    INVALID,
-                    format!("{field}[{i}].name"),
-                    format!(
-                        "label name of {} bytes exceeds limits.max_label_name_len = {}",
-                        k.len(),
-                        self.limits.max_label_name_len
-                    ),
-                ));
-            }
-            if v.len() > self.limits.max_label_value_len {
-                return Some((
-                    INVALID,
-                    format!("{field}[{i}].value"),
-                    format!(
-                        "label {k:?} value of {} bytes exceeds limits.max_label_value_len = {}",
-                        v.len(),
-                        self.limits.max_label_value_len
-                    ),
-                ));
+            if v.len() > lim.max_label_value_len {
+                let max = lim.max_label_value_len;
+                let reason =
+                    format!("label {k:?} value of {} bytes exceeds limits.max_label_value_len = {max}", v.len());
+                return Some((INVALID, format!("[{i}].value"), reason));
             }
         }
         None
+    }
+
+    fn check_request_id(&self, rid: &str) -> Option<(&'static str, String)> {
+        let max = self.limits.max_label_value_len;
+        (rid.len() > max)
+            .then(|| (INVALID, format!("request id of {} bytes exceeds limits.max_label_value_len = {max}", rid.len())))
+    }
+
+    fn check_series(&self, s: &pb::Series, service: &str) -> Option<Problem> {
+        let at = |suffix: &str, p: Option<(&'static str, String)>| p.map(|(c, r)| (c, suffix.to_string(), r));
+        at(".name", self.check_name("metric name", &s.name, true))
+            .or_else(|| {
+                (!valid_metric_name(&s.name)).then(|| {
+                    (
+                        INVALID,
+                        ".name".into(),
+                        format!("metric name {:?} is not valid ([a-zA-Z_:][a-zA-Z0-9_:]*)", s.name),
+                    )
+                })
+            })
+            .or_else(|| {
+                let extra = usize::from(!service.is_empty() && !s.labels.iter().any(|l| l.name == "service"));
+                let pairs = s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
+                self.check_pairs(pairs, extra, true).map(|(c, p, r)| (c, format!(".labels{p}"), r))
+            })
+            .or_else(|| {
+                // Duplicate names: quadratic, but label lists are short and this allocates nothing.
+                let l = &s.labels;
+                (1..l.len())
+                    .find_map(|i| l[..i].iter().any(|x| x.name == l[i].name).then(|| &l[i].name))
+                    .map(|n| (INVALID, ".labels".into(), format!("label {n:?} appears twice")))
+            })
+            .or_else(|| {
+                (s.timestamps_ms.len() != s.values.len()).then(|| {
+                    let (v, t) = (s.values.len(), s.timestamps_ms.len());
+                    (INVALID, ".values".into(), format!("{v} values for {t} timestamps: they must pair up"))
+                })
+            })
     }
 
     pub fn metrics(&self, mut b: pb::MetricBatch, now: i64) -> Batch {
@@ -180,86 +197,40 @@ impl Validator {
         let mut batch = Batch::new(Body::Metrics(pb::MetricBatch { series: Vec::with_capacity(series.len()), ..b }));
         let mut kept = Vec::with_capacity(series.len());
         for (i, mut s) in series.into_iter().enumerate() {
-            let f = format!("series[{i}]");
-            let has_service = s.labels.iter().any(|l| l.name == "service");
-            let extra = usize::from(!has_service && !service.is_empty());
-            let problem = self
-                .check_name(format!("{f}.name"), "metric name", &s.name, true)
-                .or_else(|| {
-                    (!valid_metric_name(&s.name)).then(|| {
-                        (
-                            INVALID,
-                            format!("{f}.name"),
-                            format!("metric name {:?} is not valid ([a-zA-Z_:][a-zA-Z0-9_:]*)", s.name),
-                        )
-                    })
-                })
-                .or_else(|| {
-                    self.check_pairs(
-                        &format!("{f}.labels"),
-                        s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
-                        extra,
-                        true,
-                    )
-                })
-                .or_else(|| {
-                    let mut names: Vec<&str> = s.labels.iter().map(|l| l.name.as_str()).collect();
-                    names.sort_unstable();
-                    names
-                        .windows(2)
-                        .find(|w| w[0] == w[1])
-                        .map(|w| (INVALID, format!("{f}.labels"), format!("label {:?} appears twice", w[0])))
-                })
-                .or_else(|| {
-                    (s.timestamps_ms.len() != s.values.len()).then(|| {
-                        (
-                            INVALID,
-                            format!("{f}.values"),
-                            format!(
-                                "{} values for {} timestamps: they must pair up",
-                                s.values.len(),
-                                s.timestamps_ms.len()
-                            ),
-                        )
-                    })
-                });
-            if let Some((code, field, reason)) = problem {
-                batch.reject(i as u32, -1, code, field, reason);
+            if let Some((code, suffix, reason)) = self.check_series(&s, &service) {
+                batch.reject(i as u32, -1, code, format!("series[{i}]{suffix}"), reason);
                 continue;
             }
             // Per-sample checks; bad samples are dropped, the rest of the series kept.
-            let mut map: Option<Vec<u32>> = None;
-            let mut w = 0;
-            for j in 0..s.timestamps_ms.len() {
-                let (t, v) = (s.timestamps_ms[j], s.values[j]);
-                let p = self.check_ts(&format!("{f}.timestamps_ms[{j}]"), t, win).or_else(|| {
-                    (!v.is_finite() && !self.limits.allow_non_finite).then(|| {
-                        (
-                            INVALID,
-                            format!("{f}.values[{j}]"),
-                            format!("value {v} is not finite (limits.allow_non_finite = false)"),
-                        )
-                    })
-                });
-                if let Some((code, field, reason)) = p {
-                    batch.reject(i as u32, j as i32, code, field, reason);
-                    map.get_or_insert_with(|| (0..j as u32).collect());
+            let (lo, hi) = (win.0, win.1);
+            let finite_only = !self.limits.allow_non_finite;
+            let clean = s.timestamps_ms.iter().all(|&t| t >= lo && t <= hi)
+                && (!finite_only || s.values.iter().all(|v| v.is_finite()));
+            if !clean {
+                let mut map = Vec::with_capacity(s.timestamps_ms.len());
+                let mut w = 0;
+                for j in 0..s.timestamps_ms.len() {
+                    let (t, v) = (s.timestamps_ms[j], s.values[j]);
+                    if let Some((code, reason)) = self.check_ts(t, win) {
+                        batch.reject(i as u32, j as i32, code, format!("series[{i}].timestamps_ms[{j}]"), reason);
+                        continue;
+                    }
+                    if finite_only && !v.is_finite() {
+                        let reason = format!("value {v} is not finite (limits.allow_non_finite = false)");
+                        batch.reject(i as u32, j as i32, INVALID, format!("series[{i}].values[{j}]"), reason);
+                        continue;
+                    }
+                    s.timestamps_ms[w] = t;
+                    s.values[w] = v;
+                    map.push(j as u32);
+                    w += 1;
+                }
+                s.timestamps_ms.truncate(w);
+                s.values.truncate(w);
+                if w == 0 {
                     continue;
                 }
-                s.timestamps_ms[w] = t;
-                s.values[w] = v;
-                if let Some(m) = map.as_mut() {
-                    m.push(j as u32);
-                }
-                w += 1;
-            }
-            s.timestamps_ms.truncate(w);
-            s.values.truncate(w);
-            if w == 0 {
-                continue;
-            }
-            if let Some(m) = map {
-                batch.sample_maps.insert(kept.len(), m);
+                batch.sample_maps.insert(kept.len(), map);
             }
             batch.item_map.push(i as u32);
             kept.push(s);
@@ -277,7 +248,6 @@ impl Validator {
         let mut batch = Batch::new(Body::Logs(pb::LogBatch { records: Vec::with_capacity(records.len()), ..b }));
         let mut kept = Vec::with_capacity(records.len());
         for (i, mut r) in records.into_iter().enumerate() {
-            let f = format!("records[{i}]");
             if r.timestamp_ms == 0 {
                 r.timestamp_ms = now;
             }
@@ -288,47 +258,27 @@ impl Validator {
                 r.level = pb::Level::Info as i32;
             }
             let lim = &self.limits;
-            let problem = self
-                .check_ts(&format!("{f}.timestamp_ms"), r.timestamp_ms, win)
+            let at = |suffix: &str, p: Option<(&'static str, String)>| p.map(|(c, r)| (c, suffix.to_string(), r));
+            let problem = at(".timestamp_ms", self.check_ts(r.timestamp_ms, win))
                 .or_else(|| {
-                    (r.message.len() > lim.max_log_message_len).then(|| {
-                        (
-                            INVALID,
-                            format!("{f}.message"),
-                            format!(
-                                "message of {} bytes exceeds limits.max_log_message_len = {}",
-                                r.message.len(),
-                                lim.max_log_message_len
-                            ),
-                        )
-                    })
-                })
-                .or_else(|| self.check_name(format!("{f}.service"), "service", &r.service, false))
-                .or_else(|| self.check_name(format!("{f}.error_type"), "error type", &r.error_type, false))
-                .or_else(|| self.check_name(format!("{f}.logger"), "logger", &r.logger, false))
-                .or_else(|| {
-                    (r.request_id.len() > lim.max_label_value_len).then(|| {
-                        (
-                            INVALID,
-                            format!("{f}.request_id"),
-                            format!(
-                                "request id of {} bytes exceeds limits.max_label_value_len = {}",
-                                r.request_id.len(),
-                                lim.max_label_value_len
-                            ),
-                        )
-                    })
-                })
-                .or_else(|| {
-                    self.check_pairs(
-                        &format!("{f}.fields"),
-                        r.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                        0,
-                        false,
+                    let (n, max) = (r.message.len(), lim.max_log_message_len);
+                    at(
+                        ".message",
+                        (n > max).then(|| {
+                            (INVALID, format!("message of {n} bytes exceeds limits.max_log_message_len = {max}"))
+                        }),
                     )
+                })
+                .or_else(|| at(".service", self.check_name("service", &r.service, false)))
+                .or_else(|| at(".error_type", self.check_name("error type", &r.error_type, false)))
+                .or_else(|| at(".logger", self.check_name("logger", &r.logger, false)))
+                .or_else(|| at(".request_id", self.check_request_id(&r.request_id)))
+                .or_else(|| {
+                    let pairs = r.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                    self.check_pairs(pairs, 0, false).map(|(c, p, r)| (c, format!(".fields{p}"), r))
                 });
-            if let Some((code, field, reason)) = problem {
-                batch.reject(i as u32, -1, code, field, reason);
+            if let Some((code, suffix, reason)) = problem {
+                batch.reject(i as u32, -1, code, format!("records[{i}]{suffix}"), reason);
                 continue;
             }
             batch.item_map.push(i as u32);
@@ -347,7 +297,6 @@ impl Validator {
         let mut batch = Batch::new(Body::Events(pb::EventBatch { events: Vec::with_capacity(events.len()), ..b }));
         let mut kept = Vec::with_capacity(events.len());
         for (i, mut e) in events.into_iter().enumerate() {
-            let f = format!("events[{i}]");
             if e.timestamp_ms == 0 {
                 e.timestamp_ms = now;
             }
@@ -357,37 +306,20 @@ impl Validator {
             if e.status == pb::Status::Unspecified as i32 || !(0..=4).contains(&e.status) {
                 e.status = pb::Status::Ok as i32;
             }
-            let lim = &self.limits;
-            let problem = self
-                .check_ts(&format!("{f}.timestamp_ms"), e.timestamp_ms, win)
-                .or_else(|| self.check_name(format!("{f}.model"), "model", &e.model, true))
-                .or_else(|| self.check_name(format!("{f}.model_version"), "model version", &e.model_version, false))
-                .or_else(|| self.check_name(format!("{f}.endpoint"), "endpoint", &e.endpoint, false))
-                .or_else(|| self.check_name(format!("{f}.service"), "service", &e.service, false))
-                .or_else(|| self.check_name(format!("{f}.error_type"), "error type", &e.error_type, false))
+            let at = |suffix: &str, p: Option<(&'static str, String)>| p.map(|(c, r)| (c, suffix.to_string(), r));
+            let problem = at(".timestamp_ms", self.check_ts(e.timestamp_ms, win))
+                .or_else(|| at(".model", self.check_name("model", &e.model, true)))
+                .or_else(|| at(".model_version", self.check_name("model version", &e.model_version, false)))
+                .or_else(|| at(".endpoint", self.check_name("endpoint", &e.endpoint, false)))
+                .or_else(|| at(".service", self.check_name("service", &e.service, false)))
+                .or_else(|| at(".error_type", self.check_name("error type", &e.error_type, false)))
+                .or_else(|| at(".request_id", self.check_request_id(&e.request_id)))
                 .or_else(|| {
-                    (e.request_id.len() > lim.max_label_value_len).then(|| {
-                        (
-                            INVALID,
-                            format!("{f}.request_id"),
-                            format!(
-                                "request id of {} bytes exceeds limits.max_label_value_len = {}",
-                                e.request_id.len(),
-                                lim.max_label_value_len
-                            ),
-                        )
-                    })
-                })
-                .or_else(|| {
-                    self.check_pairs(
-                        &format!("{f}.labels"),
-                        e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                        0,
-                        true,
-                    )
+                    let pairs = e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                    self.check_pairs(pairs, 0, true).map(|(c, p, r)| (c, format!(".labels{p}"), r))
                 });
-            if let Some((code, field, reason)) = problem {
-                batch.reject(i as u32, -1, code, field, reason);
+            if let Some((code, suffix, reason)) = problem {
+                batch.reject(i as u32, -1, code, format!("events[{i}]{suffix}"), reason);
                 continue;
             }
             batch.item_map.push(i as u32);

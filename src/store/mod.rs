@@ -133,6 +133,9 @@ pub struct Batch {
     pub item_map: Vec<u32>,
     /// Metrics: original sample indices of the series (by position in `body`) that lost samples.
     pub sample_maps: HashMap<usize, Vec<u32>>,
+    /// The WAL record of `body`, encoded by the handler (in parallel, off the committer); used
+    /// when the committer rejects nothing more.
+    pub encoded: Option<Vec<u8>>,
 }
 
 /// At most this many rejections travel in one ack; `rejected_count` has the total.
@@ -140,7 +143,14 @@ pub const MAX_REJECTIONS: usize = 100;
 
 impl Batch {
     pub fn new(body: Body) -> Batch {
-        Batch { body, rejections: Vec::new(), rejected: 0, item_map: Vec::new(), sample_maps: HashMap::new() }
+        Batch {
+            body,
+            rejections: Vec::new(),
+            rejected: 0,
+            item_map: Vec::new(),
+            sample_maps: HashMap::new(),
+            encoded: None,
+        }
     }
 
     pub fn reject(&mut self, item: u32, sample: i32, code: &str, field: String, reason: String) {
@@ -175,7 +185,7 @@ struct Head {
 
 struct MetricsState {
     index: Index,
-    heads: HashMap<u64, Head>,
+    heads: index::FxMap<u64, Head>,
     /// Heads that reached `chunk_samples`, cut by [`Store::cut_due`].
     due: Vec<u64>,
 }
@@ -239,6 +249,18 @@ pub fn canonical_labels(labels: &[pb::Label], service: &str) -> Vec<(String, Str
     }
     out.sort();
     out
+}
+
+/// The series id of `s` (with the batch's service label added when it has none), without
+/// allocating: this runs for every series of every batch.
+fn lookup_series(index: &Index, s: &pb::Series, service: &str) -> Option<u64> {
+    let mut refs: Vec<(&str, &str)> = Vec::with_capacity(s.labels.len() + 1);
+    refs.extend(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+    if !service.is_empty() && !refs.iter().any(|(k, _)| *k == "service") {
+        refs.push(("service", service));
+    }
+    refs.sort_unstable();
+    index.lookup(&s.name, &refs)
 }
 
 impl Store {
@@ -313,7 +335,7 @@ impl Store {
             bucket_ms: opts.storage.event_bucket.as_millis() as i64,
             max_series_per_service: opts.limits.max_series_per_service,
             retention: opts.retention,
-            metrics: Mutex::new(MetricsState { index, heads: HashMap::new(), due: Vec::new() }),
+            metrics: Mutex::new(MetricsState { index, heads: Default::default(), due: Vec::new() }),
             events: Mutex::new(EventsState { groups, group_list, aggs: HashMap::new(), epoch: meta.checkpoint_lsn }),
             dedup: Mutex::new(meta.dedup.iter().map(|(c, k, s)| ((c.clone(), *k), *s)).collect()),
             counters: Counters {
@@ -351,8 +373,14 @@ impl Store {
 
     /// Applies one validated batch; `lsn` is the WAL position its record will take.
     pub fn apply(&self, batch: &mut Batch, lsn: u64) -> Result<Applied, StoreError> {
-        self.apply_inner(batch, lsn, false, true)
-            .map(|(ack, dup)| Applied { record: if dup { None } else { Some(batch.body.encode()) }, ack })
+        let rejected_before = batch.rejected;
+        let (ack, dup) = self.apply_inner(batch, lsn, false, true)?;
+        let record = match (dup, batch.encoded.take()) {
+            (true, _) => None,
+            (false, Some(enc)) if batch.rejected == rejected_before => Some(enc),
+            (false, _) => Some(batch.body.encode()),
+        };
+        Ok(Applied { record, ack })
     }
 
     /// `trusted`: a WAL replay (no limits, no dedup skip). `fresh`: the record is newer than the
@@ -412,10 +440,10 @@ impl Store {
             if s.timestamps_ms.is_empty() {
                 continue;
             }
-            let labels = canonical_labels(&s.labels, &mb.service);
-            let id = match st.index.lookup(&s.name, &labels) {
+            let id = match lookup_series(&st.index, s, &mb.service) {
                 Some(id) => id,
                 None => {
+                    let labels = canonical_labels(&s.labels, &mb.service);
                     let service = labels.iter().find(|(k, _)| k == "service").map_or("", |(_, v)| v.as_str());
                     let have = st.index.service_count(service);
                     if !trusted && have >= self.max_series_per_service {
