@@ -994,7 +994,22 @@ mod tests {
         let mut cfg = Config::default();
         cfg.storage.data_dir = dir.to_owned();
         cfg.storage.chunk_samples = 16;
-        Store::open(StoreOptions { storage: cfg.storage, limits: cfg.limits, retention: cfg.retention }).unwrap()
+        // sled releases its file lock from a background thread after the Db is dropped, so an
+        // immediate reopen in the same process can race it (a restarted daemon is a new
+        // process: exit releases the lock). Retry that case only.
+        for _ in 0..200 {
+            let opts = StoreOptions {
+                storage: cfg.storage.clone(),
+                limits: cfg.limits.clone(),
+                retention: cfg.retention.clone(),
+            };
+            match Store::open(opts) {
+                Ok(s) => return s,
+                Err(e) if e.to_string().contains("lock") => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("reopen failed: {e}"),
+            }
+        }
+        panic!("the sled lock was not released within 2 s");
     }
 
     fn batch(s: u8, from: i64, n: u16) -> Batch {
