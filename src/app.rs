@@ -6,6 +6,9 @@ use crate::api::{Ctx, IngestApi, QueryApi};
 use crate::config::Config;
 use crate::ingest::{Committer, Registry, Validator};
 use crate::pb;
+use crate::sample::gpu::{self, GpuConfig, GpuSource};
+use crate::sample::nvml::NvmlSource;
+use crate::sample::{host, Sink};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry::Rates;
 use std::net::SocketAddr;
@@ -26,10 +29,27 @@ pub enum AppError {
     ShutdownTimeout(Duration),
 }
 
+/// Hardware sources the daemon samples; `None` picks the real one (NVML) per config. Tests on
+/// machines without a GPU pass a [`crate::sample::gpu::FakeGpu`].
+#[derive(Default)]
+pub struct Sources {
+    pub gpu: Option<Box<dyn GpuSource>>,
+}
+
 /// Runs the daemon until `shutdown` is cancelled. `on_listening` gets the bound address (the
 /// binary prints it; tests read it).
 pub async fn run(
     cfg: Config,
+    shutdown: CancellationToken,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), AppError> {
+    run_with(cfg, Sources::default(), shutdown, on_listening).await
+}
+
+/// [`run`] with explicit hardware sources.
+pub async fn run_with(
+    cfg: Config,
+    sources: Sources,
     shutdown: CancellationToken,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), AppError> {
@@ -79,6 +99,7 @@ pub async fn run(
     let query = pb::query_server::QueryServer::new(QueryApi(ctx.clone())).max_decoding_message_size(limit);
 
     background(&ctx, &cfg, shutdown.clone());
+    samplers(&ctx, &cfg, sources, shutdown.clone());
 
     let stop = shutdown.clone();
     let health_stop = health.clone();
@@ -144,6 +165,29 @@ pub async fn run(
         Ok(Err(e)) => Err(AppError::Serve(e.to_string())),
         Err(e) if e.is_cancelled() => Ok(()),
         Err(e) => Err(AppError::Serve(e.to_string())),
+    }
+}
+
+fn samplers(ctx: &Arc<Ctx>, cfg: &Config, sources: Sources, shutdown: CancellationToken) {
+    let sink = Sink::new(ctx.clone());
+    let sc = &cfg.sampling;
+    if sc.host_interval.is_zero() {
+        sink.set_status("host", "off: sampling.host_interval = 0s".into());
+    } else {
+        tokio::spawn(host::run(sink.clone(), sc.host_interval, shutdown.clone()));
+    }
+    let source: Option<Box<dyn GpuSource>> = match (sources.gpu, sc.gpu.as_str()) {
+        (Some(s), _) => Some(s),
+        (None, "off") => None,
+        (None, _) => Some(Box::new(NvmlSource::new())),
+    };
+    match source {
+        Some(src) => {
+            let gc =
+                GpuConfig { interval: sc.gpu_interval, process_every: sc.gpu_process_every, timeout: sc.gpu_timeout };
+            tokio::spawn(gpu::run(sink, src, gc, shutdown));
+        }
+        None => sink.set_status("gpu", "off: sampling.gpu = \"off\"".into()),
     }
 }
 

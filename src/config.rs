@@ -26,6 +26,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: Limits,
     pub retention: Retention,
+    pub sampling: SamplingConfig,
     pub log: LogConfig,
 }
 
@@ -116,6 +117,37 @@ pub struct Retention {
     pub interval: Duration,
 }
 
+/// Host and GPU samplers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// Host sampling interval; "0s" turns host sampling off.
+    #[serde(with = "humantime_serde_compat")]
+    pub host_interval: Duration,
+    /// "auto" (NVML when an NVIDIA driver is present) or "off".
+    pub gpu: String,
+    /// GPU sampling interval (cheap calls every tick).
+    #[serde(with = "humantime_serde_compat")]
+    pub gpu_interval: Duration,
+    /// Per-process GPU lists every this many GPU ticks.
+    pub gpu_process_every: u32,
+    /// Longest a tick's NVML calls may take before the tick is given up.
+    #[serde(with = "humantime_serde_compat")]
+    pub gpu_timeout: Duration,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            host_interval: Duration::from_secs(10),
+            gpu: "auto".into(),
+            gpu_interval: Duration::from_secs(5),
+            gpu_process_every: 6,
+            gpu_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -132,6 +164,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: Limits::default(),
             retention: Retention::default(),
+            sampling: SamplingConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -277,6 +310,14 @@ impl Config {
                 message: "must be at least limits.max_age".into(),
             });
         }
+        if !matches!(self.sampling.gpu.as_str(), "auto" | "off") {
+            return Err(ConfigError::Invalid {
+                key: "sampling.gpu",
+                message: format!("must be \"auto\" or \"off\", not {:?}", self.sampling.gpu),
+            });
+        }
+        nonzero("sampling.gpu_interval", self.sampling.gpu_interval.as_millis() as u64)?;
+        nonzero("sampling.gpu_timeout", self.sampling.gpu_timeout.as_millis() as u64)?;
         if !matches!(self.log.format.as_str(), "human" | "json") {
             return Err(ConfigError::Invalid {
                 key: "log.format",

@@ -13,6 +13,9 @@
 //!   aggregates (HDR histograms per bucket), raw events, logs, checkpoints, retention.
 //!   `store::keys` holds every key layout; `store::chunk` the sample compression.
 //! - [`query`]: range and selector parsing and the computations behind the query RPCs.
+//! - [`report`]: reports over stored series and events (the GPU report).
+//! - [`sample`]: host (sysinfo) and GPU (NVML behind `GpuSource`) samplers; their readings
+//!   enter through the same validation and committer as client data.
 //! - [`telemetry`]: the daemon's own figures (ingest rates).
 //! - [`shutdown`]: SIGTERM/SIGINT → the cancellation token every task holds.
 //! - [`app`]: wires the above and runs until shutdown.
@@ -26,6 +29,8 @@ pub mod app;
 pub mod config;
 pub mod ingest;
 pub mod query;
+pub mod report;
+pub mod sample;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

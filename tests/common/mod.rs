@@ -32,6 +32,10 @@ impl Daemon {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("MODELWATCH_LOG", "warn")
+            // Samplers add their own series; tests that count exactly run without them, and
+            // the sampling tests turn them on.
+            .env("MODELWATCH__SAMPLING__HOST_INTERVAL", "0s")
+            .env("MODELWATCH__SAMPLING__GPU", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
