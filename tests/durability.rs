@@ -346,3 +346,119 @@ fn damaged_data_folder_stops_with_a_message_not_a_panic() {
     assert!(err.contains("cannot be opened") || err.contains("damaged"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_expired_data_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("MODELWATCH__RETENTION__METRICS", "1h"),
+        ("MODELWATCH__RETENTION__LOGS", "1h"),
+        ("MODELWATCH__RETENTION__INFERENCE_EVENTS", "1h"),
+        ("MODELWATCH__RETENTION__INFERENCE_STATS", "1h"),
+        ("MODELWATCH__RETENTION__INTERVAL", "100ms"),
+        ("MODELWATCH__STORAGE__CHUNK_SAMPLES", "10"),
+        // aggregates reach sled, where retention acts, at checkpoints
+        ("MODELWATCH__STORAGE__CHECKPOINT_INTERVAL", "100ms"),
+    ];
+    let d = Daemon::start(dir.path(), &env);
+    let mut ing = d.ingest().await;
+    let now = now_ms();
+    let old = now - 3 * 3_600_000;
+    let ts: Vec<i64> = (0..20).map(|i| old + i * 1000).collect();
+    let fresh: Vec<i64> = (0..20).map(|i| now - 60_000 + i * 1000).collect();
+    let req = pb::PushRequest {
+        metrics: Some(pb::MetricBatch {
+            service: "r".into(),
+            backfill: true,
+            series: vec![
+                series("kept_metric", &[], fresh.clone(), vec![1.0; 20]),
+                series("expired_metric", &[], ts.clone(), vec![1.0; 20]),
+            ],
+            ..Default::default()
+        }),
+        logs: Some(pb::LogBatch {
+            service: "r".into(),
+            backfill: true,
+            records: vec![
+                pb::LogRecord {
+                    timestamp_ms: old,
+                    message: "old".into(),
+                    request_id: "gone".into(),
+                    ..Default::default()
+                },
+                pb::LogRecord {
+                    timestamp_ms: now - 1000,
+                    message: "new".into(),
+                    request_id: "here".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
+        events: Some(pb::EventBatch {
+            service: "r".into(),
+            backfill: true,
+            events: vec![
+                pb::InferenceEvent {
+                    timestamp_ms: old,
+                    model: "m".into(),
+                    request_id: "gone".into(),
+                    latency_us: 5,
+                    ..Default::default()
+                },
+                pb::InferenceEvent {
+                    timestamp_ms: now - 1000,
+                    model: "m".into(),
+                    request_id: "here".into(),
+                    latency_us: 5,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
+    };
+    ing.push(req).await.unwrap();
+    let mut q = d.query().await;
+    let qc = q.clone();
+    let count_metric = |name: &'static str| {
+        let mut q = qc.clone();
+        async move {
+            let r = q
+                .query_range(pb::QueryRangeRequest {
+                    selector: name.into(),
+                    range: range_last("4h"),
+                    step: "5h".into(),
+                    aggregation: pb::Aggregation::Count as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            r.series.iter().flat_map(|s| &s.points).map(|p| p.value as u64).sum::<u64>()
+        }
+    };
+    // Poll (bounded) until retention has run: the expired data goes, the rest stays.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let gone = q.get_request(pb::GetRequestRequest { request_id: "gone".into() }).await.unwrap().into_inner();
+        let stats = q
+            .inference_stats(pb::InferenceStatsRequest { range: range_last("4h"), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let agg_count: u64 = stats.groups.iter().map(|g| g.total.as_ref().unwrap().count).sum();
+        if count_metric("expired_metric").await == 0 && gone.events.is_empty() && gone.logs.is_empty() && agg_count == 1
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not remove expired data: {gone:?}, aggregates {agg_count}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count_metric("kept_metric").await, 20);
+    let here = q.get_request(pb::GetRequestRequest { request_id: "here".into() }).await.unwrap().into_inner();
+    assert_eq!((here.events.len(), here.logs.len()), (1, 1));
+    d.stop_ok();
+}
