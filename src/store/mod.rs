@@ -274,7 +274,8 @@ impl Store {
             .path(&db_path)
             // Durability comes from our WAL; sled flushes at checkpoints only.
             .flush_every_ms(None)
-            .cache_capacity(256 << 20);
+            .cache_capacity(256 << 20)
+            .mode(sled::Mode::HighThroughput);
         // sled reports most damage as errors but can panic on some; neither may take the
         // daemon down with a backtrace instead of a message.
         let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()))

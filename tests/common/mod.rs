@@ -28,8 +28,18 @@ impl Daemon {
 
     /// Starts the daemon, or returns its exit status and stderr when it exits instead.
     pub fn try_start(dir: &Path, env: &[(&str, &str)]) -> Result<Daemon, (Option<ExitStatus>, String)> {
+        Self::try_start_at(dir, "127.0.0.1:0", env)
+    }
+
+    /// Starts the daemon on a given address (to restart it where its clients expect it).
+    pub fn start_at(dir: &Path, listen: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::try_start_at(dir, listen, env)
+            .unwrap_or_else(|(status, err)| panic!("daemon did not start ({status:?}): {err}"))
+    }
+
+    fn try_start_at(dir: &Path, listen: &str, env: &[(&str, &str)]) -> Result<Daemon, (Option<ExitStatus>, String)> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["serve", "--listen", listen, "--data-dir"])
             .arg(dir)
             .env("MODELWATCH_LOG", "warn")
             // Samplers add their own series; tests that count exactly run without them, and

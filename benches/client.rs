@@ -1,0 +1,93 @@
+//! Client benchmark: the cost of a recorded event on the caller's thread, and end-to-end acked
+//! events per second from one process, against a real (release) daemon.
+//!
+//!     cargo bench --bench client -- [--events N]
+use modelwatch_client::{pb, Client, Config, Stage};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut events: u64 = 2_000_000;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--events" {
+            events = args.next().and_then(|v| v.parse().ok()).expect("--events N");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("MODELWATCH_LOG", "warn")
+        .env("MODELWATCH__SAMPLING__HOST_INTERVAL", "0s")
+        .env("MODELWATCH__SAMPLING__GPU", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = format!("http://{}", line.trim().strip_prefix("listening on ").unwrap());
+
+    let mut cfg = Config::new(&url, "bench");
+    cfg.queue_capacity = 4_000_000;
+    cfg.batch_size = 5_000;
+    cfg.window = 16;
+    let client = Client::start(cfg);
+
+    // 1. Caller cost: rounds of 1,000 calls; the median round, per call.
+    let event =
+        pb::InferenceEvent { model: "m".into(), model_version: "1".into(), latency_us: 1234, ..Default::default() };
+    let mut raw = Vec::new();
+    let mut timed = Vec::new();
+    for _ in 0..200 {
+        let batch: Vec<pb::InferenceEvent> = (0..1000).map(|_| event.clone()).collect();
+        let t = Instant::now();
+        for e in batch {
+            client.event(e);
+        }
+        raw.push(t.elapsed().as_nanos() as f64 / 1000.0);
+        let t = Instant::now();
+        for i in 0..1000 {
+            let mut tm = client.timer("m", "");
+            tm.stage(Stage::Inference);
+            if i % 2 == 0 {
+                tm.finish_ok();
+            } else {
+                tm.finish_err(pb::Status::Error, "E");
+            }
+        }
+        timed.push(t.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    assert!(client.flush(Duration::from_secs(60)));
+
+    // 2. End to end: enqueue as fast as one thread can, until every event is acked.
+    let before = client.stats();
+    let t = Instant::now();
+    for i in 0..events {
+        client.event(pb::InferenceEvent { model: "m".into(), latency_us: i % 10_000, ..Default::default() });
+    }
+    let enqueue_s = t.elapsed().as_secs_f64();
+    assert!(client.flush(Duration::from_secs(300)), "flush: {:?}", client.stats());
+    let total_s = t.elapsed().as_secs_f64();
+    let s = client.stats();
+    assert_eq!(s.dropped, before.dropped, "{s:?}");
+    client.close(Duration::from_secs(10));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+
+    let (raw_ns, timed_ns) = (median(raw), median(timed));
+    let rate = events as f64 / total_s;
+    println!("modelwatch Rust client benchmark");
+    println!("  caller cost, client.event(e)            median {raw_ns:.0} ns per call");
+    println!("  caller cost, timer + stage + finish     median {timed_ns:.0} ns per call");
+    println!("  end to end: {events} events enqueued in {enqueue_s:.2} s, all acked after {total_s:.2} s = {rate:.0} events/s");
+    println!(
+        "RESULT {{\"event_ns\":{raw_ns:.0},\"timer_ns\":{timed_ns:.0},\"events\":{events},\"events_per_s\":{rate:.0}}}"
+    );
+}

@@ -1,0 +1,286 @@
+//! One lane per kind (metrics, logs, events), all on the client's background thread: connect,
+//! register, open the stream, resend the unacked window in order, then cut batches (when the
+//! queue holds a batch, after the linger time, or on flush) while the window has room and
+//! match acks to batches. Any stream error closes the connection and the lane reconnects with
+//! exponential backoff; the window survives, so nothing sent and unacked is lost, and the
+//! daemon de-duplicates what it already had by (client id, kind, seq).
+use crate::pb::{self, ingest_client::IngestClient};
+use crate::{now_ms, Queue, Sample, Shared};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
+
+pub(crate) fn run(shared: Arc<Shared>) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            // Without a runtime nothing is sent; the service carries on and items are dropped
+            // at the queue bound.
+            eprintln!("modelwatch-client: cannot start its runtime: {e}");
+            return;
+        }
+    };
+    // Unique per process start, so a restarted service (same pid in a container) never
+    // collides with the sequences its previous incarnation left in the daemon.
+    let c = &shared.cfg;
+    let client_id = format!("{}/{}/{}/{}/{}", c.service, c.instance, c.host, c.pid, now_ms());
+    rt.block_on(async {
+        tokio::join!(
+            lane::<Metrics>(&shared, &client_id),
+            lane::<Logs>(&shared, &client_id),
+            lane::<Events>(&shared, &client_id)
+        );
+    });
+}
+
+trait Kind {
+    type Item;
+    type Batch: Clone + Send + 'static;
+    fn queue(s: &Shared) -> &Queue<Self::Item>;
+    fn build(items: Vec<Self::Item>, client_id: &str, seq: u64, service: &str) -> Self::Batch;
+    fn last_seq(r: &pb::RegisterResponse) -> u64;
+    async fn open(c: &mut IngestClient<Channel>, rx: ReceiverStream<Self::Batch>)
+        -> Result<Streaming<pb::Ack>, Status>;
+}
+
+struct Metrics;
+struct Logs;
+struct Events;
+
+impl Kind for Metrics {
+    type Item = Sample;
+    type Batch = pb::MetricBatch;
+    fn queue(s: &Shared) -> &Queue<Sample> {
+        &s.metrics
+    }
+    fn build(items: Vec<Sample>, client_id: &str, seq: u64, service: &str) -> pb::MetricBatch {
+        // Group samples by series: labels once, packed timestamps and values.
+        let mut index: HashMap<(String, Vec<(String, String)>), usize> = HashMap::new();
+        let mut series: Vec<pb::Series> = Vec::new();
+        for s in items {
+            let kind = s.kind as i32;
+            let i = *index.entry((s.name, s.labels)).or_insert_with_key(|(name, labels)| {
+                series.push(pb::Series {
+                    name: name.clone(),
+                    labels: labels.iter().map(|(k, v)| pb::Label { name: k.clone(), value: v.clone() }).collect(),
+                    kind,
+                    ..Default::default()
+                });
+                series.len() - 1
+            });
+            series[i].timestamps_ms.push(s.ts);
+            series[i].values.push(s.value);
+        }
+        // The daemon wants each series in time order with distinct timestamps; threads can
+        // enqueue a few microseconds out of order, and a second sample in the same millisecond
+        // replaces the first.
+        for ser in series.iter_mut() {
+            if ser.timestamps_ms.windows(2).all(|w| w[0] < w[1]) {
+                continue;
+            }
+            let mut pairs: Vec<(i64, f64)> =
+                ser.timestamps_ms.iter().copied().zip(ser.values.iter().copied()).collect();
+            pairs.sort_by_key(|p| p.0);
+            let mut out: Vec<(i64, f64)> = Vec::with_capacity(pairs.len());
+            for p in pairs {
+                match out.last_mut() {
+                    Some(last) if last.0 == p.0 => *last = p,
+                    _ => out.push(p),
+                }
+            }
+            ser.timestamps_ms = out.iter().map(|p| p.0).collect();
+            ser.values = out.iter().map(|p| p.1).collect();
+        }
+        pb::MetricBatch { client_id: client_id.into(), seq, service: service.into(), series, backfill: false }
+    }
+    fn last_seq(r: &pb::RegisterResponse) -> u64 {
+        r.last_metrics_seq
+    }
+    async fn open(
+        c: &mut IngestClient<Channel>,
+        rx: ReceiverStream<pb::MetricBatch>,
+    ) -> Result<Streaming<pb::Ack>, Status> {
+        Ok(c.stream_metrics(rx).await?.into_inner())
+    }
+}
+
+impl Kind for Logs {
+    type Item = pb::LogRecord;
+    type Batch = pb::LogBatch;
+    fn queue(s: &Shared) -> &Queue<pb::LogRecord> {
+        &s.logs
+    }
+    fn build(records: Vec<pb::LogRecord>, client_id: &str, seq: u64, service: &str) -> pb::LogBatch {
+        pb::LogBatch { client_id: client_id.into(), seq, service: service.into(), records, backfill: false }
+    }
+    fn last_seq(r: &pb::RegisterResponse) -> u64 {
+        r.last_logs_seq
+    }
+    async fn open(
+        c: &mut IngestClient<Channel>,
+        rx: ReceiverStream<pb::LogBatch>,
+    ) -> Result<Streaming<pb::Ack>, Status> {
+        Ok(c.stream_logs(rx).await?.into_inner())
+    }
+}
+
+impl Kind for Events {
+    type Item = pb::InferenceEvent;
+    type Batch = pb::EventBatch;
+    fn queue(s: &Shared) -> &Queue<pb::InferenceEvent> {
+        &s.events
+    }
+    fn build(events: Vec<pb::InferenceEvent>, client_id: &str, seq: u64, service: &str) -> pb::EventBatch {
+        pb::EventBatch { client_id: client_id.into(), seq, service: service.into(), events, backfill: false }
+    }
+    fn last_seq(r: &pb::RegisterResponse) -> u64 {
+        r.last_events_seq
+    }
+    async fn open(
+        c: &mut IngestClient<Channel>,
+        rx: ReceiverStream<pb::EventBatch>,
+    ) -> Result<Streaming<pb::Ack>, Status> {
+        Ok(c.stream_events(rx).await?.into_inner())
+    }
+}
+
+struct InFlight<B> {
+    seq: u64,
+    batch: B,
+    items: u64,
+}
+
+/// Sleeps `d`, waking early when the client closes; returns whether it is closing.
+async fn pause(shared: &Shared, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if shared.closing.load(Ordering::Relaxed) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20).min(until - Instant::now())).await;
+    }
+    shared.closing.load(Ordering::Relaxed)
+}
+
+async fn connect(shared: &Shared, client_id: &str) -> Result<(IngestClient<Channel>, pb::RegisterResponse), String> {
+    let cfg = &shared.cfg;
+    let ep =
+        Endpoint::from_shared(cfg.endpoint.clone()).map_err(|e| e.to_string())?.connect_timeout(Duration::from_secs(2));
+    let channel = ep.connect().await.map_err(|e| e.to_string())?;
+    let mut c = IngestClient::new(channel);
+    let reg = pb::RegisterRequest {
+        service: cfg.service.clone(),
+        instance: cfg.instance.clone(),
+        host: cfg.host.clone(),
+        pid: cfg.pid,
+        models: cfg.models.iter().map(|(n, v)| pb::ModelRef { name: n.clone(), version: v.clone() }).collect(),
+        client_id: client_id.to_string(),
+        labels: Default::default(),
+    };
+    let resp = c.register(reg).await.map_err(|e| e.to_string())?.into_inner();
+    *shared.client_id.lock().unwrap_or_else(|p| p.into_inner()) = resp.client_id.clone();
+    Ok((c, resp))
+}
+
+async fn lane<K: Kind>(shared: &Shared, client_id: &str) {
+    let cfg = &shared.cfg;
+    let c = &shared.counters;
+    let queue = K::queue(shared);
+    let mut window: VecDeque<InFlight<K::Batch>> = VecDeque::new();
+    let mut next_seq = 1u64;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if shared.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        let (mut client, reg) = match connect(shared, client_id).await {
+            Ok(x) => x,
+            Err(_) => {
+                if pause(shared, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(cfg.max_backoff);
+                continue;
+            }
+        };
+        // What the daemon already holds needs no resend.
+        let last = K::last_seq(&reg);
+        while window.front().is_some_and(|f| f.seq <= last) {
+            let f = window.pop_front().expect("checked");
+            c.acked.fetch_add(f.items, Ordering::Relaxed);
+        }
+        next_seq = next_seq.max(last + 1);
+        let (tx, rx) = tokio::sync::mpsc::channel::<K::Batch>(cfg.window + 1);
+        let mut acks = match K::open(&mut client, ReceiverStream::new(rx)).await {
+            Ok(a) => a,
+            Err(_) => {
+                if pause(shared, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(cfg.max_backoff);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let mut broken = false;
+        for f in &window {
+            c.retried.fetch_add(f.items, Ordering::Relaxed);
+            if tx.send(f.batch.clone()).await.is_err() {
+                broken = true;
+                break;
+            }
+        }
+        let mut last_cut = Instant::now();
+        while !broken {
+            // Cut batches while the window has room: a full batch at once, a partial one after
+            // the linger time or on flush.
+            while window.len() < cfg.window {
+                let queued = queue.len();
+                let due = queued >= cfg.batch_size
+                    || (queued > 0 && (shared.flushing.load(Ordering::Relaxed) || last_cut.elapsed() >= cfg.linger));
+                if !due {
+                    break;
+                }
+                let items = queue.take(cfg.batch_size);
+                let n = items.len() as u64;
+                let batch = K::build(items, client_id, next_seq, &cfg.service);
+                window.push_back(InFlight { seq: next_seq, batch: batch.clone(), items: n });
+                next_seq += 1;
+                last_cut = Instant::now();
+                c.sent.fetch_add(n, Ordering::Relaxed);
+                if tx.send(batch).await.is_err() {
+                    broken = true;
+                    break;
+                }
+            }
+            if broken {
+                break;
+            }
+            tokio::select! {
+                ack = acks.message() => match ack {
+                    Ok(Some(a)) => {
+                        if let Some(pos) = window.iter().position(|f| f.seq == a.seq) {
+                            let f = window.remove(pos).expect("position is valid");
+                            c.acked.fetch_add(f.items, Ordering::Relaxed);
+                            c.rejected.fetch_add(a.rejected_count, Ordering::Relaxed);
+                        }
+                    }
+                    // The daemon went away or refused the stream: reconnect, resend.
+                    _ => broken = true,
+                },
+                _ = queue.wake.notified() => {}
+                _ = tokio::time::sleep(cfg.linger.min(Duration::from_millis(50))) => {}
+            }
+            if shared.closing.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+        if pause(shared, backoff).await {
+            return;
+        }
+    }
+}
