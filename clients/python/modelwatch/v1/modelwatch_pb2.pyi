@@ -1,0 +1,753 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MetricKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_KIND_UNSPECIFIED: _ClassVar[MetricKind]
+    METRIC_KIND_GAUGE: _ClassVar[MetricKind]
+    METRIC_KIND_COUNTER: _ClassVar[MetricKind]
+
+class Level(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEVEL_UNSPECIFIED: _ClassVar[Level]
+    LEVEL_TRACE: _ClassVar[Level]
+    LEVEL_DEBUG: _ClassVar[Level]
+    LEVEL_INFO: _ClassVar[Level]
+    LEVEL_WARN: _ClassVar[Level]
+    LEVEL_ERROR: _ClassVar[Level]
+    LEVEL_FATAL: _ClassVar[Level]
+
+class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATUS_UNSPECIFIED: _ClassVar[Status]
+    STATUS_OK: _ClassVar[Status]
+    STATUS_ERROR: _ClassVar[Status]
+    STATUS_TIMEOUT: _ClassVar[Status]
+    STATUS_REJECTED: _ClassVar[Status]
+
+class MatchOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MATCH_OP_EQ: _ClassVar[MatchOp]
+    MATCH_OP_NEQ: _ClassVar[MatchOp]
+    MATCH_OP_RE: _ClassVar[MatchOp]
+    MATCH_OP_NRE: _ClassVar[MatchOp]
+
+class Aggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGGREGATION_AVG: _ClassVar[Aggregation]
+    AGGREGATION_MIN: _ClassVar[Aggregation]
+    AGGREGATION_MAX: _ClassVar[Aggregation]
+    AGGREGATION_SUM: _ClassVar[Aggregation]
+    AGGREGATION_COUNT: _ClassVar[Aggregation]
+    AGGREGATION_LAST: _ClassVar[Aggregation]
+    AGGREGATION_RATE: _ClassVar[Aggregation]
+    AGGREGATION_QUANTILE: _ClassVar[Aggregation]
+METRIC_KIND_UNSPECIFIED: MetricKind
+METRIC_KIND_GAUGE: MetricKind
+METRIC_KIND_COUNTER: MetricKind
+LEVEL_UNSPECIFIED: Level
+LEVEL_TRACE: Level
+LEVEL_DEBUG: Level
+LEVEL_INFO: Level
+LEVEL_WARN: Level
+LEVEL_ERROR: Level
+LEVEL_FATAL: Level
+STATUS_UNSPECIFIED: Status
+STATUS_OK: Status
+STATUS_ERROR: Status
+STATUS_TIMEOUT: Status
+STATUS_REJECTED: Status
+MATCH_OP_EQ: MatchOp
+MATCH_OP_NEQ: MatchOp
+MATCH_OP_RE: MatchOp
+MATCH_OP_NRE: MatchOp
+AGGREGATION_AVG: Aggregation
+AGGREGATION_MIN: Aggregation
+AGGREGATION_MAX: Aggregation
+AGGREGATION_SUM: Aggregation
+AGGREGATION_COUNT: Aggregation
+AGGREGATION_LAST: Aggregation
+AGGREGATION_RATE: Aggregation
+AGGREGATION_QUANTILE: Aggregation
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("service", "instance", "host", "pid", "models", "client_id", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    instance: str
+    host: str
+    pid: int
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    client_id: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., client_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ModelRef(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("client_id", "last_metrics_seq", "last_logs_seq", "last_events_seq")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_METRICS_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_LOGS_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_EVENTS_SEQ_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    last_metrics_seq: int
+    last_logs_seq: int
+    last_events_seq: int
+    def __init__(self, client_id: _Optional[str] = ..., last_metrics_seq: _Optional[int] = ..., last_logs_seq: _Optional[int] = ..., last_events_seq: _Optional[int] = ...) -> None: ...
+
+class Label(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class Series(_message.Message):
+    __slots__ = ("name", "labels", "kind", "timestamps_ms", "values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_MS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    kind: MetricKind
+    timestamps_ms: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., kind: _Optional[_Union[MetricKind, str]] = ..., timestamps_ms: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class MetricBatch(_message.Message):
+    __slots__ = ("client_id", "seq", "service", "series", "backfill")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    seq: int
+    service: str
+    series: _containers.RepeatedCompositeFieldContainer[Series]
+    backfill: bool
+    def __init__(self, client_id: _Optional[str] = ..., seq: _Optional[int] = ..., service: _Optional[str] = ..., series: _Optional[_Iterable[_Union[Series, _Mapping]]] = ..., backfill: _Optional[bool] = ...) -> None: ...
+
+class LogRecord(_message.Message):
+    __slots__ = ("timestamp_ms", "level", "message", "service", "request_id", "error_type", "fields", "logger")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    LOGGER_FIELD_NUMBER: _ClassVar[int]
+    timestamp_ms: int
+    level: Level
+    message: str
+    service: str
+    request_id: str
+    error_type: str
+    fields: _containers.ScalarMap[str, str]
+    logger: str
+    def __init__(self, timestamp_ms: _Optional[int] = ..., level: _Optional[_Union[Level, str]] = ..., message: _Optional[str] = ..., service: _Optional[str] = ..., request_id: _Optional[str] = ..., error_type: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., logger: _Optional[str] = ...) -> None: ...
+
+class LogBatch(_message.Message):
+    __slots__ = ("client_id", "seq", "service", "records", "backfill")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    seq: int
+    service: str
+    records: _containers.RepeatedCompositeFieldContainer[LogRecord]
+    backfill: bool
+    def __init__(self, client_id: _Optional[str] = ..., seq: _Optional[int] = ..., service: _Optional[str] = ..., records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., backfill: _Optional[bool] = ...) -> None: ...
+
+class Stages(_message.Message):
+    __slots__ = ("queue_us", "preprocess_us", "inference_us", "postprocess_us", "time_to_first_token_us", "time_per_output_token_us")
+    QUEUE_US_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESS_US_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_US_FIELD_NUMBER: _ClassVar[int]
+    POSTPROCESS_US_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_US_FIELD_NUMBER: _ClassVar[int]
+    TIME_PER_OUTPUT_TOKEN_US_FIELD_NUMBER: _ClassVar[int]
+    queue_us: int
+    preprocess_us: int
+    inference_us: int
+    postprocess_us: int
+    time_to_first_token_us: int
+    time_per_output_token_us: int
+    def __init__(self, queue_us: _Optional[int] = ..., preprocess_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., postprocess_us: _Optional[int] = ..., time_to_first_token_us: _Optional[int] = ..., time_per_output_token_us: _Optional[int] = ...) -> None: ...
+
+class InferenceEvent(_message.Message):
+    __slots__ = ("timestamp_ms", "model", "model_version", "endpoint", "request_id", "status", "error_type", "latency_us", "stages", "input_bytes", "output_bytes", "prompt_tokens", "completion_tokens", "batch_size", "gpu", "labels", "service")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_US_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    timestamp_ms: int
+    model: str
+    model_version: str
+    endpoint: str
+    request_id: str
+    status: Status
+    error_type: str
+    latency_us: int
+    stages: Stages
+    input_bytes: int
+    output_bytes: int
+    prompt_tokens: int
+    completion_tokens: int
+    batch_size: int
+    gpu: int
+    labels: _containers.ScalarMap[str, str]
+    service: str
+    def __init__(self, timestamp_ms: _Optional[int] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., endpoint: _Optional[str] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., error_type: _Optional[str] = ..., latency_us: _Optional[int] = ..., stages: _Optional[_Union[Stages, _Mapping]] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., batch_size: _Optional[int] = ..., gpu: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., service: _Optional[str] = ...) -> None: ...
+
+class EventBatch(_message.Message):
+    __slots__ = ("client_id", "seq", "service", "events", "backfill")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    seq: int
+    service: str
+    events: _containers.RepeatedCompositeFieldContainer[InferenceEvent]
+    backfill: bool
+    def __init__(self, client_id: _Optional[str] = ..., seq: _Optional[int] = ..., service: _Optional[str] = ..., events: _Optional[_Iterable[_Union[InferenceEvent, _Mapping]]] = ..., backfill: _Optional[bool] = ...) -> None: ...
+
+class Rejection(_message.Message):
+    __slots__ = ("item", "sample", "code", "field", "reason")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    item: int
+    sample: int
+    code: str
+    field: str
+    reason: str
+    def __init__(self, item: _Optional[int] = ..., sample: _Optional[int] = ..., code: _Optional[str] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("seq", "acked_seq", "accepted", "rejected_count", "rejections", "duplicate")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    acked_seq: int
+    accepted: int
+    rejected_count: int
+    rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
+    duplicate: bool
+    def __init__(self, seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected_count: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class PushRequest(_message.Message):
+    __slots__ = ("metrics", "logs", "events")
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    metrics: MetricBatch
+    logs: LogBatch
+    events: EventBatch
+    def __init__(self, metrics: _Optional[_Union[MetricBatch, _Mapping]] = ..., logs: _Optional[_Union[LogBatch, _Mapping]] = ..., events: _Optional[_Union[EventBatch, _Mapping]] = ...) -> None: ...
+
+class PushResponse(_message.Message):
+    __slots__ = ("metrics", "logs", "events")
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    metrics: Ack
+    logs: Ack
+    events: Ack
+    def __init__(self, metrics: _Optional[_Union[Ack, _Mapping]] = ..., logs: _Optional[_Union[Ack, _Mapping]] = ..., events: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
+
+class TimeRange(_message.Message):
+    __slots__ = ("start", "end", "last")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    start: str
+    end: str
+    last: str
+    def __init__(self, start: _Optional[str] = ..., end: _Optional[str] = ..., last: _Optional[str] = ...) -> None: ...
+
+class Matcher(_message.Message):
+    __slots__ = ("name", "op", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    op: MatchOp
+    value: str
+    def __init__(self, name: _Optional[str] = ..., op: _Optional[_Union[MatchOp, str]] = ..., value: _Optional[str] = ...) -> None: ...
+
+class ListSeriesRequest(_message.Message):
+    __slots__ = ("selector", "matchers", "limit")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    MATCHERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    selector: str
+    matchers: _containers.RepeatedCompositeFieldContainer[Matcher]
+    limit: int
+    def __init__(self, selector: _Optional[str] = ..., matchers: _Optional[_Iterable[_Union[Matcher, _Mapping]]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SeriesInfo(_message.Message):
+    __slots__ = ("name", "labels", "kind")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    labels: _containers.ScalarMap[str, str]
+    kind: MetricKind
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., kind: _Optional[_Union[MetricKind, str]] = ...) -> None: ...
+
+class ListSeriesResponse(_message.Message):
+    __slots__ = ("series", "truncated")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[SeriesInfo]
+    truncated: bool
+    def __init__(self, series: _Optional[_Iterable[_Union[SeriesInfo, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class QueryRangeRequest(_message.Message):
+    __slots__ = ("selector", "matchers", "range", "step", "aggregation", "quantile", "group_by", "combine")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    MATCHERS_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    COMBINE_FIELD_NUMBER: _ClassVar[int]
+    selector: str
+    matchers: _containers.RepeatedCompositeFieldContainer[Matcher]
+    range: TimeRange
+    step: str
+    aggregation: Aggregation
+    quantile: float
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    combine: bool
+    def __init__(self, selector: _Optional[str] = ..., matchers: _Optional[_Iterable[_Union[Matcher, _Mapping]]] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., step: _Optional[str] = ..., aggregation: _Optional[_Union[Aggregation, str]] = ..., quantile: _Optional[float] = ..., group_by: _Optional[_Iterable[str]] = ..., combine: _Optional[bool] = ...) -> None: ...
+
+class Point(_message.Message):
+    __slots__ = ("timestamp_ms", "value")
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    timestamp_ms: int
+    value: float
+    def __init__(self, timestamp_ms: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+
+class SeriesResult(_message.Message):
+    __slots__ = ("name", "labels", "points")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    labels: _containers.ScalarMap[str, str]
+    points: _containers.RepeatedCompositeFieldContainer[Point]
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ...) -> None: ...
+
+class QueryRangeResponse(_message.Message):
+    __slots__ = ("series", "start_ms", "end_ms", "step_ms")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    STEP_MS_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[SeriesResult]
+    start_ms: int
+    end_ms: int
+    step_ms: int
+    def __init__(self, series: _Optional[_Iterable[_Union[SeriesResult, _Mapping]]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., step_ms: _Optional[int] = ...) -> None: ...
+
+class InferenceStatsRequest(_message.Message):
+    __slots__ = ("service", "model", "model_version", "endpoint", "range", "group_by", "step")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    model: str
+    model_version: str
+    endpoint: str
+    range: TimeRange
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    step: str
+    def __init__(self, service: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., endpoint: _Optional[str] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ..., step: _Optional[str] = ...) -> None: ...
+
+class LatencySummary(_message.Message):
+    __slots__ = ("count", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_MS_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P90_MS_FIELD_NUMBER: _ClassVar[int]
+    P95_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    def __init__(self, count: _Optional[int] = ..., mean_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., max_ms: _Optional[float] = ...) -> None: ...
+
+class InferenceFigures(_message.Message):
+    __slots__ = ("start_ms", "end_ms", "count", "throughput_per_s", "error_rate", "latency", "stages", "by_status", "by_error_type", "prompt_tokens", "completion_tokens", "input_bytes", "output_bytes")
+    class StagesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: LatencySummary
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[LatencySummary, _Mapping]] = ...) -> None: ...
+    class ByStatusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ByErrorTypeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_PER_S_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    BY_STATUS_FIELD_NUMBER: _ClassVar[int]
+    BY_ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    start_ms: int
+    end_ms: int
+    count: int
+    throughput_per_s: float
+    error_rate: float
+    latency: LatencySummary
+    stages: _containers.MessageMap[str, LatencySummary]
+    by_status: _containers.ScalarMap[str, int]
+    by_error_type: _containers.ScalarMap[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    input_bytes: int
+    output_bytes: int
+    def __init__(self, start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., count: _Optional[int] = ..., throughput_per_s: _Optional[float] = ..., error_rate: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., stages: _Optional[_Mapping[str, LatencySummary]] = ..., by_status: _Optional[_Mapping[str, int]] = ..., by_error_type: _Optional[_Mapping[str, int]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ...) -> None: ...
+
+class InferenceGroup(_message.Message):
+    __slots__ = ("key", "total", "steps")
+    class KeyEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    key: _containers.ScalarMap[str, str]
+    total: InferenceFigures
+    steps: _containers.RepeatedCompositeFieldContainer[InferenceFigures]
+    def __init__(self, key: _Optional[_Mapping[str, str]] = ..., total: _Optional[_Union[InferenceFigures, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[InferenceFigures, _Mapping]]] = ...) -> None: ...
+
+class InferenceStatsResponse(_message.Message):
+    __slots__ = ("groups", "start_ms", "end_ms", "bucket_ms")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_MS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[InferenceGroup]
+    start_ms: int
+    end_ms: int
+    bucket_ms: int
+    def __init__(self, groups: _Optional[_Iterable[_Union[InferenceGroup, _Mapping]]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., bucket_ms: _Optional[int] = ...) -> None: ...
+
+class SearchLogsRequest(_message.Message):
+    __slots__ = ("range", "service", "min_level", "request_id", "contains", "limit", "page_token")
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MIN_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    range: TimeRange
+    service: str
+    min_level: Level
+    request_id: str
+    contains: str
+    limit: int
+    page_token: str
+    def __init__(self, range: _Optional[_Union[TimeRange, _Mapping]] = ..., service: _Optional[str] = ..., min_level: _Optional[_Union[Level, str]] = ..., request_id: _Optional[str] = ..., contains: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class SearchLogsResponse(_message.Message):
+    __slots__ = ("records", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[LogRecord]
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetRequestRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class GetRequestResponse(_message.Message):
+    __slots__ = ("events", "logs")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[InferenceEvent]
+    logs: _containers.RepeatedCompositeFieldContainer[LogRecord]
+    def __init__(self, events: _Optional[_Iterable[_Union[InferenceEvent, _Mapping]]] = ..., logs: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ConnectedService(_message.Message):
+    __slots__ = ("client_id", "service", "instance", "host", "pid", "models", "last_seen", "open_streams")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    service: str
+    instance: str
+    host: str
+    pid: int
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    last_seen: str
+    open_streams: int
+    def __init__(self, client_id: _Optional[str] = ..., service: _Optional[str] = ..., instance: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., last_seen: _Optional[str] = ..., open_streams: _Optional[int] = ...) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("version", "started_at", "uptime_s", "series", "samples", "events", "logs", "samples_per_s", "events_per_s", "logs_per_s", "disk_bytes", "services", "data_dir", "samplers")
+    class SamplersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    LOGS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIR_FIELD_NUMBER: _ClassVar[int]
+    SAMPLERS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    started_at: str
+    uptime_s: float
+    series: int
+    samples: int
+    events: int
+    logs: int
+    samples_per_s: float
+    events_per_s: float
+    logs_per_s: float
+    disk_bytes: int
+    services: _containers.RepeatedCompositeFieldContainer[ConnectedService]
+    data_dir: str
+    samplers: _containers.ScalarMap[str, str]
+    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[str] = ..., uptime_s: _Optional[float] = ..., series: _Optional[int] = ..., samples: _Optional[int] = ..., events: _Optional[int] = ..., logs: _Optional[int] = ..., samples_per_s: _Optional[float] = ..., events_per_s: _Optional[float] = ..., logs_per_s: _Optional[float] = ..., disk_bytes: _Optional[int] = ..., services: _Optional[_Iterable[_Union[ConnectedService, _Mapping]]] = ..., data_dir: _Optional[str] = ..., samplers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GpuReportRequest(_message.Message):
+    __slots__ = ("range", "gpu")
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    range: TimeRange
+    gpu: str
+    def __init__(self, range: _Optional[_Union[TimeRange, _Mapping]] = ..., gpu: _Optional[str] = ...) -> None: ...
+
+class GpuFault(_message.Message):
+    __slots__ = ("time", "kind", "message", "xid", "pid", "service")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    XID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    time: str
+    kind: str
+    message: str
+    xid: str
+    pid: str
+    service: str
+    def __init__(self, time: _Optional[str] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., xid: _Optional[str] = ..., pid: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class GpuSummary(_message.Message):
+    __slots__ = ("gpu", "uuid", "model_name", "utilization_avg_percent", "utilization_max_percent", "memory_peak_bytes", "memory_total_bytes", "temperature_max_celsius", "power_avg_watts", "throttled_seconds", "xid_errors", "ecc_corrected_errors", "ecc_uncorrected_errors", "faults", "up_ratio")
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_AVG_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_MAX_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_MAX_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    POWER_AVG_WATTS_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    XID_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ECC_CORRECTED_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ECC_UNCORRECTED_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    UP_RATIO_FIELD_NUMBER: _ClassVar[int]
+    gpu: str
+    uuid: str
+    model_name: str
+    utilization_avg_percent: float
+    utilization_max_percent: float
+    memory_peak_bytes: float
+    memory_total_bytes: float
+    temperature_max_celsius: float
+    power_avg_watts: float
+    throttled_seconds: float
+    xid_errors: int
+    ecc_corrected_errors: int
+    ecc_uncorrected_errors: int
+    faults: _containers.RepeatedCompositeFieldContainer[GpuFault]
+    up_ratio: float
+    def __init__(self, gpu: _Optional[str] = ..., uuid: _Optional[str] = ..., model_name: _Optional[str] = ..., utilization_avg_percent: _Optional[float] = ..., utilization_max_percent: _Optional[float] = ..., memory_peak_bytes: _Optional[float] = ..., memory_total_bytes: _Optional[float] = ..., temperature_max_celsius: _Optional[float] = ..., power_avg_watts: _Optional[float] = ..., throttled_seconds: _Optional[float] = ..., xid_errors: _Optional[int] = ..., ecc_corrected_errors: _Optional[int] = ..., ecc_uncorrected_errors: _Optional[int] = ..., faults: _Optional[_Iterable[_Union[GpuFault, _Mapping]]] = ..., up_ratio: _Optional[float] = ...) -> None: ...
+
+class GpuProcessSummary(_message.Message):
+    __slots__ = ("gpu", "pid", "service", "model", "memory_peak_bytes", "utilization_max_percent")
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_MAX_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    gpu: str
+    pid: int
+    service: str
+    model: str
+    memory_peak_bytes: float
+    utilization_max_percent: float
+    def __init__(self, gpu: _Optional[str] = ..., pid: _Optional[int] = ..., service: _Optional[str] = ..., model: _Optional[str] = ..., memory_peak_bytes: _Optional[float] = ..., utilization_max_percent: _Optional[float] = ...) -> None: ...
+
+class GpuServiceSummary(_message.Message):
+    __slots__ = ("service", "memory_peak_bytes", "processes")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    memory_peak_bytes: float
+    processes: int
+    def __init__(self, service: _Optional[str] = ..., memory_peak_bytes: _Optional[float] = ..., processes: _Optional[int] = ...) -> None: ...
+
+class GpuReportResponse(_message.Message):
+    __slots__ = ("gpus", "processes", "services", "start_ms", "end_ms")
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuSummary]
+    processes: _containers.RepeatedCompositeFieldContainer[GpuProcessSummary]
+    services: _containers.RepeatedCompositeFieldContainer[GpuServiceSummary]
+    start_ms: int
+    end_ms: int
+    def __init__(self, gpus: _Optional[_Iterable[_Union[GpuSummary, _Mapping]]] = ..., processes: _Optional[_Iterable[_Union[GpuProcessSummary, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[GpuServiceSummary, _Mapping]]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,201 @@
+"""The Python client against the real daemon: each helper pushes, the stubs query back."""
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import modelwatch
+from modelwatch.v1 import modelwatch_pb2 as pb
+
+from conftest import Daemon
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAST_HOUR = pb.TimeRange(last="1h")
+
+
+def client_for(d, service="py", **kw):
+    kw.setdefault("linger", 0.02)
+    return modelwatch.Client(d.addr, service=service, models=[("mgeo", "3")], **kw)
+
+
+def stats(d, **kw):
+    return d.query.InferenceStats(pb.InferenceStatsRequest(range=LAST_HOUR, **kw))
+
+
+def test_monitor_decorator_records_events_and_reraises(daemon):
+    c = client_for(daemon)
+
+    @c.monitor(model="mgeo", version="3")
+    def geocode(i):
+        if i % 4 == 0:
+            raise ValueError("bad address")
+        if i % 4 == 1:
+            raise TimeoutError("slow upstream")
+        return i
+
+    raised = 0
+    for i in range(100):
+        try:
+            geocode(i)
+        except (ValueError, TimeoutError):
+            raised += 1
+    assert raised == 50, "the decorator re-raises"
+    assert c.flush(30), c.stats()
+    t = stats(daemon, model="mgeo").groups[0].total
+    assert t.count == 100
+    assert t.by_status["ok"] == 50 and t.by_status["error"] == 25 and t.by_status["timeout"] == 25
+    assert t.by_error_type["ValueError"] == 25 and t.by_error_type["TimeoutError"] == 25
+    c.close()
+
+
+def test_context_manager_with_labels_and_stages(daemon):
+    c = client_for(daemon, service="ocr")
+    for i in range(20):
+        with c.inference("card-detector", request_id=f"card-{i}", version="v2") as ev:
+            ev.labels["card_type"] = "id_card" if i % 2 else "passport"
+            with ev.stage("preprocess"):
+                time.sleep(0.001)
+            time.sleep(0.002)
+            ev.mark("inference")
+            ev.prompt_tokens, ev.completion_tokens = 10, 4
+    assert c.flush(30)
+    got = daemon.query.GetRequest(pb.GetRequestRequest(request_id="card-3"))
+    assert len(got.events) == 1
+    e = got.events[0]
+    assert e.labels["card_type"] == "id_card" and e.model_version == "v2" and e.service == "ocr"
+    assert e.stages.preprocess_us >= 1000 and e.stages.inference_us >= 2000
+    assert e.latency_us >= e.stages.preprocess_us + e.stages.inference_us
+    t = stats(daemon, service="ocr").groups[0].total
+    assert t.count == 20 and t.prompt_tokens == 200
+    assert t.stages["preprocess"].p50_ms >= 1.0
+    c.close()
+
+
+def test_logging_handler_ships_records_with_extra_fields(daemon):
+    c = client_for(daemon)
+    log = logging.getLogger("ocr.pipeline")
+    log.setLevel(logging.DEBUG)
+    handler = modelwatch.LoggingHandler(c, level=logging.INFO)
+    log.addHandler(handler)
+    try:
+        log.debug("below the handler's level")
+        log.warning("slow card %s", "A-1", extra={"request_id": "lr-1", "card_type": "passport"})
+        try:
+            raise KeyError("x")
+        except KeyError:
+            log.exception("lookup failed", extra={"request_id": "lr-1"})
+    finally:
+        log.removeHandler(handler)
+    assert c.flush(30)
+    got = daemon.query.GetRequest(pb.GetRequestRequest(request_id="lr-1"))
+    msgs = sorted((r.message, r.level, r.error_type) for r in got.logs)
+    assert msgs == [("lookup failed", pb.LEVEL_ERROR, "KeyError"), ("slow card A-1", pb.LEVEL_WARN, "")]
+    warn = [r for r in got.logs if r.level == pb.LEVEL_WARN][0]
+    assert warn.fields["card_type"] == "passport" and warn.logger == "ocr.pipeline" and warn.service == "py"
+    c.close()
+
+
+def test_metrics_from_threads_and_asyncio(daemon):
+    c = client_for(daemon)
+
+    def worker(n):
+        for i in range(500):
+            c.gauge("queue_depth", i, {"worker": str(n)})
+            c.event("mgeo", 0.001)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+
+    async def coro():
+        @modelwatch.monitor(model="async-model", client=c)
+        async def infer(x):
+            await asyncio.sleep(0)
+            return x * 2
+
+        results = await asyncio.gather(*(infer(i) for i in range(200)))
+        assert results[10] == 20
+        return await c.aflush(30)
+
+    assert asyncio.run(coro())
+    for t in threads:
+        t.join()
+    c.counter("requests_total", 7, {"route": "/a"})
+    assert c.flush(30)
+    s = c.stats()
+    assert s["dropped"] == 0 and s["acked"] == s["enqueued"] == 4 * 1000 + 200 + 1, s
+    assert stats(daemon, model="mgeo").groups[0].total.count == 2000
+    assert stats(daemon, model="async-model").groups[0].total.count == 200
+    r = daemon.query.QueryRange(pb.QueryRangeRequest(selector='queue_depth{worker="2"}', range=LAST_HOUR, step="2h",
+                                                      aggregation=pb.AGGREGATION_MAX))
+    assert r.series[0].points[0].value == 499 and r.series[0].labels["service"] == "py"
+    c.close()
+
+
+def test_daemon_stopped_mid_stream_loses_nothing_acked(data_dir):
+    d = Daemon(data_dir)
+    addr = d.addr
+    c = modelwatch.Client(addr, service="resilient", linger=0.02, window=4, max_backoff=0.2)
+    errors = []
+
+    def service():
+        try:
+            for i in range(5000):
+                c.event("resilient-model", 0.001, request_id=f"e{i}")
+                if i % 100 == 0:
+                    time.sleep(0.005)
+        except Exception as e:  # the client must never raise into the service
+            errors.append(e)
+
+    t = threading.Thread(target=service)
+    t.start()
+    time.sleep(0.1)
+    d.kill9()
+    time.sleep(0.3)
+    d = Daemon(data_dir, listen=addr)
+    t.join()
+    assert not errors
+    assert c.flush(60), c.stats()
+    s = c.stats()
+    assert s["enqueued"] == 5000 and s["acked"] == 5000 and s["dropped"] == 0, s
+    assert stats(d, model="resilient-model").groups[0].total.count == 5000, "every event stored once"
+    for i in range(0, 5000, 499):
+        assert len(d.query.GetRequest(pb.GetRequestRequest(request_id=f"e{i}")).events) == 1
+    c.close()
+    d.stop()
+
+
+def test_full_queue_drops_and_counts_without_blocking():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    c = modelwatch.Client(f"127.0.0.1:{port}", service="offline", queue_size=10)
+    for i in range(100):
+        c.event("m", 0.001)
+        c.log("info", "x")
+    st = c.stats()
+    assert (st["enqueued"], st["dropped"], st["acked"]) == (20, 180, 0), st
+    assert not c.flush(0.1)
+    c.close(0.1)
+
+
+def test_monitor_needs_a_client():
+    @modelwatch.monitor(model="nobody")
+    def f():
+        return 1
+
+    if modelwatch.client._default is None:
+        with pytest.raises(RuntimeError):
+            f()
+
+
+def test_checked_in_stubs_are_fresh():
+    r = subprocess.run([sys.executable, os.path.join(HERE, "..", "generate.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
