@@ -1,7 +1,7 @@
 //! Client benchmark: the cost of a recorded event on the caller's thread, and end-to-end acked
 //! events per second from one process, against a real (release) daemon.
 //!
-//!     cargo bench --bench client -- [--events N]
+//!     cargo bench --bench client -- [--events N] [--request-ids]
 use modelwatch_client::{pb, Client, Config, Stage};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -14,11 +14,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let mut events: u64 = 2_000_000;
+    let mut request_ids = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--events" {
             events = args.next().and_then(|v| v.parse().ok()).expect("--events N");
         }
+        request_ids |= a == "--request-ids";
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
@@ -70,7 +72,13 @@ fn main() {
     let before = client.stats();
     let t = Instant::now();
     for i in 0..events {
-        client.event(pb::InferenceEvent { model: "m".into(), latency_us: i % 10_000, ..Default::default() });
+        let request_id = if request_ids { format!("req-{i}") } else { String::new() };
+        client.event(pb::InferenceEvent {
+            model: "m".into(),
+            latency_us: i % 10_000,
+            request_id,
+            ..Default::default()
+        });
     }
     let enqueue_s = t.elapsed().as_secs_f64();
     assert!(client.flush(Duration::from_secs(300)), "flush: {:?}", client.stats());
@@ -86,7 +94,8 @@ fn main() {
     println!("modelwatch Rust client benchmark");
     println!("  caller cost, client.event(e)            median {raw_ns:.0} ns per call");
     println!("  caller cost, timer + stage + finish     median {timed_ns:.0} ns per call");
-    println!("  end to end: {events} events enqueued in {enqueue_s:.2} s, all acked after {total_s:.2} s = {rate:.0} events/s");
+    let with = if request_ids { "with request ids" } else { "no request ids" };
+    println!("  end to end ({with}): {events} events enqueued in {enqueue_s:.2} s, all acked after {total_s:.2} s = {rate:.0} events/s");
     println!(
         "RESULT {{\"event_ns\":{raw_ns:.0},\"timer_ns\":{timed_ns:.0},\"events\":{events},\"events_per_s\":{rate:.0}}}"
     );

@@ -8,9 +8,9 @@
 //! | `chunks`     | series id, first ts                   | [`ChunkRef`]: where the chunk is in the block files |
 //! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
 //! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::events::Agg`]         |
-//! | `events`     | ts, lsn, index                        | InferenceEvent (protobuf)      |
+//! | `events`     | 10 s bucket, lsn                      | [`ChunkRef`] of a group of raw events ([`super::raw`]) |
 //! | `event_req`  | request id (len-prefixed), ts, lsn, index | empty                      |
-//! | `logs`       | ts, lsn, index                        | LogRecord (protobuf)           |
+//! | `logs`       | 10 s bucket, lsn                      | [`ChunkRef`] of a group of log records |
 //! | `log_req`    | request id (len-prefixed), ts, lsn, index | empty                      |
 //! | `meta`       | name                                  | see [`Meta`]                   |
 
@@ -147,6 +147,21 @@ pub fn decode_chunk_ref(v: &[u8]) -> Result<ChunkRef, DecodeError> {
         count: u32_at(16),
         last_ts: i64::from_be_bytes(arr8(&v[20..])),
     })
+}
+
+/// Key of a group of raw records: their 10-second bucket, then the WAL record's lsn.
+pub fn raw_group_key(bucket: i64, lsn: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&ts_to_bytes(bucket));
+    k[8..].copy_from_slice(&lsn.to_be_bytes());
+    k
+}
+
+pub fn decode_raw_group_key(k: &[u8]) -> Result<(i64, u64), DecodeError> {
+    if k.len() != 16 {
+        return Err(derr("raw group key", format!("{} bytes", k.len())));
+    }
+    Ok((ts_from_bytes(arr8(k)), u64::from_be_bytes(arr8(&k[8..]))))
 }
 
 /// Prefix of the request-id index for one id (length-prefixed, so ids are never prefixes of
@@ -387,6 +402,12 @@ mod tests {
             if a != b {
                 prop_assert!(!ka.starts_with(&request_prefix(&b)));
             }
+        }
+
+        #[test]
+        fn raw_group_keys_round_trip_and_sort(b in any::<i64>(), l in any::<u64>(), b2 in any::<i64>()) {
+            prop_assert_eq!(decode_raw_group_key(&raw_group_key(b, l)).unwrap(), (b, l));
+            prop_assert_eq!(raw_group_key(b, l).cmp(&raw_group_key(b2, l)), b.cmp(&b2));
         }
 
         #[test]

@@ -30,6 +30,7 @@ pub mod chunk;
 pub mod events;
 pub mod index;
 pub mod keys;
+pub mod raw;
 pub mod wal;
 
 use crate::config::{Limits, Retention, StorageConfig};
@@ -314,6 +315,8 @@ impl Store {
             let r = keys::decode_chunk_ref(&item?.1)?;
             blocks.note_live(&blocks::Loc { file: r.file, offset: r.offset, len: r.len });
         }
+        raw::note_live(&blocks, &t.events)?;
+        raw::note_live(&blocks, &t.logs)?;
         let mut groups = HashMap::new();
         let mut group_list = Vec::new();
         for item in t.groups.iter() {
@@ -538,13 +541,15 @@ impl Store {
     pub fn persist(&self, batch: &Batch, lsn: u64) -> Result<(), StoreError> {
         match &batch.body {
             Body::Metrics(_) => Ok(()),
-            Body::Logs(lb) => write_raw(
+            Body::Logs(lb) => raw::write(
+                &self.blocks,
                 &self.t.logs,
                 &self.t.log_req,
                 lsn,
                 lb.records.iter().map(|r| (r.timestamp_ms, &r.request_id, r.encode_to_vec())),
             ),
-            Body::Events(eb) => write_raw(
+            Body::Events(eb) => raw::write(
+                &self.blocks,
                 &self.t.events,
                 &self.t.event_req,
                 lsn,
@@ -667,6 +672,8 @@ impl Store {
             dedup: lock(&self.dedup).iter().map(|((c, k), s)| (c.clone(), *k, *s)).collect(),
         };
         self.t.meta.insert(keys::META_KEY, keys::encode_meta(&meta))?;
+        // Block data before the sled index that points at it.
+        self.blocks.sync()?;
         self.db.flush()?;
         wal.truncate_before(metrics_replay_from.min(cp_lsn))?;
         Ok(())
@@ -782,55 +789,17 @@ impl Store {
         start: i64,
         end: i64,
         before: Option<[u8; 20]>,
-        mut f: impl FnMut(&[u8; 20], pb::LogRecord) -> bool,
+        f: impl FnMut(&[u8; 20], pb::LogRecord) -> bool,
     ) -> Result<(), StoreError> {
-        let lo = keys::time_key(start, 0, 0);
-        let mut hi = keys::time_key(end, u64::MAX, u32::MAX);
-        if let Some(b) = before {
-            hi = hi.min(b);
-        }
-        let range = if before.is_some() { self.t.logs.range(lo..hi) } else { self.t.logs.range(lo..=hi) };
-        for item in range.rev() {
-            let (k, v) = item?;
-            let key: [u8; 20] = k
-                .as_ref()
-                .try_into()
-                .map_err(|_| keys::DecodeError { what: "log key", detail: format!("{} bytes", k.len()) })?;
-            let rec = pb::LogRecord::decode(v.as_ref())
-                .map_err(|e| keys::DecodeError { what: "log record", detail: e.to_string() })?;
-            if !f(&key, rec) {
-                break;
-            }
-        }
-        Ok(())
+        raw::scan(&self.blocks, &self.t.logs, start, end, before, |r: &pb::LogRecord| r.timestamp_ms, f)
     }
 
     pub fn logs_by_request(&self, request_id: &str) -> Result<Vec<pb::LogRecord>, StoreError> {
-        self.by_request(&self.t.log_req, &self.t.logs, request_id)
+        raw::by_request(&self.blocks, &self.t.logs, &self.t.log_req, request_id)
     }
 
     pub fn events_by_request(&self, request_id: &str) -> Result<Vec<pb::InferenceEvent>, StoreError> {
-        self.by_request(&self.t.event_req, &self.t.events, request_id)
-    }
-
-    fn by_request<M: Message + Default>(
-        &self,
-        index: &sled::Tree,
-        main: &sled::Tree,
-        request_id: &str,
-    ) -> Result<Vec<M>, StoreError> {
-        let mut out = Vec::new();
-        for item in index.scan_prefix(keys::request_prefix(request_id)) {
-            let (k, _) = item?;
-            let target = keys::request_key_target(&k)?;
-            if let Some(v) = main.get(target)? {
-                out.push(
-                    M::decode(v.as_ref())
-                        .map_err(|e| keys::DecodeError { what: "stored record", detail: e.to_string() })?,
-                );
-            }
-        }
-        Ok(out)
+        raw::by_request(&self.blocks, &self.t.events, &self.t.event_req, request_id)
     }
 
     /// Bytes the data folder takes on disk (sled and WAL).
@@ -880,14 +849,24 @@ impl Store {
                 rep.aggregates += 1;
             }
         }
-        rep.events = expire::<pb::InferenceEvent>(
+        let ev_cut = cutoff(self.retention.inference_events);
+        rep.events = raw::expire::<pb::InferenceEvent>(
+            &self.blocks,
             &self.t.events,
             &self.t.event_req,
-            cutoff(self.retention.inference_events),
+            ev_cut,
             |e| &e.request_id,
+            |e| e.timestamp_ms,
         )?;
-        rep.logs =
-            expire::<pb::LogRecord>(&self.t.logs, &self.t.log_req, cutoff(self.retention.logs), |r| &r.request_id)?;
+        let log_cut = cutoff(self.retention.logs);
+        rep.logs = raw::expire::<pb::LogRecord>(
+            &self.blocks,
+            &self.t.logs,
+            &self.t.log_req,
+            log_cut,
+            |r| &r.request_id,
+            |r| r.timestamp_ms,
+        )?;
         Ok(rep)
     }
 }
@@ -898,54 +877,6 @@ pub struct RetentionReport {
     pub aggregates: u64,
     pub events: u64,
     pub logs: u64,
-}
-
-fn expire<M: Message + Default>(
-    main: &sled::Tree,
-    index: &sled::Tree,
-    cutoff: i64,
-    rid: impl Fn(&M) -> &String,
-) -> Result<u64, StoreError> {
-    let mut n = 0;
-    for item in main.range(..keys::time_key(cutoff, 0, 0)) {
-        let (k, v) = item?;
-        if let Ok(m) = M::decode(v.as_ref()) {
-            let r = rid(&m);
-            if !r.is_empty() {
-                let tk: [u8; 20] = k
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| keys::DecodeError { what: "time key", detail: format!("{} bytes", k.len()) })?;
-                index.remove(keys::request_key(r, &tk))?;
-            }
-        }
-        main.remove(k)?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// Writes raw records under (ts, lsn, index) keys plus their request-id index entries.
-fn write_raw<'a>(
-    main: &sled::Tree,
-    index: &sled::Tree,
-    lsn: u64,
-    items: impl Iterator<Item = (i64, &'a String, Vec<u8>)>,
-) -> Result<(), StoreError> {
-    let mut rows = sled::Batch::default();
-    let mut by_req = sled::Batch::default();
-    for (i, (ts, rid, value)) in items.enumerate() {
-        let key = keys::time_key(ts, lsn, i as u32);
-        rows.insert(&key[..], value);
-        if !rid.is_empty() {
-            by_req.insert(keys::request_key(rid, &key), &[][..]);
-        }
-    }
-    // Index first: a request-id hit whose record is missing is skipped by readers, while a
-    // record without its index entry would be invisible to GetRequest.
-    index.apply_batch(by_req)?;
-    main.apply_batch(rows)?;
-    Ok(())
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
