@@ -2,9 +2,9 @@
 //! events per second from one process, against a real (release) daemon.
 //!
 //!     cargo bench --bench client -- [--events N] [--request-ids]
+mod support;
+
 use modelwatch_client::{pb, Client, Config, Stage};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -23,18 +23,7 @@ fn main() {
         request_ids |= a == "--request-ids";
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("MODELWATCH_LOG", "warn")
-        .env("MODELWATCH__SAMPLING__HOST_INTERVAL", "0s")
-        .env("MODELWATCH__SAMPLING__GPU", "off")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = format!("http://{}", line.trim().strip_prefix("listening on ").unwrap());
+    let (mut child, url) = support::start_daemon(dir.path(), &[]);
 
     let mut cfg = Config::new(&url, "bench");
     cfg.queue_capacity = 4_000_000;

@@ -9,11 +9,13 @@
 //! stream j sends the windows of groups g with g % K == j in time order. Batches are built
 //! before the clock starts; every request is acked only once it is fsynced (unlike the peers,
 //! whose acks precede any fsync). Timestamps are shifted to end now and sent as backfill.
+mod support;
+
 use modelwatch::pb;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 const GROUPS: usize = 8;
@@ -145,20 +147,8 @@ fn main() {
         }
         None => tmp.path().to_owned(),
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .env("MODELWATCH_LOG", "warn")
-        .env("MODELWATCH__LIMITS__BACKFILL_MAX_AGE", "7d")
-        // only the replayed data set in the folder that is measured
-        .env("MODELWATCH__SAMPLING__HOST_INTERVAL", "0s")
-        .env("MODELWATCH__SAMPLING__GPU", "off")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = format!("http://{}", line.trim().strip_prefix("listening on ").expect("listening line"));
+    // only the replayed data set in the folder that is measured
+    let (mut child, addr) = support::start_daemon(&dir, &[("MODELWATCH__LIMITS__BACKFILL_MAX_AGE", "7d")]);
     let pid = child.id();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -24,20 +24,6 @@ async fn count_samples(d: &Daemon, selector: &str) -> u64 {
     r.series.iter().flat_map(|s| s.points.iter()).map(|p| p.value as u64).sum()
 }
 
-async fn count_events(d: &Daemon, model: &str) -> u64 {
-    let mut q = d.query().await;
-    let r = q
-        .inference_stats(pb::InferenceStatsRequest {
-            model: model.into(),
-            range: range_last("2h"),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    r.groups.iter().map(|g| g.total.as_ref().unwrap().count).sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,7 +253,7 @@ async fn sigkill_while_streaming_loses_no_acked_item_and_stores_none_twice() {
             (c.acked_samples, c.acked_events.clone())
         };
         assert!(count_samples(&d, "crash_samples").await >= acked_samples, "round {round}: acked samples lost");
-        assert!(count_events(&d, "crash").await >= acked_events.len() as u64, "round {round}: acked events lost");
+        assert!(count_events(&d, "crash", "2h").await >= acked_events.len() as u64, "round {round}: acked events lost");
         let mut q = d.query().await;
         for id in acked_events.iter().step_by(97) {
             let got = q.get_request(pb::GetRequestRequest { request_id: id.clone() }).await.unwrap().into_inner();
@@ -306,7 +292,7 @@ async fn sigkill_while_streaming_loses_no_acked_item_and_stores_none_twice() {
     };
     assert!(sent_events > 0 && sent_samples > 0);
     // Exactly once: every batch ever sent is stored, none twice.
-    assert_eq!(count_events(&d, "crash").await, sent_events);
+    assert_eq!(count_events(&d, "crash", "2h").await, sent_events);
     assert_eq!(count_samples(&d, "crash_samples").await, sent_samples);
     let mut q = d.query().await;
     for id in acked_events.iter().step_by(53) {

@@ -16,20 +16,6 @@ fn config(d: &Daemon, service: &str) -> Config {
     c
 }
 
-async fn event_count(d: &Daemon, model: &str) -> u64 {
-    let mut q = d.query().await;
-    let r = q
-        .inference_stats(dpb::InferenceStatsRequest {
-            model: model.into(),
-            range: range_last("1h"),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    r.groups.iter().map(|g| g.total.as_ref().unwrap().count).sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helpers_push_and_values_come_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,7 +120,7 @@ async fn daemon_killed_mid_stream_loses_nothing_acked_and_never_blocks_the_calle
     assert_eq!(s.dropped, 0);
     assert_eq!(s.acked, 6000, "{s:?}");
     // every event once: resent batches the daemon already had were not stored twice
-    assert_eq!(event_count(&d, "resilient-model").await, 6000);
+    assert_eq!(count_events(&d, "resilient-model", "1h").await, 6000);
     let mut q = d.query().await;
     for i in (0..6000).step_by(397) {
         let got = q.get_request(dpb::GetRequestRequest { request_id: format!("e{i}") }).await.unwrap().into_inner();

@@ -182,3 +182,18 @@ async fn collect_acks(mut resp: tonic::Streaming<pb::Ack>, n: usize) -> Vec<pb::
     assert_eq!(acks.len(), n, "one ack per batch");
     acks
 }
+
+/// Inference events stored for `model` over the last `range` (from the aggregates).
+pub async fn count_events(d: &Daemon, model: &str, range: &str) -> u64 {
+    let mut q = d.query().await;
+    let r = q
+        .inference_stats(pb::InferenceStatsRequest {
+            model: model.into(),
+            range: range_last(range),
+            ..Default::default()
+        })
+        .await
+        .expect("inference stats")
+        .into_inner();
+    r.groups.iter().map(|g| g.total.as_ref().map_or(0, |t| t.count)).sum()
+}
