@@ -163,6 +163,27 @@ impl Blocks {
         Ok(buf)
     }
 
+    /// `len` bytes at `at` within a payload, without the checksum (which covers the whole
+    /// payload): for binary searches that read a few entries of a large one.
+    pub fn read_at(&self, loc: &Loc, at: u64, len: usize) -> Result<Vec<u8>, BlockError> {
+        let inner = self.lock();
+        let f = inner.files.get(&loc.file).ok_or_else(|| BlockError::Corrupt {
+            path: self.dir.join(format!("{:010}.blk", loc.file)),
+            offset: loc.offset,
+            detail: "the index points into a block file that is missing".into(),
+        })?;
+        if at + len as u64 > u64::from(loc.len) {
+            return Err(BlockError::Corrupt {
+                path: f.path.clone(),
+                offset: loc.offset,
+                detail: format!("read of {len} at {at} past a payload of {}", loc.len),
+            });
+        }
+        let mut buf = vec![0u8; len];
+        f.file.read_exact_at(&mut buf, loc.offset + 4 + at).map_err(io_err(&f.path))?;
+        Ok(buf)
+    }
+
     /// The index no longer points at this chunk; a file with nothing left is deleted.
     pub fn release(&self, loc: &Loc) -> Result<(), BlockError> {
         let mut inner = self.lock();

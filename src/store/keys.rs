@@ -9,9 +9,9 @@
 //! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
 //! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::events::Agg`]         |
 //! | `events`     | 10 s bucket, lsn                      | [`ChunkRef`] of a group of raw events ([`super::raw`]) |
-//! | `event_req`  | request id (len-prefixed), ts, lsn, index | empty                      |
+//! | `event_rid_runs` | run id                            | request-id index run ([`super::rid_index`]) |
 //! | `logs`       | 10 s bucket, lsn                      | [`ChunkRef`] of a group of log records |
-//! | `log_req`    | request id (len-prefixed), ts, lsn, index | empty                      |
+//! | `log_rid_runs` | run id                              | request-id index run           |
 //! | `meta`       | name                                  | see [`Meta`]                   |
 
 pub const TREE_SERIES: &str = "series";
@@ -19,9 +19,9 @@ pub const TREE_CHUNKS: &str = "chunks";
 pub const TREE_AGG_GROUPS: &str = "agg_groups";
 pub const TREE_AGGS: &str = "aggs";
 pub const TREE_EVENTS: &str = "events";
-pub const TREE_EVENT_REQ: &str = "event_req";
+pub const TREE_EVENT_RID_RUNS: &str = "event_rid_runs";
 pub const TREE_LOGS: &str = "logs";
-pub const TREE_LOG_REQ: &str = "log_req";
+pub const TREE_LOG_RID_RUNS: &str = "log_rid_runs";
 pub const TREE_META: &str = "meta";
 
 /// The one meta record, rewritten at every checkpoint.
@@ -162,33 +162,6 @@ pub fn decode_raw_group_key(k: &[u8]) -> Result<(i64, u64), DecodeError> {
         return Err(derr("raw group key", format!("{} bytes", k.len())));
     }
     Ok((ts_from_bytes(arr8(k)), u64::from_be_bytes(arr8(&k[8..]))))
-}
-
-/// Prefix of the request-id index for one id (length-prefixed, so ids are never prefixes of
-/// one another).
-pub fn request_prefix(request_id: &str) -> Vec<u8> {
-    let b = request_id.as_bytes();
-    let len = u16::try_from(b.len()).unwrap_or(u16::MAX);
-    let mut k = Vec::with_capacity(2 + b.len() + 20);
-    k.extend_from_slice(&len.to_be_bytes());
-    k.extend_from_slice(&b[..len as usize]);
-    k
-}
-
-pub fn request_key(request_id: &str, time_key: &[u8; 20]) -> Vec<u8> {
-    let mut k = request_prefix(request_id);
-    k.extend_from_slice(time_key);
-    k
-}
-
-/// The time key at the end of a request-index key.
-pub fn request_key_target(k: &[u8]) -> Result<[u8; 20], DecodeError> {
-    if k.len() < 22 {
-        return Err(derr("request index key", format!("{} bytes", k.len())));
-    }
-    let mut t = [0u8; 20];
-    t.copy_from_slice(&k[k.len() - 20..]);
-    Ok(t)
 }
 
 // ---- small value encodings ------------------------------------------------------------------
@@ -393,15 +366,6 @@ mod tests {
         fn agg_and_time_keys_round_trip(g in any::<u32>(), b in any::<i64>(), e in any::<u64>(), i in any::<u32>()) {
             prop_assert_eq!(decode_agg_key(&agg_key(g, b, e)).unwrap(), (g, b, e));
             prop_assert_eq!(decode_time_key(&time_key(b, e, i)).unwrap(), (b, e, i));
-        }
-
-        #[test]
-        fn request_keys_never_collide(a in ".{0,20}", b in ".{0,20}", t in any::<i64>()) {
-            let ka = request_key(&a, &time_key(t, 1, 2));
-            prop_assert_eq!(request_key_target(&ka).unwrap(), time_key(t, 1, 2));
-            if a != b {
-                prop_assert!(!ka.starts_with(&request_prefix(&b)));
-            }
         }
 
         #[test]

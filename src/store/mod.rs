@@ -31,6 +31,7 @@ pub mod events;
 pub mod index;
 pub mod keys;
 pub mod raw;
+pub mod rid_index;
 pub mod wal;
 
 use crate::config::{Limits, Retention, StorageConfig};
@@ -205,9 +206,9 @@ struct Trees {
     groups: sled::Tree,
     aggs: sled::Tree,
     events: sled::Tree,
-    event_req: sled::Tree,
+    event_rid_runs: sled::Tree,
     logs: sled::Tree,
-    log_req: sled::Tree,
+    log_rid_runs: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -222,6 +223,8 @@ pub type StoreRef = Arc<Store>;
 pub struct Store {
     db: sled::Db,
     blocks: blocks::Blocks,
+    event_rids: rid_index::RidIndex,
+    log_rids: rid_index::RidIndex,
     t: Trees,
     dir: PathBuf,
     chunk_samples: usize,
@@ -289,9 +292,9 @@ impl Store {
             groups: tree(keys::TREE_AGG_GROUPS)?,
             aggs: tree(keys::TREE_AGGS)?,
             events: tree(keys::TREE_EVENTS)?,
-            event_req: tree(keys::TREE_EVENT_REQ)?,
+            event_rid_runs: tree(keys::TREE_EVENT_RID_RUNS)?,
             logs: tree(keys::TREE_LOGS)?,
-            log_req: tree(keys::TREE_LOG_REQ)?,
+            log_rid_runs: tree(keys::TREE_LOG_RID_RUNS)?,
             meta: tree(keys::TREE_META)?,
         };
         let meta = match t.meta.get(keys::META_KEY)? {
@@ -317,6 +320,8 @@ impl Store {
         }
         raw::note_live(&blocks, &t.events)?;
         raw::note_live(&blocks, &t.logs)?;
+        let event_rids = rid_index::RidIndex::open(t.event_rid_runs.clone(), &blocks)?;
+        let log_rids = rid_index::RidIndex::open(t.log_rid_runs.clone(), &blocks)?;
         let mut groups = HashMap::new();
         let mut group_list = Vec::new();
         for item in t.groups.iter() {
@@ -332,6 +337,8 @@ impl Store {
         let store = Store {
             db,
             blocks,
+            event_rids,
+            log_rids,
             t,
             dir: dir.clone(),
             chunk_samples: opts.storage.chunk_samples,
@@ -544,14 +551,14 @@ impl Store {
             Body::Logs(lb) => raw::write(
                 &self.blocks,
                 &self.t.logs,
-                &self.t.log_req,
+                &self.log_rids,
                 lsn,
                 lb.records.iter().map(|r| (r.timestamp_ms, &r.request_id, r.encode_to_vec())),
             ),
             Body::Events(eb) => raw::write(
                 &self.blocks,
                 &self.t.events,
-                &self.t.event_req,
+                &self.event_rids,
                 lsn,
                 eb.events.iter().map(|e| (e.timestamp_ms, &e.request_id, e.encode_to_vec())),
             ),
@@ -672,7 +679,10 @@ impl Store {
             dedup: lock(&self.dedup).iter().map(|((c, k), s)| (c.clone(), *k, *s)).collect(),
         };
         self.t.meta.insert(keys::META_KEY, keys::encode_meta(&meta))?;
-        // Block data before the sled index that points at it.
+        // Request-id entries of everything before cp_lsn go into runs now: those records will
+        // not be replayed. Then block data before the sled index that points at it.
+        self.event_rids.flush(&self.blocks)?;
+        self.log_rids.flush(&self.blocks)?;
         self.blocks.sync()?;
         self.db.flush()?;
         wal.truncate_before(metrics_replay_from.min(cp_lsn))?;
@@ -795,11 +805,13 @@ impl Store {
     }
 
     pub fn logs_by_request(&self, request_id: &str) -> Result<Vec<pb::LogRecord>, StoreError> {
-        raw::by_request(&self.blocks, &self.t.logs, &self.t.log_req, request_id)
+        raw::by_request(&self.blocks, &self.t.logs, &self.log_rids, request_id, |r: &pb::LogRecord| &r.request_id)
     }
 
     pub fn events_by_request(&self, request_id: &str) -> Result<Vec<pb::InferenceEvent>, StoreError> {
-        raw::by_request(&self.blocks, &self.t.events, &self.t.event_req, request_id)
+        raw::by_request(&self.blocks, &self.t.events, &self.event_rids, request_id, |e: &pb::InferenceEvent| {
+            &e.request_id
+        })
     }
 
     /// Bytes the data folder takes on disk (sled and WAL).
@@ -849,24 +861,9 @@ impl Store {
                 rep.aggregates += 1;
             }
         }
-        let ev_cut = cutoff(self.retention.inference_events);
-        rep.events = raw::expire::<pb::InferenceEvent>(
-            &self.blocks,
-            &self.t.events,
-            &self.t.event_req,
-            ev_cut,
-            |e| &e.request_id,
-            |e| e.timestamp_ms,
-        )?;
-        let log_cut = cutoff(self.retention.logs);
-        rep.logs = raw::expire::<pb::LogRecord>(
-            &self.blocks,
-            &self.t.logs,
-            &self.t.log_req,
-            log_cut,
-            |r| &r.request_id,
-            |r| r.timestamp_ms,
-        )?;
+        rep.events =
+            raw::expire(&self.blocks, &self.t.events, &self.event_rids, cutoff(self.retention.inference_events))?;
+        rep.logs = raw::expire(&self.blocks, &self.t.logs, &self.log_rids, cutoff(self.retention.logs))?;
         Ok(rep)
     }
 }

@@ -4,12 +4,13 @@
 //! capped event ingest near 75k events/s (sled copies a node and faults in pages per insert);
 //! per group, the rest of the pipeline runs near 1M/s.
 //!
-//! A record's identity stays its time key `(ts, lsn, index in batch)`: the request-id index and
-//! page tokens use it, and it finds the group `(bucket(ts), lsn)`. Writes are idempotent per
+//! A record's identity stays its time key `(ts, lsn, index in batch)`: the request-id index
+//! ([`super::rid_index`]) and page tokens use it, and it finds the group `(bucket(ts), lsn)`. Writes are idempotent per
 //! WAL record: a replay rewrites the same group keys (releasing the old block space).
 //! Group layout: `count`, then per record `index | length | bytes` (LEB128 integers).
 use super::blocks::{Blocks, Loc};
 use super::keys::{self, put_varint, ChunkRef, DecodeError, Reader};
+use super::rid_index::RidIndex;
 use super::StoreError;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -28,12 +29,11 @@ fn loc(r: &ChunkRef) -> Loc {
 pub fn write<'a>(
     blocks: &Blocks,
     main: &sled::Tree,
-    index: &sled::Tree,
+    index: &RidIndex,
     lsn: u64,
     items: impl Iterator<Item = (i64, &'a String, Vec<u8>)>,
 ) -> Result<(), StoreError> {
     let mut groups: BTreeMap<i64, (Vec<u8>, u32, i64)> = BTreeMap::new();
-    let mut by_req: Vec<Vec<u8>> = Vec::new();
     for (i, (ts, rid, bytes)) in items.enumerate() {
         let g = groups.entry(bucket(ts)).or_insert_with(|| (Vec::new(), 0, i64::MIN));
         put_varint(&mut g.0, i as u64);
@@ -42,7 +42,7 @@ pub fn write<'a>(
         g.1 += 1;
         g.2 = g.2.max(ts);
         if !rid.is_empty() {
-            by_req.push(keys::request_key(rid, &keys::time_key(ts, lsn, i as u32)));
+            index.add(rid, keys::time_key(ts, lsn, i as u32), ts);
         }
     }
     for (b, (body, count, max_ts)) in groups {
@@ -55,12 +55,6 @@ pub fn write<'a>(
             // A replayed record rewrote its group: the old copy is dead space.
             blocks.release(&loc(&keys::decode_chunk_ref(&prev)?))?;
         }
-    }
-    // Plain inserts in key order: sled's Batch (atomic) cost 3x per key here, and sorted keys
-    // touch each leaf once in a row.
-    by_req.sort_unstable();
-    for k in by_req {
-        index.insert(k, &[][..])?;
     }
     Ok(())
 }
@@ -86,17 +80,17 @@ fn decode<M: Message + Default>(b: &[u8]) -> Result<M, StoreError> {
 pub fn by_request<M: Message + Default>(
     blocks: &Blocks,
     main: &sled::Tree,
-    index: &sled::Tree,
+    index: &RidIndex,
     request_id: &str,
+    rid_of: impl Fn(&M) -> &String,
 ) -> Result<Vec<M>, StoreError> {
     let mut groups: HashMap<[u8; 16], Option<Vec<(u32, Vec<u8>)>>> = HashMap::new();
     let mut out = Vec::new();
-    for item in index.scan_prefix(keys::request_prefix(request_id)) {
-        let (k, _) = item?;
-        let (ts, lsn, idx) = keys::decode_time_key(&keys::request_key_target(&k)?)?;
+    for tk in index.lookup(blocks, request_id)? {
+        let (ts, lsn, idx) = keys::decode_time_key(&tk)?;
         let gk = keys::raw_group_key(bucket(ts), lsn);
         if !groups.contains_key(&gk) {
-            // The index is written after the group; a hit without a group is skipped.
+            // An entry whose group retention removed is skipped.
             let g = match main.get(gk)? {
                 Some(v) => Some(read_group(blocks, &keys::decode_chunk_ref(&v)?)?),
                 None => None,
@@ -105,7 +99,11 @@ pub fn by_request<M: Message + Default>(
         }
         if let Some(Some(recs)) = groups.get(&gk) {
             if let Some((_, b)) = recs.iter().find(|(i, _)| *i == idx) {
-                out.push(decode(b)?);
+                let m: M = decode(b)?;
+                // The index matches hashes: keep only the records with this very id.
+                if rid_of(&m) == request_id {
+                    out.push(m);
+                }
             }
         }
     }
@@ -166,15 +164,9 @@ pub fn scan<M: Message + Default>(
     Ok(())
 }
 
-/// Deletes groups whose newest record is older than `cutoff`, with their request-id entries.
-pub fn expire<M: Message + Default>(
-    blocks: &Blocks,
-    main: &sled::Tree,
-    index: &sled::Tree,
-    cutoff: i64,
-    rid_of: impl Fn(&M) -> &String,
-    ts_of: impl Fn(&M) -> i64,
-) -> Result<u64, StoreError> {
+/// Deletes groups whose newest record is older than `cutoff`, and the index runs that only
+/// point before it.
+pub fn expire(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, cutoff: i64) -> Result<u64, StoreError> {
     let mut n = 0;
     for item in main.range(..keys::raw_group_key(bucket(cutoff), 0)) {
         let (k, v) = item?;
@@ -182,18 +174,11 @@ pub fn expire<M: Message + Default>(
         if r.last_ts >= cutoff {
             continue;
         }
-        let (_, lsn) = keys::decode_raw_group_key(&k)?;
-        for (idx, bytes) in read_group(blocks, &r)? {
-            let m: M = decode(&bytes)?;
-            let rid = rid_of(&m);
-            if !rid.is_empty() {
-                index.remove(keys::request_key(rid, &keys::time_key(ts_of(&m), lsn, idx)))?;
-            }
-            n += 1;
-        }
+        n += u64::from(r.count);
         main.remove(&k)?;
         blocks.release(&loc(&r))?;
     }
+    index.expire(blocks, cutoff)?;
     Ok(n)
 }
 
