@@ -34,6 +34,7 @@ pub fn write<'a>(
     items: impl Iterator<Item = (i64, &'a String, Vec<u8>)>,
 ) -> Result<(), StoreError> {
     let mut groups: BTreeMap<i64, (Vec<u8>, u32, i64)> = BTreeMap::new();
+    let mut ids = Vec::new();
     for (i, (ts, rid, bytes)) in items.enumerate() {
         let g = groups.entry(bucket(ts)).or_insert_with(|| (Vec::new(), 0, i64::MIN));
         put_varint(&mut g.0, i as u64);
@@ -42,7 +43,7 @@ pub fn write<'a>(
         g.1 += 1;
         g.2 = g.2.max(ts);
         if !rid.is_empty() {
-            index.add(rid, keys::time_key(ts, lsn, i as u32), ts);
+            ids.push((super::rid_index::hash(rid), keys::time_key(ts, lsn, i as u32), ts));
         }
     }
     for (b, (body, count, max_ts)) in groups {
@@ -56,6 +57,7 @@ pub fn write<'a>(
             blocks.release(&loc(&keys::decode_chunk_ref(&prev)?))?;
         }
     }
+    index.add(&ids);
     Ok(())
 }
 

@@ -37,10 +37,12 @@ struct Run {
     min_ts: i64,
 }
 
+/// Entries since the last checkpoint, unsorted: one push per record on the ingest path (a map
+/// of vectors cost an allocation per request id); sorted once when written as a run. A lookup
+/// scans it (tens of milliseconds at millions of entries, once per GetRequest).
 #[derive(Default)]
 struct Mem {
-    entries: HashMap<u64, Vec<[u8; 20]>>,
-    count: usize,
+    entries: Vec<(u64, [u8; 20])>,
     min_ts: i64,
     max_ts: i64,
 }
@@ -88,22 +90,26 @@ impl RidIndex {
         })
     }
 
-    pub fn add(&self, request_id: &str, time_key: [u8; 20], ts: i64) {
+    /// Adds one batch's `(request id hash, time key, ts)` entries.
+    pub fn add(&self, entries: &[(u64, [u8; 20], i64)]) {
+        if entries.is_empty() {
+            return;
+        }
         let mut m = lock(&self.mem);
-        m.entries.entry(hash(request_id)).or_default().push(time_key);
-        m.count += 1;
-        m.min_ts = m.min_ts.min(ts);
-        m.max_ts = m.max_ts.max(ts);
+        for (h, tk, ts) in entries {
+            m.entries.push((*h, *tk));
+            m.min_ts = m.min_ts.min(*ts);
+            m.max_ts = m.max_ts.max(*ts);
+        }
     }
 
     /// Writes what memory holds as a run (checkpoints call this before sled's flush).
     pub fn flush(&self, blocks: &Blocks) -> Result<(), StoreError> {
         let m = std::mem::replace(&mut *lock(&self.mem), Mem { min_ts: i64::MAX, max_ts: i64::MIN, ..Mem::default() });
-        if m.count == 0 {
+        if m.entries.is_empty() {
             return Ok(());
         }
-        let mut entries: Vec<(u64, [u8; 20])> =
-            m.entries.into_iter().flat_map(|(h, tks)| tks.into_iter().map(move |t| (h, t))).collect();
+        let mut entries = m.entries;
         entries.sort_unstable();
         self.write_run(blocks, &entries, m.min_ts, m.max_ts)?;
         self.maybe_merge(blocks)
@@ -183,8 +189,7 @@ impl RidIndex {
     /// Time keys of records whose request id hashes like `request_id` (candidates).
     pub fn lookup(&self, blocks: &Blocks, request_id: &str) -> Result<BTreeSet<[u8; 20]>, StoreError> {
         let h = hash(request_id);
-        let mut out: BTreeSet<[u8; 20]> =
-            lock(&self.mem).entries.get(&h).map(|v| v.iter().copied().collect()).unwrap_or_default();
+        let mut out: BTreeSet<[u8; 20]> = lock(&self.mem).entries.iter().filter(|e| e.0 == h).map(|e| e.1).collect();
         let runs: Vec<Run> = lock(&self.runs).clone();
         for run in runs {
             let n = u64::from(run.r.count);
@@ -233,14 +238,17 @@ mod tests {
         let ix = RidIndex::open(db.open_tree("runs").unwrap(), &blocks).unwrap();
         // 20 flushes of 50 ids each: the size-tiered merge runs on the way
         for round in 0..20i64 {
-            for i in 0..50i64 {
-                let ts = round * 1000 + i;
-                ix.add(&format!("r{}", i % 10), keys::time_key(ts, round as u64, i as u32), ts);
-            }
+            let batch: Vec<(u64, [u8; 20], i64)> = (0..50i64)
+                .map(|i| {
+                    let ts = round * 1000 + i;
+                    (hash(&format!("r{}", i % 10)), keys::time_key(ts, round as u64, i as u32), ts)
+                })
+                .collect();
+            ix.add(&batch);
             ix.flush(&blocks).unwrap();
         }
         assert!(lock(&ix.runs).len() < 20, "runs were merged: {}", lock(&ix.runs).len());
-        ix.add("r3", keys::time_key(99_999, 99, 0), 99_999);
+        ix.add(&[(hash("r3"), keys::time_key(99_999, 99, 0), 99_999)]);
         let got = ix.lookup(&blocks, "r3").unwrap();
         assert_eq!(got.len(), 20 * 5 + 1, "every round's 5 entries plus the one in memory");
         assert!(ix.lookup(&blocks, "nope").unwrap().is_empty());
