@@ -19,7 +19,7 @@ pub enum ConfigError {
 }
 
 /// The whole daemon configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -157,19 +157,6 @@ pub struct LogConfig {
     pub format: String,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            limits: Limits::default(),
-            retention: Retention::default(),
-            sampling: SamplingConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -297,7 +284,7 @@ impl Config {
                 message: "must be at least 1 MiB".into(),
             });
         }
-        if s.event_bucket.as_millis() % 1000 != 0 {
+        if !s.event_bucket.as_millis().is_multiple_of(1000) {
             return Err(ConfigError::Invalid { key: "storage.event_bucket", message: "must be whole seconds".into() });
         }
         let l = &self.limits;

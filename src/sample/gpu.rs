@@ -357,7 +357,7 @@ pub async fn run(sink: Sink, source: Box<dyn GpuSource>, cfg: GpuConfig, shutdow
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let with_procs = n % u64::from(cfg.process_every.max(1)) == 0;
+        let with_procs = n.is_multiple_of(u64::from(cfg.process_every.max(1)));
         n += 1;
         let src = source.clone();
         let devs = devices.clone();

@@ -91,13 +91,13 @@ pub fn by_request<M: Message + Default>(
     for tk in index.lookup(blocks, request_id)? {
         let (ts, lsn, idx) = keys::decode_time_key(&tk)?;
         let gk = keys::raw_group_key(bucket(ts), lsn);
-        if !groups.contains_key(&gk) {
+        if let std::collections::hash_map::Entry::Vacant(e) = groups.entry(gk) {
             // An entry whose group retention removed is skipped.
             let g = match main.get(gk)? {
                 Some(v) => Some(read_group(blocks, &keys::decode_chunk_ref(&v)?)?),
                 None => None,
             };
-            groups.insert(gk, g);
+            e.insert(g);
         }
         if let Some(Some(recs)) = groups.get(&gk) {
             if let Some((_, b)) = recs.iter().find(|(i, _)| *i == idx) {
