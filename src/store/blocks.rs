@@ -142,13 +142,17 @@ impl Blocks {
         Ok(())
     }
 
-    pub fn read(&self, loc: &Loc) -> Result<Vec<u8>, BlockError> {
-        let inner = self.lock();
-        let f = inner.files.get(&loc.file).ok_or_else(|| BlockError::Corrupt {
+    fn file_of<'a>(&self, inner: &'a Inner, loc: &Loc) -> Result<&'a BlockFile, BlockError> {
+        inner.files.get(&loc.file).ok_or_else(|| BlockError::Corrupt {
             path: self.dir.join(format!("{:010}.blk", loc.file)),
             offset: loc.offset,
             detail: "the index points into a block file that is missing".into(),
-        })?;
+        })
+    }
+
+    pub fn read(&self, loc: &Loc) -> Result<Vec<u8>, BlockError> {
+        let inner = self.lock();
+        let f = self.file_of(&inner, loc)?;
         let mut buf = vec![0u8; 4 + loc.len as usize];
         f.file.read_exact_at(&mut buf, loc.offset).map_err(io_err(&f.path))?;
         let crc = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
@@ -167,11 +171,7 @@ impl Blocks {
     /// payload): for binary searches that read a few entries of a large one.
     pub fn read_at(&self, loc: &Loc, at: u64, len: usize) -> Result<Vec<u8>, BlockError> {
         let inner = self.lock();
-        let f = inner.files.get(&loc.file).ok_or_else(|| BlockError::Corrupt {
-            path: self.dir.join(format!("{:010}.blk", loc.file)),
-            offset: loc.offset,
-            detail: "the index points into a block file that is missing".into(),
-        })?;
+        let f = self.file_of(&inner, loc)?;
         if at + len as u64 > u64::from(loc.len) {
             return Err(BlockError::Corrupt {
                 path: f.path.clone(),
