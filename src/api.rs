@@ -1,48 +1,43 @@
 //! gRPC adapters: thin tonic services over the domain handles ([`Ctx`]). Every error type maps
 //! to a status here, with a message that names what to fix.
-use crate::ingest::{now_ms, AckFuture, Committer, IngestError, Registry, Validator};
 use crate::pb::{self, ingest_server::Ingest, query_server::Query};
 use crate::query::{self, QueryError};
-use crate::store::{Batch, StoreError, StoreRef};
-use crate::telemetry::Rates;
+pub use crate::state::Ctx;
+use crate::store::commit::{AckFuture, CommitError};
+use crate::store::{Batch, StoreError};
 use prost::Message;
-use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 /// Acks a client may have outstanding on one stream before the daemon stops reading from it.
 const STREAM_WINDOW: usize = 256;
 
-pub struct Ctx {
-    pub store: StoreRef,
-    pub committer: Committer,
-    pub validator: Validator,
-    pub registry: Arc<Registry>,
-    pub rates: Arc<Rates>,
-    pub started: SystemTime,
-    pub started_at: Instant,
-    pub shutdown: CancellationToken,
-    pub max_message_bytes: usize,
-    /// Ingest streams still open; shutdown waits for them, not for other long-lived calls
-    /// (a health Watch never ends on its own).
-    pub open_streams: Arc<std::sync::atomic::AtomicUsize>,
-    /// What each sampler does, or why it is off (shown by Status).
-    pub samplers: Arc<Mutex<BTreeMap<String, String>>>,
-}
-
-impl From<IngestError> for Status {
-    fn from(e: IngestError) -> Status {
+impl From<CommitError> for Status {
+    fn from(e: CommitError) -> Status {
         match e {
-            IngestError::ShuttingDown => Status::unavailable(e.to_string()),
-            IngestError::Storage(_) => Status::internal(e.to_string()),
+            CommitError::ShuttingDown => Status::unavailable(e.to_string()),
+            CommitError::DiskFull { .. } => Status::resource_exhausted(e.to_string()),
+            CommitError::Storage(_) => Status::internal(e.to_string()),
         }
     }
+}
+
+/// Runs the handler-side conversion of one message; a panic there (a bug: no input may cause
+/// one) becomes INTERNAL instead of tearing down the call with CANCELLED or, on a stream, OK.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Status> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let what = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "a handler panicked on its input");
+        Status::internal(format!("the daemon failed on this batch (a bug; nothing of it was stored): {what}"))
+    })
 }
 
 impl From<StoreError> for Status {
@@ -73,15 +68,21 @@ fn inbound_error(s: Status, limit: usize) -> Status {
 
 pub type AckStream = Pin<Box<dyn Stream<Item = Result<pb::Ack, Status>> + Send + 'static>>;
 
+/// What the writer of an ack stream waits on, in order: a batch's ack, or the error that ends
+/// the stream (queued behind the acks before it, so acks never overtake each other).
+enum Pending {
+    Ack(AckFuture),
+    Fail(Status),
+}
+
 /// Runs one ingest stream: a reader validates and queues batches (keeping up to
 /// [`STREAM_WINDOW`] in flight), a writer sends their acks back in order.
 fn ack_stream<T>(ctx: Arc<Ctx>, mut inbound: Streaming<T>, convert: fn(&Ctx, T) -> (String, String, Batch)) -> AckStream
 where
     T: Message + Default + Send + 'static,
 {
-    let (pending_tx, mut pending_rx) = mpsc::channel::<AckFuture>(STREAM_WINDOW);
+    let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(STREAM_WINDOW);
     let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
-    let reader_out = out_tx.clone();
     let open = ctx.open_streams.clone();
     open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(async move {
@@ -95,7 +96,13 @@ where
             };
             match msg {
                 Ok(Some(m)) => {
-                    let (cid, service, batch) = convert(&ctx, m);
+                    let (cid, service, batch) = match guarded(|| convert(&ctx, m)) {
+                        Ok(c) => c,
+                        Err(s) => {
+                            fatal = Some(s);
+                            break;
+                        }
+                    };
                     if client.is_empty() && !cid.is_empty() {
                         ctx.registry.stream_opened(&cid, &service, 1);
                         client = cid;
@@ -104,7 +111,7 @@ where
                     }
                     match ctx.committer.enqueue(batch).await {
                         Ok(fut) => {
-                            if pending_tx.send(fut).await.is_err() {
+                            if pending_tx.send(Pending::Ack(fut)).await.is_err() {
                                 break;
                             }
                         }
@@ -121,20 +128,22 @@ where
                 }
             }
         }
+        if let Some(s) = fatal {
+            let _ = pending_tx.send(Pending::Fail(s)).await;
+        }
         drop(pending_tx);
         if !client.is_empty() {
             ctx.registry.stream_opened(&client, "", -1);
         }
-        if let Some(s) = fatal {
-            // Sent after the writer has drained (it holds the other sender): acks stay in order.
-            let _ = reader_out.reserve().await.map(|p| p.send(Err(s)));
-        }
     });
     tokio::spawn(async move {
-        while let Some(fut) = pending_rx.recv().await {
-            let res = match fut.await {
-                Ok(r) => r.map_err(Status::from),
-                Err(_) => Err(Status::unavailable("the daemon is shutting down")),
+        while let Some(p) = pending_rx.recv().await {
+            let res = match p {
+                Pending::Ack(fut) => match fut.await {
+                    Ok(r) => r.map_err(Status::from),
+                    Err(_) => Err(Status::unavailable("the daemon is shutting down")),
+                },
+                Pending::Fail(s) => Err(s),
             };
             let stop = res.is_err();
             if out_tx.send(res).await.is_err() || stop {
@@ -149,21 +158,17 @@ where
 #[derive(Clone)]
 pub struct IngestApi(pub Arc<Ctx>);
 
-/// Validates and pre-encodes the WAL record here, on the runtime's threads, so the single
-/// committer thread does as little per batch as it can.
-fn prepared(mut batch: Batch) -> Batch {
-    batch.encoded = Some(batch.body.encode());
-    batch
-}
-
 fn metrics_batch(ctx: &Ctx, b: pb::MetricBatch) -> (String, String, Batch) {
-    (b.client_id.clone(), b.service.clone(), prepared(ctx.validator.metrics(b, now_ms())))
+    let now = ctx.clock.now_ms();
+    (b.client_id.clone(), b.service.clone(), crate::ingest::prepare(ctx.validator.metrics(b, now), &ctx.limits))
 }
 fn logs_batch(ctx: &Ctx, b: pb::LogBatch) -> (String, String, Batch) {
-    (b.client_id.clone(), b.service.clone(), prepared(ctx.validator.logs(b, now_ms())))
+    let now = ctx.clock.now_ms();
+    (b.client_id.clone(), b.service.clone(), crate::ingest::prepare(ctx.validator.logs(b, now), &ctx.limits))
 }
 fn events_batch(ctx: &Ctx, b: pb::EventBatch) -> (String, String, Batch) {
-    (b.client_id.clone(), b.service.clone(), prepared(ctx.validator.events(b, now_ms())))
+    let now = ctx.clock.now_ms();
+    (b.client_id.clone(), b.service.clone(), crate::ingest::prepare(ctx.validator.events(b, now), &ctx.limits))
 }
 
 #[tonic::async_trait]
@@ -197,11 +202,13 @@ impl Ingest for IngestApi {
         let ctx = &self.0;
         let r = req.into_inner();
         let mut futs: [Option<AckFuture>; 3] = [None, None, None];
-        let batches = [
-            r.metrics.map(|b| metrics_batch(ctx, b)),
-            r.logs.map(|b| logs_batch(ctx, b)),
-            r.events.map(|b| events_batch(ctx, b)),
-        ];
+        let batches = guarded(|| {
+            [
+                r.metrics.map(|b| metrics_batch(ctx, b)),
+                r.logs.map(|b| logs_batch(ctx, b)),
+                r.events.map(|b| events_batch(ctx, b)),
+            ]
+        })?;
         for (slot, b) in futs.iter_mut().zip(batches) {
             if let Some((cid, service, batch)) = b {
                 ctx.registry.seen(&cid, &service);
@@ -270,7 +277,8 @@ impl Query for QueryApi {
         req: Request<pb::QueryRangeRequest>,
     ) -> Result<Response<pb::QueryRangeResponse>, Status> {
         let r = req.into_inner();
-        blocking(&self.0, move |s| query::query_range(s, &r)).await
+        let now = self.0.clock.now_ms();
+        blocking(&self.0, move |s| query::query_range(s, &r, now)).await
     }
 
     async fn inference_stats(
@@ -278,7 +286,8 @@ impl Query for QueryApi {
         req: Request<pb::InferenceStatsRequest>,
     ) -> Result<Response<pb::InferenceStatsResponse>, Status> {
         let r = req.into_inner();
-        blocking(&self.0, move |s| query::inference_stats(s, &r)).await
+        let now = self.0.clock.now_ms();
+        blocking(&self.0, move |s| query::inference_stats(s, &r, now)).await
     }
 
     async fn search_logs(
@@ -286,7 +295,8 @@ impl Query for QueryApi {
         req: Request<pb::SearchLogsRequest>,
     ) -> Result<Response<pb::SearchLogsResponse>, Status> {
         let r = req.into_inner();
-        blocking(&self.0, move |s| query::search_logs(s, &r)).await
+        let now = self.0.clock.now_ms();
+        blocking(&self.0, move |s| query::search_logs(s, &r, now)).await
     }
 
     async fn get_request(
@@ -299,7 +309,8 @@ impl Query for QueryApi {
 
     async fn gpu_report(&self, req: Request<pb::GpuReportRequest>) -> Result<Response<pb::GpuReportResponse>, Status> {
         let r = req.into_inner();
-        blocking(&self.0, move |s| crate::report::gpu_report(s, &r)).await
+        let now = self.0.clock.now_ms();
+        blocking(&self.0, move |s| crate::report::gpu_report(s, &r, now)).await
     }
 
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {

@@ -3,12 +3,14 @@
 //! NOT_SERVING, streams end, the committer makes its final checkpoint, all within
 //! `server.shutdown_timeout`.
 use crate::api::{Ctx, IngestApi, QueryApi};
+use crate::clock::ClockRef;
 use crate::config::Config;
-use crate::ingest::{Committer, Registry, Validator};
+use crate::ingest::{Registry, Validator};
 use crate::pb;
 use crate::sample::gpu::{self, GpuConfig, GpuSource};
 use crate::sample::nvml::NvmlSource;
 use crate::sample::{host, Sink};
+use crate::store::commit::{CommitConfig, Committer};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry::Rates;
 use std::net::SocketAddr;
@@ -34,6 +36,8 @@ pub enum AppError {
 #[derive(Default)]
 pub struct Sources {
     pub gpu: Option<Box<dyn GpuSource>>,
+    /// The clock; `None` is the system's.
+    pub clock: Option<ClockRef>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled. `on_listening` gets the bound address (the
@@ -59,7 +63,7 @@ pub async fn run_with(
         .await
         .map_err(|e| AppError::Serve(format!("store open task: {e}")))??;
     let (committer, commit_thread) =
-        Committer::spawn(store.clone(), wal, &cfg.storage, tokio::runtime::Handle::current());
+        Committer::spawn(store.clone(), wal, CommitConfig::new(&cfg.storage), tokio::runtime::Handle::current());
 
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
@@ -70,6 +74,8 @@ pub async fn run_with(
         store: store.clone(),
         committer,
         validator: Validator::new(cfg.limits.clone()),
+        limits: cfg.limits.clone(),
+        clock: sources.clock.clone().unwrap_or_else(crate::clock::system),
         registry: Arc::new(Registry::default()),
         rates: Arc::new(Rates::default()),
         started: SystemTime::now(),
@@ -196,14 +202,21 @@ fn background(ctx: &Arc<Ctx>, cfg: &Config, shutdown: CancellationToken) {
     let store = ctx.store.clone();
     let interval = cfg.retention.interval;
     let stop = shutdown.clone();
+    let (clock, registry, ttl) = (ctx.clock.clone(), ctx.registry.clone(), cfg.limits.client_ttl);
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}
             }
+            let now = clock.now_ms();
+            let before = now.saturating_sub(ttl.as_millis() as i64);
+            let (gone, forgotten) = (registry.expire(before), store.expire_clients(before));
+            if gone + forgotten > 0 {
+                tracing::info!(registry = gone, dedup = forgotten, "forgot clients not seen within limits.client_ttl");
+            }
             let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.enforce_retention(crate::ingest::now_ms())).await {
+            match tokio::task::spawn_blocking(move || s.enforce_retention(now)).await {
                 Ok(Ok(rep)) => tracing::debug!(?rep, "retention"),
                 Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
                 Err(e) => tracing::error!(error = %e, "retention task failed"),

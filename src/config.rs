@@ -66,6 +66,10 @@ pub struct StorageConfig {
     /// Bounded queue between the gRPC handlers and the committer; handlers wait when it is full
     /// (back-pressure reaches clients through their unacked window).
     pub commit_queue: usize,
+    /// Free space the data folder's file system must keep: below it new data is refused with
+    /// RESOURCE_EXHAUSTED (naming the path and the free space) while checkpoints still use the
+    /// reserve; ingest resumes by itself once space is freed.
+    pub min_free_bytes: u64,
 }
 
 /// Input limits; a violation is rejected per item with INVALID_ARGUMENT or RESOURCE_EXHAUSTED
@@ -85,6 +89,19 @@ pub struct Limits {
     pub max_log_message_len: usize,
     /// Distinct series one service may create.
     pub max_series_per_service: usize,
+    /// Distinct series in the whole daemon (a client names its own service, so the per-service
+    /// limit alone does not bound memory).
+    pub max_series: usize,
+    /// Largest stored form (WAL record) of one batch; validation adds the service and a
+    /// timestamp to each log record and event, so it can exceed the message size.
+    pub max_batch_bytes: usize,
+    /// Largest inference latency or stage time accepted.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_latency: Duration,
+    /// A client not seen for this long is forgotten: its registry entry and de-duplication
+    /// state expire (a resend after that is stored again).
+    #[serde(with = "humantime_serde_compat")]
+    pub client_ttl: Duration,
     /// Oldest timestamp accepted, relative to now.
     #[serde(with = "humantime_serde_compat")]
     pub max_age: Duration,
@@ -178,6 +195,7 @@ impl Default for StorageConfig {
             wal_segment_bytes: 64 << 20,
             max_group_commit: 256,
             commit_queue: 1024,
+            min_free_bytes: 256 << 20,
         }
     }
 }
@@ -192,6 +210,10 @@ impl Default for Limits {
             max_name_len: 256,
             max_log_message_len: 64 << 10,
             max_series_per_service: 100_000,
+            max_series: 1_000_000,
+            max_batch_bytes: 64 << 20,
+            max_latency: Duration::from_secs(3600),
+            client_ttl: Duration::from_secs(7 * 86400),
             max_age: Duration::from_secs(3600),
             backfill_max_age: Duration::from_secs(30 * 86400),
             max_future: Duration::from_secs(600),
@@ -218,6 +240,9 @@ impl Default for LogConfig {
     }
 }
 
+/// Longest duration any key accepts.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);
+
 /// Prefix of environment overrides: `MODELWATCH__LIMITS__MAX_LABELS=64`.
 pub const ENV_PREFIX: &str = "MODELWATCH__";
 
@@ -243,16 +268,31 @@ impl Config {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.into(), message: e.to_string() })?;
+        let parse = |t: &toml::Table| Config::deserialize(toml::Value::Table(t.clone()));
+        // The file alone first, so that its errors name it and the environment's name the
+        // variable.
+        parse(&table)
+            .map_err(|e| ConfigError::Parse { origin: origin.into(), message: e.to_string().trim().to_string() })?;
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
         for (key, raw) in env {
             let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+                if let Some(hint) = single_underscore_hint(&key) {
+                    return Err(ConfigError::Parse {
+                        origin: format!("environment {key}"),
+                        message: format!("overrides take two underscores between parts: {hint}"),
+                    });
+                }
                 continue;
             };
             let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
             let value = parse_env_value(&raw);
-            set_path(&mut table, &parts, value)
-                .map_err(|message| ConfigError::Parse { origin: format!("environment {key}"), message })?;
+            let origin = || format!("environment {key}");
+            set_path(&mut table, &parts, value).map_err(|message| ConfigError::Parse { origin: origin(), message })?;
+            parse(&table)
+                .map_err(|e| ConfigError::Parse { origin: origin(), message: e.to_string().trim().to_string() })?;
         }
-        let cfg: Config = Config::deserialize(toml::Value::Table(table))
+        let cfg = parse(&table)
             .map_err(|e| ConfigError::Parse { origin: origin.into(), message: e.to_string().trim().to_string() })?;
         cfg.validate()?;
         Ok(cfg)
@@ -287,8 +327,50 @@ impl Config {
         if !s.event_bucket.as_millis().is_multiple_of(1000) {
             return Err(ConfigError::Invalid { key: "storage.event_bucket", message: "must be whole seconds".into() });
         }
+        nonzero("storage.max_head_age", s.max_head_age.as_millis() as u64)?;
         let l = &self.limits;
         nonzero("limits.max_message_bytes", l.max_message_bytes as u64)?;
+        nonzero("limits.max_series", l.max_series as u64)?;
+        nonzero("limits.max_latency", l.max_latency.as_micros() as u64)?;
+        nonzero("limits.client_ttl", l.client_ttl.as_millis() as u64)?;
+        if l.max_batch_bytes < 1 << 20 || l.max_batch_bytes >= crate::store::wal::MAX_RECORD {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_batch_bytes",
+                message: format!("must be between 1 MiB and {} bytes", crate::store::wal::MAX_RECORD - 1),
+            });
+        }
+        // Durations become millisecond offsets from now: past ~292 million years they wrap, and
+        // a wrapped retention deletes everything. A century is more than any of them needs.
+        let r = &self.retention;
+        for (key, d) in [
+            ("retention.metrics", r.metrics),
+            ("retention.inference_stats", r.inference_stats),
+            ("retention.inference_events", r.inference_events),
+            ("retention.logs", r.logs),
+            ("retention.interval", r.interval),
+            ("limits.max_age", l.max_age),
+            ("limits.backfill_max_age", l.backfill_max_age),
+            ("limits.max_future", l.max_future),
+            ("limits.max_latency", l.max_latency),
+            ("limits.client_ttl", l.client_ttl),
+            ("storage.max_head_age", s.max_head_age),
+            ("storage.checkpoint_interval", s.checkpoint_interval),
+            ("storage.event_bucket", s.event_bucket),
+            ("server.shutdown_timeout", self.server.shutdown_timeout),
+            ("sampling.host_interval", self.sampling.host_interval),
+            ("sampling.gpu_interval", self.sampling.gpu_interval),
+            ("sampling.gpu_timeout", self.sampling.gpu_timeout),
+        ] {
+            if d > MAX_DURATION {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{} is longer than 100 years", humantime::format_duration(d)),
+                });
+            }
+        }
+        // A zero interval would spin a loop.
+        nonzero("retention.interval", r.interval.as_millis() as u64)?;
+        nonzero("server.shutdown_timeout", self.server.shutdown_timeout.as_millis() as u64)?;
         nonzero("limits.max_label_name_len", l.max_label_name_len as u64)?;
         nonzero("limits.max_name_len", l.max_name_len as u64)?;
         if l.backfill_max_age < l.max_age {
@@ -313,6 +395,17 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `MODELWATCH_LIMITS_MAX_LABELS` looks like an override with single underscores: the
+/// spelling it was meant to have. Other `MODELWATCH_` variables (`MODELWATCH_LOG`) are left
+/// alone.
+fn single_underscore_hint(key: &str) -> Option<String> {
+    let rest = key.strip_prefix("MODELWATCH_")?.to_ascii_lowercase();
+    const SECTIONS: [&str; 6] = ["server", "storage", "limits", "retention", "sampling", "log"];
+    let section = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_")))?;
+    let field = &rest[section.len() + 1..];
+    Some(format!("MODELWATCH__{}__{}", section.to_ascii_uppercase(), field.to_ascii_uppercase()))
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
@@ -398,6 +491,34 @@ mod tests {
         let bad = vec![("MODELWATCH__LIMITS__MAX_LABLES".to_string(), "7".to_string())];
         let err = Config::from_sources("", "t", bad).unwrap_err().to_string();
         assert!(err.contains("max_lables"), "{err}");
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        let bad = vec![("MODELWATCH__LIMITS__MAX_LABEL".to_string(), "64".to_string())];
+        let err = Config::from_sources("", "defaults", bad).unwrap_err().to_string();
+        assert!(err.contains("environment MODELWATCH__LIMITS__MAX_LABEL"), "{err}");
+        assert!(err.contains("max_label"), "{err}");
+        let single = vec![("MODELWATCH_LIMITS_MAX_LABELS".to_string(), "64".to_string())];
+        let err = Config::from_sources("", "defaults", single).unwrap_err().to_string();
+        assert!(err.contains("MODELWATCH__LIMITS__MAX_LABELS"), "{err}");
+        let unrelated = vec![
+            ("MODELWATCH_LOG".to_string(), "debug".to_string()),
+            ("MODELWATCH_TEST_SEED".to_string(), "1".to_string()),
+        ];
+        Config::from_sources("", "defaults", unrelated).unwrap();
+    }
+
+    #[test]
+    fn durations_that_wrap_or_spin_are_refused() {
+        let err =
+            Config::from_sources("[retention]\nmetrics = \"300000000y\"\n", "t", no_env()).unwrap_err().to_string();
+        assert!(err.contains("retention.metrics") && err.contains("100 years"), "{err}");
+        let err = Config::from_sources("[retention]\ninterval = \"0s\"\n", "t", no_env()).unwrap_err().to_string();
+        assert!(err.contains("retention.interval"), "{err}");
+        let err =
+            Config::from_sources("[storage]\ncheckpoint_interval = \"0s\"\n", "t", no_env()).unwrap_err().to_string();
+        assert!(err.contains("storage.checkpoint_interval"), "{err}");
     }
 
     #[test]

@@ -26,12 +26,14 @@
 
 pub mod api;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod ingest;
 pub mod query;
 pub mod report;
 pub mod sample;
 pub mod shutdown;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 

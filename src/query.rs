@@ -1,9 +1,8 @@
 //! Query: turns the query RPCs' requests into store reads and computes the answers (range
 //! parsing, PromQL-style selectors, step aggregation, inference statistics from merged HDR
 //! histograms, log search). Plain functions over the store, so they are tested without tonic.
-use crate::ingest::now_ms;
 use crate::pb;
-use crate::store::events::{Agg, STAGES, STATUS_NAMES};
+use crate::store::aggs::{Agg, STAGES, STATUS_NAMES};
 use crate::store::index::{MatchOp, Matcher, NAME_LABEL};
 use crate::store::{Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
@@ -229,9 +228,9 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (rank - lo as f64)
 }
 
-pub fn query_range(store: &Store, req: &pb::QueryRangeRequest) -> Result<pb::QueryRangeResponse, QueryError> {
+pub fn query_range(store: &Store, req: &pb::QueryRangeRequest, now: i64) -> Result<pb::QueryRangeResponse, QueryError> {
     let ms = matchers_of(&req.selector, &req.matchers)?;
-    let (start, end) = parse_range(req.range.as_ref(), now_ms())?;
+    let (start, end) = parse_range(req.range.as_ref(), now)?;
     let agg = pb::Aggregation::try_from(req.aggregation)
         .map_err(|_| invalid("aggregation", format!("unknown value {}", req.aggregation)))?;
     if agg == pb::Aggregation::Quantile && !(0.0..=1.0).contains(&req.quantile) {
@@ -387,6 +386,7 @@ fn figures(a: &Agg, start: i64, end: i64) -> pb::InferenceFigures {
 pub fn inference_stats(
     store: &Store,
     req: &pb::InferenceStatsRequest,
+    now: i64,
 ) -> Result<pb::InferenceStatsResponse, QueryError> {
     const FIELDS: [&str; 4] = ["service", "model", "model_version", "endpoint"];
     let mut by = Vec::new();
@@ -398,7 +398,7 @@ pub fn inference_stats(
             }
         }
     }
-    let (start, end) = parse_range(req.range.as_ref(), now_ms())?;
+    let (start, end) = parse_range(req.range.as_ref(), now)?;
     let bucket = store.bucket_ms();
     // Buckets are whole: a range covers every bucket it touches.
     let b0 = start.div_euclid(bucket) * bucket;
@@ -457,8 +457,8 @@ pub fn inference_stats(
     Ok(pb::InferenceStatsResponse { groups, start_ms: b0, end_ms: range_end, bucket_ms: bucket })
 }
 
-pub fn search_logs(store: &Store, req: &pb::SearchLogsRequest) -> Result<pb::SearchLogsResponse, QueryError> {
-    let (start, end) = parse_range(req.range.as_ref(), now_ms())?;
+pub fn search_logs(store: &Store, req: &pb::SearchLogsRequest, now: i64) -> Result<pb::SearchLogsResponse, QueryError> {
+    let (start, end) = parse_range(req.range.as_ref(), now)?;
     let limit = match req.limit {
         0 => 100,
         n => (n as usize).min(10_000),

@@ -1,6 +1,5 @@
 //! Reports built from stored series and events: the GPU report (per GPU, per process, per
 //! model service) over a range.
-use crate::ingest::now_ms;
 use crate::pb;
 use crate::query::{fmt_ms, parse_range, QueryError};
 use crate::store::index::{MatchOp, Matcher, SeriesMeta, NAME_LABEL};
@@ -37,8 +36,8 @@ fn increase(vals: &[f64]) -> f64 {
     vals.windows(2).map(|w| if w[1] >= w[0] { w[1] - w[0] } else { w[1] }).sum()
 }
 
-pub fn gpu_report(store: &Store, req: &pb::GpuReportRequest) -> Result<pb::GpuReportResponse, QueryError> {
-    let (start, end) = parse_range(req.range.as_ref(), now_ms())?;
+pub fn gpu_report(store: &Store, req: &pb::GpuReportRequest, now: i64) -> Result<pb::GpuReportResponse, QueryError> {
+    let (start, end) = parse_range(req.range.as_ref(), now)?;
     let mut gpus: BTreeMap<u32, pb::GpuSummary> = BTreeMap::new();
     let key = |s: &SeriesMeta| label(s, "gpu").parse::<u32>().unwrap_or(u32::MAX);
     let entry = |s: &SeriesMeta| -> pb::GpuSummary {

@@ -152,7 +152,7 @@ async fn start_in_process(dir: &std::path::Path, gpu: FakeGpu) -> InProcess {
     cfg.sampling.gpu_process_every = 1;
     let token = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let sources = modelwatch::app::Sources { gpu: Some(Box::new(gpu)) };
+    let sources = modelwatch::app::Sources { gpu: Some(Box::new(gpu)), ..Default::default() };
     let t = token.clone();
     let task = tokio::spawn(async move {
         modelwatch::app::run_with(cfg, sources, t, move |a| {

@@ -9,7 +9,6 @@
 //! `sampling.gpu_timeout`. A call still stuck from an earlier tick makes later ticks skip,
 //! not pile up.
 use super::{thread_cpu_seconds, SeriesSet, Sink};
-use crate::ingest::now_ms;
 use crate::pb;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -403,7 +402,7 @@ pub async fn run(sink: Sink, source: Box<dyn GpuSource>, cfg: GpuConfig, shutdow
                 (c.info.pid, (c.info.service, models.join(",")))
             })
             .collect();
-        let (set, events) = sampler.convert(now_ms(), tick_data, &owners);
+        let (set, events) = sampler.convert(sink.ctx().clock.now_ms(), tick_data, &owners);
         sink.metrics(set).await;
         sink.logs(events).await;
     }

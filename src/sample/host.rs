@@ -2,7 +2,6 @@
 //! per mount and disk I/O, network I/O per interface, and per registered model-service process
 //! CPU %, RSS and threads. Runs on the blocking pool (sysinfo reads /proc).
 use super::{round3, thread_cpu_seconds, SeriesSet, Sink};
-use crate::ingest::now_ms;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use sysinfo::{Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
@@ -124,8 +123,9 @@ pub async fn run(sink: Sink, interval: Duration, shutdown: CancellationToken) {
             .map(|c| (c.info.pid, c.info.service, c.info.instance))
             .collect();
         let Some(mut h) = sampler.take() else { break };
+        let now = sink.ctx().clock.now_ms();
         let res = tokio::task::spawn_blocking(move || {
-            let set = h.sample(now_ms(), &registered);
+            let set = h.sample(now, &registered);
             (h, set)
         })
         .await;

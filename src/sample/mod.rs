@@ -7,9 +7,8 @@ pub mod gpu;
 pub mod host;
 pub mod nvml;
 
-use crate::api::Ctx;
-use crate::ingest::now_ms;
 use crate::pb;
+use crate::state::Ctx;
 use std::sync::Arc;
 
 /// Service name the samplers' data is stored under.
@@ -75,7 +74,7 @@ impl Sink {
         }
         // seq 0: no de-duplication (a sampler restarts with the daemon).
         let b = pb::MetricBatch { service: SERVICE.into(), series: set.series, ..Default::default() };
-        let batch = self.ctx.validator.metrics(b, now_ms());
+        let batch = self.ctx.validator.metrics(b, self.ctx.clock.now_ms());
         self.submit(batch).await;
     }
 
@@ -84,7 +83,7 @@ impl Sink {
             return;
         }
         let b = pb::LogBatch { service: SERVICE.into(), records, ..Default::default() };
-        let batch = self.ctx.validator.logs(b, now_ms());
+        let batch = self.ctx.validator.logs(b, self.ctx.clock.now_ms());
         self.submit(batch).await;
     }
 

@@ -4,10 +4,17 @@
 //! file costs the payload plus 4 bytes.
 //!
 //! `DATA/blocks/NNNNNNNNNN.blk`: records `crc32(payload): u32 LE | payload`, appended to the
-//! newest file until it passes `storage.block_file_bytes`. A file is deleted once retention has
-//! released every chunk in it. Appends are synced before their index entries are written, so
-//! the index never points at bytes a crash could lose; an unsynced tail after a crash is dead
-//! space nothing points at.
+//! newest file until it passes `storage.block_file_bytes`.
+//!
+//! Ordering, which every writer keeps:
+//! - appends are synced ([`Blocks::sync`]) before the sled entries that point at them are
+//!   written, so sled never points at bytes a crash could lose;
+//! - a file whose payloads were all released is deleted only after the next checkpoint's sled
+//!   flush ([`Blocks::take_doomed`], [`Blocks::delete`]): until then a crash could bring back
+//!   the sled entries that point into it;
+//! - each checkpoint records [`Blocks::end`]; at open, bytes past the last checkpoint's end are
+//!   leftovers of writes the WAL replays anyway, so they are cut ([`Blocks::cut_after`]) and
+//!   repeated crashes do not grow the folder.
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -43,6 +50,8 @@ struct Inner {
     files: BTreeMap<u32, BlockFile>,
     current: u32,
     unsynced: bool,
+    /// Files with nothing left in them, deleted after the next sled flush.
+    doomed: Vec<u32>,
 }
 
 pub struct Blocks {
@@ -75,7 +84,7 @@ impl Blocks {
         let blocks = Blocks {
             dir: dir.to_owned(),
             max_file_bytes,
-            inner: Mutex::new(Inner { files, current, unsynced: false }),
+            inner: Mutex::new(Inner { files, current, unsynced: false, doomed: Vec::new() }),
         };
         {
             let mut inner = blocks.lock();
@@ -93,7 +102,7 @@ impl Blocks {
     fn create(&self, inner: &mut Inner, id: u32) -> Result<(), BlockError> {
         let path = self.dir.join(format!("{id:010}.blk"));
         let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_err(&path))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir))?;
+        super::wal::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         inner.files.insert(id, BlockFile { file, path, len: 0, live: 0 });
         inner.current = id;
         Ok(())
@@ -184,17 +193,82 @@ impl Blocks {
         Ok(buf)
     }
 
-    /// The index no longer points at this chunk; a file with nothing left is deleted.
-    pub fn release(&self, loc: &Loc) -> Result<(), BlockError> {
+    /// The index no longer points at this payload. A file with nothing left is doomed: deleted
+    /// by [`Blocks::delete`] once the sled removals are durable.
+    pub fn release(&self, loc: &Loc) {
         let mut inner = self.lock();
         let cur = inner.current;
-        let Some(f) = inner.files.get_mut(&loc.file) else { return Ok(()) };
+        let Some(f) = inner.files.get_mut(&loc.file) else { return };
         f.live = f.live.saturating_sub(1);
-        if f.live == 0 && loc.file != cur {
-            let f = inner.files.remove(&loc.file).expect("present");
-            fs::remove_file(&f.path).map_err(io_err(&f.path))?;
+        if f.live == 0 && loc.file != cur && !inner.doomed.contains(&loc.file) {
+            inner.doomed.push(loc.file);
+        }
+    }
+
+    /// Files doomed so far (called before a sled flush; [`Blocks::delete`] them after it).
+    pub fn take_doomed(&self) -> Vec<u32> {
+        std::mem::take(&mut self.lock().doomed)
+    }
+
+    /// Deletes doomed files that are still empty (a replay may have filled one again).
+    pub fn delete(&self, ids: &[u32]) -> Result<(), BlockError> {
+        let mut inner = self.lock();
+        let mut any = false;
+        for id in ids {
+            if inner.files.get(id).is_some_and(|f| f.live == 0) && *id != inner.current {
+                let f = inner.files.remove(id).expect("present");
+                fs::remove_file(&f.path).map_err(io_err(&f.path))?;
+                any = true;
+            }
+        }
+        if any {
+            super::wal::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
         Ok(())
+    }
+
+    /// The end of the data: the newest file and its length.
+    pub fn end(&self) -> (u32, u64) {
+        let inner = self.lock();
+        (inner.current, inner.files.get(&inner.current).map_or(0, |f| f.len))
+    }
+
+    /// Whether a payload lies at or past `end` (written after the checkpoint that recorded it).
+    pub fn is_after(loc: &Loc, end: (u32, u64)) -> bool {
+        (loc.file, loc.offset) >= end
+    }
+
+    /// Cuts everything past `end` (files after it deleted, its file truncated), returning the
+    /// bytes freed. Only at open, before anything is appended.
+    pub fn cut_after(&self, end: (u32, u64)) -> Result<u64, BlockError> {
+        let mut inner = self.lock();
+        let mut freed = 0;
+        let later: Vec<u32> = inner.files.range(end.0 + 1..).map(|(id, _)| *id).collect();
+        for id in later {
+            let f = inner.files.remove(&id).expect("present");
+            freed += f.len;
+            fs::remove_file(&f.path).map_err(io_err(&f.path))?;
+        }
+        if let Some(f) = inner.files.get_mut(&end.0) {
+            if f.len > end.1 {
+                freed += f.len - end.1;
+                f.file.set_len(end.1).map_err(io_err(&f.path))?;
+                f.file.sync_all().map_err(io_err(&f.path))?;
+                f.len = end.1;
+            }
+        }
+        if !inner.files.contains_key(&end.0) {
+            self.create(&mut inner, end.0)?;
+        } else {
+            inner.current = end.0;
+        }
+        super::wal::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        Ok(freed)
+    }
+
+    /// Bytes in the block files.
+    pub fn disk_bytes(&self) -> u64 {
+        self.lock().files.values().map(|f| f.len).sum()
     }
 }
 
@@ -218,9 +292,13 @@ mod tests {
             b.note_live(l);
         }
         assert_eq!(b.read(&l3).unwrap(), vec![3u8; 10]);
-        b.release(&l1).unwrap();
+        b.release(&l1);
         assert!(dir.path().join("0000000000.blk").exists());
-        b.release(&l2).unwrap();
+        b.release(&l2);
+        assert!(dir.path().join("0000000000.blk").exists(), "kept until the sled flush");
+        let doomed = b.take_doomed();
+        assert_eq!(doomed, vec![0]);
+        b.delete(&doomed).unwrap();
         assert!(!dir.path().join("0000000000.blk").exists(), "an empty old file is deleted");
         // damage is reported, not returned as data
         let l4 = b.append(&[4u8; 8]).unwrap();
@@ -232,5 +310,23 @@ mod tests {
         fs::write(&path, data).unwrap();
         let err = b.read(&l4).unwrap_err().to_string();
         assert!(err.contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn cut_after_frees_what_a_crash_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blocks::open(dir.path(), 100).unwrap();
+        b.append(&[1u8; 40]).unwrap();
+        let end = b.end();
+        b.append(&[2u8; 70]).unwrap();
+        b.append(&[3u8; 70]).unwrap();
+        b.sync().unwrap();
+        drop(b);
+        let b = Blocks::open(dir.path(), 100).unwrap();
+        assert_eq!(b.cut_after(end).unwrap(), 74 + 74);
+        assert_eq!(b.end(), end);
+        assert_eq!(b.disk_bytes(), 44);
+        let l = b.append(&[4u8; 5]).unwrap();
+        assert_eq!((l.file, l.offset), end);
     }
 }

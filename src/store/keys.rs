@@ -5,17 +5,19 @@
 //! | tree         | key                                   | value                          |
 //! |--------------|---------------------------------------|--------------------------------|
 //! | `series`     | series id (u64)                       | kind, name, labels             |
-//! | `chunks`     | series id, first ts                   | [`ChunkRef`]: where the chunk is in the block files |
+//! | `chunks`     | series id, first ts                   | [`BlockRef`]: where the chunk is in the block files |
+//! | `head_parts` | series id, first ts                   | samples of an open head saved by a checkpoint ([`super::chunk`] encoding) |
 //! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
-//! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::events::Agg`]         |
-//! | `events`     | 10 s bucket, lsn                      | [`ChunkRef`] of a group of raw events ([`super::raw`]) |
+//! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::aggs::Agg`]         |
+//! | `events`     | 10 s slot, lsn                        | [`BlockRef`] of a group of raw events ([`super::raw`]) |
 //! | `event_rid_runs` | run id                            | request-id index run ([`super::rid_index`]) |
-//! | `logs`       | 10 s bucket, lsn                      | [`ChunkRef`] of a group of log records |
+//! | `logs`       | 10 s slot, lsn                        | [`BlockRef`] of a group of log records |
 //! | `log_rid_runs` | run id                              | request-id index run           |
 //! | `meta`       | name                                  | see [`Meta`]                   |
 
 pub const TREE_SERIES: &str = "series";
 pub const TREE_CHUNKS: &str = "chunks";
+pub const TREE_HEAD_PARTS: &str = "head_parts";
 pub const TREE_AGG_GROUPS: &str = "agg_groups";
 pub const TREE_AGGS: &str = "aggs";
 pub const TREE_EVENTS: &str = "events";
@@ -114,10 +116,11 @@ pub fn decode_time_key(k: &[u8]) -> Result<(i64, u64, u32), DecodeError> {
     Ok((ts_from_bytes(arr8(k)), u64::from_be_bytes(arr8(&k[8..])), u32::from_be_bytes([k[16], k[17], k[18], k[19]])))
 }
 
-/// Index entry of a chunk: its place in the block files and what a reader needs before
-/// fetching it.
+/// Where a payload (a chunk, a group of raw records, a request-id run) lies in the block
+/// files, with what a reader needs before fetching it: how many items it holds and the newest
+/// timestamp among them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkRef {
+pub struct BlockRef {
     pub file: u32,
     pub offset: u64,
     pub len: u32,
@@ -125,7 +128,13 @@ pub struct ChunkRef {
     pub last_ts: i64,
 }
 
-pub fn encode_chunk_ref(r: &ChunkRef) -> [u8; 28] {
+impl BlockRef {
+    pub fn loc(&self) -> super::blocks::Loc {
+        super::blocks::Loc { file: self.file, offset: self.offset, len: self.len }
+    }
+}
+
+pub fn encode_block_ref(r: &BlockRef) -> [u8; 28] {
     let mut v = [0u8; 28];
     v[..4].copy_from_slice(&r.file.to_be_bytes());
     v[4..12].copy_from_slice(&r.offset.to_be_bytes());
@@ -135,12 +144,12 @@ pub fn encode_chunk_ref(r: &ChunkRef) -> [u8; 28] {
     v
 }
 
-pub fn decode_chunk_ref(v: &[u8]) -> Result<ChunkRef, DecodeError> {
+pub fn decode_block_ref(v: &[u8]) -> Result<BlockRef, DecodeError> {
     if v.len() != 28 {
-        return Err(derr("chunk index entry", format!("{} bytes", v.len())));
+        return Err(derr("block reference", format!("{} bytes", v.len())));
     }
     let u32_at = |i: usize| u32::from_be_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
-    Ok(ChunkRef {
+    Ok(BlockRef {
         file: u32_at(0),
         offset: u64::from_be_bytes(arr8(&v[4..])),
         len: u32_at(12),
@@ -149,10 +158,10 @@ pub fn decode_chunk_ref(v: &[u8]) -> Result<ChunkRef, DecodeError> {
     })
 }
 
-/// Key of a group of raw records: their 10-second bucket, then the WAL record's lsn.
-pub fn raw_group_key(bucket: i64, lsn: u64) -> [u8; 16] {
+/// Key of a group of raw records: their 10-second slot, then the WAL record's lsn.
+pub fn raw_group_key(slot: i64, lsn: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&ts_to_bytes(bucket));
+    k[..8].copy_from_slice(&ts_to_bytes(slot));
     k[8..].copy_from_slice(&lsn.to_be_bytes());
     k
 }
@@ -291,55 +300,76 @@ pub fn decode_group(buf: &[u8]) -> Result<[String; 4], DecodeError> {
     Ok([r.string()?, r.string()?, r.string()?, r.string()?])
 }
 
-/// What a checkpoint leaves in sled so that a restart knows where WAL replay starts and which
-/// replayed records were already counted.
+/// What a checkpoint leaves in sled so that a restart knows where WAL replay starts, which
+/// block-file bytes that checkpoint vouches for, and which replayed records were already counted.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Meta {
-    /// Records with lsn >= this were not yet in any checkpoint: aggregates and counters are
-    /// rebuilt from them.
+    /// Records with lsn >= this were not in any checkpoint: replay applies them in full.
     pub checkpoint_lsn: u64,
-    /// Oldest lsn whose metric samples may still be only in a head (not yet in a chunk).
-    pub metrics_replay_from: u64,
+    /// Where replay starts; older records rebuild metric heads only. Equal to
+    /// `checkpoint_lsn` since checkpoints save open heads; older data folders may say less.
+    pub replay_from: u64,
+    /// End of the block files when the checkpoint was taken (file, length): nothing in sled as
+    /// of that checkpoint points past it, so bytes past it are a crash's leftovers.
+    pub blocks_end: Option<(u32, u64)>,
     pub samples: u64,
     pub events: u64,
     pub logs: u64,
-    /// Highest sequence stored per (client id, kind).
-    pub dedup: Vec<(String, u8, u64)>,
+    /// Highest sequence stored per (client id, kind), with when it was last written (ms).
+    pub dedup: Vec<(String, u8, u64, i64)>,
 }
 
 pub fn encode_meta(m: &Meta) -> Vec<u8> {
-    let mut out = vec![1u8];
-    for v in [m.checkpoint_lsn, m.metrics_replay_from, m.samples, m.events, m.logs] {
+    let mut out = vec![2u8];
+    for v in [m.checkpoint_lsn, m.replay_from, m.samples, m.events, m.logs] {
         put_varint(&mut out, v);
     }
+    match m.blocks_end {
+        Some((file, len)) => {
+            out.push(1);
+            put_varint(&mut out, u64::from(file));
+            put_varint(&mut out, len);
+        }
+        None => out.push(0),
+    }
     put_varint(&mut out, m.dedup.len() as u64);
-    for (client, kind, seq) in &m.dedup {
+    for (client, kind, seq, seen) in &m.dedup {
         put_string(&mut out, client);
         out.push(*kind);
         put_varint(&mut out, *seq);
+        put_varint(&mut out, zigzag(*seen));
     }
     out
 }
 
+/// Decodes versions 2 and 1 (data folders of modelwatch 0.1 before head checkpoints).
 pub fn decode_meta(buf: &[u8]) -> Result<Meta, DecodeError> {
     let mut r = Reader::new(buf, "checkpoint record");
-    if r.byte()? != 1 {
-        return Err(r.err("unknown version"));
+    let version = r.byte()?;
+    if version != 1 && version != 2 {
+        return Err(r.err(&format!("unknown version {version}")));
     }
+    let checkpoint_lsn = r.varint()?;
+    let replay_from = r.varint()?.min(checkpoint_lsn);
     let mut m = Meta {
-        checkpoint_lsn: r.varint()?,
-        metrics_replay_from: r.varint()?,
+        checkpoint_lsn,
+        replay_from,
         samples: r.varint()?,
         events: r.varint()?,
         logs: r.varint()?,
-        dedup: Vec::new(),
+        ..Meta::default()
     };
+    if version == 2 && r.byte()? == 1 {
+        let file = u32::try_from(r.varint()?).map_err(|_| r.err("block file number"))?;
+        m.blocks_end = Some((file, r.varint()?));
+    }
     let n = r.varint()?;
     for _ in 0..n {
         let client = r.string()?;
         let kind = r.byte()?;
         let seq = r.varint()?;
-        m.dedup.push((client, kind, seq));
+        let seen = if version == 2 { unzigzag(r.varint()?) } else { 0 };
+        m.dedup.push((client, kind, seq, seen));
     }
     Ok(m)
 }
@@ -376,8 +406,8 @@ mod tests {
 
         #[test]
         fn chunk_refs_round_trip(file in any::<u32>(), offset in any::<u64>(), len in any::<u32>(), count in any::<u32>(), last_ts in any::<i64>()) {
-            let r = ChunkRef { file, offset, len, count, last_ts };
-            prop_assert_eq!(decode_chunk_ref(&encode_chunk_ref(&r)).unwrap(), r);
+            let r = BlockRef { file, offset, len, count, last_ts };
+            prop_assert_eq!(decode_block_ref(&encode_block_ref(&r)).unwrap(), r);
         }
 
         #[test]
@@ -396,8 +426,8 @@ mod tests {
         }
 
         #[test]
-        fn meta_round_trips(a in any::<u64>(), b in any::<u64>(), d in proptest::collection::vec((".{0,10}", 0u8..3, any::<u64>()), 0..5)) {
-            let m = Meta { checkpoint_lsn: a, metrics_replay_from: b, samples: a ^ b, events: 3, logs: 4, dedup: d };
+        fn meta_round_trips(a in any::<u64>(), b in any::<u64>(), e in proptest::option::of((any::<u32>(), any::<u64>())), d in proptest::collection::vec((".{0,10}", 0u8..3, any::<u64>(), any::<i64>()), 0..5)) {
+            let m = Meta { checkpoint_lsn: a, replay_from: a.min(b), blocks_end: e, samples: a ^ b, events: 3, logs: 4, dedup: d };
             prop_assert_eq!(decode_meta(&encode_meta(&m)).unwrap(), m);
         }
 

@@ -5,24 +5,20 @@
 //! per group, the rest of the pipeline runs near 1M/s.
 //!
 //! A record's identity stays its time key `(ts, lsn, index in batch)`: the request-id index
-//! ([`super::rid_index`]) and page tokens use it, and it finds the group `(bucket(ts), lsn)`. Writes are idempotent per
+//! ([`super::rid_index`]) and page tokens use it, and it finds the group `(slot(ts), lsn)`. Writes are idempotent per
 //! WAL record: a replay rewrites the same group keys (releasing the old block space).
 //! Group layout: `count`, then per record `index | length | bytes` (LEB128 integers).
-use super::blocks::{Blocks, Loc};
-use super::keys::{self, put_varint, ChunkRef, DecodeError, Reader};
+use super::blocks::Blocks;
+use super::keys::{self, put_varint, BlockRef, DecodeError, Reader};
 use super::rid_index::RidIndex;
 use super::StoreError;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 
-pub const BUCKET_MS: i64 = 10_000;
+pub const SLOT_MS: i64 = 10_000;
 
-pub fn bucket(ts: i64) -> i64 {
-    ts.div_euclid(BUCKET_MS) * BUCKET_MS
-}
-
-fn loc(r: &ChunkRef) -> Loc {
-    Loc { file: r.file, offset: r.offset, len: r.len }
+pub fn slot(ts: i64) -> i64 {
+    ts.div_euclid(SLOT_MS) * SLOT_MS
 }
 
 /// Writes one WAL record's raw records (ts, request id, encoded record).
@@ -36,7 +32,7 @@ pub fn write<'a>(
     let mut groups: BTreeMap<i64, (Vec<u8>, u32, i64)> = BTreeMap::new();
     let mut ids = Vec::new();
     for (i, (ts, rid, bytes)) in items.enumerate() {
-        let g = groups.entry(bucket(ts)).or_insert_with(|| (Vec::new(), 0, i64::MIN));
+        let g = groups.entry(slot(ts)).or_insert_with(|| (Vec::new(), 0, i64::MIN));
         put_varint(&mut g.0, i as u64);
         put_varint(&mut g.0, bytes.len() as u64);
         g.0.extend_from_slice(&bytes);
@@ -51,18 +47,18 @@ pub fn write<'a>(
         put_varint(&mut enc, u64::from(count));
         enc.extend_from_slice(&body);
         let l = blocks.append(&enc)?;
-        let r = ChunkRef { file: l.file, offset: l.offset, len: l.len, count, last_ts: max_ts };
-        if let Some(prev) = main.insert(keys::raw_group_key(b, lsn), &keys::encode_chunk_ref(&r)[..])? {
+        let r = BlockRef { file: l.file, offset: l.offset, len: l.len, count, last_ts: max_ts };
+        if let Some(prev) = main.insert(keys::raw_group_key(b, lsn), &keys::encode_block_ref(&r)[..])? {
             // A replayed record rewrote its group: the old copy is dead space.
-            blocks.release(&loc(&keys::decode_chunk_ref(&prev)?))?;
+            blocks.release(&keys::decode_block_ref(&prev)?.loc());
         }
     }
     index.add(&ids);
     Ok(())
 }
 
-fn read_group(blocks: &Blocks, r: &ChunkRef) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
-    let data = blocks.read(&loc(r))?;
+fn read_group(blocks: &Blocks, r: &BlockRef) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+    let data = blocks.read(&r.loc())?;
     let mut rd = Reader::new(&data, "raw record group");
     let n = rd.varint()?;
     let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
@@ -90,11 +86,11 @@ pub fn by_request<M: Message + Default>(
     let mut out = Vec::new();
     for tk in index.lookup(blocks, request_id)? {
         let (ts, lsn, idx) = keys::decode_time_key(&tk)?;
-        let gk = keys::raw_group_key(bucket(ts), lsn);
+        let gk = keys::raw_group_key(slot(ts), lsn);
         if let std::collections::hash_map::Entry::Vacant(e) = groups.entry(gk) {
             // An entry whose group retention removed is skipped.
             let g = match main.get(gk)? {
-                Some(v) => Some(read_group(blocks, &keys::decode_chunk_ref(&v)?)?),
+                Some(v) => Some(read_group(blocks, &keys::decode_block_ref(&v)?)?),
                 None => None,
             };
             e.insert(g);
@@ -131,8 +127,8 @@ pub fn scan<M: Message + Default>(
     if end < start {
         return Ok(());
     }
-    let lo = keys::raw_group_key(bucket(start), 0);
-    let hi = keys::raw_group_key(bucket(end), u64::MAX);
+    let lo = keys::raw_group_key(slot(start), 0);
+    let hi = keys::raw_group_key(slot(end), u64::MAX);
     let mut pending: Vec<([u8; 20], M)> = Vec::new();
     let mut current: Option<i64> = None;
     let flush = |pending: &mut Vec<([u8; 20], M)>, f: &mut dyn FnMut(&[u8; 20], M) -> bool| -> bool {
@@ -153,7 +149,7 @@ pub fn scan<M: Message + Default>(
             }
             current = Some(b);
         }
-        for (idx, bytes) in read_group(blocks, &keys::decode_chunk_ref(&v)?)? {
+        for (idx, bytes) in read_group(blocks, &keys::decode_block_ref(&v)?)? {
             let m: M = decode(&bytes)?;
             let ts = ts_of(&m);
             let tk = keys::time_key(ts, lsn, idx);
@@ -170,15 +166,15 @@ pub fn scan<M: Message + Default>(
 /// point before it.
 pub fn expire(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, cutoff: i64) -> Result<u64, StoreError> {
     let mut n = 0;
-    for item in main.range(..keys::raw_group_key(bucket(cutoff), 0)) {
+    for item in main.range(..keys::raw_group_key(slot(cutoff), 0)) {
         let (k, v) = item?;
-        let r = keys::decode_chunk_ref(&v)?;
+        let r = keys::decode_block_ref(&v)?;
         if r.last_ts >= cutoff {
             continue;
         }
         n += u64::from(r.count);
         main.remove(&k)?;
-        blocks.release(&loc(&r))?;
+        blocks.release(&r.loc());
     }
     index.expire(blocks, cutoff)?;
     Ok(n)
@@ -187,7 +183,7 @@ pub fn expire(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, cutoff: i64)
 /// Counts the block space the groups use (at open).
 pub fn note_live(blocks: &Blocks, main: &sled::Tree) -> Result<(), StoreError> {
     for item in main.iter() {
-        blocks.note_live(&loc(&keys::decode_chunk_ref(&item?.1)?));
+        blocks.note_live(&keys::decode_block_ref(&item?.1)?.loc());
     }
     Ok(())
 }

@@ -7,33 +7,38 @@
 //! reader compares the record's request id.
 //!
 //! Run layout: `count: u64 BE`, then `count` entries of `hash: u64 BE | time key: 20 bytes`,
-//! sorted. Catalog entry: run id (u64 BE) → [`ChunkRef`] (location, count, newest ts) + oldest ts.
-use super::blocks::{Blocks, Loc};
-use super::index::FxHasher;
-use super::keys::{self, ChunkRef};
+//! sorted. Catalog entry: run id (u64 BE) → [`BlockRef`] (location, count, newest ts) + oldest ts.
+use super::blocks::Blocks;
+use super::keys::{self, BlockRef};
 use super::StoreError;
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 const ENTRY: usize = 28;
 /// Runs are merged once this many have a similar size.
 const MERGE_FAN_IN: usize = 8;
 
+/// The request id's 64-bit hash as stored in runs: FNV-1a over its UTF-8 bytes, then the
+/// 64-bit finalizer of MurmurHash3 (FNV alone mixes the last bytes weakly into the high bits).
+/// Both are fixed by their published definitions, so runs written by one build are read by
+/// every other; a golden test pins the values.
 pub fn hash(request_id: &str) -> u64 {
-    let mut h = FxHasher::default();
-    request_id.hash(&mut h);
-    // Fx alone mixes the last word weakly; a final avalanche spreads it over all 64 bits.
-    let mut x = h.finish();
+    let mut x: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in request_id.as_bytes() {
+        x ^= u64::from(b);
+        x = x.wrapping_mul(0x0000_0100_0000_01b3);
+    }
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     x ^ (x >> 33)
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Run {
     id: u64,
-    r: ChunkRef,
+    r: BlockRef,
     min_ts: i64,
 }
 
@@ -57,14 +62,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn loc(r: &ChunkRef) -> Loc {
-    Loc { file: r.file, offset: r.offset, len: r.len }
-}
-
 fn catalog_value(run: &Run) -> Vec<u8> {
-    let mut v = keys::encode_chunk_ref(&run.r).to_vec();
+    let mut v = keys::encode_block_ref(&run.r).to_vec();
     v.extend_from_slice(&run.min_ts.to_be_bytes());
     v
+}
+
+fn decode_catalog(v: &[u8]) -> Result<(BlockRef, i64), StoreError> {
+    if v.len() != 36 {
+        return Err(keys::DecodeError { what: "request-id run entry", detail: format!("{} bytes", v.len()) }.into());
+    }
+    Ok((keys::decode_block_ref(&v[..28])?, i64::from_be_bytes(v[28..36].try_into().expect("8 bytes"))))
 }
 
 impl RidIndex {
@@ -73,15 +81,9 @@ impl RidIndex {
         let mut runs = Vec::new();
         for item in catalog.iter() {
             let (k, v) = item?;
-            if v.len() != 36 {
-                return Err(
-                    keys::DecodeError { what: "request-id run entry", detail: format!("{} bytes", v.len()) }.into()
-                );
-            }
-            let r = keys::decode_chunk_ref(&v[..28])?;
-            let min_ts = i64::from_be_bytes(v[28..36].try_into().expect("8 bytes"));
+            let (r, min_ts) = decode_catalog(&v)?;
             runs.push(Run { id: keys::decode_series_key(&k)?, r, min_ts });
-            blocks.note_live(&loc(&r));
+            blocks.note_live(&r.loc());
         }
         Ok(RidIndex {
             catalog,
@@ -103,7 +105,8 @@ impl RidIndex {
         }
     }
 
-    /// Writes what memory holds as a run (checkpoints call this before sled's flush).
+    /// Writes what memory holds as a run (checkpoints call this before sled's flush). On
+    /// failure the entries stay in memory for the next checkpoint.
     pub fn flush(&self, blocks: &Blocks) -> Result<(), StoreError> {
         let m = std::mem::replace(&mut *lock(&self.mem), Mem { min_ts: i64::MAX, max_ts: i64::MIN, ..Mem::default() });
         if m.entries.is_empty() {
@@ -111,8 +114,43 @@ impl RidIndex {
         }
         let mut entries = m.entries;
         entries.sort_unstable();
-        self.write_run(blocks, &entries, m.min_ts, m.max_ts)?;
+        if let Err(e) = self.write_run(blocks, &entries, m.min_ts, m.max_ts) {
+            let mut cur = lock(&self.mem);
+            cur.entries.extend_from_slice(&entries);
+            cur.min_ts = cur.min_ts.min(m.min_ts);
+            cur.max_ts = cur.max_ts.max(m.max_ts);
+            return Err(e);
+        }
         self.maybe_merge(blocks)
+    }
+
+    /// Removes, at open, the runs written past `end` (by a checkpoint that did not finish) and
+    /// returns their entries, to be added back to memory: the next checkpoint writes them again.
+    pub fn take_runs_after(
+        catalog: &sled::Tree,
+        blocks: &Blocks,
+        end: (u32, u64),
+    ) -> Result<Vec<(u64, [u8; 20], i64)>, StoreError> {
+        let mut out = Vec::new();
+        let mut doomed = Vec::new();
+        for item in catalog.iter() {
+            let (k, v) = item?;
+            let r = decode_catalog(&v)?;
+            if !Blocks::is_after(&r.0.loc(), end) {
+                continue;
+            }
+            let data = blocks.read(&r.0.loc())?;
+            for c in data.get(8..).unwrap_or(&[]).chunks_exact(ENTRY) {
+                let tk: [u8; 20] = c[8..].try_into().expect("20");
+                let ts = keys::decode_time_key(&tk)?.0;
+                out.push((u64::from_be_bytes(c[..8].try_into().expect("8")), tk, ts));
+            }
+            doomed.push(k);
+        }
+        for k in doomed {
+            catalog.remove(k)?;
+        }
+        Ok(out)
     }
 
     fn write_run(
@@ -129,11 +167,14 @@ impl RidIndex {
             buf.extend_from_slice(tk);
         }
         let l = blocks.append(&buf)?;
+        // Synced before the catalog points at it: a crash may keep the catalog entry of an
+        // unfinished checkpoint, whose entries are then read back at open.
+        blocks.sync()?;
         let mut runs = lock(&self.runs);
         let id = runs.iter().map(|r| r.id + 1).max().unwrap_or(1);
         let run = Run {
             id,
-            r: ChunkRef { file: l.file, offset: l.offset, len: l.len, count: entries.len() as u32, last_ts: max_ts },
+            r: BlockRef { file: l.file, offset: l.offset, len: l.len, count: entries.len() as u32, last_ts: max_ts },
             min_ts,
         };
         self.catalog.insert(keys::series_key(id), catalog_value(&run))?;
@@ -158,7 +199,7 @@ impl RidIndex {
             };
             let mut all: Vec<(u64, [u8; 20])> = Vec::new();
             for r in &group {
-                let data = blocks.read(&loc(&r.r))?;
+                let data = blocks.read(&r.r.loc())?;
                 all.extend(
                     data[8..]
                         .chunks_exact(ENTRY)
@@ -180,7 +221,7 @@ impl RidIndex {
             if let Some(pos) = runs.iter().position(|r| r.id == *id) {
                 let r = runs.remove(pos);
                 self.catalog.remove(keys::series_key(r.id))?;
-                blocks.release(&loc(&r.r))?;
+                blocks.release(&r.r.loc());
             }
         }
         Ok(())
@@ -194,7 +235,7 @@ impl RidIndex {
         for run in runs {
             let n = u64::from(run.r.count);
             let at = |i: u64| -> Result<(u64, [u8; 20]), StoreError> {
-                let e = blocks.read_at(&loc(&run.r), 8 + i * ENTRY as u64, ENTRY)?;
+                let e = blocks.read_at(&run.r.loc(), 8 + i * ENTRY as u64, ENTRY)?;
                 Ok((u64::from_be_bytes(e[..8].try_into().expect("8")), e[8..].try_into().expect("20")))
             };
             // first entry with hash >= h
@@ -229,6 +270,14 @@ impl RidIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_id_hash_is_pinned() {
+        // Runs on disk hold these values: a change here makes stored runs unreadable.
+        assert_eq!(hash(""), 0xefd0_1f60_ba99_2926);
+        assert_eq!(hash("r1"), 0xcaa9_b886_43b8_ab18);
+        assert_eq!(hash("req-2026-11-23-000017"), 0xacba_ec4a_193c_bedd);
+    }
 
     #[test]
     fn entries_survive_flushes_merges_and_reopen_then_expire() {

@@ -1,32 +1,18 @@
-//! Ingest: the handlers validate batches against [`Limits`] (stateless checks, in parallel on
-//! the runtime), then hand them to the committer, one thread that applies batches to the store,
-//! appends their WAL records and syncs once per group before any ack of the group goes out.
-//! The queue to the committer is bounded (`storage.commit_queue`); when it is full, handlers
-//! wait, and clients feel it as acks arriving later (their unacked window fills).
-use crate::config::{Limits, StorageConfig};
+//! Stateless checks of incoming batches against [`Limits`], run by the handlers in parallel on
+//! the runtime: each rejected item is removed and named (field, limit, value); the valid items
+//! beside it go on to the committer.
+use crate::config::Limits;
 use crate::pb;
-use crate::store::wal::Wal;
-use crate::store::{Batch, Body, StoreError, StoreRef};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use crate::store::{Batch, Body};
+use std::time::{Duration, UNIX_EPOCH};
 
-#[derive(Debug, thiserror::Error, Clone)]
-pub enum IngestError {
-    #[error("the daemon is shutting down")]
-    ShuttingDown,
-    #[error("storage failed, nothing from this batch was acknowledged: {0}")]
-    Storage(String),
-}
+/// Latest instant humantime formats (9999-12-31T23:59:59.999Z); later ones panic there.
+const MAX_FORMATTED_MS: i64 = 253_402_300_799_999;
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-fn fmt_ts(ms: i64) -> String {
+/// A timestamp for a message, whatever its value: never panics.
+pub fn fmt_ts(ms: i64) -> String {
     match u64::try_from(ms) {
+        Ok(_) if ms > MAX_FORMATTED_MS => "after the year 9999; was it sent in micro- or nanoseconds?".into(),
         Ok(ms) => humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string(),
         Err(_) => "before 1970".into(),
     }
@@ -55,6 +41,12 @@ fn valid_label_name(s: &str) -> bool {
 
 /// Problem found with one item: (code, field, reason).
 type Problem = (&'static str, String, String);
+
+/// An enum field's value must be one the proto defines (prost keeps unknown numbers as they
+/// came).
+fn check_enum<E: TryFrom<i32>>(what: &str, v: i32) -> Option<(&'static str, String)> {
+    E::try_from(v).is_err().then(|| (INVALID, format!("{what} {v} is not a known value")))
+}
 
 impl Validator {
     pub fn new(limits: Limits) -> Validator {
@@ -152,6 +144,26 @@ impl Validator {
         None
     }
 
+    /// Latencies above `limits.max_latency` are a unit mistake or garbage, and one of them
+    /// would swamp every mean it enters.
+    fn check_latencies(&self, e: &pb::InferenceEvent) -> Option<Problem> {
+        let max = self.limits.max_latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        let st = e.stages.unwrap_or_default();
+        let fields = [
+            ("latency_us", e.latency_us),
+            ("stages.queue_us", st.queue_us),
+            ("stages.preprocess_us", st.preprocess_us),
+            ("stages.inference_us", st.inference_us),
+            ("stages.postprocess_us", st.postprocess_us),
+            ("stages.time_to_first_token_us", st.time_to_first_token_us),
+            ("stages.time_per_output_token_us", st.time_per_output_token_us),
+        ];
+        fields.into_iter().find(|(_, v)| *v > max).map(|(f, v)| {
+            let lim = humantime::format_duration(self.limits.max_latency);
+            (INVALID, format!(".{f}"), format!("{f} of {v} µs exceeds limits.max_latency = {lim}"))
+        })
+    }
+
     fn check_request_id(&self, rid: &str) -> Option<(&'static str, String)> {
         let max = self.limits.max_label_value_len;
         (rid.len() > max)
@@ -182,6 +194,7 @@ impl Validator {
                     .find_map(|i| l[..i].iter().any(|x| x.name == l[i].name).then(|| &l[i].name))
                     .map(|n| (INVALID, ".labels".into(), format!("label {n:?} appears twice")))
             })
+            .or_else(|| at(".kind", check_enum::<pb::MetricKind>("kind", s.kind)))
             .or_else(|| {
                 (s.timestamps_ms.len() != s.values.len()).then(|| {
                     let (v, t) = (s.values.len(), s.timestamps_ms.len());
@@ -238,6 +251,7 @@ impl Validator {
         if let Body::Metrics(mb) = &mut batch.body {
             mb.series = kept;
         }
+        batch.received_ms = now;
         batch
     }
 
@@ -257,9 +271,11 @@ impl Validator {
             if r.level == pb::Level::Unspecified as i32 {
                 r.level = pb::Level::Info as i32;
             }
+            let level = check_enum::<pb::Level>("level", r.level);
             let lim = &self.limits;
             let at = |suffix: &str, p: Option<(&'static str, String)>| p.map(|(c, r)| (c, suffix.to_string(), r));
             let problem = at(".timestamp_ms", self.check_ts(r.timestamp_ms, win))
+                .or_else(|| at(".level", level))
                 .or_else(|| {
                     let (n, max) = (r.message.len(), lim.max_log_message_len);
                     at(
@@ -287,6 +303,7 @@ impl Validator {
         if let Body::Logs(lb) = &mut batch.body {
             lb.records = kept;
         }
+        batch.received_ms = now;
         batch
     }
 
@@ -303,7 +320,7 @@ impl Validator {
             if e.service.is_empty() {
                 e.service = service.clone();
             }
-            if e.status == pb::Status::Unspecified as i32 || !(0..=4).contains(&e.status) {
+            if e.status == pb::Status::Unspecified as i32 {
                 e.status = pb::Status::Ok as i32;
             }
             let at = |suffix: &str, p: Option<(&'static str, String)>| p.map(|(c, r)| (c, suffix.to_string(), r));
@@ -314,6 +331,8 @@ impl Validator {
                 .or_else(|| at(".service", self.check_name("service", &e.service, false)))
                 .or_else(|| at(".error_type", self.check_name("error type", &e.error_type, false)))
                 .or_else(|| at(".request_id", self.check_request_id(&e.request_id)))
+                .or_else(|| at(".status", check_enum::<pb::Status>("status", e.status)))
+                .or_else(|| self.check_latencies(&e))
                 .or_else(|| {
                     let pairs = e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
                     self.check_pairs(pairs, 0, true).map(|(c, p, r)| (c, format!(".labels{p}"), r))
@@ -328,297 +347,8 @@ impl Validator {
         if let Body::Events(eb) = &mut batch.body {
             eb.events = kept;
         }
+        batch.received_ms = now;
         batch
-    }
-}
-
-// ---- committer ---------------------------------------------------------------------------
-
-struct CommitRequest {
-    batch: Batch,
-    reply: oneshot::Sender<Result<pb::Ack, IngestError>>,
-}
-
-enum Msg {
-    Commit(CommitRequest),
-    /// Commit what is queued, make the final checkpoint, stop.
-    Close,
-}
-
-/// Cloneable handle to the committer thread. The thread runs until [`Committer::close`] (or
-/// until every handle is dropped), then makes a final checkpoint (every head cut, WAL emptied).
-#[derive(Clone)]
-pub struct Committer {
-    tx: mpsc::Sender<Msg>,
-    failed: Arc<AtomicBool>,
-    closed: Arc<AtomicBool>,
-}
-
-pub type AckFuture = oneshot::Receiver<Result<pb::Ack, IngestError>>;
-
-impl Committer {
-    /// Queues a batch (waiting while the queue is full); the returned future yields its ack
-    /// once the batch is durable.
-    pub async fn enqueue(&self, batch: Batch) -> Result<AckFuture, IngestError> {
-        if self.failed.load(Ordering::Relaxed) {
-            return Err(IngestError::Storage("an earlier write failed; restart the daemon".into()));
-        }
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(IngestError::ShuttingDown);
-        }
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Commit(CommitRequest { batch, reply })).await.map_err(|_| IngestError::ShuttingDown)?;
-        Ok(rx)
-    }
-
-    /// Stops taking batches; the thread commits what is queued, checkpoints and exits.
-    pub async fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-        let _ = self.tx.send(Msg::Close).await;
-    }
-
-    pub async fn submit(&self, batch: Batch) -> Result<pb::Ack, IngestError> {
-        self.enqueue(batch).await?.await.map_err(|_| IngestError::ShuttingDown)?
-    }
-
-    /// Starts the committer thread; `rt` drives its timer.
-    pub fn spawn(
-        store: StoreRef,
-        wal: Wal,
-        cfg: &StorageConfig,
-        rt: tokio::runtime::Handle,
-    ) -> (Committer, std::thread::JoinHandle<Result<(), StoreError>>) {
-        let (tx, rx) = mpsc::channel(cfg.commit_queue);
-        let failed = Arc::new(AtomicBool::new(false));
-        let worker = Worker {
-            store,
-            wal,
-            rx,
-            rt,
-            max_group: cfg.max_group_commit,
-            interval: cfg.checkpoint_interval,
-            failed: failed.clone(),
-        };
-        let join = std::thread::Builder::new()
-            .name("modelwatch-commit".into())
-            .spawn(move || worker.run())
-            .expect("spawning the committer thread");
-        (Committer { tx, failed, closed: Arc::new(AtomicBool::new(false)) }, join)
-    }
-}
-
-struct Worker {
-    store: StoreRef,
-    wal: Wal,
-    rx: mpsc::Receiver<Msg>,
-    rt: tokio::runtime::Handle,
-    max_group: usize,
-    interval: Duration,
-    failed: Arc<AtomicBool>,
-}
-
-impl Worker {
-    fn run(mut self) -> Result<(), StoreError> {
-        let mut next_checkpoint = Instant::now() + self.interval;
-        let mut dirty = false;
-        loop {
-            let wait = next_checkpoint.saturating_duration_since(Instant::now());
-            let first = self.rt.block_on(async { tokio::time::timeout(wait, self.rx.recv()).await });
-            match first {
-                Ok(Some(Msg::Commit(req))) => {
-                    let mut group = vec![req];
-                    let mut close = false;
-                    while group.len() < self.max_group {
-                        match self.rx.try_recv() {
-                            Ok(Msg::Commit(r)) => group.push(r),
-                            Ok(Msg::Close) => {
-                                close = true;
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.commit(group);
-                    dirty = true;
-                    if close {
-                        self.drain();
-                        break;
-                    }
-                }
-                Ok(Some(Msg::Close)) => {
-                    self.drain();
-                    break;
-                }
-                Ok(None) => break,
-                Err(_) => {}
-            }
-            if Instant::now() >= next_checkpoint {
-                if dirty && !self.failed.load(Ordering::Relaxed) {
-                    if let Err(e) = self.store.checkpoint(&mut self.wal, false) {
-                        tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps everything until the next one succeeds");
-                    }
-                    dirty = false;
-                }
-                next_checkpoint = Instant::now() + self.interval;
-            }
-        }
-        if self.failed.load(Ordering::Relaxed) {
-            // Memory may hold writes the WAL lacks; writing them to sled now would store data
-            // that was never acked while skipping some that was. The WAL replays at start.
-            return Ok(());
-        }
-        self.store.checkpoint(&mut self.wal, true)?;
-        tracing::info!("store flushed");
-        Ok(())
-    }
-
-    /// Commits whatever is still queued (handlers that raced the close).
-    fn drain(&mut self) {
-        let mut rest = Vec::new();
-        while let Ok(m) = self.rx.try_recv() {
-            if let Msg::Commit(r) = m {
-                rest.push(r);
-            }
-        }
-        if !rest.is_empty() {
-            self.commit(rest);
-        }
-        self.rx.close();
-    }
-
-    fn commit(&mut self, group: Vec<CommitRequest>) {
-        // (request, ack and the lsn of its WAL record if one was written), in arrival order.
-        let mut done: Vec<(CommitRequest, Option<(pb::Ack, Option<u64>)>)> = Vec::with_capacity(group.len());
-        let mut failure: Option<String> = None;
-        for mut req in group {
-            if failure.is_some() || self.failed.load(Ordering::Relaxed) {
-                done.push((req, None));
-                continue;
-            }
-            let lsn = self.wal.next_lsn();
-            match self.store.apply(&mut req.batch, lsn) {
-                Ok(applied) => {
-                    let written = match &applied.record {
-                        Some(rec) => match self.wal.append(rec) {
-                            Ok(_) => Some(lsn),
-                            Err(e) => {
-                                failure = Some(e.to_string());
-                                None
-                            }
-                        },
-                        None => None,
-                    };
-                    done.push((req, Some((applied.ack, written))));
-                }
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    done.push((req, None));
-                }
-            }
-        }
-        if failure.is_none() {
-            if let Err(e) = self.wal.sync() {
-                failure = Some(e.to_string());
-            }
-        }
-        // Durable now: sled may take the raw records and the full heads.
-        if failure.is_none() {
-            let persisted = done
-                .iter()
-                .filter_map(|(req, r)| r.as_ref().and_then(|(_, lsn)| lsn.map(|l| (&req.batch, l))))
-                .try_for_each(|(b, lsn)| self.store.persist(b, lsn))
-                .and_then(|_| self.store.cut_due());
-            if let Err(e) = persisted {
-                failure = Some(e.to_string());
-            }
-        }
-        if let Some(f) = &failure {
-            // After a failed write or fsync the WAL's state is unknown (see PostgreSQL's
-            // "fsyncgate"): stop acking instead of retrying over possibly lost pages.
-            tracing::error!(error = %f, "storage write failed; refusing further ingest");
-            self.failed.store(true, Ordering::Relaxed);
-        }
-        for (req, r) in done {
-            let res = match (&failure, r) {
-                (None, Some((ack, _))) => Ok(ack),
-                (Some(f), _) => Err(IngestError::Storage(f.clone())),
-                (None, None) => Err(IngestError::Storage("an earlier write failed; restart the daemon".into())),
-            };
-            let _ = req.reply.send(res);
-        }
-    }
-}
-
-// ---- registry of connected services ------------------------------------------------------
-
-/// Who is pushing: registered services (and clients that push without registering), with
-/// last-seen times. Samplers use it to attribute processes (pids) to services.
-#[derive(Default)]
-pub struct Registry {
-    inner: Mutex<HashMap<String, Client>>,
-}
-
-#[derive(Clone, Debug)]
-pub struct Client {
-    pub info: pb::RegisterRequest,
-    pub last_seen: SystemTime,
-    pub open_streams: u32,
-}
-
-impl Registry {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Client>) -> R) -> R {
-        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Records a registration; returns the client id (the given one, else derived from the
-    /// service identity, so a reconnecting process gets the same id).
-    pub fn register(&self, mut info: pb::RegisterRequest) -> String {
-        if info.client_id.is_empty() {
-            info.client_id = format!("{}/{}/{}/{}", info.service, info.instance, info.host, info.pid);
-        }
-        let id = info.client_id.clone();
-        self.with(|m| {
-            let open = m.get(&id).map_or(0, |c| c.open_streams);
-            m.insert(id.clone(), Client { info, last_seen: SystemTime::now(), open_streams: open });
-        });
-        id
-    }
-
-    /// Notes a batch from `client_id` (registering it by service name if unknown).
-    pub fn seen(&self, client_id: &str, service: &str) {
-        if client_id.is_empty() {
-            return;
-        }
-        self.with(|m| {
-            let c = m.entry(client_id.to_string()).or_insert_with(|| Client {
-                info: pb::RegisterRequest {
-                    client_id: client_id.into(),
-                    service: service.into(),
-                    ..Default::default()
-                },
-                last_seen: SystemTime::now(),
-                open_streams: 0,
-            });
-            c.last_seen = SystemTime::now();
-        });
-    }
-
-    pub fn stream_opened(&self, client_id: &str, service: &str, delta: i32) {
-        if client_id.is_empty() {
-            return;
-        }
-        self.seen(client_id, service);
-        self.with(|m| {
-            if let Some(c) = m.get_mut(client_id) {
-                c.open_streams = c.open_streams.saturating_add_signed(delta);
-            }
-        });
-    }
-
-    pub fn clients(&self) -> Vec<Client> {
-        let mut v: Vec<Client> = self.with(|m| m.values().cloned().collect());
-        v.sort_by(|a, b| a.info.client_id.cmp(&b.info.client_id));
-        v
     }
 }
 

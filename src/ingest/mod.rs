@@ -1,0 +1,41 @@
+//! Ingest, gRPC-free: [`validate`] checks batches against the limits (in parallel on the
+//! runtime's threads) and encodes their WAL records; [`registry`] tracks who is pushing. The
+//! validated batches go to the store's committer ([`crate::store::commit`]), which makes them
+//! durable and acks them.
+pub mod registry;
+pub mod validate;
+
+pub use registry::Registry;
+pub use validate::Validator;
+
+use crate::config::Limits;
+use crate::store::{Batch, Body};
+
+/// Encodes the batch's WAL record here, on the runtime's threads, so the single committer
+/// thread does as little per batch as it can; a record larger than `limits.max_batch_bytes`
+/// (validation adds a service and a timestamp to every log record and event, so a small
+/// message can grow) is refused whole: every item rejected and named, nothing stored.
+pub fn prepare(mut batch: Batch, limits: &Limits) -> Batch {
+    let enc = batch.body.encode();
+    if enc.len() <= limits.max_batch_bytes {
+        batch.encoded = Some(enc);
+        return batch;
+    }
+    let n = batch.item_map.len();
+    let reason = format!(
+        "the batch's stored form of {} bytes exceeds limits.max_batch_bytes = {}: send smaller batches",
+        enc.len(),
+        limits.max_batch_bytes
+    );
+    let items = std::mem::take(&mut batch.item_map);
+    match &mut batch.body {
+        Body::Metrics(b) => b.series.clear(),
+        Body::Logs(b) => b.records.clear(),
+        Body::Events(b) => b.events.clear(),
+    }
+    batch.sample_maps.clear();
+    for item in items.into_iter().take(n) {
+        batch.reject(item, -1, "RESOURCE_EXHAUSTED", "batch".into(), reason.clone());
+    }
+    batch
+}

@@ -1,0 +1,31 @@
+//! The daemon's shared state: the handles every part of it (gRPC services, samplers,
+//! background tasks) works through. Owned by [`crate::app`], passed around as `Arc<Ctx>`.
+use crate::clock::ClockRef;
+use crate::config::Limits;
+use crate::ingest::{Registry, Validator};
+use crate::store::commit::Committer;
+use crate::store::StoreRef;
+use crate::telemetry::Rates;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+pub struct Ctx {
+    pub store: StoreRef,
+    pub committer: Committer,
+    pub validator: Validator,
+    pub limits: Limits,
+    pub clock: ClockRef,
+    pub registry: Arc<Registry>,
+    pub rates: Arc<Rates>,
+    pub started: SystemTime,
+    pub started_at: Instant,
+    pub shutdown: CancellationToken,
+    pub max_message_bytes: usize,
+    /// Ingest streams still open; shutdown waits for them, not for other long-lived calls
+    /// (a health Watch never ends on its own).
+    pub open_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// What each sampler does, or why it is off (shown by Status).
+    pub samplers: Arc<Mutex<BTreeMap<String, String>>>,
+}

@@ -1,0 +1,69 @@
+//! Checkpoints: what memory holds goes to sled and the block files, sled is flushed, and the
+//! WAL segments no longer needed are deleted. The order is the durability argument (see the
+//! module docs of [`super`]): everything the checkpoint record vouches for is written and the
+//! block files synced before the record; deletions that a crash must not keep without the
+//! record come after it; WAL segments and doomed block files go only after sled's flush.
+//!
+//! A step that fails leaves memory as it was, so the next checkpoint redoes it; the WAL keeps
+//! everything meanwhile.
+use super::*;
+
+impl Store {
+    /// Puts what memory holds into sled, flushes sled, and drops WAL segments no longer needed.
+    /// `cut_all` (shutdown) cuts every head so that the WAL can be emptied.
+    pub fn checkpoint(&self, wal: &mut Wal, cut_all: bool) -> Result<(), StoreError> {
+        let cp_lsn = wal.rotate()?;
+        let replay_from = {
+            let mut st = lock(&self.metrics);
+            let st = &mut *st;
+            let old: Vec<u64> = st
+                .heads
+                .iter()
+                .filter(|(_, h)| !h.ts.is_empty() && (cut_all || h.started.elapsed() >= self.max_head_age))
+                .map(|(id, _)| *id)
+                .collect();
+            self.cut(st, old, true)?;
+            st.heads.retain(|_, h| !h.ts.is_empty() || !h.parts.is_empty());
+            let older_than = st.last_checkpoint;
+            self.save_parts(st, older_than, cp_lsn)?
+        };
+        {
+            let mut st = lock(&self.events);
+            let epoch = st.epoch;
+            let mut b = sled::Batch::default();
+            for ((gid, bucket), agg) in st.aggs.iter() {
+                b.insert(&keys::agg_key(*gid, *bucket, epoch)[..], agg.encode());
+            }
+            self.t.aggs.apply_batch(b)?;
+            st.aggs.clear();
+            st.epoch = cp_lsn;
+        }
+        // Request-id entries of everything before cp_lsn go into runs now: those records will
+        // not be replayed.
+        self.event_rids.flush(&self.blocks)?;
+        self.log_rids.flush(&self.blocks)?;
+        self.blocks.sync()?;
+        let meta = Meta {
+            checkpoint_lsn: cp_lsn,
+            replay_from,
+            blocks_end: Some(self.blocks.end()),
+            samples: self.counters.samples.load(Ordering::Relaxed),
+            events: self.counters.events.load(Ordering::Relaxed),
+            logs: self.counters.logs.load(Ordering::Relaxed),
+            dedup: lock(&self.dedup).iter().map(|((c, k), (s, seen))| (c.clone(), *k, *s, *seen)).collect(),
+        };
+        self.t.meta.insert(keys::META_KEY, keys::encode_meta(&meta))?;
+        {
+            let mut st = lock(&self.metrics);
+            self.delete_dead_parts(&mut st)?;
+            st.last_checkpoint = cp_lsn;
+        }
+        let doomed = self.blocks.take_doomed();
+        self.db.flush()?;
+        recover::write_checkpoint_file(&self.dir, cp_lsn)
+            .map_err(|source| StoreError::Io { path: self.dir.join("checkpoint"), source })?;
+        self.blocks.delete(&doomed)?;
+        wal.truncate_before(replay_from)?;
+        Ok(())
+    }
+}

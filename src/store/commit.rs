@@ -1,0 +1,353 @@
+//! The committer: one thread that owns the WAL. Handlers queue validated batches
+//! ([`Committer::enqueue`], a bounded queue: `storage.commit_queue`); the thread takes what is
+//! queued as one group (up to `storage.max_group_commit`) and:
+//! 1. checks the data folder's free space against `storage.min_free_bytes` and reserves WAL
+//!    room for the whole group: a full disk refuses the group with RESOURCE_EXHAUSTED before
+//!    anything changed, and the next group tries again, so ingest resumes by itself once
+//!    space is back;
+//! 2. applies each batch to the store and appends its WAL record;
+//! 3. syncs the WAL once (`fdatasync`): from here the group is durable;
+//! 4. writes the raw records and cuts full heads (if that fails, say for space, the batches
+//!    are still durable in the WAL: they are kept and written again before the next
+//!    checkpoint, which waits for them);
+//! 5. replies to each batch; every stream sends its acks in its own order.
+//!
+//! A failed WAL write or sync after step 2 is fatal for ingest until a restart: memory then
+//! holds batches the WAL may lack, and after a failed `fdatasync` the kernel may have dropped
+//! the pages it could not write (PostgreSQL's "fsyncgate"), so retrying could ack lost data.
+//! The reserve and the preallocated segments make that case a real I/O error, not a full disk.
+use super::wal::Wal;
+use super::{Batch, StoreError, StoreRef};
+use crate::pb;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum CommitError {
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("no room for new data: {path} has {free} bytes free, below storage.min_free_bytes = {reserve} (nothing of this batch was stored; ingest resumes by itself once space is freed)")]
+    DiskFull { path: PathBuf, free: u64, reserve: u64 },
+    #[error("storage failed, nothing from this batch was acknowledged: {0}")]
+    Storage(String),
+}
+
+/// Free bytes for unprivileged writers on the file system holding `path`.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+struct CommitRequest {
+    batch: Batch,
+    reply: oneshot::Sender<Result<pb::Ack, CommitError>>,
+}
+
+enum Msg {
+    Commit(Box<CommitRequest>),
+    /// Commit what is queued, make the final checkpoint, stop.
+    Close,
+}
+
+pub struct CommitConfig {
+    pub data_dir: PathBuf,
+    pub queue: usize,
+    pub max_group: usize,
+    pub checkpoint_interval: Duration,
+    pub min_free_bytes: u64,
+}
+
+impl CommitConfig {
+    pub fn new(cfg: &crate::config::StorageConfig) -> CommitConfig {
+        CommitConfig {
+            data_dir: cfg.data_dir.clone(),
+            queue: cfg.commit_queue,
+            max_group: cfg.max_group_commit,
+            checkpoint_interval: cfg.checkpoint_interval,
+            min_free_bytes: cfg.min_free_bytes,
+        }
+    }
+}
+
+/// Cloneable handle to the committer thread. The thread runs until [`Committer::close`] (or
+/// until every handle is dropped), then makes a final checkpoint (every head cut, WAL emptied).
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Msg>,
+    failed: Arc<Mutex<Option<String>>>,
+    closed: Arc<AtomicBool>,
+}
+
+pub type AckFuture = oneshot::Receiver<Result<pb::Ack, CommitError>>;
+
+impl Committer {
+    /// Queues a batch (waiting while the queue is full); the returned future yields its ack
+    /// once the batch is durable.
+    pub async fn enqueue(&self, batch: Batch) -> Result<AckFuture, CommitError> {
+        if let Some(f) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(CommitError::Storage(format!("an earlier write failed ({f}); restart the daemon")));
+        }
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(CommitError::ShuttingDown);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Commit(Box::new(CommitRequest { batch, reply }))).await.map_err(|_| CommitError::ShuttingDown)?;
+        Ok(rx)
+    }
+
+    /// Stops taking batches; the thread commits what is queued, checkpoints and exits.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(Msg::Close).await;
+    }
+
+    pub async fn submit(&self, batch: Batch) -> Result<pb::Ack, CommitError> {
+        self.enqueue(batch).await?.await.map_err(|_| CommitError::ShuttingDown)?
+    }
+
+    /// Starts the committer thread; `rt` drives its timer.
+    pub fn spawn(
+        store: StoreRef,
+        wal: Wal,
+        cfg: CommitConfig,
+        rt: tokio::runtime::Handle,
+    ) -> (Committer, std::thread::JoinHandle<Result<(), StoreError>>) {
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        let failed = Arc::new(Mutex::new(None));
+        let worker = Worker {
+            store,
+            wal,
+            rx,
+            rt,
+            cfg,
+            failed: failed.clone(),
+            unpersisted: Vec::new(),
+            last_full_warning: None,
+        };
+        let join = std::thread::Builder::new()
+            .name("modelwatch-commit".into())
+            .spawn(move || worker.run())
+            .expect("spawning the committer thread");
+        (Committer { tx, failed, closed: Arc::new(AtomicBool::new(false)) }, join)
+    }
+}
+
+struct Worker {
+    store: StoreRef,
+    wal: Wal,
+    rx: mpsc::Receiver<Msg>,
+    rt: tokio::runtime::Handle,
+    cfg: CommitConfig,
+    failed: Arc<Mutex<Option<String>>>,
+    /// Durable batches whose raw records could not be written yet (with their lsn).
+    unpersisted: Vec<(Batch, u64)>,
+    last_full_warning: Option<Instant>,
+}
+
+impl Worker {
+    fn is_failed(&self) -> bool {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    fn run(mut self) -> Result<(), StoreError> {
+        let mut next_checkpoint = Instant::now() + self.cfg.checkpoint_interval;
+        let mut dirty = false;
+        loop {
+            let wait = next_checkpoint.saturating_duration_since(Instant::now());
+            let first = self.rt.block_on(async { tokio::time::timeout(wait, self.rx.recv()).await });
+            match first {
+                Ok(Some(Msg::Commit(req))) => {
+                    let mut group = vec![*req];
+                    let mut close = false;
+                    while group.len() < self.cfg.max_group {
+                        match self.rx.try_recv() {
+                            Ok(Msg::Commit(r)) => group.push(*r),
+                            Ok(Msg::Close) => {
+                                close = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(group);
+                    dirty = true;
+                    if close {
+                        self.drain();
+                        break;
+                    }
+                }
+                Ok(Some(Msg::Close)) => {
+                    self.drain();
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => {}
+            }
+            if Instant::now() >= next_checkpoint {
+                if dirty && !self.is_failed() && self.retry_unpersisted() {
+                    match self.store.checkpoint(&mut self.wal, false) {
+                        Ok(()) => dirty = false,
+                        Err(e) => {
+                            tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps everything until the next one succeeds")
+                        }
+                    }
+                }
+                next_checkpoint = Instant::now() + self.cfg.checkpoint_interval;
+            }
+        }
+        if self.is_failed() {
+            // Memory may hold writes the WAL lacks; writing them to sled now would store data
+            // that was never acked while skipping some that was. The WAL replays at start.
+            return Ok(());
+        }
+        if !self.retry_unpersisted() {
+            tracing::warn!(
+                "raw records could not be written before shutdown; the write-ahead log keeps them for the next start"
+            );
+            return Ok(());
+        }
+        self.store.checkpoint(&mut self.wal, true)?;
+        tracing::info!("store flushed");
+        Ok(())
+    }
+
+    /// Commits whatever is still queued (handlers that raced the close).
+    fn drain(&mut self) {
+        let mut rest = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            if let Msg::Commit(r) = m {
+                rest.push(*r);
+            }
+        }
+        if !rest.is_empty() {
+            self.commit(rest);
+        }
+        self.rx.close();
+    }
+
+    /// Writes the raw records that an earlier group could not; true when none are left.
+    fn retry_unpersisted(&mut self) -> bool {
+        while let Some((b, lsn)) = self.unpersisted.first() {
+            if let Err(e) = self.store.persist(b, *lsn) {
+                tracing::warn!(error = %e, "raw records still cannot be written; retrying before the next checkpoint");
+                return false;
+            }
+            self.unpersisted.remove(0);
+        }
+        true
+    }
+
+    /// Refuses a whole group before anything changed.
+    fn refuse(group: Vec<CommitRequest>, err: CommitError) {
+        for req in group {
+            let _ = req.reply.send(Err(err.clone()));
+        }
+    }
+
+    fn commit(&mut self, group: Vec<CommitRequest>) {
+        if let Some(f) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Self::refuse(
+                group,
+                CommitError::Storage(format!("an earlier write failed ({f}); restart the daemon")),
+            );
+        }
+        let path = self.cfg.data_dir.clone();
+        let free = free_bytes(&path).unwrap_or(u64::MAX);
+        let reserve = self.cfg.min_free_bytes;
+        let full = |free| CommitError::DiskFull { path: path.clone(), free, reserve };
+        if free < self.cfg.min_free_bytes {
+            if self.last_full_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                tracing::warn!(path = %path.display(), free, reserve = self.cfg.min_free_bytes, "disk space below storage.min_free_bytes: refusing new data until space is freed");
+                self.last_full_warning = Some(Instant::now());
+            }
+            return Self::refuse(group, full(free));
+        }
+        if !self.unpersisted.is_empty() && !self.retry_unpersisted() {
+            return Self::refuse(group, full(free));
+        }
+        let bytes: u64 = group
+            .iter()
+            .map(|r| r.batch.encoded.as_ref().map_or_else(|| r.batch.body.encoded_len(), Vec::len) as u64)
+            .sum();
+        if let Err(e) = self.wal.reserve(bytes) {
+            if e.is_disk_full() {
+                return Self::refuse(group, full(free_bytes(&path).unwrap_or(0)));
+            }
+            return Self::refuse(group, CommitError::Storage(e.to_string()));
+        }
+        self.last_full_warning = None;
+
+        // (request, ack and the lsn of its WAL record if one was written), in arrival order.
+        let mut done: Vec<(CommitRequest, pb::Ack, Option<u64>)> = Vec::with_capacity(group.len());
+        let mut failure: Option<String> = None;
+        for mut req in group {
+            if let Some(f) = &failure {
+                let _ = req.reply.send(Err(CommitError::Storage(f.clone())));
+                continue;
+            }
+            let lsn = self.wal.next_lsn();
+            match self.store.apply(&mut req.batch, lsn) {
+                Ok(applied) => {
+                    let written = match &applied.record {
+                        Some(rec) => match self.wal.append(rec) {
+                            Ok(_) => Some(lsn),
+                            Err(e) => {
+                                failure = Some(e.to_string());
+                                let _ = req.reply.send(Err(CommitError::Storage(e.to_string())));
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    done.push((req, applied.ack, written));
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    let _ = req.reply.send(Err(CommitError::Storage(e.to_string())));
+                }
+            }
+        }
+        if failure.is_none() {
+            if let Err(e) = self.wal.sync() {
+                failure = Some(e.to_string());
+            }
+        }
+        if let Some(f) = failure {
+            tracing::error!(error = %f, "write-ahead-log write failed; refusing further ingest until a restart");
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(f.clone());
+            for (req, _, _) in done {
+                let _ = req.reply.send(Err(CommitError::Storage(f.clone())));
+            }
+            return;
+        }
+        // Durable now: the block files and sled may take the raw records and the full heads.
+        let mut replies = Vec::with_capacity(done.len());
+        for (req, ack, lsn) in done {
+            let CommitRequest { batch, reply } = req;
+            if let Some(lsn) = lsn {
+                if !self.unpersisted.is_empty() {
+                    self.unpersisted.push((batch, lsn));
+                } else if let Err(e) = self.store.persist(&batch, lsn) {
+                    tracing::warn!(error = %e, "raw records could not be written; the write-ahead log holds them, retrying before the next checkpoint");
+                    self.unpersisted.push((batch, lsn));
+                }
+            }
+            replies.push((reply, ack));
+        }
+        if let Err(e) = self.store.cut_due() {
+            tracing::warn!(error = %e, "cutting full heads failed; they stay in memory (and in the write-ahead log) until a later cut");
+        }
+        for (reply, ack) in replies {
+            let _ = reply.send(Ok(ack));
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The memtable: one in-memory head per series, cut into compressed chunks when full, when old
+//! (`storage.max_head_age`), and at shutdown.
+//!
+//! A head that fills slowly would pin the WAL for up to `max_head_age` (its samples exist
+//! nowhere else). So a checkpoint saves the samples of every head that has held unsaved
+//! samples since the checkpoint before it as a *part* (chunk-encoded, in sled's `head_parts`
+//! tree), and replay never needs more than the WAL since the checkpoint before last. Heads that
+//! fill fast are cut into chunks before that and cost no parts. A cut's parts are deleted at
+//! the next checkpoint, after its checkpoint record: sled applies operations in order, so a
+//! crash can never keep the deletion but lose the record that vouches for the chunk.
+use super::*;
+
+pub(super) struct Head {
+    pub(super) ts: Vec<i64>,
+    pub(super) vals: Vec<f64>,
+    pub(super) started: Instant,
+    /// How many of the first samples are saved in parts.
+    saved: usize,
+    /// Lsn of the oldest WAL record that may hold an unsaved sample (`None`: all saved).
+    unsaved_lsn: Option<u64>,
+    /// (first ts, last ts) of each saved part, oldest first.
+    pub(super) parts: Vec<(i64, i64)>,
+}
+
+impl Head {
+    fn new() -> Head {
+        Head {
+            ts: Vec::new(),
+            vals: Vec::new(),
+            started: Instant::now(),
+            saved: 0,
+            unsaved_lsn: None,
+            parts: Vec::new(),
+        }
+    }
+}
+
+pub(super) struct MetricsState {
+    pub(super) index: Index,
+    pub(super) heads: index::FxMap<u64, Head>,
+    /// Heads that reached `chunk_samples`, cut by [`Store::cut_due`].
+    pub(super) due: Vec<u64>,
+    /// Keys of parts that chunks now hold, deleted by the next checkpoint.
+    pub(super) dead_parts: Vec<[u8; 16]>,
+    /// Lsn of the last checkpoint: heads unsaved since before it are saved by the next one.
+    pub(super) last_checkpoint: u64,
+}
+
+/// Loads the heads saved by the last checkpoint; parts that chunks already hold (a cut after
+/// that checkpoint whose deletion did not happen) are dropped or trimmed.
+pub(super) fn load_heads(tree: &sled::Tree, index: &mut Index) -> Result<index::FxMap<u64, Head>, StoreError> {
+    let mut heads: index::FxMap<u64, Head> = Default::default();
+    let mut stale = Vec::new();
+    for item in tree.iter() {
+        let (k, v) = item?;
+        let (id, first) = keys::decode_chunk_key(&k)?;
+        let Some(meta) = index.get(id) else {
+            stale.push(k);
+            continue;
+        };
+        let persisted = meta.persisted_max_ts;
+        let (mut ts, mut vals) = (Vec::new(), Vec::new());
+        chunk::decode_into(&v, &mut ts, &mut vals)?;
+        let last = ts.last().copied().unwrap_or(first);
+        if last <= persisted {
+            stale.push(k);
+            continue;
+        }
+        let head = heads.entry(id).or_insert_with(Head::new);
+        let keep = ts.partition_point(|&t| t <= persisted.max(head.ts.last().copied().unwrap_or(i64::MIN)));
+        head.ts.extend_from_slice(&ts[keep..]);
+        head.vals.extend_from_slice(&vals[keep..]);
+        head.parts.push((first, last));
+        head.saved = head.ts.len();
+    }
+    for k in stale {
+        tree.remove(k)?;
+    }
+    Ok(heads)
+}
+
+/// Label set of a series as stored: sorted by name, with `service` added from the batch when
+/// the series has none.
+pub fn canonical_labels(labels: &[pb::Label], service: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+    if !service.is_empty() && !out.iter().any(|(k, _)| k == "service") {
+        out.push(("service".into(), service.into()));
+    }
+    out.sort();
+    out
+}
+
+/// The series id of `s` (with the batch's service label added when it has none), without
+/// allocating: this runs for every series of every batch.
+fn lookup_series(index: &Index, s: &pb::Series, service: &str) -> Option<u64> {
+    let mut refs: Vec<(&str, &str)> = Vec::with_capacity(s.labels.len() + 1);
+    refs.extend(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+    if !service.is_empty() && !refs.iter().any(|(k, _)| *k == "service") {
+        refs.push(("service", service));
+    }
+    refs.sort_unstable();
+    index.lookup(&s.name, &refs)
+}
+
+impl Store {
+    pub(super) fn apply_metrics(
+        &self,
+        batch: &mut Batch,
+        lsn: u64,
+        trusted: bool,
+        fresh: bool,
+    ) -> Result<u64, StoreError> {
+        let Body::Metrics(mb) = &mut batch.body else { unreachable!("kind checked by caller") };
+        let mut st = lock(&self.metrics);
+        let st = &mut *st;
+        let mut accepted = 0u64;
+        let mut rejects = Vec::new();
+        for (pos, s) in mb.series.iter_mut().enumerate() {
+            let orig = batch.item_map.get(pos).copied().unwrap_or(pos as u32);
+            if s.timestamps_ms.is_empty() {
+                continue;
+            }
+            let id = match lookup_series(&st.index, s, &mb.service) {
+                Some(id) => id,
+                None => {
+                    let labels = canonical_labels(&s.labels, &mb.service);
+                    let service = labels.iter().find(|(k, _)| k == "service").map_or("", |(_, v)| v.as_str());
+                    let have = st.index.service_count(service);
+                    if !trusted && st.index.len() >= self.max_series {
+                        rejects.push((
+                            orig,
+                            -1,
+                            "RESOURCE_EXHAUSTED",
+                            format!("series[{orig}]"),
+                            format!(
+                                "new series {} would exceed limits.max_series = {} (the daemon holds {})",
+                                s.name,
+                                self.max_series,
+                                st.index.len()
+                            ),
+                        ));
+                        s.timestamps_ms.clear();
+                        s.values.clear();
+                        continue;
+                    }
+                    if !trusted && have >= self.max_series_per_service {
+                        rejects.push((
+                            orig,
+                            -1,
+                            "RESOURCE_EXHAUSTED",
+                            format!("series[{orig}]"),
+                            format!(
+                                "new series {} would exceed limits.max_series_per_service = {} for service {service:?} (it has {have})",
+                                s.name, self.max_series_per_service
+                            ),
+                        ));
+                        s.timestamps_ms.clear();
+                        s.values.clear();
+                        continue;
+                    }
+                    let id = st.index.next_id();
+                    let kind =
+                        if s.kind == pb::MetricKind::Counter as i32 { s.kind } else { pb::MetricKind::Gauge as i32 };
+                    self.t.series.insert(keys::series_key(id), keys::encode_series(kind, &s.name, &labels))?;
+                    st.index.insert(SeriesMeta { id, name: s.name.clone(), labels, kind, persisted_max_ts: i64::MIN });
+                    id
+                }
+            };
+            let persisted = st.index.get(id).map_or(i64::MIN, |m| m.persisted_max_ts);
+            let head = st.heads.entry(id).or_insert_with(Head::new);
+            let mut last = head.ts.last().copied().unwrap_or(persisted);
+            let mut w = 0;
+            for j in 0..s.timestamps_ms.len() {
+                let (t, v) = (s.timestamps_ms[j], s.values[j]);
+                if t > last {
+                    s.timestamps_ms[w] = t;
+                    s.values[w] = v;
+                    w += 1;
+                    last = t;
+                } else if !trusted {
+                    let sample = batch.sample_maps.get(&pos).and_then(|m| m.get(j).copied()).unwrap_or(j as u32);
+                    rejects.push((
+                        orig,
+                        sample as i32,
+                        "INVALID_ARGUMENT",
+                        format!("series[{orig}].timestamps_ms[{sample}]"),
+                        format!("timestamp {t} is not after the series' last sample at {last}: samples of a series must be in time order, without duplicates"),
+                    ));
+                }
+            }
+            s.timestamps_ms.truncate(w);
+            s.values.truncate(w);
+            if w == 0 {
+                continue;
+            }
+            if head.ts.is_empty() {
+                head.started = Instant::now();
+            }
+            head.unsaved_lsn.get_or_insert(lsn);
+            head.ts.extend_from_slice(&s.timestamps_ms);
+            head.vals.extend_from_slice(&s.values);
+            accepted += w as u64;
+            if head.ts.len() >= self.chunk_samples {
+                st.due.push(id);
+            }
+        }
+        mb.series.retain(|s| !s.timestamps_ms.is_empty());
+        for (item, sample, code, field, reason) in rejects {
+            batch.reject(item, sample, code, field, reason);
+        }
+        if fresh {
+            self.counters.samples.fetch_add(accepted, Ordering::Relaxed);
+        }
+        Ok(accepted)
+    }
+
+    /// Cuts every head that reached `chunk_samples` into chunks. Called after a WAL sync, for
+    /// the same reason as [`Store::persist`].
+    pub fn cut_due(&self) -> Result<(), StoreError> {
+        let mut st = lock(&self.metrics);
+        let due = std::mem::take(&mut st.due);
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.cut(&mut st, due, false)
+    }
+
+    /// Cuts heads into chunks: payloads appended to the block files, then the index entries
+    /// written and the heads drained, all under the metrics lock so that readers see every
+    /// sample exactly once. `all`: cut whole heads (shutdown, age), else full chunks only.
+    ///
+    /// No sync here: until the next checkpoint records the block files' end, a crash discards
+    /// these chunks and replay cuts them again from the WAL and the parts.
+    pub(super) fn cut(&self, st: &mut MetricsState, mut ids: Vec<u64>, all: bool) -> Result<(), StoreError> {
+        // A series can be due twice (two batches of one group filled it): cut it once.
+        ids.sort_unstable();
+        ids.dedup();
+        let mut cuts: Vec<(u64, keys::BlockRef, i64, usize)> = Vec::new();
+        for id in ids {
+            let Some(head) = st.heads.get(&id) else { continue };
+            let mut from = 0;
+            while head.ts.len() - from >= self.chunk_samples || (all && from < head.ts.len()) {
+                let n = (head.ts.len() - from).min(self.chunk_samples);
+                let enc = chunk::encode(&head.ts[from..from + n], &head.vals[from..from + n]);
+                let loc = self.blocks.append(&enc)?;
+                let last_ts = head.ts[from + n - 1];
+                let r = keys::BlockRef { file: loc.file, offset: loc.offset, len: loc.len, count: n as u32, last_ts };
+                cuts.push((id, r, head.ts[from], n));
+                from += n;
+            }
+        }
+        if cuts.is_empty() {
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
+        for (id, r, first_ts, _) in &cuts {
+            b.insert(&keys::chunk_key(*id, *first_ts)[..], &keys::encode_block_ref(r)[..]);
+        }
+        self.t.chunks.apply_batch(b)?;
+        for (id, r, _, n) in cuts {
+            if let Some(head) = st.heads.get_mut(&id) {
+                head.ts.drain(..n);
+                head.vals.drain(..n);
+                head.saved = head.saved.saturating_sub(n);
+                if head.saved == head.ts.len() {
+                    head.unsaved_lsn = None;
+                }
+                let covered = head.parts.partition_point(|p| p.1 <= r.last_ts);
+                st.dead_parts.extend(head.parts.drain(..covered).map(|p| keys::chunk_key(id, p.0)));
+            }
+            if let Some(m) = st.index.get_mut(id) {
+                m.persisted_max_ts = r.last_ts;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves, as parts, the unsaved samples of every head that has held them since before
+    /// `older_than` (the previous checkpoint's lsn); returns the oldest lsn whose records may
+    /// still hold unsaved samples (replay must start there).
+    pub(super) fn save_parts(&self, st: &mut MetricsState, older_than: u64, cp_lsn: u64) -> Result<u64, StoreError> {
+        let mut b = sled::Batch::default();
+        let mut replay_from = cp_lsn;
+        let mut saved = Vec::new();
+        for (id, head) in st.heads.iter_mut() {
+            let Some(lsn) = head.unsaved_lsn else { continue };
+            if head.ts.len() == head.saved {
+                head.unsaved_lsn = None;
+            } else if lsn >= older_than {
+                replay_from = replay_from.min(lsn);
+            } else {
+                let (ts, vals) = (&head.ts[head.saved..], &head.vals[head.saved..]);
+                b.insert(&keys::chunk_key(*id, ts[0])[..], chunk::encode(ts, vals));
+                saved.push((*id, ts[0], ts[ts.len() - 1]));
+            }
+        }
+        // Marked saved only once sled has them: a failed checkpoint leaves the heads as they were.
+        self.t.head_parts.apply_batch(b)?;
+        for (id, first, last) in saved {
+            let head = st.heads.get_mut(&id).expect("head seen above");
+            head.parts.push((first, last));
+            head.saved = head.ts.len();
+            head.unsaved_lsn = None;
+        }
+        Ok(replay_from)
+    }
+
+    /// Deletes the parts that chunks hold (after the checkpoint record that vouches for them).
+    pub(super) fn delete_dead_parts(&self, st: &mut MetricsState) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for k in st.dead_parts.drain(..) {
+            b.remove(&k[..]);
+        }
+        self.t.head_parts.apply_batch(b)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! Reads: series selection, samples (chunks plus the head), aggregates, raw logs and events.
+use super::*;
+
+impl Store {
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn series_count(&self) -> usize {
+        lock(&self.metrics).index.len()
+    }
+
+    pub fn select(&self, matchers: &[Matcher]) -> Vec<SeriesMeta> {
+        let st = lock(&self.metrics);
+        st.index.select(matchers).into_iter().filter_map(|id| st.index.get(id).cloned()).collect()
+    }
+
+    /// Samples of one series with `start <= ts <= end`, in time order.
+    pub fn read_samples(&self, id: u64, start: i64, end: i64) -> Result<(Vec<i64>, Vec<f64>), StoreError> {
+        // Snapshot the head and the persisted boundary together; chunk samples past the
+        // boundary (cut after the snapshot) are ignored, so a concurrent cut neither hides
+        // nor doubles samples.
+        let (head_ts, head_vals, boundary) = {
+            let st = lock(&self.metrics);
+            let boundary = st.index.get(id).map_or(i64::MIN, |m| m.persisted_max_ts);
+            match st.heads.get(&id) {
+                Some(h) => {
+                    let a = h.ts.partition_point(|&t| t < start);
+                    let b = h.ts.partition_point(|&t| t <= end);
+                    (h.ts[a..b].to_vec(), h.vals[a..b].to_vec(), boundary)
+                }
+                None => (Vec::new(), Vec::new(), boundary),
+            }
+        };
+        let (mut ts, mut vals) = (Vec::new(), Vec::new());
+        if boundary >= start {
+            let lo = keys::chunk_key(id, i64::MIN);
+            let first = self.t.chunks.range(lo..keys::chunk_key(id, start)).next_back().transpose()?;
+            let rest = self.t.chunks.range(keys::chunk_key(id, start)..=keys::chunk_key(id, end.min(boundary)));
+            for item in first.into_iter().map(Ok).chain(rest) {
+                let (_, v) = item?;
+                let r = keys::decode_block_ref(&v)?;
+                if r.last_ts < start {
+                    continue;
+                }
+                let data = self.blocks.read(&r.loc())?;
+                let base = ts.len();
+                chunk::decode_into(&data, &mut ts, &mut vals)?;
+                // Trim to the range and the boundary, keeping ts and vals aligned.
+                let mut w = base;
+                for r in base..ts.len() {
+                    let t = ts[r];
+                    if t >= start && t <= end && t <= boundary {
+                        ts[w] = t;
+                        vals[w] = vals[r];
+                        w += 1;
+                    }
+                }
+                ts.truncate(w);
+                vals.truncate(w);
+            }
+        }
+        ts.extend(head_ts);
+        vals.extend(head_vals);
+        Ok((ts, vals))
+    }
+
+    /// Groups (service, model, version, endpoint) that pass `keep`.
+    pub fn inference_groups(&self, keep: impl Fn(&[String; 4]) -> bool) -> Vec<(u32, [String; 4])> {
+        lock(&self.events).group_list.iter().filter(|(_, g)| keep(g)).cloned().collect()
+    }
+
+    pub fn bucket_ms(&self) -> i64 {
+        self.bucket_ms
+    }
+
+    /// Calls `f(group, bucket_start, agg)` for every stored and in-memory aggregate of `groups`
+    /// with `b0 <= bucket_start <= b1` (several calls per bucket are possible: merge them).
+    pub fn read_aggs(
+        &self,
+        groups: &[u32],
+        b0: i64,
+        b1: i64,
+        mut f: impl FnMut(u32, i64, &Agg),
+    ) -> Result<(), StoreError> {
+        // The lock spans the sled scan: a checkpoint moves aggregates from memory to sled
+        // under it, and a reader must see each exactly once.
+        let st = lock(&self.events);
+        for &g in groups {
+            for item in self.t.aggs.range(keys::agg_key(g, b0, 0)..=keys::agg_key(g, b1, u64::MAX)) {
+                let (k, v) = item?;
+                let (_, bucket, _) = keys::decode_agg_key(&k)?;
+                f(g, bucket, &Agg::decode(&v)?);
+            }
+        }
+        for ((g, bucket), agg) in st.aggs.iter() {
+            if groups.contains(g) && *bucket >= b0 && *bucket <= b1 {
+                f(*g, *bucket, agg);
+            }
+        }
+        Ok(())
+    }
+
+    /// Log records with `start <= ts <= end`, newest first, strictly before `before` (a page
+    /// token) when given; `f` returns false to stop. Returns the key of the last record seen.
+    pub fn scan_logs(
+        &self,
+        start: i64,
+        end: i64,
+        before: Option<[u8; 20]>,
+        f: impl FnMut(&[u8; 20], pb::LogRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        raw::scan(&self.blocks, &self.t.logs, start, end, before, |r: &pb::LogRecord| r.timestamp_ms, f)
+    }
+
+    pub fn logs_by_request(&self, request_id: &str) -> Result<Vec<pb::LogRecord>, StoreError> {
+        raw::by_request(&self.blocks, &self.t.logs, &self.log_rids, request_id, |r: &pb::LogRecord| &r.request_id)
+    }
+
+    pub fn events_by_request(&self, request_id: &str) -> Result<Vec<pb::InferenceEvent>, StoreError> {
+        raw::by_request(&self.blocks, &self.t.events, &self.event_rids, request_id, |e: &pb::InferenceEvent| {
+            &e.request_id
+        })
+    }
+
+    /// Bytes the data folder takes on disk (sled and WAL).
+    pub fn disk_bytes(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(rd) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.dir)
+    }
+}

@@ -1,0 +1,259 @@
+//! Opening the store: the folder lock, sled, the block files cut back to what the last
+//! checkpoint vouches for, the indexes rebuilt in memory, the heads that checkpoint saved, then
+//! WAL replay from that checkpoint.
+//!
+//! Why the cut: between checkpoints, sled is not flushed but may still write some of its
+//! entries, and the block files receive chunks and raw groups. After a crash, everything past
+//! the last checkpoint is rebuilt from the WAL; the leftovers of the first attempt (sled
+//! entries pointing past the checkpoint's block end, and those bytes) are removed first, so that
+//! N crashes leave the folder the size that none would, and replayed data is never counted or
+//! stored twice.
+use super::*;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+
+/// The file that names the last checkpoint's lsn outside sled, so that a sled database that
+/// lost its checkpoint record is told apart from a WAL that lost segments.
+const CHECKPOINT_FILE: &str = "checkpoint";
+/// Holds the pid of the daemon that has the folder open (with an `flock` on it).
+const LOCK_FILE: &str = "LOCK";
+
+/// What [`Store::open`] did, for the log and for `modelwatch recover`.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// WAL records replayed.
+    pub replayed: u64,
+    pub replay_from: u64,
+    pub replay_ms: u64,
+    /// Block-file bytes past the last checkpoint that were cut (a crash's leftovers).
+    pub cut_bytes: u64,
+    /// What a salvaging open skipped.
+    pub salvage: wal::Salvage,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |e| StoreError::Open { path: path.to_owned(), detail: e.to_string() }
+}
+
+/// Takes the folder's lock, or names the process that holds it.
+fn lock_folder(dir: &Path) -> Result<File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let mut f =
+        OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io(&path))?;
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut pid = String::new();
+        let _ = f.read_to_string(&mut pid);
+        return Err(StoreError::Locked { path: dir.to_owned(), pid: pid.trim().to_string() });
+    }
+    f.set_len(0).map_err(io(&path))?;
+    write!(f, "{}", std::process::id()).map_err(io(&path))?;
+    Ok(f)
+}
+
+pub(super) fn read_checkpoint_file(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).ok()?;
+    let (lsn, crc) = text.trim().split_once(' ')?;
+    (crc32fast::hash(lsn.as_bytes()).to_string() == crc).then(|| lsn.parse().ok())?
+}
+
+/// Writes the checkpoint file atomically (a new file renamed over the old one).
+pub(super) fn write_checkpoint_file(dir: &Path, lsn: u64) -> std::io::Result<()> {
+    let tmp = dir.join("checkpoint.tmp");
+    let text = format!("{lsn} {}\n", crc32fast::hash(lsn.to_string().as_bytes()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
+    wal::sync_dir(dir)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `storage.data_dir` and replays the WAL. Returns the
+    /// store and the WAL positioned for appends; the caller's committer owns the WAL.
+    pub fn open(opts: StoreOptions) -> Result<(StoreRef, Wal), StoreError> {
+        let (store, wal, rep) = Self::open_with(opts, false)?;
+        if rep.replayed > 0 || rep.cut_bytes > 0 {
+            tracing::info!(
+                records = rep.replayed,
+                from_lsn = rep.replay_from,
+                elapsed_ms = rep.replay_ms,
+                cut_bytes = rep.cut_bytes,
+                "replayed write-ahead log"
+            );
+        }
+        Ok((store, wal))
+    }
+
+    /// Opens the store; with `salvage`, damaged WAL stretches are skipped and reported instead
+    /// of stopping the open (`modelwatch recover`).
+    pub fn open_with(opts: StoreOptions, salvage: bool) -> Result<(StoreRef, Wal, OpenReport), StoreError> {
+        let dir = opts.storage.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_file = lock_folder(&dir)?;
+        let db_path = dir.join("db");
+        let cfg = sled::Config::new()
+            .path(&db_path)
+            // Durability comes from our WAL; sled flushes at checkpoints only.
+            .flush_every_ms(None)
+            .cache_capacity(256 << 20)
+            .mode(sled::Mode::HighThroughput);
+        // sled reports most damage as errors but can panic on some; neither may take the
+        // daemon down with a backtrace instead of a message.
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()))
+            .map_err(|p| StoreError::SledDamaged { path: db_path.clone(), detail: panic_text(p) })?
+            .map_err(|e| StoreError::SledDamaged { path: db_path.clone(), detail: e.to_string() })?;
+        let sled_err = |e: sled::Error| StoreError::SledDamaged { path: db_path.clone(), detail: e.to_string() };
+        let tree = |name: &str| db.open_tree(name).map_err(sled_err);
+        let t = Trees {
+            series: tree(keys::TREE_SERIES)?,
+            chunks: tree(keys::TREE_CHUNKS)?,
+            head_parts: tree(keys::TREE_HEAD_PARTS)?,
+            groups: tree(keys::TREE_AGG_GROUPS)?,
+            aggs: tree(keys::TREE_AGGS)?,
+            events: tree(keys::TREE_EVENTS)?,
+            event_rid_runs: tree(keys::TREE_EVENT_RID_RUNS)?,
+            logs: tree(keys::TREE_LOGS)?,
+            log_rid_runs: tree(keys::TREE_LOG_RID_RUNS)?,
+            meta: tree(keys::TREE_META)?,
+        };
+        let meta = match t.meta.get(keys::META_KEY).map_err(sled_err)? {
+            Some(v) => keys::decode_meta(&v)
+                .map_err(|e| StoreError::SledDamaged { path: db_path.clone(), detail: e.to_string() })?,
+            None => Meta::default(),
+        };
+        // The checkpoint file is written after each checkpoint's sled flush: sled can be ahead
+        // of it (a crash between the two), never behind.
+        if let Some(lsn) = read_checkpoint_file(&dir) {
+            if lsn > meta.checkpoint_lsn {
+                return Err(StoreError::SledDamaged {
+                    path: db_path,
+                    detail: format!(
+                        "its checkpoint record says the write-ahead log was applied up to record {}, but {} says {lsn}: the database lost data or was replaced",
+                        meta.checkpoint_lsn,
+                        dir.join(CHECKPOINT_FILE).display()
+                    ),
+                });
+            }
+        }
+
+        let blocks = blocks::Blocks::open(&dir.join("blocks"), opts.storage.block_file_bytes)?;
+        let mut rep = OpenReport { replay_from: meta.replay_from, ..OpenReport::default() };
+        let mut rid_carry: [Vec<(u64, [u8; 20], i64)>; 2] = [Vec::new(), Vec::new()];
+        if let Some(end) = meta.blocks_end {
+            // Leftovers past the checkpoint: sled entries first, then the bytes.
+            let past = |v: &[u8]| -> Result<bool, StoreError> {
+                Ok(blocks::Blocks::is_after(&keys::decode_block_ref(v)?.loc(), end))
+            };
+            for tree in [&t.chunks, &t.events, &t.logs] {
+                let mut doomed = Vec::new();
+                for item in tree.iter() {
+                    let (k, v) = item?;
+                    if past(&v)? {
+                        doomed.push(k);
+                    }
+                }
+                for k in doomed {
+                    tree.remove(k)?;
+                }
+            }
+            // Request-id runs past the end (from a checkpoint that did not finish) may hold
+            // entries of records older than the replay: they go back to memory, and into the
+            // next checkpoint's run.
+            for (i, tree) in [&t.event_rid_runs, &t.log_rid_runs].into_iter().enumerate() {
+                rid_carry[i] = rid_index::RidIndex::take_runs_after(tree, &blocks, end)?;
+            }
+            rep.cut_bytes = blocks.cut_after(end)?;
+        }
+
+        let mut index = Index::default();
+        for item in t.series.iter() {
+            let (k, v) = item?;
+            let id = keys::decode_series_key(&k)?;
+            let (kind, name, labels) = keys::decode_series(&v)?;
+            let persisted_max_ts =
+                match t.chunks.range(keys::chunk_key(id, i64::MIN)..=keys::chunk_key(id, i64::MAX)).next_back() {
+                    Some(item) => keys::decode_block_ref(&item?.1)?.last_ts,
+                    None => i64::MIN,
+                };
+            index.insert(SeriesMeta { id, name, labels, kind, persisted_max_ts });
+        }
+        for item in t.chunks.iter() {
+            blocks.note_live(&keys::decode_block_ref(&item?.1)?.loc());
+        }
+        raw::note_live(&blocks, &t.events)?;
+        raw::note_live(&blocks, &t.logs)?;
+        let event_rids = rid_index::RidIndex::open(t.event_rid_runs.clone(), &blocks)?;
+        let log_rids = rid_index::RidIndex::open(t.log_rid_runs.clone(), &blocks)?;
+        event_rids.add(&rid_carry[0]);
+        log_rids.add(&rid_carry[1]);
+        let mut groups = HashMap::new();
+        let mut group_list = Vec::new();
+        for item in t.groups.iter() {
+            let (k, v) = item?;
+            let id = u32::from_be_bytes(k.as_ref().try_into().map_err(|_| keys::DecodeError {
+                what: "aggregate group key",
+                detail: format!("{} bytes", k.len()),
+            })?);
+            let g = keys::decode_group(&v)?;
+            groups.insert(g.clone(), id);
+            group_list.push((id, g));
+        }
+        let heads = memtable::load_heads(&t.head_parts, &mut index)?;
+        let store = Store {
+            db,
+            _lock: lock_file,
+            blocks,
+            event_rids,
+            log_rids,
+            t,
+            dir: dir.clone(),
+            chunk_samples: opts.storage.chunk_samples,
+            max_head_age: opts.storage.max_head_age,
+            bucket_ms: opts.storage.event_bucket.as_millis() as i64,
+            max_series_per_service: opts.limits.max_series_per_service,
+            max_series: opts.limits.max_series,
+            retention: opts.retention,
+            metrics: Mutex::new(MetricsState {
+                index,
+                heads,
+                due: Vec::new(),
+                dead_parts: Vec::new(),
+                last_checkpoint: meta.checkpoint_lsn,
+            }),
+            events: Mutex::new(EventsState { groups, group_list, aggs: HashMap::new(), epoch: meta.checkpoint_lsn }),
+            dedup: Mutex::new(meta.dedup.iter().map(|(c, k, s, seen)| ((c.clone(), *k), (*s, *seen))).collect()),
+            counters: Counters {
+                samples: AtomicU64::new(meta.samples),
+                events: AtomicU64::new(meta.events),
+                logs: AtomicU64::new(meta.logs),
+            },
+        };
+        let started = Instant::now();
+        let mut replayed = 0u64;
+        let (wal, salvage_rep) =
+            Wal::open(&dir.join("wal"), opts.storage.wal_segment_bytes, meta.replay_from, salvage, |lsn, payload| {
+                let body = Body::decode(payload)?;
+                let mut batch = Batch::new(body);
+                let fresh = lsn >= meta.checkpoint_lsn;
+                store.apply_inner(&mut batch, lsn, true, fresh)?;
+                if fresh {
+                    store.persist(&batch, lsn)?;
+                }
+                store.cut_due()?;
+                replayed += 1;
+                Ok(())
+            })?;
+        rep.replayed = replayed;
+        rep.replay_ms = started.elapsed().as_millis() as u64;
+        rep.salvage = salvage_rep;
+        Ok((Arc::new(store), wal, rep))
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "sled panicked while opening".into())
+}
