@@ -240,10 +240,44 @@ impl Ingest for IngestApi {
             let rej = &ack.rejections[0];
             let code = if rej.code == "RESOURCE_EXHAUSTED" { Code::ResourceExhausted } else { Code::InvalidArgument };
             let msg = format!("{kind}.{}: {} ({total} item(s) rejected, {stored} stored)", rej.field, rej.reason);
-            return Err(Status::with_details(code, msg, resp.encode_to_vec().into()));
+            return Err(rejected_status(code, msg, &resp));
         }
         Ok(Response::new(resp))
     }
+}
+
+/// Rejections carried in an error's details: they travel in an HTTP/2 trailer, and clients
+/// refuse header blocks past 16 KiB by default (hyper, grpc-go). The counts stay exact.
+const DETAIL_REJECTIONS: usize = 10;
+
+/// An error whose details are the standard `google.rpc.Status` payload: a `BadRequest` with
+/// one field violation per rejected item (field and reason; the first ten of each kind), then
+/// the acks as a `modelwatch.v1.PushResponse`, so grpcurl and any gRPC client print them.
+fn rejected_status(code: Code, msg: String, resp: &pb::PushResponse) -> Status {
+    let mut resp = resp.clone();
+    for a in [&mut resp.metrics, &mut resp.logs, &mut resp.events].into_iter().flatten() {
+        a.rejections.truncate(DETAIL_REJECTIONS);
+    }
+    let field_violations = [(&resp.metrics, "metrics"), (&resp.logs, "logs"), (&resp.events, "events")]
+        .into_iter()
+        .filter_map(|(a, kind)| a.as_ref().map(|a| (a, kind)))
+        .flat_map(|(a, kind)| {
+            a.rejections.iter().map(move |r| pb::rpc::bad_request::FieldViolation {
+                field: format!("{kind}.{}", r.field),
+                description: r.reason.clone(),
+            })
+        })
+        .collect();
+    let any = |name: &str, value: Vec<u8>| prost_types::Any { type_url: format!("type.googleapis.com/{name}"), value };
+    let details = pb::rpc::Status {
+        code: code as i32,
+        message: msg.clone(),
+        details: vec![
+            any("google.rpc.BadRequest", pb::rpc::BadRequest { field_violations }.encode_to_vec()),
+            any("modelwatch.v1.PushResponse", resp.encode_to_vec()),
+        ],
+    };
+    Status::with_details(code, msg, details.encode_to_vec().into())
 }
 
 #[derive(Clone)]

@@ -174,6 +174,16 @@ pub async fn run_with(
     }
 }
 
+/// `modelwatch recover`: opens the store keeping every readable WAL record and skipping
+/// damaged stretches, then makes a final checkpoint so that the folder opens cleanly.
+pub fn recover(cfg: &Config) -> Result<crate::store::OpenReport, AppError> {
+    let opts =
+        StoreOptions { storage: cfg.storage.clone(), limits: cfg.limits.clone(), retention: cfg.retention.clone() };
+    let (store, mut wal, rep) = Store::open_with(opts, true)?;
+    store.checkpoint(&mut wal, true)?;
+    Ok(rep)
+}
+
 fn samplers(ctx: &Arc<Ctx>, cfg: &Config, sources: Sources, shutdown: CancellationToken) {
     let sink = Sink::new(ctx.clone());
     let sc = &cfg.sampling;

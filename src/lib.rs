@@ -42,6 +42,13 @@ pub mod pb {
     #![allow(clippy::all)]
     tonic::include_proto!("modelwatch.v1");
 
+    /// The standard gRPC error model (`google.rpc.Status`, `google.rpc.BadRequest`), attached
+    /// to errors as details.
+    pub mod rpc {
+        #![allow(clippy::all)]
+        tonic::include_proto!("google.rpc");
+    }
+
     /// Encoded descriptor set of our proto, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/modelwatch_descriptor.bin"));
 }

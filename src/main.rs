@@ -30,6 +30,18 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Repair a data folder whose write-ahead log is damaged: replays every record that can be
+    /// read, reports each damaged stretch (file, offset, bytes, why), and leaves the folder
+    /// clean (everything checkpointed, the log emptied) so that `serve` starts. Run it with the
+    /// daemon stopped; keep a copy of the folder first if the lost records matter.
+    Recover {
+        /// TOML config file, as for `serve`.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Data folder (overrides storage.data_dir).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn init_tracing(cfg: &Config) {
@@ -50,7 +62,26 @@ fn init_tracing(cfg: &Config) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let Command::Serve { config, data_dir, listen } = cli.command;
+    let (config, data_dir, listen) = match cli.command {
+        Command::Serve { config, data_dir, listen } => (config, data_dir, listen),
+        Command::Recover { config, data_dir } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            if let Some(d) = data_dir {
+                cfg.storage.data_dir = d;
+            }
+            init_tracing(&cfg);
+            let rep = modelwatch::app::recover(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let dir = cfg.storage.data_dir.display();
+            println!("{dir}: {} write-ahead-log records replayed", rep.salvage.records);
+            if rep.salvage.skipped.is_empty() {
+                println!("nothing was damaged; the folder is clean");
+            }
+            for (path, offset, why, bytes) in &rep.salvage.skipped {
+                println!("lost: {} bytes at {}:{offset}: {why}", bytes, path.display());
+            }
+            return Ok(());
+        }
+    };
     let mut cfg = Config::load(config.as_deref())?;
     if let Some(d) = data_dir {
         cfg.storage.data_dir = d;

@@ -147,8 +147,14 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, QueryError> {
 
 fn matchers_of(selector: &str, list: &[pb::Matcher]) -> Result<Vec<Matcher>, QueryError> {
     let mut ms = parse_selector(selector)?;
-    for m in list {
-        let op = match pb::MatchOp::try_from(m.op).unwrap_or(pb::MatchOp::Eq) {
+    for (i, m) in list.iter().enumerate() {
+        let op = pb::MatchOp::try_from(m.op).map_err(|_| {
+            invalid(
+                "matchers",
+                format!("matchers[{i}].op {} is not a known value (MATCH_OP_EQ, _NEQ, _RE, _NRE)", m.op),
+            )
+        })?;
+        let op = match op {
             pb::MatchOp::Eq => MatchOp::Eq,
             pb::MatchOp::Neq => MatchOp::Neq,
             pb::MatchOp::Re => MatchOp::Re,
@@ -459,6 +465,12 @@ pub fn inference_stats(
 
 pub fn search_logs(store: &Store, req: &pb::SearchLogsRequest, now: i64) -> Result<pb::SearchLogsResponse, QueryError> {
     let (start, end) = parse_range(req.range.as_ref(), now)?;
+    if pb::Level::try_from(req.min_level).is_err() {
+        return Err(invalid(
+            "min_level",
+            format!("{} is not a known level (LEVEL_TRACE … LEVEL_FATAL)", req.min_level),
+        ));
+    }
     let limit = match req.limit {
         0 => 100,
         n => (n as usize).min(10_000),

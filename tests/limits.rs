@@ -22,8 +22,23 @@ async fn push_rejected(
     req: pb::PushRequest,
 ) -> (tonic::Status, pb::PushResponse) {
     let err = c.push(req).await.expect_err("the push has a bad item");
-    let details = pb::PushResponse::decode(err.details()).expect("acks in the status details");
-    (err, details)
+    // The standard error model: google.rpc.Status with a BadRequest (one violation per
+    // rejected item) and the acks.
+    let st = pb::rpc::Status::decode(err.details()).expect("google.rpc.Status in the details");
+    assert_eq!(st.code, err.code() as i32, "{err:?}");
+    let bad =
+        st.details.iter().find(|a| a.type_url == "type.googleapis.com/google.rpc.BadRequest").expect("BadRequest");
+    let bad = pb::rpc::BadRequest::decode(bad.value.as_slice()).unwrap();
+    assert!(!bad.field_violations.is_empty());
+    assert!(
+        err.message().starts_with(&bad.field_violations[0].field),
+        "{} / {:?}",
+        err.message(),
+        bad.field_violations[0]
+    );
+    let acks =
+        st.details.iter().find(|a| a.type_url == "type.googleapis.com/modelwatch.v1.PushResponse").expect("acks");
+    (err, pb::PushResponse::decode(acks.value.as_slice()).unwrap())
 }
 
 fn metrics(service: &str, series: Vec<pb::Series>) -> pb::PushRequest {
@@ -233,5 +248,155 @@ async fn every_limit_names_field_limit_and_value_and_keeps_valid_items() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert!(err.message().contains("limits.max_message_bytes = 65536"), "{}", err.message());
     assert_eq!(push_metrics(&mut c, "g", vec![series("m_small", &[], vec![now], vec![1.0])]).await.accepted, 1);
+    d.stop_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonsense_numbers_and_enums_are_named_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("MODELWATCH__LIMITS__MAX_LATENCY", "10m"),
+        ("MODELWATCH__LIMITS__MAX_SERIES", "3"),
+        ("MODELWATCH__LIMITS__MAX_BATCH_BYTES", "1048576"),
+    ];
+    let d = Daemon::start(dir.path(), &env);
+    let mut c = d.ingest().await;
+    let now = now_ms();
+    let ev = |model: &str, rid: &str| pb::InferenceEvent {
+        model: model.into(),
+        latency_us: 1000,
+        request_id: rid.into(),
+        ..Default::default()
+    };
+
+    // A timestamp in microseconds (year 58 864): it once panicked the handler while its
+    // rejection was formatted, losing the valid items beside it.
+    let micros = 1_795_442_320_000_000i64;
+    let events = vec![pb::InferenceEvent { timestamp_ms: micros, ..ev("m", "") }, ev("m", "ok-1")];
+    let (err, acks) = push_rejected(
+        &mut c,
+        pb::PushRequest {
+            events: Some(pb::EventBatch { service: "p".into(), events, ..Default::default() }),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("events.events[0].timestamp_ms") && err.message().contains("after the year 9999"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(acks.events.unwrap().accepted, 1);
+    // The same on a stream: the ack names it and the stream goes on.
+    let batch = |seq: u64, ts: i64| pb::EventBatch {
+        client_id: "pan".into(),
+        seq,
+        service: "p".into(),
+        events: vec![pb::InferenceEvent { timestamp_ms: ts, ..ev("m", &format!("s{seq}")) }],
+        ..Default::default()
+    };
+    let acks = stream_events(&mut c, vec![batch(1, micros), batch(2, now)]).await;
+    assert_eq!((acks[0].accepted, acks[0].rejected_count, acks[1].accepted), (0, 1, 1));
+
+    // Unknown enum values and impossible latencies, each named.
+    let events = vec![
+        pb::InferenceEvent { status: 99, ..ev("m", "") },
+        pb::InferenceEvent { latency_us: u64::MAX, ..ev("m", "") },
+        pb::InferenceEvent {
+            stages: Some(pb::Stages { inference_us: 3_600_000_000, ..Default::default() }),
+            ..ev("m", "")
+        },
+        ev("m", "ok-2"),
+    ];
+    let logs = vec![pb::LogRecord { level: 42, message: "x".into(), ..Default::default() }];
+    let mixed = vec![
+        pb::Series { kind: 7, ..series("m_kind", &[], vec![now], vec![1.0]) },
+        series("m_ok", &[], vec![now], vec![1.0]),
+    ];
+    let (_, acks) = push_rejected(
+        &mut c,
+        pb::PushRequest {
+            events: Some(pb::EventBatch { service: "p".into(), events, ..Default::default() }),
+            logs: Some(pb::LogBatch { service: "p".into(), records: logs, ..Default::default() }),
+            metrics: Some(pb::MetricBatch { service: "p".into(), series: mixed, ..Default::default() }),
+        },
+    )
+    .await;
+    let e = acks.events.unwrap();
+    let fields: Vec<(&str, &str)> = e.rejections.iter().map(|r| (r.field.as_str(), r.reason.as_str())).collect();
+    assert_eq!(e.accepted, 1);
+    assert_eq!(fields[0].0, "events[0].status");
+    assert!(fields[0].1.contains("99 is not a known value"), "{fields:?}");
+    assert_eq!(fields[1].0, "events[1].latency_us");
+    assert!(fields[1].1.contains("exceeds limits.max_latency = 10m"), "{fields:?}");
+    assert_eq!(fields[2].0, "events[2].stages.inference_us");
+    let l = acks.logs.unwrap();
+    assert_eq!((l.accepted, l.rejections[0].field.as_str()), (0, "records[0].level"));
+    let m = acks.metrics.unwrap();
+    assert_eq!((m.accepted, m.rejections[0].field.as_str()), (1, "series[0].kind"));
+
+    // Query-side enums.
+    let mut q = d.query().await;
+    let err =
+        q.search_logs(pb::SearchLogsRequest { min_level: 77, ..Default::default() }).await.expect_err("unknown level");
+    assert!(err.message().contains("min_level") && err.message().contains("77"), "{}", err.message());
+    let err = q
+        .list_series(pb::ListSeriesRequest {
+            matchers: vec![pb::Matcher { name: "__name__".into(), op: 9, value: "m_ok".into() }],
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown match op");
+    assert!(err.message().contains("matchers[0].op 9"), "{}", err.message());
+
+    // The daemon-wide series limit (a client names its own service, so per service is not enough).
+    let three: Vec<pb::Series> = (0..3).map(|i| series(&format!("m_g{i}"), &[], vec![now], vec![1.0])).collect();
+    let (err, acks) = push_rejected(&mut c, metrics("q", three)).await;
+    assert!(err.message().contains("limits.max_series = 3"), "{}", err.message());
+    assert_eq!(acks.metrics.unwrap().accepted, 2, "m_ok exists: two more fit");
+
+    // A batch whose stored form grows past limits.max_batch_bytes (validation copies the
+    // service into every record): refused whole, with the key named.
+    let records: Vec<pb::LogRecord> =
+        (0..20_000).map(|_| pb::LogRecord { message: String::new(), ..Default::default() }).collect();
+    let (err, acks) = push_rejected(
+        &mut c,
+        pb::PushRequest {
+            logs: Some(pb::LogBatch { service: "s".repeat(100), records, ..Default::default() }),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("limits.max_batch_bytes = 1048576"), "{}", err.message());
+    assert_eq!(acks.logs.unwrap().rejected_count, 20_000);
+    d.stop_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_arrive_in_order_before_the_error_that_ends_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[("MODELWATCH__LIMITS__MAX_MESSAGE_BYTES", "65536")]);
+    let mut c = d.ingest().await;
+    let now = now_ms();
+    let small = |seq: u64| pb::MetricBatch {
+        client_id: "order".into(),
+        seq,
+        service: "o".into(),
+        series: vec![series("m_order", &[], vec![now - 1000 + seq as i64], vec![1.0])],
+        ..Default::default()
+    };
+    // 50 small batches, then one too large: the 50 acks first, in order, then the error.
+    let mut batches: Vec<pb::MetricBatch> = (1..=50).map(small).collect();
+    let ts: Vec<i64> = (0..10_000).map(|i| now - 100_000 + i).collect();
+    batches.push(pb::MetricBatch { series: vec![series("m_big", &[], ts.clone(), vec![1.5; ts.len()])], ..small(51) });
+    let mut resp = c.stream_metrics(tokio_stream::iter(batches)).await.unwrap().into_inner();
+    for seq in 1..=50u64 {
+        let ack = resp.message().await.unwrap_or_else(|e| panic!("ack {seq} overtaken by {e:?}")).expect("ack");
+        assert_eq!(ack.seq, seq);
+    }
+    let err = resp.message().await.expect_err("then the error");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     d.stop_ok();
 }

@@ -9,6 +9,18 @@
 use super::*;
 
 impl Store {
+    /// Removes aggregate rows of epoch `epoch` for the buckets memory holds (see
+    /// [`Store::open_with`]).
+    pub(super) fn drop_torn_aggs(&self, epoch: u64) -> Result<(), StoreError> {
+        let st = lock(&self.events);
+        let mut b = sled::Batch::default();
+        for (gid, bucket) in st.aggs.keys() {
+            b.remove(&keys::agg_key(*gid, *bucket, epoch)[..]);
+        }
+        self.t.aggs.apply_batch(b)?;
+        Ok(())
+    }
+
     /// Puts what memory holds into sled, flushes sled, and drops WAL segments no longer needed.
     /// `cut_all` (shutdown) cuts every head so that the WAL can be emptied.
     pub fn checkpoint(&self, wal: &mut Wal, cut_all: bool) -> Result<(), StoreError> {
@@ -40,8 +52,8 @@ impl Store {
         }
         // Request-id entries of everything before cp_lsn go into runs now: those records will
         // not be replayed.
-        self.event_rids.flush(&self.blocks)?;
-        self.log_rids.flush(&self.blocks)?;
+        self.event_rids.flush()?;
+        self.log_rids.flush()?;
         self.blocks.sync()?;
         let meta = Meta {
             checkpoint_lsn: cp_lsn,
@@ -59,10 +71,13 @@ impl Store {
             st.last_checkpoint = cp_lsn;
         }
         let doomed = self.blocks.take_doomed();
+        let doomed_runs = [self.event_rids.take_doomed(), self.log_rids.take_doomed()];
         self.db.flush()?;
         recover::write_checkpoint_file(&self.dir, cp_lsn)
             .map_err(|source| StoreError::Io { path: self.dir.join("checkpoint"), source })?;
         self.blocks.delete(&doomed)?;
+        self.event_rids.delete(&doomed_runs[0])?;
+        self.log_rids.delete(&doomed_runs[1])?;
         wal.truncate_before(replay_from)?;
         Ok(())
     }

@@ -100,7 +100,10 @@ impl Committer {
             return Err(CommitError::ShuttingDown);
         }
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Commit(Box::new(CommitRequest { batch, reply }))).await.map_err(|_| CommitError::ShuttingDown)?;
+        self.tx
+            .send(Msg::Commit(Box::new(CommitRequest { batch, reply })))
+            .await
+            .map_err(|_| CommitError::ShuttingDown)?;
         Ok(rx)
     }
 
@@ -178,8 +181,7 @@ impl Worker {
                             Err(_) => break,
                         }
                     }
-                    self.commit(group);
-                    dirty = true;
+                    dirty |= self.commit(group);
                     if close {
                         self.drain();
                         break;
@@ -253,12 +255,12 @@ impl Worker {
         }
     }
 
-    fn commit(&mut self, group: Vec<CommitRequest>) {
+    /// Commits one group; true when anything reached the store (so a checkpoint is due).
+    fn commit(&mut self, group: Vec<CommitRequest>) -> bool {
         if let Some(f) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            return Self::refuse(
-                group,
-                CommitError::Storage(format!("an earlier write failed ({f}); restart the daemon")),
-            );
+            let err = CommitError::Storage(format!("an earlier write failed ({f}); restart the daemon"));
+            Self::refuse(group, err);
+            return false;
         }
         let path = self.cfg.data_dir.clone();
         let free = free_bytes(&path).unwrap_or(u64::MAX);
@@ -269,20 +271,25 @@ impl Worker {
                 tracing::warn!(path = %path.display(), free, reserve = self.cfg.min_free_bytes, "disk space below storage.min_free_bytes: refusing new data until space is freed");
                 self.last_full_warning = Some(Instant::now());
             }
-            return Self::refuse(group, full(free));
+            Self::refuse(group, full(free));
+            return false;
         }
         if !self.unpersisted.is_empty() && !self.retry_unpersisted() {
-            return Self::refuse(group, full(free));
+            Self::refuse(group, full(free));
+            return false;
         }
         let bytes: u64 = group
             .iter()
             .map(|r| r.batch.encoded.as_ref().map_or_else(|| r.batch.body.encoded_len(), Vec::len) as u64)
             .sum();
         if let Err(e) = self.wal.reserve(bytes) {
-            if e.is_disk_full() {
-                return Self::refuse(group, full(free_bytes(&path).unwrap_or(0)));
-            }
-            return Self::refuse(group, CommitError::Storage(e.to_string()));
+            let err = if e.is_disk_full() {
+                full(free_bytes(&path).unwrap_or(0))
+            } else {
+                CommitError::Storage(e.to_string())
+            };
+            Self::refuse(group, err);
+            return false;
         }
         self.last_full_warning = None;
 
@@ -327,7 +334,7 @@ impl Worker {
             for (req, _, _) in done {
                 let _ = req.reply.send(Err(CommitError::Storage(f.clone())));
             }
-            return;
+            return true;
         }
         // Durable now: the block files and sled may take the raw records and the full heads.
         let mut replies = Vec::with_capacity(done.len());
@@ -349,5 +356,6 @@ impl Worker {
         for (reply, ack) in replies {
             let _ = reply.send(Ok(ack));
         }
+        true
     }
 }

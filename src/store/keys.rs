@@ -246,6 +246,11 @@ impl<'a> Reader<'a> {
         String::from_utf8(b.to_vec()).map_err(|_| self.err("invalid utf-8"))
     }
 
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
     pub fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }

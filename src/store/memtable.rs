@@ -46,21 +46,29 @@ pub(super) struct MetricsState {
     pub(super) last_checkpoint: u64,
 }
 
-/// Loads the heads saved by the last checkpoint; parts that chunks already hold (a cut after
-/// that checkpoint whose deletion did not happen) are dropped or trimmed.
-pub(super) fn load_heads(tree: &sled::Tree, index: &mut Index) -> Result<index::FxMap<u64, Head>, StoreError> {
+/// Loads the heads saved by checkpoints up to `checkpoint_lsn` (the last complete one). Parts
+/// that chunks already hold (a cut whose deletion did not happen) are dropped or trimmed, and
+/// parts saved by a checkpoint that did not finish are dropped: replay rebuilds their samples
+/// (and counts them) from the WAL.
+pub(super) fn load_heads(
+    tree: &sled::Tree,
+    index: &mut Index,
+    checkpoint_lsn: u64,
+) -> Result<index::FxMap<u64, Head>, StoreError> {
     let mut heads: index::FxMap<u64, Head> = Default::default();
     let mut stale = Vec::new();
     for item in tree.iter() {
         let (k, v) = item?;
         let (id, first) = keys::decode_chunk_key(&k)?;
-        let Some(meta) = index.get(id) else {
+        let mut rd = keys::Reader::new(&v, "head part");
+        let saved_at = rd.varint()?;
+        let Some(meta) = index.get(id).filter(|_| saved_at <= checkpoint_lsn) else {
             stale.push(k);
             continue;
         };
         let persisted = meta.persisted_max_ts;
         let (mut ts, mut vals) = (Vec::new(), Vec::new());
-        chunk::decode_into(&v, &mut ts, &mut vals)?;
+        chunk::decode_into(rd.rest(), &mut ts, &mut vals)?;
         let last = ts.last().copied().unwrap_or(first);
         if last <= persisted {
             stale.push(k);
@@ -290,7 +298,12 @@ impl Store {
                 replay_from = replay_from.min(lsn);
             } else {
                 let (ts, vals) = (&head.ts[head.saved..], &head.vals[head.saved..]);
-                b.insert(&keys::chunk_key(*id, ts[0])[..], chunk::encode(ts, vals));
+                // Tagged with the checkpoint that saves it: one that does not finish leaves
+                // parts that the next open drops.
+                let mut v = Vec::new();
+                keys::put_varint(&mut v, cp_lsn);
+                v.extend_from_slice(&chunk::encode(ts, vals));
+                b.insert(&keys::chunk_key(*id, ts[0])[..], v);
                 saved.push((*id, ts[0], ts[ts.len() - 1]));
             }
         }

@@ -84,7 +84,7 @@ pub fn by_request<M: Message + Default>(
 ) -> Result<Vec<M>, StoreError> {
     let mut groups: HashMap<[u8; 16], Option<Vec<(u32, Vec<u8>)>>> = HashMap::new();
     let mut out = Vec::new();
-    for tk in index.lookup(blocks, request_id)? {
+    for tk in index.lookup(request_id)? {
         let (ts, lsn, idx) = keys::decode_time_key(&tk)?;
         let gk = keys::raw_group_key(slot(ts), lsn);
         if let std::collections::hash_map::Entry::Vacant(e) = groups.entry(gk) {
@@ -176,7 +176,7 @@ pub fn expire(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, cutoff: i64)
         main.remove(&k)?;
         blocks.release(&r.loc());
     }
-    index.expire(blocks, cutoff)?;
+    index.expire(cutoff)?;
     Ok(n)
 }
 

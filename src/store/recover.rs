@@ -120,7 +120,8 @@ impl Store {
         let meta = match t.meta.get(keys::META_KEY).map_err(sled_err)? {
             Some(v) => keys::decode_meta(&v)
                 .map_err(|e| StoreError::SledDamaged { path: db_path.clone(), detail: e.to_string() })?,
-            None => Meta::default(),
+            // A folder never checkpointed: sled vouches for nothing yet.
+            None => Meta { blocks_end: Some((0, 0)), ..Meta::default() },
         };
         // The checkpoint file is written after each checkpoint's sled flush: sled can be ahead
         // of it (a crash between the two), never behind.
@@ -139,7 +140,6 @@ impl Store {
 
         let blocks = blocks::Blocks::open(&dir.join("blocks"), opts.storage.block_file_bytes)?;
         let mut rep = OpenReport { replay_from: meta.replay_from, ..OpenReport::default() };
-        let mut rid_carry: [Vec<(u64, [u8; 20], i64)>; 2] = [Vec::new(), Vec::new()];
         if let Some(end) = meta.blocks_end {
             // Leftovers past the checkpoint: sled entries first, then the bytes.
             let past = |v: &[u8]| -> Result<bool, StoreError> {
@@ -156,12 +156,6 @@ impl Store {
                 for k in doomed {
                     tree.remove(k)?;
                 }
-            }
-            // Request-id runs past the end (from a checkpoint that did not finish) may hold
-            // entries of records older than the replay: they go back to memory, and into the
-            // next checkpoint's run.
-            for (i, tree) in [&t.event_rid_runs, &t.log_rid_runs].into_iter().enumerate() {
-                rid_carry[i] = rid_index::RidIndex::take_runs_after(tree, &blocks, end)?;
             }
             rep.cut_bytes = blocks.cut_after(end)?;
         }
@@ -183,10 +177,8 @@ impl Store {
         }
         raw::note_live(&blocks, &t.events)?;
         raw::note_live(&blocks, &t.logs)?;
-        let event_rids = rid_index::RidIndex::open(t.event_rid_runs.clone(), &blocks)?;
-        let log_rids = rid_index::RidIndex::open(t.log_rid_runs.clone(), &blocks)?;
-        event_rids.add(&rid_carry[0]);
-        log_rids.add(&rid_carry[1]);
+        let event_rids = rid_index::RidIndex::open(t.event_rid_runs.clone(), &dir.join("rid/events"), &blocks)?;
+        let log_rids = rid_index::RidIndex::open(t.log_rid_runs.clone(), &dir.join("rid/logs"), &blocks)?;
         let mut groups = HashMap::new();
         let mut group_list = Vec::new();
         for item in t.groups.iter() {
@@ -199,7 +191,7 @@ impl Store {
             groups.insert(g.clone(), id);
             group_list.push((id, g));
         }
-        let heads = memtable::load_heads(&t.head_parts, &mut index)?;
+        let heads = memtable::load_heads(&t.head_parts, &mut index, meta.checkpoint_lsn)?;
         let store = Store {
             db,
             _lock: lock_file,
@@ -244,6 +236,10 @@ impl Store {
                 replayed += 1;
                 Ok(())
             })?;
+        // A checkpoint after the last complete one may have written aggregate rows before it
+        // stopped: they carry this epoch (the last checkpoint's lsn) and cover buckets that the
+        // replay just rebuilt in memory from the same records. Readers would count them twice.
+        store.drop_torn_aggs(meta.checkpoint_lsn)?;
         rep.replayed = replayed;
         rep.replay_ms = started.elapsed().as_millis() as u64;
         rep.salvage = salvage_rep;
