@@ -50,6 +50,8 @@ impl From<QueryError> for Status {
     fn from(e: QueryError) -> Status {
         match e {
             QueryError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            QueryError::TooCostly(_) => Status::resource_exhausted(e.to_string()),
+            QueryError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
             QueryError::Store(s) => s.into(),
         }
     }
@@ -283,13 +285,14 @@ fn rejected_status(code: Code, msg: String, resp: &pb::PushResponse) -> Status {
 #[derive(Clone)]
 pub struct QueryApi(pub Arc<Ctx>);
 
-/// Runs a store read off the async runtime (sled reads block).
+/// Runs a store read off the async runtime (sled reads block), with the query's budget.
 async fn blocking<T: Send + 'static>(
     ctx: &Arc<Ctx>,
-    f: impl FnOnce(&crate::store::Store) -> Result<T, QueryError> + Send + 'static,
+    f: impl FnOnce(&crate::store::Store, &mut query::Budget) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<Response<T>, Status> {
     let store = ctx.store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
+    let mut budget = query::Budget::new(&ctx.query);
+    tokio::task::spawn_blocking(move || f(&store, &mut budget))
         .await
         .map_err(|e| Status::internal(format!("query task failed: {e}")))?
         .map(Response::new)
@@ -303,7 +306,7 @@ impl Query for QueryApi {
         req: Request<pb::ListSeriesRequest>,
     ) -> Result<Response<pb::ListSeriesResponse>, Status> {
         let r = req.into_inner();
-        blocking(&self.0, move |s| query::list_series(s, &r)).await
+        blocking(&self.0, move |s, b| query::list_series(s, &r, b)).await
     }
 
     async fn query_range(
@@ -312,7 +315,7 @@ impl Query for QueryApi {
     ) -> Result<Response<pb::QueryRangeResponse>, Status> {
         let r = req.into_inner();
         let now = self.0.clock.now_ms();
-        blocking(&self.0, move |s| query::query_range(s, &r, now)).await
+        blocking(&self.0, move |s, b| query::query_range(s, &r, now, b)).await
     }
 
     async fn inference_stats(
@@ -321,7 +324,7 @@ impl Query for QueryApi {
     ) -> Result<Response<pb::InferenceStatsResponse>, Status> {
         let r = req.into_inner();
         let now = self.0.clock.now_ms();
-        blocking(&self.0, move |s| query::inference_stats(s, &r, now)).await
+        blocking(&self.0, move |s, b| query::inference_stats(s, &r, now, b)).await
     }
 
     async fn search_logs(
@@ -330,7 +333,7 @@ impl Query for QueryApi {
     ) -> Result<Response<pb::SearchLogsResponse>, Status> {
         let r = req.into_inner();
         let now = self.0.clock.now_ms();
-        blocking(&self.0, move |s| query::search_logs(s, &r, now)).await
+        blocking(&self.0, move |s, b| query::search_logs(s, &r, now, b)).await
     }
 
     async fn get_request(
@@ -338,13 +341,13 @@ impl Query for QueryApi {
         req: Request<pb::GetRequestRequest>,
     ) -> Result<Response<pb::GetRequestResponse>, Status> {
         let r = req.into_inner();
-        blocking(&self.0, move |s| query::get_request(s, &r)).await
+        blocking(&self.0, move |s, b| query::get_request(s, &r, b)).await
     }
 
     async fn gpu_report(&self, req: Request<pb::GpuReportRequest>) -> Result<Response<pb::GpuReportResponse>, Status> {
         let r = req.into_inner();
         let now = self.0.clock.now_ms();
-        blocking(&self.0, move |s| crate::report::gpu_report(s, &r, now)).await
+        blocking(&self.0, move |s, b| crate::report::gpu_report(s, &r, now, b)).await
     }
 
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {

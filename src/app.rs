@@ -75,6 +75,7 @@ pub async fn run_with(
         committer,
         validator: Validator::new(cfg.limits.clone()),
         limits: cfg.limits.clone(),
+        query: cfg.query.clone(),
         clock: sources.clock.clone().unwrap_or_else(crate::clock::system),
         registry: Arc::new(Registry::default()),
         rates: Arc::new(Rates::default()),

@@ -27,7 +27,35 @@ pub struct Config {
     pub limits: Limits,
     pub retention: Retention,
     pub sampling: SamplingConfig,
+    pub query: QueryConfig,
     pub log: LogConfig,
+}
+
+/// What one query may cost; a query past a limit fails with RESOURCE_EXHAUSTED (or
+/// DEADLINE_EXCEEDED for the time) naming the key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Series one selector may match (also ListSeries' largest `limit`).
+    pub max_series: usize,
+    /// Samples, log records or aggregate buckets one query may read.
+    pub max_samples: u64,
+    /// Points (or steps) one answer may hold.
+    pub max_points: u64,
+    /// Wall time one query may run.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            max_series: 10_000,
+            max_samples: 50_000_000,
+            max_points: 1_000_000,
+            timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -371,6 +399,14 @@ impl Config {
         // A zero interval would spin a loop.
         nonzero("retention.interval", r.interval.as_millis() as u64)?;
         nonzero("server.shutdown_timeout", self.server.shutdown_timeout.as_millis() as u64)?;
+        let q = &self.query;
+        nonzero("query.max_series", q.max_series as u64)?;
+        nonzero("query.max_samples", q.max_samples)?;
+        nonzero("query.max_points", q.max_points)?;
+        nonzero("query.timeout", q.timeout.as_millis() as u64)?;
+        if q.timeout > MAX_DURATION {
+            return Err(ConfigError::Invalid { key: "query.timeout", message: "is longer than 100 years".into() });
+        }
         nonzero("limits.max_label_name_len", l.max_label_name_len as u64)?;
         nonzero("limits.max_name_len", l.max_name_len as u64)?;
         if l.backfill_max_age < l.max_age {
@@ -402,7 +438,7 @@ impl Config {
 /// alone.
 fn single_underscore_hint(key: &str) -> Option<String> {
     let rest = key.strip_prefix("MODELWATCH_")?.to_ascii_lowercase();
-    const SECTIONS: [&str; 6] = ["server", "storage", "limits", "retention", "sampling", "log"];
+    const SECTIONS: [&str; 7] = ["server", "storage", "limits", "retention", "sampling", "query", "log"];
     let section = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_")))?;
     let field = &rest[section.len() + 1..];
     Some(format!("MODELWATCH__{}__{}", section.to_ascii_uppercase(), field.to_ascii_uppercase()))

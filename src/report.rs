@@ -1,25 +1,31 @@
 //! Reports built from stored series and events: the GPU report (per GPU, per process, per
 //! model service) over a range.
 use crate::pb;
-use crate::query::{fmt_ms, parse_range, QueryError};
+use crate::query::{fmt_ms, parse_range, Budget, QueryError};
 use crate::store::index::{MatchOp, Matcher, SeriesMeta, NAME_LABEL};
 use crate::store::Store;
 use std::collections::BTreeMap;
 
+type Samples = (SeriesMeta, Vec<i64>, Vec<f64>);
+
 fn series(
     store: &Store,
+    budget: &mut Budget,
     name: &str,
     gpu: &str,
     start: i64,
     end: i64,
-) -> Result<Vec<(SeriesMeta, Vec<i64>, Vec<f64>)>, QueryError> {
+) -> Result<Vec<Samples>, QueryError> {
     let mut ms = vec![Matcher::new(NAME_LABEL, MatchOp::Eq, name).expect("plain matcher")];
     if !gpu.is_empty() {
         ms.push(Matcher::new("gpu", MatchOp::Eq, gpu).expect("plain matcher"));
     }
     let mut out = Vec::new();
-    for s in store.select(&ms) {
+    let selected = store.select(&ms);
+    budget.series(selected.len())?;
+    for s in selected {
         let (ts, vals) = store.read_samples(s.id, start, end)?;
+        budget.read(ts.len())?;
         if !ts.is_empty() {
             out.push((s, ts, vals));
         }
@@ -36,7 +42,12 @@ fn increase(vals: &[f64]) -> f64 {
     vals.windows(2).map(|w| if w[1] >= w[0] { w[1] - w[0] } else { w[1] }).sum()
 }
 
-pub fn gpu_report(store: &Store, req: &pb::GpuReportRequest, now: i64) -> Result<pb::GpuReportResponse, QueryError> {
+pub fn gpu_report(
+    store: &Store,
+    req: &pb::GpuReportRequest,
+    now: i64,
+    budget: &mut Budget,
+) -> Result<pb::GpuReportResponse, QueryError> {
     let (start, end) = parse_range(req.range.as_ref(), now)?;
     let mut gpus: BTreeMap<u32, pb::GpuSummary> = BTreeMap::new();
     let key = |s: &SeriesMeta| label(s, "gpu").parse::<u32>().unwrap_or(u32::MAX);
@@ -48,12 +59,12 @@ pub fn gpu_report(store: &Store, req: &pb::GpuReportRequest, now: i64) -> Result
             ..Default::default()
         }
     };
-    for (s, _, vals) in series(store, "gpu_up", &req.gpu, start, end)? {
+    for (s, _, vals) in series(store, budget, "gpu_up", &req.gpu, start, end)? {
         let g = gpus.entry(key(&s)).or_insert_with(|| entry(&s));
         g.up_ratio = vals.iter().sum::<f64>() / vals.len() as f64;
     }
     let mut fold = |name: &str, f: &mut dyn FnMut(&mut pb::GpuSummary, &[f64])| -> Result<(), QueryError> {
-        for (s, _, vals) in series(store, name, &req.gpu, start, end)? {
+        for (s, _, vals) in series(store, budget, name, &req.gpu, start, end)? {
             let g = gpus.entry(key(&s)).or_insert_with(|| entry(&s));
             f(g, &vals);
         }
@@ -105,7 +116,7 @@ pub fn gpu_report(store: &Store, req: &pb::GpuReportRequest, now: i64) -> Result
 
     let mut procs: BTreeMap<(String, u32, String, String), pb::GpuProcessSummary> = BTreeMap::new();
     for (name, is_mem) in [("gpu_process_memory_bytes", true), ("gpu_process_utilization_percent", false)] {
-        for (s, _, vals) in series(store, name, &req.gpu, start, end)? {
+        for (s, _, vals) in series(store, budget, name, &req.gpu, start, end)? {
             let pid: u32 = label(&s, "pid").parse().unwrap_or(0);
             let k =
                 (label(&s, "gpu").to_string(), pid, label(&s, "service").to_string(), label(&s, "model").to_string());

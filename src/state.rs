@@ -1,7 +1,7 @@
 //! The daemon's shared state: the handles every part of it (gRPC services, samplers,
 //! background tasks) works through. Owned by [`crate::app`], passed around as `Arc<Ctx>`.
 use crate::clock::ClockRef;
-use crate::config::Limits;
+use crate::config::{Limits, QueryConfig};
 use crate::ingest::{Registry, Validator};
 use crate::store::commit::Committer;
 use crate::store::StoreRef;
@@ -16,6 +16,7 @@ pub struct Ctx {
     pub committer: Committer,
     pub validator: Validator,
     pub limits: Limits,
+    pub query: QueryConfig,
     pub clock: ClockRef,
     pub registry: Arc<Registry>,
     pub rates: Arc<Rates>,

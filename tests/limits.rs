@@ -400,3 +400,59 @@ async fn acks_arrive_in_order_before_the_error_that_ends_a_stream() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     d.stop_ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_is_bounded_and_says_by_which_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("MODELWATCH__QUERY__MAX_SERIES", "3"),
+        ("MODELWATCH__QUERY__MAX_SAMPLES", "1000"),
+        ("MODELWATCH__QUERY__MAX_POINTS", "500"),
+    ];
+    let d = Daemon::start(dir.path(), &env);
+    let mut c = d.ingest().await;
+    let now = now_ms();
+    let four: Vec<pb::Series> = (0..4)
+        .map(|i| series("m_q", &[("i", &i.to_string())], (0..400).map(|t| now - 400 + t).collect(), vec![1.0; 400]))
+        .collect();
+    push_metrics(&mut c, "q", four).await;
+    let mut q = d.query().await;
+    let range = |sel: &str, last: &str, step: &str| pb::QueryRangeRequest {
+        selector: sel.into(),
+        range: range_last(last),
+        step: step.into(),
+        aggregation: pb::Aggregation::Count as i32,
+        ..Default::default()
+    };
+    let code_msg = |e: tonic::Status| (e.code(), e.message().to_string());
+
+    let (code, msg) = code_msg(q.query_range(range("m_q", "1h", "1h")).await.unwrap_err());
+    assert_eq!(code, tonic::Code::ResourceExhausted);
+    assert!(msg.contains("4 series") && msg.contains("query.max_series = 3"), "{msg}");
+    let (code, msg) = code_msg(q.query_range(range(r#"m_q{i=~"0|1|2"}"#, "1h", "1h")).await.unwrap_err());
+    assert_eq!(code, tonic::Code::ResourceExhausted);
+    assert!(msg.contains("query.max_samples = 1000"), "{msg}");
+    let (code, msg) = code_msg(q.query_range(range(r#"m_q{i="0"}"#, "1h", "1s")).await.unwrap_err());
+    assert_eq!(code, tonic::Code::ResourceExhausted);
+    assert!(msg.contains("query.max_points = 500"), "{msg}");
+    let ok = q.query_range(range(r#"m_q{i=~"0|1"}"#, "1h", "1h")).await.unwrap().into_inner();
+    assert_eq!(ok.series.len(), 2);
+    // A range that would wrap milliseconds, and a time with an offset.
+    let (code, msg) = code_msg(q.query_range(range("m_q", "300000000y", "1h")).await.unwrap_err());
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert!(msg.contains("range.last") && msg.contains("100 years"), "{msg}");
+    let mut r = range(r#"m_q{i="0"}"#, "", "2h");
+    r.range = Some(pb::TimeRange {
+        start: "2020-01-01T01:00:00+01:00".into(),
+        end: "2020-01-01T01:30:00+01:00".into(),
+        ..Default::default()
+    });
+    q.query_range(r).await.expect("RFC 3339 with an offset");
+    // ListSeries: its limit is capped too.
+    let err = q.list_series(pb::ListSeriesRequest { selector: "m_q".into(), limit: 50, ..Default::default() }).await;
+    assert!(err.unwrap_err().message().contains("query.max_series = 3"));
+    let ls = q.list_series(pb::ListSeriesRequest { selector: "m_q".into(), ..Default::default() }).await.unwrap();
+    let ls = ls.into_inner();
+    assert!(ls.truncated && ls.series.len() == 3, "{ls:?}");
+    d.stop_ok();
+}

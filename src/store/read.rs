@@ -81,21 +81,34 @@ impl Store {
         groups: &[u32],
         b0: i64,
         b1: i64,
-        mut f: impl FnMut(u32, i64, &Agg),
+        mut f: impl FnMut(u32, i64, &Agg) -> bool,
     ) -> Result<(), StoreError> {
-        // The lock spans the sled scan: a checkpoint moves aggregates from memory to sled
-        // under it, and a reader must see each exactly once.
-        let st = lock(&self.events);
+        // A snapshot of memory and its epoch, then the sled scan without the lock (the
+        // committer needs it for every event batch): rows of that epoch or later are what the
+        // snapshot holds (a checkpoint writes memory as rows of its epoch), so they are skipped
+        // and each aggregate is seen exactly once.
+        let (epoch, mem): (u64, Vec<((u32, i64), Agg)>) = {
+            let st = lock(&self.events);
+            let mem = st
+                .aggs
+                .iter()
+                .filter(|((g, b), _)| groups.contains(g) && *b >= b0 && *b <= b1)
+                .map(|(k, a)| (*k, a.clone()))
+                .collect();
+            (st.epoch, mem)
+        };
         for &g in groups {
             for item in self.t.aggs.range(keys::agg_key(g, b0, 0)..=keys::agg_key(g, b1, u64::MAX)) {
                 let (k, v) = item?;
-                let (_, bucket, _) = keys::decode_agg_key(&k)?;
-                f(g, bucket, &Agg::decode(&v)?);
+                let (_, bucket, row_epoch) = keys::decode_agg_key(&k)?;
+                if row_epoch < epoch && !f(g, bucket, &Agg::decode(&v)?) {
+                    return Ok(());
+                }
             }
         }
-        for ((g, bucket), agg) in st.aggs.iter() {
-            if groups.contains(g) && *bucket >= b0 && *bucket <= b1 {
-                f(*g, *bucket, agg);
+        for ((g, bucket), agg) in &mem {
+            if !f(*g, *bucket, agg) {
+                return Ok(());
             }
         }
         Ok(())

@@ -1,17 +1,34 @@
-//! Query: turns the query RPCs' requests into store reads and computes the answers (range
-//! parsing, PromQL-style selectors, step aggregation, inference statistics from merged HDR
-//! histograms, log search). Plain functions over the store, so they are tested without tonic.
+//! Query: turns the query RPCs' requests into store reads and computes the answers (step
+//! aggregation, inference statistics from merged HDR histograms, log search). Plain functions
+//! over the store, so they are tested without tonic.
+//! - [`selector`]: PromQL-style selectors and matcher lists;
+//! - [`plan`]: times (RFC 3339, any offset), durations, ranges;
+//! - [`limits`]: the [`Budget`] every query spends (`[query]`: series, samples read, points
+//!   returned, time), so that no request's cost is unbounded.
+pub mod limits;
+pub mod plan;
+pub mod selector;
+
+pub use limits::Budget;
+pub use plan::{fmt_ms, parse_duration, parse_range};
+pub use selector::parse_selector;
+
 use crate::pb;
 use crate::store::aggs::{Agg, STAGES, STATUS_NAMES};
-use crate::store::index::{MatchOp, Matcher, NAME_LABEL};
+use crate::store::index::NAME_LABEL;
 use crate::store::{Store, StoreError};
+use selector::matchers_of;
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// A `[query]` limit: the message names the key, the limit and what the query needed.
+    #[error("{0}")]
+    TooCostly(String),
+    #[error("{0}")]
+    Timeout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -20,169 +37,25 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> QueryError {
     QueryError::Invalid { field, reason: reason.into() }
 }
 
-pub const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
-/// Most points one QueryRange series may return.
-pub const MAX_POINTS: i64 = 11_000;
-
-pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, QueryError> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| invalid(field, format!("{s:?} is not a duration like \"30s\", \"5m\" or \"1h\": {e}")))
-}
-
-fn parse_time(field: &'static str, s: &str) -> Result<i64, QueryError> {
-    let t = humantime::parse_rfc3339_weak(s.trim()).map_err(|e| {
-        invalid(field, format!("{s:?} is not an RFC 3339 timestamp like \"2024-05-01T12:00:00Z\": {e}"))
-    })?;
-    Ok(t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
-}
-
-pub fn fmt_ms(ms: i64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
-}
-
-/// (start, end) in ms, inclusive. `last` wins; else `start`/`end`; else the last hour.
-pub fn parse_range(r: Option<&pb::TimeRange>, now: i64) -> Result<(i64, i64), QueryError> {
-    let r = r.cloned().unwrap_or_default();
-    if !r.last.is_empty() {
-        if !r.start.is_empty() {
-            return Err(invalid("range", "give either `last` or `start`/`end`, not both"));
-        }
-        let d = parse_duration("range.last", &r.last)?;
-        return Ok((now - d.as_millis() as i64, now));
-    }
-    let end = if r.end.is_empty() { now } else { parse_time("range.end", &r.end)? };
-    let start =
-        if r.start.is_empty() { end - DEFAULT_RANGE.as_millis() as i64 } else { parse_time("range.start", &r.start)? };
-    if start > end {
-        return Err(invalid("range", format!("start {} is after end {}", r.start, fmt_ms(end))));
-    }
-    Ok((start, end))
-}
-
-/// Parses `name{label="v", other=~"re", x!="y", z!~"w"}`; the name and the braces are each
-/// optional.
-pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, QueryError> {
-    let s = s.trim();
-    let mut out = Vec::new();
-    if s.is_empty() {
-        return Ok(out);
-    }
-    let (name, rest) = match s.find('{') {
-        Some(i) => (s[..i].trim(), &s[i..]),
-        None => (s, ""),
-    };
-    let bad = |why: &str| invalid("selector", format!("{s:?}: {why}"));
-    if !name.is_empty() {
-        out.push(Matcher::new(NAME_LABEL, MatchOp::Eq, name).map_err(|e| bad(&e.to_string()))?);
-    }
-    if rest.is_empty() {
-        return Ok(out);
-    }
-    let body = rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')).ok_or_else(|| bad("unbalanced braces"))?;
-    let chars: Vec<char> = body.chars().collect();
-    let mut i = 0;
-    let skip_ws = |i: &mut usize| {
-        while *i < chars.len() && (chars[*i].is_whitespace() || chars[*i] == ',') {
-            *i += 1;
-        }
-    };
-    loop {
-        skip_ws(&mut i);
-        if i >= chars.len() {
-            break;
-        }
-        let start = i;
-        while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-            i += 1;
-        }
-        let label: String = chars[start..i].iter().collect();
-        if label.is_empty() {
-            return Err(bad(&format!("expected a label name at position {start}")));
-        }
-        while i < chars.len() && chars[i].is_whitespace() {
-            i += 1;
-        }
-        let op_str: String = chars[i..(i + 2).min(chars.len())].iter().collect();
-        let (op, len) = match op_str.as_str() {
-            "=~" => (MatchOp::Re, 2),
-            "!=" => (MatchOp::Neq, 2),
-            "!~" => (MatchOp::Nre, 2),
-            _ if op_str.starts_with('=') => (MatchOp::Eq, 1),
-            _ => return Err(bad(&format!("expected =, !=, =~ or !~ after {label}"))),
-        };
-        i += len;
-        while i < chars.len() && chars[i].is_whitespace() {
-            i += 1;
-        }
-        if i >= chars.len() || chars[i] != '"' {
-            return Err(bad(&format!("expected a quoted value for {label}")));
-        }
-        i += 1;
-        let mut value = String::new();
-        loop {
-            match chars.get(i) {
-                None => return Err(bad("unterminated string")),
-                Some('"') => {
-                    i += 1;
-                    break;
-                }
-                Some('\\') => {
-                    match chars.get(i + 1) {
-                        Some('n') => value.push('\n'),
-                        Some(c) => value.push(*c),
-                        None => return Err(bad("unterminated string")),
-                    }
-                    i += 2;
-                }
-                Some(c) => {
-                    value.push(*c);
-                    i += 1;
-                }
-            }
-        }
-        out.push(Matcher::new(&label, op, &value).map_err(|e| bad(&format!("bad regex for {label}: {e}")))?);
-    }
-    Ok(out)
-}
-
-fn matchers_of(selector: &str, list: &[pb::Matcher]) -> Result<Vec<Matcher>, QueryError> {
-    let mut ms = parse_selector(selector)?;
-    for (i, m) in list.iter().enumerate() {
-        let op = pb::MatchOp::try_from(m.op).map_err(|_| {
-            invalid(
-                "matchers",
-                format!("matchers[{i}].op {} is not a known value (MATCH_OP_EQ, _NEQ, _RE, _NRE)", m.op),
-            )
-        })?;
-        let op = match op {
-            pb::MatchOp::Eq => MatchOp::Eq,
-            pb::MatchOp::Neq => MatchOp::Neq,
-            pb::MatchOp::Re => MatchOp::Re,
-            pb::MatchOp::Nre => MatchOp::Nre,
-        };
-        ms.push(
-            Matcher::new(&m.name, op, &m.value)
-                .map_err(|e| invalid("matchers", format!("bad regex for {}: {e}", m.name)))?,
-        );
-    }
-    if ms.is_empty() || ms.iter().all(|m| m.matches("")) {
-        return Err(invalid(
-            "selector",
-            "give at least one matcher that does not match everything, e.g. a metric name",
-        ));
-    }
-    Ok(ms)
-}
-
-pub fn list_series(store: &Store, req: &pb::ListSeriesRequest) -> Result<pb::ListSeriesResponse, QueryError> {
+pub fn list_series(
+    store: &Store,
+    req: &pb::ListSeriesRequest,
+    budget: &mut Budget,
+) -> Result<pb::ListSeriesResponse, QueryError> {
     let ms = if req.selector.trim().is_empty() && req.matchers.is_empty() {
         Vec::new()
     } else {
         matchers_of(&req.selector, &req.matchers)?
     };
+    let max = budget.max_series();
+    if req.limit as usize > max {
+        return Err(QueryError::TooCostly(format!("limit {} is more than query.max_series = {max}", req.limit)));
+    }
+    let limit = if req.limit == 0 { max } else { req.limit as usize };
+    // Only the first `limit` (by name and labels) are returned; the rest is counted.
     let mut series = store.select(&ms);
+    budget.time()?;
     series.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
-    let limit = if req.limit == 0 { 10_000 } else { req.limit as usize };
     let truncated = series.len() > limit;
     series.truncate(limit);
     Ok(pb::ListSeriesResponse {
@@ -234,7 +107,12 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (rank - lo as f64)
 }
 
-pub fn query_range(store: &Store, req: &pb::QueryRangeRequest, now: i64) -> Result<pb::QueryRangeResponse, QueryError> {
+pub fn query_range(
+    store: &Store,
+    req: &pb::QueryRangeRequest,
+    now: i64,
+    budget: &mut Budget,
+) -> Result<pb::QueryRangeResponse, QueryError> {
     let ms = matchers_of(&req.selector, &req.matchers)?;
     let (start, end) = parse_range(req.range.as_ref(), now)?;
     let agg = pb::Aggregation::try_from(req.aggregation)
@@ -251,16 +129,11 @@ pub fn query_range(store: &Store, req: &pb::QueryRangeRequest, now: i64) -> Resu
     if step <= 0 {
         return Err(invalid("step", "must be positive"));
     }
-    if span / step >= MAX_POINTS {
-        return Err(invalid(
-            "step",
-            format!("{} over this range gives {} points; the most is {MAX_POINTS}", req.step, span / step + 1),
-        ));
-    }
     // Window k covers [start + k*step, start + (k+1)*step) and is stamped at its start, so a
     // step of at least the range gives one figure for the whole range.
     let nsteps = ((span + 1) + step - 1) / step;
     let nsteps = nsteps as usize;
+    budget.points(nsteps)?;
     let grouped = req.combine || !req.group_by.is_empty();
     // Per output series: name, labels, and per step either a value (ungrouped) or the
     // per-series values / pooled samples to combine.
@@ -271,8 +144,12 @@ pub fn query_range(store: &Store, req: &pb::QueryRangeRequest, now: i64) -> Resu
     }
     let mut out: Vec<Acc> = Vec::new();
     let mut slot_of: HashMap<Vec<String>, usize> = HashMap::new();
-    for s in store.select(&ms) {
+    let selected = store.select(&ms);
+    budget.series(selected.len())?;
+    for s in selected {
+        budget.time()?;
         let (ts, vals) = store.read_samples(s.id, start, end)?;
+        budget.read(ts.len())?;
         let counter = s.kind == pb::MetricKind::Counter as i32;
         let slot = if grouped {
             let key: Vec<String> = req
@@ -280,6 +157,9 @@ pub fn query_range(store: &Store, req: &pb::QueryRangeRequest, now: i64) -> Resu
                 .iter()
                 .map(|g| s.labels.iter().find(|(k, _)| k == g).map(|(_, v)| v.clone()).unwrap_or_default())
                 .collect();
+            if !slot_of.contains_key(&key) && !out.is_empty() {
+                budget.points(nsteps)?;
+            }
             *slot_of.entry(key.clone()).or_insert_with(|| {
                 out.push(Acc {
                     name: if req.group_by.iter().any(|g| g == NAME_LABEL) { s.name.clone() } else { String::new() },
@@ -289,6 +169,9 @@ pub fn query_range(store: &Store, req: &pb::QueryRangeRequest, now: i64) -> Resu
                 out.len() - 1
             })
         } else {
+            if !out.is_empty() {
+                budget.points(nsteps)?;
+            }
             out.push(Acc {
                 name: s.name.clone(),
                 labels: s.labels.iter().cloned().collect(),
@@ -393,6 +276,7 @@ pub fn inference_stats(
     store: &Store,
     req: &pb::InferenceStatsRequest,
     now: i64,
+    budget: &mut Budget,
 ) -> Result<pb::InferenceStatsResponse, QueryError> {
     const FIELDS: [&str; 4] = ["service", "model", "model_version", "endpoint"];
     let mut by = Vec::new();
@@ -422,9 +306,7 @@ pub fn inference_stats(
                 ),
             ));
         }
-        if (b1 - b0) / s > MAX_POINTS {
-            return Err(invalid("step", format!("too many steps; the most is {MAX_POINTS}")));
-        }
+        budget.points(((b1 - b0) / s + 1) as usize)?;
         Some(s)
     };
     let filter = [&req.service, &req.model, &req.model_version, &req.endpoint];
@@ -434,14 +316,23 @@ pub fn inference_stats(
     let ids: Vec<u32> = groups.iter().map(|(id, _)| *id).collect();
     let mut totals: BTreeMap<Vec<String>, Agg> = BTreeMap::new();
     let mut steps: BTreeMap<(Vec<String>, i64), Agg> = BTreeMap::new();
+    let mut over: Option<QueryError> = None;
     store.read_aggs(&ids, b0, b1, |g, b, a| {
+        if let Err(e) = budget.read(1) {
+            over = Some(e);
+            return false;
+        }
         let key = key_of.get(&g).cloned().unwrap_or_default();
         if let Some(s) = step {
             let w = b0 + (b - b0).div_euclid(s) * s;
             steps.entry((key.clone(), w)).or_default().merge(a);
         }
         totals.entry(key).or_default().merge(a);
+        true
     })?;
+    if let Some(e) = over {
+        return Err(e);
+    }
     let range_end = b1 + bucket;
     let groups = totals
         .into_iter()
@@ -463,7 +354,12 @@ pub fn inference_stats(
     Ok(pb::InferenceStatsResponse { groups, start_ms: b0, end_ms: range_end, bucket_ms: bucket })
 }
 
-pub fn search_logs(store: &Store, req: &pb::SearchLogsRequest, now: i64) -> Result<pb::SearchLogsResponse, QueryError> {
+pub fn search_logs(
+    store: &Store,
+    req: &pb::SearchLogsRequest,
+    now: i64,
+    budget: &mut Budget,
+) -> Result<pb::SearchLogsResponse, QueryError> {
     let (start, end) = parse_range(req.range.as_ref(), now)?;
     if pb::Level::try_from(req.min_level).is_err() {
         return Err(invalid(
@@ -495,20 +391,29 @@ pub fn search_logs(store: &Store, req: &pb::SearchLogsRequest, now: i64) -> Resu
     let mut next = String::new();
     if !req.request_id.is_empty() {
         // The request-id index is small per id: read it whole, newest first, no paging.
-        let mut all: Vec<pb::LogRecord> =
-            store.logs_by_request(&req.request_id)?.into_iter().filter(|r| keep(r)).collect();
+        let found = store.logs_by_request(&req.request_id)?;
+        budget.read(found.len())?;
+        let mut all: Vec<pb::LogRecord> = found.into_iter().filter(|r| keep(r)).collect();
         all.reverse();
         all.truncate(limit);
         records = all;
     } else {
         let mut last = None;
+        let mut over = None;
         store.scan_logs(start, end, before, |k, r| {
+            if let Err(e) = budget.read(1) {
+                over = Some(e);
+                return false;
+            }
             if keep(&r) {
                 records.push(r);
             }
             last = Some(*k);
             records.len() < limit
         })?;
+        if let Some(e) = over {
+            return Err(e);
+        }
         if records.len() == limit {
             if let Some(k) = last {
                 next = encode_hex(&k);
@@ -518,14 +423,19 @@ pub fn search_logs(store: &Store, req: &pb::SearchLogsRequest, now: i64) -> Resu
     Ok(pb::SearchLogsResponse { records, next_page_token: next })
 }
 
-pub fn get_request(store: &Store, req: &pb::GetRequestRequest) -> Result<pb::GetRequestResponse, QueryError> {
+pub fn get_request(
+    store: &Store,
+    req: &pb::GetRequestRequest,
+    budget: &mut Budget,
+) -> Result<pb::GetRequestResponse, QueryError> {
     if req.request_id.is_empty() {
         return Err(invalid("request_id", "is required"));
     }
-    Ok(pb::GetRequestResponse {
-        events: store.events_by_request(&req.request_id)?,
-        logs: store.logs_by_request(&req.request_id)?,
-    })
+    let events = store.events_by_request(&req.request_id)?;
+    budget.read(events.len())?;
+    let logs = store.logs_by_request(&req.request_id)?;
+    budget.read(logs.len())?;
+    Ok(pb::GetRequestResponse { events, logs })
 }
 
 fn encode_hex(b: &[u8]) -> String {
@@ -542,6 +452,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::index::MatchOp;
 
     #[test]
     fn selectors_parse() {

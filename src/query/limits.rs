@@ -1,0 +1,71 @@
+//! What one query may cost (`[query]`): series matched, samples (or log records, or aggregate
+//! buckets) read, points returned, and wall time. Each query carries a [`Budget`]; running out
+//! is an error that names the key, the limit and what the query needed, and the query stops
+//! there. Memory per query follows: at most `max_samples` samples of one series in memory at a
+//! time (16 bytes each), plus `max_points` accumulated points (about 32 bytes each).
+use super::QueryError;
+use crate::config::QueryConfig;
+use std::time::Instant;
+
+pub struct Budget {
+    cfg: QueryConfig,
+    started: Instant,
+    read: u64,
+    points: u64,
+}
+
+impl Budget {
+    pub fn new(cfg: &QueryConfig) -> Budget {
+        Budget { cfg: cfg.clone(), started: Instant::now(), read: 0, points: 0 }
+    }
+
+    pub fn max_series(&self) -> usize {
+        self.cfg.max_series
+    }
+
+    /// `n` series matched.
+    pub fn series(&self, n: usize) -> Result<(), QueryError> {
+        if n > self.cfg.max_series {
+            return Err(QueryError::TooCostly(format!(
+                "the selector matches {n} series, more than query.max_series = {}: narrow it",
+                self.cfg.max_series
+            )));
+        }
+        Ok(())
+    }
+
+    /// `n` more samples, records or buckets read.
+    pub fn read(&mut self, n: usize) -> Result<(), QueryError> {
+        self.read += n as u64;
+        if self.read > self.cfg.max_samples {
+            return Err(QueryError::TooCostly(format!(
+                "the query reads more than query.max_samples = {} samples or records: shorten the range or narrow the selector",
+                self.cfg.max_samples
+            )));
+        }
+        self.time()
+    }
+
+    /// `n` more points in the answer.
+    pub fn points(&mut self, n: usize) -> Result<(), QueryError> {
+        self.points += n as u64;
+        if self.points > self.cfg.max_points {
+            return Err(QueryError::TooCostly(format!(
+                "the answer would hold {} points or more, more than query.max_points = {}: use a longer step or a shorter range",
+                self.points, self.cfg.max_points
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fails once the query has run longer than `query.timeout`.
+    pub fn time(&self) -> Result<(), QueryError> {
+        if self.started.elapsed() > self.cfg.timeout {
+            return Err(QueryError::Timeout(format!(
+                "the query ran longer than query.timeout = {}",
+                humantime::format_duration(self.cfg.timeout)
+            )));
+        }
+        Ok(())
+    }
+}
