@@ -127,7 +127,7 @@ async fn metrics_round_trip_with_matchers_and_aggregations() {
     assert!((rate - 2.0 * 58.0 / 59.0).abs() < 1e-9, "rate {rate}");
     let r = q.query_range(qr("requests_total", pb::Aggregation::Last, "1h")).await.unwrap().into_inner();
     assert_eq!(one(r), vec![58.0]);
-    let err = q.query_range(qr("gpu_utilization", pb::Aggregation::Avg, "1ms")).await.unwrap_err();
+    let err = q.query_range(qr("gpu_utilization", pb::Aggregation::Avg, "0ms")).await.unwrap_err();
     assert!(err.message().contains("step"), "{}", err.message());
     d.stop_ok();
 }

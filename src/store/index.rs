@@ -14,8 +14,6 @@ pub struct SeriesMeta {
     /// Sorted by label name; unique names.
     pub labels: Vec<(String, String)>,
     pub kind: i32,
-    /// Timestamp of the last sample in a persisted chunk (`i64::MIN` when none).
-    pub persisted_max_ts: i64,
 }
 
 impl SeriesMeta {
@@ -222,7 +220,7 @@ mod tests {
     fn meta(id: u64, name: &str, labels: &[(&str, &str)]) -> SeriesMeta {
         let mut labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         labels.sort();
-        SeriesMeta { id, name: name.into(), labels, kind: 1, persisted_max_ts: i64::MIN }
+        SeriesMeta { id, name: name.into(), labels, kind: 1 }
     }
 
     #[test]

@@ -35,9 +35,13 @@ impl Head {
     }
 }
 
+/// The write side of metrics, behind one mutex that readers take only to copy a head: the
+/// label index lives apart (a `RwLock` in [`Store`]) so that selections and regex matching
+/// never hold what the committer needs.
 pub(super) struct MetricsState {
-    pub(super) index: Index,
     pub(super) heads: index::FxMap<u64, Head>,
+    /// Timestamp of each series' last sample in a persisted chunk (absent: none).
+    pub(super) persisted: index::FxMap<u64, i64>,
     /// Heads that reached `chunk_samples`, cut by [`Store::cut_due`].
     pub(super) due: Vec<u64>,
     /// Keys of parts that chunks now hold, deleted by the next checkpoint.
@@ -52,7 +56,8 @@ pub(super) struct MetricsState {
 /// (and counts them) from the WAL.
 pub(super) fn load_heads(
     tree: &sled::Tree,
-    index: &mut Index,
+    index: &Index,
+    persisted: &index::FxMap<u64, i64>,
     checkpoint_lsn: u64,
 ) -> Result<index::FxMap<u64, Head>, StoreError> {
     let mut heads: index::FxMap<u64, Head> = Default::default();
@@ -62,11 +67,11 @@ pub(super) fn load_heads(
         let (id, first) = keys::decode_chunk_key(&k)?;
         let mut rd = keys::Reader::new(&v, "head part");
         let saved_at = rd.varint()?;
-        let Some(meta) = index.get(id).filter(|_| saved_at <= checkpoint_lsn) else {
+        if index.get(id).is_none() || saved_at > checkpoint_lsn {
             stale.push(k);
             continue;
-        };
-        let persisted = meta.persisted_max_ts;
+        }
+        let persisted = persisted.get(&id).copied().unwrap_or(i64::MIN);
         let (mut ts, mut vals) = (Vec::new(), Vec::new());
         chunk::decode_into(rd.rest(), &mut ts, &mut vals)?;
         let last = ts.last().copied().unwrap_or(first);
@@ -121,6 +126,8 @@ impl Store {
         let Body::Metrics(mb) = &mut batch.body else { unreachable!("kind checked by caller") };
         let mut st = lock(&self.metrics);
         let st = &mut *st;
+        // Lock order: metrics, then the index.
+        let mut index = read(&self.index);
         let mut accepted = 0u64;
         let mut rejects = Vec::new();
         for (pos, s) in mb.series.iter_mut().enumerate() {
@@ -128,13 +135,13 @@ impl Store {
             if s.timestamps_ms.is_empty() {
                 continue;
             }
-            let id = match lookup_series(&st.index, s, &mb.service) {
+            let id = match lookup_series(&index, s, &mb.service) {
                 Some(id) => id,
                 None => {
                     let labels = canonical_labels(&s.labels, &mb.service);
                     let service = labels.iter().find(|(k, _)| k == "service").map_or("", |(_, v)| v.as_str());
-                    let have = st.index.service_count(service);
-                    if !trusted && st.index.len() >= self.max_series {
+                    let have = index.service_count(service);
+                    if !trusted && index.len() >= self.max_series {
                         rejects.push((
                             orig,
                             -1,
@@ -144,7 +151,7 @@ impl Store {
                                 "new series {} would exceed limits.max_series = {} (the daemon holds {})",
                                 s.name,
                                 self.max_series,
-                                st.index.len()
+                                index.len()
                             ),
                         ));
                         s.timestamps_ms.clear();
@@ -166,15 +173,23 @@ impl Store {
                         s.values.clear();
                         continue;
                     }
-                    let id = st.index.next_id();
                     let kind =
                         if s.kind == pb::MetricKind::Counter as i32 { s.kind } else { pb::MetricKind::Gauge as i32 };
+                    // The committer is the only writer: nothing changes between the read and the
+                    // write lock.
+                    drop(index);
+                    let id = {
+                        let mut ix = write(&self.index);
+                        let id = ix.next_id();
+                        ix.insert(SeriesMeta { id, name: s.name.clone(), labels: labels.clone(), kind });
+                        id
+                    };
+                    index = read(&self.index);
                     self.t.series.insert(keys::series_key(id), keys::encode_series(kind, &s.name, &labels))?;
-                    st.index.insert(SeriesMeta { id, name: s.name.clone(), labels, kind, persisted_max_ts: i64::MIN });
                     id
                 }
             };
-            let persisted = st.index.get(id).map_or(i64::MIN, |m| m.persisted_max_ts);
+            let persisted = st.persisted.get(&id).copied().unwrap_or(i64::MIN);
             let head = st.heads.entry(id).or_insert_with(Head::new);
             let mut last = head.ts.last().copied().unwrap_or(persisted);
             let mut w = 0;
@@ -276,9 +291,7 @@ impl Store {
                 let covered = head.parts.partition_point(|p| p.1 <= r.last_ts);
                 st.dead_parts.extend(head.parts.drain(..covered).map(|p| keys::chunk_key(id, p.0)));
             }
-            if let Some(m) = st.index.get_mut(id) {
-                m.persisted_max_ts = r.last_ts;
-            }
+            st.persisted.insert(id, r.last_ts);
         }
         Ok(())
     }

@@ -130,11 +130,22 @@ pub struct Store {
     max_series_per_service: usize,
     max_series: usize,
     retention: Retention,
+    /// Label index: readers select under a read lock; the committer takes the write lock only
+    /// to add a series.
+    index: std::sync::RwLock<Index>,
     metrics: Mutex<MetricsState>,
     events: Mutex<EventsState>,
     /// Highest stored sequence per (client id, kind), and when it was last written (ms).
     dedup: Mutex<HashMap<(String, u8), (u64, i64)>>,
     pub counters: Counters,
+}
+
+fn read<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -7,12 +7,12 @@ impl Store {
     }
 
     pub fn series_count(&self) -> usize {
-        lock(&self.metrics).index.len()
+        read(&self.index).len()
     }
 
     pub fn select(&self, matchers: &[Matcher]) -> Vec<SeriesMeta> {
-        let st = lock(&self.metrics);
-        st.index.select(matchers).into_iter().filter_map(|id| st.index.get(id).cloned()).collect()
+        let ix = read(&self.index);
+        ix.select(matchers).into_iter().filter_map(|id| ix.get(id).cloned()).collect()
     }
 
     /// Samples of one series with `start <= ts <= end`, in time order.
@@ -22,7 +22,7 @@ impl Store {
         // nor doubles samples.
         let (head_ts, head_vals, boundary) = {
             let st = lock(&self.metrics);
-            let boundary = st.index.get(id).map_or(i64::MIN, |m| m.persisted_max_ts);
+            let boundary = st.persisted.get(&id).copied().unwrap_or(i64::MIN);
             match st.heads.get(&id) {
                 Some(h) => {
                     let a = h.ts.partition_point(|&t| t < start);

@@ -161,16 +161,17 @@ impl Store {
         }
 
         let mut index = Index::default();
+        let mut persisted = index::FxMap::default();
         for item in t.series.iter() {
             let (k, v) = item?;
             let id = keys::decode_series_key(&k)?;
             let (kind, name, labels) = keys::decode_series(&v)?;
-            let persisted_max_ts =
-                match t.chunks.range(keys::chunk_key(id, i64::MIN)..=keys::chunk_key(id, i64::MAX)).next_back() {
-                    Some(item) => keys::decode_block_ref(&item?.1)?.last_ts,
-                    None => i64::MIN,
-                };
-            index.insert(SeriesMeta { id, name, labels, kind, persisted_max_ts });
+            if let Some(item) =
+                t.chunks.range(keys::chunk_key(id, i64::MIN)..=keys::chunk_key(id, i64::MAX)).next_back()
+            {
+                persisted.insert(id, keys::decode_block_ref(&item?.1)?.last_ts);
+            }
+            index.insert(SeriesMeta { id, name, labels, kind });
         }
         for item in t.chunks.iter() {
             blocks.note_live(&keys::decode_block_ref(&item?.1)?.loc());
@@ -191,7 +192,7 @@ impl Store {
             groups.insert(g.clone(), id);
             group_list.push((id, g));
         }
-        let heads = memtable::load_heads(&t.head_parts, &mut index, meta.checkpoint_lsn)?;
+        let heads = memtable::load_heads(&t.head_parts, &index, &persisted, meta.checkpoint_lsn)?;
         let store = Store {
             db,
             _lock: lock_file,
@@ -206,9 +207,10 @@ impl Store {
             max_series_per_service: opts.limits.max_series_per_service,
             max_series: opts.limits.max_series,
             retention: opts.retention,
+            index: std::sync::RwLock::new(index),
             metrics: Mutex::new(MetricsState {
-                index,
                 heads,
+                persisted,
                 due: Vec::new(),
                 dead_parts: Vec::new(),
                 last_checkpoint: meta.checkpoint_lsn,

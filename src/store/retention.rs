@@ -9,7 +9,7 @@ impl Store {
         let cutoff = |d: Duration| now_ms.saturating_sub(d.as_millis() as i64);
         let mut rep = RetentionReport::default();
         let metrics_cut = cutoff(self.retention.metrics);
-        let ids: Vec<u64> = lock(&self.metrics).index.ids().collect();
+        let ids: Vec<u64> = read(&self.index).ids().collect();
         for id in ids {
             for item in self.t.chunks.range(keys::chunk_key(id, i64::MIN)..keys::chunk_key(id, metrics_cut)) {
                 let (k, v) = item?;

@@ -57,17 +57,33 @@ struct Run {
 }
 
 /// Entries since the last checkpoint, unsorted: one push per record on the ingest path (a map
-/// of vectors cost an allocation per request id); sorted once when written as a run. A lookup
-/// scans it (tens of milliseconds at millions of entries, once per GetRequest).
+/// of vectors cost an allocation per request id); sorted once when written as a run. Full
+/// chunks of [`SEAL`] entries are sealed (shared, immutable): a lookup copies their handles and
+/// scans only the open chunk under the lock, so a GetRequest never holds the committer up for
+/// longer than that.
 struct Mem {
+    sealed: Vec<Arc<Vec<(u64, [u8; 20])>>>,
     entries: Vec<(u64, [u8; 20])>,
     min_ts: i64,
     max_ts: i64,
 }
 
+const SEAL: usize = 1 << 16;
+
 impl Default for Mem {
     fn default() -> Mem {
-        Mem { entries: Vec::new(), min_ts: i64::MAX, max_ts: i64::MIN }
+        Mem { sealed: Vec::new(), entries: Vec::new(), min_ts: i64::MAX, max_ts: i64::MIN }
+    }
+}
+
+impl Mem {
+    fn all(self) -> Vec<(u64, [u8; 20])> {
+        let mut out = Vec::with_capacity(self.sealed.iter().map(|c| c.len()).sum::<usize>() + self.entries.len());
+        for c in &self.sealed {
+            out.extend_from_slice(c);
+        }
+        out.extend_from_slice(&self.entries);
+        out
     }
 }
 
@@ -178,6 +194,10 @@ impl RidIndex {
             m.entries.push((*h, *tk));
             m.min_ts = m.min_ts.min(*ts);
             m.max_ts = m.max_ts.max(*ts);
+            if m.entries.len() >= SEAL {
+                let full = std::mem::take(&mut m.entries);
+                m.sealed.push(Arc::new(full));
+            }
         }
     }
 
@@ -185,17 +205,18 @@ impl RidIndex {
     /// failure the entries stay in memory for the next checkpoint.
     pub fn flush(&self) -> Result<(), StoreError> {
         let m = std::mem::take(&mut *lock(&self.mem));
-        if m.entries.is_empty() {
+        if m.entries.is_empty() && m.sealed.is_empty() {
             return Ok(());
         }
-        let mut entries = m.entries;
+        let (min_ts, max_ts) = (m.min_ts, m.max_ts);
+        let mut entries = m.all();
         entries.sort_unstable();
         entries.dedup();
-        if let Err(e) = self.write_run(&entries, m.min_ts, m.max_ts) {
+        if let Err(e) = self.write_run(&entries, min_ts, max_ts) {
             let mut cur = lock(&self.mem);
-            cur.entries.extend_from_slice(&entries);
-            cur.min_ts = cur.min_ts.min(m.min_ts);
-            cur.max_ts = cur.max_ts.max(m.max_ts);
+            cur.sealed.push(Arc::new(entries));
+            cur.min_ts = cur.min_ts.min(min_ts);
+            cur.max_ts = cur.max_ts.max(max_ts);
             return Err(e);
         }
         self.maybe_merge()
@@ -289,7 +310,13 @@ impl RidIndex {
     /// Time keys of records whose request id hashes like `request_id` (candidates).
     pub fn lookup(&self, request_id: &str) -> Result<BTreeSet<[u8; 20]>, StoreError> {
         let h = hash(request_id);
-        let mut out: BTreeSet<[u8; 20]> = lock(&self.mem).entries.iter().filter(|e| e.0 == h).map(|e| e.1).collect();
+        let (mut out, sealed): (BTreeSet<[u8; 20]>, Vec<_>) = {
+            let m = lock(&self.mem);
+            (m.entries.iter().filter(|e| e.0 == h).map(|e| e.1).collect(), m.sealed.clone())
+        };
+        for chunk in sealed {
+            out.extend(chunk.iter().filter(|e| e.0 == h).map(|e| e.1));
+        }
         let runs: Vec<Run> = lock(&self.runs).clone();
         for run in runs {
             let n = run.count;
