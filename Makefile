@@ -3,10 +3,14 @@ VENV := .venv
 GRPCURL := $(VENV)/bin/grpcurl
 
 SHELL := /bin/bash
-.PHONY: run test bench fmt-check
+.PHONY: run test bench fmt-check install
 
 run:
 	cargo run --release -- serve
+
+# Puts `modelwatch` on the PATH (~/.cargo/bin).
+install:
+	cargo install --locked --path .
 
 # Installs what the tests need into a local venv (grpcurl v1.8.6, the Python client with
 # pytest and grpcio-tools), then runs every Rust test (unit, property, black-box against the

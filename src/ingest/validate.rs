@@ -214,6 +214,10 @@ impl Validator {
                 batch.reject(i as u32, -1, code, format!("series[{i}]{suffix}"), reason);
                 continue;
             }
+            // A timestamp of 0 means "now", as in logs and events (handy with grpcurl).
+            if s.timestamps_ms.contains(&0) {
+                s.timestamps_ms.iter_mut().filter(|t| **t == 0).for_each(|t| *t = now);
+            }
             // Per-sample checks; bad samples are dropped, the rest of the series kept.
             let (lo, hi) = (win.0, win.1);
             let finite_only = !self.limits.allow_non_finite;

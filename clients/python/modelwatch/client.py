@@ -59,6 +59,10 @@ class Client:
         self.service = service
         self.instance = instance
         self.models = list(models)
+        # A model named once at init keeps its version on events that give none.
+        self._versions: Dict[str, str] = {}
+        for name, version in self.models:
+            self._versions[name] = "" if self._versions.get(name, version) != version else version
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.linger = linger
@@ -105,6 +109,7 @@ class Client:
               prompt_tokens: int = 0, completion_tokens: int = 0, input_bytes: int = 0, output_bytes: int = 0,
               batch_size: int = 0, labels: Optional[Mapping[str, str]] = None, timestamp_ms: int = 0) -> None:
         """Records one inference event; latencies in seconds."""
+        version = version or self._versions.get(model, "")
         self._push("events", (timestamp_ms or _now_ms(), model, version, endpoint, request_id, _STATUS.get(status, pb.STATUS_OK),
                               error_type, latency_s, stages, prompt_tokens, completion_tokens, input_bytes, output_bytes,
                               batch_size, labels))
@@ -152,8 +157,16 @@ class Client:
         return await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
 
     def close(self, timeout: float = 10.0) -> bool:
-        """Flushes up to ``timeout``, then stops the background threads."""
+        """Flushes up to ``timeout``, then stops the background threads. What was not acked by
+        then is dropped, and a warning (logger ``modelwatch.client``) says how much and why."""
         flushed = self.flush(timeout)
+        if not flushed:
+            s = self.stats()
+            left = s["enqueued"] - s["dropped"] - s["acked"]
+            errors = sorted({lane.last_error for lane in self._lanes.values() if lane.last_error})
+            logging.getLogger("modelwatch.client").warning(
+                "close: %d item(s) not acknowledged by the daemon at %s within %.1fs are dropped (%s)",
+                left, self.target, timeout, "; ".join(errors) or "no answer from the daemon")
         self._closing.set()
         for lane in self._lanes.values():
             lane.wake()
@@ -313,6 +326,7 @@ class _Lane(threading.Thread):
         self.window: "collections.OrderedDict[int, Tuple[Any, int]]" = collections.OrderedDict()
         self.next_seq = 1
         self.sent = self.acked = self.retried = self.rejected = 0
+        self.last_error = ""
         self._broken = threading.Event()
 
     def wake(self) -> None:
@@ -344,8 +358,8 @@ class _Lane(threading.Thread):
                             self.acked += entry[1]
                             self.rejected += ack.rejected_count
                         self.cond.notify_all()
-            except grpc.RpcError:
-                pass
+            except grpc.RpcError as e:
+                self.last_error = f"{e.code().name}: {e.details()}" if hasattr(e, "code") else repr(e)
             except Exception as e:  # never let the lane die: log once per failure and retry
                 logging.getLogger("modelwatch.client").debug("lane %s: %r", self.kind, e)
             finally:

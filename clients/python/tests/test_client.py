@@ -199,3 +199,30 @@ def test_monitor_needs_a_client():
 def test_checked_in_stubs_are_fresh():
     r = subprocess.run([sys.executable, os.path.join(HERE, "..", "generate.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_init_models_give_events_their_version(daemon):
+    c = modelwatch.Client(daemon.addr, service="ver", models=[("card-detector", "v2")], linger=0.02)
+    with c.inference("card-detector", request_id="rv-1"):
+        pass
+    c.event("card-detector", 0.01, version="v3")
+    assert c.flush(10)
+    r = stats(daemon, service="ver", group_by=["model_version"])
+    versions = sorted(dict(g.key)["model_version"] for g in r.groups)
+    assert versions == ["v2", "v3"], versions
+    c.close()
+
+
+def test_close_with_the_daemon_down_says_what_was_left(caplog):
+    # A port nothing listens on.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    c = modelwatch.Client(f"127.0.0.1:{port}", service="down", linger=0.01)
+    for i in range(25):
+        c.event("m", 0.001)
+    with caplog.at_level(logging.WARNING, logger="modelwatch.client"):
+        assert c.close(timeout=0.5) is False
+    text = caplog.text
+    assert "25 item(s) not acknowledged" in text and f"127.0.0.1:{port}" in text, text
