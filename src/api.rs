@@ -368,15 +368,15 @@ impl Query for QueryApi {
                 host: cl.info.host,
                 pid: cl.info.pid,
                 models: cl.info.models,
-                last_seen: humantime::format_rfc3339_millis(cl.last_seen).to_string(),
+                last_seen_at: Some(cl.last_seen.into()),
                 open_streams: cl.open_streams,
             })
             .collect();
         let samplers = ctx.samplers.lock().unwrap_or_else(|p| p.into_inner()).clone().into_iter().collect();
         Ok(Response::new(pb::StatusResponse {
             version: env!("CARGO_PKG_VERSION").into(),
-            started_at: humantime::format_rfc3339_millis(ctx.started).to_string(),
-            uptime_s: ctx.started_at.elapsed().as_secs_f64(),
+            start_time: Some(ctx.started.into()),
+            uptime: ctx.started_at.elapsed().try_into().ok(),
             series: ctx.store.series_count() as u64,
             samples: c.samples.load(Relaxed),
             events: c.events.load(Relaxed),

@@ -1,7 +1,7 @@
 //! Reports built from stored series and events: the GPU report (per GPU, per process, per
 //! model service) over a range.
 use crate::pb;
-use crate::query::{fmt_ms, parse_range, Budget, QueryError};
+use crate::query::{parse_range, timestamp, Budget, QueryError};
 use crate::store::index::{MatchOp, Matcher, SeriesMeta, NAME_LABEL};
 use crate::store::Store;
 use std::collections::BTreeMap;
@@ -103,7 +103,7 @@ pub fn gpu_report(
         }
         if g.faults.len() < 100 {
             g.faults.push(pb::GpuFault {
-                time: fmt_ms(r.timestamp_ms),
+                time: timestamp(r.timestamp_ms),
                 kind,
                 message: r.message.clone(),
                 xid: r.fields.get("xid").cloned().unwrap_or_default(),
@@ -146,7 +146,7 @@ pub fn gpu_report(
         gpus: gpus.into_values().collect(),
         processes: procs.into_values().collect(),
         services: services.into_values().collect(),
-        start_ms: start,
-        end_ms: end,
+        start: timestamp(start),
+        end: timestamp(end),
     })
 }

@@ -103,7 +103,11 @@ async fn metrics_round_trip_with_matchers_and_aggregations() {
     };
     let r = q.query_range(qr(r#"gpu_utilization{gpu="0"}"#, pb::Aggregation::Avg, "10s")).await.unwrap().into_inner();
     // windows [t0, t0+10s), [t0+10s, t0+20s), ...: 0..9 | 10..19 | ... | 50..59
-    let pts: Vec<(i64, f64)> = r.series[0].points.iter().map(|p| ((p.timestamp_ms - t0) / 1000, p.value)).collect();
+    let ms = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref().map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+    };
+    let pts: Vec<(i64, f64)> = r.series[0].points.iter().map(|p| ((ms(&p.time) - t0) / 1000, p.value)).collect();
+    assert_eq!(r.step.as_ref().map(|d| d.seconds), Some(10), "the step as a Duration");
     assert_eq!(pts, vec![(0, 4.5), (10, 14.5), (20, 24.5), (30, 34.5), (40, 44.5), (50, 54.5)]);
     let r = q.query_range(qr(r#"gpu_utilization{gpu="0"}"#, pb::Aggregation::Count, "1h")).await.unwrap().into_inner();
     assert_eq!(one(r), vec![60.0]);
@@ -400,7 +404,8 @@ async fn register_dedup_and_status() {
     let st = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
     let svc = st.services.iter().find(|s| s.client_id == reg.client_id).expect("registered service listed");
     assert_eq!(svc.pid, 4242);
-    assert!(!svc.last_seen.is_empty());
+    let seen = svc.last_seen_at.as_ref().expect("last seen as a Timestamp").seconds;
+    assert!((seen - now_ms() / 1000).abs() < 600, "{seen}");
     assert_eq!(st.series, 1);
     assert_eq!(st.samples, 3);
     d.stop_ok();

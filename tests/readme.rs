@@ -36,7 +36,9 @@ fn readme_commands() -> Vec<String> {
 fn every_readme_command_works_as_written() {
     let Some(bin) = grpcurl() else {
         assert!(std::env::var_os("CI").is_none(), "grpcurl is required in CI (make test installs it into .venv)");
-        println!("SKIPPED every_readme_command_works_as_written: grpcurl not found; `make test` installs it into .venv");
+        println!(
+            "SKIPPED every_readme_command_works_as_written: grpcurl not found; `make test` installs it into .venv"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -61,7 +63,7 @@ fn every_readme_command_works_as_written() {
                 }
             }
             "modelwatch.v1.Query/ListSeries" => &["queue_depth", "card-detector"],
-            "modelwatch.v1.Query/QueryRange" => &["queue_depth", "\"value\": 3"],
+            "modelwatch.v1.Query/QueryRange" => &["queue_depth", "\"value\": 3", "\"step\": \"300s\"", "\"time\": \"20"],
             "modelwatch.v1.Query/InferenceStats" => &["\"model_version\": \"v2\"", "\"count\": \"1\""],
             "modelwatch.v1.Query/SearchLogs" => &["slow card", "LEVEL_WARN"],
             "modelwatch.v1.Query/GetRequest" => &["card-detector", "slow card"],

@@ -10,7 +10,7 @@ pub mod plan;
 pub mod selector;
 
 pub use limits::Budget;
-pub use plan::{fmt_ms, parse_duration, parse_range};
+pub use plan::{duration, fmt_ms, parse_duration, parse_range, timestamp};
 pub use selector::parse_selector;
 
 use crate::pb;
@@ -215,13 +215,13 @@ pub fn query_range(
                             A::Quantile => quantile(&mut v, req.quantile),
                         }
                     };
-                    pb::Point { timestamp_ms: start + w as i64 * step, value }
+                    pb::Point { time: timestamp(start + w as i64 * step), value }
                 })
                 .collect();
             pb::SeriesResult { name: a.name, labels: a.labels.into_iter().collect(), points }
         })
         .collect();
-    Ok(pb::QueryRangeResponse { series, start_ms: start, end_ms: end, step_ms: step })
+    Ok(pb::QueryRangeResponse { series, start: timestamp(start), end: timestamp(end), step: duration(step) })
 }
 
 fn latency_summary(h: &hdrhistogram::Histogram<u64>, exact_sum_us: Option<u64>) -> pb::LatencySummary {
@@ -252,8 +252,8 @@ fn figures(a: &Agg, start: i64, end: i64) -> pb::InferenceFigures {
         }
     }
     pb::InferenceFigures {
-        start_ms: start,
-        end_ms: end,
+        start: timestamp(start),
+        end: timestamp(end),
         count: a.count,
         throughput_per_s: a.count as f64 / secs,
         error_rate: if a.count == 0 { 0.0 } else { errors as f64 / a.count as f64 },
@@ -351,7 +351,7 @@ pub fn inference_stats(
             }
         })
         .collect();
-    Ok(pb::InferenceStatsResponse { groups, start_ms: b0, end_ms: range_end, bucket_ms: bucket })
+    Ok(pb::InferenceStatsResponse { groups, start: timestamp(b0), end: timestamp(range_end), bucket: duration(bucket) })
 }
 
 pub fn search_logs(

@@ -96,6 +96,16 @@ fn parse_time(field: &'static str, s: &str) -> Result<i64, QueryError> {
     })
 }
 
+/// Milliseconds since the epoch as a `google.protobuf.Timestamp` (grpcurl shows RFC 3339).
+pub fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 })
+}
+
+/// Milliseconds as a `google.protobuf.Duration` (grpcurl shows `"300s"`).
+pub fn duration(ms: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 })
+}
+
 pub fn fmt_ms(ms: i64) -> String {
     crate::ingest::validate::fmt_ts(ms)
 }

@@ -1,3 +1,7 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -399,12 +403,12 @@ class QueryRangeRequest(_message.Message):
     def __init__(self, selector: _Optional[str] = ..., matchers: _Optional[_Iterable[_Union[Matcher, _Mapping]]] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., step: _Optional[str] = ..., aggregation: _Optional[_Union[Aggregation, str]] = ..., quantile: _Optional[float] = ..., group_by: _Optional[_Iterable[str]] = ..., combine: _Optional[bool] = ...) -> None: ...
 
 class Point(_message.Message):
-    __slots__ = ("timestamp_ms", "value")
-    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("time", "value")
+    TIME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
-    timestamp_ms: int
+    time: _timestamp_pb2.Timestamp
     value: float
-    def __init__(self, timestamp_ms: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[float] = ...) -> None: ...
 
 class SeriesResult(_message.Message):
     __slots__ = ("name", "labels", "points")
@@ -424,16 +428,16 @@ class SeriesResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ...) -> None: ...
 
 class QueryRangeResponse(_message.Message):
-    __slots__ = ("series", "start_ms", "end_ms", "step_ms")
+    __slots__ = ("series", "start", "end", "step")
     SERIES_FIELD_NUMBER: _ClassVar[int]
-    START_MS_FIELD_NUMBER: _ClassVar[int]
-    END_MS_FIELD_NUMBER: _ClassVar[int]
-    STEP_MS_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     series: _containers.RepeatedCompositeFieldContainer[SeriesResult]
-    start_ms: int
-    end_ms: int
-    step_ms: int
-    def __init__(self, series: _Optional[_Iterable[_Union[SeriesResult, _Mapping]]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., step_ms: _Optional[int] = ...) -> None: ...
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    step: _duration_pb2.Duration
+    def __init__(self, series: _Optional[_Iterable[_Union[SeriesResult, _Mapping]]] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class InferenceStatsRequest(_message.Message):
     __slots__ = ("service", "model", "model_version", "endpoint", "range", "group_by", "step")
@@ -472,7 +476,7 @@ class LatencySummary(_message.Message):
     def __init__(self, count: _Optional[int] = ..., mean_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., max_ms: _Optional[float] = ...) -> None: ...
 
 class InferenceFigures(_message.Message):
-    __slots__ = ("start_ms", "end_ms", "count", "throughput_per_s", "error_rate", "latency", "stages", "by_status", "by_error_type", "prompt_tokens", "completion_tokens", "input_bytes", "output_bytes")
+    __slots__ = ("start", "end", "count", "throughput_per_s", "error_rate", "latency", "stages", "by_status", "by_error_type", "prompt_tokens", "completion_tokens", "input_bytes", "output_bytes")
     class StagesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -494,8 +498,8 @@ class InferenceFigures(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
-    START_MS_FIELD_NUMBER: _ClassVar[int]
-    END_MS_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     THROUGHPUT_PER_S_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -507,8 +511,8 @@ class InferenceFigures(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     INPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
-    start_ms: int
-    end_ms: int
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
     count: int
     throughput_per_s: float
     error_rate: float
@@ -520,7 +524,7 @@ class InferenceFigures(_message.Message):
     completion_tokens: int
     input_bytes: int
     output_bytes: int
-    def __init__(self, start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., count: _Optional[int] = ..., throughput_per_s: _Optional[float] = ..., error_rate: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., stages: _Optional[_Mapping[str, LatencySummary]] = ..., by_status: _Optional[_Mapping[str, int]] = ..., by_error_type: _Optional[_Mapping[str, int]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ..., throughput_per_s: _Optional[float] = ..., error_rate: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., stages: _Optional[_Mapping[str, LatencySummary]] = ..., by_status: _Optional[_Mapping[str, int]] = ..., by_error_type: _Optional[_Mapping[str, int]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ...) -> None: ...
 
 class InferenceGroup(_message.Message):
     __slots__ = ("key", "total", "steps")
@@ -540,16 +544,16 @@ class InferenceGroup(_message.Message):
     def __init__(self, key: _Optional[_Mapping[str, str]] = ..., total: _Optional[_Union[InferenceFigures, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[InferenceFigures, _Mapping]]] = ...) -> None: ...
 
 class InferenceStatsResponse(_message.Message):
-    __slots__ = ("groups", "start_ms", "end_ms", "bucket_ms")
+    __slots__ = ("groups", "start", "end", "bucket")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
-    START_MS_FIELD_NUMBER: _ClassVar[int]
-    END_MS_FIELD_NUMBER: _ClassVar[int]
-    BUCKET_MS_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[InferenceGroup]
-    start_ms: int
-    end_ms: int
-    bucket_ms: int
-    def __init__(self, groups: _Optional[_Iterable[_Union[InferenceGroup, _Mapping]]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., bucket_ms: _Optional[int] = ...) -> None: ...
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    bucket: _duration_pb2.Duration
+    def __init__(self, groups: _Optional[_Iterable[_Union[InferenceGroup, _Mapping]]] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SearchLogsRequest(_message.Message):
     __slots__ = ("range", "service", "min_level", "request_id", "contains", "limit", "page_token")
@@ -596,14 +600,14 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ConnectedService(_message.Message):
-    __slots__ = ("client_id", "service", "instance", "host", "pid", "models", "last_seen", "open_streams")
+    __slots__ = ("client_id", "service", "instance", "host", "pid", "models", "last_seen_at", "open_streams")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
-    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_AT_FIELD_NUMBER: _ClassVar[int]
     OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     service: str
@@ -611,12 +615,12 @@ class ConnectedService(_message.Message):
     host: str
     pid: int
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
-    last_seen: str
+    last_seen_at: _timestamp_pb2.Timestamp
     open_streams: int
-    def __init__(self, client_id: _Optional[str] = ..., service: _Optional[str] = ..., instance: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., last_seen: _Optional[str] = ..., open_streams: _Optional[int] = ...) -> None: ...
+    def __init__(self, client_id: _Optional[str] = ..., service: _Optional[str] = ..., instance: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., last_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., open_streams: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("version", "started_at", "uptime_s", "series", "samples", "events", "logs", "samples_per_s", "events_per_s", "logs_per_s", "disk_bytes", "services", "data_dir", "samplers")
+    __slots__ = ("version", "start_time", "uptime", "series", "samples", "events", "logs", "samples_per_s", "events_per_s", "logs_per_s", "disk_bytes", "services", "data_dir", "samplers")
     class SamplersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -625,8 +629,8 @@ class StatusResponse(_message.Message):
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     VERSION_FIELD_NUMBER: _ClassVar[int]
-    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
-    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_FIELD_NUMBER: _ClassVar[int]
     SERIES_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
@@ -639,8 +643,8 @@ class StatusResponse(_message.Message):
     DATA_DIR_FIELD_NUMBER: _ClassVar[int]
     SAMPLERS_FIELD_NUMBER: _ClassVar[int]
     version: str
-    started_at: str
-    uptime_s: float
+    start_time: _timestamp_pb2.Timestamp
+    uptime: _duration_pb2.Duration
     series: int
     samples: int
     events: int
@@ -652,7 +656,7 @@ class StatusResponse(_message.Message):
     services: _containers.RepeatedCompositeFieldContainer[ConnectedService]
     data_dir: str
     samplers: _containers.ScalarMap[str, str]
-    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[str] = ..., uptime_s: _Optional[float] = ..., series: _Optional[int] = ..., samples: _Optional[int] = ..., events: _Optional[int] = ..., logs: _Optional[int] = ..., samples_per_s: _Optional[float] = ..., events_per_s: _Optional[float] = ..., logs_per_s: _Optional[float] = ..., disk_bytes: _Optional[int] = ..., services: _Optional[_Iterable[_Union[ConnectedService, _Mapping]]] = ..., data_dir: _Optional[str] = ..., samplers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., series: _Optional[int] = ..., samples: _Optional[int] = ..., events: _Optional[int] = ..., logs: _Optional[int] = ..., samples_per_s: _Optional[float] = ..., events_per_s: _Optional[float] = ..., logs_per_s: _Optional[float] = ..., disk_bytes: _Optional[int] = ..., services: _Optional[_Iterable[_Union[ConnectedService, _Mapping]]] = ..., data_dir: _Optional[str] = ..., samplers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GpuReportRequest(_message.Message):
     __slots__ = ("range", "gpu")
@@ -670,13 +674,13 @@ class GpuFault(_message.Message):
     XID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
-    time: str
+    time: _timestamp_pb2.Timestamp
     kind: str
     message: str
     xid: str
     pid: str
     service: str
-    def __init__(self, time: _Optional[str] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., xid: _Optional[str] = ..., pid: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., xid: _Optional[str] = ..., pid: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
 
 class GpuSummary(_message.Message):
     __slots__ = ("gpu", "uuid", "model_name", "utilization_avg_percent", "utilization_max_percent", "memory_peak_bytes", "memory_total_bytes", "temperature_max_celsius", "power_avg_watts", "throttled_seconds", "xid_errors", "ecc_corrected_errors", "ecc_uncorrected_errors", "faults", "up_ratio")
@@ -739,15 +743,15 @@ class GpuServiceSummary(_message.Message):
     def __init__(self, service: _Optional[str] = ..., memory_peak_bytes: _Optional[float] = ..., processes: _Optional[int] = ...) -> None: ...
 
 class GpuReportResponse(_message.Message):
-    __slots__ = ("gpus", "processes", "services", "start_ms", "end_ms")
+    __slots__ = ("gpus", "processes", "services", "start", "end")
     GPUS_FIELD_NUMBER: _ClassVar[int]
     PROCESSES_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
-    START_MS_FIELD_NUMBER: _ClassVar[int]
-    END_MS_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     gpus: _containers.RepeatedCompositeFieldContainer[GpuSummary]
     processes: _containers.RepeatedCompositeFieldContainer[GpuProcessSummary]
     services: _containers.RepeatedCompositeFieldContainer[GpuServiceSummary]
-    start_ms: int
-    end_ms: int
-    def __init__(self, gpus: _Optional[_Iterable[_Union[GpuSummary, _Mapping]]] = ..., processes: _Optional[_Iterable[_Union[GpuProcessSummary, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[GpuServiceSummary, _Mapping]]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ...) -> None: ...
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    def __init__(self, gpus: _Optional[_Iterable[_Union[GpuSummary, _Mapping]]] = ..., processes: _Optional[_Iterable[_Union[GpuProcessSummary, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[GpuServiceSummary, _Mapping]]] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
