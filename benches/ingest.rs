@@ -2,6 +2,14 @@
 //! gRPC ingest of a real (release) daemon, then stops it cleanly and measures its data folder.
 //!
 //!     cargo bench --bench ingest -- [--csv FILE] [--streams K] [--batch N] [--window W]
+//!                                    [--repeat R] [--queries] [--kill]
+//!
+//! `--repeat R` sends the data set R times over (each copy shifted back by its span, so series
+//! stay in time order): sustained ingest at full rate for as long as one likes. `--queries`
+//! runs a loop of heavy queries (a regex selection over every series, a quantile over all of
+//! them, inference stats, a log search) against the daemon during the ingest, to compare the
+//! acked rate with and without. `--kill` ends with SIGKILL instead of SIGTERM and times the
+//! restart (open, WAL replay, listening) on the folder left behind.
 //!
 //! Request layout mirrors `../shared/bench/prom_remote_write.py`, so the figures compare with
 //! Prometheus and VictoriaMetrics on the same data: series split round-robin into 8 groups; a
@@ -27,10 +35,14 @@ struct Args {
     streams: usize,
     batch: usize,
     window: usize,
+    repeat: usize,
+    queries: bool,
+    kill: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { csv: None, keep: None, streams: 4, batch: 10_000, window: 8 };
+    let mut a =
+        Args { csv: None, keep: None, streams: 4, batch: 10_000, window: 8, repeat: 1, queries: false, kill: false };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         match k.as_str() {
@@ -39,6 +51,9 @@ fn args() -> Args {
             "--streams" => a.streams = it.next().and_then(|v| v.parse().ok()).expect("--streams N"),
             "--batch" => a.batch = it.next().and_then(|v| v.parse().ok()).expect("--batch N"),
             "--window" => a.window = it.next().and_then(|v| v.parse().ok()).expect("--window N"),
+            "--repeat" => a.repeat = it.next().and_then(|v| v.parse().ok()).expect("--repeat R"),
+            "--queries" => a.queries = true,
+            "--kill" => a.kill = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -107,37 +122,36 @@ fn main() {
     }
     eprintln!("loaded {} series, {total} samples in {:.1}s", series.len(), t.elapsed().as_secs_f64());
 
-    // Pre-build every request: group g holds series g, g+8, ...; window w holds samples
-    // [w*W, (w+1)*W) of each of its series.
+    // Request layout: group g holds series g, g+8, ...; window w holds samples [w*W, (w+1)*W)
+    // of each of its series. Each stream builds its requests as it goes (copy r of the data is
+    // shifted back by (R-1-r) spans), so memory stays that of one copy.
     let per_group = series.len().div_ceil(GROUPS);
     let win = (a.batch / per_group).max(1);
     let nsamp = series.iter().map(|s| s.2.len()).max().unwrap();
-    let mut streams: Vec<Vec<pb::MetricBatch>> = vec![Vec::new(); a.streams];
-    for w in 0..nsamp.div_ceil(win) {
-        for g in 0..GROUPS {
-            let mut b = pb::MetricBatch { service: "bench".into(), backfill: true, ..Default::default() };
-            for s in series.iter().skip(g).step_by(GROUPS) {
-                let (lo, hi) = (w * win, ((w + 1) * win).min(s.2.len()));
-                if lo < hi {
-                    b.series.push(pb::Series {
-                        name: s.0.clone(),
-                        labels: s.1.clone(),
-                        kind: if s.0.ends_with("_total") { 2 } else { 1 },
-                        timestamps_ms: s.2[lo..hi].to_vec(),
-                        values: s.3[lo..hi].to_vec(),
-                    });
-                }
-            }
-            if !b.series.is_empty() {
-                let k = g % a.streams;
-                b.client_id = format!("bench-{k}");
-                b.seq = streams[k].len() as u64 + 1;
-                streams[k].push(b);
+    let span = series.iter().filter_map(|s| Some(s.2.last()? - s.2.first()?)).max().unwrap() + 10_000;
+    let series = std::sync::Arc::new(series);
+    let build = move |series: &[SeriesData], g: usize, w: usize, shift: i64| -> Option<pb::MetricBatch> {
+        let mut b = pb::MetricBatch { service: "bench".into(), backfill: true, ..Default::default() };
+        for s in series.iter().skip(g).step_by(GROUPS) {
+            let (lo, hi) = (w * win, ((w + 1) * win).min(s.2.len()));
+            if lo < hi {
+                b.series.push(pb::Series {
+                    name: s.0.clone(),
+                    labels: s.1.clone(),
+                    kind: if s.0.ends_with("_total") { 2 } else { 1 },
+                    timestamps_ms: s.2[lo..hi].iter().map(|t| t - shift).collect(),
+                    values: s.3[lo..hi].to_vec(),
+                });
             }
         }
-    }
-    drop(series);
-    let requests: usize = streams.iter().map(Vec::len).sum();
+        (!b.series.is_empty()).then_some(b)
+    };
+    let windows = nsamp.div_ceil(win);
+    let requests: usize =
+        (0..windows).map(|w| (0..GROUPS).filter(|&g| build(&series[..], g, w, 0).is_some()).count()).sum::<usize>()
+            * a.repeat;
+    let total = total * a.repeat;
+    let backfill = format!("{}s", (span * a.repeat as i64) / 1000 + 86_400);
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = match &a.keep {
@@ -148,7 +162,8 @@ fn main() {
         None => tmp.path().to_owned(),
     };
     // only the replayed data set in the folder that is measured
-    let (mut child, addr) = support::start_daemon(&dir, &[("MODELWATCH__LIMITS__BACKFILL_MAX_AGE", "7d")]);
+    let env = [("MODELWATCH__LIMITS__BACKFILL_MAX_AGE", backfill.as_str())];
+    let (mut child, addr) = support::start_daemon(&dir, &env);
     let pid = child.id();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -156,21 +171,43 @@ fn main() {
     let (elapsed, acked) = rt.block_on(async {
         let start = Instant::now();
         let mut tasks = Vec::new();
-        for batches in streams {
+        for k in 0..a.streams {
             let addr = addr.clone();
             let window = a.window;
+            let series = series.clone();
+            let repeat = a.repeat;
             tasks.push(tokio::spawn(async move {
                 let mut c =
                     pb::ingest_client::IngestClient::connect(addr).await.unwrap().max_encoding_message_size(64 << 20);
                 let (tx, rx) = tokio::sync::mpsc::channel(window);
                 let mut acks =
                     c.stream_metrics(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
-                let n = batches.len();
+                let mut n = 0usize;
+                for r in 0..repeat {
+                    for w in 0..windows {
+                        for g in (0..GROUPS).filter(|g| g % a.streams == k) {
+                            if build(&series[..], g, w, (repeat - 1 - r) as i64 * span).is_some() {
+                                n += 1;
+                            }
+                        }
+                    }
+                }
                 // tx's channel capacity is the window of unacked batches in flight
                 let sender = tokio::spawn(async move {
-                    for b in batches {
-                        if tx.send(b).await.is_err() {
-                            break;
+                    let mut seq = 0;
+                    for r in 0..repeat {
+                        for w in 0..windows {
+                            for g in (0..GROUPS).filter(|g| g % a.streams == k) {
+                                let Some(mut b) = build(&series[..], g, w, (repeat - 1 - r) as i64 * span) else {
+                                    continue;
+                                };
+                                seq += 1;
+                                b.client_id = format!("bench-{k}");
+                                b.seq = seq;
+                                if tx.send(b).await.is_err() {
+                                    return;
+                                }
+                            }
                         }
                     }
                 });
@@ -184,16 +221,44 @@ fn main() {
                 accepted
             }));
         }
+        let stop_queries = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let query_loop = a.queries.then(|| tokio::spawn(heavy_queries(addr.clone(), stop_queries.clone())));
         let mut acked = 0;
         for t in tasks {
             acked += t.await.unwrap();
         }
-        (start.elapsed(), acked)
+        let elapsed = start.elapsed();
+        stop_queries.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(q) = query_loop {
+            let (n, secs) = q.await.unwrap();
+            println!(
+                "  heavy queries   {n} during the ingest ({:.1} ms each on average)",
+                secs * 1000.0 / n.max(1) as f64
+            );
+        }
+        (elapsed, acked)
     });
     let cpu = cpu_seconds(pid) - cpu0;
     assert_eq!(acked as usize, total, "every sample acked");
     let t = Instant::now();
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    if a.kill {
+        // SIGKILL at full rate, then time the restart on what is left.
+        let wal = du(&dir.join("wal"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let t = Instant::now();
+        let (again, _) = support::start_daemon(&dir, &env);
+        let restart = t.elapsed();
+        println!(
+            "  restart         {:.2} s after SIGKILL (WAL on disk at the kill: {wal} bytes)",
+            restart.as_secs_f64()
+        );
+        println!("RESTART {{\"samples\":{total},\"seconds\":{:.3},\"wal_bytes\":{wal}}}", restart.as_secs_f64());
+        child = again;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    } else {
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
     let st = child.wait().unwrap();
     assert!(st.success(), "daemon exit {st:?}");
     let stop = t.elapsed();
@@ -216,6 +281,35 @@ fn main() {
         bytes as f64 / total as f64,
         a.streams
     );
+}
+
+/// Heavy queries in a loop until `stop`: returns how many ran and their total seconds.
+async fn heavy_queries(addr: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (u64, f64) {
+    let mut q = pb::query_client::QueryClient::connect(addr).await.unwrap().max_decoding_message_size(256 << 20);
+    let (mut n, mut secs) = (0u64, 0.0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        let range = Some(pb::TimeRange { last: "400d".into(), ..Default::default() });
+        let _ = q
+            .list_series(pb::ListSeriesRequest { selector: r#"{__name__=~".+_.*"}"#.into(), ..Default::default() })
+            .await;
+        let _ = q
+            .query_range(pb::QueryRangeRequest {
+                selector: r#"{__name__=~"gpu.*|model.*"}"#.into(),
+                range: range.clone(),
+                step: "30d".into(),
+                aggregation: pb::Aggregation::Quantile as i32,
+                quantile: 0.95,
+                combine: true,
+                ..Default::default()
+            })
+            .await;
+        let _ = q.inference_stats(pb::InferenceStatsRequest { range: range.clone(), ..Default::default() }).await;
+        let _ = q.search_logs(pb::SearchLogsRequest { range, contains: "nothing".into(), ..Default::default() }).await;
+        n += 1;
+        secs += t.elapsed().as_secs_f64();
+    }
+    (n, secs)
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
