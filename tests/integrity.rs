@@ -393,3 +393,32 @@ async fn full_disk_refuses_with_the_path_and_resumes_by_itself() {
     assert_eq!(got.into_inner().events.len(), 1);
     d.stop_ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_unseen_past_their_ttl_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("MODELWATCH__LIMITS__CLIENT_TTL", "1s"), ("MODELWATCH__RETENTION__INTERVAL", "200ms")];
+    let d = Daemon::start(dir.path(), &env);
+    let mut ing = d.ingest().await;
+    let reg = ing
+        .register(pb::RegisterRequest { service: "gone".into(), client_id: "gone-1".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let batch = |seq| pb::EventBatch { client_id: reg.client_id.clone(), seq, ..events_batch("gone", 1, "g", now_ms()) };
+    assert_eq!(push_events(&d, batch(5)).await.unwrap().accepted, 1);
+    assert!(push_events(&d, batch(5)).await.unwrap().duplicate, "a resend is a duplicate while the client is known");
+    // Unseen for longer than the ttl: the registry entry and the de-duplication state go.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(&d).await.services.iter().any(|s| s.client_id == reg.client_id) {
+        assert!(Instant::now() < deadline, "the client was never forgotten");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = ing
+        .register(pb::RegisterRequest { service: "gone".into(), client_id: "gone-1".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.last_events_seq, 0, "its sequences were forgotten too");
+    d.stop_ok();
+}
