@@ -82,6 +82,9 @@ pub struct StorageConfig {
     /// and write-ahead-log segments that are no longer needed are deleted.
     #[serde(with = "humantime_serde_compat")]
     pub checkpoint_interval: Duration,
+    /// A checkpoint also starts once this many bytes of WAL records were written since the last
+    /// one: restart replays at most about twice this.
+    pub checkpoint_wal_bytes: u64,
     /// Width of the inference-event aggregation buckets (HDR histograms, counts).
     #[serde(with = "humantime_serde_compat")]
     pub event_bucket: Duration,
@@ -218,6 +221,7 @@ impl Default for StorageConfig {
             chunk_samples: 4096,
             max_head_age: Duration::from_secs(2 * 3600),
             checkpoint_interval: Duration::from_secs(10),
+            checkpoint_wal_bytes: 256 << 20,
             event_bucket: Duration::from_secs(10),
             block_file_bytes: 256 << 20,
             wal_segment_bytes: 64 << 20,
@@ -343,6 +347,12 @@ impl Config {
         if s.block_file_bytes < 1 << 20 {
             return Err(ConfigError::Invalid {
                 key: "storage.block_file_bytes",
+                message: "must be at least 1 MiB".into(),
+            });
+        }
+        if s.checkpoint_wal_bytes < 1 << 20 {
+            return Err(ConfigError::Invalid {
+                key: "storage.checkpoint_wal_bytes",
                 message: "must be at least 1 MiB".into(),
             });
         }

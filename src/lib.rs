@@ -6,23 +6,30 @@
 //!
 //! # Layout
 //! - [`config`]: the one `Config` (defaults, TOML file, `MODELWATCH__*` environment, validation).
-//! - [`api`]: tonic services, thin adapters from gRPC to the domain handles; error → status.
-//! - [`ingest`]: stateless validation against the limits, the committer thread (group commit:
-//!   apply, WAL append, one fsync, then acks), and the registry of connected services.
-//! - [`store`]: sled trees plus our write-ahead log: series index, chunked samples, inference
-//!   aggregates (HDR histograms per bucket), raw events, logs, checkpoints, retention.
+//! - [`clock`]: the injected wall clock (a manual one in tests).
+//! - [`state`]: the daemon's shared handles (`Ctx`): store, committer, validator, registry.
+//! - [`api`]: tonic services, thin adapters from gRPC to the domain handles; error → status
+//!   (`google.rpc.Status` details for rejected input).
+//! - [`ingest`]: gRPC-free validation against the limits (`validate`), the WAL record's
+//!   encoding and the batch-size bound (`prepare`), and the registry of connected services.
+//! - [`store`]: the durable part: WAL, the committer thread (group commit, acks after fsync,
+//!   disk reserve), replay and recovery, memtable and chunks, checkpoints, reads from
+//!   snapshots, retention; sled holds indexes and small values, block files the payloads.
 //!   `store::keys` holds every key layout; `store::chunk` the sample compression.
-//! - [`query`]: range and selector parsing and the computations behind the query RPCs.
+//! - [`query`]: the query RPCs' answers over the store, each on a `Budget` (`[query]`);
+//!   selectors (`query::selector`) and times and ranges (`query::plan`).
 //! - [`report`]: reports over stored series and events (the GPU report).
 //! - [`sample`]: host (sysinfo) and GPU (NVML behind `GpuSource`) samplers; their readings
 //!   enter through the same validation and committer as client data.
 //! - [`telemetry`]: the daemon's own figures (ingest rates).
 //! - [`shutdown`]: SIGTERM/SIGINT → the cancellation token every task holds.
-//! - [`app`]: wires the above and runs until shutdown.
+//! - [`app`]: wires the above and runs until shutdown; `app::recover` for `modelwatch recover`.
 //!
-//! Data flow: client → `api` (decode) → `ingest::Validator` (limits; rejected items named) →
-//! `ingest::Committer` (apply to `store`, WAL append, fsync, ack) → `store` (heads → chunks,
-//! aggregates → sled at checkpoints) ← `query` ← `api` ← grpcurl / CLI / clients.
+//! Data flow: client → `api` (decode) → `ingest` (limits; rejected items named; WAL record
+//! encoded) → `store::commit::Committer` (apply to memory, WAL append, fsync, ack) → `store`
+//! (heads → chunks, aggregates → sled at checkpoints) ← `query` ← `api` ← grpcurl / CLI /
+//! clients. Dependencies point down: `api` → `ingest`, `query` → `store`; the store knows no
+//! gRPC service.
 
 pub mod api;
 pub mod app;

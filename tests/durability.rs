@@ -260,8 +260,9 @@ async fn sigkill_while_streaming_loses_no_acked_item_and_stores_none_twice() {
             assert_eq!(got.events.len(), 1, "round {round}: event {id} stored {} times", got.events.len());
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let t1 = tokio::spawn(stream_until_killed(d.url(), client.clone(), stop.clone(), 400));
-        let t2 = tokio::spawn(stream_metrics_until_killed(d.url(), client.clone(), stop.clone(), 400));
+        // Unbounded: the streams run until the kill, so it lands while batches are in flight.
+        let t1 = tokio::spawn(stream_until_killed(d.url(), client.clone(), stop.clone(), u64::MAX));
+        let t2 = tokio::spawn(stream_metrics_until_killed(d.url(), client.clone(), stop.clone(), u64::MAX));
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -271,9 +272,14 @@ async fn sigkill_while_streaming_loses_no_acked_item_and_stores_none_twice() {
         let _ = tokio::join!(t1, t2);
         let c = client.lock().unwrap();
         println!(
-            "round {round}: killed after {delay} ms; {} events acked, {} unacked batches",
+            "round {round}: killed after {delay} ms; {} events acked, {} + {} unacked batches",
             c.acked_events.len(),
-            c.unacked.len()
+            c.unacked.len(),
+            c.metric_unacked.len()
+        );
+        assert!(
+            c.unacked.len() + c.metric_unacked.len() > 0,
+            "round {round}: the kill landed with nothing in flight, so it tested nothing"
         );
     }
     // Final round: reconnect, resend what was never acked, stop cleanly.

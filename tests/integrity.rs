@@ -405,7 +405,8 @@ async fn clients_unseen_past_their_ttl_are_forgotten() {
         .await
         .unwrap()
         .into_inner();
-    let batch = |seq| pb::EventBatch { client_id: reg.client_id.clone(), seq, ..events_batch("gone", 1, "g", now_ms()) };
+    let batch =
+        |seq| pb::EventBatch { client_id: reg.client_id.clone(), seq, ..events_batch("gone", 1, "g", now_ms()) };
     assert_eq!(push_events(&d, batch(5)).await.unwrap().accepted, 1);
     assert!(push_events(&d, batch(5)).await.unwrap().duplicate, "a resend is a duplicate while the client is known");
     // Unseen for longer than the ttl: the registry entry and the de-duplication state go.

@@ -7,8 +7,12 @@
 //! newest file until it passes `storage.block_file_bytes`.
 //!
 //! Ordering, which every writer keeps:
-//! - appends are synced ([`Blocks::sync`]) before the sled entries that point at them are
-//!   written, so sled never points at bytes a crash could lose;
+//! - between checkpoints, chunks and raw groups are appended and indexed in sled without a sync:
+//!   all of it lies past the end the last checkpoint recorded, and after a crash it is cut and
+//!   rebuilt from the WAL ([`Blocks::cut_after`]), so an entry pointing at lost bytes never
+//!   survives an open;
+//! - a checkpoint syncs the block files ([`Blocks::sync`]) before its record, so everything the
+//!   record vouches for is on disk;
 //! - a file whose payloads were all released is deleted only after the next checkpoint's sled
 //!   flush ([`Blocks::take_doomed`], [`Blocks::delete`]): until then a crash could bring back
 //!   the sled entries that point into it;

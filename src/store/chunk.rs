@@ -1,4 +1,5 @@
-//! Chunk encoding: one sled value holds a run of one series' samples.
+//! Chunk encoding: a run of one series' samples, as one payload in the block files (a chunk)
+//! or one sled value (a head part saved by a checkpoint).
 //!
 //! Layout (all integers LEB128, signed ones zigzagged):
 //! `version | count | first_ts | last_ts | timestamps | values`

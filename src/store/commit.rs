@@ -63,6 +63,7 @@ pub struct CommitConfig {
     pub queue: usize,
     pub max_group: usize,
     pub checkpoint_interval: Duration,
+    pub checkpoint_wal_bytes: u64,
     pub min_free_bytes: u64,
 }
 
@@ -73,6 +74,7 @@ impl CommitConfig {
             queue: cfg.commit_queue,
             max_group: cfg.max_group_commit,
             checkpoint_interval: cfg.checkpoint_interval,
+            checkpoint_wal_bytes: cfg.checkpoint_wal_bytes,
             min_free_bytes: cfg.min_free_bytes,
         }
     }
@@ -194,7 +196,9 @@ impl Worker {
                 Ok(None) => break,
                 Err(_) => {}
             }
-            if Instant::now() >= next_checkpoint {
+            // A checkpoint is due by time, or early when the WAL grew past its budget: replay
+            // never reads more than two checkpoints' worth.
+            if Instant::now() >= next_checkpoint || self.wal.since_checkpoint() >= self.cfg.checkpoint_wal_bytes {
                 if dirty && !self.is_failed() && self.retry_unpersisted() {
                     match self.store.checkpoint(&mut self.wal, false) {
                         Ok(()) => dirty = false,

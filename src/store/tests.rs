@@ -1,4 +1,6 @@
-//! The store against a model: random pushes, cuts, checkpoints, restarts and crashes.
+//! The store against a model: random pushes, cuts, checkpoints and reopens (with or without a
+//! final checkpoint). Dropping the store in-process is not a crash (sled flushes on drop):
+//! real crashes are SIGKILLs of the daemon, in `tests/integrity.rs` and `tests/durability.rs`.
 use super::*;
 use crate::config::Config;
 use proptest::prelude::*;
@@ -19,8 +21,9 @@ enum Op {
     Checkpoint,
     /// Close and reopen (WAL replay).
     Reopen,
-    /// Reopen without a final checkpoint, as after a crash after the last sync.
-    Crash,
+    /// Drop and reopen without a final checkpoint: the WAL replays (sled flushes on drop, so
+    /// this is not a crash).
+    ReopenWithoutCheckpoint,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -29,7 +32,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..4, 1u16..40).prop_map(|(s, n)| Op::PushTwice { s, n }),
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Reopen),
-        1 => Just(Op::Crash),
+        1 => Just(Op::ReopenWithoutCheckpoint),
     ]
 }
 
@@ -102,7 +105,7 @@ proptest! {
                     drop((store, wal));
                     (store, wal) = open(dir.path());
                 }
-                Op::Crash => {
+                Op::ReopenWithoutCheckpoint => {
                     drop((store, wal));
                     (store, wal) = open(dir.path());
                 }

@@ -91,6 +91,8 @@ pub struct Wal {
     buf: Vec<u8>,
     segment_bytes: u64,
     next_lsn: u64,
+    /// Bytes of records appended since the last [`Wal::rotate`] (a checkpoint's).
+    since_rotate: u64,
 }
 
 fn mark_crc(lsn: u64) -> u32 {
@@ -203,8 +205,17 @@ impl Wal {
             segments.pop();
         }
         segments.push((next_lsn, path));
-        let wal =
-            Wal { dir: dir.to_owned(), segments, file, pos: 0, size: 0, buf: Vec::new(), segment_bytes, next_lsn };
+        let wal = Wal {
+            dir: dir.to_owned(),
+            segments,
+            file,
+            pos: 0,
+            size: 0,
+            buf: Vec::new(),
+            segment_bytes,
+            next_lsn,
+            since_rotate: 0,
+        };
         Ok((wal, report))
     }
 
@@ -285,6 +296,7 @@ impl Wal {
         self.buf.extend_from_slice(&lsn.to_le_bytes());
         self.buf.extend_from_slice(payload);
         self.next_lsn += 1;
+        self.since_rotate += (HEADER + payload.len()) as u64;
         Ok(lsn)
     }
 
@@ -312,6 +324,7 @@ impl Wal {
     /// segment now open (every earlier record is in a closed segment).
     pub fn rotate(&mut self) -> Result<u64, WalError> {
         self.sync()?;
+        self.since_rotate = 0;
         if self.size > 0 {
             let (file, path) = Self::create_segment(&self.dir, self.next_lsn)?;
             self.file = file;
@@ -335,6 +348,11 @@ impl Wal {
             sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
         Ok(())
+    }
+
+    /// Bytes of records written since the last checkpoint's rotation.
+    pub fn since_checkpoint(&self) -> u64 {
+        self.since_rotate
     }
 
     /// Bytes the segments take on disk.
