@@ -292,11 +292,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<Response<T>, Status> {
     let store = ctx.store.clone();
     let mut budget = query::Budget::new(&ctx.query);
-    tokio::task::spawn_blocking(move || f(&store, &mut budget))
-        .await
-        .map_err(|e| Status::internal(format!("query task failed: {e}")))?
-        .map(Response::new)
-        .map_err(Status::from)
+    ctx.query_pool.run(move || f(&store, &mut budget)).await?.map(Response::new).map_err(Status::from)
 }
 
 #[tonic::async_trait]

@@ -76,6 +76,7 @@ pub async fn run_with(
         validator: Validator::new(cfg.limits.clone()),
         limits: cfg.limits.clone(),
         query: cfg.query.clone(),
+        query_pool: crate::query::pool::QueryPool::new(cfg.query.max_concurrent),
         clock: sources.clock.clone().unwrap_or_else(crate::clock::system),
         registry: Arc::new(Registry::default()),
         rates: Arc::new(Rates::default()),

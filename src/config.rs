@@ -45,6 +45,9 @@ pub struct QueryConfig {
     /// Wall time one query may run.
     #[serde(with = "humantime_serde_compat")]
     pub timeout: Duration,
+    /// Queries running at once, each on its own thread below ingest's CPU priority (nice +10);
+    /// up to 16 per thread wait, more are refused.
+    pub max_concurrent: usize,
 }
 
 impl Default for QueryConfig {
@@ -54,6 +57,7 @@ impl Default for QueryConfig {
             max_samples: 50_000_000,
             max_points: 1_000_000,
             timeout: Duration::from_secs(30),
+            max_concurrent: 2,
         }
     }
 }
@@ -414,6 +418,7 @@ impl Config {
         nonzero("query.max_samples", q.max_samples)?;
         nonzero("query.max_points", q.max_points)?;
         nonzero("query.timeout", q.timeout.as_millis() as u64)?;
+        nonzero("query.max_concurrent", q.max_concurrent as u64)?;
         if q.timeout > MAX_DURATION {
             return Err(ConfigError::Invalid { key: "query.timeout", message: "is longer than 100 years".into() });
         }

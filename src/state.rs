@@ -17,6 +17,8 @@ pub struct Ctx {
     pub validator: Validator,
     pub limits: Limits,
     pub query: QueryConfig,
+    /// The threads queries run on.
+    pub query_pool: crate::query::pool::QueryPool,
     pub clock: ClockRef,
     pub registry: Arc<Registry>,
     pub rates: Arc<Rates>,

@@ -43,7 +43,8 @@ pub struct Loc {
 }
 
 struct BlockFile {
-    file: File,
+    /// Shared so that reads run outside the lock (the committer appends under it).
+    file: std::sync::Arc<File>,
     path: PathBuf,
     len: u64,
     /// Chunks the index still points at.
@@ -82,7 +83,7 @@ impl Blocks {
             let path = entry.path();
             let file = OpenOptions::new().read(true).append(true).open(&path).map_err(io_err(&path))?;
             let len = file.metadata().map_err(io_err(&path))?.len();
-            files.insert(id, BlockFile { file, path, len, live: 0 });
+            files.insert(id, BlockFile { file: std::sync::Arc::new(file), path, len, live: 0 });
         }
         let current = files.keys().next_back().copied().unwrap_or(0);
         let blocks = Blocks {
@@ -107,7 +108,7 @@ impl Blocks {
         let path = self.dir.join(format!("{id:010}.blk"));
         let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_err(&path))?;
         super::wal::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-        inner.files.insert(id, BlockFile { file, path, len: 0, live: 0 });
+        inner.files.insert(id, BlockFile { file: std::sync::Arc::new(file), path, len: 0, live: 0 });
         inner.current = id;
         Ok(())
     }
@@ -164,36 +165,18 @@ impl Blocks {
     }
 
     pub fn read(&self, loc: &Loc) -> Result<Vec<u8>, BlockError> {
-        let inner = self.lock();
-        let f = self.file_of(&inner, loc)?;
+        let (file, path) = {
+            let inner = self.lock();
+            let f = self.file_of(&inner, loc)?;
+            (f.file.clone(), f.path.clone())
+        };
         let mut buf = vec![0u8; 4 + loc.len as usize];
-        f.file.read_exact_at(&mut buf, loc.offset).map_err(io_err(&f.path))?;
+        file.read_exact_at(&mut buf, loc.offset).map_err(io_err(&path))?;
         let crc = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
         if crc32fast::hash(&buf[4..]) != crc {
-            return Err(BlockError::Corrupt {
-                path: f.path.clone(),
-                offset: loc.offset,
-                detail: "checksum mismatch".into(),
-            });
+            return Err(BlockError::Corrupt { path, offset: loc.offset, detail: "checksum mismatch".into() });
         }
         buf.drain(..4);
-        Ok(buf)
-    }
-
-    /// `len` bytes at `at` within a payload, without the checksum (which covers the whole
-    /// payload): for binary searches that read a few entries of a large one.
-    pub fn read_at(&self, loc: &Loc, at: u64, len: usize) -> Result<Vec<u8>, BlockError> {
-        let inner = self.lock();
-        let f = self.file_of(&inner, loc)?;
-        if at + len as u64 > u64::from(loc.len) {
-            return Err(BlockError::Corrupt {
-                path: f.path.clone(),
-                offset: loc.offset,
-                detail: format!("read of {len} at {at} past a payload of {}", loc.len),
-            });
-        }
-        let mut buf = vec![0u8; len];
-        f.file.read_exact_at(&mut buf, loc.offset + 4 + at).map_err(io_err(&f.path))?;
         Ok(buf)
     }
 

@@ -1,0 +1,67 @@
+//! The threads queries run on: `query.max_concurrent` of them, at a lower CPU priority
+//! (nice +10) than ingest, behind a bounded queue. Ingest is what clients wait on to free their
+//! buffers; a heavy query should use the CPU ingest leaves, not take it (on a 2-core host, a
+//! back-to-back loop of heavy queries at normal priority cut acked ingest by a fifth). The
+//! queue bounds how many queries wait (and so the memory they can hold): past it a query is
+//! refused with RESOURCE_EXHAUSTED naming the key.
+use super::QueryError;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+pub struct QueryPool {
+    tx: SyncSender<Job>,
+    threads: usize,
+}
+
+/// Niceness of query threads (Linux applies `setpriority(PRIO_PROCESS, 0, …)` to the calling
+/// thread).
+const NICE: i32 = 10;
+
+impl QueryPool {
+    pub fn new(threads: usize) -> QueryPool {
+        let (tx, rx) = sync_channel::<Job>(threads * 16);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("modelwatch-query-{i}"))
+                .spawn(move || {
+                    // SAFETY: plain syscall on this thread; a failure only leaves the priority.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
+                    loop {
+                        let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        };
+                        job();
+                    }
+                })
+                .expect("spawning a query thread");
+        }
+        QueryPool { tx, threads }
+    }
+
+    /// Runs `f` on a query thread; the future yields its result.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, QueryError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = reply.send(f());
+        });
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(QueryError::TooCostly(format!(
+                    "{} queries are already waiting for the {} query threads (query.max_concurrent): try again shortly",
+                    self.threads * 16,
+                    self.threads
+                )))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(QueryError::TooCostly("the daemon is shutting down".into()))
+            }
+        }
+        rx.await.map_err(|_| QueryError::TooCostly("the query thread failed".into()))
+    }
+}
