@@ -182,16 +182,13 @@ fn main() {
                 let (tx, rx) = tokio::sync::mpsc::channel(window);
                 let mut acks =
                     c.stream_metrics(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
-                let mut n = 0usize;
-                for r in 0..repeat {
-                    for w in 0..windows {
-                        for g in (0..GROUPS).filter(|g| g % a.streams == k) {
-                            if build(&series[..], g, w, (repeat - 1 - r) as i64 * span).is_some() {
-                                n += 1;
-                            }
-                        }
-                    }
-                }
+                // Every copy has the same requests: count one.
+                let per_copy = (0..windows)
+                    .map(|w| {
+                        (0..GROUPS).filter(|g| g % a.streams == k && build(&series[..], *g, w, 0).is_some()).count()
+                    })
+                    .sum::<usize>();
+                let n = per_copy * repeat;
                 // tx's channel capacity is the window of unacked batches in flight
                 let sender = tokio::spawn(async move {
                     let mut seq = 0;
