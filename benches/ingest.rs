@@ -2,10 +2,11 @@
 //! gRPC ingest of a real (release) daemon, then stops it cleanly and measures its data folder.
 //!
 //!     cargo bench --bench ingest -- [--csv FILE] [--streams K] [--batch N] [--window W]
-//!                                    [--repeat R] [--queries] [--kill]
+//!                                    [--repeat R] [--seconds S] [--queries] [--kill]
 //!
 //! `--repeat R` sends the data set R times over (each copy shifted back by its span, so series
-//! stay in time order): sustained ingest at full rate for as long as one likes. `--queries`
+//! stay in time order): sustained ingest at full rate for as long as one likes; `--seconds S`
+//! stops sending after S seconds (with R as the most copies). `--queries`
 //! runs a loop of heavy queries (a regex selection over every series, a quantile over all of
 //! them, inference stats, a log search) against the daemon during the ingest, to compare the
 //! acked rate with and without. `--kill` ends with SIGKILL instead of SIGTERM and times the
@@ -36,13 +37,23 @@ struct Args {
     batch: usize,
     window: usize,
     repeat: usize,
+    seconds: Option<f64>,
     queries: bool,
     kill: bool,
 }
 
 fn args() -> Args {
-    let mut a =
-        Args { csv: None, keep: None, streams: 4, batch: 10_000, window: 8, repeat: 1, queries: false, kill: false };
+    let mut a = Args {
+        csv: None,
+        keep: None,
+        streams: 4,
+        batch: 10_000,
+        window: 8,
+        repeat: 1,
+        seconds: None,
+        queries: false,
+        kill: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         match k.as_str() {
@@ -52,6 +63,7 @@ fn args() -> Args {
             "--batch" => a.batch = it.next().and_then(|v| v.parse().ok()).expect("--batch N"),
             "--window" => a.window = it.next().and_then(|v| v.parse().ok()).expect("--window N"),
             "--repeat" => a.repeat = it.next().and_then(|v| v.parse().ok()).expect("--repeat R"),
+            "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()),
             "--queries" => a.queries = true,
             "--kill" => a.kill = true,
             _ => {} // cargo bench passes --bench
@@ -176,6 +188,7 @@ fn main() {
             let window = a.window;
             let series = series.clone();
             let repeat = a.repeat;
+            let seconds = a.seconds;
             tasks.push(tokio::spawn(async move {
                 let mut c =
                     pb::ingest_client::IngestClient::connect(addr).await.unwrap().max_encoding_message_size(64 << 20);
@@ -190,9 +203,13 @@ fn main() {
                     .sum::<usize>();
                 let n = per_copy * repeat;
                 // tx's channel capacity is the window of unacked batches in flight
+                let deadline = seconds.map(|s| start + std::time::Duration::from_secs_f64(s));
                 let sender = tokio::spawn(async move {
                     let mut seq = 0;
                     for r in 0..repeat {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            return;
+                        }
                         for w in 0..windows {
                             for g in (0..GROUPS).filter(|g| g % a.streams == k) {
                                 let Some(mut b) = build(&series[..], g, w, (repeat - 1 - r) as i64 * span) else {
@@ -209,11 +226,14 @@ fn main() {
                     }
                 });
                 let mut accepted = 0u64;
-                for _ in 0..n {
-                    let ack = acks.message().await.unwrap().expect("ack");
+                let mut got = 0;
+                // The ack stream ends once the daemon has acked everything sent.
+                while let Some(ack) = acks.message().await.unwrap() {
                     assert_eq!(ack.rejected_count, 0, "{:?}", ack.rejections.first());
                     accepted += ack.accepted;
+                    got += 1;
                 }
+                assert!(got == n || seconds.is_some(), "{got} acks for {n} requests");
                 sender.await.unwrap();
                 accepted
             }));
@@ -236,7 +256,10 @@ fn main() {
         (elapsed, acked)
     });
     let cpu = cpu_seconds(pid) - cpu0;
-    assert_eq!(acked as usize, total, "every sample acked");
+    if a.seconds.is_none() {
+        assert_eq!(acked as usize, total, "every sample acked");
+    }
+    let total = acked as usize;
     let t = Instant::now();
     if a.kill {
         // SIGKILL at full rate, then time the restart on what is left.
