@@ -9,19 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 async fn count_samples(d: &Daemon, selector: &str) -> u64 {
-    let mut q = d.query().await;
-    let r = q
-        .query_range(pb::QueryRangeRequest {
-            selector: selector.into(),
-            range: range_last("2h"),
-            step: "3h".into(),
-            aggregation: pb::Aggregation::Count as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    r.series.iter().flat_map(|s| s.points.iter()).map(|p| p.value as u64).sum()
+    count_samples_in(d, selector, "2h").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +229,12 @@ async fn sigkill_while_streaming_loses_no_acked_item_and_stores_none_twice() {
     let dir = tempfile::tempdir().unwrap();
     // Frequent checkpoints and small chunks, so kills land in every phase: mid-batch, mid-fsync,
     // mid-checkpoint, mid-chunk-cut.
-    let env = [("MODELWATCH__STORAGE__CHECKPOINT_INTERVAL", "50ms"), ("MODELWATCH__STORAGE__CHUNK_SAMPLES", "200")];
+    // A generous shutdown deadline: the final clean stop must not fail on a loaded machine.
+    let env = [
+        ("MODELWATCH__STORAGE__CHECKPOINT_INTERVAL", "50ms"),
+        ("MODELWATCH__STORAGE__CHUNK_SAMPLES", "200"),
+        ("MODELWATCH__SERVER__SHUTDOWN_TIMEOUT", "60s"),
+    ];
     let mut rng = seed();
     println!("seed {rng} (set MODELWATCH_TEST_SEED to replay)");
     let client = Arc::new(Mutex::new(Client { next_ts: now_ms() - 3_000_000, ..Default::default() }));

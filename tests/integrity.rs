@@ -178,21 +178,8 @@ async fn crash_loop(kills: bool) -> (u64, u64, (u64, u64, u64)) {
     }
     let st = status(&d).await;
     let counts = (st.samples, st.events, st.logs);
-    let r = d
-        .query()
-        .await
-        .query_range(pb::QueryRangeRequest {
-            selector: "loop_metric".into(),
-            range: range_last("1h"),
-            step: "2h".into(),
-            aggregation: pb::Aggregation::Count as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let stored: f64 = r.series.iter().flat_map(|s| &s.points).map(|p| p.value).sum();
-    assert_eq!(stored as u64, 21 * 10 * 500, "kills={kills}: every acked sample stored once");
+    let stored = count_samples_in(&d, "loop_metric", "1h").await;
+    assert_eq!(stored, 21 * 10 * 500, "kills={kills}: every acked sample stored once");
     assert_eq!(count_events(&d, "m", "1h").await, 21 * 10 * 40, "kills={kills}: every acked event stored once");
     d.stop_ok();
     let sled = folder_bytes(&dir.path().join("db"));
@@ -251,20 +238,8 @@ async fn slowly_filling_heads_do_not_pin_the_wal() {
     assert!(segs <= 3, "the WAL still holds {segs} segments: open heads pin it");
     d.kill9();
     let d = Daemon::start(dir.path(), &env);
-    let mut q = d.query().await;
-    let r = q
-        .query_range(pb::QueryRangeRequest {
-            selector: "slow_metric".into(),
-            range: range_last("1h"),
-            step: "2h".into(),
-            aggregation: pb::Aggregation::Count as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let total: f64 = r.series.iter().flat_map(|s| &s.points).map(|p| p.value).sum();
-    assert_eq!(total, 60.0 * 50.0, "saved heads plus the WAL since then hold every sample");
+    let total = count_samples_in(&d, "slow_metric", "1h").await;
+    assert_eq!(total, 60 * 50, "saved heads plus the WAL since then hold every sample");
     assert_eq!(status(&d).await.samples, 3000);
     d.stop_ok();
 }

@@ -141,34 +141,27 @@ impl Store {
                     let labels = canonical_labels(&s.labels, &mb.service);
                     let service = labels.iter().find(|(k, _)| k == "service").map_or("", |(_, v)| v.as_str());
                     let have = index.service_count(service);
-                    if !trusted && index.len() >= self.max_series {
-                        rejects.push((
-                            orig,
-                            -1,
-                            "RESOURCE_EXHAUSTED",
-                            format!("series[{orig}]"),
-                            format!(
-                                "new series {} would exceed limits.max_series = {} (the daemon holds {})",
-                                s.name,
-                                self.max_series,
-                                index.len()
-                            ),
-                        ));
-                        s.timestamps_ms.clear();
-                        s.values.clear();
-                        continue;
-                    }
-                    if !trusted && have >= self.max_series_per_service {
-                        rejects.push((
-                            orig,
-                            -1,
-                            "RESOURCE_EXHAUSTED",
-                            format!("series[{orig}]"),
-                            format!(
-                                "new series {} would exceed limits.max_series_per_service = {} for service {service:?} (it has {have})",
-                                s.name, self.max_series_per_service
-                            ),
-                        ));
+                    // Both series limits (a client names its own service, so the per-service
+                    // one alone does not bound memory).
+                    let over = if trusted {
+                        None
+                    } else if index.len() >= self.max_series {
+                        Some(format!(
+                            "new series {} would exceed limits.max_series = {} (the daemon holds {})",
+                            s.name,
+                            self.max_series,
+                            index.len()
+                        ))
+                    } else if have >= self.max_series_per_service {
+                        Some(format!(
+                            "new series {} would exceed limits.max_series_per_service = {} for service {service:?} (it has {have})",
+                            s.name, self.max_series_per_service
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = over {
+                        rejects.push((orig, -1, "RESOURCE_EXHAUSTED", format!("series[{orig}]"), reason));
                         s.timestamps_ms.clear();
                         s.values.clear();
                         continue;

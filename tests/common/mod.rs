@@ -197,3 +197,20 @@ pub async fn count_events(d: &Daemon, model: &str, range: &str) -> u64 {
         .into_inner();
     r.groups.iter().map(|g| g.total.as_ref().map_or(0, |t| t.count)).sum()
 }
+
+/// Samples stored for `selector` over the last `range` (a count over one window).
+pub async fn count_samples_in(d: &Daemon, selector: &str, range: &str) -> u64 {
+    let mut q = d.query().await;
+    let r = q
+        .query_range(pb::QueryRangeRequest {
+            selector: selector.into(),
+            range: range_last(range),
+            step: "3h".into(),
+            aggregation: pb::Aggregation::Count as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("query range")
+        .into_inner();
+    r.series.iter().flat_map(|s| s.points.iter()).map(|p| p.value as u64).sum()
+}
