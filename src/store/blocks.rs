@@ -113,10 +113,15 @@ impl Blocks {
         Ok(())
     }
 
-    /// Counts a chunk the index points at (used while loading the index).
+    /// Counts a payload the index points at (used while loading the index).
     pub fn note_live(&self, loc: &Loc) {
-        if let Some(f) = self.lock().files.get_mut(&loc.file) {
-            f.live += 1;
+        self.add_live(loc.file, 1);
+    }
+
+    /// Counts `n` payloads in `file` that the index points at.
+    pub fn add_live(&self, file: u32, n: u64) {
+        if let Some(f) = self.lock().files.get_mut(&file) {
+            f.live += n;
         }
     }
 

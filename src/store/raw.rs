@@ -179,11 +179,3 @@ pub fn expire(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, cutoff: i64)
     index.expire(cutoff)?;
     Ok(n)
 }
-
-/// Counts the block space the groups use (at open).
-pub fn note_live(blocks: &Blocks, main: &sled::Tree) -> Result<(), StoreError> {
-    for item in main.iter() {
-        blocks.note_live(&keys::decode_block_ref(&item?.1)?.loc());
-    }
-    Ok(())
-}

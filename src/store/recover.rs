@@ -140,24 +140,31 @@ impl Store {
 
         let blocks = blocks::Blocks::open(&dir.join("blocks"), opts.storage.block_file_bytes)?;
         let mut rep = OpenReport { replay_from: meta.replay_from, ..OpenReport::default() };
-        if let Some(end) = meta.blocks_end {
-            // Leftovers past the checkpoint: sled entries first, then the bytes.
-            let past = |v: &[u8]| -> Result<bool, StoreError> {
-                Ok(blocks::Blocks::is_after(&keys::decode_block_ref(v)?.loc(), end))
-            };
-            for tree in [&t.chunks, &t.events, &t.logs] {
-                let mut doomed = Vec::new();
-                for item in tree.iter() {
-                    let (k, v) = item?;
-                    if past(&v)? {
-                        doomed.push(k);
-                    }
-                }
-                for k in doomed {
-                    tree.remove(k)?;
+        // One pass over every payload reference: leftovers past the last checkpoint's block end
+        // are collected for removal (sled entries first, then the bytes), the rest counted as
+        // live per block file. (This pass reads the whole index: it, not the replay, is what
+        // grows with the data; see the README.)
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        for tree in [&t.chunks, &t.events, &t.logs] {
+            let mut doomed = Vec::new();
+            for item in tree.iter() {
+                let (k, v) = item?;
+                let loc = keys::decode_block_ref(&v)?.loc();
+                if meta.blocks_end.is_some_and(|end| blocks::Blocks::is_after(&loc, end)) {
+                    doomed.push(k);
+                } else {
+                    *live.entry(loc.file).or_default() += 1;
                 }
             }
+            for k in doomed {
+                tree.remove(k)?;
+            }
+        }
+        if let Some(end) = meta.blocks_end {
             rep.cut_bytes = blocks.cut_after(end)?;
+        }
+        for (file, n) in live {
+            blocks.add_live(file, n);
         }
 
         let mut index = Index::default();
@@ -173,11 +180,6 @@ impl Store {
             }
             index.insert(SeriesMeta { id, name, labels, kind });
         }
-        for item in t.chunks.iter() {
-            blocks.note_live(&keys::decode_block_ref(&item?.1)?.loc());
-        }
-        raw::note_live(&blocks, &t.events)?;
-        raw::note_live(&blocks, &t.logs)?;
         let event_rids = rid_index::RidIndex::open(t.event_rid_runs.clone(), &dir.join("rid/events"), &blocks)?;
         let log_rids = rid_index::RidIndex::open(t.log_rid_runs.clone(), &dir.join("rid/logs"), &blocks)?;
         let mut groups = HashMap::new();
