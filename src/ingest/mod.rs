@@ -21,7 +21,6 @@ pub fn prepare(mut batch: Batch, limits: &Limits) -> Batch {
         batch.encoded = Some(enc);
         return batch;
     }
-    let n = batch.item_map.len();
     let reason = format!(
         "the batch's stored form of {} bytes exceeds limits.max_batch_bytes = {}: send smaller batches",
         enc.len(),
@@ -34,7 +33,7 @@ pub fn prepare(mut batch: Batch, limits: &Limits) -> Batch {
         Body::Events(b) => b.events.clear(),
     }
     batch.sample_maps.clear();
-    for item in items.into_iter().take(n) {
+    for item in items {
         batch.reject(item, -1, "RESOURCE_EXHAUSTED", "batch".into(), reason.clone());
     }
     batch
