@@ -36,6 +36,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod ingest;
+pub mod promql;
 pub mod query;
 pub mod report;
 pub mod sample;

@@ -1,0 +1,466 @@
+//! Inference events and log records as series, computed at query time from what the store
+//! keeps (the per-bucket inference aggregates and the raw logs), never copied into it.
+//!
+//! Resolution is the aggregate bucket (`storage.event_bucket`, 10 s): a bucket's figures are
+//! one sample stamped at the bucket's end. Every series is a counter that starts from zero at
+//! the top of each UTC hour (so that a query reads at most an hour before its window); `rate`
+//! and `increase` see that as an ordinary counter reset and stay exact. Between a group's first
+//! and last bucket in the range, every bucket has a sample (a quiet bucket repeats the count).
+//!
+//! | series | labels |
+//! |---|---|
+//! | `modelwatch_inference_requests_total` | service, model, version, endpoint, status (ok, error, timeout, rejected) |
+//! | `modelwatch_inference_errors_total` | service, model, version, endpoint, error_type |
+//! | `modelwatch_inference_{prompt,completion}_tokens_total`, `..._{input,output}_bytes_total` | service, model, version, endpoint |
+//! | `modelwatch_inference_latency_seconds_{bucket,sum,count}` | the above, `le` on `_bucket` |
+//! | `modelwatch_inference_stage_latency_seconds_{bucket,count}` | the above, stage, `le` on `_bucket` |
+//! | `modelwatch_log_records_total` | service, level, error_type |
+//!
+//! `histogram_quantile(φ, sum by (...) (rate(<latency>_bucket[w])))` (or `increase`, or without
+//! the `sum`) is answered from the merged HDR histograms of the window ([`exact_quantile`]);
+//! other uses of `_bucket` see the bounds of [`LE_BOUNDS`].
+use super::eval::{selector_matchers, Collector, Evaluator, Value};
+use super::source::{matches_all, RawSeries};
+use super::{exec, Labels, PromqlError, NAME};
+use crate::pb;
+use crate::query::Budget;
+use crate::store::aggs::{Agg, STAGES, STATUS_NAMES};
+use crate::store::Store;
+use hdrhistogram::Histogram;
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::{Expr, LabelModifier};
+use std::collections::{BTreeMap, HashMap};
+
+/// The `le` bounds (seconds) of the derived `_bucket` series.
+pub const LE_BOUNDS: [f64; 16] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, f64::INFINITY];
+
+const HOUR: i64 = 3_600_000;
+const REQUESTS: &str = "modelwatch_inference_requests_total";
+const ERRORS: &str = "modelwatch_inference_errors_total";
+const LATENCY: &str = "modelwatch_inference_latency_seconds";
+const STAGE_LATENCY: &str = "modelwatch_inference_stage_latency_seconds";
+const LOGS: &str = "modelwatch_log_records_total";
+const SUMS: [&str; 4] = [
+    "modelwatch_inference_prompt_tokens_total",
+    "modelwatch_inference_completion_tokens_total",
+    "modelwatch_inference_input_bytes_total",
+    "modelwatch_inference_output_bytes_total",
+];
+const GROUP_LABELS: [&str; 4] = ["service", "model", "version", "endpoint"];
+
+/// Every derived metric name.
+pub fn names() -> Vec<String> {
+    let mut v = vec![REQUESTS.to_string(), ERRORS.to_string(), LOGS.to_string()];
+    v.extend(SUMS.iter().map(|s| s.to_string()));
+    for base in [LATENCY, STAGE_LATENCY] {
+        v.push(format!("{base}_bucket"));
+        v.push(format!("{base}_count"));
+    }
+    v.push(format!("{LATENCY}_sum"));
+    v
+}
+
+fn le_label(le: f64) -> String {
+    if le.is_infinite() {
+        "+Inf".into()
+    } else {
+        format!("{le}")
+    }
+}
+
+fn make_labels(pairs: &[(&str, &str)]) -> Labels {
+    let mut ls: Labels =
+        pairs.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    ls.sort();
+    ls
+}
+
+/// Derived series matching `matchers`, with samples in `[start, end]`.
+pub fn select(
+    store: &Store,
+    matchers: &[Matcher],
+    start: i64,
+    end: i64,
+    budget: &mut Budget,
+) -> Result<Vec<RawSeries>, PromqlError> {
+    let wanted: Vec<String> =
+        names().into_iter().filter(|n| matchers.iter().filter(|m| m.name == NAME).all(|m| m.is_match(n))).collect();
+    // A selector without a name matcher (`{service="x"}`) sees derived series too, as it
+    // would see any metric with those labels.
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bucket = store.bucket_ms();
+    // Buckets whose end falls in [start, end], from the top of the hour of the first.
+    let b_first = (start - bucket).div_euclid(bucket) * bucket;
+    let b_read = b_first.div_euclid(HOUR) * HOUR;
+    let b_last = (end - bucket).div_euclid(bucket) * bucket;
+    if b_last < b_read {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let inference: Vec<&String> = wanted.iter().filter(|n| n.starts_with("modelwatch_inference_")).collect();
+    if !inference.is_empty() {
+        inference_series(store, &inference, matchers, b_read, b_last, start, end, budget, &mut out)?;
+    }
+    if wanted.iter().any(|n| n == LOGS) {
+        log_series(store, matchers, b_read, b_last, start, end, bucket, budget, &mut out)?;
+    }
+    out.retain(|s| matches_all(matchers, &s.labels));
+    Ok(out)
+}
+
+/// The groups (service, model, version, endpoint) whose labels can match `matchers`.
+fn groups(store: &Store, matchers: &[Matcher]) -> Vec<(u32, [String; 4])> {
+    store.inference_groups(|g| {
+        matchers.iter().all(|m| match GROUP_LABELS.iter().position(|l| *l == m.name) {
+            Some(i) => m.is_match(&g[i]),
+            None => true,
+        })
+    })
+}
+
+/// Calls `f(group, bucket, agg)` once per bucket with the bucket's merged aggregate, in bucket
+/// order per group.
+fn merged_aggs(
+    store: &Store,
+    ids: &[u32],
+    b0: i64,
+    b1: i64,
+    budget: &mut Budget,
+) -> Result<BTreeMap<(u32, i64), Agg>, PromqlError> {
+    let mut rows: BTreeMap<(u32, i64), Agg> = BTreeMap::new();
+    let mut over = None;
+    store.read_aggs(ids, b0, b1, |g, b, a| {
+        if let Err(e) = budget.read(1) {
+            over = Some(e);
+            return false;
+        }
+        match rows.get_mut(&(g, b)) {
+            Some(m) => m.merge(a),
+            None => {
+                rows.insert((g, b), a.clone());
+            }
+        }
+        true
+    })?;
+    if let Some(e) = over {
+        return Err(e.into());
+    }
+    Ok(rows)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn inference_series(
+    store: &Store,
+    names: &[&String],
+    matchers: &[Matcher],
+    b0: i64,
+    b1: i64,
+    start: i64,
+    end: i64,
+    budget: &mut Budget,
+    out: &mut Vec<RawSeries>,
+) -> Result<(), PromqlError> {
+    let bucket = store.bucket_ms();
+    let groups = groups(store, matchers);
+    let ids: Vec<u32> = groups.iter().map(|(id, _)| *id).collect();
+    let rows = merged_aggs(store, &ids, b0, b1, budget)?;
+    let want = |n: &str| names.iter().any(|x| *x == n);
+    for (id, g) in &groups {
+        let base = [
+            ("service", g[0].as_str()),
+            ("model", g[1].as_str()),
+            ("version", g[2].as_str()),
+            ("endpoint", g[3].as_str()),
+        ];
+        // Per series (labels) its per-bucket increments.
+        let mut incs: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
+        let mut add = |extra: &[(&str, &str)], name: &str, b: i64, v: f64| {
+            let mut pairs = base.to_vec();
+            pairs.push((NAME, name));
+            pairs.extend_from_slice(extra);
+            *incs.entry(make_labels(&pairs)).or_default().entry(b).or_default() += v;
+        };
+        let mut any = false;
+        for ((_, b), a) in rows.range((*id, i64::MIN)..=(*id, i64::MAX)) {
+            any = true;
+            if want(REQUESTS) {
+                add(&[("status", "ok")], REQUESTS, *b, (a.by_status[0] + a.by_status[1]) as f64);
+                for (s, name) in STATUS_NAMES.iter().enumerate().skip(2) {
+                    add(&[("status", name)], REQUESTS, *b, a.by_status[s] as f64);
+                }
+            }
+            if want(ERRORS) {
+                for (t, n) in &a.by_error {
+                    add(&[("error_type", t)], ERRORS, *b, *n as f64);
+                }
+            }
+            for (k, name) in SUMS.iter().enumerate() {
+                if want(name) {
+                    let v = [a.prompt_tokens, a.completion_tokens, a.input_bytes, a.output_bytes][k];
+                    add(&[], name, *b, v as f64);
+                }
+            }
+            let lat = |suffix: &str| format!("{LATENCY}_{suffix}");
+            if want(&lat("count")) {
+                add(&[], &lat("count"), *b, a.count as f64);
+            }
+            if want(&lat("sum")) {
+                add(&[], &lat("sum"), *b, a.latency_sum_us as f64 / 1e6);
+            }
+            if want(&lat("bucket")) {
+                for le in LE_BOUNDS {
+                    add(&[("le", &le_label(le))], &lat("bucket"), *b, count_le(&a.latency, le) as f64);
+                }
+            }
+            let slat = |suffix: &str| format!("{STAGE_LATENCY}_{suffix}");
+            for (st, h) in STAGES.iter().zip(&a.stages) {
+                let Some(h) = h else { continue };
+                if want(&slat("count")) {
+                    add(&[("stage", st)], &slat("count"), *b, h.len() as f64);
+                }
+                if want(&slat("bucket")) {
+                    for le in LE_BOUNDS {
+                        add(&[("stage", st), ("le", &le_label(le))], &slat("bucket"), *b, count_le(h, le) as f64);
+                    }
+                }
+            }
+        }
+        if !any {
+            continue;
+        }
+        for (labels, per_bucket) in incs {
+            out.push(counter_series(labels, &per_bucket, b0, b1, bucket, start, end));
+        }
+    }
+    budget.series(out.len())?;
+    Ok(())
+}
+
+/// Observations of `h` (µs) at or below `le` seconds.
+fn count_le(h: &Histogram<u64>, le: f64) -> u64 {
+    if le.is_infinite() {
+        return h.len();
+    }
+    let us = (le * 1e6) as u64;
+    if us == 0 {
+        return 0;
+    }
+    h.count_between(0, us)
+}
+
+/// A counter from per-bucket increments: cumulative within each UTC hour, one sample per
+/// bucket end in `[start, end]` between the first and last bucket that has data.
+fn counter_series(
+    labels: Labels,
+    incs: &BTreeMap<i64, f64>,
+    b0: i64,
+    b1: i64,
+    bucket: i64,
+    start: i64,
+    end: i64,
+) -> RawSeries {
+    let (mut ts, mut vals) = (Vec::new(), Vec::new());
+    let first = incs.keys().next().copied().unwrap_or(b0).max(b0);
+    let mut acc = 0.0;
+    let mut hour = first.div_euclid(HOUR);
+    let mut b = first;
+    while b <= b1 {
+        if b.div_euclid(HOUR) != hour {
+            hour = b.div_euclid(HOUR);
+            acc = 0.0;
+        }
+        acc += incs.get(&b).copied().unwrap_or(0.0);
+        let t = b + bucket;
+        if t >= start && t <= end {
+            ts.push(t);
+            vals.push(acc);
+        }
+        b += bucket;
+    }
+    RawSeries { labels, ts, vals }
+}
+
+fn level_name(l: i32) -> &'static str {
+    match pb::Level::try_from(l).unwrap_or(pb::Level::Unspecified) {
+        pb::Level::Trace => "trace",
+        pb::Level::Debug => "debug",
+        pb::Level::Info | pb::Level::Unspecified => "info",
+        pb::Level::Warn => "warn",
+        pb::Level::Error => "error",
+        pb::Level::Fatal => "fatal",
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_series(
+    store: &Store,
+    matchers: &[Matcher],
+    b0: i64,
+    b1: i64,
+    start: i64,
+    end: i64,
+    bucket: i64,
+    budget: &mut Budget,
+    out: &mut Vec<RawSeries>,
+) -> Result<(), PromqlError> {
+    let mut incs: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
+    let mut over = None;
+    store.scan_logs(b0, b1 + bucket - 1, None, |_, r| {
+        if let Err(e) = budget.read(1) {
+            over = Some(e);
+            return false;
+        }
+        let labels = make_labels(&[
+            (NAME, LOGS),
+            ("service", &r.service),
+            ("level", level_name(r.level)),
+            ("error_type", &r.error_type),
+        ]);
+        if matches_all(matchers, &labels) {
+            let b = r.timestamp_ms.div_euclid(bucket) * bucket;
+            *incs.entry(labels).or_default().entry(b).or_default() += 1.0;
+        }
+        true
+    })?;
+    if let Some(e) = over {
+        return Err(e.into());
+    }
+    for (labels, per_bucket) in incs {
+        out.push(counter_series(labels, &per_bucket, b0, b1, bucket, start, end));
+    }
+    budget.series(out.len())?;
+    Ok(())
+}
+
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        other => other,
+    }
+}
+
+/// `histogram_quantile(φ, [sum by (labels)] (rate|increase(<derived latency>_bucket[w])))`
+/// answered from the HDR histograms of each window: `None` when `arg` is not of that shape.
+pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Option<Value>, PromqlError> {
+    let (by, inner): (Option<Vec<String>>, &Expr) = match unparen(arg) {
+        Expr::Aggregate(a) if a.op.to_string().eq_ignore_ascii_case("sum") => match &a.modifier {
+            Some(LabelModifier::Include(l)) => {
+                (Some(l.labels.iter().filter(|x| *x != "le").cloned().collect()), &a.expr)
+            }
+            None => (Some(Vec::new()), &a.expr),
+            Some(LabelModifier::Exclude(_)) => return Ok(None),
+        },
+        other => (None, other),
+    };
+    let Expr::Call(call) = unparen(inner) else { return Ok(None) };
+    if call.func.name != "rate" && call.func.name != "increase" {
+        return Ok(None);
+    }
+    let Some(Expr::MatrixSelector(ms)) = call.args.args.first().map(|a| unparen(a)) else { return Ok(None) };
+    let sets = selector_matchers(&ms.vs);
+    if sets.len() != 1 {
+        return Ok(None);
+    }
+    let matchers = &sets[0];
+    let stage = match matchers.iter().find(|m| m.name == NAME) {
+        Some(m) if m.op == MatchOp::Equal && m.value == format!("{LATENCY}_bucket") => false,
+        Some(m) if m.op == MatchOp::Equal && m.value == format!("{STAGE_LATENCY}_bucket") => true,
+        _ => return Ok(None),
+    };
+    // A matcher on `le` would select some bounds only: not a whole histogram.
+    if matchers.iter().any(|m| m.name == "le") {
+        return Ok(None);
+    }
+    let Some(store) = ev.src.store() else { return Ok(None) };
+    let w = ev.windows_spec(&ms.vs, ms.range.as_millis() as i64);
+    let bucket = store.bucket_ms();
+    let lo = w.iter().copied().min().unwrap_or(0) - ms.range.as_millis() as i64;
+    let hi = w.iter().copied().max().unwrap_or(0);
+    let b0 = (lo + 1 - bucket).div_euclid(bucket) * bucket;
+    let b1 = (hi - bucket).div_euclid(bucket) * bucket;
+    let groups = groups(store, matchers);
+    let ids: Vec<u32> = groups.iter().map(|(id, _)| *id).collect();
+    let rows = if b1 >= b0 { merged_aggs(store, &ids, b0, b1, ev.budget)? } else { BTreeMap::new() };
+    let ginfo: HashMap<u32, &[String; 4]> = groups.iter().map(|(id, g)| (*id, g)).collect();
+    // Output series: its labels and, per bucket, the histogram to add.
+    let mut series: BTreeMap<Labels, BTreeMap<i64, Vec<&Histogram<u64>>>> = BTreeMap::new();
+    for ((g, b), a) in &rows {
+        let grp = ginfo[g];
+        let hists: Vec<(&str, &Histogram<u64>)> = if stage {
+            STAGES.iter().zip(&a.stages).filter_map(|(s, h)| h.as_ref().map(|h| (*s, h))).collect()
+        } else {
+            vec![("", &a.latency)]
+        };
+        for (st, h) in hists {
+            let mut all = vec![
+                ("service", grp[0].as_str()),
+                ("model", grp[1].as_str()),
+                ("version", grp[2].as_str()),
+                ("endpoint", grp[3].as_str()),
+            ];
+            if stage {
+                all.push(("stage", st));
+            }
+            let full = make_labels(&all);
+            let mut with_name = full.clone();
+            with_name.push((
+                NAME.to_string(),
+                if stage { format!("{STAGE_LATENCY}_bucket") } else { format!("{LATENCY}_bucket") },
+            ));
+            with_name.sort();
+            if !matchers
+                .iter()
+                .filter(|m| m.name != NAME)
+                .all(|m| m.is_match(super::label(&with_name, &m.name).unwrap_or("")))
+            {
+                continue;
+            }
+            let key = match &by {
+                Some(keep) => full.into_iter().filter(|(k, _)| keep.contains(k)).collect(),
+                None => full,
+            };
+            series.entry(key).or_default().entry(*b).or_default().push(h);
+        }
+    }
+    let n = ev.n();
+    let mut c = Collector::new(n);
+    let range = ms.range.as_millis() as i64;
+    for (labels, per_bucket) in series {
+        for (i, &end) in w.iter().enumerate() {
+            ev.budget.time()?;
+            // Buckets whose end lies in (end - range, end].
+            let lo_b = end - range - bucket + 1;
+            let hi_b = end - bucket;
+            let mut merged: Option<Histogram<u64>> = None;
+            for (_, hs) in per_bucket.range(lo_b..=hi_b) {
+                for h in hs {
+                    match &mut merged {
+                        Some(m) => m.add(*h).map_err(|e| exec(format!("merging latency histograms: {e}")))?,
+                        None => merged = Some((*h).clone()),
+                    }
+                }
+            }
+            let v = match merged {
+                Some(h) if h.len() > 0 => {
+                    if q[i].is_nan() {
+                        f64::NAN
+                    } else if q[i] < 0.0 {
+                        f64::NEG_INFINITY
+                    } else if q[i] > 1.0 {
+                        f64::INFINITY
+                    } else {
+                        h.value_at_quantile(q[i]) as f64 / 1e6
+                    }
+                }
+                // A window with buckets but no observations: no rate, as Prometheus gives NaN.
+                Some(_) => f64::NAN,
+                None => continue,
+            };
+            c.put(labels.clone(), i, v)?;
+        }
+    }
+    Ok(Some(Value::Vector(c.finish())))
+}

@@ -1,0 +1,143 @@
+//! Where the engine reads series from: one small trait, so that the evaluator runs the same
+//! over the daemon's store ([`StoreSource`]) and over an in-memory set ([`MemSource`], for the
+//! conformance runner and rule unit tests).
+use super::{derived, Labels, PromqlError, NAME};
+use crate::query::Budget;
+use crate::store::index::{MatchOp, Matcher};
+use crate::store::Store;
+use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
+use std::collections::BTreeMap;
+
+/// One series and its samples in the asked range, in time order.
+#[derive(Debug, Clone)]
+pub struct RawSeries {
+    pub labels: Labels,
+    pub ts: Vec<i64>,
+    pub vals: Vec<f64>,
+}
+
+pub trait Source: Sync {
+    /// Series matching every matcher, with their samples in `[start, end]` (ms). Spends the
+    /// budget on series matched and samples read.
+    fn select(
+        &self,
+        matchers: &[PMatcher],
+        start: i64,
+        end: i64,
+        budget: &mut Budget,
+    ) -> Result<Vec<RawSeries>, PromqlError>;
+
+    /// The daemon's store behind this source, for the plans that read its aggregates directly
+    /// (the exact latency quantiles of [`derived`]).
+    fn store(&self) -> Option<&Store> {
+        None
+    }
+}
+
+pub fn convert_matchers(ms: &[PMatcher]) -> Result<Vec<Matcher>, PromqlError> {
+    ms.iter()
+        .map(|m| {
+            let op = match m.op {
+                PMatchOp::Equal => MatchOp::Eq,
+                PMatchOp::NotEqual => MatchOp::Neq,
+                PMatchOp::Re(_) => MatchOp::Re,
+                PMatchOp::NotRe(_) => MatchOp::Nre,
+            };
+            Matcher::new(&m.name, op, &m.value)
+                .map_err(|e| PromqlError::Parse(format!("invalid regular expression {:?}: {e}", m.value)))
+        })
+        .collect()
+}
+
+pub fn matches_all(ms: &[PMatcher], ls: &Labels) -> bool {
+    ms.iter().all(|m| m.is_match(super::label(ls, &m.name).unwrap_or("")))
+}
+
+/// The daemon's store: metric series as stored, plus the derived inference and log series.
+pub struct StoreSource<'a> {
+    pub store: &'a Store,
+}
+
+impl Source for StoreSource<'_> {
+    fn store(&self) -> Option<&Store> {
+        Some(self.store)
+    }
+
+    fn select(
+        &self,
+        matchers: &[PMatcher],
+        start: i64,
+        end: i64,
+        budget: &mut Budget,
+    ) -> Result<Vec<RawSeries>, PromqlError> {
+        let mut out = derived::select(self.store, matchers, start, end, budget)?;
+        let ms = convert_matchers(matchers)?;
+        let metas = self.store.select(&ms);
+        budget.series(metas.len() + out.len())?;
+        for m in metas {
+            budget.time()?;
+            let (ts, vals) = self.store.read_samples(m.id, start, end)?;
+            budget.read(ts.len())?;
+            let mut labels = m.labels;
+            let at = labels.partition_point(|(k, _)| k.as_str() < NAME);
+            labels.insert(at, (NAME.to_string(), m.name));
+            out.push(RawSeries { labels, ts, vals });
+        }
+        Ok(out)
+    }
+}
+
+/// Series held in memory, keyed by label set.
+#[derive(Default)]
+pub struct MemSource {
+    series: BTreeMap<Labels, (Vec<i64>, Vec<f64>)>,
+}
+
+impl MemSource {
+    pub fn new() -> MemSource {
+        MemSource::default()
+    }
+
+    /// Adds a sample; samples of a series must come in time order (a repeated timestamp
+    /// replaces the value).
+    pub fn add(&mut self, labels: &Labels, t: i64, v: f64) {
+        let (ts, vals) = self.series.entry(labels.clone()).or_default();
+        if ts.last() == Some(&t) {
+            *vals.last_mut().expect("same length") = v;
+        } else {
+            ts.push(t);
+            vals.push(v);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.series.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+impl Source for MemSource {
+    fn select(
+        &self,
+        matchers: &[PMatcher],
+        start: i64,
+        end: i64,
+        budget: &mut Budget,
+    ) -> Result<Vec<RawSeries>, PromqlError> {
+        let mut out = Vec::new();
+        for (labels, (ts, vals)) in &self.series {
+            if !matches_all(matchers, labels) {
+                continue;
+            }
+            let a = ts.partition_point(|&t| t < start);
+            let b = ts.partition_point(|&t| t <= end);
+            budget.read(b - a)?;
+            out.push(RawSeries { labels: labels.clone(), ts: ts[a..b].to_vec(), vals: vals[a..b].to_vec() });
+        }
+        budget.series(out.len())?;
+        Ok(out)
+    }
+}
