@@ -46,6 +46,17 @@ impl From<StoreError> for Status {
     }
 }
 
+impl From<crate::promql::PromqlError> for Status {
+    fn from(e: crate::promql::PromqlError) -> Status {
+        use crate::promql::PromqlError as P;
+        match e {
+            P::Parse(_) => Status::invalid_argument(format!("query: {e}")),
+            P::Exec(_) => Status::invalid_argument(format!("query: {e}")),
+            P::Query(q) => q.into(),
+        }
+    }
+}
+
 impl From<QueryError> for Status {
     fn from(e: QueryError) -> Status {
         match e {
@@ -295,6 +306,15 @@ async fn blocking<T: Send + 'static>(
     ctx.query_pool.run(move || f(&store, &mut budget)).await?.map(Response::new).map_err(Status::from)
 }
 
+async fn promql_blocking<T: Send + 'static>(
+    ctx: &Arc<Ctx>,
+    f: impl FnOnce(&crate::store::Store, &mut query::Budget) -> Result<T, crate::promql::PromqlError> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    let store = ctx.store.clone();
+    let mut budget = query::Budget::new(&ctx.query);
+    ctx.query_pool.run(move || f(&store, &mut budget)).await?.map(Response::new).map_err(Status::from)
+}
+
 #[tonic::async_trait]
 impl Query for QueryApi {
     async fn list_series(
@@ -344,6 +364,18 @@ impl Query for QueryApi {
         let r = req.into_inner();
         let now = self.0.clock.now_ms();
         blocking(&self.0, move |s, b| crate::report::gpu_report(s, &r, now, b)).await
+    }
+
+    async fn eval(&self, req: Request<pb::EvalRequest>) -> Result<Response<pb::EvalResponse>, Status> {
+        let r = req.into_inner();
+        let (now, opts) = (self.0.clock.now_ms(), self.0.query.promql());
+        promql_blocking(&self.0, move |s, b| query::eval::eval(s, &r, now, &opts, b)).await
+    }
+
+    async fn eval_range(&self, req: Request<pb::EvalRangeRequest>) -> Result<Response<pb::EvalResponse>, Status> {
+        let r = req.into_inner();
+        let (now, opts) = (self.0.clock.now_ms(), self.0.query.promql());
+        promql_blocking(&self.0, move |s, b| query::eval::eval_range(s, &r, now, &opts, b)).await
     }
 
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {

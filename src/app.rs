@@ -40,13 +40,16 @@ pub struct Sources {
     pub clock: Option<ClockRef>,
 }
 
-/// Runs the daemon until `shutdown` is cancelled. `on_listening` gets the bound address (the
-/// binary prints it; tests read it).
-pub async fn run(
-    cfg: Config,
-    shutdown: CancellationToken,
-    on_listening: impl FnOnce(SocketAddr),
-) -> Result<(), AppError> {
+/// The addresses the daemon listens on, once bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Runs the daemon until `shutdown` is cancelled. `on_listening` gets the bound addresses (the
+/// binary prints them; tests read them).
+pub async fn run(cfg: Config, shutdown: CancellationToken, on_listening: impl FnOnce(Bound)) -> Result<(), AppError> {
     run_with(cfg, Sources::default(), shutdown, on_listening).await
 }
 
@@ -55,7 +58,7 @@ pub async fn run_with(
     cfg: Config,
     sources: Sources,
     shutdown: CancellationToken,
-    on_listening: impl FnOnce(SocketAddr),
+    on_listening: impl FnOnce(Bound),
 ) -> Result<(), AppError> {
     let opts =
         StoreOptions { storage: cfg.storage.clone(), limits: cfg.limits.clone(), retention: cfg.retention.clone() };
@@ -69,6 +72,11 @@ pub async fn run_with(
         .await
         .map_err(|source| AppError::Listen { addr: cfg.server.listen, source })?;
     let addr = listener.local_addr().map_err(|source| AppError::Listen { addr: cfg.server.listen, source })?;
+    let http_listener = tokio::net::TcpListener::bind(cfg.server.http_listen)
+        .await
+        .map_err(|source| AppError::Listen { addr: cfg.server.http_listen, source })?;
+    let http_addr =
+        http_listener.local_addr().map_err(|source| AppError::Listen { addr: cfg.server.http_listen, source })?;
 
     let ctx = Arc::new(Ctx {
         store: store.clone(),
@@ -123,8 +131,16 @@ pub async fn run_with(
             health_stop.set_not_serving::<pb::query_server::QueryServer<QueryApi>>().await;
         });
     let mut server = tokio::spawn(server);
-    tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "modelwatch serving");
-    on_listening(addr);
+    let http_stop = shutdown.clone();
+    let http = axum::serve(http_listener, crate::http::router(ctx.clone()))
+        .with_graceful_shutdown(async move { http_stop.cancelled().await });
+    let http_task = tokio::spawn(async move {
+        if let Err(e) = http.await {
+            tracing::error!(error = %e, "the HTTP listener failed");
+        }
+    });
+    tracing::info!(%addr, %http_addr, data_dir = %cfg.storage.data_dir.display(), "modelwatch serving");
+    on_listening(Bound { grpc: addr, http: http_addr });
 
     let deadline = cfg.server.shutdown_timeout;
     let served = tokio::select! {
@@ -158,6 +174,9 @@ pub async fn run_with(
             }
         }
     };
+    // Queries in flight over HTTP finish (their handlers hold the context) before the store
+    // closes; a stuck one is cut at the deadline.
+    let _ = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), http_task).await;
     ctx.committer.close().await;
     drop(ctx);
     let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));

@@ -48,6 +48,22 @@ pub struct QueryConfig {
     /// Queries running at once, each on its own thread below ingest's CPU priority (nice +10);
     /// up to 16 per thread wait, more are refused.
     pub max_concurrent: usize,
+    /// PromQL: how far back a selector looks for a series' newest sample (Prometheus'
+    /// `--query.lookback-delta`).
+    #[serde(with = "humantime_serde_compat")]
+    pub lookback_delta: Duration,
+    /// PromQL: the step of a subquery written without one (`x[1h:]`).
+    #[serde(with = "humantime_serde_compat")]
+    pub subquery_step: Duration,
+}
+
+impl QueryConfig {
+    pub fn promql(&self) -> crate::promql::Opts {
+        crate::promql::Opts {
+            lookback_ms: self.lookback_delta.as_millis() as i64,
+            subquery_step_ms: self.subquery_step.as_millis() as i64,
+        }
+    }
 }
 
 impl Default for QueryConfig {
@@ -58,6 +74,8 @@ impl Default for QueryConfig {
             max_points: 1_000_000,
             timeout: Duration::from_secs(30),
             max_concurrent: 2,
+            lookback_delta: Duration::from_secs(300),
+            subquery_step: Duration::from_secs(60),
         }
     }
 }
@@ -67,6 +85,10 @@ impl Default for QueryConfig {
 pub struct ServerConfig {
     /// Address of the gRPC listener; port 0 picks a free port (printed as `listening on ADDR`).
     pub listen: SocketAddr,
+    /// Address of the HTTP listener (the Prometheus query API under `/api/v1/`, for Grafana
+    /// and curl); loopback by default; port 0 picks a free port (printed as
+    /// `http listening on ADDR`).
+    pub http_listen: SocketAddr,
     /// Graceful shutdown deadline: streams drain and the store flushes within it.
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_timeout: Duration,
@@ -213,6 +235,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:7070".parse().expect("static address"),
+            http_listen: "127.0.0.1:7071".parse().expect("static address"),
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -419,6 +442,8 @@ impl Config {
         nonzero("query.max_points", q.max_points)?;
         nonzero("query.timeout", q.timeout.as_millis() as u64)?;
         nonzero("query.max_concurrent", q.max_concurrent as u64)?;
+        nonzero("query.lookback_delta", q.lookback_delta.as_millis() as u64)?;
+        nonzero("query.subquery_step", q.subquery_step.as_millis() as u64)?;
         if q.timeout > MAX_DURATION {
             return Err(ConfigError::Invalid { key: "query.timeout", message: "is longer than 100 years".into() });
         }

@@ -10,19 +10,25 @@
 //! - [`state`]: the daemon's shared handles (`Ctx`): store, committer, validator, registry.
 //! - [`api`]: tonic services, thin adapters from gRPC to the domain handles; error → status
 //!   (`google.rpc.Status` details for rejected input).
+//! - [`http`]: the HTTP listener: Prometheus' query API (`/api/v1/...`) for Grafana and curl;
+//!   error → Prometheus' error JSON.
+//! - [`promql`]: the PromQL engine over the store (and over memory, for conformance and rule
+//!   tests), with inference events and logs as derived series; every query language answer
+//!   (HTTP, `Query/Eval`, `modelwatch query`) is computed there.
 //! - [`ingest`]: gRPC-free validation against the limits (`validate`), the WAL record's
 //!   encoding and the batch-size bound (`prepare`), and the registry of connected services.
 //! - [`store`]: the durable part: WAL, the committer thread (group commit, acks after fsync,
 //!   disk reserve), replay and recovery, memtable and chunks, checkpoints, reads from
 //!   snapshots, retention; sled holds indexes and small values, block files the payloads.
 //!   `store::keys` holds every key layout; `store::chunk` the sample compression.
-//! - [`query`]: the query RPCs' answers over the store, each on a `Budget` (`[query]`);
+//! - [`query`]: the query RPCs' answers over the store (`Eval`/`EvalRange` through `promql`), each on a `Budget` (`[query]`);
 //!   selectors (`query::selector`) and times and ranges (`query::plan`).
 //! - [`report`]: reports over stored series and events (the GPU report).
 //! - [`sample`]: host (sysinfo) and GPU (NVML behind `GpuSource`) samplers; their readings
 //!   enter through the same validation and committer as client data.
 //! - [`telemetry`]: the daemon's own figures (ingest rates).
 //! - [`shutdown`]: SIGTERM/SIGINT → the cancellation token every task holds.
+//! - [`cli`]: command-line clients of the daemon's APIs (`modelwatch query`).
 //! - [`app`]: wires the above and runs until shutdown; `app::recover` for `modelwatch recover`.
 //!
 //! Data flow: client → `api` (decode) → `ingest` (limits; rejected items named; WAL record
@@ -33,8 +39,10 @@
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod ingest;
 pub mod promql;
 pub mod query;

@@ -29,6 +29,34 @@ enum Command {
         /// a free port; the bound address is printed as `listening on ADDR`.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// HTTP listen address of the Prometheus query API (overrides server.http_listen;
+        /// default 127.0.0.1:7071), printed as `http listening on ADDR`.
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<SocketAddr>,
+    },
+    /// Evaluate a PromQL expression on a running daemon: at one time (now, or --at), or over
+    /// --start/--end at --step. Prints a table, or the Prometheus API's JSON with --json.
+    Query {
+        /// The PromQL expression, e.g. 'sum by (model) (rate(model_requests_total[5m]))'.
+        expr: String,
+        /// Evaluation time: RFC 3339 or Unix seconds (default now).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Range start: RFC 3339 or Unix seconds (default an hour before --end).
+        #[arg(long, value_name = "TIME")]
+        start: Option<String>,
+        /// Range end (default now).
+        #[arg(long, value_name = "TIME")]
+        end: Option<String>,
+        /// Range step, e.g. 15s or 1m (default the range / 120).
+        #[arg(long, value_name = "DURATION")]
+        step: Option<String>,
+        /// Print JSON (the `data` object of Prometheus' API) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's gRPC address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        addr: String,
     },
     /// Repair a data folder whose write-ahead log is damaged: replays every record that can be
     /// read, reports each damaged stretch (file, offset, bytes, why), and leaves the folder
@@ -62,8 +90,22 @@ fn init_tracing(cfg: &Config) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (config, data_dir, listen) = match cli.command {
-        Command::Serve { config, data_dir, listen } => (config, data_dir, listen),
+    let (config, data_dir, listen, http_listen) = match cli.command {
+        Command::Serve { config, data_dir, listen, http_listen } => (config, data_dir, listen, http_listen),
+        Command::Query { expr, at, start, end, step, json, addr } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let args = modelwatch::cli::query::Args { addr, query: expr, at, start, end, step, json };
+            match rt.block_on(modelwatch::cli::query::run(args)) {
+                Ok(out) => {
+                    print!("{out}");
+                    return Ok(());
+                }
+                Err(e) => {
+                    eprintln!("modelwatch query: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Recover { config, data_dir } => {
             let mut cfg = Config::load(config.as_deref())?;
             if let Some(d) = data_dir {
@@ -89,14 +131,18 @@ fn main() -> anyhow::Result<()> {
     if let Some(l) = listen {
         cfg.server.listen = l;
     }
+    if let Some(l) = http_listen {
+        cfg.server.http_listen = l;
+    }
     init_tracing(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async {
         let token = CancellationToken::new();
         modelwatch::shutdown::on_signals(token.clone());
-        modelwatch::app::run(cfg, token, |addr| {
+        modelwatch::app::run(cfg, token, |b| {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "listening on {addr}");
+            let _ = writeln!(out, "listening on {}", b.grpc);
+            let _ = writeln!(out, "http listening on {}", b.http);
             let _ = out.flush();
         })
         .await

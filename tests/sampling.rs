@@ -148,6 +148,7 @@ async fn start_in_process(dir: &std::path::Path, gpu: FakeGpu) -> InProcess {
     cfg.server.listen = "127.0.0.1:0".parse().unwrap();
     cfg.storage.data_dir = dir.to_owned();
     cfg.sampling.host_interval = Duration::ZERO;
+    cfg.server.http_listen = "127.0.0.1:0".parse().unwrap();
     cfg.sampling.gpu_interval = Duration::from_millis(50);
     cfg.sampling.gpu_process_every = 1;
     let token = CancellationToken::new();
@@ -156,7 +157,7 @@ async fn start_in_process(dir: &std::path::Path, gpu: FakeGpu) -> InProcess {
     let t = token.clone();
     let task = tokio::spawn(async move {
         modelwatch::app::run_with(cfg, sources, t, move |a| {
-            let _ = tx.send(a);
+            let _ = tx.send(a.grpc);
         })
         .await
     });

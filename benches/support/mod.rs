@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 /// settings; returns the child and its `http://` address.
 pub fn start_daemon(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("MODELWATCH_LOG", "warn")
         .env("MODELWATCH__SAMPLING__HOST_INTERVAL", "0s")

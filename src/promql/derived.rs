@@ -4,8 +4,10 @@
 //! Resolution is the aggregate bucket (`storage.event_bucket`, 10 s): a bucket's figures are
 //! one sample stamped at the bucket's end. Every series is a counter that starts from zero at
 //! the top of each UTC hour (so that a query reads at most an hour before its window); `rate`
-//! and `increase` see that as an ordinary counter reset and stay exact. Between a group's first
-//! and last bucket in the range, every bucket has a sample (a quiet bucket repeats the count).
+//! and `increase` see that as an ordinary counter reset and stay exact. A series starts with a
+//! zero at the start of its first bucket (so `increase` counts from the first event rather than
+//! extrapolating), then has a sample at every bucket end to the end of the range (a quiet
+//! bucket repeats the count).
 //!
 //! | series | labels |
 //! |---|---|
@@ -264,6 +266,12 @@ fn counter_series(
 ) -> RawSeries {
     let (mut ts, mut vals) = (Vec::new(), Vec::new());
     let first = incs.keys().next().copied().unwrap_or(b0).max(b0);
+    // The counter was zero until its first bucket began (nothing since the top of that hour):
+    // saying so lets `increase` count from the first event instead of extrapolating.
+    if first >= start && first <= end {
+        ts.push(first);
+        vals.push(0.0);
+    }
     let mut acc = 0.0;
     let mut hour = first.div_euclid(HOUR);
     let mut b = first;

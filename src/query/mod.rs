@@ -2,10 +2,12 @@
 //! aggregation, inference statistics from merged HDR histograms, log search). Plain functions
 //! over the store, so they are tested without tonic.
 //! - [`selector`]: PromQL-style selectors and matcher lists;
+//! - [`eval`]: `Query/Eval` and `Query/EvalRange` (PromQL through [`crate::promql`]);
 //! - [`plan`]: times (RFC 3339, any offset), durations, ranges;
 //! - [`pool`]: the query threads (`query.max_concurrent`, below ingest's CPU priority);
 //! - [`limits`]: the [`Budget`] every query spends (`[query]`: series, samples read, points
 //!   returned, time), so that no request's cost is unbounded.
+pub mod eval;
 pub mod limits;
 pub mod plan;
 pub mod pool;

@@ -85,12 +85,19 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(secs * 1000 + ms)
 }
 
-fn parse_time(field: &'static str, s: &str) -> Result<i64, QueryError> {
+/// A time as RFC 3339 (any offset) or Unix seconds (`1700000000.5`, as Prometheus' API takes).
+pub fn parse_time(field: &'static str, s: &str) -> Result<i64, QueryError> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs.abs() < 1e13 {
+            return Ok((secs * 1000.0).round() as i64);
+        }
+    }
     parse_rfc3339(s).ok_or_else(|| {
         invalid(
             field,
             format!(
-                "{s:?} is not an RFC 3339 timestamp like \"2026-11-23T10:00:00Z\" or \"2026-11-23T11:00:00+01:00\""
+                "{s:?} is neither an RFC 3339 timestamp like \"2026-11-23T10:00:00Z\" or \"2026-11-23T11:00:00+01:00\" nor Unix seconds"
             ),
         )
     })

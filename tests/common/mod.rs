@@ -12,6 +12,8 @@ use tonic::transport::Channel;
 pub struct Daemon {
     pub child: Child,
     pub addr: String,
+    /// The HTTP listener (Prometheus API), `host:port`.
+    pub http_addr: String,
     pub dir: PathBuf,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
@@ -39,7 +41,7 @@ impl Daemon {
 
     fn try_start_at(dir: &Path, listen: &str, env: &[(&str, &str)]) -> Result<Daemon, (Option<ExitStatus>, String)> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
-        cmd.args(["serve", "--listen", listen, "--data-dir"])
+        cmd.args(["serve", "--listen", listen, "--http-listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("MODELWATCH_LOG", "warn")
             // Samplers add their own series; tests that count exactly run without them, and
@@ -64,11 +66,14 @@ impl Daemon {
         let _ = out.read_line(&mut line);
         match line.trim().strip_prefix("listening on ") {
             Some(addr) => {
+                let mut l2 = String::new();
+                let _ = out.read_line(&mut l2);
+                let http_addr = l2.trim().strip_prefix("http listening on ").unwrap_or_default().to_string();
                 // keep draining stdout so the daemon never blocks on it
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut out, &mut std::io::sink());
                 });
-                Ok(Daemon { child, addr: addr.to_string(), dir: dir.to_owned(), stderr: Some(err_thread) })
+                Ok(Daemon { child, addr: addr.to_string(), http_addr, dir: dir.to_owned(), stderr: Some(err_thread) })
             }
             None => {
                 let status = child.wait().ok();

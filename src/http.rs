@@ -1,0 +1,308 @@
+//! The HTTP listener: Prometheus' query API under `/api/v1/` (the shapes and error format of
+//! Prometheus' `web/api/v1`), so that Grafana's Prometheus data source, curl and scripts query
+//! the daemon as they would query Prometheus. GET and POST (form-encoded) alike. Every query
+//! runs on the query threads with the `[query]` budget, like the gRPC ones.
+use crate::promql::{self, derived, fmt_value, Answer, Labels, PromqlError, NAME};
+use crate::query::eval::{default_step, parse_time};
+use crate::query::{Budget, QueryError};
+use crate::state::Ctx;
+use crate::store::Store;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/metadata", get(metadata))
+        .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .fallback(not_found)
+        .with_state(ctx)
+}
+
+/// Prometheus' error body and status: `bad_data` (400) for what the caller sent,
+/// `execution` (422) for a query that cannot run or passes a limit, `timeout` (503).
+struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"status": "error", "errorType": self.1, "error": self.2});
+        (self.0, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, "bad_data", msg.into())
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Invalid { .. } => bad(e.to_string()),
+            QueryError::TooCostly(m) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
+            QueryError::Timeout(m) => ApiError(StatusCode::SERVICE_UNAVAILABLE, "timeout", m),
+            QueryError::Store(s) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", s.to_string()),
+        }
+    }
+}
+
+impl From<PromqlError> for ApiError {
+    fn from(e: PromqlError) -> Self {
+        match e {
+            PromqlError::Parse(m) => bad(format!("invalid parameter \"query\": {m}")),
+            PromqlError::Exec(m) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
+            PromqlError::Query(q) => q.into(),
+        }
+    }
+}
+
+fn ok(data: Value) -> Response {
+    let body = json!({"status": "success", "data": data});
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// The request's parameters: the query string, then a form body (POST), repeated keys kept.
+fn params(q: Option<String>, body: &Bytes) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for part in [q.unwrap_or_default().as_bytes(), body.as_ref()] {
+        if let Ok(v) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(part) {
+            out.extend(v);
+        }
+    }
+    out
+}
+
+fn param<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    p.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+fn time_param(p: &[(String, String)], k: &'static str, default: i64) -> Result<i64, ApiError> {
+    match param(p, k) {
+        None | Some("") => Ok(default),
+        Some(v) => parse_time(k, v, default).map_err(|e| bad(format!("invalid parameter \"{k}\": {e}"))),
+    }
+}
+
+/// A step as Prometheus takes it: a float of seconds or a duration (`15s`, `1m`).
+fn step_param(v: &str) -> Result<i64, ApiError> {
+    if let Ok(s) = v.parse::<f64>() {
+        if s.is_finite() && s > 0.0 {
+            return Ok((s * 1000.0).round().max(1.0) as i64);
+        }
+    }
+    match promql::script::parse_duration(v) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(bad(format!(
+            "invalid parameter \"step\": {v:?}: zero or negative query resolution step widths are not accepted. Try a positive integer"
+        ))),
+    }
+}
+
+fn secs(ms: i64) -> Value {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+fn metric(ls: &Labels) -> Value {
+    Value::Object(ls.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+}
+
+fn answer_json(a: &Answer) -> Value {
+    let result = match a {
+        Answer::Scalar { t, v } => json!([secs(*t), fmt_value(*v)]),
+        Answer::String { t, s } => json!([secs(*t), s]),
+        Answer::Vector { t, series } => Value::Array(
+            series.iter().map(|(ls, v)| json!({"metric": metric(ls), "value": [secs(*t), fmt_value(*v)]})).collect(),
+        ),
+        Answer::Matrix(m) => Value::Array(
+            m.iter()
+                .map(|s| {
+                    let values: Vec<Value> =
+                        s.ts.iter().zip(&s.vals).map(|(t, v)| json!([secs(*t), fmt_value(*v)])).collect();
+                    json!({"metric": metric(&s.labels), "values": values})
+                })
+                .collect(),
+        ),
+    };
+    json!({"resultType": a.result_type(), "result": result})
+}
+
+async fn on_pool<T: Send + 'static>(
+    ctx: &Arc<Ctx>,
+    f: impl FnOnce(&Store, &mut Budget) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = ctx.store.clone();
+    let mut budget = Budget::new(&ctx.query);
+    match ctx.query_pool.run(move || f(&store, &mut budget)).await {
+        Ok(r) => r,
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn query(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = params(q, &body);
+    let expr = param(&p, "query").ok_or_else(|| bad("invalid parameter \"query\": the query is empty"))?.to_string();
+    let t = time_param(&p, "time", ctx.clock.now_ms())?;
+    let opts = ctx.query.promql();
+    let a = on_pool(&ctx, move |s, b| Ok(crate::query::eval::instant(s, &expr, t, &opts, b)?)).await?;
+    Ok(ok(answer_json(&a)))
+}
+
+async fn query_range(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = params(q, &body);
+    let expr = param(&p, "query").ok_or_else(|| bad("invalid parameter \"query\": the query is empty"))?.to_string();
+    let now = ctx.clock.now_ms();
+    let start = time_param(&p, "start", now - 3_600_000)?;
+    let end = time_param(&p, "end", now)?;
+    if end < start {
+        return Err(bad("invalid parameter \"end\": end timestamp must not be before start time"));
+    }
+    let step = match param(&p, "step") {
+        Some(v) if !v.is_empty() => step_param(v)?,
+        _ => default_step(start, end),
+    };
+    let opts = ctx.query.promql();
+    let a = on_pool(&ctx, move |s, b| Ok(crate::query::eval::range(s, &expr, (start, end, step), &opts, b)?)).await?;
+    Ok(ok(answer_json(&a)))
+}
+
+/// The label sets of the series `match[]` selects (all series without one), metric series
+/// from the index and derived series over the last hour of the range.
+fn matched_series(
+    store: &Store,
+    p: &[(String, String)],
+    start: i64,
+    end: i64,
+    budget: &mut Budget,
+) -> Result<Vec<Labels>, ApiError> {
+    let selectors: Vec<&str> = p.iter().filter(|(k, _)| k == "match[]").map(|(_, v)| v.as_str()).collect();
+    let mut sets: Vec<Vec<promql_parser::label::Matcher>> = Vec::new();
+    for sel in &selectors {
+        match promql::parse(sel)? {
+            promql_parser::parser::Expr::VectorSelector(vs) => sets.extend(promql::eval::selector_matchers(&vs)),
+            _ => return Err(bad(format!("invalid parameter \"match[]\": {sel:?} is not a series selector"))),
+        }
+    }
+    if sets.is_empty() {
+        sets.push(Vec::new());
+    }
+    let mut out: BTreeSet<Labels> = BTreeSet::new();
+    for ms in &sets {
+        let store_ms = promql::source::convert_matchers(ms)?;
+        for m in store.select(&store_ms) {
+            let mut ls = m.labels;
+            let at = ls.partition_point(|(k, _)| k.as_str() < NAME);
+            ls.insert(at, (NAME.to_string(), m.name));
+            out.insert(ls);
+        }
+        let from = start.max(end - 3_600_000);
+        for s in derived::select(store, ms, from, end, budget)? {
+            out.insert(s.labels);
+        }
+        budget.series(out.len())?;
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn range_params(ctx: &Ctx, p: &[(String, String)]) -> Result<(i64, i64), ApiError> {
+    let now = ctx.clock.now_ms();
+    Ok((time_param(p, "start", i64::MIN / 4)?, time_param(p, "end", now)?))
+}
+
+async fn series(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = params(q, &body);
+    if !p.iter().any(|(k, _)| k == "match[]") {
+        return Err(bad("no match[] parameter provided"));
+    }
+    let (start, end) = range_params(&ctx, &p)?;
+    let found = on_pool(&ctx, move |s, b| matched_series(s, &p, start, end, b)).await?;
+    Ok(ok(Value::Array(found.iter().map(metric).collect())))
+}
+
+async fn labels(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = params(q, &body);
+    let (start, end) = range_params(&ctx, &p)?;
+    let found = on_pool(&ctx, move |s, b| matched_series(s, &p, start, end, b)).await?;
+    let names: BTreeSet<&str> = found.iter().flat_map(|ls| ls.iter().map(|(k, _)| k.as_str())).collect();
+    Ok(ok(json!(names)))
+}
+
+async fn label_values(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = params(q, &Bytes::new());
+    let (start, end) = range_params(&ctx, &p)?;
+    let found = on_pool(&ctx, move |s, b| matched_series(s, &p, start, end, b)).await?;
+    let values: BTreeSet<&str> = found.iter().filter_map(|ls| promql::label(ls, &name)).collect();
+    Ok(ok(json!(values)))
+}
+
+async fn metadata(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let p = params(q, &Bytes::new());
+    let only = param(&p, "metric").map(str::to_string);
+    let md = on_pool(&ctx, move |s, _| {
+        let mut md: BTreeMap<String, &'static str> = BTreeMap::new();
+        for m in s.select(&[]) {
+            let kind = if m.kind == crate::pb::MetricKind::Counter as i32 { "counter" } else { "gauge" };
+            md.insert(m.name, kind);
+        }
+        for n in derived::names() {
+            let kind = if n.ends_with("_bucket") || n.ends_with("_count") || n.ends_with("_sum") {
+                "histogram"
+            } else {
+                "counter"
+            };
+            let base = n.trim_end_matches("_bucket").trim_end_matches("_count").trim_end_matches("_sum");
+            md.insert(if kind == "histogram" { base.to_string() } else { n.clone() }, kind);
+        }
+        Ok(md)
+    })
+    .await?;
+    let data: serde_json::Map<String, Value> = md
+        .into_iter()
+        .filter(|(n, _)| only.as_ref().is_none_or(|o| o == n))
+        .map(|(n, kind)| (n, json!([{"type": kind, "help": "", "unit": ""}])))
+        .collect();
+    Ok(ok(Value::Object(data)))
+}
+
+async fn exemplars() -> Response {
+    // No exemplars are stored; Grafana asks anyway.
+    ok(json!([]))
+}
+
+async fn buildinfo() -> Response {
+    ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": "",
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+        "application": "modelwatch"
+    }))
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("{method} {}: no such endpoint (the Prometheus API is under /api/v1/)", uri.path()),
+    )
+}
