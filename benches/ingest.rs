@@ -21,11 +21,9 @@
 mod support;
 
 use modelwatch::pb;
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use support::SeriesData;
 
 const GROUPS: usize = 8;
 
@@ -72,58 +70,11 @@ fn args() -> Args {
     a
 }
 
-fn dataset(explicit: Option<PathBuf>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p;
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = root.join("target/bench-data/dataset.csv");
-    if !out.exists() {
-        let gen = root.join("../shared/bench/gen_dataset.py");
-        assert!(gen.exists(), "no --csv given and {} is missing", gen.display());
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        eprintln!("generating {} ...", out.display());
-        let st =
-            Command::new("python3").arg(&gen).arg("--csv").arg(&out).arg("--om").arg("/dev/null").status().unwrap();
-        assert!(st.success(), "gen_dataset.py failed");
-    }
-    out
-}
-
-type SeriesData = (String, Vec<pb::Label>, Vec<i64>, Vec<f64>);
-
-fn load(path: &Path) -> Vec<SeriesData> {
-    let f = BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
-    let mut order: Vec<SeriesData> = Vec::new();
-    let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for line in f.lines().skip(1) {
-        let line = line.unwrap();
-        let mut p = line.split(',');
-        let (name, labels, ts, val) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
-        let key = (name.to_string(), labels.to_string());
-        let i = *index.entry(key).or_insert_with(|| {
-            let lbls = labels
-                .split(';')
-                .filter(|s| !s.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap();
-                    pb::Label { name: k.into(), value: v.into() }
-                })
-                .collect();
-            order.push((name.to_string(), lbls, Vec::new(), Vec::new()));
-            order.len() - 1
-        });
-        order[i].2.push(ts.parse().unwrap());
-        order[i].3.push(val.parse().unwrap());
-    }
-    order
-}
-
 fn main() {
     let a = args();
-    let csv = dataset(a.csv.clone());
+    let csv = support::dataset(a.csv.clone());
     let t = Instant::now();
-    let mut series = load(&csv);
+    let mut series = support::load(&csv);
     let total: usize = series.iter().map(|s| s.2.len()).sum();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64 - 1000;
     let last = series.iter().filter_map(|s| s.2.last().copied()).max().unwrap();

@@ -121,24 +121,66 @@ fn metric(ls: &Labels) -> Value {
     Value::Object(ls.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
 }
 
-fn answer_json(a: &Answer) -> Value {
-    let result = match a {
-        Answer::Scalar { t, v } => json!([secs(*t), fmt_value(*v)]),
-        Answer::String { t, s } => json!([secs(*t), s]),
-        Answer::Vector { t, series } => Value::Array(
-            series.iter().map(|(ls, v)| json!({"metric": metric(ls), "value": [secs(*t), fmt_value(*v)]})).collect(),
-        ),
-        Answer::Matrix(m) => Value::Array(
-            m.iter()
-                .map(|s| {
-                    let values: Vec<Value> =
-                        s.ts.iter().zip(&s.vals).map(|(t, v)| json!([secs(*t), fmt_value(*v)])).collect();
-                    json!({"metric": metric(&s.labels), "values": values})
-                })
-                .collect(),
-        ),
-    };
-    json!({"resultType": a.result_type(), "result": result})
+/// `[t, "v"]` as Prometheus writes a point (seconds with millisecond decimals).
+fn push_point(out: &mut String, t: i64, v: &str) {
+    use std::fmt::Write;
+    if t % 1000 == 0 {
+        let _ = write!(out, "[{},\"{v}\"]", t / 1000);
+    } else {
+        let _ = write!(out, "[{}.{:03},\"{v}\"]", t.div_euclid(1000), t.rem_euclid(1000));
+    }
+}
+
+/// The `data` object of an answer, written directly (a range answer has one entry per point;
+/// building a JSON tree for it first costs more than the query).
+fn answer_json(a: &Answer) -> String {
+    let mut out = format!("{{\"resultType\":\"{}\",\"result\":", a.result_type());
+    match a {
+        Answer::Scalar { t, v } => push_point(&mut out, *t, &fmt_value(*v)),
+        Answer::String { t, s } => {
+            out.push_str(&format!("[{},{}]", secs(*t), Value::String(s.clone())));
+        }
+        Answer::Vector { t, series } => {
+            out.push('[');
+            for (k, (ls, v)) in series.iter().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                out.push_str(&metric(ls).to_string());
+                out.push_str(",\"value\":");
+                push_point(&mut out, *t, &fmt_value(*v));
+                out.push('}');
+            }
+            out.push(']');
+        }
+        Answer::Matrix(m) => {
+            out.push('[');
+            for (k, s) in m.iter().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                out.push_str(&metric(&s.labels).to_string());
+                out.push_str(",\"values\":[");
+                for (j, (t, v)) in s.ts.iter().zip(&s.vals).enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    push_point(&mut out, *t, &fmt_value(*v));
+                }
+                out.push_str("]}");
+            }
+            out.push(']');
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn ok_raw(data: String) -> Response {
+    let body = format!("{{\"status\":\"success\",\"data\":{data}}}");
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn on_pool<T: Send + 'static>(
@@ -159,7 +201,7 @@ async fn query(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: Bytes) 
     let t = time_param(&p, "time", ctx.clock.now_ms())?;
     let opts = ctx.query.promql();
     let a = on_pool(&ctx, move |s, b| Ok(crate::query::eval::instant(s, &expr, t, &opts, b)?)).await?;
-    Ok(ok(answer_json(&a)))
+    Ok(ok_raw(answer_json(&a)))
 }
 
 async fn query_range(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
@@ -177,7 +219,7 @@ async fn query_range(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: B
     };
     let opts = ctx.query.promql();
     let a = on_pool(&ctx, move |s, b| Ok(crate::query::eval::range(s, &expr, (start, end, step), &opts, b)?)).await?;
-    Ok(ok(answer_json(&a)))
+    Ok(ok_raw(answer_json(&a)))
 }
 
 /// The label sets of the series `match[]` selects (all series without one), metric series

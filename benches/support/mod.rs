@@ -1,7 +1,10 @@
 //! Shared by the benchmarks: the release daemon as a child process, samplers off so that only
-//! the benchmark's data is measured.
+//! the benchmark's data is measured; the `../shared/bench` data set and its CSV reader.
+#![allow(dead_code)]
+use modelwatch::pb;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// Starts `modelwatch serve` on a loopback port 0 over `dir` with extra `MODELWATCH__*`
@@ -22,4 +25,73 @@ pub fn start_daemon(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
     BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("reading its first line");
     let addr = line.trim().strip_prefix("listening on ").expect("a `listening on` line").to_string();
     (child, format!("http://{addr}"))
+}
+
+/// As [`start_daemon`], also returning the HTTP (Prometheus API) address, `host:port`.
+pub fn start_daemon_http(dir: &Path, env: &[(&str, &str)]) -> (Child, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("MODELWATCH_LOG", "warn")
+        .env("MODELWATCH__SAMPLING__HOST_INTERVAL", "0s")
+        .env("MODELWATCH__SAMPLING__GPU", "off")
+        .stdout(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawning modelwatch");
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let (mut l1, mut l2) = (String::new(), String::new());
+    out.read_line(&mut l1).expect("first line");
+    out.read_line(&mut l2).expect("second line");
+    let grpc = l1.trim().strip_prefix("listening on ").expect("a `listening on` line").to_string();
+    let http = l2.trim().strip_prefix("http listening on ").expect("an `http listening on` line").to_string();
+    (child, format!("http://{grpc}"), http)
+}
+
+pub fn dataset(explicit: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = root.join("target/bench-data/dataset.csv");
+    if !out.exists() {
+        let gen = root.join("../shared/bench/gen_dataset.py");
+        assert!(gen.exists(), "no --csv given and {} is missing", gen.display());
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        eprintln!("generating {} ...", out.display());
+        let st =
+            Command::new("python3").arg(&gen).arg("--csv").arg(&out).arg("--om").arg("/dev/null").status().unwrap();
+        assert!(st.success(), "gen_dataset.py failed");
+    }
+    out
+}
+
+pub type SeriesData = (String, Vec<pb::Label>, Vec<i64>, Vec<f64>);
+
+pub fn load(path: &Path) -> Vec<SeriesData> {
+    let f = BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+    let mut order: Vec<SeriesData> = Vec::new();
+    let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for line in f.lines().skip(1) {
+        let line = line.unwrap();
+        let mut p = line.split(',');
+        let (name, labels, ts, val) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+        let key = (name.to_string(), labels.to_string());
+        let i = *index.entry(key).or_insert_with(|| {
+            let lbls = labels
+                .split(';')
+                .filter(|s| !s.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    pb::Label { name: k.into(), value: v.into() }
+                })
+                .collect();
+            order.push((name.to_string(), lbls, Vec::new(), Vec::new()));
+            order.len() - 1
+        });
+        order[i].2.push(ts.parse().unwrap());
+        order[i].3.push(val.parse().unwrap());
+    }
+    order
 }

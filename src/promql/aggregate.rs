@@ -134,13 +134,22 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr) -> Result<Value, PromqlError>
         Param::Num(v) => v.clone(),
         _ => vec![0.0; n],
     };
+    let kind = match op.as_str() {
+        "sum" => Kind::Sum,
+        "avg" => Kind::Avg,
+        "min" => Kind::Min,
+        "max" => Kind::Max,
+        "stddev" | "stdvar" => Kind::Var,
+        "quantile" => Kind::Quantile,
+        _ => Kind::Count,
+    };
     let mut accs: Vec<Acc> = Vec::new();
     for i in 0..n {
         accs.clear();
         accs.resize_with(keys.len(), Acc::default);
         for (s, series) in vs.iter().enumerate() {
             if let Some(v) = series.vals[i] {
-                accs[group_of[s]].add(&op, v);
+                accs[group_of[s]].add(kind, v);
             }
         }
         for (g, acc) in accs.iter_mut().enumerate() {
@@ -202,24 +211,35 @@ struct Acc {
     values: Vec<f64>,
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Var,
+    Quantile,
+    Count,
+}
+
 impl Acc {
-    fn add(&mut self, op: &str, v: f64) {
+    fn add(&mut self, op: Kind, v: f64) {
         self.count += 1;
         let first = self.count == 1;
         match op {
-            "sum" | "avg" => {
+            Kind::Sum | Kind::Avg => {
                 if first {
                     self.sum = v;
                     return;
                 }
-                if op == "avg" && self.incremental {
+                if op == Kind::Avg && self.incremental {
                     let count = self.count as f64;
                     let q = (count - 1.0) / count;
                     (self.mean, self.c) = kahan_inc(v / count, q * self.mean, q * self.c);
                     return;
                 }
                 let (s, c) = kahan_inc(v, self.sum, self.c);
-                if op == "avg" && s.is_infinite() && !v.is_infinite() && !self.sum.is_infinite() {
+                if op == Kind::Avg && s.is_infinite() && !v.is_infinite() && !self.sum.is_infinite() {
                     let count = self.count as f64;
                     self.incremental = true;
                     self.mean = self.sum / (count - 1.0);
@@ -231,17 +251,17 @@ impl Acc {
                 self.sum = s;
                 self.c = c;
             }
-            "min" => {
+            Kind::Min => {
                 if first || v < self.ext || self.ext.is_nan() {
                     self.ext = v;
                 }
             }
-            "max" => {
+            Kind::Max => {
                 if first || v > self.ext || self.ext.is_nan() {
                     self.ext = v;
                 }
             }
-            "stddev" | "stdvar" => {
+            Kind::Var => {
                 if first {
                     self.welford_mean = v;
                     // A first value that is not finite makes the deviation undefined.
@@ -252,8 +272,8 @@ impl Acc {
                 self.welford_mean += delta / self.count as f64;
                 self.aux += delta * (v - self.welford_mean);
             }
-            "quantile" => self.values.push(v),
-            _ => {}
+            Kind::Quantile => self.values.push(v),
+            Kind::Count => {}
         }
     }
 

@@ -23,7 +23,7 @@
 //! other uses of `_bucket` see the bounds of [`LE_BOUNDS`].
 use super::eval::{selector_matchers, Collector, Evaluator, Value};
 use super::source::{matches_all, RawSeries};
-use super::{exec, Labels, PromqlError, NAME};
+use super::{Labels, PromqlError, NAME};
 use crate::pb;
 use crate::query::Budget;
 use crate::store::aggs::{Agg, STAGES, STATUS_NAMES};
@@ -139,6 +139,7 @@ fn merged_aggs(
             over = Some(e);
             return false;
         }
+        // Decoded histograms grow as needed, so the first row can be kept as it is.
         match rows.get_mut(&(g, b)) {
             Some(m) => m.merge(a),
             None => {
@@ -437,35 +438,78 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     let mut c = Collector::new(n);
     let range = ms.range.as_millis() as i64;
     for (labels, per_bucket) in series {
+        // Each bucket's histograms as sparse (value index, count) over the series' distinct
+        // values, so a window slides by adding and removing buckets instead of re-merging.
+        // One pass over each histogram (HDR's iterator walks every slot of it).
+        let raw: Vec<(i64, Vec<(u64, u64)>)> = per_bucket
+            .iter()
+            .map(|(b, hs)| {
+                let e = hs
+                    .iter()
+                    .flat_map(|h| h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())))
+                    .collect();
+                (*b, e)
+            })
+            .collect();
+        let mut values: Vec<u64> = raw.iter().flat_map(|(_, e)| e.iter().map(|(v, _)| *v)).collect();
+        values.sort_unstable();
+        values.dedup();
+        let sparse: Vec<(i64, Vec<(usize, u64)>)> = raw
+            .into_iter()
+            .map(|(b, e)| (b, e.into_iter().map(|(v, n)| (values.binary_search(&v).unwrap_or(0), n)).collect()))
+            .collect();
+        let mut counts = vec![0u64; values.len()];
+        let (mut total, mut buckets_in) = (0u64, 0usize);
+        let (mut lo, mut hi) = (0usize, 0usize);
         for (i, &end) in w.iter().enumerate() {
             ev.budget.time()?;
             // Buckets whose end lies in (end - range, end].
             let lo_b = end - range - bucket + 1;
             let hi_b = end - bucket;
-            let mut merged: Option<Histogram<u64>> = None;
-            for (_, hs) in per_bucket.range(lo_b..=hi_b) {
-                for h in hs {
-                    match &mut merged {
-                        Some(m) => m.add(*h).map_err(|e| exec(format!("merging latency histograms: {e}")))?,
-                        None => merged = Some((*h).clone()),
-                    }
-                }
+            if i > 0 && end < w[i - 1] {
+                counts.iter_mut().for_each(|c| *c = 0);
+                (total, buckets_in, lo, hi) = (0, 0, 0, 0);
             }
-            let v = match merged {
-                Some(h) if h.len() > 0 => {
-                    if q[i].is_nan() {
-                        f64::NAN
-                    } else if q[i] < 0.0 {
-                        f64::NEG_INFINITY
-                    } else if q[i] > 1.0 {
-                        f64::INFINITY
-                    } else {
-                        h.value_at_quantile(q[i]) as f64 / 1e6
+            while hi < sparse.len() && sparse[hi].0 <= hi_b {
+                for &(k, n) in &sparse[hi].1 {
+                    counts[k] += n;
+                    total += n;
+                }
+                buckets_in += 1;
+                hi += 1;
+            }
+            while lo < hi && sparse[lo].0 < lo_b {
+                for &(k, n) in &sparse[lo].1 {
+                    counts[k] -= n;
+                    total -= n;
+                }
+                buckets_in -= 1;
+                lo += 1;
+            }
+            if buckets_in == 0 {
+                continue;
+            }
+            let v = if total == 0 || q[i].is_nan() {
+                // A window with buckets but no observations: no rate, as Prometheus gives NaN.
+                f64::NAN
+            } else if q[i] < 0.0 {
+                f64::NEG_INFINITY
+            } else if q[i] > 1.0 {
+                f64::INFINITY
+            } else {
+                // As HDR's value_at_quantile: the first value whose cumulative count reaches
+                // ceil(q * total) (at least 1), at its highest equivalent value.
+                let want = ((q[i] * total as f64).ceil() as u64).max(1);
+                let mut acc = 0;
+                let mut at = values.len() - 1;
+                for (k, c) in counts.iter().enumerate() {
+                    acc += c;
+                    if acc >= want {
+                        at = k;
+                        break;
                     }
                 }
-                // A window with buckets but no observations: no rate, as Prometheus gives NaN.
-                Some(_) => f64::NAN,
-                None => continue,
+                values[at] as f64 / 1e6
             };
             c.put(labels.clone(), i, v)?;
         }

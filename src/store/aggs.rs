@@ -169,7 +169,10 @@ impl Agg {
         let mut hist = |r: &mut Reader| -> Result<Histogram<u64>, DecodeError> {
             let n = r.varint()? as usize;
             let mut bytes = r.bytes(n)?;
-            de.deserialize::<u64, _>(&mut bytes).map_err(|e| r.err(&format!("histogram: {e:?}")))
+            let mut h: Histogram<u64> = de.deserialize(&mut bytes).map_err(|e| r.err(&format!("histogram: {e:?}")))?;
+            // Decoded histograms have a fixed range; merging assumes they grow as needed.
+            h.auto(true);
+            Ok(h)
         };
         a.latency = hist(&mut r)?;
         let mask = r.byte()?;
