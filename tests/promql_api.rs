@@ -4,40 +4,6 @@
 mod common;
 use common::*;
 use modelwatch::pb;
-use std::io::{Read, Write};
-
-/// One HTTP/1.1 exchange (Connection: close): status and body.
-fn http(addr: &str, method: &str, path: &str, form: Option<&str>) -> (u16, serde_json::Value) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
-    let body = form.unwrap_or("");
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: Grafana/11.0.0\r\n");
-    if form.is_some() {
-        req.push_str(&format!("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").expect("http response");
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // Bodies may come chunked: take the JSON object inside.
-    let start = rest.find('{').unwrap_or(0);
-    let end = rest.rfind('}').map_or(rest.len(), |e| e + 1);
-    let v = serde_json::from_str(&rest[start..end]).unwrap_or_else(|e| panic!("{e}: {rest}"));
-    (status, v)
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// Pushes: two counters (10 s apart, +2 and +3 per sample), a gauge, 600 inference events over
 /// the last 5 minutes with known latencies, and 30 error logs.

@@ -11,7 +11,6 @@ mod common;
 use common::*;
 use modelwatch::pb;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,29 +22,6 @@ fn have(tool: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn get(addr: &str, path_and_query: &str) -> (u16, serde_json::Value) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(s, "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
-    // Chunked or not: the JSON object inside.
-    let a = rest.find('{').unwrap_or(0);
-    let b = rest.rfind('}').map_or(rest.len(), |e| e + 1);
-    (status, serde_json::from_str(&rest[a..b]).unwrap_or(serde_json::Value::Null))
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn free_port() -> u16 {
@@ -308,7 +284,7 @@ async fn answers_equal_prometheus_on_the_bench_data_set() {
     let n = load_csv(&d, &csv).await;
     assert_eq!(n, 200 * 4320);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while get(&paddr, "/-/ready").0 != 200 {
+    while http(&paddr, "GET", "/-/ready", None).0 != 200 {
         assert!(Instant::now() < deadline, "Prometheus did not become ready");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -317,7 +293,7 @@ async fn answers_equal_prometheus_on_the_bench_data_set() {
     for q in QUERIES {
         for t in TIMES {
             let path = format!("/api/v1/query?query={}&time={t}", enc(q));
-            let (mw, mut pr) = (get(&d.http_addr, &path).1, get(&paddr, &path).1);
+            let (mw, mut pr) = (http(&d.http_addr, "GET", &path, None).1, http(&paddr, "GET", &path, None).1);
             if let Some((_, why)) = EXPLAINED.iter().find(|(eq, _)| eq == q) {
                 // Explained: Prometheus 2.42 keeps the metric name here, Prometheus 3 drops it.
                 eprintln!("explained difference for {q}: {why}");
@@ -339,7 +315,7 @@ async fn answers_equal_prometheus_on_the_bench_data_set() {
         "max_over_time(gpu_utilization_percent[1h]) - min_over_time(gpu_utilization_percent[1h] offset 1h)",
     ] {
         let path = format!("/api/v1/query_range?query={}&start=1700003005&end=1700040005&step=60", enc(q));
-        let (mw, pr) = (get(&d.http_addr, &path).1, get(&paddr, &path).1);
+        let (mw, pr) = (http(&d.http_addr, "GET", &path, None).1, http(&paddr, "GET", &path, None).1);
         compared += 1;
         if let Some(dif) = diff(q, &mw, &pr) {
             failures.push(format!("range: {dif}"));

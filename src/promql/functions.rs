@@ -779,12 +779,11 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// The fraction of observations between `lo` and `hi` in classic buckets, interpolating
-/// linearly inside a bucket (the first bucket starts at 0 when its bound is positive).
-fn bucket_fraction(lo: f64, hi: f64, b: &mut Vec<(f64, f64)>) -> f64 {
+/// Buckets sorted by bound with equal bounds added up; `None` without a `+Inf` bucket.
+fn sorted_buckets(b: &mut [(f64, f64)]) -> Option<Vec<(f64, f64)>> {
     b.sort_by(|x, y| x.0.total_cmp(&y.0));
     if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
-        return f64::NAN;
+        return None;
     }
     let mut merged: Vec<(f64, f64)> = Vec::with_capacity(b.len());
     for &(le, v) in b.iter() {
@@ -793,6 +792,13 @@ fn bucket_fraction(lo: f64, hi: f64, b: &mut Vec<(f64, f64)>) -> f64 {
             _ => merged.push((le, v)),
         }
     }
+    Some(merged)
+}
+
+/// The fraction of observations between `lo` and `hi` in classic buckets, interpolating
+/// linearly inside a bucket (the first bucket starts at 0 when its bound is positive).
+fn bucket_fraction(lo: f64, hi: f64, b: &mut Vec<(f64, f64)>) -> f64 {
+    let Some(merged) = sorted_buckets(b) else { return f64::NAN };
     let total = merged[merged.len() - 1].1;
     if total == 0.0 || lo.is_nan() || hi.is_nan() {
         return f64::NAN;
@@ -882,18 +888,7 @@ pub fn bucket_quantile(q: f64, b: &mut Vec<(f64, f64)>) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    b.sort_by(|x, y| x.0.total_cmp(&y.0));
-    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
-        return f64::NAN;
-    }
-    // Coalesce equal bounds.
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(b.len());
-    for &(le, v) in b.iter() {
-        match merged.last_mut() {
-            Some(last) if last.0 == le => last.1 += v,
-            _ => merged.push((le, v)),
-        }
-    }
+    let Some(mut merged) = sorted_buckets(b) else { return f64::NAN };
     let b = &mut merged;
     // Monotonicity: ignore tiny float differences, remove decreases.
     let mut prev = b[0].1;

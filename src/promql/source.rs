@@ -7,6 +7,7 @@ use crate::store::index::{MatchOp, Matcher};
 use crate::store::Store;
 use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One series and its samples in the asked range, in time order.
 #[derive(Debug, Clone)]
@@ -74,15 +75,51 @@ impl Source for StoreSource<'_> {
         let ms = convert_matchers(matchers)?;
         let metas = self.store.select(&ms);
         budget.series(metas.len() + out.len())?;
-        for m in metas {
-            budget.time()?;
-            let (ts, vals) = self.store.read_samples(m.id, start, end)?;
-            budget.read(ts.len())?;
-            let mut labels = m.labels;
-            let at = labels.partition_point(|(k, _)| k.as_str() < NAME);
-            labels.insert(at, (NAME.to_string(), m.name));
-            out.push(RawSeries { labels, ts, vals });
+        // Series are read on up to two threads (the query threads run below ingest's priority,
+        // so a heavy query uses what ingest leaves); the sample limit is shared between them so
+        // that it still bounds memory while reading.
+        let threads = if metas.len() >= 32 { 2 } else { 1 };
+        let limit = budget.read_left();
+        let used = AtomicU64::new(0);
+        let per = metas.len().div_ceil(threads.max(1)).max(1);
+        let store = self.store;
+        let shared: &Budget = budget;
+        let read_part = |part: &[crate::store::index::SeriesMeta]| -> Result<(Vec<RawSeries>, usize), PromqlError> {
+            let mut got = Vec::with_capacity(part.len());
+            let mut n = 0usize;
+            for m in part {
+                shared.time()?;
+                let (ts, vals) = store.read_samples(m.id, start, end)?;
+                n += ts.len();
+                // Past the limit: stop reading; `budget.read` below names the limit.
+                if used.fetch_add(ts.len() as u64, Ordering::Relaxed) + ts.len() as u64 > limit {
+                    break;
+                }
+                let mut labels = m.labels.clone();
+                let at = labels.partition_point(|(k, _)| k.as_str() < NAME);
+                labels.insert(at, (NAME.to_string(), m.name.clone()));
+                got.push(RawSeries { labels, ts, vals });
+            }
+            Ok((got, n))
+        };
+        let parts: Vec<Result<(Vec<RawSeries>, usize), PromqlError>> = if threads == 1 {
+            vec![read_part(&metas)]
+        } else {
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = metas.chunks(per).map(|c| sc.spawn(|| read_part(c))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(super::exec("a series read failed"))))
+                    .collect()
+            })
+        };
+        let mut total = 0usize;
+        for p in parts {
+            let (got, n) = p?;
+            total += n;
+            out.extend(got);
         }
+        budget.read(total)?;
         Ok(out)
     }
 }

@@ -46,6 +46,11 @@ impl Budget {
         self.time()
     }
 
+    /// Samples that may still be read before `query.max_samples`.
+    pub fn read_left(&self) -> u64 {
+        self.cfg.max_samples.saturating_sub(self.read)
+    }
+
     /// `n` more points in the answer.
     pub fn points(&mut self, n: usize) -> Result<(), QueryError> {
         self.points += n as u64;

@@ -219,3 +219,38 @@ pub async fn count_samples_in(d: &Daemon, selector: &str, range: &str) -> u64 {
         .into_inner();
     r.series.iter().flat_map(|s| s.points.iter()).map(|p| p.value as u64).sum()
 }
+
+/// One HTTP/1.1 exchange (`Connection: close`, an optional form body): the status and the JSON
+/// object in the body (`Null` when there is none).
+pub fn http(addr: &str, method: &str, path: &str, form: Option<&str>) -> (u16, serde_json::Value) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
+    let body = form.unwrap_or("");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: Grafana/11.0.0\r\n");
+    if form.is_some() {
+        req.push_str(&format!("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+    // Chunked or not: the JSON object inside.
+    let a = rest.find('{').unwrap_or(0);
+    let b = rest.rfind('}').map_or(rest.len(), |e| e + 1);
+    (status, serde_json::from_str(&rest[a..b]).unwrap_or(serde_json::Value::Null))
+}
+
+/// Percent-encodes a query parameter.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -327,6 +327,51 @@ class PushResponse(_message.Message):
     events: Ack
     def __init__(self, metrics: _Optional[_Union[Ack, _Mapping]] = ..., logs: _Optional[_Union[Ack, _Mapping]] = ..., events: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
+class EvalRequest(_message.Message):
+    __slots__ = ("query", "time")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    time: str
+    def __init__(self, query: _Optional[str] = ..., time: _Optional[str] = ...) -> None: ...
+
+class EvalRangeRequest(_message.Message):
+    __slots__ = ("query", "range", "step")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    range: TimeRange
+    step: str
+    def __init__(self, query: _Optional[str] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., step: _Optional[str] = ...) -> None: ...
+
+class EvalSeries(_message.Message):
+    __slots__ = ("labels", "points")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.ScalarMap[str, str]
+    points: _containers.RepeatedCompositeFieldContainer[Point]
+    def __init__(self, labels: _Optional[_Mapping[str, str]] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ...) -> None: ...
+
+class EvalResponse(_message.Message):
+    __slots__ = ("result_type", "series", "scalar", "string_value")
+    RESULT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    SCALAR_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    result_type: str
+    series: _containers.RepeatedCompositeFieldContainer[EvalSeries]
+    scalar: Point
+    string_value: str
+    def __init__(self, result_type: _Optional[str] = ..., series: _Optional[_Iterable[_Union[EvalSeries, _Mapping]]] = ..., scalar: _Optional[_Union[Point, _Mapping]] = ..., string_value: _Optional[str] = ...) -> None: ...
+
 class TimeRange(_message.Message):
     __slots__ = ("start", "end", "last")
     START_FIELD_NUMBER: _ClassVar[int]

@@ -334,6 +334,16 @@ class QueryStub:
                 request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.GpuReportRequest.SerializeToString,
                 response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.GpuReportResponse.FromString,
                 _registered_method=True)
+        self.Eval = channel.unary_unary(
+                '/modelwatch.v1.Query/Eval',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalResponse.FromString,
+                _registered_method=True)
+        self.EvalRange = channel.unary_unary(
+                '/modelwatch.v1.Query/EvalRange',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalRangeRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServicer:
@@ -387,6 +397,20 @@ class QueryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Eval(self, request, context):
+        """PromQL at one time (Prometheus' instant query).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvalRange(self, request, context):
+        """PromQL over a range at a step (Prometheus' range query).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -424,6 +448,16 @@ def add_QueryServicer_to_server(servicer, server):
                     servicer.GpuReport,
                     request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.GpuReportRequest.FromString,
                     response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.GpuReportResponse.SerializeToString,
+            ),
+            'Eval': grpc.unary_unary_rpc_method_handler(
+                    servicer.Eval,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalResponse.SerializeToString,
+            ),
+            'EvalRange': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvalRange,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalRangeRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -619,6 +653,60 @@ class Query:
             '/modelwatch.v1.Query/GpuReport',
             modelwatch_dot_v1_dot_modelwatch__pb2.GpuReportRequest.SerializeToString,
             modelwatch_dot_v1_dot_modelwatch__pb2.GpuReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Eval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Query/Eval',
+            modelwatch_dot_v1_dot_modelwatch__pb2.EvalRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.EvalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvalRange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Query/EvalRange',
+            modelwatch_dot_v1_dot_modelwatch__pb2.EvalRangeRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.EvalResponse.FromString,
             options,
             channel_credentials,
             insecure,
