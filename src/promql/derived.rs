@@ -26,9 +26,8 @@ use super::source::{matches_all, RawSeries};
 use super::{Labels, PromqlError, NAME};
 use crate::pb;
 use crate::query::Budget;
-use crate::store::aggs::{Agg, STAGES, STATUS_NAMES};
+use crate::store::aggs::{sparse_count_le, Agg, Parts, Sparse, STAGES, STATUS_NAMES};
 use crate::store::Store;
-use hdrhistogram::Histogram;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{Expr, LabelModifier};
 use std::collections::{BTreeMap, HashMap};
@@ -123,27 +122,25 @@ fn groups(store: &Store, matchers: &[Matcher]) -> Vec<(u32, [String; 4])> {
     })
 }
 
-/// Calls `f(group, bucket, agg)` once per bucket with the bucket's merged aggregate, in bucket
-/// order per group.
+/// Each (group, bucket)'s aggregate, with sparse histograms, rows of one bucket merged.
 fn merged_aggs(
     store: &Store,
     ids: &[u32],
     b0: i64,
     b1: i64,
     budget: &mut Budget,
-) -> Result<BTreeMap<(u32, i64), Agg>, PromqlError> {
-    let mut rows: BTreeMap<(u32, i64), Agg> = BTreeMap::new();
+) -> Result<BTreeMap<(u32, i64), Parts<Sparse>>, PromqlError> {
+    let mut rows: BTreeMap<(u32, i64), Parts<Sparse>> = BTreeMap::new();
     let mut over = None;
-    store.read_aggs(ids, b0, b1, |g, b, a| {
+    store.read_aggs_with(ids, b0, b1, Agg::decode_sparse, Agg::to_sparse, |g, b, a| {
         if let Err(e) = budget.read(1) {
             over = Some(e);
             return false;
         }
-        // Decoded histograms grow as needed, so the first row can be kept as it is.
         match rows.get_mut(&(g, b)) {
-            Some(m) => m.merge(a),
+            Some(m) => m.merge(&a),
             None => {
-                rows.insert((g, b), a.clone());
+                rows.insert((g, b), a);
             }
         }
         true
@@ -187,8 +184,9 @@ fn inference_series(
             *incs.entry(make_labels(&pairs)).or_default().entry(b).or_default() += v;
         };
         let mut any = false;
-        for ((_, b), a) in rows.range((*id, i64::MIN)..=(*id, i64::MAX)) {
+        for ((_, b), p) in rows.range((*id, i64::MIN)..=(*id, i64::MAX)) {
             any = true;
+            let a = &p.agg;
             if want(REQUESTS) {
                 add(&[("status", "ok")], REQUESTS, *b, (a.by_status[0] + a.by_status[1]) as f64);
                 for (s, name) in STATUS_NAMES.iter().enumerate().skip(2) {
@@ -215,14 +213,14 @@ fn inference_series(
             }
             if want(&lat("bucket")) {
                 for le in LE_BOUNDS {
-                    add(&[("le", &le_label(le))], &lat("bucket"), *b, count_le(&a.latency, le) as f64);
+                    add(&[("le", &le_label(le))], &lat("bucket"), *b, count_le(&p.latency, le) as f64);
                 }
             }
             let slat = |suffix: &str| format!("{STAGE_LATENCY}_{suffix}");
-            for (st, h) in STAGES.iter().zip(&a.stages) {
+            for (st, h) in STAGES.iter().zip(&p.stages) {
                 let Some(h) = h else { continue };
                 if want(&slat("count")) {
-                    add(&[("stage", st)], &slat("count"), *b, h.len() as f64);
+                    add(&[("stage", st)], &slat("count"), *b, h.iter().map(|x| x.2).sum::<u64>() as f64);
                 }
                 if want(&slat("bucket")) {
                     for le in LE_BOUNDS {
@@ -243,15 +241,15 @@ fn inference_series(
 }
 
 /// Observations of `h` (µs) at or below `le` seconds.
-fn count_le(h: &Histogram<u64>, le: f64) -> u64 {
+fn count_le(h: &Sparse, le: f64) -> u64 {
     if le.is_infinite() {
-        return h.len();
+        return h.iter().map(|x| x.2).sum();
     }
     let us = (le * 1e6) as u64;
     if us == 0 {
         return 0;
     }
-    h.count_between(0, us)
+    sparse_count_le(h, us)
 }
 
 /// A counter from per-bucket increments: cumulative within each UTC hour, one sample per
@@ -344,6 +342,16 @@ fn log_series(
     Ok(())
 }
 
+/// The HDR slot of a run starting at `lo` in the layout of the store's histograms (2
+/// significant digits, lowest value 1: 256 single-unit slots, then 128 per doubling).
+fn hdr_slot(lo: u64) -> usize {
+    if lo < 256 {
+        return lo as usize;
+    }
+    let bucket = (63 - lo.leading_zeros()) as usize - 7;
+    bucket * 128 + (lo >> bucket) as usize
+}
+
 fn unparen(e: &Expr) -> &Expr {
     match e {
         Expr::Paren(p) => unparen(&p.expr),
@@ -395,43 +403,62 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     let rows = if b1 >= b0 { merged_aggs(store, &ids, b0, b1, ev.budget)? } else { BTreeMap::new() };
     let ginfo: HashMap<u32, &[String; 4]> = groups.iter().map(|(id, g)| (*id, g)).collect();
     // Output series: its labels and, per bucket, the histogram to add.
-    let mut series: BTreeMap<Labels, BTreeMap<i64, Vec<&Histogram<u64>>>> = BTreeMap::new();
+    // The output series of a (group, stage), or None when the matchers leave it out: worked
+    // out once per group, not per bucket.
+    let mut key_of: HashMap<(u32, usize), Option<Labels>> = HashMap::new();
+    let mut output_key = |g: u32, st: usize| -> Option<Labels> {
+        key_of
+            .entry((g, st))
+            .or_insert_with(|| {
+                let grp = ginfo[&g];
+                let mut all = vec![
+                    ("service", grp[0].as_str()),
+                    ("model", grp[1].as_str()),
+                    ("version", grp[2].as_str()),
+                    ("endpoint", grp[3].as_str()),
+                ];
+                if stage {
+                    all.push(("stage", STAGES[st]));
+                }
+                let full = make_labels(&all);
+                let mut with_name = full.clone();
+                with_name.push((
+                    NAME.to_string(),
+                    if stage { format!("{STAGE_LATENCY}_bucket") } else { format!("{LATENCY}_bucket") },
+                ));
+                with_name.sort();
+                let keep = matchers
+                    .iter()
+                    .filter(|m| m.name != NAME)
+                    .all(|m| m.is_match(super::label(&with_name, &m.name).unwrap_or("")));
+                keep.then(|| match &by {
+                    Some(keep) => full.into_iter().filter(|(k, _)| keep.contains(k)).collect(),
+                    None => full,
+                })
+            })
+            .clone()
+    };
+    let mut series: BTreeMap<Labels, BTreeMap<i64, Vec<&Sparse>>> = BTreeMap::new();
+    let mut last: Option<((u32, usize), Option<Labels>)> = None;
     for ((g, b), a) in &rows {
-        let grp = ginfo[g];
-        let hists: Vec<(&str, &Histogram<u64>)> = if stage {
-            STAGES.iter().zip(&a.stages).filter_map(|(s, h)| h.as_ref().map(|h| (*s, h))).collect()
+        let hists: Vec<(usize, &Sparse)> = if stage {
+            a.stages.iter().enumerate().filter_map(|(s, h)| h.as_ref().map(|h| (s, h))).collect()
         } else {
-            vec![("", &a.latency)]
+            vec![(0, &a.latency)]
         };
         for (st, h) in hists {
-            let mut all = vec![
-                ("service", grp[0].as_str()),
-                ("model", grp[1].as_str()),
-                ("version", grp[2].as_str()),
-                ("endpoint", grp[3].as_str()),
-            ];
-            if stage {
-                all.push(("stage", st));
-            }
-            let full = make_labels(&all);
-            let mut with_name = full.clone();
-            with_name.push((
-                NAME.to_string(),
-                if stage { format!("{STAGE_LATENCY}_bucket") } else { format!("{LATENCY}_bucket") },
-            ));
-            with_name.sort();
-            if !matchers
-                .iter()
-                .filter(|m| m.name != NAME)
-                .all(|m| m.is_match(super::label(&with_name, &m.name).unwrap_or("")))
-            {
-                continue;
-            }
-            let key = match &by {
-                Some(keep) => full.into_iter().filter(|(k, _)| keep.contains(k)).collect(),
-                None => full,
+            // Rows come grouped by group: reuse the previous row's key when it is the same.
+            let key = match &last {
+                Some((k, v)) if *k == (*g, st) => v.clone(),
+                _ => {
+                    let v = output_key(*g, st);
+                    last = Some(((*g, st), v.clone()));
+                    v
+                }
             };
-            series.entry(key).or_default().entry(*b).or_default().push(h);
+            if let Some(key) = key {
+                series.entry(key).or_default().entry(*b).or_default().push(h);
+            }
         }
     }
     let n = ev.n();
@@ -440,24 +467,21 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     for (labels, per_bucket) in series {
         // Each bucket's histograms as sparse (value index, count) over the series' distinct
         // values, so a window slides by adding and removing buckets instead of re-merging.
-        // One pass over each histogram (HDR's iterator walks every slot of it).
-        let raw: Vec<(i64, Vec<(u64, u64)>)> = per_bucket
+        // Runs keyed by their HDR slot (one layout for every stored histogram), so a window's
+        // counts are a dense array over slots and the value of a slot is known from its run.
+        let sparse: Vec<(i64, Vec<(usize, u64)>)> = per_bucket
             .iter()
-            .map(|(b, hs)| {
-                let e = hs
-                    .iter()
-                    .flat_map(|h| h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())))
-                    .collect();
-                (*b, e)
-            })
+            .map(|(b, hs)| (*b, hs.iter().flat_map(|h| h.iter().map(|x| (hdr_slot(x.0), x.2))).collect()))
             .collect();
-        let mut values: Vec<u64> = raw.iter().flat_map(|(_, e)| e.iter().map(|(v, _)| *v)).collect();
-        values.sort_unstable();
-        values.dedup();
-        let sparse: Vec<(i64, Vec<(usize, u64)>)> = raw
-            .into_iter()
-            .map(|(b, e)| (b, e.into_iter().map(|(v, n)| (values.binary_search(&v).unwrap_or(0), n)).collect()))
-            .collect();
+        let slots = sparse.iter().flat_map(|(_, e)| e.iter().map(|x| x.0 + 1)).max().unwrap_or(0);
+        let mut values = vec![0u64; slots];
+        for hs in per_bucket.values() {
+            for h in hs {
+                for x in h.iter() {
+                    values[hdr_slot(x.0)] = x.1;
+                }
+            }
+        }
         let mut counts = vec![0u64; values.len()];
         let (mut total, mut buckets_in) = (0u64, 0usize);
         let (mut lo, mut hi) = (0usize, 0usize);
@@ -501,7 +525,7 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
                 // ceil(q * total) (at least 1), at its highest equivalent value.
                 let want = ((q[i] * total as f64).ceil() as u64).max(1);
                 let mut acc = 0;
-                let mut at = values.len() - 1;
+                let mut at = values.len().saturating_sub(1);
                 for (k, c) in counts.iter().enumerate() {
                     acc += c;
                     if acc >= want {

@@ -147,6 +147,40 @@ impl Agg {
     }
 
     pub fn decode(buf: &[u8]) -> Result<Agg, DecodeError> {
+        let mut de = Deserializer::new();
+        let p = Agg::decode_parts(buf, |mut bytes| {
+            let mut h: Histogram<u64> = de.deserialize(&mut bytes).map_err(|e| format!("{e:?}"))?;
+            // Decoded histograms have a fixed range; merging assumes they grow as needed.
+            h.auto(true);
+            Ok(h)
+        })?;
+        let mut a = p.agg;
+        a.latency = p.latency;
+        a.stages = p.stages;
+        Ok(a)
+    }
+
+    /// The aggregate with its histograms as (lowest, highest equivalent value, count) runs,
+    /// read straight from the stored encoding: what a query that only counts or walks the
+    /// histograms needs, without building HDR's dense arrays.
+    pub fn decode_sparse(buf: &[u8]) -> Result<Parts<Sparse>, DecodeError> {
+        Agg::decode_parts(buf, sparse_from_v2)
+    }
+
+    /// This aggregate with sparse histograms (for the in-memory ones).
+    pub fn to_sparse(&self) -> Parts<Sparse> {
+        let sp = |h: &Histogram<u64>| -> Sparse {
+            h.iter_recorded()
+                .map(|v| (h.lowest_equivalent(v.value_iterated_to()), v.value_iterated_to(), v.count_at_value()))
+                .collect()
+        };
+        let mut agg = self.clone();
+        agg.latency = histogram();
+        agg.stages = Default::default();
+        Parts { agg, latency: sp(&self.latency), stages: std::array::from_fn(|i| self.stages[i].as_ref().map(sp)) }
+    }
+
+    fn decode_parts<H>(buf: &[u8], mut hist: impl FnMut(&[u8]) -> Result<H, String>) -> Result<Parts<H>, DecodeError> {
         let mut r = Reader::new(buf, "inference aggregate");
         if r.byte()? != 1 {
             return Err(r.err("unknown version"));
@@ -165,29 +199,169 @@ impl Agg {
         a.completion_tokens = r.varint()?;
         a.input_bytes = r.varint()?;
         a.output_bytes = r.varint()?;
-        let mut de = Deserializer::new();
-        let mut hist = |r: &mut Reader| -> Result<Histogram<u64>, DecodeError> {
+        let mut one = |r: &mut Reader| -> Result<H, DecodeError> {
             let n = r.varint()? as usize;
-            let mut bytes = r.bytes(n)?;
-            let mut h: Histogram<u64> = de.deserialize(&mut bytes).map_err(|e| r.err(&format!("histogram: {e:?}")))?;
-            // Decoded histograms have a fixed range; merging assumes they grow as needed.
-            h.auto(true);
-            Ok(h)
+            let bytes = r.bytes(n)?;
+            hist(bytes).map_err(|e| r.err(&format!("histogram: {e}")))
         };
-        a.latency = hist(&mut r)?;
+        let latency = one(&mut r)?;
         let mask = r.byte()?;
-        for i in 0..6 {
+        let mut stages: [Option<H>; 6] = Default::default();
+        for (i, slot) in stages.iter_mut().enumerate() {
             if mask & (1 << i) != 0 {
-                a.stages[i] = Some(hist(&mut r)?);
+                *slot = Some(one(&mut r)?);
             }
         }
-        Ok(a)
+        Ok(Parts { agg: a, latency, stages })
     }
+}
+
+/// An aggregate's figures (in `agg`, whose own histograms are left empty) with its histograms
+/// in another form.
+pub struct Parts<H> {
+    pub agg: Agg,
+    pub latency: H,
+    pub stages: [Option<H>; 6],
+}
+
+/// A histogram as (lowest, highest equivalent value, count) in value order, zero counts left
+/// out.
+pub type Sparse = Vec<(u64, u64, u64)>;
+
+impl Parts<Sparse> {
+    /// Adds another aggregate of the same bucket.
+    pub fn merge(&mut self, o: &Parts<Sparse>) {
+        self.agg.merge(&o.agg);
+        merge_sparse(&mut self.latency, &o.latency);
+        for (a, b) in self.stages.iter_mut().zip(&o.stages) {
+            if let Some(b) = b {
+                merge_sparse(a.get_or_insert_with(Vec::new), b);
+            }
+        }
+    }
+}
+
+fn merge_sparse(a: &mut Sparse, b: &Sparse) {
+    a.extend_from_slice(b);
+    a.sort_unstable_by_key(|x| x.1);
+    a.dedup_by(|x, y| {
+        if x.1 == y.1 {
+            y.2 += x.2;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Observations at or below `us` (as HDR's `count_between(0, us)`: a run counts when its
+/// range reaches down to `us`).
+pub fn sparse_count_le(h: &Sparse, us: u64) -> u64 {
+    h.iter().take_while(|x| x.0 <= us).map(|x| x.2).sum()
+}
+
+/// Reads HdrHistogram's V2 encoding (a 40-byte header: cookie, payload length, normalizing
+/// offset, significant digits, lowest and highest trackable values, conversion ratio; then the
+/// counts as zig-zag LEB128, a negative number being a run of that many empty slots) into
+/// sparse runs, mapping each slot to its values as HDR lays them out.
+pub fn sparse_from_v2(buf: &[u8]) -> Result<Sparse, String> {
+    if buf.len() < 40 {
+        return Err("histogram shorter than its header".into());
+    }
+    let be32 = |i: usize| u32::from_be_bytes(buf[i..i + 4].try_into().expect("4 bytes"));
+    let be64 = |i: usize| u64::from_be_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
+    // The V2 cookie (0x1c849303) with the word-size bits (0x10) HDR sets.
+    if be32(0) != 0x1c84_9313 {
+        return Err("not an uncompressed V2 histogram".into());
+    }
+    let len = be32(4) as usize;
+    if be32(8) != 0 {
+        return Err("normalizing index offsets are not supported".into());
+    }
+    let sigfig = be32(12);
+    let lowest = be64(16).max(1);
+    if sigfig > 5 {
+        return Err(format!("{sigfig} significant digits"));
+    }
+    let payload = buf.get(40..40 + len).ok_or("histogram payload cut short")?;
+    // HDR's layout: sub-buckets of 2^m slots (the smallest power of two >= 2 * 10^sigfig),
+    // each bucket after the first using its upper half at twice the previous unit.
+    let single_unit = 2 * 10u64.pow(sigfig);
+    let sub_mag = 64 - (single_unit - 1).leading_zeros();
+    let half_mag = sub_mag.saturating_sub(1);
+    let half = 1u64 << half_mag;
+    let unit_mag = 63 - lowest.leading_zeros();
+    let mut out = Vec::new();
+    let (mut pos, mut index) = (0usize, 0u64);
+    while pos < payload.len() {
+        let mut v: u64 = 0;
+        let mut k = 0;
+        loop {
+            let b = *payload.get(pos).ok_or("histogram varint cut short")?;
+            pos += 1;
+            if k == 8 {
+                v |= u64::from(b) << 56;
+                break;
+            }
+            v |= u64::from(b & 0x7f) << (7 * k);
+            if b & 0x80 == 0 {
+                break;
+            }
+            k += 1;
+        }
+        let n = ((v >> 1) as i64) ^ -((v & 1) as i64);
+        if n < 0 {
+            index += n.unsigned_abs();
+            continue;
+        }
+        if n > 0 {
+            let bucket = (index >> half_mag) as i64 - 1;
+            let (bucket, sub) =
+                if bucket < 0 { (0u32, index & (half - 1)) } else { (bucket as u32, (index & (half - 1)) + half) };
+            let shift = bucket + unit_mag;
+            if shift >= 64 || sub.leading_zeros() < shift {
+                return Err("histogram slot beyond 64-bit values".into());
+            }
+            let lo = sub << shift;
+            out.push((lo, lo + ((1u64 << shift) - 1), n as u64));
+        }
+        index += 1;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sparse_decoding_matches_hdr() {
+        let mut x: u64 = 7;
+        for round in 0..20 {
+            let mut h = histogram();
+            for _ in 0..(round * 50 + 1) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                record(&mut h, x % (1 + (10u64 << (round % 40))));
+            }
+            let mut buf = Vec::new();
+            V2Serializer::new().serialize(&h, &mut buf).unwrap();
+            let sparse = sparse_from_v2(&buf).unwrap();
+            let want: Sparse = h
+                .iter_recorded()
+                .map(|v| (h.lowest_equivalent(v.value_iterated_to()), v.value_iterated_to(), v.count_at_value()))
+                .collect();
+            assert_eq!(sparse, want, "round {round}");
+            for us in [0, 1, 100, 1000, 12_345, 1 << 30] {
+                assert_eq!(
+                    sparse_count_le(&sparse, us),
+                    if us == 0 { h.count_between(0, 0) } else { h.count_between(0, us) },
+                    "{us}"
+                );
+            }
+        }
+    }
 
     fn ev(latency_us: u64, status: i32, err: &str, queue: u64) -> pb::InferenceEvent {
         pb::InferenceEvent {

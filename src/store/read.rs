@@ -83,17 +83,31 @@ impl Store {
         b1: i64,
         mut f: impl FnMut(u32, i64, &Agg) -> bool,
     ) -> Result<(), StoreError> {
+        self.read_aggs_with(groups, b0, b1, Agg::decode, Agg::clone, |g, b, a| f(g, b, &a))
+    }
+
+    /// [`Store::read_aggs`] with aggregates in another form: `decode` reads a stored one,
+    /// `convert` an in-memory one.
+    pub fn read_aggs_with<T>(
+        &self,
+        groups: &[u32],
+        b0: i64,
+        b1: i64,
+        decode: impl Fn(&[u8]) -> Result<T, keys::DecodeError>,
+        convert: impl Fn(&Agg) -> T,
+        mut f: impl FnMut(u32, i64, T) -> bool,
+    ) -> Result<(), StoreError> {
         // A snapshot of memory and its epoch, then the sled scan without the lock (the
         // committer needs it for every event batch): rows of that epoch or later are what the
         // snapshot holds (a checkpoint writes memory as rows of its epoch), so they are skipped
         // and each aggregate is seen exactly once.
-        let (epoch, mem): (u64, Vec<((u32, i64), Agg)>) = {
+        let (epoch, mem): (u64, Vec<((u32, i64), T)>) = {
             let st = lock(&self.events);
             let mem = st
                 .aggs
                 .iter()
                 .filter(|((g, b), _)| groups.contains(g) && *b >= b0 && *b <= b1)
-                .map(|(k, a)| (*k, a.clone()))
+                .map(|(k, a)| (*k, convert(a)))
                 .collect();
             (st.epoch, mem)
         };
@@ -101,13 +115,13 @@ impl Store {
             for item in self.t.aggs.range(keys::agg_key(g, b0, 0)..=keys::agg_key(g, b1, u64::MAX)) {
                 let (k, v) = item?;
                 let (_, bucket, row_epoch) = keys::decode_agg_key(&k)?;
-                if row_epoch < epoch && !f(g, bucket, &Agg::decode(&v)?) {
+                if row_epoch < epoch && !f(g, bucket, decode(&v)?) {
                     return Ok(());
                 }
             }
         }
-        for ((g, bucket), agg) in &mem {
-            if !f(*g, *bucket, agg) {
+        for ((g, bucket), agg) in mem {
+            if !f(g, bucket, agg) {
                 return Ok(());
             }
         }
