@@ -40,6 +40,12 @@ impl Windows {
     /// Calls `f(step, ts, vals)` for every step's window of series `s`.
     pub fn each(&self, s: usize, mut f: impl FnMut(usize, &[i64], &[f64])) {
         let rs = &self.series[s];
+        self.each_range(s, |i, lo, hi| f(i, &rs.ts[lo..hi], &rs.vals[lo..hi]));
+    }
+
+    /// Calls `f(step, lo, hi)`: the window of series `s` at each step as sample indices.
+    pub fn each_range(&self, s: usize, mut f: impl FnMut(usize, usize, usize)) {
+        let rs = &self.series[s];
         let (mut lo, mut hi) = (0usize, 0usize);
         for (i, &end) in self.ends.iter().enumerate() {
             let start = end - self.range_ms;
@@ -54,7 +60,7 @@ impl Windows {
             while lo < hi && rs.ts[lo] <= start {
                 lo += 1;
             }
-            f(i, &rs.ts[lo..hi], &rs.vals[lo..hi]);
+            f(i, lo, hi);
         }
     }
 }

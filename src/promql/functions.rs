@@ -11,11 +11,7 @@ pub fn call(ev: &mut Evaluator, c: &Call) -> Result<Value, PromqlError> {
     let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
     let n = ev.n();
     match name {
-        "rate" | "increase" | "delta" => {
-            let counter = name != "delta";
-            let is_rate = name == "rate";
-            range_fn(ev, args[0], false, |w, ts, vals| extrapolated(w, ts, vals, counter, is_rate))
-        }
+        "rate" | "increase" | "delta" => extrapolated_fn(ev, args[0], name != "delta", name == "rate"),
         "irate" | "idelta" => {
             let is_rate = name == "irate";
             range_fn(ev, args[0], false, |_, ts, vals| instant_value(ts, vals, is_rate))
@@ -487,23 +483,68 @@ fn absent_value(arg: &Expr, present: &[bool]) -> Value {
     Value::Vector(vec![Series { labels, vals: present.iter().map(|p| (!p).then_some(1.0)).collect() }])
 }
 
-/// Prometheus' extrapolated rate over one window (`rate`, `increase`, `delta`).
-fn extrapolated(w: &RangeCtx, ts: &[i64], vals: &[f64], counter: bool, is_rate: bool) -> Option<f64> {
-    if ts.len() < 2 {
-        return None;
-    }
-    let n1 = (ts.len() - 1) as f64;
-    let (first_t, last_t) = (ts[0], ts[ts.len() - 1]);
-    let mut result = vals[vals.len() - 1] - vals[0];
-    if counter {
-        let mut prev = vals[0];
-        for &v in &vals[1..] {
-            if v < prev {
-                result += prev;
+/// `rate`, `increase` and `delta`. A counter's resets are summed once per series as prefix
+/// sums, so each window costs the same whatever its length.
+fn extrapolated_fn(ev: &mut Evaluator, arg: &Expr, counter: bool, is_rate: bool) -> Result<Value, PromqlError> {
+    let w: Windows = ev.windows(arg)?;
+    let mut c = Collector::new(ev.n());
+    let mut corr: Vec<f64> = Vec::new();
+    for s in 0..w.series.len() {
+        let rs = &w.series[s];
+        corr.clear();
+        if counter {
+            // corr[k]: what the resets up to sample k add (Prometheus adds the value before
+            // each drop).
+            let mut acc = 0.0;
+            corr.push(0.0);
+            for k in 1..rs.vals.len() {
+                if rs.vals[k] < rs.vals[k - 1] {
+                    acc += rs.vals[k - 1];
+                }
+                corr.push(acc);
             }
-            prev = v;
+        }
+        let labels = without_name(rs.labels.clone());
+        let mut slot = None;
+        let mut err = None;
+        w.each_range(s, |i, lo, hi| {
+            if hi < lo + 2 || err.is_some() {
+                return;
+            }
+            let mut result = rs.vals[hi - 1] - rs.vals[lo];
+            if counter {
+                result += corr[hi - 1] - corr[lo];
+            }
+            let ctx = RangeCtx { start: w.ends[i] - w.range_ms, end: w.ends[i], range_s: w.range_ms as f64 / 1000.0 };
+            let v = extrapolate(&ctx, rs.ts[lo], rs.ts[hi - 1], hi - lo, result, rs.vals[lo], counter, is_rate);
+            let k = *slot.get_or_insert_with(|| c.slot(labels.clone()));
+            let cell = &mut c.out[k].vals[i];
+            if cell.is_some() {
+                err = Some(exec("vector cannot contain metrics with the same labelset"));
+            }
+            *cell = Some(v);
+        });
+        if let Some(e) = err {
+            return Err(e);
         }
     }
+    Ok(Value::Vector(c.finish().into_iter().filter(|s| s.vals.iter().any(Option::is_some)).collect()))
+}
+
+/// Prometheus' extrapolation of a window's change (`result`, resets already added) to the
+/// window's edges.
+#[allow(clippy::too_many_arguments)]
+fn extrapolate(
+    w: &RangeCtx,
+    first_t: i64,
+    last_t: i64,
+    count: usize,
+    result: f64,
+    first_v: f64,
+    counter: bool,
+    is_rate: bool,
+) -> f64 {
+    let n1 = (count - 1) as f64;
     let mut to_start = (first_t - w.start) as f64 / 1000.0;
     let mut to_end = (w.end - last_t) as f64 / 1000.0;
     let sampled = (last_t - first_t) as f64 / 1000.0;
@@ -512,8 +553,8 @@ fn extrapolated(w: &RangeCtx, ts: &[i64], vals: &[f64], counter: bool, is_rate: 
     if to_start >= threshold {
         to_start = avg_gap / 2.0;
     }
-    if counter && result > 0.0 && vals[0] >= 0.0 {
-        let to_zero = sampled * (vals[0] / result);
+    if counter && result > 0.0 && first_v >= 0.0 {
+        let to_zero = sampled * (first_v / result);
         if to_zero < to_start {
             to_start = to_zero;
         }
@@ -525,7 +566,7 @@ fn extrapolated(w: &RangeCtx, ts: &[i64], vals: &[f64], counter: bool, is_rate: 
     if is_rate {
         factor /= w.range_s;
     }
-    Some(result * factor)
+    result * factor
 }
 
 fn instant_value(ts: &[i64], vals: &[f64], is_rate: bool) -> Option<f64> {
