@@ -66,6 +66,9 @@ fn every_readme_command_works_as_written() {
             "modelwatch.v1.Query/QueryRange" => {
                 &["queue_depth", "\"value\": 3", "\"step\": \"300s\"", "\"time\": \"20"]
             }
+            "modelwatch.v1.Query/Eval" => {
+                &["\"resultType\": \"vector\"", "\"model\": \"card-detector\"", "\"value\": 3"]
+            }
             "modelwatch.v1.Query/InferenceStats" => &["\"model_version\": \"v2\"", "\"count\": \"1\""],
             "modelwatch.v1.Query/SearchLogs" => &["slow card", "LEVEL_WARN"],
             "modelwatch.v1.Query/GetRequest" => &["card-detector", "slow card"],
