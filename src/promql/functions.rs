@@ -402,18 +402,31 @@ fn range_fn_i(
     f: impl Fn(usize, &RangeCtx, &[i64], &[f64]) -> Option<f64>,
 ) -> Result<Value, PromqlError> {
     let w: Windows = ev.windows(arg)?;
-    let n = ev.n();
+    collect_windows(&w, ev.n(), keep_name, |s, i, ctx, lo, hi| {
+        let rs = &w.series[s];
+        f(i, ctx, &rs.ts[lo..hi], &rs.vals[lo..hi])
+    })
+}
+
+/// Runs `f(series, step, window, lo, hi)` over every non-empty window of every series and
+/// collects the values into series (labels without the name unless `keep_name`).
+fn collect_windows(
+    w: &Windows,
+    n: usize,
+    keep_name: bool,
+    mut f: impl FnMut(usize, usize, &RangeCtx, usize, usize) -> Option<f64>,
+) -> Result<Value, PromqlError> {
     let mut c = Collector::new(n);
     let mut err = None;
     for s in 0..w.series.len() {
         let labels = if keep_name { w.series[s].labels.clone() } else { without_name(w.series[s].labels.clone()) };
         let mut slot = None;
-        w.each(s, |i, ts, vals| {
-            if ts.is_empty() || err.is_some() {
+        w.each_range(s, |i, lo, hi| {
+            if hi == lo || err.is_some() {
                 return;
             }
             let ctx = RangeCtx { start: w.ends[i] - w.range_ms, end: w.ends[i], range_s: w.range_ms as f64 / 1000.0 };
-            if let Some(v) = f(i, &ctx, ts, vals) {
+            if let Some(v) = f(s, i, &ctx, lo, hi) {
                 let k = *slot.get_or_insert_with(|| c.slot(labels.clone()));
                 let cell = &mut c.out[k].vals[i];
                 if cell.is_some() {
@@ -487,48 +500,33 @@ fn absent_value(arg: &Expr, present: &[bool]) -> Value {
 /// sums, so each window costs the same whatever its length.
 fn extrapolated_fn(ev: &mut Evaluator, arg: &Expr, counter: bool, is_rate: bool) -> Result<Value, PromqlError> {
     let w: Windows = ev.windows(arg)?;
-    let mut c = Collector::new(ev.n());
+    // corr[k]: what the resets of the current series add up to sample k (Prometheus adds the
+    // value before each drop); rebuilt when the series changes.
     let mut corr: Vec<f64> = Vec::new();
-    for s in 0..w.series.len() {
+    let mut corr_of = usize::MAX;
+    collect_windows(&w, ev.n(), false, |s, _, ctx, lo, hi| {
+        if hi < lo + 2 {
+            return None;
+        }
         let rs = &w.series[s];
-        corr.clear();
+        let mut result = rs.vals[hi - 1] - rs.vals[lo];
         if counter {
-            // corr[k]: what the resets up to sample k add (Prometheus adds the value before
-            // each drop).
-            let mut acc = 0.0;
-            corr.push(0.0);
-            for k in 1..rs.vals.len() {
-                if rs.vals[k] < rs.vals[k - 1] {
-                    acc += rs.vals[k - 1];
+            if corr_of != s {
+                corr.clear();
+                let mut acc = 0.0;
+                corr.push(0.0);
+                for k in 1..rs.vals.len() {
+                    if rs.vals[k] < rs.vals[k - 1] {
+                        acc += rs.vals[k - 1];
+                    }
+                    corr.push(acc);
                 }
-                corr.push(acc);
+                corr_of = s;
             }
+            result += corr[hi - 1] - corr[lo];
         }
-        let labels = without_name(rs.labels.clone());
-        let mut slot = None;
-        let mut err = None;
-        w.each_range(s, |i, lo, hi| {
-            if hi < lo + 2 || err.is_some() {
-                return;
-            }
-            let mut result = rs.vals[hi - 1] - rs.vals[lo];
-            if counter {
-                result += corr[hi - 1] - corr[lo];
-            }
-            let ctx = RangeCtx { start: w.ends[i] - w.range_ms, end: w.ends[i], range_s: w.range_ms as f64 / 1000.0 };
-            let v = extrapolate(&ctx, rs.ts[lo], rs.ts[hi - 1], hi - lo, result, rs.vals[lo], counter, is_rate);
-            let k = *slot.get_or_insert_with(|| c.slot(labels.clone()));
-            let cell = &mut c.out[k].vals[i];
-            if cell.is_some() {
-                err = Some(exec("vector cannot contain metrics with the same labelset"));
-            }
-            *cell = Some(v);
-        });
-        if let Some(e) = err {
-            return Err(e);
-        }
-    }
-    Ok(Value::Vector(c.finish().into_iter().filter(|s| s.vals.iter().any(Option::is_some)).collect()))
+        Some(extrapolate(ctx, rs.ts[lo], rs.ts[hi - 1], hi - lo, result, rs.vals[lo], counter, is_rate))
+    })
 }
 
 /// Prometheus' extrapolation of a window's change (`result`, resets already added) to the
