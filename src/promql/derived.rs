@@ -469,18 +469,21 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
         // values, so a window slides by adding and removing buckets instead of re-merging.
         // Runs keyed by their HDR slot (one layout for every stored histogram), so a window's
         // counts are a dense array over slots and the value of a slot is known from its run.
-        let sparse: Vec<(i64, Vec<(usize, u64)>)> = per_bucket
-            .iter()
-            .map(|(b, hs)| (*b, hs.iter().flat_map(|h| h.iter().map(|x| (hdr_slot(x.0), x.2))).collect()))
-            .collect();
-        let slots = sparse.iter().flat_map(|(_, e)| e.iter().map(|x| x.0 + 1)).max().unwrap_or(0);
-        let mut values = vec![0u64; slots];
-        for hs in per_bucket.values() {
-            for h in hs {
-                for x in h.iter() {
-                    values[hdr_slot(x.0)] = x.1;
+        // All buckets' runs in one array, each bucket a span of it.
+        let mut flat: Vec<(usize, u64)> = Vec::new();
+        let mut spans: Vec<(i64, usize, usize)> = Vec::with_capacity(per_bucket.len());
+        let mut values: Vec<u64> = Vec::new();
+        for (b, hs) in &per_bucket {
+            let from = flat.len();
+            for x in hs.iter().flat_map(|h| h.iter()) {
+                let k = hdr_slot(x.0);
+                if k >= values.len() {
+                    values.resize(k + 1, 0);
                 }
+                values[k] = x.1;
+                flat.push((k, x.2));
             }
+            spans.push((*b, from, flat.len()));
         }
         let mut counts = vec![0u64; values.len()];
         let (mut total, mut buckets_in) = (0u64, 0usize);
@@ -494,16 +497,16 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
                 counts.iter_mut().for_each(|c| *c = 0);
                 (total, buckets_in, lo, hi) = (0, 0, 0, 0);
             }
-            while hi < sparse.len() && sparse[hi].0 <= hi_b {
-                for &(k, n) in &sparse[hi].1 {
+            while hi < spans.len() && spans[hi].0 <= hi_b {
+                for &(k, n) in &flat[spans[hi].1..spans[hi].2] {
                     counts[k] += n;
                     total += n;
                 }
                 buckets_in += 1;
                 hi += 1;
             }
-            while lo < hi && sparse[lo].0 < lo_b {
-                for &(k, n) in &sparse[lo].1 {
+            while lo < hi && spans[lo].0 < lo_b {
+                for &(k, n) in &flat[spans[lo].1..spans[lo].2] {
                     counts[k] -= n;
                     total -= n;
                 }
