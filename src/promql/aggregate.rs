@@ -44,7 +44,7 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr) -> Result<Value, PromqlError>
     match op.as_str() {
         "topk" | "bottomk" | "limitk" | "limit_ratio" => {
             let Param::Num(k) = &param else { return Err(exec(format!("{op} needs a number parameter"))) };
-            for (i, &kv) in k.iter().enumerate() {
+            for &kv in k.iter() {
                 if kv.is_nan() {
                     return Err(exec(if op == "limit_ratio" {
                         "Ratio value is NaN".to_string()
@@ -55,7 +55,6 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr) -> Result<Value, PromqlError>
                 if op == "limit_ratio" && !(-1.0..=1.0).contains(&kv) {
                     return Err(exec(format!("Ratio value {kv} is not in [-1, 1]")));
                 }
-                let _ = i;
             }
             let mut out: Vec<Series> =
                 vs.iter().map(|s| Series { labels: s.labels.clone(), vals: vec![None; n] }).collect();

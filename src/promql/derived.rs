@@ -392,7 +392,7 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
         return Ok(None);
     }
     let Some(store) = ev.src.store() else { return Ok(None) };
-    let w = ev.windows_spec(&ms.vs, ms.range.as_millis() as i64);
+    let w = ev.windows_spec(&ms.vs);
     let bucket = store.bucket_ms();
     let lo = w.iter().copied().min().unwrap_or(0) - ms.range.as_millis() as i64;
     let hi = w.iter().copied().max().unwrap_or(0);

@@ -256,7 +256,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Per step, the end of a range window over `vs` (`offset` and `@` applied).
-    pub fn windows_spec(&self, vs: &VectorSelector, _range_ms: i64) -> Vec<i64> {
+    pub fn windows_spec(&self, vs: &VectorSelector) -> Vec<i64> {
         self.times(vs.offset.as_ref(), vs.at.as_ref())
     }
 

@@ -386,7 +386,7 @@ fn range_fn(
     keep_name: bool,
     f: impl Fn(&RangeCtx, &[i64], &[f64]) -> Option<f64>,
 ) -> Result<Value, PromqlError> {
-    range_fn_i(ev, arg, keep_name, |i, w, ts, v| f(w, ts, v).filter(|_| i < usize::MAX))
+    range_fn_i(ev, arg, keep_name, |_, w, ts, v| f(w, ts, v))
 }
 
 pub struct RangeCtx {
