@@ -37,6 +37,7 @@
 //! clients. Dependencies point down: `api` → `ingest`, `query` → `store`; the store knows no
 //! gRPC service.
 
+pub mod alert;
 pub mod api;
 pub mod app;
 pub mod cli;

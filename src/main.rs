@@ -58,6 +58,12 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
         addr: String,
     },
+    /// Check rule files or run rule unit tests, as `promtool check rules` / `promtool test
+    /// rules` do (same file formats, same exit codes), on the daemon's own engine.
+    Rules {
+        #[command(subcommand)]
+        what: RulesCommand,
+    },
     /// Repair a data folder whose write-ahead log is damaged: replays every record that can be
     /// read, reports each damaged stretch (file, offset, bytes, why), and leaves the folder
     /// clean (everything checkpointed, the log emptied) so that `serve` starts. Run it with the
@@ -69,6 +75,21 @@ enum Command {
         /// Data folder (overrides storage.data_dir).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Check Prometheus rule files: syntax, expressions, templates, names.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Run rule unit tests written in promtool's format (`rule_files`, `tests` with
+    /// `input_series`, `alert_rule_test`, `promql_expr_test`).
+    Test {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -105,6 +126,14 @@ fn main() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Rules { what } => {
+            let (out, ok) = match what {
+                RulesCommand::Check { files } => modelwatch::cli::rules::check(&files),
+                RulesCommand::Test { files } => modelwatch::cli::rules::test(&files),
+            };
+            print!("{out}");
+            std::process::exit(if ok { 0 } else { 1 });
         }
         Command::Recover { config, data_dir } => {
             let mut cfg = Config::load(config.as_deref())?;
