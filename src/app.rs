@@ -2,7 +2,7 @@
 //! (ingest, query, health, reflection) until the shutdown token fires, then drains: health goes
 //! NOT_SERVING, streams end, the committer makes its final checkpoint, all within
 //! `server.shutdown_timeout`.
-use crate::api::{Ctx, IngestApi, QueryApi};
+use crate::api::{AlertsApi, Ctx, IngestApi, QueryApi};
 use crate::clock::ClockRef;
 use crate::config::Config;
 use crate::ingest::{Registry, Validator};
@@ -27,6 +27,8 @@ pub enum AppError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    #[error("{0}")]
+    Config(String),
     #[error("shutdown did not finish within server.shutdown_timeout ({0:?})")]
     ShutdownTimeout(Duration),
 }
@@ -78,6 +80,24 @@ pub async fn run_with(
     let http_addr =
         http_listener.local_addr().map_err(|source| AppError::Listen { addr: cfg.server.http_listen, source })?;
 
+    let clock = sources.clock.clone().unwrap_or_else(crate::clock::from_env);
+    let env = crate::alert::eval::Env {
+        opts: cfg.query.promql(),
+        external_labels: cfg.alerting.external_labels.clone(),
+        external_url: cfg.alerting.external_url.clone(),
+    };
+    let (alerting, data_dir, now) = (cfg.alerting.clone(), cfg.storage.data_dir.clone(), clock.now_ms());
+    let alerts = tokio::task::spawn_blocking(move || crate::alert::manager::Manager::new(&alerting, &data_dir, env, now))
+        .await
+        .map_err(|e| AppError::Serve(format!("rule loading task: {e}")))?;
+    let routes = crate::notify::route::Config::load(&cfg.alerting.notify_config)
+        .map_err(|e| AppError::Config(format!("alerting.notify_config: {e}")))?;
+    for n in &routes.notes {
+        tracing::warn!(note = %n, "alerting.notify_config");
+    }
+    let queue = crate::notify::queue::Queue::open(&cfg.storage.data_dir.join("notify"))
+        .map_err(|e| AppError::Config(format!("notification queue in {}: {e}", cfg.storage.data_dir.display())))?;
+    let notifier = Arc::new(crate::notify::Notifier::new(routes, &cfg.alerting, queue));
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         committer,
@@ -85,7 +105,7 @@ pub async fn run_with(
         limits: cfg.limits.clone(),
         query: cfg.query.clone(),
         query_pool: crate::query::pool::QueryPool::new(cfg.query.max_concurrent),
-        clock: sources.clock.clone().unwrap_or_else(crate::clock::system),
+        clock,
         registry: Arc::new(Registry::default()),
         rates: Arc::new(Rates::default()),
         started: SystemTime::now(),
@@ -94,11 +114,13 @@ pub async fn run_with(
         max_message_bytes: cfg.limits.max_message_bytes,
         open_streams: Arc::new(AtomicUsize::new(0)),
         samplers: Arc::new(Mutex::new(Default::default())),
+        alerts: Arc::new(alerts),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<pb::ingest_server::IngestServer<IngestApi>>().await;
     health.set_serving::<pb::query_server::QueryServer<QueryApi>>().await;
+    health.set_serving::<pb::alerts_server::AlertsServer<AlertsApi>>().await;
     fn reflection() -> tonic_reflection::server::Builder<'static> {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -113,6 +135,13 @@ pub async fn run_with(
     let limit = cfg.limits.max_message_bytes;
     let ingest = pb::ingest_server::IngestServer::new(IngestApi(ctx.clone())).max_decoding_message_size(limit);
     let query = pb::query_server::QueryServer::new(QueryApi(ctx.clone())).max_decoding_message_size(limit);
+    let alerts_api = pb::alerts_server::AlertsServer::new(AlertsApi(ctx.clone())).max_decoding_message_size(limit);
+    let client = reqwest::Client::builder()
+        .timeout(cfg.alerting.notify_timeout)
+        .build()
+        .map_err(|e| AppError::Config(format!("HTTP client for notifications: {e}")))?;
+    tokio::spawn(notifier.queue_handle().run(client, ctx.clock.clone(), shutdown.clone()));
+    tokio::spawn(crate::alert::run::run(ctx.clone(), ctx.alerts.clone(), notifier.clone(), shutdown.clone()));
 
     background(&ctx, &cfg, shutdown.clone());
     samplers(&ctx, &cfg, sources, shutdown.clone());
@@ -125,10 +154,12 @@ pub async fn run_with(
         .add_service(reflection_v1alpha)
         .add_service(ingest)
         .add_service(query)
+        .add_service(alerts_api)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             stop.cancelled().await;
             health_stop.set_not_serving::<pb::ingest_server::IngestServer<IngestApi>>().await;
             health_stop.set_not_serving::<pb::query_server::QueryServer<QueryApi>>().await;
+            health_stop.set_not_serving::<pb::alerts_server::AlertsServer<AlertsApi>>().await;
         });
     let mut server = tokio::spawn(server);
     let http_stop = shutdown.clone();

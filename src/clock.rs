@@ -51,6 +51,30 @@ impl Clock for ManualClock {
     }
 }
 
+/// A clock read from a file holding Unix milliseconds, for tests that drive a daemon
+/// process's time from outside (alert durations across a `kill -9`). Set by the environment
+/// variable `MODELWATCH_CLOCK_FILE`; never by configuration. Falls back to the wall clock
+/// while the file is unreadable.
+#[derive(Debug)]
+pub struct FileClock(pub std::path::PathBuf);
+
+impl Clock for FileClock {
+    fn now_ms(&self) -> i64 {
+        std::fs::read_to_string(&self.0).ok().and_then(|s| s.trim().parse().ok()).unwrap_or_else(wall_ms)
+    }
+}
+
+/// The daemon's clock: the wall clock, or a [`FileClock`] under `MODELWATCH_CLOCK_FILE`.
+pub fn from_env() -> ClockRef {
+    match std::env::var_os("MODELWATCH_CLOCK_FILE") {
+        Some(p) => {
+            tracing::warn!(path = ?p, "the clock is read from MODELWATCH_CLOCK_FILE (a testing aid)");
+            Arc::new(FileClock(p.into()))
+        }
+        None => system(),
+    }
+}
+
 pub fn system() -> ClockRef {
     Arc::new(SystemClock)
 }

@@ -28,7 +28,48 @@ pub struct Config {
     pub retention: Retention,
     pub sampling: SamplingConfig,
     pub query: QueryConfig,
+    pub alerting: AlertingConfig,
     pub log: LogConfig,
+}
+
+/// Alert and recording rules, evaluated in the daemon (`[alerting]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// Prometheus rule files (globs, relative to the working folder). Reloaded when a file
+    /// changes, on SIGHUP and by `Alerts/ReloadRules`; a refused file keeps the rules in force.
+    pub rule_files: Vec<String>,
+    /// How often each group is evaluated unless it sets `interval` (Prometheus'
+    /// `evaluation_interval`).
+    #[serde(with = "humantime_serde_compat")]
+    pub evaluation_interval: Duration,
+    /// Labels templates see as `$externalLabels` and notifications carry.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// `$externalURL` in templates; the `externalURL` of webhook payloads.
+    pub external_url: String,
+    /// An Alertmanager-format file (`route`, `receivers` with `webhook_configs`) saying where
+    /// notifications go; empty: nowhere but the Alertmanagers below.
+    pub notify_config: String,
+    /// Alertmanagers (`http://host:9093`) that get every firing and resolved alert
+    /// (`POST /api/v2/alerts`), resent while firing, for fleet-wide grouping and silences.
+    pub alertmanagers: Vec<String>,
+    /// Longest a notification's HTTP request may take.
+    #[serde(with = "humantime_serde_compat")]
+    pub notify_timeout: Duration,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            rule_files: Vec::new(),
+            evaluation_interval: Duration::from_secs(15),
+            external_labels: Default::default(),
+            external_url: String::new(),
+            notify_config: String::new(),
+            alertmanagers: Vec::new(),
+            notify_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// What one query may cost; a query past a limit fails with RESOURCE_EXHAUSTED (or
@@ -398,6 +439,8 @@ impl Config {
         nonzero("limits.max_series", l.max_series as u64)?;
         nonzero("limits.max_latency", l.max_latency.as_micros() as u64)?;
         nonzero("limits.client_ttl", l.client_ttl.as_millis() as u64)?;
+        nonzero("alerting.evaluation_interval", self.alerting.evaluation_interval.as_millis() as u64)?;
+        nonzero("alerting.notify_timeout", self.alerting.notify_timeout.as_millis() as u64)?;
         if l.max_batch_bytes < 1 << 20 || l.max_batch_bytes >= crate::store::wal::MAX_RECORD {
             return Err(ConfigError::Invalid {
                 key: "limits.max_batch_bytes",

@@ -45,6 +45,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod notify;
 pub mod promql;
 pub mod query;
 pub mod report;

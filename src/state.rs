@@ -29,6 +29,8 @@ pub struct Ctx {
     /// Ingest streams still open; shutdown waits for them, not for other long-lived calls
     /// (a health Watch never ends on its own).
     pub open_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// The rules and their alerts.
+    pub alerts: Arc<crate::alert::manager::Manager>,
     /// What each sampler does, or why it is off (shown by Status).
     pub samplers: Arc<Mutex<BTreeMap<String, String>>>,
 }

@@ -61,6 +61,18 @@ mod nan_null {
     }
 }
 
+mod as_list {
+    use super::{Alert, Labels};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+    pub fn serialize<S: Serializer>(m: &BTreeMap<Labels, Alert>, s: S) -> Result<S::Ok, S::Error> {
+        m.values().collect::<Vec<_>>().serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Labels, Alert>, D::Error> {
+        Ok(Vec::<Alert>::deserialize(d)?.into_iter().map(|a| (a.labels.clone(), a)).collect())
+    }
+}
+
 /// One alert: a label set of an alerting rule's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -82,7 +94,8 @@ pub struct Alert {
 /// What a rule has that outlives one evaluation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RuleState {
-    /// Alerts by label set (alerting rules only).
+    /// Alerts by label set (alerting rules only); saved as a list (JSON keys are strings).
+    #[serde(with = "as_list")]
     pub active: BTreeMap<Labels, Alert>,
     /// Series written by the last evaluation (for staleness markers).
     pub written: BTreeSet<Labels>,

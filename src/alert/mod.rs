@@ -5,8 +5,12 @@
 //! - [`template`]: Go-template expansion of labels and annotations (`humanize`, `printf`...);
 //! - [`eval`]: one evaluation of a group at a time (states, `ALERTS`, staleness), over a
 //!   [`eval::Storage`] that is the daemon's store or memory;
+//! - [`manager`]: the daemon's rule set: reloads, schedules, states saved across restarts;
+//! - [`run`]: the daemon's evaluation loop (results committed, changes to `notify`);
 //! - [`unittest`]: `rules test`, promtool's unit-test format over an in-memory store.
 pub mod eval;
+pub mod manager;
 pub mod rules;
+pub mod run;
 pub mod template;
 pub mod unittest;

@@ -3,6 +3,9 @@
 use crate::pb::{self, ingest_server::Ingest, query_server::Query};
 use crate::query::{self, QueryError};
 pub use crate::state::Ctx;
+
+pub mod alerts;
+pub use alerts::AlertsApi;
 use crate::store::commit::{AckFuture, CommitError};
 use crate::store::{Batch, StoreError};
 use prost::Message;

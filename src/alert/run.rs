@@ -1,0 +1,128 @@
+//! The evaluation loop of the daemon: watches the clock (the injected one, so tests drive it),
+//! evaluates the groups that are due on a blocking thread, commits their results, saves the
+//! states, and hands the changes to the notifier. Reloads on a rule file change, on SIGHUP
+//! (`Alerts/ReloadRules` reloads in its own call).
+use super::eval::Storage;
+use super::manager::Manager;
+use crate::notify::Notifier;
+use crate::pb;
+use crate::promql::{Labels, Source, StoreSource, NAME};
+use crate::query::Budget;
+use crate::state::Ctx;
+use crate::store::{Batch, Body};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Rule results go through the committer, like client data (WAL, fsync, then visible).
+struct DaemonStorage<'a> {
+    ctx: &'a Ctx,
+    src: StoreSource<'a>,
+    handle: tokio::runtime::Handle,
+    now: i64,
+}
+
+impl Storage for DaemonStorage<'_> {
+    fn source(&self) -> &dyn Source {
+        &self.src
+    }
+
+    fn append(&mut self, t: i64, samples: &[(Labels, f64)]) -> Result<(), String> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let series: Vec<pb::Series> = samples
+            .iter()
+            .map(|(ls, v)| pb::Series {
+                name: crate::promql::label(ls, NAME).unwrap_or_default().to_string(),
+                labels: ls
+                    .iter()
+                    .filter(|(k, _)| k != NAME)
+                    .map(|(k, v)| pb::Label { name: k.clone(), value: v.clone() })
+                    .collect(),
+                kind: pb::MetricKind::Gauge as i32,
+                timestamps_ms: vec![t],
+                values: vec![*v],
+            })
+            .collect();
+        let n = series.len();
+        // Not through the validator: staleness markers are NaNs, which client data may not
+        // carry, and the names come from validated rules and stored series.
+        let mut batch = Batch::new(Body::Metrics(pb::MetricBatch { series, ..Default::default() }));
+        batch.item_map = (0..n as u32).collect();
+        batch.received_ms = self.now;
+        let ack = self.handle.block_on(self.ctx.committer.submit(batch)).map_err(|e| format!("not stored: {e}"))?;
+        if ack.rejected_count > 0 {
+            return Err(format!("{} of {n} series not stored: {:?}", ack.rejected_count, ack.rejections.first()));
+        }
+        Ok(())
+    }
+
+    fn budget(&self) -> Budget {
+        Budget::new(&self.ctx.query)
+    }
+}
+
+/// Runs until `shutdown`.
+pub async fn run(ctx: Arc<Ctx>, mgr: Arc<Manager>, notifier: Arc<Notifier>, shutdown: CancellationToken) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut last_file_check = std::time::Instant::now();
+    loop {
+        let mut do_reload = false;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: reloading rule files");
+                do_reload = true;
+            }
+            // The clock is read often so that an evaluation starts within 100 ms of its time
+            // (and a test's manual clock is followed).
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if !do_reload && last_file_check.elapsed() >= Duration::from_secs(2) {
+            last_file_check = std::time::Instant::now();
+            let m = mgr.clone();
+            do_reload = tokio::task::spawn_blocking(move || m.files_changed()).await.unwrap_or(false);
+            if do_reload {
+                tracing::info!("a rule file changed: reloading");
+            }
+        }
+        if do_reload {
+            let (m, now) = (mgr.clone(), ctx.clock.now_ms());
+            match tokio::task::spawn_blocking(move || m.reload(now)).await {
+                Ok(Err(errs)) => tracing::error!(errors = ?errs, "rule files refused; the rules in force stay"),
+                Err(e) => tracing::error!(error = %e, "reload task failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+        let now = ctx.clock.now_ms();
+        if mgr.next_due().is_none_or(|d| d > now) {
+            continue;
+        }
+        let (m, c, handle) = (mgr.clone(), ctx.clone(), tokio::runtime::Handle::current());
+        let done = tokio::task::spawn_blocking(move || {
+            let mut st = DaemonStorage { ctx: &c, src: StoreSource { store: &c.store }, handle, now };
+            m.eval_due(now, &mut st)
+        })
+        .await;
+        let (changes, errors) = match done {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "rule evaluation task failed");
+                continue;
+            }
+        };
+        for e in errors {
+            tracing::warn!(error = %e, "rule evaluation");
+        }
+        if let Err(e) = notifier.handle(&changes, now) {
+            tracing::error!(error = %e, "notifications not queued");
+        }
+        let m = mgr.clone();
+        match tokio::task::spawn_blocking(move || m.save_states()).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "alert states not saved"),
+            Err(e) => tracing::error!(error = %e, "alert state task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
