@@ -152,14 +152,14 @@ groups:
   interval: 15s
   rules:
   - alert: HighLatencyP95
-    expr: histogram_quantile(0.95, sum by (model) (rate(modelwatch_inference_latency_seconds_bucket[1m]))) > 0.8
+    expr: histogram_quantile(0.95, sum by (model, le) (rate(modelwatch_inference_latency_seconds_bucket[1m]))) > 0.8
     for: 1m
     labels:
       severity: page
     annotations:
       summary: "p95 latency of {{ $labels.model }} is {{ $value | humanizeDuration }}"
   - record: model:latency_p95:1m
-    expr: histogram_quantile(0.95, sum by (model) (rate(modelwatch_inference_latency_seconds_bucket[1m])))
+    expr: histogram_quantile(0.95, sum by (model, le) (rate(modelwatch_inference_latency_seconds_bucket[1m])))
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

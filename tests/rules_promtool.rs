@@ -168,3 +168,21 @@ fn strip_histograms(d: &Path, to: &Path) {
     }
     std::fs::write(to.join("unittest.yml"), serde_yaml::to_string(&doc).unwrap()).unwrap();
 }
+
+/// The shipped rules (`deploy/rules/model-serving.yml`) and their unit tests pass both tools.
+#[test]
+fn shipped_rules_pass_both_tools() {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rules");
+    let prom = promtool_present();
+    let (code, out) = mw(&d, &["rules", "check", "model-serving.yml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("SUCCESS: 10 rules found"), "{out}");
+    let (code, out) = mw(&d, &["rules", "test", "model-serving.test.yml"]);
+    assert_eq!(code, 0, "{out}");
+    if prom {
+        let (code, out) = run(&d, "promtool", &["check", "rules", "model-serving.yml"]);
+        assert_eq!(code, 0, "{out}");
+        let (code, out) = run(&d, "promtool", &["test", "rules", "model-serving.test.yml"]);
+        assert_eq!(code, 0, "{out}");
+    }
+}

@@ -194,7 +194,7 @@ impl Manager {
     /// The earliest time a group is due (ms), if any group is loaded.
     pub fn next_due(&self) -> Option<i64> {
         let inner = self.lock();
-        inner.groups.iter().map(|l| due(l)).min()
+        inner.groups.iter().map(due).min()
     }
 
     /// Evaluates every group whose time has come at `now_ms` (each at its own schedule:

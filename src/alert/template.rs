@@ -1325,7 +1325,7 @@ mod tests {
         assert_eq!(go_g(12345.0, Some(4)), "1.234e+04");
         assert_eq!(go_g(1.5, Some(4)), "1.5");
         assert_eq!(go_g(-2.0, None), "-2");
-        assert_eq!(sprintf("%5.1f|%-4d|%s|%v", &[Value::Float(3.14159), Value::Int(7), Value::Str("x".into()), Value::Float(2.5)]), "  3.1|7   |x|2.5");
+        assert_eq!(sprintf("%5.1f|%-4d|%s|%v", &[Value::Float(2.6789), Value::Int(7), Value::Str("x".into()), Value::Float(2.5)]), "  2.7|7   |x|2.5");
         assert_eq!(sprintf("%d", &[Value::Float(1.5)]), "%!d(float64=1.5)");
     }
 }

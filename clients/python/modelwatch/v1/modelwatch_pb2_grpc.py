@@ -716,3 +716,178 @@ class Query:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AlertsStub:
+    """---------------------------------------------------------------------------------------------
+    Alerts: the rules the daemon evaluates and the alerts they raise
+    ---------------------------------------------------------------------------------------------
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListRules = channel.unary_unary(
+                '/modelwatch.v1.Alerts/ListRules',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListRulesRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListRulesResponse.FromString,
+                _registered_method=True)
+        self.ActiveAlerts = channel.unary_unary(
+                '/modelwatch.v1.Alerts/ActiveAlerts',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ActiveAlertsRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ActiveAlertsResponse.FromString,
+                _registered_method=True)
+        self.ReloadRules = channel.unary_unary(
+                '/modelwatch.v1.Alerts/ReloadRules',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesResponse.FromString,
+                _registered_method=True)
+
+
+class AlertsServicer:
+    """---------------------------------------------------------------------------------------------
+    Alerts: the rules the daemon evaluates and the alerts they raise
+    ---------------------------------------------------------------------------------------------
+
+    """
+
+    def ListRules(self, request, context):
+        """Every rule: its group, health, last evaluation and its duration, last error; and the
+        outcome of the last reload of the rule files.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActiveAlerts(self, request, context):
+        """Pending and firing alerts (and resolved ones for 15 minutes after they end).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReloadRules(self, request, context):
+        """Reads the rule files again (as SIGHUP does); a refused file keeps the rules in force and
+        the answer names the file, group, rule and reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AlertsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRules,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListRulesRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListRulesResponse.SerializeToString,
+            ),
+            'ActiveAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActiveAlerts,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ActiveAlertsRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ActiveAlertsResponse.SerializeToString,
+            ),
+            'ReloadRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadRules,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'modelwatch.v1.Alerts', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('modelwatch.v1.Alerts', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Alerts:
+    """---------------------------------------------------------------------------------------------
+    Alerts: the rules the daemon evaluates and the alerts they raise
+    ---------------------------------------------------------------------------------------------
+
+    """
+
+    @staticmethod
+    def ListRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Alerts/ListRules',
+            modelwatch_dot_v1_dot_modelwatch__pb2.ListRulesRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.ListRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActiveAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Alerts/ActiveAlerts',
+            modelwatch_dot_v1_dot_modelwatch__pb2.ActiveAlertsRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.ActiveAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Alerts/ReloadRules',
+            modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
