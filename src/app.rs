@@ -87,9 +87,10 @@ pub async fn run_with(
         external_url: cfg.alerting.external_url.clone(),
     };
     let (alerting, data_dir, now) = (cfg.alerting.clone(), cfg.storage.data_dir.clone(), clock.now_ms());
-    let alerts = tokio::task::spawn_blocking(move || crate::alert::manager::Manager::new(&alerting, &data_dir, env, now))
-        .await
-        .map_err(|e| AppError::Serve(format!("rule loading task: {e}")))?;
+    let alerts =
+        tokio::task::spawn_blocking(move || crate::alert::manager::Manager::new(&alerting, &data_dir, env, now))
+            .await
+            .map_err(|e| AppError::Serve(format!("rule loading task: {e}")))?;
     let routes = crate::notify::route::Config::load(&cfg.alerting.notify_config)
         .map_err(|e| AppError::Config(format!("alerting.notify_config: {e}")))?;
     for n in &routes.notes {

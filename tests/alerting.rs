@@ -117,7 +117,8 @@ async fn evaluated_at(d: &Daemon, t: i64) -> pb::ListRulesResponse {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = c.list_rules(pb::ListRulesRequest {}).await.unwrap().into_inner();
-        let at = |ri: &pb::RuleInfo| ri.last_evaluation.as_ref().map(|x| x.seconds * 1000 + i64::from(x.nanos) / 1_000_000);
+        let at =
+            |ri: &pb::RuleInfo| ri.last_evaluation.as_ref().map(|x| x.seconds * 1000 + i64::from(x.nanos) / 1_000_000);
         if !r.rules.is_empty() && r.rules.iter().all(|ri| at(ri) == Some(t)) {
             return r;
         }
@@ -226,13 +227,26 @@ async fn latency_alert_pends_fires_notifies_once_and_resolves() {
     assert_eq!(b[0]["groupLabels"]["alertname"], "HighLatencyP95");
     assert_eq!(b[0]["alerts"][0]["labels"]["model"], "llm-7b");
     assert_eq!(b[0]["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
-    assert!(b[0]["alerts"][0]["generatorURL"].as_str().unwrap().starts_with("http://modelwatch.example:7071/graph?g0.expr="));
+    assert!(b[0]["alerts"][0]["generatorURL"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://modelwatch.example:7071/graph?g0.expr="));
     // The recording rule's series is in the store, queryable like any other.
-    let (code, v) = http(&d.http_addr, "GET", &format!("/api/v1/query?query={}&time={}", enc("model:latency_p95:1m"), (t0 + 90_000) / 1000), None);
+    let (code, v) = http(
+        &d.http_addr,
+        "GET",
+        &format!("/api/v1/query?query={}&time={}", enc("model:latency_p95:1m"), (t0 + 90_000) / 1000),
+        None,
+    );
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["data"]["result"][0]["metric"]["model"], "llm-7b");
     // ALERTS too.
-    let (_, v) = http(&d.http_addr, "GET", &format!("/api/v1/query?query={}&time={}", enc("ALERTS"), (t0 + 90_000) / 1000), None);
+    let (_, v) = http(
+        &d.http_addr,
+        "GET",
+        &format!("/api/v1/query?query={}&time={}", enc("ALERTS"), (t0 + 90_000) / 1000),
+        None,
+    );
     assert_eq!(v["data"]["result"][0]["metric"]["alertstate"], "firing", "{v}");
     // Latency falls: once the window holds only fast requests, the alert resolves and the
     // resolved notification follows.
@@ -276,7 +290,11 @@ groups:
 
 async fn push_flag(d: &Daemon, t: i64, v: f64) {
     let mut ing = pb::ingest_client::IngestClient::connect(d.url()).await.unwrap();
-    let mb = pb::MetricBatch { service: "svc".into(), series: vec![series("flag", &[], vec![t], vec![v])], ..Default::default() };
+    let mb = pb::MetricBatch {
+        service: "svc".into(),
+        series: vec![series("flag", &[], vec![t], vec![v])],
+        ..Default::default()
+    };
     let r = ing.push(pb::PushRequest { metrics: Some(mb), ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(r.metrics.unwrap().rejected_count, 0);
 }
@@ -295,9 +313,15 @@ async fn kill9_neither_repages_nor_forgets_the_resolution() {
     clock.set(t0);
     evaluated_at(&d, t0).await;
     let b = received(&hook, 1).await;
-    assert_eq!((b[0]["status"].as_str(), b[0]["alerts"][0]["labels"]["alertname"].as_str()), (Some("firing"), Some("FlagUp")));
+    assert_eq!(
+        (b[0]["status"].as_str(), b[0]["alerts"][0]["labels"]["alertname"].as_str()),
+        (Some("firing"), Some("FlagUp"))
+    );
     let before = alerts(&d).await;
-    assert_eq!(before.iter().map(|a| (a.rule.as_str(), a.state.as_str())).collect::<Vec<_>>(), [("FlagUp", "firing"), ("SlowBurn", "pending")]);
+    assert_eq!(
+        before.iter().map(|a| (a.rule.as_str(), a.state.as_str())).collect::<Vec<_>>(),
+        [("FlagUp", "firing"), ("SlowBurn", "pending")]
+    );
     d.kill9();
 
     // Back up: the same alerts, same start times; no second "firing".
@@ -316,16 +340,32 @@ async fn kill9_neither_repages_nor_forgets_the_resolution() {
     push_flag(&d, t0 + 3_600_000, 0.0).await;
     evaluated_at(&d, t0 + 3_600_000).await;
     let now = alerts(&d).await;
-    assert_eq!(now.iter().map(|a| (a.rule.as_str(), a.state.as_str())).collect::<Vec<_>>(), [("FlagUp", "inactive"), ("SlowBurn", "firing")]);
+    assert_eq!(
+        now.iter().map(|a| (a.rule.as_str(), a.state.as_str())).collect::<Vec<_>>(),
+        [("FlagUp", "inactive"), ("SlowBurn", "firing")]
+    );
     // FlagUp's resolution reaches the receiver; nothing repeated its firing.
     let b = received(&hook, 3).await;
     let seen: Vec<(String, String)> = b
         .iter()
-        .map(|x| (x["alerts"][0]["labels"]["alertname"].as_str().unwrap().to_string(), x["status"].as_str().unwrap().to_string()))
+        .map(|x| {
+            (
+                x["alerts"][0]["labels"]["alertname"].as_str().unwrap().to_string(),
+                x["status"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let mut sorted = seen.clone();
     sorted.sort();
-    assert_eq!(sorted, [("FlagUp".into(), "firing".into()), ("FlagUp".into(), "resolved".into()), ("SlowBurn".into(), "firing".into())], "{seen:?}");
+    assert_eq!(
+        sorted,
+        [
+            ("FlagUp".into(), "firing".into()),
+            ("FlagUp".into(), "resolved".into()),
+            ("SlowBurn".into(), "firing".into())
+        ],
+        "{seen:?}"
+    );
     d.stop_ok();
 }
 
@@ -336,15 +376,27 @@ async fn a_broken_rule_file_is_refused_and_the_rules_in_force_stay() {
     let env = setup(dir.path(), RESTART_RULES, &hook.url);
     let d = start(&dir.path().join("data"), &env);
     let mut c = pb::alerts_client::AlertsClient::connect(d.url()).await.unwrap();
-    std::fs::write(dir.path().join("rules.yml"), "groups:\n- name: restart\n  rules:\n  - alert: X\n    expr: 'rate(x[5m]'\n").unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n- name: restart\n  rules:\n  - alert: X\n    expr: 'rate(x[5m]'\n",
+    )
+    .unwrap();
     let r = c.reload_rules(pb::ReloadRulesRequest {}).await.unwrap().into_inner();
     assert!(!r.ok);
-    assert!(r.errors[0].contains("rules.yml") && r.errors[0].contains("group \"restart\", rule 1, \"X\": could not parse expression"), "{r:?}");
+    assert!(
+        r.errors[0].contains("rules.yml")
+            && r.errors[0].contains("group \"restart\", rule 1, \"X\": could not parse expression"),
+        "{r:?}"
+    );
     let l = c.list_rules(pb::ListRulesRequest {}).await.unwrap().into_inner();
     assert_eq!(l.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["FlagUp", "SlowBurn"]);
     assert!(!l.last_reload_ok);
     // Fixed: the next reload takes it.
-    std::fs::write(dir.path().join("rules.yml"), "groups:\n- name: restart\n  rules:\n  - alert: X\n    expr: 'rate(x[5m]) > 1'\n").unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n- name: restart\n  rules:\n  - alert: X\n    expr: 'rate(x[5m]) > 1'\n",
+    )
+    .unwrap();
     let r = c.reload_rules(pb::ReloadRulesRequest {}).await.unwrap().into_inner();
     assert!(r.ok && r.rules == 1, "{r:?}");
     d.stop_ok();

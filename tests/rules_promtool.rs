@@ -96,7 +96,11 @@ fn rules_test_agrees_with_promtool() {
         ("failing.yml", false, "alertname: InstanceDown, time: 5m"),
         ("bad-input-series.yml", false, "up{job=\"prometheus\", instance=\"localhost:9090\""),
         ("bad-promql.yml", false, "many-to-many matching not allowed"),
-        ("bad-rules-error-test.yml", false, "rule: joined, time: 0s, err: found duplicate series for the match group {a=\"1\"}"),
+        (
+            "bad-rules-error-test.yml",
+            false,
+            "rule: joined, time: 0s, err: found duplicate series for the match group {a=\"1\"}",
+        ),
         ("bad-rules-syntax-test.yml", false, "7:15: group \"bad-syntax\", rule 1, \"x\": could not parse expression"),
         ("at-modifier-test.yml", true, "SUCCESS"),
         ("negative-offset-test.yml", true, "SUCCESS"),

@@ -203,7 +203,8 @@ pub fn eval_rule(
                     promql::set_label(&mut labels, k, &expand(tv, &data));
                 }
                 promql::set_label(&mut labels, "alertname", &rule.name);
-                let ann: Vec<(String, String)> = annotations.iter().map(|(k, tv)| (k.clone(), expand(tv, &data))).collect();
+                let ann: Vec<(String, String)> =
+                    annotations.iter().map(|(k, tv)| (k.clone(), expand(tv, &data))).collect();
                 let a = Alert {
                     labels: labels.clone(),
                     annotations: ann,

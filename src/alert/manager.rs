@@ -140,7 +140,11 @@ impl Manager {
         self.reload_with(now_ms, &mut states)
     }
 
-    fn reload_with(&self, now_ms: i64, states: &mut BTreeMap<String, Vec<(String, RuleState)>>) -> Result<usize, Vec<String>> {
+    fn reload_with(
+        &self,
+        now_ms: i64,
+        states: &mut BTreeMap<String, Vec<(String, RuleState)>>,
+    ) -> Result<usize, Vec<String>> {
         let files = rules::expand_globs(&self.patterns, Path::new(".")).map_err(|e| vec![e]);
         let loaded = files.clone().and_then(|f| rules::load_all(&f));
         let mut inner = self.lock();
@@ -212,12 +216,8 @@ impl Manager {
             // The newest scheduled time not after now: a daemon that was away skips the
             // evaluations it missed rather than running them all.
             let t = now_ms - now_ms.rem_euclid(l.interval_ms);
-            let before: Vec<BTreeMap<Labels, State>> = l
-                .state
-                .rules
-                .iter()
-                .map(|r| r.active.iter().map(|(k, a)| (k.clone(), a.state)).collect())
-                .collect();
+            let before: Vec<BTreeMap<Labels, State>> =
+                l.state.rules.iter().map(|r| r.active.iter().map(|(k, a)| (k.clone(), a.state)).collect()).collect();
             errors.extend(eval_group(&l.group, &mut l.state, t, storage, &self.env));
             for (i, (rule, st)) in l.group.rules.iter().zip(l.state.rules.iter()).enumerate() {
                 if !rule.is_alert() {

@@ -109,7 +109,8 @@ pub struct Group {
 
 fn valid_label_name(s: &str) -> bool {
     let mut c = s.chars();
-    matches!(c.next(), Some(x) if x.is_ascii_alphabetic() || x == '_') && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+    matches!(c.next(), Some(x) if x.is_ascii_alphabetic() || x == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
 fn valid_metric_name(s: &str) -> bool {
@@ -391,10 +392,15 @@ mod tests {
         assert_eq!(g[0].rules[0].labels[0].1.text, "1");
         let bad = |src: &str| parse_file("f.yml", src).unwrap_err().join("\n");
         assert!(bad("groups:\n- name: a\n  rules:\n  - record: x\n    alert: y\n    expr: 1\n").contains("only one of"));
-        assert!(bad("groups:\n- name: a\n  rules:\n  - record: 'x y'\n    expr: 1\n").contains("invalid recording rule name"));
-        assert!(bad("groups:\n- name: a\n  rules:\n  - record: x\n    expr: 1\n    for: 1m\n").contains("invalid field 'for'"));
-        assert!(bad("groups:\n- name: a\n  rules:\n  - alert: x\n    expr: 1\n    for: soon\n").contains("not a valid duration"));
-        assert!(bad("groups:\n- name: a\n  rules:\n  - alert: x\n    expr: 1\n- name: a\n  rules: []\n").contains("unique"));
+        assert!(bad("groups:\n- name: a\n  rules:\n  - record: 'x y'\n    expr: 1\n")
+            .contains("invalid recording rule name"));
+        assert!(bad("groups:\n- name: a\n  rules:\n  - record: x\n    expr: 1\n    for: 1m\n")
+            .contains("invalid field 'for'"));
+        assert!(bad("groups:\n- name: a\n  rules:\n  - alert: x\n    expr: 1\n    for: soon\n")
+            .contains("not a valid duration"));
+        assert!(
+            bad("groups:\n- name: a\n  rules:\n  - alert: x\n    expr: 1\n- name: a\n  rules: []\n").contains("unique")
+        );
         assert!(bad("groups:\n- name: a\n  rules:\n  - alert: x\n    exp: 1\n").contains("unknown field"));
         let e = bad("groups:\n- name: a\n  rules:\n  - record: x\n    expr: 'test +'\n");
         assert!(e.starts_with("f.yml: 5:11: group \"a\", rule 1, \"x\": could not parse expression"), "{e}");

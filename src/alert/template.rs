@@ -157,7 +157,8 @@ const FUNCS: &[&str] = &[
     "externalURL",
 ];
 
-const QUERY_FUNCS: &[&str] = &["query", "first", "label", "value", "sortByLabel", "strvalue", "args", "tmpl", "pathPrefix"];
+const QUERY_FUNCS: &[&str] =
+    &["query", "first", "label", "value", "sortByLabel", "strvalue", "args", "tmpl", "pathPrefix"];
 
 /// The variables Prometheus defines before every alert template.
 const PREDEFINED: &[&str] = &["$", "$labels", "$externalLabels", "$externalURL", "$value"];
@@ -587,7 +588,13 @@ fn words(s: &str) -> Result<Vec<String>, String> {
 
 type RErr = (usize, String);
 
-fn run(nodes: &[Node], dot: &Value, vars: &mut Vec<(String, Value)>, out: &mut String, depth: usize) -> Result<(), RErr> {
+fn run(
+    nodes: &[Node],
+    dot: &Value,
+    vars: &mut Vec<(String, Value)>,
+    out: &mut String,
+    depth: usize,
+) -> Result<(), RErr> {
     if depth > 100 {
         return Err((0, "exceeded maximum template depth (100)".into()));
     }
@@ -1276,7 +1283,10 @@ mod tests {
 
     #[test]
     fn variables_fields_and_pipelines() {
-        assert_eq!(expand("Instance {{ $labels.instance }} down", &[("instance", "a:1")], 0.0).unwrap(), "Instance a:1 down");
+        assert_eq!(
+            expand("Instance {{ $labels.instance }} down", &[("instance", "a:1")], 0.0).unwrap(),
+            "Instance a:1 down"
+        );
         assert_eq!(expand("{{ .Labels.job }}/{{ $labels.nope }}!", &[("job", "j")], 0.0).unwrap(), "j/!");
         assert_eq!(expand("{{ $value }}", &[], 0.95).unwrap(), "0.95");
         assert_eq!(expand("{{ $value }}", &[], 1234567.0).unwrap(), "1.234567e+06");
@@ -1301,7 +1311,10 @@ mod tests {
         assert_eq!(expand(t, &[], 0.95).unwrap(), "high");
         assert_eq!(expand(t, &[], 0.6).unwrap(), "mid");
         assert_eq!(expand(t, &[], 0.1).unwrap(), "low");
-        assert_eq!(expand("{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}", &[("a", "1"), ("b", "2")], 0.0).unwrap(), "a=1;b=2;");
+        assert_eq!(
+            expand("{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}", &[("a", "1"), ("b", "2")], 0.0).unwrap(),
+            "a=1;b=2;"
+        );
         assert_eq!(expand("{{ with $labels.a }}[{{ . }}]{{ end }}", &[("a", "1")], 0.0).unwrap(), "[1]");
     }
 
@@ -1325,7 +1338,13 @@ mod tests {
         assert_eq!(go_g(12345.0, Some(4)), "1.234e+04");
         assert_eq!(go_g(1.5, Some(4)), "1.5");
         assert_eq!(go_g(-2.0, None), "-2");
-        assert_eq!(sprintf("%5.1f|%-4d|%s|%v", &[Value::Float(2.6789), Value::Int(7), Value::Str("x".into()), Value::Float(2.5)]), "  2.7|7   |x|2.5");
+        assert_eq!(
+            sprintf(
+                "%5.1f|%-4d|%s|%v",
+                &[Value::Float(2.6789), Value::Int(7), Value::Str("x".into()), Value::Float(2.5)]
+            ),
+            "  2.7|7   |x|2.5"
+        );
         assert_eq!(sprintf("%d", &[Value::Float(1.5)]), "%!d(float64=1.5)");
     }
 }

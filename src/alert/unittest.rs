@@ -10,9 +10,9 @@
 use super::eval::{eval_group, Env, GroupState, State, Storage};
 use super::rules::{self, Group};
 use super::template::go_g;
+use crate::config::QueryConfig;
 use crate::promql::script::{expand_values, parse_duration, parse_series};
 use crate::promql::{self, fmt_labels, Answer, Labels, MemSource, Opts, Source};
-use crate::config::QueryConfig;
 use crate::query::Budget;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -406,7 +406,10 @@ fn run_group(tg: &TestGroup, groups: &[Group], eval_ms: i64, rep: &mut Report) {
         }
         exp.sort_by(|a, b| a.0.cmp(&b.0));
         let same = got.len() == exp.len()
-            && got.iter().zip(&exp).all(|(g, e)| g.0 == e.0 && (g.1 == e.1 || (g.1.is_nan() && e.1.is_nan()) || almost(g.1, e.1)));
+            && got
+                .iter()
+                .zip(&exp)
+                .all(|(g, e)| g.0 == e.0 && (g.1 == e.1 || (g.1.is_nan() && e.1.is_nan()) || almost(g.1, e.1)));
         if !same {
             rep.errors.push(format!(
                 "{name_part}    expr: {:?}, time: {},\n        exp: {}\n        got: {}",
@@ -470,7 +473,11 @@ fn fmt_alerts(a: &[(Labels, Labels)]) -> String {
             let p: Vec<String> = x.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
             format!("{{{}}}", p.join(", "))
         };
-        out.push_str(&format!("            {i}:\n              Labels:{}\n              Annotations:{}\n", f(l), f(ann)));
+        out.push_str(&format!(
+            "            {i}:\n              Labels:{}\n              Annotations:{}\n",
+            f(l),
+            f(ann)
+        ));
     }
     out.push_str("            ]");
     out

@@ -28,9 +28,11 @@ impl Alerts for AlertsApi {
             for l in groups {
                 for (r, st) in l.group.rules.iter().zip(&l.state.rules) {
                     let (for_ms, keep_ms, ann) = match &r.kind {
-                        Kind::Alert { for_ms, keep_firing_for_ms, annotations } => {
-                            (*for_ms, *keep_firing_for_ms, annotations.iter().map(|(k, t)| (k.clone(), t.text.clone())).collect())
-                        }
+                        Kind::Alert { for_ms, keep_firing_for_ms, annotations } => (
+                            *for_ms,
+                            *keep_firing_for_ms,
+                            annotations.iter().map(|(k, t)| (k.clone(), t.text.clone())).collect(),
+                        ),
                         Kind::Record => (0, 0, HashMap::new()),
                     };
                     let count = |s: State| st.active.values().filter(|a| a.state == s).count() as u32;

@@ -5,9 +5,9 @@ use crate::query::{self, QueryError};
 pub use crate::state::Ctx;
 
 pub mod alerts;
-pub use alerts::AlertsApi;
 use crate::store::commit::{AckFuture, CommitError};
 use crate::store::{Batch, StoreError};
+pub use alerts::AlertsApi;
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -32,11 +32,7 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(
-        routes: route::Config,
-        cfg: &crate::config::AlertingConfig,
-        queue: queue::Queue,
-    ) -> Notifier {
+    pub fn new(routes: route::Config, cfg: &crate::config::AlertingConfig, queue: queue::Queue) -> Notifier {
         Notifier {
             routes,
             alertmanagers: cfg.alertmanagers.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),

@@ -56,7 +56,14 @@ fn alert_json(labels: &[(String, String)], a: &Alert, external_url: &str, expr: 
 }
 
 /// Alertmanager's webhook payload (version 4) for one alert routed by `route` to `receiver`.
-pub fn webhook(route: &Route, receiver: &str, labels: &[(String, String)], a: &Alert, external_url: &str, expr: &str) -> Vec<u8> {
+pub fn webhook(
+    route: &Route,
+    receiver: &str,
+    labels: &[(String, String)],
+    a: &Alert,
+    external_url: &str,
+    expr: &str,
+) -> Vec<u8> {
     let group: Vec<(String, String)> = if route.group_by.iter().any(|g| g == "...") {
         labels.to_vec()
     } else {
@@ -81,7 +88,13 @@ pub fn webhook(route: &Route, receiver: &str, labels: &[(String, String)], a: &A
 
 /// The body of Alertmanager's `POST /api/v2/alerts` for one alert; `valid_until` is the
 /// `endsAt` of a firing alert (resent before then while it fires).
-pub fn alertmanager(labels: &[(String, String)], a: &Alert, external_url: &str, expr: &str, valid_until: i64) -> Vec<u8> {
+pub fn alertmanager(
+    labels: &[(String, String)],
+    a: &Alert,
+    external_url: &str,
+    expr: &str,
+    valid_until: i64,
+) -> Vec<u8> {
     let mut v = alert_json(labels, a, external_url, expr, Some(valid_until));
     if let Value::Object(m) = &mut v {
         // Alertmanager's API takes these five fields only.

@@ -79,7 +79,9 @@ impl Queue {
         let mut items = BTreeMap::new();
         for e in std::fs::read_dir(&qdir)? {
             let p = e?.path();
-            let Some(seq) = p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()) else { continue };
+            let Some(seq) = p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
             if p.extension().is_some_and(|x| x == "json") {
                 match std::fs::read(&p).map(|b| serde_json::from_slice::<Item>(&b)) {
                     Ok(Ok(it)) => {
@@ -178,7 +180,11 @@ impl Queue {
             inner.items.remove(&seq);
             drop(inner);
             let _ = std::fs::remove_file(self.path(seq));
-            self.record(now, &it, &if expired { format!("{outcome}; given up after {} attempts", it.attempts) } else { outcome });
+            self.record(
+                now,
+                &it,
+                &if expired { format!("{outcome}; given up after {} attempts", it.attempts) } else { outcome },
+            );
             return;
         }
         let backoff = (1000i64 << (it.attempts - 1).min(20)).min(MAX_BACKOFF_MS);

@@ -126,12 +126,20 @@ fn build(d: &RouteDoc, parent: Option<&Route>, notes: &mut Vec<String>, path: &s
         matchers.push(Matcher::parse(m).map_err(|e| format!("{path}: {e}"))?);
     }
     for (k, v) in &d.match_eq {
-        matchers.push(Matcher::parse(&format!("{k}={}", serde_json::to_string(v).expect("string"))).map_err(|e| format!("{path}: {e}"))?);
+        matchers.push(
+            Matcher::parse(&format!("{k}={}", serde_json::to_string(v).expect("string")))
+                .map_err(|e| format!("{path}: {e}"))?,
+        );
     }
     for (k, v) in &d.match_re {
-        matchers.push(Matcher::parse(&format!("{k}=~{}", serde_json::to_string(v).expect("string"))).map_err(|e| format!("{path}: {e}"))?);
+        matchers.push(
+            Matcher::parse(&format!("{k}=~{}", serde_json::to_string(v).expect("string")))
+                .map_err(|e| format!("{path}: {e}"))?,
+        );
     }
-    for (what, v) in [("group_wait", &d.group_wait), ("group_interval", &d.group_interval), ("repeat_interval", &d.repeat_interval)] {
+    for (what, v) in
+        [("group_wait", &d.group_wait), ("group_interval", &d.group_interval), ("repeat_interval", &d.repeat_interval)]
+    {
         if let Some(v) = v {
             notes.push(format!("{path}: {what}: {v} is read but not applied (each alert is notified on its own)"));
         }
@@ -182,7 +190,8 @@ impl Config {
             }
             let mut hooks = Vec::new();
             for w in r.webhook_configs {
-                let u = reqwest::Url::parse(&w.url).map_err(|e| format!("receiver {:?}: url {:?}: {e}", r.name, w.url))?;
+                let u =
+                    reqwest::Url::parse(&w.url).map_err(|e| format!("receiver {:?}: url {:?}: {e}", r.name, w.url))?;
                 if u.scheme() != "http" && u.scheme() != "https" {
                     return Err(format!("receiver {:?}: url {:?}: not http or https", r.name, w.url));
                 }
@@ -267,7 +276,8 @@ mod tests {
         assert_eq!(names(&[("model", "bert")]), ["default"]);
         assert_eq!(c.route(&ls(&[]))[0].group_by, ["alertname"]);
         assert!(!c.receiver("pager").unwrap().webhook_configs[0].send_resolved);
-        let e = Config::parse("route: {receiver: x}\nreceivers: [{name: x, email_configs: [{to: a@b}]}]\n").unwrap_err();
+        let e =
+            Config::parse("route: {receiver: x}\nreceivers: [{name: x, email_configs: [{to: a@b}]}]\n").unwrap_err();
         assert!(e.contains("email_configs") && e.contains("not supported yet"), "{e}");
         let e = Config::parse("route: {receiver: nope}\nreceivers: [{name: x}]\n").unwrap_err();
         assert!(e.contains("\"nope\" is not defined"), "{e}");
