@@ -322,6 +322,13 @@ async fn kill9_neither_repages_nor_forgets_the_resolution() {
         before.iter().map(|a| (a.rule.as_str(), a.state.as_str())).collect::<Vec<_>>(),
         [("FlagUp", "firing"), ("SlowBurn", "pending")]
     );
+    // The round's states are saved right after its notifications are queued: kill once they are.
+    let state = data.join("alerts/state.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&state).is_ok_and(|s| s.contains("SlowBurn") && s.contains("firing")) {
+        assert!(Instant::now() < deadline, "alert states never saved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     d.kill9();
 
     // Back up: the same alerts, same start times; no second "firing".
