@@ -3,6 +3,7 @@
 //! `keep_firing_for`, `labels`, `annotations`. A file is taken whole or refused whole, with the
 //! file, the group, the rule and the reason (the shape of `promtool check rules`' messages).
 use super::template::Template;
+use crate::ingest::validate::{valid_label_name, valid_metric_name};
 use crate::promql::script::parse_duration;
 use promql_parser::parser::Expr;
 use serde::Deserialize;
@@ -105,18 +106,6 @@ pub struct Group {
     /// At most this many alerts per alerting rule and series per recording rule (0: no limit).
     pub limit: usize,
     pub rules: Vec<Rule>,
-}
-
-fn valid_label_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(x) if x.is_ascii_alphabetic() || x == '_')
-        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
-}
-
-fn valid_metric_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(x) if x.is_ascii_alphabetic() || x == '_' || x == ':')
-        && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
 }
 
 fn duration(what: &str, t: &Option<Text>) -> Result<i64, String> {

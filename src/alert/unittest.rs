@@ -11,7 +11,7 @@ use super::eval::{eval_group, Env, GroupState, State, Storage};
 use super::rules::{self, Group};
 use super::template::go_g;
 use crate::config::QueryConfig;
-use crate::promql::script::{expand_values, parse_duration, parse_series};
+use crate::promql::script::{expand_values, parse_duration, parse_number, parse_series};
 use crate::promql::{self, fmt_labels, Answer, Labels, MemSource, Opts, Source};
 use crate::query::Budget;
 use serde::Deserialize;
@@ -393,7 +393,7 @@ fn run_group(tg: &TestGroup, groups: &[Group], eval_ms: i64, rep: &mut Report) {
             let labels = if s.labels.trim().is_empty() { Ok(Vec::new()) } else { parse_series(&s.labels) };
             let v = match &s.value {
                 None => Ok(0.0),
-                Some(Scalar(x)) => parse_float(x).ok_or_else(|| format!("{x:?}: not a number")),
+                Some(Scalar(x)) => parse_number(x.trim()).ok_or_else(|| format!("{x:?}: not a number")),
             };
             match (labels, v) {
                 (Ok(l), Ok(v)) => exp.push((l, v)),
@@ -419,15 +419,6 @@ fn run_group(tg: &TestGroup, groups: &[Group], eval_ms: i64, rep: &mut Report) {
                 fmt_samples(&got)
             ));
         }
-    }
-}
-
-fn parse_float(s: &str) -> Option<f64> {
-    match s.trim() {
-        "Inf" | "+Inf" | "inf" | "+inf" => Some(f64::INFINITY),
-        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
-        "NaN" | "nan" => Some(f64::NAN),
-        x => x.parse().ok(),
     }
 }
 

@@ -27,13 +27,15 @@ pub struct Validator {
     limits: Limits,
 }
 
-fn valid_metric_name(s: &str) -> bool {
+/// Prometheus' metric name syntax (also what recording rules may record as).
+pub fn valid_metric_name(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_' || f == ':')
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
 }
 
-fn valid_label_name(s: &str) -> bool {
+/// Prometheus' label name syntax.
+pub fn valid_label_name(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')

@@ -58,7 +58,8 @@ pub fn parse_duration(s: &str) -> Option<i64> {
     Some(total)
 }
 
-fn parse_number(s: &str) -> Option<f64> {
+/// A sample value as the test formats write it (`Inf`, `-Inf`, `NaN`, `0x1f`, decimals).
+pub fn parse_number(s: &str) -> Option<f64> {
     match s {
         "Inf" | "+Inf" | "inf" | "+inf" => Some(f64::INFINITY),
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
