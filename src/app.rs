@@ -96,9 +96,10 @@ pub async fn run_with(
     for n in &routes.notes {
         tracing::warn!(note = %n, "alerting.notify_config");
     }
-    let queue = crate::notify::queue::Queue::open(&cfg.storage.data_dir.join("notify"))
-        .map_err(|e| AppError::Config(format!("notification queue in {}: {e}", cfg.storage.data_dir.display())))?;
-    let notifier = Arc::new(crate::notify::Notifier::new(routes, &cfg.alerting, queue));
+    let notifier = Arc::new(
+        crate::notify::Notifier::open(routes, &cfg.alerting, &cfg.storage.data_dir.join("notify"))
+            .map_err(AppError::Config)?,
+    );
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         committer,
@@ -116,6 +117,7 @@ pub async fn run_with(
         open_streams: Arc::new(AtomicUsize::new(0)),
         samplers: Arc::new(Mutex::new(Default::default())),
         alerts: Arc::new(alerts),
+        notifier: notifier.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -141,7 +143,12 @@ pub async fn run_with(
         .timeout(cfg.alerting.notify_timeout)
         .build()
         .map_err(|e| AppError::Config(format!("HTTP client for notifications: {e}")))?;
-    tokio::spawn(notifier.queue_handle().run(client, ctx.clock.clone(), shutdown.clone()));
+    let sender = Arc::new(crate::notify::receiver::Sender {
+        config: notifier.config.clone(),
+        client,
+        timeout: cfg.alerting.notify_timeout,
+    });
+    tokio::spawn(notifier.queue_handle().run(sender, ctx.clock.clone(), shutdown.clone()));
     tokio::spawn(crate::alert::run::run(ctx.clone(), ctx.alerts.clone(), notifier.clone(), shutdown.clone()));
 
     background(&ctx, &cfg, shutdown.clone());

@@ -53,9 +53,15 @@ pub struct AlertingConfig {
     /// Alertmanagers (`http://host:9093`) that get every firing and resolved alert
     /// (`POST /api/v2/alerts`), resent while firing, for fleet-wide grouping and silences.
     pub alertmanagers: Vec<String>,
-    /// Longest a notification's HTTP request may take.
+    /// Longest a notification's HTTP request or SMTP session may take.
     #[serde(with = "humantime_serde_compat")]
     pub notify_timeout: Duration,
+    /// Silences in force (pending or active) at once; more are refused.
+    pub max_silences: usize,
+    /// Matchers one silence may have.
+    pub max_silence_matchers: usize,
+    /// Bytes of one silence's author, comment and matchers together.
+    pub max_silence_bytes: usize,
 }
 
 impl Default for AlertingConfig {
@@ -68,6 +74,9 @@ impl Default for AlertingConfig {
             notify_config: String::new(),
             alertmanagers: Vec::new(),
             notify_timeout: Duration::from_secs(10),
+            max_silences: 1000,
+            max_silence_matchers: 32,
+            max_silence_bytes: 8192,
         }
     }
 }

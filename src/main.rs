@@ -64,6 +64,25 @@ enum Command {
         #[command(subcommand)]
         what: RulesCommand,
     },
+    /// A running daemon's rules and alerts as tables: `rules` (health, last evaluation),
+    /// `active` (pending, firing, resolved; silenced or inhibited), `history` (when each was
+    /// pending and firing), `groups` (notification groups).
+    Alerts {
+        #[command(subcommand)]
+        what: AlertsCommand,
+        /// The daemon's gRPC address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", global = true)]
+        addr: String,
+    },
+    /// Silences on a running daemon: `add` (matchers, for a duration or until a time),
+    /// `list`, `expire`. A silenced alert stays visible as firing but is not sent.
+    Silence {
+        #[command(subcommand)]
+        what: SilenceCommand,
+        /// The daemon's gRPC address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", global = true)]
+        addr: String,
+    },
     /// Repair a data folder whose write-ahead log is damaged: replays every record that can be
     /// read, reports each damaged stretch (file, offset, bytes, why), and leaves the folder
     /// clean (everything checkpointed, the log emptied) so that `serve` starts. Run it with the
@@ -91,6 +110,80 @@ enum RulesCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Every rule: group, type, health, last evaluation and its duration, pending/firing.
+    Rules,
+    /// Pending, firing and recently resolved alerts.
+    Active {
+        /// Only alerts matching these (`severity="page"`, `model=~"llm-.*"`).
+        matchers: Vec<String>,
+    },
+    /// When alerts were pending and firing, from the stored ALERTS series.
+    History {
+        /// Only alerts matching these.
+        matchers: Vec<String>,
+        /// How far back (default 24h); or --start/--end.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        #[arg(long, value_name = "TIME")]
+        start: Option<String>,
+        #[arg(long, value_name = "TIME")]
+        end: Option<String>,
+    },
+    /// Notification groups: receiver, group key, alerts, next flush.
+    Groups,
+}
+
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Silence the alerts matching every matcher, e.g. `alertname="GpuHot" gpu="0"`.
+    Add {
+        #[arg(required = true, value_name = "MATCHER")]
+        matchers: Vec<String>,
+        /// How long from the start (default 1h).
+        #[arg(long, value_name = "DURATION")]
+        duration: Option<String>,
+        /// Start (RFC 3339 or Unix seconds; default now).
+        #[arg(long, value_name = "TIME")]
+        start: Option<String>,
+        /// End (RFC 3339 or Unix seconds), instead of --duration.
+        #[arg(long, value_name = "TIME")]
+        end: Option<String>,
+        /// Who silences (default $USER).
+        #[arg(long)]
+        author: Option<String>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Pending and active silences (--expired: also those ended in the last five days).
+    List {
+        #[arg(long)]
+        expired: bool,
+    },
+    /// End silences now.
+    Expire {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+}
+
+/// Runs one client command on a small runtime; prints its table or its error (exit 1).
+fn client_command(name: &str, f: impl std::future::Future<Output = Result<String, String>>) -> ! {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    match rt.block_on(f) {
+        Ok(out) => {
+            print!("{out}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("modelwatch {name}: {e}");
+            std::process::exit(1)
+        }
+    }
 }
 
 fn init_tracing(cfg: &Config) {
@@ -134,6 +227,44 @@ fn main() -> anyhow::Result<()> {
             };
             print!("{out}");
             std::process::exit(if ok { 0 } else { 1 });
+        }
+        Command::Alerts { what, addr } => {
+            use modelwatch::cli::alerts;
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            match what {
+                AlertsCommand::Rules => client_command("alerts rules", alerts::rules(&addr)),
+                AlertsCommand::Active { matchers } => {
+                    client_command("alerts active", alerts::active(&addr, matchers, now))
+                }
+                AlertsCommand::History { matchers, since, start, end } => {
+                    let last = match (&since, &start) {
+                        (None, None) => "24h".to_string(),
+                        (s, _) => s.clone().unwrap_or_default(),
+                    };
+                    let range = modelwatch::pb::TimeRange {
+                        start: start.unwrap_or_default(),
+                        end: end.unwrap_or_default(),
+                        last,
+                    };
+                    client_command("alerts history", alerts::history(&addr, range, matchers))
+                }
+                AlertsCommand::Groups => client_command("alerts groups", alerts::groups(&addr)),
+            }
+        }
+        Command::Silence { what, addr } => {
+            use modelwatch::cli::alerts;
+            match what {
+                SilenceCommand::Add { matchers, duration, start, end, author, comment } => {
+                    let author = author.or_else(|| std::env::var("USER").ok()).unwrap_or_default();
+                    let a = alerts::SilenceArgs { matchers, duration, start, end, author, comment };
+                    client_command("silence add", alerts::silence_add(&addr, a))
+                }
+                SilenceCommand::List { expired } => {
+                    client_command("silence list", alerts::silence_list(&addr, expired))
+                }
+                SilenceCommand::Expire { ids } => client_command("silence expire", alerts::silence_expire(&addr, ids)),
+            }
         }
         Command::Recover { config, data_dir } => {
             let mut cfg = Config::load(config.as_deref())?;

@@ -31,6 +31,8 @@ pub struct Ctx {
     pub open_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The rules and their alerts.
     pub alerts: Arc<crate::alert::manager::Manager>,
+    /// Groups, silences and the notification queue.
+    pub notifier: Arc<crate::notify::Notifier>,
     /// What each sampler does, or why it is off (shown by Status).
     pub samplers: Arc<Mutex<BTreeMap<String, String>>>,
 }

@@ -95,7 +95,7 @@ fn setup(dir: &Path, rules: &str, hook: &str) -> Vec<(String, String)> {
     std::fs::write(dir.join("rules.yml"), rules).unwrap();
     std::fs::write(
         dir.join("notify.yml"),
-        format!("route:\n  receiver: hook\n  group_by: [alertname]\nreceivers:\n- name: hook\n  webhook_configs:\n  - url: {hook}\n"),
+        format!("route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 15s\nreceivers:\n- name: hook\n  webhook_configs:\n  - url: {hook}\n"),
     )
     .unwrap();
     vec![

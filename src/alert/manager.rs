@@ -7,9 +7,8 @@
 //! Reloads (file change, SIGHUP, `Alerts/ReloadRules`) swap the whole rule set or nothing: a
 //! refused file leaves the rules in force and the refusal is reported. A rule that is still
 //! there after a reload (same file, group and name) keeps its state.
-use super::eval::{eval_group, Alert, Env, GroupState, RuleState, State, Storage};
+use super::eval::{eval_group, Alert, Env, GroupState, RuleState, Storage};
 use super::rules::{self, Group};
-use crate::promql::Labels;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,15 +31,13 @@ pub struct ReloadStatus {
     pub files: Vec<String>,
 }
 
-/// An alert's change seen by one evaluation: what notifications are made of.
+/// An alert with where it comes from.
 #[derive(Debug, Clone)]
-pub struct Change {
-    pub alert: Alert,
-    /// The state before this evaluation.
-    pub was: State,
+pub struct RuleAlert {
     pub group: String,
     pub rule: String,
     pub expr: String,
+    pub alert: Alert,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -202,42 +199,22 @@ impl Manager {
     }
 
     /// Evaluates every group whose time has come at `now_ms` (each at its own schedule:
-    /// multiples of its interval), then saves the states. Returns the alerts that changed
-    /// or are firing (what notifications are made of) and the errors of the rules.
-    pub fn eval_due(&self, now_ms: i64, storage: &mut dyn Storage) -> (Vec<Change>, Vec<String>) {
+    /// multiples of its interval). Returns whether any was, and the errors of the rules.
+    pub fn eval_due(&self, now_ms: i64, storage: &mut dyn Storage) -> (bool, Vec<String>) {
         let mut inner = self.lock();
-        let mut changes = Vec::new();
         let mut errors = Vec::new();
+        let mut any = false;
         for l in inner.groups.iter_mut() {
-            let at = due(l);
-            if at > now_ms {
+            if due(l) > now_ms {
                 continue;
             }
+            any = true;
             // The newest scheduled time not after now: a daemon that was away skips the
             // evaluations it missed rather than running them all.
             let t = now_ms - now_ms.rem_euclid(l.interval_ms);
-            let before: Vec<BTreeMap<Labels, State>> =
-                l.state.rules.iter().map(|r| r.active.iter().map(|(k, a)| (k.clone(), a.state)).collect()).collect();
             errors.extend(eval_group(&l.group, &mut l.state, t, storage, &self.env));
-            for (i, (rule, st)) in l.group.rules.iter().zip(l.state.rules.iter()).enumerate() {
-                if !rule.is_alert() {
-                    continue;
-                }
-                for (k, a) in &st.active {
-                    let was = before.get(i).and_then(|b| b.get(k)).copied().unwrap_or(State::Inactive);
-                    if was != a.state || a.state == State::Firing {
-                        changes.push(Change {
-                            alert: a.clone(),
-                            was,
-                            group: l.group.name.clone(),
-                            rule: rule.name.clone(),
-                            expr: rule.expr_text.clone(),
-                        });
-                    }
-                }
-            }
         }
-        (changes, errors)
+        (any, errors)
     }
 
     /// Saves the states when they changed. Called after the notifications an evaluation made
@@ -247,19 +224,30 @@ impl Manager {
         save(&self.state_path, &mut inner)
     }
 
+    /// The longest evaluation interval of the groups (the default when none is loaded).
+    pub fn max_interval_ms(&self) -> i64 {
+        let inner = self.lock();
+        inner.groups.iter().map(|l| l.interval_ms).max().unwrap_or(self.default_interval_ms)
+    }
+
     /// Every rule, for `ListRules`.
     pub fn with_groups<T>(&self, f: impl FnOnce(&[Loaded]) -> T) -> T {
         f(&self.lock().groups)
     }
 
     /// Pending and firing alerts (and resolved ones still kept), by rule.
-    pub fn alerts(&self) -> Vec<(String, String, Alert)> {
+    pub fn alerts(&self) -> Vec<RuleAlert> {
         let inner = self.lock();
         let mut out = Vec::new();
         for l in &inner.groups {
             for (r, st) in l.group.rules.iter().zip(&l.state.rules) {
                 for a in st.active.values() {
-                    out.push((l.group.name.clone(), r.name.clone(), a.clone()));
+                    out.push(RuleAlert {
+                        group: l.group.name.clone(),
+                        rule: r.name.clone(),
+                        expr: r.expr_text.clone(),
+                        alert: a.clone(),
+                    });
                 }
             }
         }

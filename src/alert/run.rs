@@ -97,15 +97,29 @@ pub async fn run(ctx: Arc<Ctx>, mgr: Arc<Manager>, notifier: Arc<Notifier>, shut
         }
         let now = ctx.clock.now_ms();
         if mgr.next_due().is_none_or(|d| d > now) {
+            // Between evaluations, groups may still come due (group_wait, group_interval).
+            if notifier.next_flush().is_some_and(|t| t <= now) {
+                let n = notifier.clone();
+                match tokio::task::spawn_blocking(move || n.flush(now)).await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "notifications not queued"),
+                    Err(e) => tracing::error!(error = %e, "notification task failed"),
+                    Ok(Ok(())) => {}
+                }
+            }
             continue;
         }
-        let (m, c, handle) = (mgr.clone(), ctx.clone(), tokio::runtime::Handle::current());
+        let (m, c, n, handle) = (mgr.clone(), ctx.clone(), notifier.clone(), tokio::runtime::Handle::current());
         let done = tokio::task::spawn_blocking(move || {
             let mut st = DaemonStorage { ctx: &c, src: StoreSource { store: &c.store }, handle, now };
-            m.eval_due(now, &mut st)
+            let (_, errors) = m.eval_due(now, &mut st);
+            // Notifications first (queued durably), then the states: a crash between the two
+            // sends a notification twice rather than never.
+            let alerts: Vec<_> = m.alerts().into_iter().map(|r| (r.alert, r.expr)).collect();
+            let queued = n.update(&alerts, now);
+            (errors, queued, m.save_states())
         })
         .await;
-        let (changes, errors) = match done {
+        let (errors, queued, saved) = match done {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(error = %e, "rule evaluation task failed");
@@ -115,14 +129,11 @@ pub async fn run(ctx: Arc<Ctx>, mgr: Arc<Manager>, notifier: Arc<Notifier>, shut
         for e in errors {
             tracing::warn!(error = %e, "rule evaluation");
         }
-        if let Err(e) = notifier.handle(&changes, now) {
+        if let Err(e) = queued {
             tracing::error!(error = %e, "notifications not queued");
         }
-        let m = mgr.clone();
-        match tokio::task::spawn_blocking(move || m.save_states()).await {
-            Ok(Err(e)) => tracing::error!(error = %e, "alert states not saved"),
-            Err(e) => tracing::error!(error = %e, "alert state task failed"),
-            Ok(Ok(())) => {}
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "alert states not saved");
         }
     }
 }

@@ -155,6 +155,8 @@ const FUNCS: &[&str] = &[
     "toTime",
     "parseDuration",
     "externalURL",
+    "join",
+    "trimSpace",
 ];
 
 const QUERY_FUNCS: &[&str] =
@@ -173,6 +175,27 @@ impl Template {
             return Err(format!("template: {name}:{line}: unexpected {{{{{kw}}}}}"));
         }
         Ok(Template { name: name.to_string(), nodes })
+    }
+
+    /// Parses a notification template (Alertmanager's data: `.Status`, `.Alerts`,
+    /// `.GroupLabels`, `.CommonLabels`, ...; only `$` is predefined).
+    pub fn parse_notification(name: &str, text: &str) -> Result<Template, String> {
+        let toks = lex(text).map_err(|(line, e)| format!("template: {name}:{line}: {e}"))?;
+        let mut p = Parser { toks, at: 0, scope: vec!["$".to_string()] };
+        let (nodes, stop) = p.nodes().map_err(|(line, e)| format!("template: {name}:{line}: {e}"))?;
+        if let Some((kw, line)) = stop {
+            return Err(format!("template: {name}:{line}: unexpected {{{{{kw}}}}}"));
+        }
+        Ok(Template { name: name.to_string(), nodes })
+    }
+
+    /// Expands with `dot` as `.` and `$`.
+    pub fn expand_dot(&self, dot: &Value) -> Result<String, String> {
+        let mut vars: Vec<(String, Value)> = vec![("$".into(), dot.clone())];
+        let mut out = String::new();
+        run(&self.nodes, dot, &mut vars, &mut out, 0)
+            .map_err(|(line, e)| format!("error executing template {n}: template: {n}:{line}: {e}", n = self.name))?;
+        Ok(out)
     }
 
     /// Whether the text has no action at all (plain labels need no expansion).
@@ -670,7 +693,41 @@ fn field(v: Value, names: &[String], line: usize) -> Result<Value, RErr> {
     for n in names {
         v = match v {
             // A missing key of a string map is the empty string, as Go's zero value.
+            // Alertmanager's KV methods on a label map.
+            Value::Map(m) if n == "SortedPairs" => Value::List(
+                m.into_iter()
+                    .map(|(k, v)| {
+                        Value::Dict(BTreeMap::from([
+                            ("Name".to_string(), Value::Str(k)),
+                            ("Value".to_string(), Value::Str(v)),
+                        ]))
+                    })
+                    .collect(),
+            ),
+            Value::Map(m) if n == "Names" => Value::List(m.into_keys().map(Value::Str).collect()),
+            Value::Map(m) if n == "Values" => Value::List(m.into_values().map(Value::Str).collect()),
             Value::Map(m) => Value::Str(m.get(n).cloned().unwrap_or_default()),
+            // Alertmanager's `.Alerts.Firing`, `.Alerts.Resolved`, and `.Names`/`.Values` of
+            // a list of pairs.
+            Value::List(l) if n == "Firing" || n == "Resolved" => {
+                let want = if n == "Firing" { "firing" } else { "resolved" };
+                Value::List(
+                    l.into_iter()
+                        .filter(|a| matches!(a, Value::Dict(d) if d.get("Status") == Some(&Value::Str(want.into()))))
+                        .collect(),
+                )
+            }
+            Value::List(l) if n == "Names" || n == "Values" => {
+                let key = if n == "Names" { "Name" } else { "Value" };
+                Value::List(
+                    l.into_iter()
+                        .map(|p| match p {
+                            Value::Dict(mut d) => d.remove(key).unwrap_or(Value::Nil),
+                            _ => Value::Nil,
+                        })
+                        .collect(),
+                )
+            }
             Value::Dict(m) => match m.get(n) {
                 Some(x) => x.clone(),
                 None => return Err((line, format!("can't evaluate field {n}"))),
@@ -947,6 +1004,18 @@ fn call(name: &str, args: Vec<Value>, line: usize) -> Result<Value, RErr> {
             Value::Str(out)
         }
         "externalURL" => Value::Nil,
+        "join" => {
+            want(2)?;
+            let sep = args[0].print();
+            match &args[1] {
+                Value::List(l) => Value::Str(l.iter().map(|v| v.print()).collect::<Vec<_>>().join(&sep)),
+                other => return Err((line, format!("join: expected a list, got {}", type_name(other)))),
+            }
+        }
+        "trimSpace" => {
+            want(1)?;
+            Value::Str(args[0].print().trim().to_string())
+        }
         other => return Err((line, format!("function {other:?} not defined"))),
     })
 }

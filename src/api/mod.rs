@@ -309,7 +309,7 @@ async fn blocking<T: Send + 'static>(
     ctx.query_pool.run(move || f(&store, &mut budget)).await?.map(Response::new).map_err(Status::from)
 }
 
-async fn promql_blocking<T: Send + 'static>(
+pub(crate) async fn promql_blocking<T: Send + 'static>(
     ctx: &Arc<Ctx>,
     f: impl FnOnce(&crate::store::Store, &mut query::Budget) -> Result<T, crate::promql::PromqlError> + Send + 'static,
 ) -> Result<Response<T>, Status> {

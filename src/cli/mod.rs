@@ -1,4 +1,5 @@
 //! Command-line clients of the daemon's own APIs (as promtool and amtool are of
 //! Prometheus'): each talks to a running daemon over gRPC.
+pub mod alerts;
 pub mod query;
 pub mod rules;

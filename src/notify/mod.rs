@@ -1,100 +1,168 @@
-//! Notifications: where alerts go and how they get there. Knows no PromQL: it is handed the
-//! alerts that changed ([`crate::alert::manager::Change`]) after each evaluation.
+//! Notifications: where alerts go and how they get there. Knows no PromQL: after each
+//! evaluation it is handed every firing and recently resolved alert.
 //!
 //! # Layout
-//! - [`route`]: the routing file, in Alertmanager's format (a subset: `route` with `receiver`,
-//!   `matchers`/`match`/`match_re`, `routes`, `continue`, `group_by`; `receivers` with
-//!   `webhook_configs`);
-//! - [`payload`]: Alertmanager's webhook body (version 4) and its `POST /api/v2/alerts` body;
-//! - [`queue`]: the durable queue: each notification a file, synced before the evaluation
-//!   that made it is done, sent by its own task, retried with backoff until the receiver
-//!   takes it, then removed; every attempt is appended to `attempts.log`.
+//! - [`route`]: the notification file, in Alertmanager's format (`global`, the `route` tree
+//!   with grouping timers, `receivers`, `inhibit_rules`);
+//! - [`receiver`]: email, webhook, Slack, DingTalk and Feishu integrations: rendering a
+//!   group's notification, and sending a queued one;
+//! - [`payload`]: what a notification says (Alertmanager's template data, the webhook
+//!   payload, the default title and text) and the body of Alertmanager's `POST /api/v2/alerts`;
+//! - [`dispatch`]: aggregation groups, their timers, muting, and the notification log;
+//! - [`silence`]: silences, kept in a file;
+//! - [`queue`]: the durable queue: each notification a file, synced before the round that
+//!   made it is done, sent by its own task, retried with backoff, every attempt logged.
+pub mod dispatch;
 pub mod payload;
 pub mod queue;
+pub mod receiver;
 pub mod route;
+pub mod silence;
 
-use crate::alert::eval::State;
-use crate::alert::manager::Change;
+use crate::alert::eval::{Alert, State};
+use payload::NAlert;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-/// What the evaluator hands over after each round: turns changes into queued notifications.
+/// Hands alerts to the dispatcher and to the Alertmanagers, and flushes groups when due.
 pub struct Notifier {
-    pub routes: route::Config,
-    pub alertmanagers: Vec<String>,
-    pub external_url: String,
-    pub external_labels: Vec<(String, String)>,
-    pub queue: std::sync::Arc<queue::Queue>,
-    /// When each firing alert was last sent to the Alertmanagers (by fingerprint).
-    am_sent: std::sync::Mutex<HashMap<u64, i64>>,
-    /// How long Alertmanager should consider a firing alert current without news.
+    pub config: Arc<route::Config>,
+    pub silences: Arc<silence::Silences>,
+    alertmanagers: Vec<String>,
+    external_url: String,
+    external_labels: Vec<(String, String)>,
+    queue: Arc<queue::Queue>,
+    dispatch: Mutex<dispatch::Dispatcher>,
+    /// When each alert was last sent to the Alertmanagers, and whether as resolved.
+    am_sent: Mutex<HashMap<u64, (i64, bool)>>,
+    /// How often a firing alert is sent again to the Alertmanagers (Prometheus' resend delay).
     pub resend_ms: i64,
-    pub eval_interval_ms: i64,
+    eval_interval_ms: i64,
 }
 
 impl Notifier {
-    pub fn new(routes: route::Config, cfg: &crate::config::AlertingConfig, queue: queue::Queue) -> Notifier {
-        Notifier {
-            routes,
+    pub fn open(
+        config: route::Config,
+        cfg: &crate::config::AlertingConfig,
+        dir: &std::path::Path,
+    ) -> Result<Notifier, String> {
+        let queue = queue::Queue::open(dir).map_err(|e| format!("notification queue in {}: {e}", dir.display()))?;
+        let limits = silence::Limits {
+            max_silences: cfg.max_silences,
+            max_matchers: cfg.max_silence_matchers,
+            max_bytes: cfg.max_silence_bytes,
+        };
+        Ok(Notifier {
+            config: Arc::new(config),
+            silences: Arc::new(silence::Silences::open(dir, limits)?),
             alertmanagers: cfg.alertmanagers.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
             external_url: cfg.external_url.clone(),
             external_labels: cfg.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            queue: std::sync::Arc::new(queue),
+            queue: Arc::new(queue),
+            dispatch: Mutex::new(dispatch::Dispatcher::open(dir.join("nflog.json"))?),
             am_sent: Default::default(),
             resend_ms: 60_000,
             eval_interval_ms: cfg.evaluation_interval.as_millis() as i64,
-        }
+        })
     }
 
-    pub fn queue_handle(&self) -> std::sync::Arc<queue::Queue> {
+    pub fn queue_handle(&self) -> Arc<queue::Queue> {
         self.queue.clone()
     }
 
-    /// Queues what `changes` call for at `now`: to each routed receiver, a firing alert once
-    /// when it starts firing and a resolved one once when it ends (if `send_resolved`); to
-    /// each Alertmanager, firing alerts again every minute and resolved ones once.
-    pub fn handle(&self, changes: &[Change], now: i64) -> std::io::Result<()> {
-        let mut out: Vec<queue::Item> = Vec::new();
-        for c in changes {
-            let a = &c.alert;
-            let mut labels = a.labels.clone();
-            for (k, v) in &self.external_labels {
-                if !labels.iter().any(|(x, _)| x == k) {
-                    labels.push((k.clone(), v.clone()));
-                }
-            }
-            labels.sort();
-            let starts = a.state == State::Firing && c.was != State::Firing;
-            let ends = a.state == State::Inactive && c.was == State::Firing;
-            if starts || ends {
-                for r in self.routes.route(&labels) {
-                    let Some(rc) = self.routes.receiver(&r.receiver) else { continue };
-                    for w in &rc.webhook_configs {
-                        if ends && !w.send_resolved {
-                            continue;
-                        }
-                        let body = payload::webhook(&r, &rc.name, &labels, a, &self.external_url, &c.expr);
-                        out.push(queue::Item::new(&rc.name, &w.url, body, now));
-                    }
-                }
-            }
-            if !self.alertmanagers.is_empty() && a.state != State::Pending {
-                let fp = payload::fingerprint(&labels);
-                let mut sent = self.am_sent.lock().unwrap_or_else(|p| p.into_inner());
-                let due = ends || starts || sent.get(&fp).is_none_or(|t| now - t >= self.resend_ms);
-                if due {
-                    if ends {
-                        sent.remove(&fp);
-                    } else {
-                        sent.insert(fp, now);
-                    }
-                    let valid = now + 4 * self.resend_ms.max(self.eval_interval_ms);
-                    let body = payload::alertmanager(&labels, a, &self.external_url, &c.expr, valid);
-                    for am in &self.alertmanagers {
-                        out.push(queue::Item::new("alertmanager", &format!("{am}/api/v2/alerts"), body.clone(), now));
-                    }
-                }
+    fn dispatcher(&self) -> std::sync::MutexGuard<'_, dispatch::Dispatcher> {
+        self.dispatch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An alert as notifications carry it: external labels added, the link to its rule.
+    pub fn to_nalert(&self, a: &Alert, expr: &str) -> NAlert {
+        let mut labels = a.labels.clone();
+        for (k, v) in &self.external_labels {
+            if !labels.iter().any(|(x, _)| x == k) {
+                labels.push((k.clone(), v.clone()));
             }
         }
-        self.queue.push_all(out)
+        labels.sort();
+        NAlert {
+            fingerprint: payload::fingerprint(&labels),
+            labels,
+            annotations: a.annotations.clone(),
+            starts_at: a.active_at,
+            ends_at: if a.state == State::Inactive { Some(a.resolved_at.unwrap_or(a.active_at)) } else { None },
+            generator_url: payload::generator(&self.external_url, expr),
+        }
+    }
+
+    /// After an evaluation: `alerts` (with their rules' expressions) are every alert the rules
+    /// hold. Firing and resolved ones go to the groups (flushed at once when due) and to the
+    /// Alertmanagers (firing ones again every minute, resolved ones until they are dropped).
+    pub fn update(&self, alerts: &[(Alert, String)], now: i64) -> std::io::Result<()> {
+        let list: Vec<NAlert> =
+            alerts.iter().filter(|(a, _)| a.state != State::Pending).map(|(a, e)| self.to_nalert(a, e)).collect();
+        self.dispatcher().update(&list, &self.config, now);
+        if !self.alertmanagers.is_empty() {
+            let mut sent = self.am_sent.lock().unwrap_or_else(|p| p.into_inner());
+            let due: Vec<NAlert> = list
+                .iter()
+                .filter(|a| match sent.get(&a.fingerprint) {
+                    None => true,
+                    Some((_, was_resolved)) if *was_resolved != !a.firing() => true,
+                    Some((t, _)) => now - t >= self.resend_ms,
+                })
+                .cloned()
+                .collect();
+            sent.retain(|fp, _| list.iter().any(|a| a.fingerprint == *fp));
+            for a in &due {
+                sent.insert(a.fingerprint, (now, !a.firing()));
+            }
+            drop(sent);
+            if !due.is_empty() {
+                let valid = now + 4 * self.resend_ms.max(self.eval_interval_ms);
+                let body = payload::alertmanager(&due, valid);
+                let items = self
+                    .alertmanagers
+                    .iter()
+                    .map(|am| {
+                        queue::Item::new(
+                            "alertmanager",
+                            "alertmanager",
+                            &format!("{am}/api/v2/alerts"),
+                            body.clone(),
+                            now,
+                        )
+                    })
+                    .collect();
+                self.queue.push_all(items)?;
+            }
+        }
+        self.flush(now)
+    }
+
+    /// When the next group is due.
+    pub fn next_flush(&self) -> Option<i64> {
+        self.dispatcher().next_flush()
+    }
+
+    /// Flushes the groups due at `now`: notifications queued (synced), then the log saved.
+    pub fn flush(&self, now: i64) -> std::io::Result<()> {
+        let mut d = self.dispatcher();
+        if d.next_flush().is_none_or(|t| t > now) {
+            return Ok(());
+        }
+        let out = d.flush_due(&self.config, &self.silences, &self.external_url, now);
+        let (entries, items): (Vec<_>, Vec<_>) = out.into_iter().map(|(k, e, it)| ((k, e), it)).unzip();
+        self.queue.push_all(items.into_iter().flatten().collect())?;
+        d.record(entries, now)
+    }
+
+    /// The silences that match `a` now, and whether an inhibition mutes it.
+    pub fn muted(&self, a: &Alert, now: i64) -> (Vec<String>, bool) {
+        let n = self.to_nalert(a, "");
+        self.dispatcher().muted(&n, &self.config, &self.silences, now)
+    }
+
+    /// The notification groups now (receiver, group key, alerts, next flush).
+    pub fn groups(&self) -> Vec<(String, String, usize, i64)> {
+        self.dispatcher().groups()
     }
 }

@@ -22,12 +22,42 @@ const MAX_BACKOFF_MS: i64 = 5 * 60_000;
 /// The attempt log is rotated (to `attempts.log.1`) past this size.
 const LOG_ROTATE_BYTES: u64 = 16 << 20;
 
+/// How an item travels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A POST of `body` (JSON) to `url`.
+    #[default]
+    Http,
+    /// `body` is the whole message, sent over SMTP from `mail_from` to `mail_to`.
+    Email,
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Delivered(String),
+    /// Worth another try (no answer, 5xx, 429, a transient SMTP error).
+    Retry(String),
+    /// Refused for good (4xx, a permanent SMTP error, a robot's error code): not retried.
+    Fail(String),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
     pub receiver: String,
+    /// Which of the receiver's integrations (`webhook[0]`, `email[1]`, `alertmanager`).
+    #[serde(default)]
+    pub integration: String,
     pub url: String,
-    /// The JSON body, as text.
+    /// The JSON body, or the mail, as text.
     pub body: String,
+    #[serde(default)]
+    pub kind: Kind,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mail_from: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mail_to: Vec<String>,
     pub created_ms: i64,
     pub attempts: u32,
     /// When the next attempt is due (ms).
@@ -35,11 +65,15 @@ pub struct Item {
 }
 
 impl Item {
-    pub fn new(receiver: &str, url: &str, body: Vec<u8>, now: i64) -> Item {
+    pub fn new(receiver: &str, integration: &str, url: &str, body: Vec<u8>, now: i64) -> Item {
         Item {
             receiver: receiver.into(),
+            integration: integration.into(),
             url: url.into(),
             body: String::from_utf8(body).unwrap_or_default(),
+            kind: Kind::Http,
+            mail_from: String::new(),
+            mail_to: Vec::new(),
             created_ms: now,
             attempts: 0,
             next_ms: now,
@@ -61,7 +95,7 @@ pub struct Queue {
     wake: tokio::sync::Notify,
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -147,6 +181,7 @@ impl Queue {
         let line = serde_json::json!({
             "time": super::payload::rfc3339(now),
             "receiver": it.receiver,
+            "integration": it.integration,
             "url": it.url,
             "attempt": it.attempts,
             "outcome": outcome,
@@ -165,26 +200,26 @@ impl Queue {
             .collect()
     }
 
-    fn finish(&self, seq: u64, now: i64, result: Result<u16, String>) {
+    fn finish(&self, seq: u64, now: i64, result: Outcome) {
         let mut inner = self.lock();
         inner.in_flight.remove(&seq);
         let Some(mut it) = inner.items.get(&seq).cloned() else { return };
         it.attempts += 1;
-        let (outcome, done) = match &result {
-            Ok(code) if (200..300).contains(code) => (format!("delivered ({code})"), true),
-            Ok(code) => (format!("HTTP {code}"), false),
-            Err(e) => (e.clone(), false),
+        let (outcome, done) = match result {
+            Outcome::Delivered(m) => (m, true),
+            Outcome::Fail(m) => (format!("{m}; not retried"), true),
+            Outcome::Retry(m) => (m, false),
         };
         let expired = !done && now - it.created_ms > MAX_AGE_MS;
         if done || expired {
             inner.items.remove(&seq);
             drop(inner);
             let _ = std::fs::remove_file(self.path(seq));
-            self.record(
-                now,
-                &it,
-                &if expired { format!("{outcome}; given up after {} attempts", it.attempts) } else { outcome },
-            );
+            let line = if expired { format!("{outcome}; given up after {} attempts", it.attempts) } else { outcome };
+            if !line.starts_with("delivered") {
+                tracing::warn!(receiver = %it.receiver, integration = %it.integration, outcome = %line, "notification not delivered");
+            }
+            self.record(now, &it, &line);
             return;
         }
         let backoff = (1000i64 << (it.attempts - 1).min(20)).min(MAX_BACKOFF_MS);
@@ -198,7 +233,12 @@ impl Queue {
     }
 
     /// Sends what is due until `shutdown`; each delivery runs as its own task.
-    pub async fn run(self: Arc<Self>, client: reqwest::Client, clock: ClockRef, shutdown: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        sender: Arc<super::receiver::Sender>,
+        clock: ClockRef,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let now = clock.now_ms();
             let due: Vec<(u64, Item)> = {
@@ -215,19 +255,9 @@ impl Queue {
                 d
             };
             for (seq, it) in due {
-                let (q, c, clock) = (self.clone(), client.clone(), clock.clone());
+                let (q, s, clock) = (self.clone(), sender.clone(), clock.clone());
                 tokio::spawn(async move {
-                    let r = c
-                        .post(&it.url)
-                        .header("content-type", "application/json")
-                        .header("user-agent", concat!("modelwatch/", env!("CARGO_PKG_VERSION")))
-                        .body(it.body.clone())
-                        .send()
-                        .await;
-                    let result = match r {
-                        Ok(resp) => Ok(resp.status().as_u16()),
-                        Err(e) => Err(error_chain(&e)),
-                    };
+                    let result = s.send(&it, clock.now_ms()).await;
                     q.finish(seq, clock.now_ms(), result);
                     q.wake.notify_one();
                 });
@@ -241,15 +271,4 @@ impl Queue {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }

@@ -14,7 +14,7 @@ pub mod pool;
 pub mod selector;
 
 pub use limits::Budget;
-pub use plan::{duration, fmt_ms, parse_duration, parse_range, timestamp};
+pub use plan::{duration, fmt_ms, parse_duration, parse_range, parse_time, timestamp};
 pub use selector::parse_selector;
 
 use crate::pb;

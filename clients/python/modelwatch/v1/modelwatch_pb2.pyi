@@ -875,7 +875,7 @@ class ActiveAlertsRequest(_message.Message):
     def __init__(self, matchers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AlertInfo(_message.Message):
-    __slots__ = ("labels", "annotations", "state", "active_at", "fired_at", "resolved_at", "value", "group", "rule")
+    __slots__ = ("labels", "annotations", "state", "active_at", "fired_at", "resolved_at", "value", "group", "rule", "silenced_by", "inhibited")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -899,6 +899,8 @@ class AlertInfo(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
+    SILENCED_BY_FIELD_NUMBER: _ClassVar[int]
+    INHIBITED_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.ScalarMap[str, str]
     annotations: _containers.ScalarMap[str, str]
     state: str
@@ -908,7 +910,122 @@ class AlertInfo(_message.Message):
     value: float
     group: str
     rule: str
-    def __init__(self, labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., active_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[float] = ..., group: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
+    silenced_by: _containers.RepeatedScalarFieldContainer[str]
+    inhibited: bool
+    def __init__(self, labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., active_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[float] = ..., group: _Optional[str] = ..., rule: _Optional[str] = ..., silenced_by: _Optional[_Iterable[str]] = ..., inhibited: _Optional[bool] = ...) -> None: ...
+
+class AlertHistoryRequest(_message.Message):
+    __slots__ = ("range", "matchers", "limit")
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    MATCHERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    range: TimeRange
+    matchers: _containers.RepeatedScalarFieldContainer[str]
+    limit: int
+    def __init__(self, range: _Optional[_Union[TimeRange, _Mapping]] = ..., matchers: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AlertPeriod(_message.Message):
+    __slots__ = ("labels", "state", "start", "end")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.ScalarMap[str, str]
+    state: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    def __init__(self, labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AlertHistoryResponse(_message.Message):
+    __slots__ = ("periods", "truncated")
+    PERIODS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    periods: _containers.RepeatedCompositeFieldContainer[AlertPeriod]
+    truncated: bool
+    def __init__(self, periods: _Optional[_Iterable[_Union[AlertPeriod, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class CreateSilenceRequest(_message.Message):
+    __slots__ = ("matchers", "starts_at", "ends_at", "duration", "created_by", "comment")
+    MATCHERS_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    matchers: _containers.RepeatedScalarFieldContainer[str]
+    starts_at: _timestamp_pb2.Timestamp
+    ends_at: _timestamp_pb2.Timestamp
+    duration: _duration_pb2.Duration
+    created_by: str
+    comment: str
+    def __init__(self, matchers: _Optional[_Iterable[str]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., created_by: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class SilenceInfo(_message.Message):
+    __slots__ = ("id", "matchers", "starts_at", "ends_at", "created_by", "comment", "state", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MATCHERS_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    matchers: _containers.RepeatedScalarFieldContainer[str]
+    starts_at: _timestamp_pb2.Timestamp
+    ends_at: _timestamp_pb2.Timestamp
+    created_by: str
+    comment: str
+    state: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., matchers: _Optional[_Iterable[str]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., comment: _Optional[str] = ..., state: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListSilencesRequest(_message.Message):
+    __slots__ = ("include_expired",)
+    INCLUDE_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    include_expired: bool
+    def __init__(self, include_expired: _Optional[bool] = ...) -> None: ...
+
+class ListSilencesResponse(_message.Message):
+    __slots__ = ("silences",)
+    SILENCES_FIELD_NUMBER: _ClassVar[int]
+    silences: _containers.RepeatedCompositeFieldContainer[SilenceInfo]
+    def __init__(self, silences: _Optional[_Iterable[_Union[SilenceInfo, _Mapping]]] = ...) -> None: ...
+
+class ExpireSilenceRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListNotificationGroupsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NotificationGroup(_message.Message):
+    __slots__ = ("receiver", "group_key", "alerts", "next_flush")
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FLUSH_FIELD_NUMBER: _ClassVar[int]
+    receiver: str
+    group_key: str
+    alerts: int
+    next_flush: _timestamp_pb2.Timestamp
+    def __init__(self, receiver: _Optional[str] = ..., group_key: _Optional[str] = ..., alerts: _Optional[int] = ..., next_flush: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListNotificationGroupsResponse(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[NotificationGroup]
+    def __init__(self, groups: _Optional[_Iterable[_Union[NotificationGroup, _Mapping]]] = ...) -> None: ...
 
 class ActiveAlertsResponse(_message.Message):
     __slots__ = ("alerts",)

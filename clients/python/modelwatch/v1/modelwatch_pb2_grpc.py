@@ -746,6 +746,31 @@ class AlertsStub:
                 request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesRequest.SerializeToString,
                 response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesResponse.FromString,
                 _registered_method=True)
+        self.AlertHistory = channel.unary_unary(
+                '/modelwatch.v1.Alerts/AlertHistory',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.AlertHistoryRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.AlertHistoryResponse.FromString,
+                _registered_method=True)
+        self.CreateSilence = channel.unary_unary(
+                '/modelwatch.v1.Alerts/CreateSilence',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.CreateSilenceRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.SilenceInfo.FromString,
+                _registered_method=True)
+        self.ListSilences = channel.unary_unary(
+                '/modelwatch.v1.Alerts/ListSilences',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListSilencesRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListSilencesResponse.FromString,
+                _registered_method=True)
+        self.ExpireSilence = channel.unary_unary(
+                '/modelwatch.v1.Alerts/ExpireSilence',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ExpireSilenceRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.SilenceInfo.FromString,
+                _registered_method=True)
+        self.ListNotificationGroups = channel.unary_unary(
+                '/modelwatch.v1.Alerts/ListNotificationGroups',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListNotificationGroupsRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListNotificationGroupsResponse.FromString,
+                _registered_method=True)
 
 
 class AlertsServicer:
@@ -778,6 +803,40 @@ class AlertsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlertHistory(self, request, context):
+        """When each alert was pending and firing over a range, read back from the stored `ALERTS`
+        series (so it covers restarts, and reload-removed rules while their data is kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSilence(self, request, context):
+        """Silences: a silenced alert stays visible (ActiveAlerts names the silence) but is not sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSilences(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpireSilence(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNotificationGroups(self, request, context):
+        """Notification groups now: receiver, group key, alerts and the next flush.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AlertsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -795,6 +854,31 @@ def add_AlertsServicer_to_server(servicer, server):
                     servicer.ReloadRules,
                     request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesRequest.FromString,
                     response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesResponse.SerializeToString,
+            ),
+            'AlertHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlertHistory,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.AlertHistoryRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.AlertHistoryResponse.SerializeToString,
+            ),
+            'CreateSilence': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSilence,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.CreateSilenceRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.SilenceInfo.SerializeToString,
+            ),
+            'ListSilences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSilences,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListSilencesRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListSilencesResponse.SerializeToString,
+            ),
+            'ExpireSilence': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpireSilence,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ExpireSilenceRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.SilenceInfo.SerializeToString,
+            ),
+            'ListNotificationGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotificationGroups,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListNotificationGroupsRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ListNotificationGroupsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -882,6 +966,141 @@ class Alerts:
             '/modelwatch.v1.Alerts/ReloadRules',
             modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesRequest.SerializeToString,
             modelwatch_dot_v1_dot_modelwatch__pb2.ReloadRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlertHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Alerts/AlertHistory',
+            modelwatch_dot_v1_dot_modelwatch__pb2.AlertHistoryRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.AlertHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSilence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Alerts/CreateSilence',
+            modelwatch_dot_v1_dot_modelwatch__pb2.CreateSilenceRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.SilenceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSilences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Alerts/ListSilences',
+            modelwatch_dot_v1_dot_modelwatch__pb2.ListSilencesRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.ListSilencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpireSilence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Alerts/ExpireSilence',
+            modelwatch_dot_v1_dot_modelwatch__pb2.ExpireSilenceRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.SilenceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotificationGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Alerts/ListNotificationGroups',
+            modelwatch_dot_v1_dot_modelwatch__pb2.ListNotificationGroupsRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.ListNotificationGroupsResponse.FromString,
             options,
             channel_credentials,
             insecure,
