@@ -3,93 +3,13 @@
 //! results in the store, notifications to a real HTTP receiver on loopback, and the states
 //! kept across `kill -9`.
 mod common;
+use common::hook::{evaluated_at, Clock, Receiver};
 use common::*;
 use modelwatch::pb;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// An HTTP receiver on loopback: records every POST body it accepts; answers 503 while down.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Value>>>,
-    refused: Arc<Mutex<usize>>,
-    down: Arc<AtomicBool>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", l.local_addr().unwrap());
-        let got: Arc<Mutex<Vec<Value>>> = Default::default();
-        let refused: Arc<Mutex<usize>> = Default::default();
-        let down = Arc::new(AtomicBool::new(false));
-        let (g, r, dn) = (got.clone(), refused.clone(), down.clone());
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(conn) = conn else { continue };
-                let (g, r, dn) = (g.clone(), r.clone(), dn.clone());
-                std::thread::spawn(move || serve(conn, g, r, dn));
-            }
-        });
-        Receiver { url, got, refused, down }
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-fn serve(conn: std::net::TcpStream, got: Arc<Mutex<Vec<Value>>>, refused: Arc<Mutex<usize>>, down: Arc<AtomicBool>) {
-    let mut w = conn.try_clone().unwrap();
-    let mut r = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut len = 0;
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            if h.trim().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        let status = if down.load(Ordering::SeqCst) {
-            *refused.lock().unwrap() += 1;
-            "503 Service Unavailable"
-        } else {
-            got.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-            "200 OK"
-        };
-        let _ = write!(w, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
-    }
-}
-
-struct Clock(PathBuf);
-
-impl Clock {
-    fn set(&self, ms: i64) {
-        let tmp = self.0.with_extension("tmp");
-        std::fs::write(&tmp, ms.to_string()).unwrap();
-        std::fs::rename(&tmp, &self.0).unwrap();
-    }
-}
 
 fn setup(dir: &Path, rules: &str, hook: &str) -> Vec<(String, String)> {
     std::fs::write(dir.join("rules.yml"), rules).unwrap();
@@ -109,22 +29,6 @@ fn setup(dir: &Path, rules: &str, hook: &str) -> Vec<(String, String)> {
 fn start(data: &Path, env: &[(String, String)]) -> Daemon {
     let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Daemon::start(data, &e)
-}
-
-/// Waits until every rule was evaluated at `t` (the daemon follows the clock file).
-async fn evaluated_at(d: &Daemon, t: i64) -> pb::ListRulesResponse {
-    let mut c = pb::alerts_client::AlertsClient::connect(d.url()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = c.list_rules(pb::ListRulesRequest {}).await.unwrap().into_inner();
-        let at =
-            |ri: &pb::RuleInfo| ri.last_evaluation.as_ref().map(|x| x.seconds * 1000 + i64::from(x.nanos) / 1_000_000);
-        if !r.rules.is_empty() && r.rules.iter().all(|ri| at(ri) == Some(t)) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "rules not evaluated at {t}: {r:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn alerts(d: &Daemon) -> Vec<pb::AlertInfo> {

@@ -1,5 +1,7 @@
 //! Test harness: the real `modelwatch` binary on a loopback port 0, and gRPC clients for it.
 #![allow(dead_code)]
+pub mod hook;
+
 use modelwatch::pb;
 use modelwatch::pb::ingest_client::IngestClient;
 use modelwatch::pb::query_client::QueryClient;
