@@ -3,7 +3,7 @@
 //! results in the store, notifications to a real HTTP receiver on loopback, and the states
 //! kept across `kill -9`.
 mod common;
-use common::hook::{evaluated_at, Clock, Receiver};
+use common::hook::{Clock, Receiver};
 use common::*;
 use modelwatch::pb;
 use serde_json::Value;

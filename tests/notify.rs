@@ -4,7 +4,7 @@
 //! forwarded to a real Alertmanager (Debian's `prometheus-alertmanager`) and read back from
 //! its API. Rule evaluation follows the daemon's clock file, not sleeps.
 mod common;
-use common::hook::{evaluated_at, Clock, Receiver};
+use common::hook::{Clock, Receiver};
 use common::*;
 use modelwatch::pb;
 use serde_json::Value;

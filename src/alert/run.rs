@@ -63,6 +63,12 @@ impl Storage for DaemonStorage<'_> {
     }
 }
 
+/// How long to sleep: until the next evaluation or group flush, between 1 and 100 ms.
+fn nap(mgr: &Manager, notifier: &Notifier, now: i64) -> Duration {
+    let next = [mgr.next_due(), notifier.next_flush()].into_iter().flatten().min();
+    Duration::from_millis(next.map_or(100, |t| (t - now).clamp(1, 100)) as u64)
+}
+
 /// Runs until `shutdown`.
 pub async fn run(ctx: Arc<Ctx>, mgr: Arc<Manager>, notifier: Arc<Notifier>, shutdown: CancellationToken) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -75,9 +81,9 @@ pub async fn run(ctx: Arc<Ctx>, mgr: Arc<Manager>, notifier: Arc<Notifier>, shut
                 tracing::info!("SIGHUP: reloading rule files");
                 do_reload = true;
             }
-            // The clock is read often so that an evaluation starts within 100 ms of its time
-            // (and a test's manual clock is followed).
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            // Until the next evaluation or flush is due, reading the clock at least every
+            // 100 ms (so that a test's manual clock is followed too).
+            _ = tokio::time::sleep(nap(&mgr, &notifier, ctx.clock.now_ms())) => {}
         }
         if !do_reload && last_file_check.elapsed() >= Duration::from_secs(2) {
             last_file_check = std::time::Instant::now();

@@ -11,7 +11,7 @@ pub struct Receiver {
     /// `http://127.0.0.1:PORT/hook`; other paths on the same port are recorded too.
     pub url: String,
     pub base: String,
-    got: Arc<Mutex<Vec<(String, Value)>>>,
+    got: Arc<Mutex<Vec<(String, Value, i64)>>>,
     pub refused: Arc<Mutex<usize>>,
     pub down: Arc<AtomicBool>,
 }
@@ -20,7 +20,7 @@ impl Receiver {
     pub fn start() -> Receiver {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
-        let got: Arc<Mutex<Vec<(String, Value)>>> = Default::default();
+        let got: Arc<Mutex<Vec<(String, Value, i64)>>> = Default::default();
         let refused: Arc<Mutex<usize>> = Default::default();
         let down = Arc::new(AtomicBool::new(false));
         let (g, r, dn) = (got.clone(), refused.clone(), down.clone());
@@ -46,7 +46,13 @@ impl Receiver {
 
     /// Every accepted request: path with query, body.
     pub fn requests(&self) -> Vec<(String, Value)> {
-        self.got.lock().unwrap().clone()
+        self.got.lock().unwrap().iter().map(|(p, b, _)| (p.clone(), b.clone())).collect()
+    }
+
+    /// Bodies posted to `path` with when each arrived (Unix ms, this machine's clock).
+    pub fn timed(&self, path: &str) -> Vec<(Value, i64)> {
+        let got = self.got.lock().unwrap();
+        got.iter().filter(|(p, _, _)| p.split('?').next() == Some(path)).map(|(_, b, t)| (b.clone(), *t)).collect()
     }
 
     /// Waits until `path` holds `n` bodies.
@@ -70,7 +76,7 @@ impl Receiver {
 
 fn serve(
     conn: std::net::TcpStream,
-    got: Arc<Mutex<Vec<(String, Value)>>>,
+    got: Arc<Mutex<Vec<(String, Value, i64)>>>,
     refused: Arc<Mutex<usize>>,
     down: Arc<AtomicBool>,
 ) {
@@ -105,7 +111,8 @@ fn serve(
             *refused.lock().unwrap() += 1;
             "503 Service Unavailable"
         } else {
-            got.lock().unwrap().push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+            got.lock().unwrap().push((path, serde_json::from_slice(&body).unwrap_or(Value::Null), at));
             "200 OK"
         };
         let _ = write!(w, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
@@ -120,22 +127,5 @@ impl Clock {
         let tmp = self.0.with_extension("tmp");
         std::fs::write(&tmp, ms.to_string()).unwrap();
         std::fs::rename(&tmp, &self.0).unwrap();
-    }
-}
-
-/// Waits until every rule was evaluated at `t` (the daemon follows the clock file).
-pub async fn evaluated_at(d: &super::Daemon, t: i64) -> modelwatch::pb::ListRulesResponse {
-    let mut c = modelwatch::pb::alerts_client::AlertsClient::connect(d.url()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = c.list_rules(modelwatch::pb::ListRulesRequest {}).await.unwrap().into_inner();
-        let at = |ri: &modelwatch::pb::RuleInfo| {
-            ri.last_evaluation.as_ref().map(|x| x.seconds * 1000 + i64::from(x.nanos) / 1_000_000)
-        };
-        if !r.rules.is_empty() && r.rules.iter().all(|ri| at(ri) == Some(t)) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "rules not evaluated at {t}: {r:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

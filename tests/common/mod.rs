@@ -256,3 +256,20 @@ pub fn enc(s: &str) -> String {
         })
         .collect()
 }
+
+/// Waits until every rule was evaluated at `t` (the daemon follows the clock file).
+pub async fn evaluated_at(d: &Daemon, t: i64) -> modelwatch::pb::ListRulesResponse {
+    let mut c = modelwatch::pb::alerts_client::AlertsClient::connect(d.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = c.list_rules(modelwatch::pb::ListRulesRequest {}).await.unwrap().into_inner();
+        let at = |ri: &modelwatch::pb::RuleInfo| {
+            ri.last_evaluation.as_ref().map(|x| x.seconds * 1000 + i64::from(x.nanos) / 1_000_000)
+        };
+        if !r.rules.is_empty() && r.rules.iter().all(|ri| at(ri) == Some(t)) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "rules not evaluated at {t}: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
