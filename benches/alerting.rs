@@ -24,15 +24,6 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 =
-        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 fn label(k: &str, v: &str) -> pb::Label {
     pb::Label { name: k.into(), value: v.into() }
 }
@@ -190,7 +181,7 @@ async fn eval_cost(dir: &Path) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = support::cpu_seconds(pid);
     tokio::time::sleep(Duration::from_millis(5000 * ROUNDS as u64 - 1000)).await;
     let r = loop {
         let r = c.list_rules(pb::ListRulesRequest {}).await.unwrap().into_inner();
@@ -199,7 +190,7 @@ async fn eval_cost(dir: &Path) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let cpu = cpu_seconds(pid) - cpu0;
+    let cpu = support::cpu_seconds(pid) - cpu0;
     let wall: f64 = r
         .rules
         .iter()

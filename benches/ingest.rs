@@ -130,7 +130,7 @@ fn main() {
     let pid = child.id();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = support::cpu_seconds(pid);
     let (elapsed, acked) = rt.block_on(async {
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -206,7 +206,7 @@ fn main() {
         }
         (elapsed, acked)
     });
-    let cpu = cpu_seconds(pid) - cpu0;
+    let cpu = support::cpu_seconds(pid) - cpu0;
     if a.seconds.is_none() {
         assert_eq!(acked as usize, total, "every sample acked");
     }
@@ -281,15 +281,6 @@ async fn heavy_queries(addr: String, stop: std::sync::Arc<std::sync::atomic::Ato
         secs += t.elapsed().as_secs_f64();
     }
     (n, secs)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 =
-        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 fn du(p: &Path) -> u64 {

@@ -82,3 +82,13 @@ pub fn load(path: &Path) -> Vec<SeriesData> {
     }
     order
 }
+
+/// User plus system CPU seconds of process `pid` so far (from `/proc/PID/stat`).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
