@@ -6,7 +6,6 @@ mod common;
 use common::hook::{Clock, Receiver};
 use common::*;
 use modelwatch::pb;
-use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -36,19 +35,6 @@ async fn alerts(d: &Daemon) -> Vec<pb::AlertInfo> {
     let mut a = c.active_alerts(pb::ActiveAlertsRequest::default()).await.unwrap().into_inner().alerts;
     a.sort_by(|x, y| x.rule.cmp(&y.rule));
     a
-}
-
-/// Waits until the receiver holds `n` bodies.
-async fn received(r: &Receiver, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let b = r.bodies();
-        if b.len() >= n {
-            return b;
-        }
-        assert!(Instant::now() < deadline, "{} of {n} notifications arrived: {b:#?}", b.len());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 const LATENCY_RULES: &str = r#"
@@ -124,7 +110,7 @@ async fn latency_alert_pends_fires_notifies_once_and_resolves() {
     // 4 s... by the daemon's clock), before the next evaluation.
     hook.down.store(false, Ordering::SeqCst);
     clock.set(t0 + 6 * 15_000 + 10_000);
-    let b = received(&hook, 1).await;
+    let b = hook.wait("/hook", 1).await;
     assert_eq!(b[0]["version"], "4");
     assert_eq!(b[0]["status"], "firing");
     assert_eq!(b[0]["receiver"], "hook");
@@ -168,7 +154,7 @@ async fn latency_alert_pends_fires_notifies_once_and_resolves() {
         }
     }
     assert!(resolved_at.is_some(), "the alert did not resolve: {:?}", alerts(&d).await);
-    let b = received(&hook, 2).await;
+    let b = hook.wait("/hook", 2).await;
     assert_eq!(b[1]["status"], "resolved");
     assert_eq!(b[1]["alerts"][0]["status"], "resolved");
     assert_ne!(b[1]["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
@@ -216,7 +202,7 @@ async fn kill9_neither_repages_nor_forgets_the_resolution() {
     push_flag(&d, t0, 1.0).await;
     clock.set(t0);
     evaluated_at(&d, t0).await;
-    let b = received(&hook, 1).await;
+    let b = hook.wait("/hook", 1).await;
     assert_eq!(
         (b[0]["status"].as_str(), b[0]["alerts"][0]["labels"]["alertname"].as_str()),
         (Some("firing"), Some("FlagUp"))
@@ -256,7 +242,7 @@ async fn kill9_neither_repages_nor_forgets_the_resolution() {
         [("FlagUp", "inactive"), ("SlowBurn", "firing")]
     );
     // FlagUp's resolution reaches the receiver; nothing repeated its firing.
-    let b = received(&hook, 3).await;
+    let b = hook.wait("/hook", 3).await;
     let seen: Vec<(String, String)> = b
         .iter()
         .map(|x| {
