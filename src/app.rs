@@ -106,6 +106,7 @@ pub async fn run_with(
         validator: Validator::new(cfg.limits.clone()),
         limits: cfg.limits.clone(),
         query: cfg.query.clone(),
+        report: cfg.report.clone(),
         query_pool: crate::query::pool::QueryPool::new(cfg.query.max_concurrent),
         clock,
         registry: Arc::new(Registry::default()),

@@ -29,7 +29,46 @@ pub struct Config {
     pub sampling: SamplingConfig,
     pub query: QueryConfig,
     pub alerting: AlertingConfig,
+    pub report: ReportConfig,
     pub log: LogConfig,
+}
+
+/// Reports (`[report]`): what they may read beyond their PromQL, and the figures capacity
+/// advice is measured against.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Stored events and log records one report reads, newest first, for label
+    /// distributions and examples (its PromQL figures are bounded by `[query]`).
+    pub max_scan: u64,
+    /// The latency objective capacity advice checks p95 against, unless a request names one.
+    #[serde(with = "humantime_serde_compat")]
+    pub slo_p95: Duration,
+    /// The utilization (0–1, of the busiest of GPU and CPU) replicas are sized for.
+    pub target_utilization: f64,
+    /// Above this utilization (0–1) a service should scale up; below `scale_down_utilization`
+    /// (with latency well inside the objective and no rising trend) it may scale down.
+    pub scale_up_utilization: f64,
+    pub scale_down_utilization: f64,
+    /// Hourly prices for the cost estimate: one GPU, one CPU core, one GiB of memory.
+    pub price_gpu_hour: f64,
+    pub price_cpu_core_hour: f64,
+    pub price_memory_gib_hour: f64,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            max_scan: 1_000_000,
+            slo_p95: Duration::from_millis(500),
+            target_utilization: 0.6,
+            scale_up_utilization: 0.8,
+            scale_down_utilization: 0.3,
+            price_gpu_hour: 2.0,
+            price_cpu_core_hour: 0.04,
+            price_memory_gib_hour: 0.005,
+        }
+    }
 }
 
 /// Alert and recording rules, evaluated in the daemon (`[alerting]`).
@@ -450,6 +489,26 @@ impl Config {
         nonzero("limits.client_ttl", l.client_ttl.as_millis() as u64)?;
         nonzero("alerting.evaluation_interval", self.alerting.evaluation_interval.as_millis() as u64)?;
         nonzero("alerting.notify_timeout", self.alerting.notify_timeout.as_millis() as u64)?;
+        let rp = &self.report;
+        nonzero("report.slo_p95", rp.slo_p95.as_millis() as u64)?;
+        for (key, v) in [
+            ("report.target_utilization", rp.target_utilization),
+            ("report.scale_up_utilization", rp.scale_up_utilization),
+            ("report.scale_down_utilization", rp.scale_down_utilization),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(ConfigError::Invalid { key, message: format!("must be above 0 and at most 1, not {v}") });
+            }
+        }
+        for (key, v) in [
+            ("report.price_gpu_hour", rp.price_gpu_hour),
+            ("report.price_cpu_core_hour", rp.price_cpu_core_hour),
+            ("report.price_memory_gib_hour", rp.price_memory_gib_hour),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ConfigError::Invalid { key, message: format!("must be a price of 0 or more, not {v}") });
+            }
+        }
         if l.max_batch_bytes < 1 << 20 || l.max_batch_bytes >= crate::store::wal::MAX_RECORD {
             return Err(ConfigError::Invalid {
                 key: "limits.max_batch_bytes",

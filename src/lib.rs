@@ -23,7 +23,8 @@
 //!   `store::keys` holds every key layout; `store::chunk` the sample compression.
 //! - [`query`]: the query RPCs' answers over the store (`Eval`/`EvalRange` through `promql`), each on a `Budget` (`[query]`);
 //!   selectors (`query::selector`) and times and ranges (`query::plan`).
-//! - [`report`]: reports over stored series and events (the GPU report).
+//! - [`report`]: reports (service, errors, GPU, capacity, compare), computed through `promql`
+//!   plus bounded reads of stored events and logs for examples and label distributions.
 //! - [`sample`]: host (sysinfo) and GPU (NVML behind `GpuSource`) samplers; their readings
 //!   enter through the same validation and committer as client data.
 //! - [`telemetry`]: the daemon's own figures (ingest rates).

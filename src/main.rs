@@ -83,6 +83,58 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", global = true)]
         addr: String,
     },
+    /// Reports from a running daemon: `service`, `errors`, `gpu`, `capacity`, `compare`. Text
+    /// with units and sparklines, `--json` (as grpcurl prints it) or `--html FILE` (a page with
+    /// charts, nothing fetched).
+    Report {
+        #[command(subcommand)]
+        what: ReportCommand,
+        /// How far back (default 24h); or --start/--end.
+        #[arg(long, value_name = "DURATION", global = true)]
+        since: Option<String>,
+        /// Range start: RFC 3339 or Unix seconds.
+        #[arg(long, value_name = "TIME", global = true)]
+        start: Option<String>,
+        /// Range end (default now).
+        #[arg(long, value_name = "TIME", global = true)]
+        end: Option<String>,
+        /// Print the answer as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        /// Write a self-contained HTML page instead.
+        #[arg(long, value_name = "FILE", global = true)]
+        html: Option<PathBuf>,
+        /// The daemon's gRPC address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", global = true)]
+        addr: String,
+    },
+    /// Log records from a running daemon, oldest first: by request id, or by service, level and
+    /// text; --follow keeps printing new ones.
+    Logs {
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        /// The lowest level shown: trace, debug, info, warn, error, fatal.
+        #[arg(long)]
+        level: Option<String>,
+        /// Only messages containing this text.
+        #[arg(long)]
+        contains: Option<String>,
+        /// How far back (default 1h).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// The most records printed before following (default 1000; newest kept).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        addr: String,
+    },
     /// Repair a data folder whose write-ahead log is damaged: replays every record that can be
     /// read, reports each damaged stretch (file, offset, bytes, why), and leaves the folder
     /// clean (everything checkpointed, the log emptied) so that `serve` starts. Run it with the
@@ -94,6 +146,71 @@ enum Command {
         /// Data folder (overrides storage.data_dir).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// One service, model or version: requests, success, throughput, latency (overall and per
+    /// stage), slow requests, a label's distribution, top errors, busiest hours, tokens.
+    Service {
+        #[arg(long, default_value = "")]
+        service: String,
+        #[arg(long, default_value = "")]
+        model: String,
+        #[arg(long, default_value = "")]
+        version: String,
+        /// An event label whose distribution to show, e.g. card_type.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Requests slower than this count as slow (default 1s).
+        #[arg(long, default_value = "")]
+        slow: String,
+        /// The interval of the per-interval figures (default the range / 60).
+        #[arg(long, default_value = "")]
+        step: String,
+    },
+    /// Failed requests and error logs by service and type, with examples and request ids.
+    Errors {
+        #[arg(long, default_value = "")]
+        service: String,
+        #[arg(long, default_value = "")]
+        model: String,
+    },
+    /// Per GPU: utilization, memory, temperature, power, faults, and the services on it.
+    Gpu {
+        #[arg(long, default_value = "")]
+        gpu: String,
+    },
+    /// Per service: scale up, scale down or hold, with the numbers and the cost.
+    Capacity {
+        #[arg(long, default_value = "")]
+        service: String,
+        /// The p95 objective (default report.slo_p95).
+        #[arg(long, default_value = "")]
+        slo: String,
+    },
+    /// A report over two ranges with the change of each figure: `compare service --a 48h..24h
+    /// --b 24h..now --service ocr`.
+    Compare {
+        /// service, errors, gpu or capacity.
+        report: String,
+        /// The first range: FROM..TO, each now, a duration ago (24h) or a time.
+        #[arg(long)]
+        a: String,
+        /// The second range.
+        #[arg(long)]
+        b: String,
+        #[arg(long, default_value = "")]
+        service: String,
+        #[arg(long, default_value = "")]
+        model: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long, default_value = "")]
+        gpu: String,
+        #[arg(long, default_value = "")]
+        slo: String,
     },
 }
 
@@ -265,6 +382,67 @@ fn main() -> anyhow::Result<()> {
                 }
                 SilenceCommand::Expire { ids } => client_command("silence expire", alerts::silence_expire(&addr, ids)),
             }
+        }
+        Command::Report { what, since, start, end, json, html, addr } => {
+            use modelwatch::cli::report::{self, Format};
+            let format = match (html, json) {
+                (Some(p), _) => Format::Html(p),
+                (None, true) => Format::Json,
+                (None, false) => Format::Text,
+            };
+            let range = Some(report::range(since, start, end, "24h"));
+            match what {
+                ReportCommand::Service { service, model, version, label, slow, step } => {
+                    let req = modelwatch::pb::ServiceReportRequest {
+                        service,
+                        model,
+                        version,
+                        range,
+                        slow_threshold: slow,
+                        label,
+                        step,
+                        top_errors: 0,
+                    };
+                    client_command("report service", report::service(&addr, req, format))
+                }
+                ReportCommand::Errors { service, model } => {
+                    let req = modelwatch::pb::ErrorReportRequest { range, service, model, examples: 0 };
+                    client_command("report errors", report::errors(&addr, req, format))
+                }
+                ReportCommand::Gpu { gpu } => {
+                    let req = modelwatch::pb::GpuReportRequest { range, gpu };
+                    client_command("report gpu", report::gpu(&addr, req, format))
+                }
+                ReportCommand::Capacity { service, slo } => {
+                    let req = modelwatch::pb::CapacityReportRequest { range, service, slo_p95: slo, days: 0 };
+                    client_command("report capacity", report::capacity(&addr, req, format))
+                }
+                ReportCommand::Compare { report: which, a, b, service, model, label, gpu, slo } => {
+                    let args = report::CompareArgs {
+                        report: which,
+                        a,
+                        b,
+                        service: modelwatch::pb::ServiceReportRequest { service, model, label, ..Default::default() },
+                        gpu,
+                        slo,
+                    };
+                    client_command("report compare", report::compare(&addr, args, format))
+                }
+            }
+        }
+        Command::Logs { request_id, service, level, contains, since, limit, follow, json, addr } => {
+            use modelwatch::cli::report;
+            let a = report::LogArgs {
+                request_id: request_id.unwrap_or_default(),
+                service: service.unwrap_or_default(),
+                level: level.unwrap_or_default(),
+                contains: contains.unwrap_or_default(),
+                range: report::range(since, None, None, "1h"),
+                limit,
+                follow,
+                json,
+            };
+            client_command("logs", report::logs(&addr, a))
         }
         Command::Recover { config, data_dir } => {
             let mut cfg = Config::load(config.as_deref())?;

@@ -1,7 +1,7 @@
 //! The daemon's shared state: the handles every part of it (gRPC services, samplers,
 //! background tasks) works through. Owned by [`crate::app`], passed around as `Arc<Ctx>`.
 use crate::clock::ClockRef;
-use crate::config::{Limits, QueryConfig};
+use crate::config::{Limits, QueryConfig, ReportConfig};
 use crate::ingest::{Registry, Validator};
 use crate::store::commit::Committer;
 use crate::store::StoreRef;
@@ -17,6 +17,7 @@ pub struct Ctx {
     pub validator: Validator,
     pub limits: Limits,
     pub query: QueryConfig,
+    pub report: ReportConfig,
     /// The threads queries run on.
     pub query_pool: crate::query::pool::QueryPool,
     pub clock: ClockRef,
@@ -35,4 +36,34 @@ pub struct Ctx {
     pub notifier: Arc<crate::notify::Notifier>,
     /// What each sampler does, or why it is off (shown by Status).
     pub samplers: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl Ctx {
+    /// Connected instances per service (for capacity advice).
+    pub fn instances(&self) -> BTreeMap<String, u32> {
+        let mut seen: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for c in self.registry.clients() {
+            seen.entry(c.info.service.clone()).or_default().insert(format!("{}/{}", c.info.instance, c.info.pid));
+        }
+        seen.into_iter().map(|(k, v)| (k, v.len() as u32)).collect()
+    }
+
+    /// Runs a report on the query threads with a fresh budget.
+    pub async fn report<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&crate::report::Env, &mut crate::query::Budget) -> Result<T, crate::promql::PromqlError>
+            + Send
+            + 'static,
+    ) -> Result<T, crate::promql::PromqlError> {
+        let ctx = self.clone();
+        let now = ctx.clock.now_ms();
+        let mut budget = crate::query::Budget::new(&ctx.query);
+        self.query_pool
+            .run(move || {
+                let opts = ctx.query.promql();
+                let env = crate::report::Env { store: &ctx.store, opts: &opts, cfg: &ctx.report, now };
+                f(&env, &mut budget)
+            })
+            .await?
+    }
 }

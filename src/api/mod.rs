@@ -309,6 +309,10 @@ async fn blocking<T: Send + 'static>(
     ctx.query_pool.run(move || f(&store, &mut budget)).await?.map(Response::new).map_err(Status::from)
 }
 
+fn reply<T>(r: Result<T, crate::promql::PromqlError>) -> Result<Response<T>, Status> {
+    r.map(Response::new).map_err(Status::from)
+}
+
 pub(crate) async fn promql_blocking<T: Send + 'static>(
     ctx: &Arc<Ctx>,
     f: impl FnOnce(&crate::store::Store, &mut query::Budget) -> Result<T, crate::promql::PromqlError> + Send + 'static,
@@ -379,6 +383,37 @@ impl Query for QueryApi {
         let r = req.into_inner();
         let (now, opts) = (self.0.clock.now_ms(), self.0.query.promql());
         promql_blocking(&self.0, move |s, b| query::eval::eval_range(s, &r, now, &opts, b)).await
+    }
+
+    async fn service_report(
+        &self,
+        req: Request<pb::ServiceReportRequest>,
+    ) -> Result<Response<pb::ServiceReportResponse>, Status> {
+        let r = req.into_inner();
+        reply(self.0.report(move |env, b| crate::report::service::service_report(env, &r, b)).await)
+    }
+
+    async fn error_report(
+        &self,
+        req: Request<pb::ErrorReportRequest>,
+    ) -> Result<Response<pb::ErrorReportResponse>, Status> {
+        let r = req.into_inner();
+        reply(self.0.report(move |env, b| crate::report::errors::error_report(env, &r, b)).await)
+    }
+
+    async fn capacity_report(
+        &self,
+        req: Request<pb::CapacityReportRequest>,
+    ) -> Result<Response<pb::CapacityReportResponse>, Status> {
+        let r = req.into_inner();
+        let instances = self.0.instances();
+        reply(self.0.report(move |env, b| crate::report::capacity::capacity_report(env, &r, &instances, b)).await)
+    }
+
+    async fn compare(&self, req: Request<pb::CompareRequest>) -> Result<Response<pb::CompareResponse>, Status> {
+        let r = req.into_inner();
+        let instances = self.0.instances();
+        reply(self.0.report(move |env, b| crate::report::compare::compare(env, &r, &instances, b)).await)
     }
 
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {

@@ -2,4 +2,5 @@
 //! Prometheus'): each talks to a running daemon over gRPC.
 pub mod alerts;
 pub mod query;
+pub mod report;
 pub mod rules;

@@ -20,7 +20,9 @@
 //!
 //! `histogram_quantile(φ, sum by (...) (rate(<latency>_bucket[w])))` (or `increase`, or without
 //! the `sum`) is answered from the merged HDR histograms of the window ([`exact_quantile`]);
-//! other uses of `_bucket` see the bounds of [`LE_BOUNDS`].
+//! other uses of `_bucket` see the bounds of [`LE_BOUNDS`], or the one bound a selector names
+//! with `le="<seconds>"`. `rate` and `increase` of these counters are exact bucket sums
+//! ([`exact_increase`]).
 use super::eval::{selector_matchers, Collector, Evaluator, Value};
 use super::source::{matches_all, RawSeries};
 use super::{Labels, PromqlError, NAME};
@@ -168,6 +170,7 @@ fn inference_series(
     let ids: Vec<u32> = groups.iter().map(|(id, _)| *id).collect();
     let rows = merged_aggs(store, &ids, b0, b1, budget)?;
     let want = |n: &str| names.iter().any(|x| *x == n);
+    let bounds = le_bounds(matchers);
     for (id, g) in &groups {
         let base = [
             ("service", g[0].as_str()),
@@ -212,8 +215,8 @@ fn inference_series(
                 add(&[], &lat("sum"), *b, a.latency_sum_us as f64 / 1e6);
             }
             if want(&lat("bucket")) {
-                for le in LE_BOUNDS {
-                    add(&[("le", &le_label(le))], &lat("bucket"), *b, count_le(&p.latency, le) as f64);
+                for (le, name) in &bounds {
+                    add(&[("le", name)], &lat("bucket"), *b, count_le(&p.latency, *le) as f64);
                 }
             }
             let slat = |suffix: &str| format!("{STAGE_LATENCY}_{suffix}");
@@ -223,8 +226,8 @@ fn inference_series(
                     add(&[("stage", st)], &slat("count"), *b, h.iter().map(|x| x.2).sum::<u64>() as f64);
                 }
                 if want(&slat("bucket")) {
-                    for le in LE_BOUNDS {
-                        add(&[("stage", st), ("le", &le_label(le))], &slat("bucket"), *b, count_le(h, le) as f64);
+                    for (le, name) in &bounds {
+                        add(&[("stage", st), ("le", name)], &slat("bucket"), *b, count_le(h, *le) as f64);
                     }
                 }
             }
@@ -238,6 +241,20 @@ fn inference_series(
     }
     budget.series(out.len())?;
     Ok(())
+}
+
+/// The `le` bounds a `_bucket` selector sees, with their label values: the one it names with
+/// `le="<seconds>"` (any bound, exact at the histograms' precision, so `count - bucket{le="0.5"}`
+/// counts the requests slower than 500 ms), else [`LE_BOUNDS`].
+fn le_bounds(matchers: &[Matcher]) -> Vec<(f64, String)> {
+    let named = matchers.iter().find(|m| m.name == "le" && m.op == MatchOp::Equal).and_then(|m| {
+        let v = if m.value == "+Inf" { f64::INFINITY } else { m.value.parse::<f64>().ok()? };
+        (v >= 0.0).then(|| (v, m.value.clone()))
+    });
+    match named {
+        Some(b) => vec![b],
+        None => LE_BOUNDS.iter().map(|&le| (le, le_label(le))).collect(),
+    }
 }
 
 /// Observations of `h` (µs) at or below `le` seconds.
@@ -340,6 +357,57 @@ fn log_series(
     }
     budget.series(out.len())?;
     Ok(())
+}
+
+/// `rate` and `increase` over a derived counter (`rate(modelwatch_inference_requests_total[1h])`):
+/// the exact sum of the buckets whose end lies in the window, counted from the last sample
+/// before the window and not extrapolated (as VictoriaMetrics computes `increase`). Prometheus'
+/// extrapolation would add a share of a bucket at the window's start; here every bucket is
+/// whole, so `sum(increase(...[24h]))` is the number of requests in those 24 hours. `None`
+/// when `arg` is not a selector of one derived counter.
+pub fn exact_increase(ev: &mut Evaluator, arg: &Expr, is_rate: bool) -> Result<Option<Value>, PromqlError> {
+    let Expr::MatrixSelector(ms) = unparen(arg) else { return Ok(None) };
+    let sets = selector_matchers(&ms.vs);
+    let [matchers] = sets.as_slice() else { return Ok(None) };
+    let Some(name) = matchers.iter().find(|m| m.name == NAME && m.op == MatchOp::Equal) else { return Ok(None) };
+    if !names().contains(&name.value) {
+        return Ok(None);
+    }
+    let Some(store) = ev.src.store() else { return Ok(None) };
+    let bucket = store.bucket_ms();
+    let range = ms.range.as_millis() as i64;
+    let ends = ev.windows_spec(&ms.vs);
+    // One bucket more than the windows: the sample each window counts from.
+    let lo = ends.iter().copied().min().unwrap_or(0) - range - bucket;
+    let hi = ends.iter().copied().max().unwrap_or(0);
+    let series = select(store, matchers, lo, hi, ev.budget)?;
+    let mut c = Collector::new(ev.n());
+    for rs in series {
+        // acc[k]: the counter's increase from sample 0 to sample k, resets counted.
+        let mut acc = Vec::with_capacity(rs.ts.len());
+        let mut sum = 0.0;
+        for k in 0..rs.vals.len() {
+            if k > 0 {
+                let (p, v) = (rs.vals[k - 1], rs.vals[k]);
+                sum += if v < p { v } else { v - p };
+            }
+            acc.push(sum);
+        }
+        let labels = super::without_name(rs.labels);
+        for (i, &end) in ends.iter().enumerate() {
+            let upto = rs.ts.partition_point(|&t| t <= end);
+            let before = rs.ts.partition_point(|&t| t <= end - range);
+            if upto == 0 || upto == before {
+                // No sample in the window.
+                continue;
+            }
+            // A series that began inside the window begins with its zero sample.
+            let base = before.saturating_sub(1);
+            let inc = acc[upto - 1] - acc[base];
+            c.put(labels.clone(), i, if is_rate { inc / (range as f64 / 1000.0) } else { inc })?;
+        }
+    }
+    Ok(Some(Value::Vector(c.finish())))
 }
 
 /// The HDR slot of a run starting at `lo` in the layout of the store's histograms (2

@@ -11,7 +11,11 @@ pub fn call(ev: &mut Evaluator, c: &Call) -> Result<Value, PromqlError> {
     let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
     let n = ev.n();
     match name {
-        "rate" | "increase" | "delta" => extrapolated_fn(ev, args[0], name != "delta", name == "rate"),
+        "rate" | "increase" => match super::derived::exact_increase(ev, args[0], name == "rate")? {
+            Some(v) => Ok(v),
+            None => extrapolated_fn(ev, args[0], true, name == "rate"),
+        },
+        "delta" => extrapolated_fn(ev, args[0], false, false),
         "irate" | "idelta" => {
             let is_rate = name == "irate";
             range_fn(ev, args[0], false, |_, ts, vals| instant_value(ts, vals, is_rate))

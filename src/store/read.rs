@@ -140,6 +140,17 @@ impl Store {
         raw::scan(&self.blocks, &self.t.logs, start, end, before, |r: &pb::LogRecord| r.timestamp_ms, f)
     }
 
+    /// Inference events with `start <= ts <= end`, newest first; `f` returns false to stop.
+    pub fn scan_events(
+        &self,
+        start: i64,
+        end: i64,
+        before: Option<[u8; 20]>,
+        f: impl FnMut(&[u8; 20], pb::InferenceEvent) -> bool,
+    ) -> Result<(), StoreError> {
+        raw::scan(&self.blocks, &self.t.events, start, end, before, |e: &pb::InferenceEvent| e.timestamp_ms, f)
+    }
+
     pub fn logs_by_request(&self, request_id: &str) -> Result<Vec<pb::LogRecord>, StoreError> {
         raw::by_request(&self.blocks, &self.t.logs, &self.log_rids, request_id, |r: &pb::LogRecord| &r.request_id)
     }

@@ -1,5 +1,5 @@
-//! Reports built from stored series and events: the GPU report (per GPU, per process, per
-//! model service) over a range.
+//! The GPU report: per GPU (with the services on it), per process and per model service, over
+//! a range.
 use crate::pb;
 use crate::query::{parse_range, timestamp, Budget, QueryError};
 use crate::store::index::{MatchOp, Matcher, SeriesMeta, NAME_LABEL};
@@ -131,6 +131,14 @@ pub fn gpu_report(
                 p.memory_peak_bytes = p.memory_peak_bytes.max(max(&vals));
             } else {
                 p.utilization_max_percent = p.utilization_max_percent.max(max(&vals));
+            }
+        }
+    }
+    for p in procs.values().filter(|p| !p.service.is_empty()) {
+        if let Some(g) = p.gpu.parse::<u32>().ok().and_then(|i| gpus.get_mut(&i)) {
+            if !g.services.contains(&p.service) {
+                g.services.push(p.service.clone());
+                g.services.sort();
             }
         }
     }
