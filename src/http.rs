@@ -2,6 +2,10 @@
 //! Prometheus' `web/api/v1`), so that Grafana's Prometheus data source, curl and scripts query
 //! the daemon as they would query Prometheus. GET and POST (form-encoded) alike. Every query
 //! runs on the query threads with the `[query]` budget, like the gRPC ones.
+//!
+//! For people: the status page at `/` and the reports as pages at `/report/service`,
+//! `/report/errors`, `/report/gpu` and `/report/capacity` (parameters as the CLI's flags:
+//! `service`, `model`, `version`, `label`, `slow`, `gpu`, `slo`, `since` or `start`/`end`).
 use crate::promql::{self, derived, fmt_value, Answer, Labels, PromqlError, NAME};
 use crate::query::eval::{default_step, parse_time};
 use crate::query::{Budget, QueryError};
@@ -27,6 +31,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/", get(status_page))
+        .route("/report/{kind}", get(report_page))
         .fallback(not_found)
         .with_state(ctx)
 }
@@ -347,4 +353,122 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
         "not_found",
         format!("{method} {}: no such endpoint (the Prometheus API is under /api/v1/)", uri.path()),
     )
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+fn page_error(e: PromqlError) -> Response {
+    let code = match &e {
+        PromqlError::Query(QueryError::Invalid { .. }) | PromqlError::Parse(_) => StatusCode::BAD_REQUEST,
+        PromqlError::Query(QueryError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    html(
+        code,
+        crate::report::render::page(
+            "modelwatch: error",
+            &format!("<p class=\"bad\">{}</p>", crate::report::render::esc(&e.to_string())),
+        ),
+    )
+}
+
+async fn status_page(State(ctx): State<Arc<Ctx>>) -> Response {
+    let alerts: Vec<crate::report::status::FiringAlert> = ctx
+        .alerts
+        .alerts()
+        .into_iter()
+        .filter(|a| a.alert.state == crate::alert::eval::State::Firing)
+        .map(|a| crate::report::status::FiringAlert {
+            name: a.rule.clone(),
+            labels: a
+                .alert
+                .labels
+                .iter()
+                .filter(|(k, _)| k != "alertname")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            since_ms: a.alert.fired_at.unwrap_or(a.alert.active_at),
+            summary: a
+                .alert
+                .annotations
+                .iter()
+                .find(|(k, _)| k == "summary")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    match ctx.report(move |env, b| crate::report::status::status_page(env, &alerts, b)).await {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(e) => page_error(e),
+    }
+}
+
+async fn report_page(State(ctx): State<Arc<Ctx>>, Path(kind): Path<String>, RawQuery(q): RawQuery) -> Response {
+    use crate::pb;
+    use crate::report::render;
+    let p = params(q, &Bytes::new());
+    let get = |k: &str| param(&p, k).unwrap_or("").to_string();
+    let range = Some(crate::cli::report::range(
+        param(&p, "since").map(str::to_string),
+        param(&p, "start").map(str::to_string),
+        param(&p, "end").map(str::to_string),
+        "24h",
+    ));
+    let instances = ctx.instances();
+    let r = match kind.as_str() {
+        "service" => {
+            let req = pb::ServiceReportRequest {
+                service: get("service"),
+                model: get("model"),
+                version: get("version"),
+                range,
+                slow_threshold: get("slow"),
+                label: get("label"),
+                step: get("step"),
+                top_errors: 0,
+            };
+            let what = crate::cli::report::subject(&req.service, &req.model, &req.version);
+            ctx.report(move |env, b| {
+                crate::report::service::service_report(env, &req, b).map(|r| render::service_html(&r, &what))
+            })
+            .await
+        }
+        "errors" => {
+            let req = pb::ErrorReportRequest { range, service: get("service"), model: get("model"), examples: 0 };
+            ctx.report(move |env, b| crate::report::errors::error_report(env, &req, b).map(|r| render::errors_html(&r)))
+                .await
+        }
+        "gpu" => {
+            let req = pb::GpuReportRequest { range, gpu: get("gpu") };
+            ctx.report(move |env, b| {
+                crate::report::gpu::gpu_report(env.store, &req, env.now, b)
+                    .map(|r| render::gpu_html(&r))
+                    .map_err(Into::into)
+            })
+            .await
+        }
+        "capacity" => {
+            let req = pb::CapacityReportRequest { range, service: get("service"), slo_p95: get("slo"), days: 0 };
+            ctx.report(move |env, b| {
+                crate::report::capacity::capacity_report(env, &req, &instances, b).map(|r| render::capacity_html(&r))
+            })
+            .await
+        }
+        other => {
+            return html(
+                StatusCode::NOT_FOUND,
+                render::page(
+                    "modelwatch: not found",
+                    &format!("<p>no report {:?}: service, errors, gpu or capacity</p>", render::esc(other)),
+                ),
+            )
+        }
+    };
+    match r {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(e) => page_error(e),
+    }
 }

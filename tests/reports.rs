@@ -128,6 +128,25 @@ fn secs(ms: i64) -> String {
     format!("{}", ms as f64 / 1000.0)
 }
 
+/// The sum of the values the first line chart of a page draws.
+fn drawn_sum(html: &str) -> f64 {
+    html.split("data-values=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .map(|v| v.split(' ').map(|x| x.parse::<f64>().unwrap()).sum())
+        .unwrap()
+}
+
+/// The body of a GET (HTTP/1.1, `Connection: close`).
+fn get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
 fn cli(d: &Daemon, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_modelwatch")).args(args).args(["--addr", &d.addr]).output().unwrap();
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -286,13 +305,7 @@ async fn reports_answer_with_the_pushed_numbers() {
     let page = dir.path().join("ocr.html");
     cli(&d, &["report", "service", "--service", "ocr", "--since", "3h", "--html", page.to_str().unwrap()]);
     let html = std::fs::read_to_string(&page).unwrap();
-    let drawn: f64 = html
-        .split("data-values=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .map(|v| v.split(' ').map(|x| x.parse::<f64>().unwrap()).sum())
-        .unwrap();
-    assert_eq!(drawn, N as f64, "the requests chart draws every request");
+    assert_eq!(drawn_sum(&html), N as f64, "the requests chart draws every request");
     for what in ["errors", "gpu", "capacity"] {
         let out = cli(&d, &["report", what, "--since", "3h"]);
         assert!(out.contains("report"), "{what}: {out}");
@@ -301,6 +314,16 @@ async fn reports_answer_with_the_pushed_numbers() {
     assert!(errs.contains("CudaOOM") && errs.contains("req-0"), "{errs}");
     let cmp = cli(&d, &["report", "compare", "service", "--a", "3h..1h", "--b", "1h..now", "--service", "ocr"]);
     assert!(cmp.contains("latency.p95_ms"), "{cmp}");
+
+    // The same report as a page, and the status page linking to it.
+    let body = get(&d.http_addr, "/report/service?service=ocr&since=3h&label=card_type");
+    assert!(body.contains("Service report: service ocr") && body.contains("events by card_type"), "{body}");
+    assert_eq!(drawn_sum(&body), N as f64);
+    let status = get(&d.http_addr, "/");
+    assert!(status.contains("href=\"/report/service?service=ocr&amp;since=24h\""), "{status}");
+    assert!(status.contains("Firing alerts (0)") && status.contains("<path class=\"series\""), "{status}");
+    let missing = get(&d.http_addr, "/report/nothing");
+    assert!(missing.contains("no report"), "{missing}");
 
     // Logs by request id.
     let logs = cli(&d, &["logs", "--request-id", "req-10", "--since", "3h"]);

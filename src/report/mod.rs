@@ -12,6 +12,7 @@ pub mod errors;
 pub mod gpu;
 pub mod render;
 pub mod service;
+pub mod status;
 
 pub use gpu::gpu_report;
 

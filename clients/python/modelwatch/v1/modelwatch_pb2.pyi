@@ -327,6 +327,347 @@ class PushResponse(_message.Message):
     events: Ack
     def __init__(self, metrics: _Optional[_Union[Ack, _Mapping]] = ..., logs: _Optional[_Union[Ack, _Mapping]] = ..., events: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
+class ServiceReportRequest(_message.Message):
+    __slots__ = ("service", "model", "version", "range", "slow_threshold", "label", "step", "top_errors")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    SLOW_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOP_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    model: str
+    version: str
+    range: TimeRange
+    slow_threshold: str
+    label: str
+    step: str
+    top_errors: int
+    def __init__(self, service: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., slow_threshold: _Optional[str] = ..., label: _Optional[str] = ..., step: _Optional[str] = ..., top_errors: _Optional[int] = ...) -> None: ...
+
+class LabelShare(_message.Message):
+    __slots__ = ("value", "count", "share")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    count: int
+    share: float
+    def __init__(self, value: _Optional[str] = ..., count: _Optional[int] = ..., share: _Optional[float] = ...) -> None: ...
+
+class ErrorExample(_message.Message):
+    __slots__ = ("time", "request_id", "message", "service", "model", "source")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    request_id: str
+    message: str
+    service: str
+    model: str
+    source: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., message: _Optional[str] = ..., service: _Optional[str] = ..., model: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ErrorTypeSummary(_message.Message):
+    __slots__ = ("error_type", "count", "share", "examples")
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    error_type: str
+    count: int
+    share: float
+    examples: _containers.RepeatedCompositeFieldContainer[ErrorExample]
+    def __init__(self, error_type: _Optional[str] = ..., count: _Optional[int] = ..., share: _Optional[float] = ..., examples: _Optional[_Iterable[_Union[ErrorExample, _Mapping]]] = ...) -> None: ...
+
+class IntervalFigures(_message.Message):
+    __slots__ = ("start", "requests", "throughput_per_s", "error_rate", "p95_ms")
+    START_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_PER_S_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    P95_MS_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    requests: int
+    throughput_per_s: float
+    error_rate: float
+    p95_ms: float
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., throughput_per_s: _Optional[float] = ..., error_rate: _Optional[float] = ..., p95_ms: _Optional[float] = ...) -> None: ...
+
+class ServiceReportResponse(_message.Message):
+    __slots__ = ("start", "end", "requests", "errors", "success_rate", "throughput_per_s", "latency", "stages", "slow_threshold", "slow_requests", "slow_share", "label", "label_distribution", "top_errors", "busiest_hours", "prompt_tokens", "completion_tokens", "input_bytes", "output_bytes", "step", "series", "events_scanned", "scan_complete", "queries")
+    class StagesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: LatencySummary
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[LatencySummary, _Mapping]] = ...) -> None: ...
+    class QueriesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_PER_S_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    SLOW_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SLOW_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    SLOW_SHARE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    TOP_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    BUSIEST_HOURS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    SCAN_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    requests: int
+    errors: int
+    success_rate: float
+    throughput_per_s: float
+    latency: LatencySummary
+    stages: _containers.MessageMap[str, LatencySummary]
+    slow_threshold: _duration_pb2.Duration
+    slow_requests: int
+    slow_share: float
+    label: str
+    label_distribution: _containers.RepeatedCompositeFieldContainer[LabelShare]
+    top_errors: _containers.RepeatedCompositeFieldContainer[ErrorTypeSummary]
+    busiest_hours: _containers.RepeatedCompositeFieldContainer[IntervalFigures]
+    prompt_tokens: int
+    completion_tokens: int
+    input_bytes: int
+    output_bytes: int
+    step: _duration_pb2.Duration
+    series: _containers.RepeatedCompositeFieldContainer[IntervalFigures]
+    events_scanned: int
+    scan_complete: bool
+    queries: _containers.ScalarMap[str, str]
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., success_rate: _Optional[float] = ..., throughput_per_s: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., stages: _Optional[_Mapping[str, LatencySummary]] = ..., slow_threshold: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., slow_requests: _Optional[int] = ..., slow_share: _Optional[float] = ..., label: _Optional[str] = ..., label_distribution: _Optional[_Iterable[_Union[LabelShare, _Mapping]]] = ..., top_errors: _Optional[_Iterable[_Union[ErrorTypeSummary, _Mapping]]] = ..., busiest_hours: _Optional[_Iterable[_Union[IntervalFigures, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., step: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., series: _Optional[_Iterable[_Union[IntervalFigures, _Mapping]]] = ..., events_scanned: _Optional[int] = ..., scan_complete: _Optional[bool] = ..., queries: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ErrorReportRequest(_message.Message):
+    __slots__ = ("range", "service", "model", "examples")
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    range: TimeRange
+    service: str
+    model: str
+    examples: int
+    def __init__(self, range: _Optional[_Union[TimeRange, _Mapping]] = ..., service: _Optional[str] = ..., model: _Optional[str] = ..., examples: _Optional[int] = ...) -> None: ...
+
+class ErrorGroup(_message.Message):
+    __slots__ = ("service", "error_type", "events", "logs", "models", "last_seen", "examples")
+    class ModelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    error_type: str
+    events: int
+    logs: int
+    models: _containers.ScalarMap[str, int]
+    last_seen: _timestamp_pb2.Timestamp
+    examples: _containers.RepeatedCompositeFieldContainer[ErrorExample]
+    def __init__(self, service: _Optional[str] = ..., error_type: _Optional[str] = ..., events: _Optional[int] = ..., logs: _Optional[int] = ..., models: _Optional[_Mapping[str, int]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., examples: _Optional[_Iterable[_Union[ErrorExample, _Mapping]]] = ...) -> None: ...
+
+class ErrorReportResponse(_message.Message):
+    __slots__ = ("start", "end", "requests", "failed_requests", "error_rate", "error_logs", "groups", "scanned", "scan_complete", "queries")
+    class QueriesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_LOGS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_FIELD_NUMBER: _ClassVar[int]
+    SCAN_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    requests: int
+    failed_requests: int
+    error_rate: float
+    error_logs: int
+    groups: _containers.RepeatedCompositeFieldContainer[ErrorGroup]
+    scanned: int
+    scan_complete: bool
+    queries: _containers.ScalarMap[str, str]
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., error_rate: _Optional[float] = ..., error_logs: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[ErrorGroup, _Mapping]]] = ..., scanned: _Optional[int] = ..., scan_complete: _Optional[bool] = ..., queries: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CapacityReportRequest(_message.Message):
+    __slots__ = ("range", "service", "slo_p95", "days")
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SLO_P95_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    range: TimeRange
+    service: str
+    slo_p95: str
+    days: int
+    def __init__(self, range: _Optional[_Union[TimeRange, _Mapping]] = ..., service: _Optional[str] = ..., slo_p95: _Optional[str] = ..., days: _Optional[int] = ...) -> None: ...
+
+class CapacityFigures(_message.Message):
+    __slots__ = ("service", "recommendation", "reason", "replicas", "recommended_replicas", "requests_per_s", "peak_requests_per_s", "p95_ms", "slo_p95_ms", "trend_per_day", "previous_days_per_s", "gpu_utilization_percent", "gpu_memory_percent", "gpus", "cpu_percent", "memory_bytes", "cost_per_hour", "recommended_cost_per_hour", "savings_per_month", "queries")
+    class QueriesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    PEAK_REQUESTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    P95_MS_FIELD_NUMBER: _ClassVar[int]
+    SLO_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    TREND_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_DAYS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    GPU_UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDED_COST_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    SAVINGS_PER_MONTH_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    recommendation: str
+    reason: str
+    replicas: int
+    recommended_replicas: int
+    requests_per_s: float
+    peak_requests_per_s: float
+    p95_ms: float
+    slo_p95_ms: float
+    trend_per_day: float
+    previous_days_per_s: _containers.RepeatedScalarFieldContainer[float]
+    gpu_utilization_percent: float
+    gpu_memory_percent: float
+    gpus: int
+    cpu_percent: float
+    memory_bytes: float
+    cost_per_hour: float
+    recommended_cost_per_hour: float
+    savings_per_month: float
+    queries: _containers.ScalarMap[str, str]
+    def __init__(self, service: _Optional[str] = ..., recommendation: _Optional[str] = ..., reason: _Optional[str] = ..., replicas: _Optional[int] = ..., recommended_replicas: _Optional[int] = ..., requests_per_s: _Optional[float] = ..., peak_requests_per_s: _Optional[float] = ..., p95_ms: _Optional[float] = ..., slo_p95_ms: _Optional[float] = ..., trend_per_day: _Optional[float] = ..., previous_days_per_s: _Optional[_Iterable[float]] = ..., gpu_utilization_percent: _Optional[float] = ..., gpu_memory_percent: _Optional[float] = ..., gpus: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[float] = ..., cost_per_hour: _Optional[float] = ..., recommended_cost_per_hour: _Optional[float] = ..., savings_per_month: _Optional[float] = ..., queries: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CapacityReportResponse(_message.Message):
+    __slots__ = ("start", "end", "services", "price_gpu_hour", "price_cpu_core_hour", "price_memory_gib_hour")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    PRICE_GPU_HOUR_FIELD_NUMBER: _ClassVar[int]
+    PRICE_CPU_CORE_HOUR_FIELD_NUMBER: _ClassVar[int]
+    PRICE_MEMORY_GIB_HOUR_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    services: _containers.RepeatedCompositeFieldContainer[CapacityFigures]
+    price_gpu_hour: float
+    price_cpu_core_hour: float
+    price_memory_gib_hour: float
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., services: _Optional[_Iterable[_Union[CapacityFigures, _Mapping]]] = ..., price_gpu_hour: _Optional[float] = ..., price_cpu_core_hour: _Optional[float] = ..., price_memory_gib_hour: _Optional[float] = ...) -> None: ...
+
+class CompareRequest(_message.Message):
+    __slots__ = ("report", "a", "b", "service", "errors", "gpu", "capacity")
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    report: str
+    a: TimeRange
+    b: TimeRange
+    service: ServiceReportRequest
+    errors: ErrorReportRequest
+    gpu: GpuReportRequest
+    capacity: CapacityReportRequest
+    def __init__(self, report: _Optional[str] = ..., a: _Optional[_Union[TimeRange, _Mapping]] = ..., b: _Optional[_Union[TimeRange, _Mapping]] = ..., service: _Optional[_Union[ServiceReportRequest, _Mapping]] = ..., errors: _Optional[_Union[ErrorReportRequest, _Mapping]] = ..., gpu: _Optional[_Union[GpuReportRequest, _Mapping]] = ..., capacity: _Optional[_Union[CapacityReportRequest, _Mapping]] = ...) -> None: ...
+
+class FigureDelta(_message.Message):
+    __slots__ = ("figure", "a", "b", "delta", "change")
+    FIGURE_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    figure: str
+    a: float
+    b: float
+    delta: float
+    change: float
+    def __init__(self, figure: _Optional[str] = ..., a: _Optional[float] = ..., b: _Optional[float] = ..., delta: _Optional[float] = ..., change: _Optional[float] = ...) -> None: ...
+
+class CompareResponse(_message.Message):
+    __slots__ = ("report", "service_a", "service_b", "errors_a", "errors_b", "gpu_a", "gpu_b", "capacity_a", "capacity_b", "deltas")
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_A_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_B_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_A_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_B_FIELD_NUMBER: _ClassVar[int]
+    GPU_A_FIELD_NUMBER: _ClassVar[int]
+    GPU_B_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_A_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_B_FIELD_NUMBER: _ClassVar[int]
+    DELTAS_FIELD_NUMBER: _ClassVar[int]
+    report: str
+    service_a: ServiceReportResponse
+    service_b: ServiceReportResponse
+    errors_a: ErrorReportResponse
+    errors_b: ErrorReportResponse
+    gpu_a: GpuReportResponse
+    gpu_b: GpuReportResponse
+    capacity_a: CapacityReportResponse
+    capacity_b: CapacityReportResponse
+    deltas: _containers.RepeatedCompositeFieldContainer[FigureDelta]
+    def __init__(self, report: _Optional[str] = ..., service_a: _Optional[_Union[ServiceReportResponse, _Mapping]] = ..., service_b: _Optional[_Union[ServiceReportResponse, _Mapping]] = ..., errors_a: _Optional[_Union[ErrorReportResponse, _Mapping]] = ..., errors_b: _Optional[_Union[ErrorReportResponse, _Mapping]] = ..., gpu_a: _Optional[_Union[GpuReportResponse, _Mapping]] = ..., gpu_b: _Optional[_Union[GpuReportResponse, _Mapping]] = ..., capacity_a: _Optional[_Union[CapacityReportResponse, _Mapping]] = ..., capacity_b: _Optional[_Union[CapacityReportResponse, _Mapping]] = ..., deltas: _Optional[_Iterable[_Union[FigureDelta, _Mapping]]] = ...) -> None: ...
+
 class EvalRequest(_message.Message):
     __slots__ = ("query", "time")
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -728,7 +1069,7 @@ class GpuFault(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., xid: _Optional[str] = ..., pid: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
 
 class GpuSummary(_message.Message):
-    __slots__ = ("gpu", "uuid", "model_name", "utilization_avg_percent", "utilization_max_percent", "memory_peak_bytes", "memory_total_bytes", "temperature_max_celsius", "power_avg_watts", "throttled_seconds", "xid_errors", "ecc_corrected_errors", "ecc_uncorrected_errors", "faults", "up_ratio")
+    __slots__ = ("gpu", "uuid", "model_name", "utilization_avg_percent", "utilization_max_percent", "memory_peak_bytes", "memory_total_bytes", "temperature_max_celsius", "power_avg_watts", "throttled_seconds", "xid_errors", "ecc_corrected_errors", "ecc_uncorrected_errors", "faults", "up_ratio", "services")
     GPU_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -744,6 +1085,7 @@ class GpuSummary(_message.Message):
     ECC_UNCORRECTED_ERRORS_FIELD_NUMBER: _ClassVar[int]
     FAULTS_FIELD_NUMBER: _ClassVar[int]
     UP_RATIO_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
     gpu: str
     uuid: str
     model_name: str
@@ -759,7 +1101,8 @@ class GpuSummary(_message.Message):
     ecc_uncorrected_errors: int
     faults: _containers.RepeatedCompositeFieldContainer[GpuFault]
     up_ratio: float
-    def __init__(self, gpu: _Optional[str] = ..., uuid: _Optional[str] = ..., model_name: _Optional[str] = ..., utilization_avg_percent: _Optional[float] = ..., utilization_max_percent: _Optional[float] = ..., memory_peak_bytes: _Optional[float] = ..., memory_total_bytes: _Optional[float] = ..., temperature_max_celsius: _Optional[float] = ..., power_avg_watts: _Optional[float] = ..., throttled_seconds: _Optional[float] = ..., xid_errors: _Optional[int] = ..., ecc_corrected_errors: _Optional[int] = ..., ecc_uncorrected_errors: _Optional[int] = ..., faults: _Optional[_Iterable[_Union[GpuFault, _Mapping]]] = ..., up_ratio: _Optional[float] = ...) -> None: ...
+    services: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, gpu: _Optional[str] = ..., uuid: _Optional[str] = ..., model_name: _Optional[str] = ..., utilization_avg_percent: _Optional[float] = ..., utilization_max_percent: _Optional[float] = ..., memory_peak_bytes: _Optional[float] = ..., memory_total_bytes: _Optional[float] = ..., temperature_max_celsius: _Optional[float] = ..., power_avg_watts: _Optional[float] = ..., throttled_seconds: _Optional[float] = ..., xid_errors: _Optional[int] = ..., ecc_corrected_errors: _Optional[int] = ..., ecc_uncorrected_errors: _Optional[int] = ..., faults: _Optional[_Iterable[_Union[GpuFault, _Mapping]]] = ..., up_ratio: _Optional[float] = ..., services: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GpuProcessSummary(_message.Message):
     __slots__ = ("gpu", "pid", "service", "model", "memory_peak_bytes", "utilization_max_percent")

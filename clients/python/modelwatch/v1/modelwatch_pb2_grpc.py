@@ -344,6 +344,26 @@ class QueryStub:
                 request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalRangeRequest.SerializeToString,
                 response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalResponse.FromString,
                 _registered_method=True)
+        self.ServiceReport = channel.unary_unary(
+                '/modelwatch.v1.Query/ServiceReport',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ServiceReportRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ServiceReportResponse.FromString,
+                _registered_method=True)
+        self.ErrorReport = channel.unary_unary(
+                '/modelwatch.v1.Query/ErrorReport',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ErrorReportRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ErrorReportResponse.FromString,
+                _registered_method=True)
+        self.CapacityReport = channel.unary_unary(
+                '/modelwatch.v1.Query/CapacityReport',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.CapacityReportRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.CapacityReportResponse.FromString,
+                _registered_method=True)
+        self.Compare = channel.unary_unary(
+                '/modelwatch.v1.Query/Compare',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.CompareRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.CompareResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServicer:
@@ -411,6 +431,36 @@ class QueryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ServiceReport(self, request, context):
+        """One service, model or version over a range: requests, success, throughput, latency overall
+        and per stage, slow requests, a label's distribution, top errors with examples, busiest
+        hours, tokens and bytes, and a per-interval series.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ErrorReport(self, request, context):
+        """Errors of events and error logs by service and type, with the latest examples.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CapacityReport(self, request, context):
+        """Per service: scale up, down or hold, with the figures behind it and the cost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Compare(self, request, context):
+        """One report over two ranges side by side, with the deltas of its figures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -458,6 +508,26 @@ def add_QueryServicer_to_server(servicer, server):
                     servicer.EvalRange,
                     request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalRangeRequest.FromString,
                     response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.EvalResponse.SerializeToString,
+            ),
+            'ServiceReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServiceReport,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ServiceReportRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ServiceReportResponse.SerializeToString,
+            ),
+            'ErrorReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.ErrorReport,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.ErrorReportRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.ErrorReportResponse.SerializeToString,
+            ),
+            'CapacityReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.CapacityReport,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.CapacityReportRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.CapacityReportResponse.SerializeToString,
+            ),
+            'Compare': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compare,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.CompareRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.CompareResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -707,6 +777,114 @@ class Query:
             '/modelwatch.v1.Query/EvalRange',
             modelwatch_dot_v1_dot_modelwatch__pb2.EvalRangeRequest.SerializeToString,
             modelwatch_dot_v1_dot_modelwatch__pb2.EvalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Query/ServiceReport',
+            modelwatch_dot_v1_dot_modelwatch__pb2.ServiceReportRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.ServiceReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ErrorReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Query/ErrorReport',
+            modelwatch_dot_v1_dot_modelwatch__pb2.ErrorReportRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.ErrorReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CapacityReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Query/CapacityReport',
+            modelwatch_dot_v1_dot_modelwatch__pb2.CapacityReportRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.CapacityReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Query/Compare',
+            modelwatch_dot_v1_dot_modelwatch__pb2.CompareRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.CompareResponse.FromString,
             options,
             channel_credentials,
             insecure,
