@@ -2,6 +2,7 @@
 //! the `Alerts` service of a running daemon as aligned tables (what amtool is to
 //! Alertmanager).
 use crate::pb::{self, alerts_client::AlertsClient};
+use crate::report::render::span;
 use std::collections::{BTreeMap, HashMap};
 use tonic::transport::Channel;
 
@@ -26,16 +27,6 @@ fn when(t: &Option<prost_types::Timestamp>) -> String {
             s.trim_end_matches(".000Z").replace('T', " ")
         }
         _ => "-".into(),
-    }
-}
-
-fn span(ms: i64) -> String {
-    let s = ms / 1000;
-    match s {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
-        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
     }
 }
 
