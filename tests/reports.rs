@@ -194,7 +194,7 @@ async fn reports_answer_with_the_pushed_numbers() {
     assert!(near(rep.success_rate, 1.0 - errors as f64 / N as f64, 1e-9));
     let mut lat: Vec<u64> = evs.iter().map(|e| e.latency_ms).collect();
     lat.sort();
-    let l = rep.latency.clone().unwrap();
+    let l = rep.latency.unwrap();
     assert_eq!(l.count, N as u64);
     assert!(near(l.mean_ms, lat.iter().sum::<u64>() as f64 / N as f64, 1e-9), "{l:?}");
     for (got, q) in [(l.p50_ms, 0.5), (l.p95_ms, 0.95), (l.p99_ms, 0.99), (l.max_ms, 1.0)] {

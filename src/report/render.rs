@@ -499,7 +499,7 @@ fn figures(figs: &[(&str, String)]) -> String {
 
 pub fn service_html(r: &pb::ServiceReportResponse, what: &str) -> String {
     let mut b = format!("<p class=\"muted\">{} → {} UTC</p>", when(&r.start), when(&r.end));
-    let l = r.latency.clone().unwrap_or_default();
+    let l = r.latency.unwrap_or_default();
     b.push_str(&figures(&[
         ("requests", r.requests.to_string()),
         ("success", pct(r.success_rate)),
