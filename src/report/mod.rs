@@ -197,7 +197,7 @@ impl Scan {
     }
 }
 
-/// Label values of events, for examples: `model` of an event.
+/// An error example (its message is filled in later from the request's error log).
 pub fn example(time: i64, request_id: &str, service: &str, model: &str, source: &str) -> pb::ErrorExample {
     pb::ErrorExample {
         time: crate::query::timestamp(time),
