@@ -13,6 +13,7 @@ use crate::sample::{host, Sink};
 use crate::store::commit::{CommitConfig, Committer};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry::Rates;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,6 +101,7 @@ pub async fn run_with(
         crate::notify::Notifier::open(routes, &cfg.alerting, &cfg.storage.data_dir.join("notify"))
             .map_err(AppError::Config)?,
     );
+    crate::telemetry::T.models.set_cap(cfg.limits.max_series);
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         committer,
@@ -117,6 +119,7 @@ pub async fn run_with(
         max_message_bytes: cfg.limits.max_message_bytes,
         open_streams: Arc::new(AtomicUsize::new(0)),
         samplers: Arc::new(Mutex::new(Default::default())),
+        latest_samples: Mutex::new(BTreeMap::new()),
         alerts: Arc::new(alerts),
         notifier: notifier.clone(),
     });
@@ -248,6 +251,12 @@ pub fn recover(cfg: &Config) -> Result<crate::store::OpenReport, AppError> {
 fn samplers(ctx: &Arc<Ctx>, cfg: &Config, sources: Sources, shutdown: CancellationToken) {
     let sink = Sink::new(ctx.clone());
     let sc = &cfg.sampling;
+    if sc.self_interval.is_zero() {
+        sink.set_status("self", "off: sampling.self_interval = 0s".into());
+    } else {
+        sink.set_status("self", format!("storing the daemon's own figures every {:?}", sc.self_interval));
+        tokio::spawn(crate::sample::own::run(sink.clone(), sc.self_interval, shutdown.clone()));
+    }
     if sc.host_interval.is_zero() {
         sink.set_status("host", "off: sampling.host_interval = 0s".into());
     } else {

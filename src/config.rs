@@ -287,6 +287,10 @@ pub struct SamplingConfig {
     /// Host sampling interval; "0s" turns host sampling off.
     #[serde(with = "humantime_serde_compat")]
     pub host_interval: Duration,
+    /// How often the daemon stores its own figures (those of `/metrics`) as series; "0s" turns
+    /// that off.
+    #[serde(with = "humantime_serde_compat")]
+    pub self_interval: Duration,
     /// "auto" (NVML when an NVIDIA driver is present) or "off".
     pub gpu: String,
     /// GPU sampling interval (cheap calls every tick).
@@ -303,6 +307,7 @@ impl Default for SamplingConfig {
     fn default() -> Self {
         SamplingConfig {
             host_interval: Duration::from_secs(10),
+            self_interval: Duration::from_secs(10),
             gpu: "auto".into(),
             gpu_interval: Duration::from_secs(5),
             gpu_process_every: 6,
@@ -534,6 +539,7 @@ impl Config {
             ("storage.event_bucket", s.event_bucket),
             ("server.shutdown_timeout", self.server.shutdown_timeout),
             ("sampling.host_interval", self.sampling.host_interval),
+            ("sampling.self_interval", self.sampling.self_interval),
             ("sampling.gpu_interval", self.sampling.gpu_interval),
             ("sampling.gpu_timeout", self.sampling.gpu_timeout),
         ] {

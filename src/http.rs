@@ -31,6 +31,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/metrics", get(metrics))
         .route("/", get(status_page))
         .route("/report/{kind}", get(report_page))
         .fallback(not_found)
@@ -195,7 +196,7 @@ async fn on_pool<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let store = ctx.store.clone();
     let mut budget = Budget::new(&ctx.query);
-    match ctx.query_pool.run(move || f(&store, &mut budget)).await {
+    match ctx.query_pool.run(crate::telemetry::HTTP, move || f(&store, &mut budget)).await {
         Ok(r) => r,
         Err(e) => Err(e.into()),
     }
@@ -372,6 +373,15 @@ fn page_error(e: PromqlError) -> Response {
             &format!("<p class=\"bad\">{}</p>", crate::report::render::esc(&e.to_string())),
         ),
     )
+}
+
+/// The daemon's own metrics in the Prometheus text format ([`crate::telemetry`]).
+async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
+    let Ok(scrape) = tokio::task::spawn_blocking(move || crate::sample::own::scrape(&ctx)).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "the scrape task failed").into_response();
+    };
+    let body = crate::telemetry::render(&scrape);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 async fn status_page(State(ctx): State<Arc<Ctx>>) -> Response {

@@ -108,6 +108,18 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", global = true)]
         addr: String,
     },
+    /// A live view of a running daemon: per service throughput, error rate and p95; per GPU
+    /// utilization, memory, temperature, power and its processes; firing alerts. `q` quits.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, value_name = "DURATION", default_value = "1s")]
+        interval: String,
+        /// Print one frame and exit (no terminal control).
+        #[arg(long)]
+        once: bool,
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        addr: String,
+    },
     /// Log records from a running daemon, oldest first: by request id, or by service, level and
     /// text; --follow keeps printing new ones.
     Logs {
@@ -429,6 +441,12 @@ fn main() -> anyhow::Result<()> {
                     client_command("report compare", report::compare(&addr, args, format))
                 }
             }
+        }
+        Command::Top { interval, once, addr } => {
+            let interval = modelwatch::query::plan::parse_duration("--interval", &interval)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .max(std::time::Duration::from_millis(100));
+            client_command("top", modelwatch::cli::top::run(modelwatch::cli::top::Args { addr, interval, once }))
         }
         Command::Logs { request_id, service, level, contains, since, limit, follow, json, addr } => {
             use modelwatch::cli::report;

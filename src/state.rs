@@ -36,6 +36,8 @@ pub struct Ctx {
     pub notifier: Arc<crate::notify::Notifier>,
     /// What each sampler does, or why it is off (shown by Status).
     pub samplers: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Each sampler's latest readings, for `/metrics`.
+    pub latest_samples: Mutex<BTreeMap<&'static str, Vec<crate::pb::Series>>>,
 }
 
 impl Ctx {
@@ -59,7 +61,7 @@ impl Ctx {
         let now = ctx.clock.now_ms();
         let mut budget = crate::query::Budget::new(&ctx.query);
         self.query_pool
-            .run(move || {
+            .run(crate::telemetry::REPORT, move || {
                 let opts = ctx.query.promql();
                 let env = crate::report::Env { store: &ctx.store, opts: &opts, cfg: &ctx.report, now };
                 f(&env, &mut budget)

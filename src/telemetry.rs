@@ -1,10 +1,342 @@
-//! The daemon's own figures: ingest rates over the last minute, from the store's counters
-//! sampled every few seconds.
+//! The daemon's own figures, every one defined here: what `/metrics` serves in the Prometheus
+//! text format (0.0.4), and the ingest rates that `Status` reports.
+//!
+//! Three sources meet in [`render`]:
+//! - the process-wide registry [`T`]: counters and histograms that the parts of the daemon
+//!   bump as things happen (commit groups and fsyncs, rejections, queries, notifications,
+//!   checkpoints, the start's replay), plus the per-model inference counters and latency
+//!   histograms ([`Models`]), counted from acked, first-time event batches, so they are
+//!   monotonic from the daemon's start (the derived series of the same names in PromQL restart
+//!   every hour);
+//! - gauges read at scrape time ([`Scrape`]: store and queue sizes, streams, alerts);
+//! - the host and GPU samplers' latest readings, as they were stored.
+use crate::pb;
+use crate::store::aggs::STATUS_NAMES;
 use crate::store::Store;
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The registry; a process holds one daemon.
+pub static T: Telemetry = Telemetry::new();
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A float gauge.
+#[derive(Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub const fn new() -> Gauge {
+        Gauge(AtomicU64::new(0))
+    }
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+const MAX_BOUNDS: usize = 16;
+
+/// A histogram over fixed upper bounds (at most 16, `+Inf` implied).
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: [AtomicU64; MAX_BOUNDS + 1],
+    count: AtomicU64,
+    sum: Mutex<f64>,
+}
+
+impl Histogram {
+    pub const fn new(bounds: &'static [f64]) -> Histogram {
+        assert!(bounds.len() <= MAX_BOUNDS);
+        Histogram {
+            bounds,
+            buckets: [const { AtomicU64::new(0) }; MAX_BOUNDS + 1],
+            count: AtomicU64::new(0),
+            sum: Mutex::new(0.0),
+        }
+    }
+    pub fn observe(&self, v: f64) {
+        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.sum) += v;
+    }
+    pub fn since(&self, t: Instant) {
+        self.observe(t.elapsed().as_secs_f64());
+    }
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+    fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut acc = 0;
+        let mut out = Vec::with_capacity(self.bounds.len() + 1);
+        for (i, b) in self.bounds.iter().chain([&f64::INFINITY]).enumerate() {
+            acc += self.buckets[i].load(Ordering::Relaxed);
+            out.push((*b, acc));
+        }
+        (out, acc, *lock(&self.sum))
+    }
+}
+
+/// Counters keyed by label values (few of them: reasons, receivers).
+pub struct Family {
+    labels: &'static [&'static str],
+    map: Mutex<BTreeMap<Vec<String>, u64>>,
+}
+
+impl Family {
+    pub const fn new(labels: &'static [&'static str]) -> Family {
+        Family { labels, map: Mutex::new(BTreeMap::new()) }
+    }
+    pub fn add(&self, values: &[&str], n: u64) {
+        debug_assert_eq!(values.len(), self.labels.len());
+        let mut m = lock(&self.map);
+        match m.get_mut(values.iter().map(|s| s.to_string()).collect::<Vec<_>>().as_slice()) {
+            Some(c) => *c += n,
+            None => {
+                m.insert(values.iter().map(|s| s.to_string()).collect(), n);
+            }
+        }
+    }
+    pub fn get(&self, values: &[&str]) -> u64 {
+        let key: Vec<String> = values.iter().map(|s| s.to_string()).collect();
+        lock(&self.map).get(&key).copied().unwrap_or(0)
+    }
+}
+
+/// Seconds, for durations from a millisecond to a minute.
+const SECONDS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+/// Batches per commit group.
+const GROUP: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+pub struct Telemetry {
+    pub batches_stored: [Counter; 3],
+    pub batches_duplicate: [Counter; 3],
+    /// kind, code, field (indices removed: `series[].labels[].value`).
+    pub rejected: Family,
+    /// Whole batches refused by the committer: reason.
+    pub refused: Family,
+    pub fsync: Histogram,
+    pub group: Histogram,
+    pub wal_written: Counter,
+    pub wal_bytes: Gauge,
+    pub wal_since_checkpoint: Gauge,
+    pub checkpoint: Histogram,
+    pub checkpoint_failures: Counter,
+    pub replay_seconds: Gauge,
+    pub replay_records: Gauge,
+    /// api (grpc, http, report).
+    pub query: [Histogram; 3],
+    pub queries_refused: Counter,
+    pub rule_evaluation: Histogram,
+    pub rule_errors: Counter,
+    /// receiver, integration, outcome (delivered, retry, failed, expired).
+    pub notifications: Family,
+    pub models: Models,
+}
+
+pub const KINDS: [&str; 3] = ["metrics", "logs", "events"];
+pub const QUERY_APIS: [&str; 3] = ["grpc", "http", "report"];
+pub const GRPC: usize = 0;
+pub const HTTP: usize = 1;
+pub const REPORT: usize = 2;
+
+impl Telemetry {
+    const fn new() -> Telemetry {
+        Telemetry {
+            batches_stored: [const { Counter::new() }; 3],
+            batches_duplicate: [const { Counter::new() }; 3],
+            rejected: Family::new(&["kind", "code", "field"]),
+            refused: Family::new(&["reason"]),
+            fsync: Histogram::new(&SECONDS),
+            group: Histogram::new(&GROUP),
+            wal_written: Counter::new(),
+            wal_bytes: Gauge::new(),
+            wal_since_checkpoint: Gauge::new(),
+            checkpoint: Histogram::new(&SECONDS),
+            checkpoint_failures: Counter::new(),
+            replay_seconds: Gauge::new(),
+            replay_records: Gauge::new(),
+            query: [const { Histogram::new(&SECONDS) }; 3],
+            queries_refused: Counter::new(),
+            rule_evaluation: Histogram::new(&SECONDS),
+            rule_errors: Counter::new(),
+            notifications: Family::new(&["receiver", "integration", "outcome"]),
+            models: Models::new(),
+        }
+    }
+
+    /// Counts one rejected item under its kind, code and field with the indices taken out.
+    pub fn reject(&self, kind: usize, code: &str, field: &str) {
+        let mut f = String::with_capacity(field.len());
+        let mut skip = false;
+        for ch in field.chars() {
+            match ch {
+                '[' => {
+                    skip = true;
+                    f.push('[');
+                }
+                ']' => {
+                    skip = false;
+                    f.push(']');
+                }
+                _ if skip => {}
+                c => f.push(c),
+            }
+        }
+        self.rejected.add(&[KINDS[kind], code, &f], 1);
+    }
+}
+
+// ---- per-model inference figures -------------------------------------------------------
+
+/// The labels of the derived inference series: service, model, version, endpoint.
+type GroupKey = [String; 4];
+
+/// The latency bounds of `modelwatch_inference_latency_seconds` (those of the derived series).
+use crate::promql::derived::LE_BOUNDS;
+
+#[derive(Default, Clone)]
+pub struct ModelStats {
+    /// ok, error, timeout, rejected.
+    status: [u64; 4],
+    errors: BTreeMap<String, u64>,
+    /// Per bound of [`LE_BOUNDS`] (not cumulative).
+    le: [u64; 16],
+    sum_s: f64,
+    /// prompt tokens, completion tokens, input bytes, output bytes.
+    sums: [u64; 4],
+}
+
+impl ModelStats {
+    fn add(&mut self, o: &ModelStats) {
+        for i in 0..4 {
+            self.status[i] += o.status[i];
+            self.sums[i] += o.sums[i];
+        }
+        for (k, v) in &o.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+        for i in 0..16 {
+            self.le[i] += o.le[i];
+        }
+        self.sum_s += o.sum_s;
+    }
+}
+
+/// Status names as the derived series spell them (index = `pb::Status` value, 0 and 1 = ok).
+fn status_slot(status: i32) -> usize {
+    match STATUS_NAMES.get(status as usize).copied().unwrap_or("ok") {
+        "error" => 1,
+        "timeout" => 2,
+        "rejected" => 3,
+        _ => 0,
+    }
+}
+
+/// One batch's events summed per model group, made on the handler's thread before the batch
+/// is queued, and added to [`Models`] once its ack says it was stored for the first time.
+#[derive(Default)]
+pub struct Tally(Vec<(GroupKey, ModelStats)>);
+
+impl Tally {
+    pub fn of(b: &pb::EventBatch) -> Tally {
+        let mut t: Vec<(GroupKey, ModelStats)> = Vec::new();
+        for e in &b.events {
+            let service = if e.service.is_empty() { &b.service } else { &e.service };
+            let key = [service.as_str(), &e.model, &e.model_version, &e.endpoint];
+            let i = match t.iter().position(|(k, _)| k.iter().zip(key).all(|(a, b)| a == b)) {
+                Some(i) => i,
+                None => {
+                    t.push((key.map(String::from), ModelStats::default()));
+                    t.len() - 1
+                }
+            };
+            let s = &mut t[i].1;
+            let slot = status_slot(e.status);
+            s.status[slot] += 1;
+            if slot != 0 && !e.error_type.is_empty() {
+                *s.errors.entry(e.error_type.clone()).or_default() += 1;
+            }
+            let secs = e.latency_us as f64 / 1e6;
+            let b = LE_BOUNDS.iter().position(|le| secs <= *le).unwrap_or(15);
+            s.le[b] += 1;
+            s.sum_s += secs;
+            s.sums[0] += u64::from(e.prompt_tokens);
+            s.sums[1] += u64::from(e.completion_tokens);
+            s.sums[2] += e.input_bytes;
+            s.sums[3] += e.output_bytes;
+        }
+        Tally(t)
+    }
+
+    /// The tally of an events batch; `None` for other kinds.
+    pub fn of_batch(b: &crate::store::Batch) -> Option<Tally> {
+        match &b.body {
+            crate::store::Body::Events(e) => Some(Tally::of(e)),
+            _ => None,
+        }
+    }
+
+    pub fn commit(self) {
+        T.models.add(self);
+    }
+}
+
+pub struct Models {
+    groups: Mutex<BTreeMap<GroupKey, ModelStats>>,
+    /// Most groups kept (`limits.max_series`); later ones are counted in `dropped`.
+    cap: AtomicUsize,
+    dropped: Counter,
+}
+
+impl Models {
+    const fn new() -> Models {
+        Models { groups: Mutex::new(BTreeMap::new()), cap: AtomicUsize::new(usize::MAX), dropped: Counter::new() }
+    }
+
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    fn add(&self, t: Tally) {
+        let cap = self.cap.load(Ordering::Relaxed);
+        let mut g = lock(&self.groups);
+        for (k, s) in t.0 {
+            if let Some(have) = g.get_mut(&k) {
+                have.add(&s);
+            } else if g.len() < cap {
+                g.insert(k, s);
+            } else {
+                self.dropped.add(1);
+            }
+        }
+    }
+}
+
+// ---- ingest rates for Status ------------------------------------------------------------
 
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -22,7 +354,7 @@ impl Rates {
     /// Records the counters now (called by a ticker and by each Status call).
     pub fn tick(&self, store: &Store) {
         let now = Instant::now();
-        let mut q = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = lock(&self.samples);
         q.push_back((now, totals(store)));
         while q.len() > 2 && q.front().is_some_and(|(t, _)| now.duration_since(*t) > WINDOW) {
             q.pop_front();
@@ -32,7 +364,7 @@ impl Rates {
     /// Per-second rates of samples, events and logs over the window.
     pub fn per_second(&self, store: &Store) -> [f64; 3] {
         self.tick(store);
-        let q = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let q = lock(&self.samples);
         let (Some(a), Some(b)) = (q.front(), q.back()) else {
             return [0.0; 3];
         };
@@ -41,5 +373,382 @@ impl Rates {
             return [0.0; 3];
         }
         [0, 1, 2].map(|i| (b.1[i] - a.1[i]) as f64 / dt)
+    }
+}
+
+// ---- the exposition ---------------------------------------------------------------------
+
+/// What is read when `/metrics` is scraped.
+pub struct Scrape {
+    pub version: &'static str,
+    pub start_time_s: f64,
+    /// samples, log records, events stored since the start.
+    pub items: [u64; 3],
+    pub series: u64,
+    pub data_dir_bytes: u64,
+    pub commit_queue: u64,
+    pub open_streams: u64,
+    pub clients: u64,
+    pub query_queue: u64,
+    pub notify_queue: u64,
+    /// Alerts by state (pending, firing).
+    pub alerts: [u64; 2],
+    /// The samplers' latest readings.
+    pub samples: Vec<pb::Series>,
+}
+
+fn esc(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+fn labels(names: &[&str], values: &[&str]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = names.iter().zip(values).map(|(n, v)| format!("{n}=\"{}\"", esc(v))).collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+fn num(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Where families go: the exposition text, or series to store (the daemon sampling itself).
+enum Out {
+    Text(String),
+    Series { ts: i64, kind: pb::MetricKind, series: Vec<pb::Series> },
+}
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        match self {
+            Out::Text(t) => {
+                let _ = writeln!(t, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            }
+            Out::Series { kind: k, .. } => {
+                *k = if kind == "gauge" { pb::MetricKind::Gauge } else { pb::MetricKind::Counter };
+            }
+        }
+    }
+    fn line(&mut self, name: &str, names: &[&str], values: &[&str], v: f64) {
+        match self {
+            Out::Text(t) => {
+                let _ = writeln!(t, "{name}{} {}", labels(names, values), num(v));
+            }
+            Out::Series { ts, kind, series } => series.push(pb::Series {
+                name: name.into(),
+                labels: names
+                    .iter()
+                    .zip(values)
+                    .map(|(n, v)| pb::Label { name: (*n).into(), value: (*v).into() })
+                    .collect(),
+                kind: *kind as i32,
+                timestamps_ms: vec![*ts],
+                values: vec![v],
+            }),
+        }
+    }
+    fn one(&mut self, name: &str, kind: &str, help: &str, v: f64) {
+        self.head(name, kind, help);
+        self.line(name, &[], &[], v);
+    }
+    fn family(&mut self, name: &str, help: &str, f: &Family) {
+        self.head(name, "counter", help);
+        for (k, v) in lock(&f.map).iter() {
+            let vals: Vec<&str> = k.iter().map(String::as_str).collect();
+            self.line(name, f.labels, &vals, *v as f64);
+        }
+    }
+    fn hist_lines(&mut self, name: &str, names: &[&str], vals: &[&str], cum: &[(f64, u64)], count: u64, sum: f64) {
+        let mut ln: Vec<&str> = names.to_vec();
+        ln.push("le");
+        for (le, c) in cum {
+            let les = num(*le);
+            let mut lv: Vec<&str> = vals.to_vec();
+            lv.push(&les);
+            self.line(&format!("{name}_bucket"), &ln, &lv, *c as f64);
+        }
+        self.line(&format!("{name}_sum"), names, vals, sum);
+        self.line(&format!("{name}_count"), names, vals, count as f64);
+    }
+    fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.head(name, "histogram", help);
+        let (cum, count, sum) = h.snapshot();
+        self.hist_lines(name, &[], &[], &cum, count, sum);
+    }
+}
+
+/// The daemon's own process: CPU seconds and resident bytes (Linux).
+fn process() -> (f64, f64) {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    let cpu = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
+        let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+        t(ru.ru_utime) + t(ru.ru_stime)
+    } else {
+        0.0
+    };
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()))
+        .map_or(0.0, |pages| pages * 4096.0);
+    (cpu, rss)
+}
+
+/// The whole exposition.
+pub fn render(s: &Scrape) -> String {
+    let mut o = Out::Text(String::with_capacity(16 << 10));
+    render_own(&mut o, s);
+    render_models(&mut o);
+    render_samples(&mut o, &s.samples);
+    match o {
+        Out::Text(t) => t,
+        Out::Series { .. } => unreachable!("text was asked for"),
+    }
+}
+
+/// The daemon's own figures as series stamped `ts`, to be stored like a sampler's readings
+/// (so that PromQL, the rules and the daemon's dashboard see them). The per-model figures and
+/// the samplers' readings are left out: the store has them already.
+pub fn own_series(s: &Scrape, ts: i64) -> Vec<pb::Series> {
+    let mut o = Out::Series { ts, kind: pb::MetricKind::Gauge, series: Vec::new() };
+    render_own(&mut o, s);
+    match o {
+        Out::Series { series, .. } => series,
+        Out::Text(_) => Vec::new(),
+    }
+}
+
+fn render_own(o: &mut Out, s: &Scrape) {
+    let t = &T;
+    o.head("modelwatch_build_info", "gauge", "The daemon's version.");
+    o.line("modelwatch_build_info", &["version"], &[s.version], 1.0);
+    o.one("modelwatch_start_time_seconds", "gauge", "When the daemon started (Unix seconds).", s.start_time_s);
+    let (cpu, rss) = process();
+    o.one("modelwatch_process_cpu_seconds_total", "counter", "CPU time the daemon has used.", cpu);
+    o.one("modelwatch_process_resident_memory_bytes", "gauge", "The daemon's resident memory.", rss);
+
+    // Ingest.
+    o.head("modelwatch_ingest_items_total", "counter", "Samples, log records and events stored since the start.");
+    for (k, v) in ["metrics", "logs", "events"].iter().zip(s.items) {
+        o.line("modelwatch_ingest_items_total", &["kind"], &[k], v as f64);
+    }
+    o.head(
+        "modelwatch_ingest_batches_total",
+        "counter",
+        "Batches acked, by kind and outcome (stored, or a duplicate resend).",
+    );
+    for (i, k) in KINDS.iter().enumerate() {
+        let stored = t.batches_stored[i].get() as f64;
+        o.line("modelwatch_ingest_batches_total", &["kind", "outcome"], &[k, "stored"], stored);
+        let duplicate = t.batches_duplicate[i].get() as f64;
+        o.line("modelwatch_ingest_batches_total", &["kind", "outcome"], &[k, "duplicate"], duplicate);
+    }
+    o.family(
+        "modelwatch_ingest_rejected_total",
+        "Items rejected, by kind, gRPC code and field (indices removed); the acks name each one.",
+        &t.rejected,
+    );
+    o.family(
+        "modelwatch_ingest_refused_batches_total",
+        "Whole batches refused by the committer, by reason (disk_full, storage, shutting_down).",
+        &t.refused,
+    );
+    o.one("modelwatch_ingest_streams_open", "gauge", "Ingest streams open now.", s.open_streams as f64);
+    o.one("modelwatch_ingest_clients", "gauge", "Registered clients seen within limits.client_ttl.", s.clients as f64);
+    o.one("modelwatch_commit_queue_batches", "gauge", "Batches waiting for the committer.", s.commit_queue as f64);
+    o.histogram("modelwatch_commit_group_batches", "Batches made durable by one fsync.", &t.group);
+    o.histogram("modelwatch_wal_fsync_seconds", "Time of each write-ahead-log fsync.", &t.fsync);
+    o.one(
+        "modelwatch_wal_written_bytes_total",
+        "counter",
+        "Bytes appended to the write-ahead log.",
+        t.wal_written.get() as f64,
+    );
+    o.one("modelwatch_wal_bytes", "gauge", "Write-ahead-log segment bytes on disk.", t.wal_bytes.get());
+    o.one(
+        "modelwatch_wal_since_checkpoint_bytes",
+        "gauge",
+        "Write-ahead-log bytes a replay would read now.",
+        t.wal_since_checkpoint.get(),
+    );
+    o.histogram("modelwatch_checkpoint_seconds", "Time of each checkpoint.", &t.checkpoint);
+    o.one(
+        "modelwatch_checkpoint_failures_total",
+        "counter",
+        "Checkpoints that failed (the WAL keeps everything until one succeeds).",
+        t.checkpoint_failures.get() as f64,
+    );
+    o.one(
+        "modelwatch_replay_seconds",
+        "gauge",
+        "Time the start's write-ahead-log replay took.",
+        t.replay_seconds.get(),
+    );
+    o.one("modelwatch_replay_records", "gauge", "Write-ahead-log records the start replayed.", t.replay_records.get());
+    o.one("modelwatch_store_series", "gauge", "Metric series in the store.", s.series as f64);
+    o.one(
+        "modelwatch_data_dir_bytes",
+        "gauge",
+        "Bytes in the data folder (store, block files, WAL, notification queue).",
+        s.data_dir_bytes as f64,
+    );
+
+    // Queries, rules, notifications.
+    o.head("modelwatch_query_duration_seconds", "histogram", "Time queries ran on the query threads, by API.");
+    for (i, api) in QUERY_APIS.iter().enumerate() {
+        let (cum, count, sum) = t.query[i].snapshot();
+        o.hist_lines("modelwatch_query_duration_seconds", &["api"], &[api], &cum, count, sum);
+    }
+    o.one("modelwatch_query_queue", "gauge", "Queries waiting for a query thread.", s.query_queue as f64);
+    o.one(
+        "modelwatch_queries_refused_total",
+        "counter",
+        "Queries refused because query.max_concurrent's queue was full.",
+        t.queries_refused.get() as f64,
+    );
+    o.histogram("modelwatch_rule_evaluation_seconds", "Time of each round of due rule groups.", &t.rule_evaluation);
+    o.one("modelwatch_rule_errors_total", "counter", "Rule evaluations that failed.", t.rule_errors.get() as f64);
+    o.head("modelwatch_alerts", "gauge", "Alerts by state.");
+    o.line("modelwatch_alerts", &["state"], &["pending"], s.alerts[0] as f64);
+    o.line("modelwatch_alerts", &["state"], &["firing"], s.alerts[1] as f64);
+    o.family(
+        "modelwatch_notification_attempts_total",
+        "Notification attempts by receiver, integration and outcome (delivered, retry, failed, expired).",
+        &t.notifications,
+    );
+    o.one("modelwatch_notification_queue", "gauge", "Notifications queued for delivery.", s.notify_queue as f64);
+}
+
+fn key(k: &GroupKey) -> [&str; 4] {
+    [k[0].as_str(), &k[1], &k[2], &k[3]]
+}
+
+fn render_models(o: &mut Out) {
+    let m = &T.models;
+    let g = lock(&m.groups).clone();
+    let names = ["service", "model", "version", "endpoint"];
+    o.head("modelwatch_inference_requests_total", "counter", "Inference events stored since the start, by status.");
+    for (k, s) in &g {
+        for (i, st) in ["ok", "error", "timeout", "rejected"].iter().enumerate() {
+            if s.status[i] > 0 || i == 0 {
+                let mut n = names.to_vec();
+                n.push("status");
+                let mut v = key(k).to_vec();
+                v.push(st);
+                o.line("modelwatch_inference_requests_total", &n, &v, s.status[i] as f64);
+            }
+        }
+    }
+    o.head("modelwatch_inference_errors_total", "counter", "Failed inference events since the start, by error type.");
+    for (k, s) in &g {
+        for (e, c) in &s.errors {
+            let mut n = names.to_vec();
+            n.push("error_type");
+            let mut v = key(k).to_vec();
+            v.push(e);
+            o.line("modelwatch_inference_errors_total", &n, &v, *c as f64);
+        }
+    }
+    o.head(
+        "modelwatch_inference_latency_seconds",
+        "histogram",
+        "End-to-end latency of inference events since the start.",
+    );
+    for (k, s) in &g {
+        let mut acc = 0;
+        let cum: Vec<(f64, u64)> = LE_BOUNDS
+            .iter()
+            .zip(s.le)
+            .map(|(le, c)| {
+                acc += c;
+                (*le, acc)
+            })
+            .collect();
+        o.hist_lines("modelwatch_inference_latency_seconds", &names, &key(k), &cum, acc, s.sum_s);
+    }
+    let sums = [
+        ("modelwatch_inference_prompt_tokens_total", "Prompt tokens of stored inference events."),
+        ("modelwatch_inference_completion_tokens_total", "Completion tokens of stored inference events."),
+        ("modelwatch_inference_input_bytes_total", "Input bytes of stored inference events."),
+        ("modelwatch_inference_output_bytes_total", "Output bytes of stored inference events."),
+    ];
+    for (i, (name, help)) in sums.iter().enumerate() {
+        o.head(name, "counter", help);
+        for (k, s) in &g {
+            o.line(name, &names, &key(k), s.sums[i] as f64);
+        }
+    }
+    o.one(
+        "modelwatch_telemetry_dropped_groups_total",
+        "counter",
+        "Events whose model group was not counted on /metrics: past limits.max_series groups.",
+        m.dropped.get() as f64,
+    );
+}
+
+/// The samplers' latest readings, one family per name.
+fn render_samples(o: &mut Out, samples: &[pb::Series]) {
+    let mut by_name: BTreeMap<&str, Vec<&pb::Series>> = BTreeMap::new();
+    for s in samples {
+        by_name.entry(s.name.as_str()).or_default().push(s);
+    }
+    for (name, list) in by_name {
+        let counter = list[0].kind == pb::MetricKind::Counter as i32;
+        let help =
+            if counter { "Sampled counter (its latest reading)." } else { "Sampled gauge (its latest reading)." };
+        o.head(name, if counter { "counter" } else { "gauge" }, help);
+        for s in list {
+            let Some(v) = s.values.last() else { continue };
+            let n: Vec<&str> = s.labels.iter().map(|l| l.name.as_str()).collect();
+            let vals: Vec<&str> = s.labels.iter().map(|l| l.value.as_str()).collect();
+            o.line(name, &n, &vals, *v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_lose_their_indices() {
+        let t = Telemetry::new();
+        t.reject(0, "INVALID_ARGUMENT", "series[3].labels[12].value");
+        t.reject(0, "INVALID_ARGUMENT", "series[0].labels[1].value");
+        assert_eq!(t.rejected.get(&["metrics", "INVALID_ARGUMENT", "series[].labels[].value"]), 2);
+    }
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::new(&[1.0, 2.0]);
+        for v in [0.5, 1.5, 1.5, 9.0] {
+            h.observe(v);
+        }
+        let (cum, count, sum) = h.snapshot();
+        assert_eq!(cum, vec![(1.0, 1), (2.0, 3), (f64::INFINITY, 4)]);
+        assert_eq!((count, sum), (4, 12.5));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(labels(&["a"], &["x\"y\\z\nw"]), "{a=\"x\\\"y\\\\z\\nw\"}");
     }
 }

@@ -15,19 +15,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Loads the CSV (`name,labels,ts_ms,value`, labels `k=v;k=v`) over gRPC.
 async fn load_csv(d: &Daemon, csv: &Path) -> usize {
     let text = std::fs::read_to_string(csv).unwrap();

@@ -137,16 +137,6 @@ fn drawn_sum(html: &str) -> f64 {
         .unwrap()
 }
 
-/// The body of a GET (HTTP/1.1, `Connection: close`).
-fn get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
-}
-
 fn cli(d: &Daemon, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_modelwatch")).args(args).args(["--addr", &d.addr]).output().unwrap();
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -316,13 +306,13 @@ async fn reports_answer_with_the_pushed_numbers() {
     assert!(cmp.contains("latency.p95_ms"), "{cmp}");
 
     // The same report as a page, and the status page linking to it.
-    let body = get(&d.http_addr, "/report/service?service=ocr&since=3h&label=card_type");
+    let body = get_body(&d.http_addr, "/report/service?service=ocr&since=3h&label=card_type");
     assert!(body.contains("Service report: service ocr") && body.contains("events by card_type"), "{body}");
     assert_eq!(drawn_sum(&body), N as f64);
-    let status = get(&d.http_addr, "/");
+    let status = get_body(&d.http_addr, "/");
     assert!(status.contains("href=\"/report/service?service=ocr&amp;since=24h\""), "{status}");
     assert!(status.contains("Firing alerts (0)") && status.contains("<path class=\"series\""), "{status}");
-    let missing = get(&d.http_addr, "/report/nothing");
+    let missing = get_body(&d.http_addr, "/report/nothing");
     assert!(missing.contains("no report"), "{missing}");
 
     // Logs by request id.

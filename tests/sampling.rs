@@ -8,7 +8,6 @@ use modelwatch::sample::gpu::{DeviceInfo, FakeGpu, FakeTick, GpuError, GpuProces
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// Polls `f` until it returns Some, for at most 30 s (a bound, not a speed assertion).
 async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
@@ -137,32 +136,12 @@ fn devices() -> Vec<DeviceInfo> {
     (0..2).map(|i| DeviceInfo { index: i, uuid: format!("GPU-fake-{i}"), name: "Fake H100".into() }).collect()
 }
 
-struct InProcess {
-    addr: String,
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), modelwatch::app::AppError>>,
-}
-
 async fn start_in_process(dir: &std::path::Path, gpu: FakeGpu) -> InProcess {
-    let mut cfg = modelwatch::config::Config::default();
-    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.storage.data_dir = dir.to_owned();
-    cfg.sampling.host_interval = Duration::ZERO;
-    cfg.server.http_listen = "127.0.0.1:0".parse().unwrap();
-    cfg.sampling.gpu_interval = Duration::from_millis(50);
-    cfg.sampling.gpu_process_every = 1;
-    let token = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let sources = modelwatch::app::Sources { gpu: Some(Box::new(gpu)), ..Default::default() };
-    let t = token.clone();
-    let task = tokio::spawn(async move {
-        modelwatch::app::run_with(cfg, sources, t, move |a| {
-            let _ = tx.send(a.grpc);
-        })
-        .await
-    });
-    let addr = rx.await.expect("daemon listening").to_string();
-    InProcess { addr, token, task }
+    InProcess::start(dir, gpu, |cfg| {
+        cfg.sampling.gpu_interval = Duration::from_millis(50);
+        cfg.sampling.gpu_process_every = 1;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,7 @@ pub fn start_daemon_http(dir: &Path, env: &[(&str, &str)]) -> (Child, String, St
         .arg(dir)
         .env("MODELWATCH_LOG", "warn")
         .env("MODELWATCH__SAMPLING__HOST_INTERVAL", "0s")
+        .env("MODELWATCH__SAMPLING__SELF_INTERVAL", "0s")
         .env("MODELWATCH__SAMPLING__GPU", "off")
         .stdout(Stdio::piped());
     for (k, v) in env {

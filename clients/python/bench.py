@@ -23,7 +23,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "modelwatch"))
     a = ap.parse_args()
     data = tempfile.mkdtemp(prefix="mw-pybench-")
-    env = dict(os.environ, MODELWATCH_LOG="warn", MODELWATCH__SAMPLING__HOST_INTERVAL="0s", MODELWATCH__SAMPLING__GPU="off")
+    env = dict(os.environ, MODELWATCH_LOG="warn", MODELWATCH__SAMPLING__HOST_INTERVAL="0s", MODELWATCH__SAMPLING__SELF_INTERVAL="0s", MODELWATCH__SAMPLING__GPU="off")
     proc = subprocess.Popen([a.bin, "serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", data], stdout=subprocess.PIPE, env=env, text=True)
     addr = proc.stdout.readline().split()[-1]
     c = modelwatch.Client(addr, service="bench", queue_size=2_000_000, batch_size=5_000, window=16)

@@ -117,7 +117,10 @@ pub async fn run(ctx: Arc<Ctx>, mgr: Arc<Manager>, notifier: Arc<Notifier>, shut
         let (m, c, n, handle) = (mgr.clone(), ctx.clone(), notifier.clone(), tokio::runtime::Handle::current());
         let done = tokio::task::spawn_blocking(move || {
             let mut st = DaemonStorage { ctx: &c, src: StoreSource { store: &c.store }, handle, now };
+            let t = std::time::Instant::now();
             let (_, errors) = m.eval_due(now, &mut st);
+            crate::telemetry::T.rule_evaluation.since(t);
+            crate::telemetry::T.rule_errors.add(errors.len() as u64);
             // Notifications first (queued durably), then the states: a crash between the two
             // sends a notification twice rather than never.
             let alerts: Vec<_> = m.alerts().into_iter().map(|r| (r.alert, r.expr)).collect();

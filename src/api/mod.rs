@@ -7,6 +7,7 @@ pub use crate::state::Ctx;
 pub mod alerts;
 use crate::store::commit::{AckFuture, CommitError};
 use crate::store::{Batch, StoreError};
+use crate::telemetry::Tally;
 pub use alerts::AlertsApi;
 use prost::Message;
 use std::pin::Pin;
@@ -87,7 +88,7 @@ pub type AckStream = Pin<Box<dyn Stream<Item = Result<pb::Ack, Status>> + Send +
 /// What the writer of an ack stream waits on, in order: a batch's ack, or the error that ends
 /// the stream (queued behind the acks before it, so acks never overtake each other).
 enum Pending {
-    Ack(AckFuture),
+    Ack(AckFuture, Option<Tally>),
     Fail(Status),
 }
 
@@ -125,9 +126,10 @@ where
                     } else {
                         ctx.registry.seen(&cid, &service);
                     }
+                    let tally = Tally::of_batch(&batch);
                     match ctx.committer.enqueue(batch).await {
                         Ok(fut) => {
-                            if pending_tx.send(Pending::Ack(fut)).await.is_err() {
+                            if pending_tx.send(Pending::Ack(fut, tally)).await.is_err() {
                                 break;
                             }
                         }
@@ -155,8 +157,8 @@ where
     tokio::spawn(async move {
         while let Some(p) = pending_rx.recv().await {
             let res = match p {
-                Pending::Ack(fut) => match fut.await {
-                    Ok(r) => r.map_err(Status::from),
+                Pending::Ack(fut, tally) => match fut.await {
+                    Ok(r) => counted(r, tally).map_err(Status::from),
                     Err(_) => Err(Status::unavailable("the daemon is shutting down")),
                 },
                 Pending::Fail(s) => Err(s),
@@ -169,6 +171,17 @@ where
         open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     });
     Box::pin(ReceiverStream::new(out_rx))
+}
+
+/// Adds a batch's events to the per-model figures on `/metrics` once it is stored for the
+/// first time.
+fn counted(r: Result<pb::Ack, CommitError>, tally: Option<Tally>) -> Result<pb::Ack, CommitError> {
+    if let (Ok(ack), Some(t)) = (&r, tally) {
+        if !ack.duplicate {
+            t.commit();
+        }
+    }
+    r
 }
 
 #[derive(Clone)]
@@ -217,7 +230,7 @@ impl Ingest for IngestApi {
     async fn push(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
         let ctx = &self.0;
         let r = req.into_inner();
-        let mut futs: [Option<AckFuture>; 3] = [None, None, None];
+        let mut futs: [Option<(AckFuture, Option<Tally>)>; 3] = [None, None, None];
         let batches = guarded(|| {
             [
                 r.metrics.map(|b| metrics_batch(ctx, b)),
@@ -228,13 +241,15 @@ impl Ingest for IngestApi {
         for (slot, b) in futs.iter_mut().zip(batches) {
             if let Some((cid, service, batch)) = b {
                 ctx.registry.seen(&cid, &service);
-                *slot = Some(ctx.committer.enqueue(batch).await?);
+                let tally = Tally::of_batch(&batch);
+                *slot = Some((ctx.committer.enqueue(batch).await?, tally));
             }
         }
         let mut acks: [Option<pb::Ack>; 3] = [None, None, None];
         for (slot, fut) in acks.iter_mut().zip(futs) {
-            if let Some(f) = fut {
-                *slot = Some(f.await.map_err(|_| Status::unavailable("the daemon is shutting down"))??);
+            if let Some((f, tally)) = fut {
+                let r = f.await.map_err(|_| Status::unavailable("the daemon is shutting down"))?;
+                *slot = Some(counted(r, tally)?);
             }
         }
         let [metrics, logs, events] = acks;
@@ -306,7 +321,11 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<Response<T>, Status> {
     let store = ctx.store.clone();
     let mut budget = query::Budget::new(&ctx.query);
-    ctx.query_pool.run(move || f(&store, &mut budget)).await?.map(Response::new).map_err(Status::from)
+    ctx.query_pool
+        .run(crate::telemetry::GRPC, move || f(&store, &mut budget))
+        .await?
+        .map(Response::new)
+        .map_err(Status::from)
 }
 
 fn reply<T>(r: Result<T, crate::promql::PromqlError>) -> Result<Response<T>, Status> {
@@ -319,7 +338,11 @@ pub(crate) async fn promql_blocking<T: Send + 'static>(
 ) -> Result<Response<T>, Status> {
     let store = ctx.store.clone();
     let mut budget = query::Budget::new(&ctx.query);
-    ctx.query_pool.run(move || f(&store, &mut budget)).await?.map(Response::new).map_err(Status::from)
+    ctx.query_pool
+        .run(crate::telemetry::GRPC, move || f(&store, &mut budget))
+        .await?
+        .map(Response::new)
+        .map_err(Status::from)
 }
 
 #[tonic::async_trait]

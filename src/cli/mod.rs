@@ -4,3 +4,4 @@ pub mod alerts;
 pub mod query;
 pub mod report;
 pub mod rules;
+pub mod top;

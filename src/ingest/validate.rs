@@ -210,6 +210,7 @@ impl Validator {
         let series = std::mem::take(&mut b.series);
         let service = b.service.clone();
         let mut batch = Batch::new(Body::Metrics(pb::MetricBatch { series: Vec::with_capacity(series.len()), ..b }));
+        batch.received_ms = now;
         let mut kept = Vec::with_capacity(series.len());
         for (i, mut s) in series.into_iter().enumerate() {
             if let Some((code, suffix, reason)) = self.check_series(&s, &service) {
@@ -257,7 +258,6 @@ impl Validator {
         if let Body::Metrics(mb) = &mut batch.body {
             mb.series = kept;
         }
-        batch.received_ms = now;
         batch
     }
 
@@ -266,6 +266,7 @@ impl Validator {
         let records = std::mem::take(&mut b.records);
         let service = b.service.clone();
         let mut batch = Batch::new(Body::Logs(pb::LogBatch { records: Vec::with_capacity(records.len()), ..b }));
+        batch.received_ms = now;
         let mut kept = Vec::with_capacity(records.len());
         for (i, mut r) in records.into_iter().enumerate() {
             if r.timestamp_ms == 0 {
@@ -309,7 +310,6 @@ impl Validator {
         if let Body::Logs(lb) = &mut batch.body {
             lb.records = kept;
         }
-        batch.received_ms = now;
         batch
     }
 
@@ -318,6 +318,7 @@ impl Validator {
         let events = std::mem::take(&mut b.events);
         let service = b.service.clone();
         let mut batch = Batch::new(Body::Events(pb::EventBatch { events: Vec::with_capacity(events.len()), ..b }));
+        batch.received_ms = now;
         let mut kept = Vec::with_capacity(events.len());
         for (i, mut e) in events.into_iter().enumerate() {
             if e.timestamp_ms == 0 {
@@ -353,7 +354,6 @@ impl Validator {
         if let Body::Events(eb) = &mut batch.body {
             eb.events = kept;
         }
-        batch.received_ms = now;
         batch
     }
 }

@@ -169,6 +169,15 @@ impl Queue {
     }
 
     /// Notifications not yet delivered.
+    /// Notifications queued now.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn pending(&self) -> Vec<Item> {
         self.lock().items.values().cloned().collect()
     }
@@ -205,12 +214,15 @@ impl Queue {
         inner.in_flight.remove(&seq);
         let Some(mut it) = inner.items.get(&seq).cloned() else { return };
         it.attempts += 1;
-        let (outcome, done) = match result {
-            Outcome::Delivered(m) => (m, true),
-            Outcome::Fail(m) => (format!("{m}; not retried"), true),
-            Outcome::Retry(m) => (m, false),
+        let (outcome, done, label) = match result {
+            Outcome::Delivered(m) => (m, true, "delivered"),
+            Outcome::Fail(m) => (format!("{m}; not retried"), true, "failed"),
+            Outcome::Retry(m) => (m, false, "retry"),
         };
         let expired = !done && now - it.created_ms > MAX_AGE_MS;
+        // `webhook[0]` counts as `webhook`.
+        let integration = it.integration.split('[').next().unwrap_or_default();
+        crate::telemetry::T.notifications.add(&[&it.receiver, integration, if expired { "expired" } else { label }], 1);
         if done || expired {
             inner.items.remove(&seq);
             drop(inner);

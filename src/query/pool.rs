@@ -5,14 +5,17 @@
 //! queue bounds how many queries wait (and so the memory they can hold): past it a query is
 //! refused with RESOURCE_EXHAUSTED naming the key.
 use super::QueryError;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 type Job = Box<dyn FnOnce() + Send>;
 
 pub struct QueryPool {
     tx: SyncSender<Job>,
     threads: usize,
+    waiting: Arc<AtomicUsize>,
 }
 
 /// Niceness of query threads (Linux applies `setpriority(PRIO_PROCESS, 0, …)` to the calling
@@ -40,26 +43,45 @@ impl QueryPool {
                 })
                 .expect("spawning a query thread");
         }
-        QueryPool { tx, threads }
+        QueryPool { tx, threads, waiting: Arc::new(AtomicUsize::new(0)) }
     }
 
-    /// Runs `f` on a query thread; the future yields its result.
-    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, QueryError> {
+    /// Queries waiting for a thread now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on a query thread; the future yields its result. `api` (an index of
+    /// [`crate::telemetry::QUERY_APIS`]) labels its time on `/metrics`.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        api: usize,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, QueryError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
+        let waiting = self.waiting.clone();
         let job: Job = Box::new(move || {
-            let _ = reply.send(f());
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            let t = Instant::now();
+            let out = f();
+            crate::telemetry::T.query[api].since(t);
+            let _ = reply.send(out);
         });
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                crate::telemetry::T.queries_refused.add(1);
                 return Err(QueryError::TooCostly(format!(
                     "{} queries are already waiting for the {} query threads (query.max_concurrent): try again shortly",
                     self.threads * 16,
                     self.threads
-                )))
+                )));
             }
             Err(TrySendError::Disconnected(_)) => {
-                return Err(QueryError::TooCostly("the daemon is shutting down".into()))
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                return Err(QueryError::TooCostly("the daemon is shutting down".into()));
             }
         }
         rx.await.map_err(|_| QueryError::TooCostly("the query thread failed".into()))

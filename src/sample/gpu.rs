@@ -296,15 +296,19 @@ impl GpuSampler {
                     .log_limited(format!("procs {gpu}"), || tracing::warn!(gpu, error = %e, "GPU process list failed")),
             }
         }
+        let mut first_seen = Vec::new();
         match tick.xids {
             Ok(xids) => {
                 for x in xids {
                     let n = self.xid_counts.entry((x.gpu, x.xid)).or_default();
+                    if *n == 0 {
+                        // A counter starts from zero: `increase` then counts the first XID.
+                        first_seen.push((x.gpu, x.xid));
+                    }
                     *n += 1;
-                    let (n, dev) = (*n, self.devices.iter().find(|d| d.index == x.gpu).cloned());
+                    let dev = self.devices.iter().find(|d| d.index == x.gpu).cloned();
                     let uuid = dev.as_ref().map(|d| d.uuid.clone()).unwrap_or_default();
                     let (gpu, xid) = (x.gpu.to_string(), x.xid.to_string());
-                    s.counter("gpu_xid_errors_total", &[("gpu", &gpu), ("uuid", &uuid), ("xid", &xid)], n as f64);
                     let pid = x.pid.map(|p| p.to_string()).unwrap_or_default();
                     let service = x.pid.and_then(|p| owners.get(&p)).map(|o| o.0.clone()).unwrap_or_default();
                     let msg = format!(
@@ -320,6 +324,18 @@ impl GpuSampler {
                 }
             }
             Err(e) => self.log_limited("xid".into(), || tracing::warn!(error = %e, "reading GPU XID events failed")),
+        }
+        // Every XID counter seen so far, each tick, as counters are.
+        for ((gpu, xid), n) in &self.xid_counts {
+            let uuid = self.devices.iter().find(|d| d.index == *gpu).map(|d| d.uuid.clone()).unwrap_or_default();
+            let (g, x) = (gpu.to_string(), xid.to_string());
+            s.counter("gpu_xid_errors_total", &[("gpu", &g), ("uuid", &uuid), ("xid", &x)], *n as f64);
+            if first_seen.contains(&(*gpu, *xid)) {
+                if let Some(last) = s.series.last_mut() {
+                    last.timestamps_ms.insert(0, ts - 1);
+                    last.values.insert(0, 0.0);
+                }
+            }
         }
         self.cpu_seconds += tick.cpu_seconds;
         s.counter("modelwatch_sampler_cpu_seconds_total", &[("sampler", "gpu")], super::round3(self.cpu_seconds));
@@ -403,7 +419,7 @@ pub async fn run(sink: Sink, source: Box<dyn GpuSource>, cfg: GpuConfig, shutdow
             })
             .collect();
         let (set, events) = sampler.convert(sink.ctx().clock.now_ms(), tick_data, &owners);
-        sink.metrics(set).await;
+        sink.metrics("gpu", set).await;
         sink.logs(events).await;
     }
 }

@@ -132,7 +132,7 @@ pub async fn run(sink: Sink, interval: Duration, shutdown: CancellationToken) {
         match res {
             Ok((h, set)) => {
                 sampler = Some(h);
-                sink.metrics(set).await;
+                sink.metrics("host", set).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "host sampler failed; host sampling stops");

@@ -6,6 +6,7 @@
 pub mod gpu;
 pub mod host;
 pub mod nvml;
+pub mod own;
 
 use crate::pb;
 use crate::state::Ctx;
@@ -68,7 +69,17 @@ impl Sink {
         &self.ctx
     }
 
-    pub async fn metrics(&self, set: SeriesSet) {
+    /// Stores one sampler's readings and keeps them as its latest (served on `/metrics`).
+    pub async fn metrics(&self, sampler: &'static str, set: SeriesSet) {
+        if set.series.is_empty() {
+            return;
+        }
+        self.ctx.latest_samples.lock().unwrap_or_else(|p| p.into_inner()).insert(sampler, set.series.clone());
+        self.store(set).await;
+    }
+
+    /// Stores readings without keeping them as a sampler's latest.
+    pub async fn store(&self, set: SeriesSet) {
         if set.series.is_empty() {
             return;
         }

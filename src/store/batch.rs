@@ -112,6 +112,9 @@ impl Batch {
 
     pub fn reject(&mut self, item: u32, sample: i32, code: &str, field: String, reason: String) {
         self.rejected += 1;
+        if self.received_ms != 0 {
+            crate::telemetry::T.reject(self.body.kind() as usize, code, &field);
+        }
         if self.rejections.len() < MAX_REJECTIONS {
             self.rejections.push(pb::Rejection { item, sample, code: code.into(), field, reason });
         }

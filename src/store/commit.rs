@@ -19,6 +19,7 @@
 use super::wal::Wal;
 use super::{Batch, StoreError, StoreRef};
 use crate::pb;
+use crate::telemetry::T;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -115,6 +116,11 @@ impl Committer {
         let _ = self.tx.send(Msg::Close).await;
     }
 
+    /// Batches queued for the committer now.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     pub async fn submit(&self, batch: Batch) -> Result<pb::Ack, CommitError> {
         self.enqueue(batch).await?.await.map_err(|_| CommitError::ShuttingDown)?
     }
@@ -127,6 +133,8 @@ impl Committer {
         rt: tokio::runtime::Handle,
     ) -> (Committer, std::thread::JoinHandle<Result<(), StoreError>>) {
         let (tx, rx) = mpsc::channel(cfg.queue);
+        T.wal_bytes.set(wal.disk_bytes() as f64);
+        T.wal_since_checkpoint.set(wal.since_checkpoint() as f64);
         let failed = Arc::new(Mutex::new(None));
         let worker = Worker {
             store,
@@ -200,9 +208,16 @@ impl Worker {
             // never reads more than two checkpoints' worth.
             if Instant::now() >= next_checkpoint || self.wal.since_checkpoint() >= self.cfg.checkpoint_wal_bytes {
                 if dirty && !self.is_failed() && self.retry_unpersisted() {
+                    let t = Instant::now();
                     match self.store.checkpoint(&mut self.wal, false) {
-                        Ok(()) => dirty = false,
+                        Ok(()) => {
+                            dirty = false;
+                            T.checkpoint.since(t);
+                            T.wal_bytes.set(self.wal.disk_bytes() as f64);
+                            T.wal_since_checkpoint.set(self.wal.since_checkpoint() as f64);
+                        }
                         Err(e) => {
+                            T.checkpoint_failures.add(1);
                             tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps everything until the next one succeeds")
                         }
                     }
@@ -254,6 +269,12 @@ impl Worker {
 
     /// Refuses a whole group before anything changed.
     fn refuse(group: Vec<CommitRequest>, err: CommitError) {
+        let reason = match err {
+            CommitError::DiskFull { .. } => "disk_full",
+            CommitError::ShuttingDown => "shutting_down",
+            _ => "storage",
+        };
+        T.refused.add(&[reason], group.len() as u64);
         for req in group {
             let _ = req.reply.send(Err(err.clone()));
         }
@@ -310,7 +331,10 @@ impl Worker {
                 Ok(applied) => {
                     let written = match &applied.record {
                         Some(rec) => match self.wal.append(rec) {
-                            Ok(_) => Some(lsn),
+                            Ok(_) => {
+                                T.wal_written.add(rec.len() as u64);
+                                Some(lsn)
+                            }
                             Err(e) => {
                                 failure = Some(e.to_string());
                                 let _ = req.reply.send(Err(CommitError::Storage(e.to_string())));
@@ -328,9 +352,14 @@ impl Worker {
             }
         }
         if failure.is_none() {
+            let t = Instant::now();
             if let Err(e) = self.wal.sync() {
                 failure = Some(e.to_string());
             }
+            T.fsync.since(t);
+            T.group.observe(done.len() as f64);
+            T.wal_since_checkpoint.set(self.wal.since_checkpoint() as f64);
+            T.wal_bytes.set(self.wal.disk_bytes() as f64);
         }
         if let Some(f) = failure {
             tracing::error!(error = %f, "write-ahead-log write failed; refusing further ingest until a restart");
@@ -344,6 +373,12 @@ impl Worker {
         let mut replies = Vec::with_capacity(done.len());
         for (req, ack, lsn) in done {
             let CommitRequest { batch, reply } = req;
+            let kind = batch.body.kind() as usize;
+            if lsn.is_some() {
+                T.batches_stored[kind].add(1);
+            } else if ack.duplicate {
+                T.batches_duplicate[kind].add(1);
+            }
             if let Some(lsn) = lsn {
                 if !self.unpersisted.is_empty() {
                     self.unpersisted.push((batch, lsn));

@@ -73,6 +73,8 @@ impl Store {
     /// store and the WAL positioned for appends; the caller's committer owns the WAL.
     pub fn open(opts: StoreOptions) -> Result<(StoreRef, Wal), StoreError> {
         let (store, wal, rep) = Self::open_with(opts, false)?;
+        crate::telemetry::T.replay_seconds.set(rep.replay_ms as f64 / 1000.0);
+        crate::telemetry::T.replay_records.set(rep.replayed as f64);
         if rep.replayed > 0 || rep.cut_bytes > 0 {
             tracing::info!(
                 records = rep.replayed,

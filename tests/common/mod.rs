@@ -49,6 +49,7 @@ impl Daemon {
             // Samplers add their own series; tests that count exactly run without them, and
             // the sampling tests turn them on.
             .env("MODELWATCH__SAMPLING__HOST_INTERVAL", "0s")
+            .env("MODELWATCH__SAMPLING__SELF_INTERVAL", "0s")
             .env("MODELWATCH__SAMPLING__GPU", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -272,4 +273,85 @@ pub async fn evaluated_at(d: &Daemon, t: i64) -> modelwatch::pb::ListRulesRespon
         assert!(Instant::now() < deadline, "rules not evaluated at {t}: {r:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The daemon run in this process (`app::run_with`), for tests that script the hardware edge
+/// with a [`FakeGpu`]; real gRPC and HTTP listeners on loopback port 0 as always.
+pub struct InProcess {
+    pub addr: String,
+    pub http_addr: String,
+    pub token: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), modelwatch::app::AppError>>,
+}
+
+impl InProcess {
+    /// Starts it on `dir` with host and self sampling off unless `tune` turns them on.
+    pub async fn start(
+        dir: &Path,
+        gpu: modelwatch::sample::gpu::FakeGpu,
+        tune: impl FnOnce(&mut modelwatch::config::Config),
+    ) -> InProcess {
+        let mut cfg = modelwatch::config::Config::default();
+        cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.server.http_listen = "127.0.0.1:0".parse().unwrap();
+        cfg.storage.data_dir = dir.to_owned();
+        cfg.sampling.host_interval = Duration::ZERO;
+        cfg.sampling.self_interval = Duration::ZERO;
+        tune(&mut cfg);
+        let token = tokio_util::sync::CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sources = modelwatch::app::Sources { gpu: Some(Box::new(gpu)), ..Default::default() };
+        let t = token.clone();
+        let task = tokio::spawn(async move {
+            modelwatch::app::run_with(cfg, sources, t, move |a| {
+                let _ = tx.send(a);
+            })
+            .await
+        });
+        let a = rx.await.expect("daemon listening");
+        InProcess { addr: a.grpc.to_string(), http_addr: a.http.to_string(), token, task }
+    }
+
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Whether a program is on the PATH.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether the tools a check needs are here: in CI (`CI=true`) a missing one fails the test,
+/// elsewhere the check says clearly that it is skipped.
+pub fn tools_for(check: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{check}: {missing:?} missing (.ci/run installs them)");
+    }
+    eprintln!("SKIPPED {check}: {missing:?} not installed");
+    false
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The body of a GET (HTTP/1.1, `Connection: close`).
+pub fn get_body(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
