@@ -418,17 +418,7 @@ fn labels(names: &[&str], values: &[&str]) -> String {
     format!("{{{}}}", parts.join(","))
 }
 
-fn num(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
+use crate::promql::fmt_value as num;
 
 /// Where families go: the exposition text, or series to store (the daemon sampling itself).
 enum Out {

@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use modelwatch::pb;
-use modelwatch::sample::gpu::{DeviceInfo, FakeGpu, FakeTick, GpuProcess, GpuReading, XidEvent};
+use modelwatch::sample::gpu::{DeviceInfo, FakeGpu, FakeTick, GpuProcess, XidEvent};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,33 +16,11 @@ const SERVICE: &str = "vision";
 /// One event a second, the newest 30 s old.
 const N: i64 = 240;
 
-fn reading(util: u32) -> GpuReading {
-    GpuReading {
-        utilization_percent: Some(util),
-        memory_utilization_percent: Some(util / 2),
-        memory_used_bytes: Some(30 << 30),
-        memory_total_bytes: Some(80 << 30),
-        temperature_celsius: Some(40 + util),
-        power_milliwatts: Some(100_000 + util * 1000),
-        power_limit_milliwatts: Some(700_000),
-        sm_clock_mhz: Some(1980),
-        memory_clock_mhz: Some(2619),
-        fan_percent: None,
-        pcie_tx_kib_per_s: Some(1000),
-        pcie_rx_kib_per_s: Some(2000),
-        throttle_reasons: Some(0),
-        ecc_corrected_total: Some(0),
-        ecc_uncorrected_total: Some(0),
-        retired_pages_single_bit: Some(0),
-        retired_pages_double_bit: Some(0),
-    }
-}
-
 fn gpus(me: u32) -> FakeGpu {
     let devices = (0..2).map(|i| DeviceInfo { index: i, uuid: format!("GPU-fake-{i}"), name: "Fake H100".into() });
     let mut t1 = FakeTick::default();
-    t1.readings.insert(0, Ok(reading(30)));
-    t1.readings.insert(1, Ok(reading(60)));
+    t1.readings.insert(0, Ok(fake_reading(30, 30)));
+    t1.readings.insert(1, Ok(fake_reading(60, 30)));
     let mut t2 = t1.clone();
     t2.processes.insert(0, vec![GpuProcess { pid: me, memory_bytes: Some(1 << 30), sm_utilization_percent: Some(25) }]);
     t2.xids.push(XidEvent { gpu: 1, xid: 79, pid: None });

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use modelwatch::pb;
-use modelwatch::sample::gpu::{DeviceInfo, FakeGpu, FakeTick, GpuError, GpuProcess, GpuReading, XidEvent};
+use modelwatch::sample::gpu::{DeviceInfo, FakeGpu, FakeTick, GpuError, GpuProcess, XidEvent};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -110,28 +110,6 @@ async fn host_metrics_of_this_machine_are_stored_and_sane() {
     d.stop_ok();
 }
 
-fn reading(util: u32, mem_gib: u64) -> GpuReading {
-    GpuReading {
-        utilization_percent: Some(util),
-        memory_utilization_percent: Some(util / 2),
-        memory_used_bytes: Some(mem_gib << 30),
-        memory_total_bytes: Some(80 << 30),
-        temperature_celsius: Some(40 + util),
-        power_milliwatts: Some(100_000 + util * 1000),
-        power_limit_milliwatts: Some(700_000),
-        sm_clock_mhz: Some(1980),
-        memory_clock_mhz: Some(2619),
-        fan_percent: None,
-        pcie_tx_kib_per_s: Some(1000),
-        pcie_rx_kib_per_s: Some(2000),
-        throttle_reasons: Some(0x1),
-        ecc_corrected_total: Some(0),
-        ecc_uncorrected_total: Some(0),
-        retired_pages_single_bit: Some(0),
-        retired_pages_double_bit: Some(0),
-    }
-}
-
 fn devices() -> Vec<DeviceInfo> {
     (0..2).map(|i| DeviceInfo { index: i, uuid: format!("GPU-fake-{i}"), name: "Fake H100".into() }).collect()
 }
@@ -149,14 +127,14 @@ async fn fake_gpus_are_sampled_attributed_and_faults_recorded() {
     const OWNER: u32 = 4242;
     const STRANGER: u32 = 99_999;
     let mut t1 = FakeTick::default();
-    t1.readings.insert(0, Ok(reading(10, 20)));
-    t1.readings.insert(1, Ok(reading(50, 40)));
+    t1.readings.insert(0, Ok(fake_reading(10, 20)));
+    t1.readings.insert(1, Ok(fake_reading(50, 40)));
     let mut t2 = FakeTick::default();
-    let mut r0 = reading(30, 30);
+    let mut r0 = fake_reading(30, 30);
     r0.throttle_reasons = Some(0x8 | 0x40); // hw slowdown, hw thermal
     r0.ecc_uncorrected_total = Some(2);
     t2.readings.insert(0, Ok(r0.clone()));
-    t2.readings.insert(1, Ok(reading(60, 40)));
+    t2.readings.insert(1, Ok(fake_reading(60, 40)));
     t2.processes.insert(
         0,
         vec![
@@ -173,10 +151,10 @@ async fn fake_gpus_are_sampled_attributed_and_faults_recorded() {
     t4.readings.insert(0, Err(GpuError("Unknown error".into())));
     t4.readings.insert(1, Err(GpuError("GPU is lost".into())));
     let mut t5 = FakeTick::default();
-    let mut r5 = reading(20, 25);
+    let mut r5 = fake_reading(20, 25);
     r5.ecc_uncorrected_total = Some(2);
     t5.readings.insert(0, Ok(r5));
-    t5.readings.insert(1, Ok(reading(55, 40)));
+    t5.readings.insert(1, Ok(fake_reading(55, 40)));
     t5.processes = t2.processes.clone();
 
     let dir = tempfile::tempdir().unwrap();

@@ -355,3 +355,27 @@ pub fn get_body(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
+
+/// A scripted GPU reading: `util`% busy, `mem_gib` GiB of 80 used, hotter and hungrier with load.
+pub fn fake_reading(util: u32, mem_gib: u64) -> modelwatch::sample::gpu::GpuReading {
+    use modelwatch::sample::gpu::GpuReading;
+    GpuReading {
+        utilization_percent: Some(util),
+        memory_utilization_percent: Some(util / 2),
+        memory_used_bytes: Some(mem_gib << 30),
+        memory_total_bytes: Some(80 << 30),
+        temperature_celsius: Some(40 + util),
+        power_milliwatts: Some(100_000 + util * 1000),
+        power_limit_milliwatts: Some(700_000),
+        sm_clock_mhz: Some(1980),
+        memory_clock_mhz: Some(2619),
+        fan_percent: None,
+        pcie_tx_kib_per_s: Some(1000),
+        pcie_rx_kib_per_s: Some(2000),
+        throttle_reasons: Some(0x1),
+        ecc_corrected_total: Some(0),
+        ecc_uncorrected_total: Some(0),
+        retired_pages_single_bit: Some(0),
+        retired_pages_double_bit: Some(0),
+    }
+}
