@@ -112,13 +112,8 @@ impl Family {
     }
     pub fn add(&self, values: &[&str], n: u64) {
         debug_assert_eq!(values.len(), self.labels.len());
-        let mut m = lock(&self.map);
-        match m.get_mut(values.iter().map(|s| s.to_string()).collect::<Vec<_>>().as_slice()) {
-            Some(c) => *c += n,
-            None => {
-                m.insert(values.iter().map(|s| s.to_string()).collect(), n);
-            }
-        }
+        let key: Vec<String> = values.iter().map(|s| s.to_string()).collect();
+        *lock(&self.map).entry(key).or_default() += n;
     }
     pub fn get(&self, values: &[&str]) -> u64 {
         let key: Vec<String> = values.iter().map(|s| s.to_string()).collect();

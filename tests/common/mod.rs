@@ -248,15 +248,9 @@ pub fn http(addr: &str, method: &str, path: &str, form: Option<&str>) -> (u16, s
     (status, serde_json::from_str(&rest[a..b]).unwrap_or(serde_json::Value::Null))
 }
 
-/// Percent-encodes a query parameter.
-pub fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// Percent-encodes a query parameter (as the daemon's pages do).
+#[allow(unused_imports)]
+pub use modelwatch::report::status::enc;
 
 /// Waits until every rule was evaluated at `t` (the daemon follows the clock file).
 pub async fn evaluated_at(d: &Daemon, t: i64) -> modelwatch::pb::ListRulesResponse {
