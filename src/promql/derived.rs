@@ -3,8 +3,9 @@
 //!
 //! Resolution is the aggregate bucket (`storage.event_bucket`, 10 s): a bucket's figures are
 //! one sample stamped at the bucket's end. Every series is a counter that starts from zero at
-//! the top of each UTC hour (so that a query reads at most an hour before its window); `rate`
-//! and `increase` see that as an ordinary counter reset and stay exact. A series starts with a
+//! the top of each UTC hour (so that a query reads at most an hour before its window), with a
+//! zero sample 1 ms after the hour; `rate` and `increase` see that as an ordinary counter reset
+//! and stay exact. A series starts with a
 //! zero at the start of its first bucket (so `increase` counts from the first event rather than
 //! extrapolating), then has a sample at every bucket end to the end of the range (a quiet
 //! bucket repeats the count).
@@ -294,6 +295,13 @@ fn counter_series(
     while b <= b1 {
         if b.div_euclid(HOUR) != hour {
             hour = b.div_euclid(HOUR);
+            // The reset as a zero one millisecond into the hour: the hour's first bucket may
+            // count as many as the whole hour before it did, which a reader would not see as
+            // a reset without it (and would count only the difference).
+            if acc > 0.0 && b + 1 >= start && b + 1 <= end {
+                ts.push(b + 1);
+                vals.push(0.0);
+            }
             acc = 0.0;
         }
         acc += incs.get(&b).copied().unwrap_or(0.0);
@@ -383,16 +391,7 @@ pub fn exact_increase(ev: &mut Evaluator, arg: &Expr, is_rate: bool) -> Result<O
     let series = select(store, matchers, lo, hi, ev.budget)?;
     let mut c = Collector::new(ev.n());
     for rs in series {
-        // acc[k]: the counter's increase from sample 0 to sample k, resets counted.
-        let mut acc = Vec::with_capacity(rs.ts.len());
-        let mut sum = 0.0;
-        for k in 0..rs.vals.len() {
-            if k > 0 {
-                let (p, v) = (rs.vals[k - 1], rs.vals[k]);
-                sum += if v < p { v } else { v - p };
-            }
-            acc.push(sum);
-        }
+        let acc = cumulative(&rs.vals);
         let labels = super::without_name(rs.labels);
         for (i, &end) in ends.iter().enumerate() {
             let upto = rs.ts.partition_point(|&t| t <= end);
@@ -408,6 +407,20 @@ pub fn exact_increase(ev: &mut Evaluator, arg: &Expr, is_rate: bool) -> Result<O
         }
     }
     Ok(Some(Value::Vector(c.finish())))
+}
+
+/// `acc[k]`: a counter's increase from sample 0 to sample k, resets counted.
+fn cumulative(vals: &[f64]) -> Vec<f64> {
+    let mut acc = Vec::with_capacity(vals.len());
+    let mut sum = 0.0;
+    for k in 0..vals.len() {
+        if k > 0 {
+            let (p, v) = (vals[k - 1], vals[k]);
+            sum += if v < p { v } else { v - p };
+        }
+        acc.push(sum);
+    }
+    acc
 }
 
 /// The HDR slot of a run starting at `lo` in the layout of the store's histograms (2
@@ -610,4 +623,28 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
         }
     }
     Ok(Some(Value::Vector(c.finish())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One event in the last bucket of an hour and two in the first of the next: the hour's
+    /// restart must read as a reset, or the next hour's first bucket counts 2 - 1.
+    #[test]
+    fn an_hours_restart_is_a_reset_whatever_the_counts() {
+        let bucket = 10_000;
+        let h = 5 * HOUR;
+        let incs: BTreeMap<i64, f64> = [(h - bucket, 1.0), (h, 2.0), (h + bucket, 1.0)].into();
+        let rs = counter_series(Labels::default(), &incs, h - HOUR, h + 2 * bucket, bucket, h - HOUR, h + 3 * bucket);
+        let acc = cumulative(&rs.vals);
+        assert_eq!(acc.last().copied(), Some(4.0), "{:?} {:?}", rs.ts, rs.vals);
+        // From the sample at the top of the hour: the 3 events after it.
+        let at_top = rs.ts.iter().position(|&t| t == h).unwrap();
+        assert_eq!(acc.last().unwrap() - acc[at_top], 3.0);
+        // No events before the hour: nothing to reset, no extra sample.
+        let incs: BTreeMap<i64, f64> = [(h, 2.0)].into();
+        let rs = counter_series(Labels::default(), &incs, h - HOUR, h, bucket, h - HOUR, h + bucket);
+        assert_eq!((rs.ts, rs.vals), (vec![h, h + bucket], vec![0.0, 2.0]));
+    }
 }
