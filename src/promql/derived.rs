@@ -29,7 +29,10 @@ use super::source::{matches_all, RawSeries};
 use super::{Labels, PromqlError, NAME};
 use crate::pb;
 use crate::query::Budget;
-use crate::store::aggs::{sparse_count_le, Agg, Parts, Sparse, STAGES, STATUS_NAMES};
+use crate::store::aggs::{
+    encoded_histogram, for_each_slot, slot_value, sparse_count_le, Agg, Encoded, Parts, Sparse, MAX_SLOTS, STAGES,
+    STATUS_NAMES,
+};
 use crate::store::Store;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{Expr, LabelModifier};
@@ -423,16 +426,6 @@ fn cumulative(vals: &[f64]) -> Vec<f64> {
     acc
 }
 
-/// The HDR slot of a run starting at `lo` in the layout of the store's histograms (2
-/// significant digits, lowest value 1: 256 single-unit slots, then 128 per doubling).
-fn hdr_slot(lo: u64) -> usize {
-    if lo < 256 {
-        return lo as usize;
-    }
-    let bucket = (63 - lo.leading_zeros()) as usize - 7;
-    bucket * 128 + (lo >> bucket) as usize
-}
-
 fn unparen(e: &Expr) -> &Expr {
     match e {
         Expr::Paren(p) => unparen(&p.expr),
@@ -481,7 +474,6 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     let b1 = (hi - bucket).div_euclid(bucket) * bucket;
     let groups = groups(store, matchers);
     let ids: Vec<u32> = groups.iter().map(|(id, _)| *id).collect();
-    let rows = if b1 >= b0 { merged_aggs(store, &ids, b0, b1, ev.budget)? } else { BTreeMap::new() };
     let ginfo: HashMap<u32, &[String; 4]> = groups.iter().map(|(id, g)| (*id, g)).collect();
     // Output series: its labels and, per bucket, the histogram to add.
     // The output series of a (group, stage), or None when the matchers leave it out: worked
@@ -519,85 +511,85 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
             })
             .clone()
     };
-    let mut series: BTreeMap<Labels, BTreeMap<i64, Vec<&Sparse>>> = BTreeMap::new();
-    let mut last: Option<((u32, usize), Option<Labels>)> = None;
-    for ((g, b), a) in &rows {
-        let hists: Vec<(usize, &Sparse)> = if stage {
-            a.stages.iter().enumerate().filter_map(|(s, h)| h.as_ref().map(|h| (s, h))).collect()
-        } else {
-            vec![(0, &a.latency)]
-        };
-        for (st, h) in hists {
-            // Rows come grouped by group: reuse the previous row's key when it is the same.
-            let key = match &last {
-                Some((k, v)) if *k == (*g, st) => v.clone(),
-                _ => {
-                    let v = output_key(*g, st);
-                    last = Some(((*g, st), v.clone()));
-                    v
-                }
-            };
-            if let Some(key) = key {
-                series.entry(key).or_default().entry(*b).or_default().push(h);
+    // Per output series, the rows that go into it: bucket, stage (None: the request latency)
+    // and the aggregate left encoded, decoded once when its bucket enters a window.
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut rows: Vec<(Labels, Vec<(i64, Option<usize>, Encoded)>)> = Vec::new();
+    let mut target: HashMap<(u32, usize), Option<usize>> = HashMap::new();
+    let mut over = None;
+    let mut bad = None;
+    if b1 >= b0 {
+        let budget = &mut *ev.budget;
+        store.read_aggs_encoded(&ids, b0, b1, |g, b, e| {
+            if let Err(e) = budget.read(1) {
+                over = Some(e);
+                return false;
             }
-        }
+            for st in if stage { 0..STAGES.len() } else { 0..1 } {
+                let which = stage.then_some(st);
+                if stage {
+                    match encoded_histogram(&e, which) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => continue,
+                        Err(err) => {
+                            bad = Some(err);
+                            return false;
+                        }
+                    }
+                }
+                let slot = *target.entry((g, st)).or_insert_with(|| {
+                    output_key(g, st).map(|k| {
+                        *index.entry(k.clone()).or_insert_with(|| {
+                            rows.push((k, Vec::new()));
+                            rows.len() - 1
+                        })
+                    })
+                });
+                if let Some(i) = slot {
+                    rows[i].1.push((b, which, e.clone()));
+                }
+            }
+            true
+        })?;
+    }
+    if let Some(e) = over {
+        return Err(e.into());
+    }
+    if let Some(e) = bad {
+        return Err(crate::store::StoreError::Decode(e).into());
     }
     let n = ev.n();
     let mut c = Collector::new(n);
     let range = ms.range.as_millis() as i64;
-    for (labels, per_bucket) in series {
-        // Each bucket's histograms as sparse (value index, count) over the series' distinct
-        // values, so a window slides by adding and removing buckets instead of re-merging.
-        // Runs keyed by their HDR slot (one layout for every stored histogram), so a window's
-        // counts are a dense array over slots and the value of a slot is known from its run.
-        // All buckets' runs in one array, each bucket a span of it.
-        let mut flat: Vec<(usize, u64)> = Vec::new();
-        let mut spans: Vec<(i64, usize, usize)> = Vec::with_capacity(per_bucket.len());
-        let mut values: Vec<u64> = Vec::new();
-        for (b, hs) in &per_bucket {
-            let from = flat.len();
-            for x in hs.iter().flat_map(|h| h.iter()) {
-                let k = hdr_slot(x.0);
-                if k >= values.len() {
-                    values.resize(k + 1, 0);
-                }
-                values[k] = x.1;
-                flat.push((k, x.2));
-            }
-            spans.push((*b, from, flat.len()));
-        }
-        let mut counts = vec![0u64; values.len()];
-        let (mut total, mut buckets_in) = (0u64, 0usize);
-        let (mut lo, mut hi) = (0usize, 0usize);
+    let mut win = Window::new();
+    for (labels, mut per_bucket) in rows {
+        // Groups' rows one after another: in bucket order (a stable sort keeps rows of one
+        // bucket as they came).
+        per_bucket.sort_by_key(|r| r.0);
+        win.clear();
+        let mut next = 0;
         for (i, &end) in w.iter().enumerate() {
             ev.budget.time()?;
             // Buckets whose end lies in (end - range, end].
             let lo_b = end - range - bucket + 1;
             let hi_b = end - bucket;
             if i > 0 && end < w[i - 1] {
-                counts.iter_mut().for_each(|c| *c = 0);
-                (total, buckets_in, lo, hi) = (0, 0, 0, 0);
+                win.clear();
+                next = 0;
             }
-            while hi < spans.len() && spans[hi].0 <= hi_b {
-                for &(k, n) in &flat[spans[hi].1..spans[hi].2] {
-                    counts[k] += n;
-                    total += n;
+            while next < per_bucket.len() && per_bucket[next].0 <= hi_b {
+                let (b, which, e) = &per_bucket[next];
+                next += 1;
+                // Rows older than this window are in no later one either (ends ascend).
+                if *b >= lo_b {
+                    win.add(*b, e, *which)?;
                 }
-                buckets_in += 1;
-                hi += 1;
             }
-            while lo < hi && spans[lo].0 < lo_b {
-                for &(k, n) in &flat[spans[lo].1..spans[lo].2] {
-                    counts[k] -= n;
-                    total -= n;
-                }
-                buckets_in -= 1;
-                lo += 1;
-            }
-            if buckets_in == 0 {
+            win.drop_before(lo_b);
+            if win.is_empty() {
                 continue;
             }
-            let v = if total == 0 || q[i].is_nan() {
+            let v = if win.total == 0 || q[i].is_nan() {
                 // A window with buckets but no observations: no rate, as Prometheus gives NaN.
                 f64::NAN
             } else if q[i] < 0.0 {
@@ -607,22 +599,101 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
             } else {
                 // As HDR's value_at_quantile: the first value whose cumulative count reaches
                 // ceil(q * total) (at least 1), at its highest equivalent value.
-                let want = ((q[i] * total as f64).ceil() as u64).max(1);
-                let mut acc = 0;
-                let mut at = values.len().saturating_sub(1);
-                for (k, c) in counts.iter().enumerate() {
-                    acc += c;
-                    if acc >= want {
-                        at = k;
-                        break;
-                    }
-                }
-                values[at] as f64 / 1e6
+                let want = ((q[i] * win.total as f64).ceil() as u64).max(1);
+                slot_value(win.rank(want)) as f64 / 1e6
             };
             c.put(labels.clone(), i, v)?;
         }
     }
     Ok(Some(Value::Vector(c.finish())))
+}
+
+/// The merged histogram of the rows in a sliding window: counts per slot of the store's layout
+/// with per-64-slot sums (so a quantile walks ~120 sums and one block), and the window's rows
+/// as decoded (slot, count) lists, kept to be taken out again as the window moves on.
+struct Window {
+    counts: Vec<u64>,
+    blocks: Vec<u64>,
+    total: u64,
+    rows: std::collections::VecDeque<(i64, Vec<(u32, u64)>)>,
+    spare: Vec<Vec<(u32, u64)>>,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            counts: vec![0; MAX_SLOTS],
+            blocks: vec![0; MAX_SLOTS.div_ceil(64)],
+            total: 0,
+            rows: Default::default(),
+            spare: Vec::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        while let Some((_, mut r)) = self.rows.pop_front() {
+            r.clear();
+            self.spare.push(r);
+        }
+        self.counts.iter_mut().for_each(|c| *c = 0);
+        self.blocks.iter_mut().for_each(|c| *c = 0);
+        self.total = 0;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn add(&mut self, bucket: i64, e: &Encoded, stage: Option<usize>) -> Result<(), PromqlError> {
+        let bad = |detail: String| {
+            crate::store::StoreError::Decode(crate::store::keys::DecodeError { what: "inference aggregate", detail })
+        };
+        let mut r = self.spare.pop().unwrap_or_default();
+        if let Some(h) = encoded_histogram(e, stage).map_err(crate::store::StoreError::Decode)? {
+            let (counts, blocks, total) = (&mut self.counts, &mut self.blocks, &mut self.total);
+            for_each_slot(h, |k, n| {
+                counts[k] += n;
+                blocks[k >> 6] += n;
+                *total += n;
+                r.push((k as u32, n));
+            })
+            .map_err(bad)?;
+        }
+        self.rows.push_back((bucket, r));
+        Ok(())
+    }
+
+    /// Takes out the rows of buckets before `lo`.
+    fn drop_before(&mut self, lo: i64) {
+        while self.rows.front().is_some_and(|r| r.0 < lo) {
+            let (_, mut r) = self.rows.pop_front().expect("a front row");
+            for &(k, n) in &r {
+                self.counts[k as usize] -= n;
+                self.blocks[k as usize >> 6] -= n;
+                self.total -= n;
+            }
+            r.clear();
+            self.spare.push(r);
+        }
+    }
+
+    /// The first slot at which the cumulative count reaches `want` (the last slot when the
+    /// window holds fewer).
+    fn rank(&self, want: u64) -> usize {
+        let mut acc = 0;
+        for (b, &n) in self.blocks.iter().enumerate() {
+            if acc + n >= want {
+                for k in b * 64..(b * 64 + 64).min(MAX_SLOTS) {
+                    acc += self.counts[k];
+                    if acc >= want {
+                        return k;
+                    }
+                }
+            }
+            acc += n;
+        }
+        self.counts.iter().rposition(|&c| c > 0).unwrap_or(0)
+    }
 }
 
 #[cfg(test)]

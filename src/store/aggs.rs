@@ -254,6 +254,122 @@ fn merge_sparse(a: &mut Sparse, b: &Sparse) {
     });
 }
 
+/// An encoded aggregate's stored bytes, kept without decoding (a reference to sled's copy, or an
+/// in-memory aggregate encoded): what a query that walks many buckets' histograms keeps.
+#[derive(Clone)]
+pub struct Encoded(pub(super) sled::IVec);
+
+impl std::ops::Deref for Encoded {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The V2 bytes of an encoded aggregate's latency histogram (`stage` None) or of stage `i`'s
+/// (None when it has none), found by skipping the fields before it without decoding them.
+pub fn encoded_histogram(buf: &[u8], stage: Option<usize>) -> Result<Option<&[u8]>, DecodeError> {
+    let mut r = Reader::new(buf, "inference aggregate");
+    if r.byte()? != 1 {
+        return Err(r.err("unknown version"));
+    }
+    for _ in 0..6 {
+        r.varint()?;
+    }
+    for _ in 0..r.varint()? {
+        let n = r.varint()? as usize;
+        r.bytes(n)?;
+        r.varint()?;
+    }
+    for _ in 0..5 {
+        r.varint()?;
+    }
+    let n = r.varint()? as usize;
+    let latency = r.bytes(n)?;
+    let Some(want) = stage else { return Ok(Some(latency)) };
+    let mask = r.byte()?;
+    for i in 0..STAGES.len() {
+        if mask & (1 << i) == 0 {
+            continue;
+        }
+        let n = r.varint()? as usize;
+        let h = r.bytes(n)?;
+        if i == want {
+            return Ok(Some(h));
+        }
+    }
+    Ok(None)
+}
+
+/// Calls `f(slot, count)` for every non-empty slot of a V2 histogram in the store's layout (2
+/// significant digits, lowest value 1, as [`slot_value`] maps slots to values), in slot order.
+pub fn for_each_slot(buf: &[u8], mut f: impl FnMut(usize, u64)) -> Result<(), String> {
+    if buf.len() < 40 {
+        return Err("histogram shorter than its header".into());
+    }
+    let be32 = |i: usize| u32::from_be_bytes(buf[i..i + 4].try_into().expect("4 bytes"));
+    let be64 = |i: usize| u64::from_be_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
+    if be32(0) != 0x1c84_9313 || be32(8) != 0 || be32(12) != u32::from(SIGFIG) || be64(16) > 1 {
+        return Err("not a histogram of the store's layout".into());
+    }
+    let len = be32(4) as usize;
+    let payload = buf.get(40..40 + len).ok_or("histogram payload cut short")?;
+    let (mut pos, mut index) = (0usize, 0usize);
+    while pos < payload.len() {
+        // Most entries are one byte (a count of 1 is 0x02, a short run of empty slots 0x01..).
+        let b = payload[pos];
+        let v = if b < 0x80 {
+            pos += 1;
+            u64::from(b)
+        } else {
+            let mut v: u64 = 0;
+            let mut k = 0;
+            loop {
+                let b = *payload.get(pos).ok_or("histogram varint cut short")?;
+                pos += 1;
+                if k == 8 {
+                    v |= u64::from(b) << 56;
+                    break;
+                }
+                v |= u64::from(b & 0x7f) << (7 * k);
+                if b & 0x80 == 0 {
+                    break;
+                }
+                k += 1;
+            }
+            v
+        };
+        if v & 1 == 1 {
+            // Zig-zag negative: a run of -n empty slots.
+            index = index.saturating_add(((v >> 1) + 1) as usize);
+            continue;
+        }
+        let n = v >> 1;
+        if n > 0 {
+            if index >= MAX_SLOTS {
+                return Err("histogram slot beyond 64-bit values".into());
+            }
+            f(index, n);
+        }
+        index += 1;
+    }
+    Ok(())
+}
+
+/// Slots of the store's histogram layout: 256 single-unit slots, then 128 per doubling up to
+/// 2^64.
+pub const MAX_SLOTS: usize = 256 + 56 * 128;
+
+/// The highest value slot `k` of the store's layout stands for (HDR's highest equivalent value).
+pub fn slot_value(k: usize) -> u64 {
+    if k < 256 {
+        return k as u64;
+    }
+    let bucket = (k >> 7) - 1;
+    let sub = (k as u64 & 127) + 128;
+    (sub << bucket) + ((1u64 << bucket) - 1)
+}
+
 /// Observations at or below `us` (as HDR's `count_between(0, us)`: a run counts when its
 /// range reaches down to `us`).
 pub fn sparse_count_le(h: &Sparse, us: u64) -> u64 {
@@ -353,6 +469,9 @@ mod tests {
                 .map(|v| (h.lowest_equivalent(v.value_iterated_to()), v.value_iterated_to(), v.count_at_value()))
                 .collect();
             assert_eq!(sparse, want, "round {round}");
+            let mut slots = Vec::new();
+            for_each_slot(&buf, |k, n| slots.push((slot_value(k), n))).unwrap();
+            assert_eq!(slots, want.iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(), "round {round}");
             for us in [0, 1, 100, 1000, 12_345, 1 << 30] {
                 assert_eq!(
                     sparse_count_le(&sparse, us),
@@ -393,6 +512,15 @@ mod tests {
         assert!((p95 - 95_000.0).abs() / 95_000.0 < 0.01, "p95 {p95}");
         assert!(back.stages[0].as_ref().unwrap().len() == 1000);
         assert!(back.stages[1].is_none());
+        let enc = a.encode();
+        let count = |h: &[u8]| {
+            let mut n = 0;
+            for_each_slot(h, |_, c| n += c).unwrap();
+            n
+        };
+        assert_eq!(count(encoded_histogram(&enc, None).unwrap().unwrap()), 2000);
+        assert_eq!(count(encoded_histogram(&enc, Some(0)).unwrap().unwrap()), 1000);
+        assert!(encoded_histogram(&enc, Some(1)).unwrap().is_none());
         assert!(Agg::decode(&[1, 2, 3]).is_err());
     }
 }

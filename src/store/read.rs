@@ -95,6 +95,30 @@ impl Store {
         b1: i64,
         decode: impl Fn(&[u8]) -> Result<T, keys::DecodeError>,
         convert: impl Fn(&Agg) -> T,
+        f: impl FnMut(u32, i64, T) -> bool,
+    ) -> Result<(), StoreError> {
+        self.scan_aggs(groups, b0, b1, |v| decode(v), convert, f)
+    }
+
+    /// [`Store::read_aggs`] with aggregates left encoded: each group's stored rows in bucket
+    /// order, then the in-memory ones.
+    pub fn read_aggs_encoded(
+        &self,
+        groups: &[u32],
+        b0: i64,
+        b1: i64,
+        f: impl FnMut(u32, i64, aggs::Encoded) -> bool,
+    ) -> Result<(), StoreError> {
+        self.scan_aggs(groups, b0, b1, |v| Ok(aggs::Encoded(v.clone())), |a| aggs::Encoded(a.encode().into()), f)
+    }
+
+    fn scan_aggs<T>(
+        &self,
+        groups: &[u32],
+        b0: i64,
+        b1: i64,
+        decode: impl Fn(&sled::IVec) -> Result<T, keys::DecodeError>,
+        convert: impl Fn(&Agg) -> T,
         mut f: impl FnMut(u32, i64, T) -> bool,
     ) -> Result<(), StoreError> {
         // A snapshot of memory and its epoch, then the sled scan without the lock (the
