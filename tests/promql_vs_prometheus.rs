@@ -266,6 +266,9 @@ async fn answers_equal_prometheus_on_the_bench_data_set() {
             ("MODELWATCH__LIMITS__BACKFILL_MAX_AGE", "3650d"),
             ("MODELWATCH__LIMITS__MAX_AGE", "3650d"),
             ("MODELWATCH__RETENTION__METRICS", "3650d"),
+            // 20-minute chunks, so that windows of an hour hold whole chunks and
+            // `min/max/count_over_time` answer from chunk summaries here too.
+            ("MODELWATCH__STORAGE__CHUNK_SAMPLES", "120"),
         ],
     );
     let n = load_csv(&d, &csv).await;

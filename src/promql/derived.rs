@@ -301,7 +301,7 @@ fn counter_series(
             // The reset as a zero one millisecond into the hour: the hour's first bucket may
             // count as many as the whole hour before it did, which a reader would not see as
             // a reset without it (and would count only the difference).
-            if acc > 0.0 && b + 1 >= start && b + 1 <= end {
+            if acc > 0.0 && (start..=end).contains(&(b + 1)) {
                 ts.push(b + 1);
                 vals.push(0.0);
             }

@@ -2,6 +2,7 @@
 //! (math, labels, time, sorting, `histogram_quantile`). Float samples only: the native-histogram
 //! functions answer that native histograms are not supported.
 use super::eval::{Collector, Evaluator, Series, Value, Windows};
+use super::summary::Reduce;
 use super::{exec, label, set_label, without_name, Labels, PromqlError, NAME};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
@@ -44,13 +45,21 @@ pub fn call(ev: &mut Evaluator, c: &Call) -> Result<Value, PromqlError> {
         }),
         "avg_over_time" => range_fn(ev, args[0], false, |_, _, v| (!v.is_empty()).then(|| avg(v))),
         "sum_over_time" => range_fn(ev, args[0], false, |_, _, v| (!v.is_empty()).then(|| kahan_sum(v.iter().copied()))),
-        "count_over_time" => range_fn(ev, args[0], false, |_, _, v| (!v.is_empty()).then(|| v.len() as f64)),
-        "min_over_time" => range_fn(ev, args[0], false, |_, _, v| {
-            v.iter().copied().reduce(|m, x| if x < m || m.is_nan() { x } else { m })
-        }),
-        "max_over_time" => range_fn(ev, args[0], false, |_, _, v| {
-            v.iter().copied().reduce(|m, x| if x > m || m.is_nan() { x } else { m })
-        }),
+        "count_over_time" | "min_over_time" | "max_over_time" => {
+            let how = match name {
+                "count_over_time" => Reduce::Count,
+                "min_over_time" => Reduce::Min,
+                _ => Reduce::Max,
+            };
+            if let Some(v) = super::summary::over_time(ev, args[0], how)? {
+                return Ok(v);
+            }
+            range_fn(ev, args[0], false, |_, _, v| match how {
+                Reduce::Count => (!v.is_empty()).then(|| v.len() as f64),
+                Reduce::Min => v.iter().copied().reduce(|m, x| if x < m || m.is_nan() { x } else { m }),
+                Reduce::Max => v.iter().copied().reduce(|m, x| if x > m || m.is_nan() { x } else { m }),
+            })
+        }
         "last_over_time" => range_fn(ev, args[0], true, |_, _, v| v.last().copied()),
         "first_over_time" => range_fn(ev, args[0], true, |_, _, v| v.first().copied()),
         "present_over_time" => range_fn(ev, args[0], false, |_, _, v| (!v.is_empty()).then_some(1.0)),

@@ -25,6 +25,7 @@ pub mod eval;
 pub mod functions;
 pub mod script;
 pub mod source;
+pub mod summary;
 
 pub use source::{MemSource, RawSeries, Source, StoreSource};
 
@@ -38,8 +39,7 @@ pub const NAME: &str = "__name__";
 /// A label set, sorted by name, names unique; the metric name is the `__name__` label.
 pub type Labels = Vec<(String, String)>;
 
-/// Prometheus' staleness marker: a NaN with this exact bit pattern ends a series.
-pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+pub use crate::store::STALE_NAN;
 
 pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN

@@ -144,8 +144,40 @@ pub fn encode_block_ref(r: &BlockRef) -> [u8; 28] {
     v
 }
 
+/// What a metric chunk's values come to, kept beside its reference so that `min_over_time`,
+/// `max_over_time` and `count_over_time` over a window that holds the whole chunk need not read
+/// it. Staleness markers are left out; `min`/`max` skip NaN values unless every value is NaN
+/// (PromQL's rule), and are NaN when `count` is 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub min: f64,
+    pub max: f64,
+    pub count: u32,
+}
+
+/// A metric chunk's sled value: its reference, then (chunks cut since summaries exist) its
+/// [`Summary`].
+pub fn encode_chunk_ref(r: &BlockRef, s: &Summary) -> [u8; 48] {
+    let mut v = [0u8; 48];
+    v[..28].copy_from_slice(&encode_block_ref(r));
+    v[28..36].copy_from_slice(&s.min.to_bits().to_be_bytes());
+    v[36..44].copy_from_slice(&s.max.to_bits().to_be_bytes());
+    v[44..].copy_from_slice(&s.count.to_be_bytes());
+    v
+}
+
+/// The summary of a metric chunk's sled value, when it has one.
+pub fn decode_summary(v: &[u8]) -> Option<Summary> {
+    (v.len() == 48).then(|| Summary {
+        min: f64::from_bits(u64::from_be_bytes(arr8(&v[28..]))),
+        max: f64::from_bits(u64::from_be_bytes(arr8(&v[36..]))),
+        count: u32::from_be_bytes([v[44], v[45], v[46], v[47]]),
+    })
+}
+
+/// A block reference, alone or followed by a chunk's [`Summary`].
 pub fn decode_block_ref(v: &[u8]) -> Result<BlockRef, DecodeError> {
-    if v.len() != 28 {
+    if v.len() != 28 && v.len() != 48 {
         return Err(derr("block reference", format!("{} bytes", v.len())));
     }
     let u32_at = |i: usize| u32::from_be_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
@@ -413,6 +445,12 @@ mod tests {
         fn chunk_refs_round_trip(file in any::<u32>(), offset in any::<u64>(), len in any::<u32>(), count in any::<u32>(), last_ts in any::<i64>()) {
             let r = BlockRef { file, offset, len, count, last_ts };
             prop_assert_eq!(decode_block_ref(&encode_block_ref(&r)).unwrap(), r);
+            let sum = Summary { min: offset as f64, max: f64::NAN, count };
+            let v = encode_chunk_ref(&r, &sum);
+            prop_assert_eq!(decode_block_ref(&v).unwrap(), r);
+            let back = decode_summary(&v).unwrap();
+            prop_assert_eq!((back.min, back.max.is_nan(), back.count), (sum.min, true, count));
+            prop_assert!(decode_summary(&encode_block_ref(&r)).is_none());
         }
 
         #[test]

@@ -251,7 +251,7 @@ impl Store {
         // A series can be due twice (two batches of one group filled it): cut it once.
         ids.sort_unstable();
         ids.dedup();
-        let mut cuts: Vec<(u64, keys::BlockRef, i64, usize)> = Vec::new();
+        let mut cuts: Vec<(u64, keys::BlockRef, keys::Summary, i64, usize)> = Vec::new();
         for id in ids {
             let Some(head) = st.heads.get(&id) else { continue };
             let mut from = 0;
@@ -261,7 +261,7 @@ impl Store {
                 let loc = self.blocks.append(&enc)?;
                 let last_ts = head.ts[from + n - 1];
                 let r = keys::BlockRef { file: loc.file, offset: loc.offset, len: loc.len, count: n as u32, last_ts };
-                cuts.push((id, r, head.ts[from], n));
+                cuts.push((id, r, summarize(&head.vals[from..from + n]), head.ts[from], n));
                 from += n;
             }
         }
@@ -269,11 +269,11 @@ impl Store {
             return Ok(());
         }
         let mut b = sled::Batch::default();
-        for (id, r, first_ts, _) in &cuts {
-            b.insert(&keys::chunk_key(*id, *first_ts)[..], &keys::encode_block_ref(r)[..]);
+        for (id, r, sum, first_ts, _) in &cuts {
+            b.insert(&keys::chunk_key(*id, *first_ts)[..], &keys::encode_chunk_ref(r, sum)[..]);
         }
         self.t.chunks.apply_batch(b)?;
-        for (id, r, _, n) in cuts {
+        for (id, r, _, _, n) in cuts {
             if let Some(head) = st.heads.get_mut(&id) {
                 head.ts.drain(..n);
                 head.vals.drain(..n);
@@ -333,4 +333,22 @@ impl Store {
         self.t.head_parts.apply_batch(b)?;
         Ok(())
     }
+}
+
+/// The [`keys::Summary`] of a chunk's values: staleness markers left out, min and max as PromQL's `min/max_over_time` reduce them.
+pub fn summarize(vals: &[f64]) -> keys::Summary {
+    let (mut min, mut max, mut count) = (f64::NAN, f64::NAN, 0u32);
+    for &v in vals {
+        if v.to_bits() == super::STALE_NAN {
+            continue;
+        }
+        if count == 0 || v < min || min.is_nan() {
+            min = v;
+        }
+        if count == 0 || v > max || max.is_nan() {
+            max = v;
+        }
+        count += 1;
+    }
+    keys::Summary { min, max, count }
 }

@@ -48,7 +48,11 @@ pub mod rid_index;
 pub mod wal;
 
 pub use batch::{Applied, Batch, Body, Kind, MAX_REJECTIONS};
+
+/// Prometheus' staleness marker: a NaN with this exact bit pattern ends a series.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 pub use memtable::canonical_labels;
+pub use read::Piece;
 pub use recover::OpenReport;
 pub use retention::RetentionReport;
 

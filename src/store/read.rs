@@ -17,52 +17,114 @@ impl Store {
 
     /// Samples of one series with `start <= ts <= end`, in time order.
     pub fn read_samples(&self, id: u64, start: i64, end: i64) -> Result<(Vec<i64>, Vec<f64>), StoreError> {
-        // Snapshot the head and the persisted boundary together; chunk samples past the
-        // boundary (cut after the snapshot) are ignored, so a concurrent cut neither hides
-        // nor doubles samples.
-        let (head_ts, head_vals, boundary) = {
-            let st = lock(&self.metrics);
-            let boundary = st.persisted.get(&id).copied().unwrap_or(i64::MIN);
-            match st.heads.get(&id) {
-                Some(h) => {
-                    let a = h.ts.partition_point(|&t| t < start);
-                    let b = h.ts.partition_point(|&t| t <= end);
-                    (h.ts[a..b].to_vec(), h.vals[a..b].to_vec(), boundary)
-                }
-                None => (Vec::new(), Vec::new(), boundary),
-            }
-        };
+        let (head_ts, head_vals, boundary) = self.head_snapshot(id, start, end);
         let (mut ts, mut vals) = (Vec::new(), Vec::new());
-        if boundary >= start {
-            let lo = keys::chunk_key(id, i64::MIN);
-            let first = self.t.chunks.range(lo..keys::chunk_key(id, start)).next_back().transpose()?;
-            let rest = self.t.chunks.range(keys::chunk_key(id, start)..=keys::chunk_key(id, end.min(boundary)));
-            for item in first.into_iter().map(Ok).chain(rest) {
-                let (_, v) = item?;
-                let r = keys::decode_block_ref(&v)?;
-                if r.last_ts < start {
-                    continue;
-                }
-                let data = self.blocks.read(&r.loc())?;
-                let base = ts.len();
-                chunk::decode_into(&data, &mut ts, &mut vals)?;
-                // Trim to the range and the boundary, keeping ts and vals aligned.
-                let mut w = base;
-                for r in base..ts.len() {
-                    let t = ts[r];
-                    if t >= start && t <= end && t <= boundary {
-                        ts[w] = t;
-                        vals[w] = vals[r];
-                        w += 1;
-                    }
-                }
-                ts.truncate(w);
-                vals.truncate(w);
-            }
-        }
+        self.each_chunk(id, start, end, boundary, |_, v| {
+            self.decode_chunk(v, start, end, boundary, &mut ts, &mut vals)?;
+            Ok(())
+        })?;
         ts.extend(head_ts);
         vals.extend(head_vals);
         Ok((ts, vals))
+    }
+
+    /// One series' samples with `start <= ts <= end` as [`Piece`]s in time order: each stored
+    /// chunk that lies wholly in the range and has a summary by that summary, unread; the
+    /// rest as samples.
+    pub fn read_pieces(&self, id: u64, start: i64, end: i64) -> Result<Vec<Piece>, StoreError> {
+        let (head_ts, head_vals, boundary) = self.head_snapshot(id, start, end);
+        let mut out = Vec::new();
+        let (mut ts, mut vals) = (Vec::new(), Vec::new());
+        self.each_chunk(id, start, end, boundary, |first_ts, v| {
+            let r = keys::decode_block_ref(v)?;
+            match keys::decode_summary(v) {
+                Some(summary) if first_ts >= start && r.last_ts <= end && r.last_ts <= boundary => {
+                    if !ts.is_empty() {
+                        out.push(Piece::Samples(std::mem::take(&mut ts), std::mem::take(&mut vals)));
+                    }
+                    out.push(Piece::Summary { first_ts, last_ts: r.last_ts, samples: r.count, summary });
+                }
+                _ => self.decode_chunk(v, start, end, boundary, &mut ts, &mut vals)?,
+            }
+            Ok(())
+        })?;
+        ts.extend(head_ts);
+        vals.extend(head_vals);
+        if !ts.is_empty() {
+            out.push(Piece::Samples(ts, vals));
+        }
+        Ok(out)
+    }
+
+    /// The head's samples in the range and the persisted boundary, snapshot together: chunk
+    /// samples past the boundary (cut after the snapshot) are ignored, so a concurrent cut
+    /// neither hides nor doubles samples.
+    fn head_snapshot(&self, id: u64, start: i64, end: i64) -> (Vec<i64>, Vec<f64>, i64) {
+        let st = lock(&self.metrics);
+        let boundary = st.persisted.get(&id).copied().unwrap_or(i64::MIN);
+        match st.heads.get(&id) {
+            Some(h) => {
+                let a = h.ts.partition_point(|&t| t < start);
+                let b = h.ts.partition_point(|&t| t <= end);
+                (h.ts[a..b].to_vec(), h.vals[a..b].to_vec(), boundary)
+            }
+            None => (Vec::new(), Vec::new(), boundary),
+        }
+    }
+
+    /// Calls `f(first_ts, sled value)` for the stored chunks of `id` that can hold samples in
+    /// `[start, min(end, boundary)]`, in time order.
+    fn each_chunk(
+        &self,
+        id: u64,
+        start: i64,
+        end: i64,
+        boundary: i64,
+        mut f: impl FnMut(i64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if boundary < start {
+            return Ok(());
+        }
+        let lo = keys::chunk_key(id, i64::MIN);
+        let first = self.t.chunks.range(lo..keys::chunk_key(id, start)).next_back().transpose()?;
+        let rest = self.t.chunks.range(keys::chunk_key(id, start)..=keys::chunk_key(id, end.min(boundary)));
+        for item in first.into_iter().map(Ok).chain(rest) {
+            let (k, v) = item?;
+            if keys::decode_block_ref(&v)?.last_ts < start {
+                continue;
+            }
+            f(keys::decode_chunk_key(&k)?.1, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a chunk's samples in `[start, end]` up to `boundary` to `ts` and `vals`.
+    fn decode_chunk(
+        &self,
+        v: &[u8],
+        start: i64,
+        end: i64,
+        boundary: i64,
+        ts: &mut Vec<i64>,
+        vals: &mut Vec<f64>,
+    ) -> Result<(), StoreError> {
+        let r = keys::decode_block_ref(v)?;
+        let data = self.blocks.read(&r.loc())?;
+        let base = ts.len();
+        chunk::decode_into(&data, ts, vals)?;
+        // Trim to the range and the boundary, keeping ts and vals aligned.
+        let mut w = base;
+        for r in base..ts.len() {
+            let t = ts[r];
+            if t >= start && t <= end && t <= boundary {
+                ts[w] = t;
+                vals[w] = vals[r];
+                w += 1;
+            }
+        }
+        ts.truncate(w);
+        vals.truncate(w);
+        Ok(())
     }
 
     /// Groups (service, model, version, endpoint) that pass `keep`.
@@ -201,4 +263,13 @@ impl Store {
         }
         walk(&self.dir)
     }
+}
+
+/// A stretch of one series' samples, from [`Store::read_pieces`].
+pub enum Piece {
+    /// A stored chunk wholly in the range: `samples` samples (staleness markers included) from
+    /// `first_ts` to `last_ts`, by their summary.
+    Summary { first_ts: i64, last_ts: i64, samples: u32, summary: keys::Summary },
+    /// Samples in time order.
+    Samples(Vec<i64>, Vec<f64>),
 }

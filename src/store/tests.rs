@@ -122,3 +122,64 @@ proptest! {
         }
     }
 }
+
+/// Chunk summaries answer min, max and count like the samples they stand for: values with NaNs
+/// and staleness markers (all-NaN and all-stale chunks among them), windows of every size.
+#[test]
+fn pieces_and_summaries_match_the_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    let stale = f64::from_bits(STALE_NAN);
+    let ts: Vec<i64> = (0..200).map(|i| 1000 + i * 10).collect();
+    let values: Vec<f64> = (0..200)
+        .map(|i| match i {
+            16..=31 => f64::NAN,
+            32..=47 => stale,
+            _ if i % 7 == 0 => f64::NAN,
+            _ if i % 11 == 0 => stale,
+            _ => ((i * 37) % 101) as f64 - 50.0,
+        })
+        .collect();
+    let series = vec![pb::Series { name: "m".into(), timestamps_ms: ts.clone(), values, ..Default::default() }];
+    let b = Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }));
+    commit(&store, &mut wal, vec![b]);
+    let id = store.select(&[Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, "m").unwrap()])[0].id;
+    let reduce = |vals: &mut dyn Iterator<Item = (f64, f64, u64)>| {
+        let (mut min, mut max, mut n) = (f64::NAN, f64::NAN, 0);
+        for (lo, hi, c) in vals {
+            if n == 0 || lo < min || min.is_nan() {
+                min = lo;
+            }
+            if n == 0 || hi > max || max.is_nan() {
+                max = hi;
+            }
+            n += c;
+        }
+        (min, max, n)
+    };
+    let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
+    let mut summarized = 0;
+    for start in (900..3100).step_by(70) {
+        for len in [5, 40, 170, 400, 1200, 3000] {
+            let end = start + len;
+            let (_, vals) = store.read_samples(id, start, end).unwrap();
+            let want = reduce(&mut vals.iter().filter(|v| v.to_bits() != STALE_NAN).map(|&v| (v, v, 1)));
+            let pieces = store.read_pieces(id, start, end).unwrap();
+            let got = reduce(&mut pieces.iter().flat_map(|p| -> Vec<(f64, f64, u64)> {
+                match p {
+                    Piece::Summary { summary: s, .. } if s.count == 0 => vec![],
+                    Piece::Summary { summary: s, .. } => {
+                        summarized += 1;
+                        vec![(s.min, s.max, u64::from(s.count))]
+                    }
+                    Piece::Samples(_, v) => v.iter().filter(|v| v.to_bits() != STALE_NAN).map(|&v| (v, v, 1)).collect(),
+                }
+            }));
+            assert!(
+                same(want.0, got.0) && same(want.1, got.1) && want.2 == got.2,
+                "[{start}, {end}]: {want:?} {got:?}"
+            );
+        }
+    }
+    assert!(summarized > 100, "{summarized}");
+}
