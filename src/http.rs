@@ -6,7 +6,7 @@
 //! For people: the status page at `/` and the reports as pages at `/report/service`,
 //! `/report/errors`, `/report/gpu` and `/report/capacity` (parameters as the CLI's flags:
 //! `service`, `model`, `version`, `label`, `slow`, `gpu`, `slo`, `since` or `start`/`end`).
-use crate::promql::{self, derived, fmt_value, Answer, Labels, PromqlError, NAME};
+use crate::promql::{self, derived, Answer, Labels, PromqlError, NAME};
 use crate::query::eval::{default_step, parse_time};
 use crate::query::{Budget, QueryError};
 use crate::state::Ctx;
@@ -129,21 +129,30 @@ fn metric(ls: &Labels) -> Value {
 }
 
 /// `[t, "v"]` as Prometheus writes a point (seconds with millisecond decimals).
-fn push_point(out: &mut String, t: i64, v: &str) {
+fn push_point(out: &mut String, t: i64, v: f64) {
     use std::fmt::Write;
     if t % 1000 == 0 {
-        let _ = write!(out, "[{},\"{v}\"]", t / 1000);
+        let _ = write!(out, "[{},\"", t / 1000);
     } else {
-        let _ = write!(out, "[{}.{:03},\"{v}\"]", t.div_euclid(1000), t.rem_euclid(1000));
+        let _ = write!(out, "[{}.{:03},\"", t.div_euclid(1000), t.rem_euclid(1000));
     }
+    crate::promql::write_value(out, v);
+    out.push_str("\"]");
 }
 
-/// The `data` object of an answer, written directly (a range answer has one entry per point;
+/// A successful answer's whole body, written directly (a range answer has one entry per point;
 /// building a JSON tree for it first costs more than the query).
 fn answer_json(a: &Answer) -> String {
-    let mut out = format!("{{\"resultType\":\"{}\",\"result\":", a.result_type());
+    let points = match a {
+        Answer::Matrix(m) => m.iter().map(|s| s.ts.len()).sum(),
+        Answer::Vector { series, .. } => series.len(),
+        _ => 1,
+    };
+    let mut out = String::with_capacity(64 + points * 24);
+    out.push_str("{\"status\":\"success\",\"data\":");
+    out.push_str(&format!("{{\"resultType\":\"{}\",\"result\":", a.result_type()));
     match a {
-        Answer::Scalar { t, v } => push_point(&mut out, *t, &fmt_value(*v)),
+        Answer::Scalar { t, v } => push_point(&mut out, *t, *v),
         Answer::String { t, s } => {
             out.push_str(&format!("[{},{}]", secs(*t), Value::String(s.clone())));
         }
@@ -156,7 +165,7 @@ fn answer_json(a: &Answer) -> String {
                 out.push_str("{\"metric\":");
                 out.push_str(&metric(ls).to_string());
                 out.push_str(",\"value\":");
-                push_point(&mut out, *t, &fmt_value(*v));
+                push_point(&mut out, *t, *v);
                 out.push('}');
             }
             out.push(']');
@@ -174,19 +183,18 @@ fn answer_json(a: &Answer) -> String {
                     if j > 0 {
                         out.push(',');
                     }
-                    push_point(&mut out, *t, &fmt_value(*v));
+                    push_point(&mut out, *t, *v);
                 }
                 out.push_str("]}");
             }
             out.push(']');
         }
     }
-    out.push('}');
+    out.push_str("}}");
     out
 }
 
-fn ok_raw(data: String) -> Response {
-    let body = format!("{{\"status\":\"success\",\"data\":{data}}}");
+fn json_body(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -208,7 +216,7 @@ async fn query(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: Bytes) 
     let t = time_param(&p, "time", ctx.clock.now_ms())?;
     let opts = ctx.query.promql();
     let a = on_pool(&ctx, move |s, b| Ok(crate::query::eval::instant(s, &expr, t, &opts, b)?)).await?;
-    Ok(ok_raw(answer_json(&a)))
+    Ok(json_body(answer_json(&a)))
 }
 
 async fn query_range(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
@@ -226,7 +234,7 @@ async fn query_range(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: B
     };
     let opts = ctx.query.promql();
     let a = on_pool(&ctx, move |s, b| Ok(crate::query::eval::range(s, &expr, (start, end, step), &opts, b)?)).await?;
-    Ok(ok_raw(answer_json(&a)))
+    Ok(json_body(answer_json(&a)))
 }
 
 /// The label sets of the series `match[]` selects (all series without one), metric series

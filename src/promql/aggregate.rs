@@ -143,6 +143,8 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr) -> Result<Value, PromqlError>
         _ => Kind::Count,
     };
     let mut accs: Vec<Acc> = Vec::new();
+    // Each group's output series, found once (groups are distinct: no step can collide).
+    let mut slots: Vec<Option<usize>> = vec![None; keys.len()];
     for i in 0..n {
         accs.clear();
         accs.resize_with(keys.len(), Acc::default);
@@ -166,7 +168,8 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr) -> Result<Value, PromqlError>
                 "quantile" => quantile(q[i], &mut acc.values),
                 other => return Err(exec(format!("aggregation {other} is not supported"))),
             };
-            c.put(keys[g].clone(), i, v)?;
+            let k = *slots[g].get_or_insert_with(|| c.slot(keys[g].clone()));
+            c.out[k].vals[i] = Some(v);
         }
     }
     Ok(Value::Vector(c.finish()))

@@ -526,17 +526,22 @@ fn extrapolated_fn(ev: &mut Evaluator, arg: &Expr, counter: bool, is_rate: bool)
         if counter {
             if corr_of != s {
                 corr.clear();
-                let mut acc = 0.0;
-                corr.push(0.0);
-                for k in 1..rs.vals.len() {
-                    if rs.vals[k] < rs.vals[k - 1] {
-                        acc += rs.vals[k - 1];
-                    }
-                    corr.push(acc);
+                // Most counters never reset: no corrections to keep then.
+                if rs.vals.windows(2).any(|w| w[1] < w[0]) {
+                    let mut acc = 0.0;
+                    corr.push(0.0);
+                    corr.extend(rs.vals.windows(2).map(|w| {
+                        if w[1] < w[0] {
+                            acc += w[0];
+                        }
+                        acc
+                    }));
                 }
                 corr_of = s;
             }
-            result += corr[hi - 1] - corr[lo];
+            if !corr.is_empty() {
+                result += corr[hi - 1] - corr[lo];
+            }
         }
         Some(extrapolate(ctx, rs.ts[lo], rs.ts[hi - 1], hi - lo, result, rs.vals[lo], counter, is_rate))
     })

@@ -222,13 +222,21 @@ pub fn duration_ms(d: &Duration) -> i64 {
 
 /// A float as Prometheus writes sample values (Go's `strconv.FormatFloat(v, 'f', -1, 64)`).
 pub fn fmt_value(v: f64) -> String {
+    let mut s = String::new();
+    write_value(&mut s, v);
+    s
+}
+
+/// [`fmt_value`] appended to `out`.
+pub fn write_value(out: &mut String, v: f64) {
+    use std::fmt::Write;
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v == f64::INFINITY {
-        "+Inf".into()
+        out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
+        out.push_str("-Inf");
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }

@@ -18,11 +18,17 @@ impl Store {
     /// Samples of one series with `start <= ts <= end`, in time order.
     pub fn read_samples(&self, id: u64, start: i64, end: i64) -> Result<(Vec<i64>, Vec<f64>), StoreError> {
         let (head_ts, head_vals, boundary) = self.head_snapshot(id, start, end);
-        let (mut ts, mut vals) = (Vec::new(), Vec::new());
+        // The chunks' references first, so that the columns are allocated once.
+        let mut refs = Vec::new();
         self.each_chunk(id, start, end, boundary, |_, v| {
-            self.decode_chunk(v, start, end, boundary, &mut ts, &mut vals)?;
+            refs.push(keys::decode_block_ref(v)?);
             Ok(())
         })?;
+        let n = refs.iter().map(|r| r.count as usize).sum::<usize>() + head_ts.len();
+        let (mut ts, mut vals) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for r in &refs {
+            self.decode_chunk(r, start, end, boundary, &mut ts, &mut vals)?;
+        }
         ts.extend(head_ts);
         vals.extend(head_vals);
         Ok((ts, vals))
@@ -44,7 +50,7 @@ impl Store {
                     }
                     out.push(Piece::Summary { first_ts, last_ts: r.last_ts, samples: r.count, summary });
                 }
-                _ => self.decode_chunk(v, start, end, boundary, &mut ts, &mut vals)?,
+                _ => self.decode_chunk(&r, start, end, boundary, &mut ts, &mut vals)?,
             }
             Ok(())
         })?;
@@ -101,17 +107,19 @@ impl Store {
     /// Appends a chunk's samples in `[start, end]` up to `boundary` to `ts` and `vals`.
     fn decode_chunk(
         &self,
-        v: &[u8],
+        r: &keys::BlockRef,
         start: i64,
         end: i64,
         boundary: i64,
         ts: &mut Vec<i64>,
         vals: &mut Vec<f64>,
     ) -> Result<(), StoreError> {
-        let r = keys::decode_block_ref(v)?;
         let data = self.blocks.read(&r.loc())?;
         let base = ts.len();
-        chunk::decode_into(&data, ts, vals)?;
+        let h = chunk::decode_into(&data, ts, vals)?;
+        if h.first_ts >= start && h.last_ts <= end && h.last_ts <= boundary {
+            return Ok(());
+        }
         // Trim to the range and the boundary, keeping ts and vals aligned.
         let mut w = base;
         for r in base..ts.len() {
