@@ -30,8 +30,8 @@ use super::{Labels, PromqlError, NAME};
 use crate::pb;
 use crate::query::Budget;
 use crate::store::aggs::{
-    encoded_histogram, for_each_slot, slot_value, sparse_count_le, Agg, Encoded, Parts, Sparse, MAX_SLOTS, STAGES,
-    STATUS_NAMES,
+    block_entries, block_heads, encode_slots, encoded_histogram, slot_value, sparse_count_le, Agg, BlockHead, Encoded,
+    HistRef, Parts, Sparse, BLOCK, BLOCKS, STAGES, STATUS_NAMES,
 };
 use crate::store::Store;
 use promql_parser::label::{MatchOp, Matcher};
@@ -514,7 +514,7 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     // Per output series, the rows that go into it: bucket, stage (None: the request latency)
     // and the aggregate left encoded, decoded once when its bucket enters a window.
     let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut rows: Vec<(Labels, Vec<(i64, Option<usize>, Encoded)>)> = Vec::new();
+    let mut rows: Vec<(Labels, Vec<Row>)> = Vec::new();
     let mut target: HashMap<(u32, usize), Option<usize>> = HashMap::new();
     let mut over = None;
     let mut bad = None;
@@ -559,140 +559,230 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
         return Err(crate::store::StoreError::Decode(e).into());
     }
     let n = ev.n();
-    let mut c = Collector::new(n);
     let range = ms.range.as_millis() as i64;
-    let mut win = Window::new();
-    for (labels, mut per_bucket) in rows {
-        // Groups' rows one after another: in bucket order (a stable sort keeps rows of one
-        // bucket as they came).
-        per_bucket.sort_by_key(|r| r.0);
-        win.clear();
-        let mut next = 0;
-        for (i, &end) in w.iter().enumerate() {
-            ev.budget.time()?;
-            // Buckets whose end lies in (end - range, end].
-            let lo_b = end - range - bucket + 1;
-            let hi_b = end - bucket;
-            if i > 0 && end < w[i - 1] {
-                win.clear();
-                next = 0;
+    let budget: &Budget = ev.budget;
+    let one = |per_bucket: &mut Vec<Row>| -> Result<Vec<Option<f64>>, PromqlError> {
+        quantiles(per_bucket, &w, q, range, bucket, budget)
+    };
+    // Output series are independent: two threads share them when there are several.
+    let rows_in: usize = rows.iter().map(|r| r.1.len()).sum();
+    let results: Vec<Result<Vec<Option<f64>>, PromqlError>> = if rows.len() >= 2 && rows_in >= 2000 {
+        let half = rows.len() / 2;
+        let (a, b) = rows.split_at_mut(half);
+        let one = &one;
+        std::thread::scope(|sc| {
+            let second = sc.spawn(move || b.iter_mut().map(|r| one(&mut r.1)).collect::<Vec<_>>());
+            let mut first: Vec<_> = a.iter_mut().map(|r| one(&mut r.1)).collect();
+            match second.join() {
+                Ok(rest) => first.extend(rest),
+                Err(_) => first.push(Err(super::exec("a quantile evaluation failed"))),
             }
-            while next < per_bucket.len() && per_bucket[next].0 <= hi_b {
-                let (b, which, e) = &per_bucket[next];
-                next += 1;
-                // Rows older than this window are in no later one either (ends ascend).
-                if *b >= lo_b {
-                    win.add(*b, e, *which)?;
-                }
+            first
+        })
+    } else {
+        rows.iter_mut().map(|r| one(&mut r.1)).collect()
+    };
+    let mut c = Collector::new(n);
+    for ((labels, _), vals) in rows.into_iter().zip(results) {
+        for (i, v) in vals?.into_iter().enumerate() {
+            if let Some(v) = v {
+                c.put(labels.clone(), i, v)?;
             }
-            win.drop_before(lo_b);
-            if win.is_empty() {
-                continue;
-            }
-            let v = if win.total == 0 || q[i].is_nan() {
-                // A window with buckets but no observations: no rate, as Prometheus gives NaN.
-                f64::NAN
-            } else if q[i] < 0.0 {
-                f64::NEG_INFINITY
-            } else if q[i] > 1.0 {
-                f64::INFINITY
-            } else {
-                // As HDR's value_at_quantile: the first value whose cumulative count reaches
-                // ceil(q * total) (at least 1), at its highest equivalent value.
-                let want = ((q[i] * win.total as f64).ceil() as u64).max(1);
-                slot_value(win.rank(want)) as f64 / 1e6
-            };
-            c.put(labels.clone(), i, v)?;
         }
     }
     Ok(Some(Value::Vector(c.finish())))
 }
 
-/// The merged histogram of the rows in a sliding window: counts per slot of the store's layout
-/// with per-64-slot sums (so a quantile walks ~120 sums and one block), and the window's rows
-/// as decoded (slot, count) lists, kept to be taken out again as the window moves on.
+/// A row of an output series: bucket start, stage (None: the request latency), aggregate.
+type Row = (i64, Option<usize>, Encoded);
+
+/// One output series' quantile at each window end `w[i]`, from its rows (bucket, stage,
+/// aggregate), sorted here.
+fn quantiles(
+    per_bucket: &mut [Row],
+    w: &[i64],
+    q: &[f64],
+    range: i64,
+    bucket: i64,
+    budget: &Budget,
+) -> Result<Vec<Option<f64>>, PromqlError> {
+    // Groups' rows one after another: in bucket order (a stable sort keeps rows of one bucket
+    // as they came).
+    per_bucket.sort_by_key(|r| r.0);
+    let mut out = vec![None; w.len()];
+    let mut win = Window::new();
+    let mut next = 0;
+    for (i, &end) in w.iter().enumerate() {
+        if i % 32 == 0 {
+            budget.time()?;
+        }
+        // Buckets whose end lies in (end - range, end].
+        let lo_b = end - range - bucket + 1;
+        let hi_b = end - bucket;
+        if i > 0 && end < w[i - 1] {
+            win.clear();
+            next = 0;
+        }
+        while next < per_bucket.len() && per_bucket[next].0 <= hi_b {
+            let (b, which, e) = &per_bucket[next];
+            next += 1;
+            // Rows older than this window are in no later one either (ends ascend).
+            if *b >= lo_b {
+                win.add(*b, e, *which)?;
+            }
+        }
+        win.drop_before(lo_b);
+        if win.rows.is_empty() {
+            continue;
+        }
+        out[i] = Some(if win.total == 0 || q[i].is_nan() {
+            // A window with buckets but no observations: no rate, as Prometheus gives NaN.
+            f64::NAN
+        } else if q[i] < 0.0 {
+            f64::NEG_INFINITY
+        } else if q[i] > 1.0 {
+            f64::INFINITY
+        } else {
+            // As HDR's value_at_quantile: the first value whose cumulative count reaches
+            // ceil(q * total) (at least 1), at its highest equivalent value.
+            let want = ((q[i] * win.total as f64).ceil() as u64).max(1);
+            slot_value(win.rank(want)) as f64 / 1e6
+        });
+    }
+    Ok(out)
+}
+
+/// A row's histogram in the blocked form: in the stored bytes, or re-encoded from an older
+/// aggregate's V2 histogram.
+enum RowHist {
+    Stored(Encoded, std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl RowHist {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            RowHist::Stored(e, r) => &e[r.clone()],
+            RowHist::Owned(v) => v,
+        }
+    }
+}
+
+/// The merged histogram of the rows in a sliding window, kept as per-block sums: a quantile
+/// walks the ~120 block sums to its block, then needs that block's slot counts only, which
+/// are kept for one block at a time (rebuilt from the window's rows when the quantile moves to
+/// another block, updated as rows come and go while it stays).
 struct Window {
-    counts: Vec<u64>,
-    blocks: Vec<u64>,
+    sums: Vec<u64>,
     total: u64,
-    rows: std::collections::VecDeque<(i64, Vec<(u32, u64)>)>,
-    spare: Vec<Vec<(u32, u64)>>,
+    rows: std::collections::VecDeque<(i64, RowHist, Vec<BlockHead>)>,
+    spare: Vec<Vec<BlockHead>>,
+    cur: Option<usize>,
+    slots: [u64; BLOCK],
 }
 
 impl Window {
     fn new() -> Self {
         Window {
-            counts: vec![0; MAX_SLOTS],
-            blocks: vec![0; MAX_SLOTS.div_ceil(64)],
+            sums: vec![0; BLOCKS],
             total: 0,
             rows: Default::default(),
             spare: Vec::new(),
+            cur: None,
+            slots: [0; BLOCK],
         }
     }
 
     fn clear(&mut self) {
-        while let Some((_, mut r)) = self.rows.pop_front() {
-            r.clear();
-            self.spare.push(r);
+        while let Some((_, _, h)) = self.rows.pop_front() {
+            self.spare.push(h);
         }
-        self.counts.iter_mut().for_each(|c| *c = 0);
-        self.blocks.iter_mut().for_each(|c| *c = 0);
+        self.sums.iter_mut().for_each(|c| *c = 0);
         self.total = 0;
-    }
-
-    fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.cur = None;
     }
 
     fn add(&mut self, bucket: i64, e: &Encoded, stage: Option<usize>) -> Result<(), PromqlError> {
         let bad = |detail: String| {
             crate::store::StoreError::Decode(crate::store::keys::DecodeError { what: "inference aggregate", detail })
         };
-        let mut r = self.spare.pop().unwrap_or_default();
-        if let Some(h) = encoded_histogram(e, stage).map_err(crate::store::StoreError::Decode)? {
-            let (counts, blocks, total) = (&mut self.counts, &mut self.blocks, &mut self.total);
-            for_each_slot(h, |k, n| {
-                counts[k] += n;
-                blocks[k >> 6] += n;
-                *total += n;
-                r.push((k as u32, n));
-            })
-            .map_err(bad)?;
+        let hist = match encoded_histogram(e, stage).map_err(crate::store::StoreError::Decode)? {
+            None => RowHist::Owned(Vec::new()),
+            Some(HistRef::Blocked(b)) => {
+                let at = b.as_ptr() as usize - e.as_ptr() as usize;
+                RowHist::Stored(e.clone(), at..at + b.len())
+            }
+            Some(old) => {
+                let mut slots = Vec::new();
+                old.for_each_slot(|k, n| slots.push((k, n))).map_err(bad)?;
+                let mut v = Vec::new();
+                encode_slots(&slots, &mut v);
+                RowHist::Owned(v)
+            }
+        };
+        let mut heads = self.spare.pop().unwrap_or_default();
+        if !hist.bytes().is_empty() {
+            block_heads(hist.bytes(), &mut heads).map_err(bad)?;
+        } else {
+            heads.clear();
         }
-        self.rows.push_back((bucket, r));
+        for h in &heads {
+            self.sums[h.block] += h.sum;
+            self.total += h.sum;
+            if self.cur == Some(h.block) {
+                let slots = &mut self.slots;
+                block_entries(hist.bytes(), h, |k, n| slots[k % BLOCK] += n);
+            }
+        }
+        self.rows.push_back((bucket, hist, heads));
         Ok(())
     }
 
     /// Takes out the rows of buckets before `lo`.
     fn drop_before(&mut self, lo: i64) {
         while self.rows.front().is_some_and(|r| r.0 < lo) {
-            let (_, mut r) = self.rows.pop_front().expect("a front row");
-            for &(k, n) in &r {
-                self.counts[k as usize] -= n;
-                self.blocks[k as usize >> 6] -= n;
-                self.total -= n;
+            let (_, hist, heads) = self.rows.pop_front().expect("a front row");
+            for h in &heads {
+                self.sums[h.block] = self.sums[h.block].wrapping_sub(h.sum);
+                self.total = self.total.wrapping_sub(h.sum);
+                if self.cur == Some(h.block) {
+                    let slots = &mut self.slots;
+                    block_entries(hist.bytes(), h, |k, n| slots[k % BLOCK] = slots[k % BLOCK].wrapping_sub(n));
+                }
             }
-            r.clear();
-            self.spare.push(r);
+            self.spare.push(heads);
         }
     }
 
-    /// The first slot at which the cumulative count reaches `want` (the last slot when the
-    /// window holds fewer).
-    fn rank(&self, want: u64) -> usize {
-        let mut acc = 0;
-        for (b, &n) in self.blocks.iter().enumerate() {
-            if acc + n >= want {
-                for k in b * 64..(b * 64 + 64).min(MAX_SLOTS) {
-                    acc += self.counts[k];
-                    if acc >= want {
-                        return k;
-                    }
+    /// The first slot at which the cumulative count reaches `want`.
+    fn rank(&mut self, want: u64) -> usize {
+        let mut acc = 0u64;
+        let mut at = None;
+        for (b, &n) in self.sums.iter().enumerate() {
+            if acc.saturating_add(n) >= want {
+                at = Some(b);
+                break;
+            }
+            acc = acc.saturating_add(n);
+        }
+        let Some(b) = at else { return self.sums.iter().rposition(|&n| n > 0).map_or(0, |b| b * BLOCK + BLOCK - 1) };
+        if self.cur != Some(b) {
+            self.slots = [0; BLOCK];
+            for (_, hist, heads) in &self.rows {
+                if let Some(h) = heads.iter().find(|h| h.block == b) {
+                    let slots = &mut self.slots;
+                    block_entries(hist.bytes(), h, |k, n| slots[k % BLOCK] += n);
                 }
             }
-            acc += n;
+            self.cur = Some(b);
         }
-        self.counts.iter().rposition(|&c| c > 0).unwrap_or(0)
+        for (k, &n) in self.slots.iter().enumerate() {
+            acc = acc.saturating_add(n);
+            if acc >= want {
+                return b * BLOCK + k;
+            }
+        }
+        b * BLOCK + BLOCK - 1
     }
 }
 
@@ -717,5 +807,68 @@ mod tests {
         let incs: BTreeMap<i64, f64> = [(h, 2.0)].into();
         let rs = counter_series(Labels::default(), &incs, h - HOUR, h, bucket, h - HOUR, h + bucket);
         assert_eq!((rs.ts, rs.vals), (vec![h, h + bucket], vec![0.0, 2.0]));
+    }
+
+    /// The sliding block window against merging the rows' histograms afresh for every window:
+    /// rows of both encodings, two rows in some buckets, windows that skip rows and move back.
+    #[test]
+    fn window_quantiles_match_merging_every_window() {
+        let bucket = 10_000;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut rows: Vec<(i64, Option<usize>, Encoded)> = Vec::new();
+        let mut aggs: Vec<(i64, Agg)> = Vec::new();
+        for b in 0..300i64 {
+            if rnd() % 7 == 0 {
+                continue;
+            }
+            for copy in 0..(1 + rnd() % 2) {
+                let mut a = Agg::default();
+                for _ in 0..(1 + rnd() % 60) {
+                    // Mostly 1-50 ms, a tail to 20 s, some heavy repeats.
+                    let us = match rnd() % 10 {
+                        0 => 1 + rnd() % 20_000_000,
+                        1 => 7_777,
+                        _ => 1_000 + rnd() % 49_000,
+                    };
+                    a.record(&pb::InferenceEvent { latency_us: us, ..Default::default() });
+                }
+                let enc = if (b + copy as i64) % 3 == 0 { a.encode_v1() } else { a.encode() };
+                rows.push((b * bucket, None, Encoded::from(enc)));
+                aggs.push((b * bucket, a));
+            }
+        }
+        let range = 40 * bucket;
+        let mut ends: Vec<i64> = (0..120).map(|i| 25 * bucket + i * 23_000 + 5_000).collect();
+        ends.extend([200 * bucket, 100 * bucket, 150 * bucket + 1]);
+        let q: Vec<f64> = ends.iter().enumerate().map(|(i, _)| [0.5, 0.95, 0.99, 1.0, 0.0][i % 5]).collect();
+        let cfg = crate::config::QueryConfig::default();
+        let budget = Budget::new(&cfg);
+        let got = quantiles(&mut rows, &ends, &q, range, bucket, &budget).unwrap();
+        for (i, &end) in ends.iter().enumerate() {
+            let mut m = Agg::default();
+            let mut any = false;
+            for (b, a) in &aggs {
+                if *b + bucket > end - range && *b + bucket <= end {
+                    m.merge(a);
+                    any = true;
+                }
+            }
+            let want = any.then(|| {
+                let want = ((q[i] * m.latency.len() as f64).ceil() as u64).max(1);
+                let mut acc = 0;
+                let v = m.latency.iter_recorded().find(|v| {
+                    acc += v.count_at_value();
+                    acc >= want
+                });
+                v.map_or(f64::NAN, |v| v.value_iterated_to() as f64 / 1e6)
+            });
+            assert_eq!(got[i], want, "window ending {end}, q {}", q[i]);
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! different buckets, or of the same bucket written by different checkpoints, merge by addition.
 use super::keys::{put_string, put_varint, DecodeError, Reader};
 use crate::pb;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
@@ -115,25 +115,99 @@ impl Agg {
         self.output_bytes = self.output_bytes.saturating_add(o.output_bytes);
     }
 
+    /// Version 2: `2 | latency histogram | stage mask | stage histograms | count | counts by
+    /// status | errors by type | latency sum, token and byte sums`, each histogram
+    /// length-prefixed in the blocked form (first, so that a quantile reads it without going
+    /// through the rest). Version 1 had the figures first and V2 histograms.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![1u8];
-        put_varint(&mut out, self.count);
-        for s in self.by_status {
-            put_varint(&mut out, s);
+        let mut out = vec![VERSION];
+        let mut buf = Vec::new();
+        let mut hist = |out: &mut Vec<u8>, h: &Histogram<u64>| {
+            buf.clear();
+            encode_blocked(h, &mut buf);
+            put_varint(out, buf.len() as u64);
+            out.extend_from_slice(&buf);
+        };
+        hist(&mut out, &self.latency);
+        let mask = self.stages.iter().enumerate().fold(0u8, |m, (i, s)| if s.is_some() { m | 1 << i } else { m });
+        out.push(mask);
+        for h in self.stages.iter().flatten() {
+            hist(&mut out, h);
         }
-        put_varint(&mut out, self.by_error.len() as u64);
+        self.encode_figures(&mut out);
+        out
+    }
+
+    fn encode_figures(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.count);
+        for s in self.by_status {
+            put_varint(out, s);
+        }
+        put_varint(out, self.by_error.len() as u64);
         for (k, v) in &self.by_error {
-            put_string(&mut out, k);
-            put_varint(&mut out, *v);
+            put_string(out, k);
+            put_varint(out, *v);
         }
         for v in [self.latency_sum_us, self.prompt_tokens, self.completion_tokens, self.input_bytes, self.output_bytes]
         {
-            put_varint(&mut out, v);
+            put_varint(out, v);
         }
+    }
+
+    fn decode_figures(r: &mut Reader) -> Result<Agg, DecodeError> {
+        let mut a = Agg { count: r.varint()?, ..Agg::default() };
+        for s in a.by_status.iter_mut() {
+            *s = r.varint()?;
+        }
+        let n = r.varint()?;
+        for _ in 0..n {
+            let k = r.string()?;
+            a.by_error.insert(k, r.varint()?);
+        }
+        a.latency_sum_us = r.varint()?;
+        a.prompt_tokens = r.varint()?;
+        a.completion_tokens = r.varint()?;
+        a.input_bytes = r.varint()?;
+        a.output_bytes = r.varint()?;
+        Ok(a)
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Agg, DecodeError> {
+        let mut de = Deserializer::new();
+        let p = Agg::decode_parts(buf, |hr| match hr {
+            HistRef::V2(mut bytes) => {
+                let mut h: Histogram<u64> = de.deserialize(&mut bytes).map_err(|e| format!("{e:?}"))?;
+                // Decoded histograms have a fixed range; merging assumes they grow as needed.
+                h.auto(true);
+                Ok(h)
+            }
+            HistRef::Blocked(_) => {
+                let mut h = histogram();
+                hr.for_each_slot(|k, n| {
+                    if h.record_n(slot_value(k), n).is_err() {
+                        h.saturating_record_n(slot_value(k), n);
+                    }
+                })?;
+                Ok(h)
+            }
+        })?;
+        let mut a = p.agg;
+        a.latency = p.latency;
+        a.stages = p.stages;
+        Ok(a)
+    }
+
+    /// The encoding of version 1 (histograms in HdrHistogram's V2 form), for the tests that
+    /// check that aggregates written before version 2 still read.
+    #[cfg(test)]
+    pub fn encode_v1(&self) -> Vec<u8> {
+        use hdrhistogram::serialization::{Serializer, V2Serializer};
+        let mut out = vec![1u8];
+        self.encode_figures(&mut out);
         let mut ser = V2Serializer::new();
         let mut hist = |out: &mut Vec<u8>, h: &Histogram<u64>| {
             let mut buf = Vec::new();
-            ser.serialize(h, &mut buf).expect("serializing into memory");
+            ser.serialize(h, &mut buf).unwrap();
             put_varint(out, buf.len() as u64);
             out.extend_from_slice(&buf);
         };
@@ -146,25 +220,21 @@ impl Agg {
         out
     }
 
-    pub fn decode(buf: &[u8]) -> Result<Agg, DecodeError> {
-        let mut de = Deserializer::new();
-        let p = Agg::decode_parts(buf, |mut bytes| {
-            let mut h: Histogram<u64> = de.deserialize(&mut bytes).map_err(|e| format!("{e:?}"))?;
-            // Decoded histograms have a fixed range; merging assumes they grow as needed.
-            h.auto(true);
-            Ok(h)
-        })?;
-        let mut a = p.agg;
-        a.latency = p.latency;
-        a.stages = p.stages;
-        Ok(a)
-    }
-
     /// The aggregate with its histograms as (lowest, highest equivalent value, count) runs,
     /// read straight from the stored encoding: what a query that only counts or walks the
     /// histograms needs, without building HDR's dense arrays.
     pub fn decode_sparse(buf: &[u8]) -> Result<Parts<Sparse>, DecodeError> {
-        Agg::decode_parts(buf, sparse_from_v2)
+        Agg::decode_parts(buf, |hr| match hr {
+            HistRef::V2(bytes) => sparse_from_v2(bytes),
+            HistRef::Blocked(_) => {
+                let mut out = Vec::new();
+                hr.for_each_slot(|k, n| {
+                    let (lo, hi) = slot_range(k);
+                    out.push((lo, hi, n));
+                })?;
+                Ok(out)
+            }
+        })
     }
 
     /// This aggregate with sparse histograms (for the in-memory ones).
@@ -180,29 +250,24 @@ impl Agg {
         Parts { agg, latency: sp(&self.latency), stages: std::array::from_fn(|i| self.stages[i].as_ref().map(sp)) }
     }
 
-    fn decode_parts<H>(buf: &[u8], mut hist: impl FnMut(&[u8]) -> Result<H, String>) -> Result<Parts<H>, DecodeError> {
+    fn decode_parts<H>(
+        buf: &[u8],
+        mut hist: impl FnMut(HistRef) -> Result<H, String>,
+    ) -> Result<Parts<H>, DecodeError> {
         let mut r = Reader::new(buf, "inference aggregate");
-        if r.byte()? != 1 {
+        let version = r.byte()?;
+        if version != 1 && version != VERSION {
             return Err(r.err("unknown version"));
         }
-        let mut a = Agg { count: r.varint()?, ..Agg::default() };
-        for s in a.by_status.iter_mut() {
-            *s = r.varint()?;
+        let mut figures = None;
+        if version == 1 {
+            figures = Some(Agg::decode_figures(&mut r)?);
         }
-        let n = r.varint()?;
-        for _ in 0..n {
-            let k = r.string()?;
-            a.by_error.insert(k, r.varint()?);
-        }
-        a.latency_sum_us = r.varint()?;
-        a.prompt_tokens = r.varint()?;
-        a.completion_tokens = r.varint()?;
-        a.input_bytes = r.varint()?;
-        a.output_bytes = r.varint()?;
         let mut one = |r: &mut Reader| -> Result<H, DecodeError> {
             let n = r.varint()? as usize;
             let bytes = r.bytes(n)?;
-            hist(bytes).map_err(|e| r.err(&format!("histogram: {e}")))
+            let hr = if version == 1 { HistRef::V2(bytes) } else { HistRef::Blocked(bytes) };
+            hist(hr).map_err(|e| r.err(&format!("histogram: {e}")))
         };
         let latency = one(&mut r)?;
         let mask = r.byte()?;
@@ -212,6 +277,10 @@ impl Agg {
                 *slot = Some(one(&mut r)?);
             }
         }
+        let a = match figures {
+            Some(a) => a,
+            None => Agg::decode_figures(&mut r)?,
+        };
         Ok(Parts { agg: a, latency, stages })
     }
 }
@@ -259,6 +328,12 @@ fn merge_sparse(a: &mut Sparse, b: &Sparse) {
 #[derive(Clone)]
 pub struct Encoded(pub(super) sled::IVec);
 
+impl From<Vec<u8>> for Encoded {
+    fn from(v: Vec<u8>) -> Self {
+        Encoded(v.into())
+    }
+}
+
 impl std::ops::Deref for Encoded {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -266,27 +341,31 @@ impl std::ops::Deref for Encoded {
     }
 }
 
-/// The V2 bytes of an encoded aggregate's latency histogram (`stage` None) or of stage `i`'s
-/// (None when it has none), found by skipping the fields before it without decoding them.
-pub fn encoded_histogram(buf: &[u8], stage: Option<usize>) -> Result<Option<&[u8]>, DecodeError> {
+/// An encoded aggregate's latency histogram (`stage` None) or stage `i`'s (None when it has
+/// none), found by skipping the fields before it without decoding them.
+pub fn encoded_histogram(buf: &[u8], stage: Option<usize>) -> Result<Option<HistRef<'_>>, DecodeError> {
     let mut r = Reader::new(buf, "inference aggregate");
-    if r.byte()? != 1 {
+    let version = r.byte()?;
+    if version != 1 && version != VERSION {
         return Err(r.err("unknown version"));
     }
-    for _ in 0..6 {
-        r.varint()?;
-    }
-    for _ in 0..r.varint()? {
-        let n = r.varint()? as usize;
-        r.bytes(n)?;
-        r.varint()?;
-    }
-    for _ in 0..5 {
-        r.varint()?;
+    let wrap = |b| if version == 1 { HistRef::V2(b) } else { HistRef::Blocked(b) };
+    if version == 1 {
+        for _ in 0..6 {
+            r.varint()?;
+        }
+        for _ in 0..r.varint()? {
+            let n = r.varint()? as usize;
+            r.bytes(n)?;
+            r.varint()?;
+        }
+        for _ in 0..5 {
+            r.varint()?;
+        }
     }
     let n = r.varint()? as usize;
     let latency = r.bytes(n)?;
-    let Some(want) = stage else { return Ok(Some(latency)) };
+    let Some(want) = stage else { return Ok(Some(wrap(latency))) };
     let mask = r.byte()?;
     for i in 0..STAGES.len() {
         if mask & (1 << i) == 0 {
@@ -295,7 +374,7 @@ pub fn encoded_histogram(buf: &[u8], stage: Option<usize>) -> Result<Option<&[u8
         let n = r.varint()? as usize;
         let h = r.bytes(n)?;
         if i == want {
-            return Ok(Some(h));
+            return Ok(Some(wrap(h)));
         }
     }
     Ok(None)
@@ -303,7 +382,7 @@ pub fn encoded_histogram(buf: &[u8], stage: Option<usize>) -> Result<Option<&[u8
 
 /// Calls `f(slot, count)` for every non-empty slot of a V2 histogram in the store's layout (2
 /// significant digits, lowest value 1, as [`slot_value`] maps slots to values), in slot order.
-pub fn for_each_slot(buf: &[u8], mut f: impl FnMut(usize, u64)) -> Result<(), String> {
+fn for_each_slot_v2(buf: &[u8], mut f: impl FnMut(usize, u64)) -> Result<(), String> {
     if buf.len() < 40 {
         return Err("histogram shorter than its header".into());
     }
@@ -354,6 +433,166 @@ pub fn for_each_slot(buf: &[u8], mut f: impl FnMut(usize, u64)) -> Result<(), St
         index += 1;
     }
     Ok(())
+}
+
+/// The aggregate encoding's version: 2 keeps histograms in the blocked form below; 1 (still
+/// read) kept HdrHistogram's V2 encoding.
+const VERSION: u8 = 2;
+
+/// Slots per block of the blocked histogram form.
+pub const BLOCK: usize = 64;
+/// Blocks of the store's layout.
+pub const BLOCKS: usize = MAX_SLOTS.div_ceil(BLOCK);
+
+/// A stored histogram, as an aggregate keeps it.
+#[derive(Clone, Copy)]
+pub enum HistRef<'a> {
+    /// HdrHistogram's V2 encoding (aggregates of version 1).
+    V2(&'a [u8]),
+    /// The blocked form: the non-empty 64-slot blocks, each with its count, so that a reader
+    /// looking for a quantile finds its block from the sums and reads the slots of that block
+    /// only. `blocks | per block: index delta, entries - 1, count width (1, 2, 4 or 8 bytes),
+    /// sum | per block: entries' slot offsets (one byte each, ascending), then their counts`
+    /// (integers LEB128; counts little-endian).
+    Blocked(&'a [u8]),
+}
+
+/// One block of a blocked histogram, from [`block_heads`].
+#[derive(Clone, Copy, Debug)]
+pub struct BlockHead {
+    pub block: usize,
+    pub sum: u64,
+    entries: usize,
+    width: usize,
+    at: usize,
+}
+
+impl HistRef<'_> {
+    /// Calls `f(slot, count)` for every non-empty slot, in slot order.
+    pub fn for_each_slot(&self, mut f: impl FnMut(usize, u64)) -> Result<(), String> {
+        match *self {
+            HistRef::V2(b) => for_each_slot_v2(b, f),
+            HistRef::Blocked(b) => {
+                let mut heads = Vec::new();
+                block_heads(b, &mut heads)?;
+                for h in &heads {
+                    block_entries(b, h, &mut f);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The blocks of a blocked histogram, checked against its length (so that
+/// [`block_entries`] reads within it).
+pub fn block_heads(buf: &[u8], out: &mut Vec<BlockHead>) -> Result<(), String> {
+    let mut r = Reader::new(buf, "histogram");
+    let e = |e: DecodeError| e.detail;
+    let n = r.varint().map_err(e)? as usize;
+    if n > BLOCKS {
+        return Err(format!("{n} blocks"));
+    }
+    out.clear();
+    let mut block = 0usize;
+    let mut data = 0usize;
+    for i in 0..n {
+        let d = r.varint().map_err(e)? as usize;
+        block = if i == 0 { d } else { block.saturating_add(d).saturating_add(1) };
+        let entries = r.varint().map_err(e)? as usize + 1;
+        let width = r.byte().map_err(e)? as usize;
+        let sum = r.varint().map_err(e)?;
+        if block >= BLOCKS || entries > BLOCK || ![1, 2, 4, 8].contains(&width) {
+            return Err(format!("block {block}: {entries} entries of {width} bytes"));
+        }
+        out.push(BlockHead { block, sum, entries, width, at: data });
+        data += entries * (1 + width);
+    }
+    let base = r.pos;
+    if buf.len() - base != data {
+        return Err(format!("{} bytes of entries where the blocks say {data}", buf.len() - base));
+    }
+    for h in out.iter_mut() {
+        h.at += base;
+    }
+    Ok(())
+}
+
+/// Calls `f(slot, count)` for the entries of one block from [`block_heads`] of `buf`.
+pub fn block_entries(buf: &[u8], h: &BlockHead, mut f: impl FnMut(usize, u64)) {
+    let offsets = &buf[h.at..h.at + h.entries];
+    let counts = &buf[h.at + h.entries..h.at + h.entries * (1 + h.width)];
+    let base = h.block * BLOCK;
+    for (j, &o) in offsets.iter().enumerate() {
+        let c = &counts[j * h.width..(j + 1) * h.width];
+        let n = match h.width {
+            1 => u64::from(c[0]),
+            2 => u64::from(u16::from_le_bytes([c[0], c[1]])),
+            4 => u64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))),
+            _ => u64::from_le_bytes(c.try_into().expect("8 bytes")),
+        };
+        f(base + (o as usize & (BLOCK - 1)), n);
+    }
+}
+
+/// Writes `h` in the blocked form.
+pub fn encode_blocked(h: &Histogram<u64>, out: &mut Vec<u8>) {
+    let entries: Vec<(usize, u64)> =
+        h.iter_recorded().map(|v| (slot_of(v.value_iterated_to()), v.count_at_value())).collect();
+    encode_slots(&entries, out);
+}
+
+/// Writes (slot, count) entries, in slot order and counts above zero, in the blocked form.
+pub fn encode_slots(entries: &[(usize, u64)], out: &mut Vec<u8>) {
+    let blocks: Vec<&[(usize, u64)]> = entries.chunk_by(|a, b| a.0 / BLOCK == b.0 / BLOCK).collect();
+    put_varint(out, blocks.len() as u64);
+    let width = |b: &[(usize, u64)]| match b.iter().map(|e| e.1).max().unwrap_or(0) {
+        0..=0xff => 1u8,
+        0x100..=0xffff => 2,
+        0x1_0000..=0xffff_ffff => 4,
+        _ => 8,
+    };
+    let mut prev = None;
+    for b in &blocks {
+        let block = b[0].0 / BLOCK;
+        put_varint(
+            out,
+            match prev {
+                None => block as u64,
+                Some(p) => (block - p - 1) as u64,
+            },
+        );
+        prev = Some(block);
+        put_varint(out, b.len() as u64 - 1);
+        out.push(width(b));
+        put_varint(out, b.iter().map(|e| e.1).sum());
+    }
+    for b in &blocks {
+        out.extend(b.iter().map(|e| (e.0 % BLOCK) as u8));
+        let w = width(b) as usize;
+        for e in b.iter() {
+            out.extend_from_slice(&e.1.to_le_bytes()[..w]);
+        }
+    }
+}
+
+/// The slot of value `v` in the store's layout.
+pub fn slot_of(v: u64) -> usize {
+    if v < 256 {
+        return v as usize;
+    }
+    let bucket = (63 - v.leading_zeros()) as usize - 7;
+    bucket * 128 + (v >> bucket) as usize
+}
+
+/// The lowest and highest value slot `k` stands for.
+pub fn slot_range(k: usize) -> (u64, u64) {
+    if k < 256 {
+        return (k as u64, k as u64);
+    }
+    let bucket = (k >> 7) - 1;
+    let sub = (k as u64 & 127) + 128;
+    (sub << bucket, (sub << bucket) + ((1u64 << bucket) - 1))
 }
 
 /// Slots of the store's histogram layout: 256 single-unit slots, then 128 per doubling up to
@@ -449,6 +688,7 @@ pub fn sparse_from_v2(buf: &[u8]) -> Result<Sparse, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hdrhistogram::serialization::{Serializer, V2Serializer};
 
     #[test]
     fn sparse_decoding_matches_hdr() {
@@ -470,8 +710,17 @@ mod tests {
                 .collect();
             assert_eq!(sparse, want, "round {round}");
             let mut slots = Vec::new();
-            for_each_slot(&buf, |k, n| slots.push((slot_value(k), n))).unwrap();
+            HistRef::V2(&buf).for_each_slot(|k, n| slots.push((slot_value(k), n))).unwrap();
             assert_eq!(slots, want.iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(), "round {round}");
+            let mut blocked = Vec::new();
+            encode_blocked(&h, &mut blocked);
+            let mut runs = Vec::new();
+            HistRef::Blocked(&blocked).for_each_slot(|k, n| runs.push((slot_range(k).0, slot_range(k).1, n))).unwrap();
+            assert_eq!(runs, want, "round {round}");
+            let mut heads = Vec::new();
+            block_heads(&blocked, &mut heads).unwrap();
+            assert_eq!(heads.iter().map(|b| b.sum).sum::<u64>(), h.len(), "round {round}");
+            assert!(block_heads(&blocked[..blocked.len() - 1], &mut heads).is_err());
             for us in [0, 1, 100, 1000, 12_345, 1 << 30] {
                 assert_eq!(
                     sparse_count_le(&sparse, us),
@@ -513,14 +762,17 @@ mod tests {
         assert!(back.stages[0].as_ref().unwrap().len() == 1000);
         assert!(back.stages[1].is_none());
         let enc = a.encode();
-        let count = |h: &[u8]| {
+        let count = |h: HistRef| {
             let mut n = 0;
-            for_each_slot(h, |_, c| n += c).unwrap();
+            h.for_each_slot(|_, c| n += c).unwrap();
             n
         };
         assert_eq!(count(encoded_histogram(&enc, None).unwrap().unwrap()), 2000);
         assert_eq!(count(encoded_histogram(&enc, Some(0)).unwrap().unwrap()), 1000);
         assert!(encoded_histogram(&enc, Some(1)).unwrap().is_none());
         assert!(Agg::decode(&[1, 2, 3]).is_err());
+        let old = Agg::decode(&a.encode_v1()).unwrap();
+        assert_eq!((old.count, old.latency.len(), old.latency.value_at_quantile(0.95)), (2000, 2000, p95 as u64));
+        assert_eq!(Agg::decode_sparse(&a.encode_v1()).unwrap().latency, Agg::decode_sparse(&enc).unwrap().latency);
     }
 }
