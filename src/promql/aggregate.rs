@@ -142,6 +142,45 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr) -> Result<Value, PromqlError>
         "quantile" => Kind::Quantile,
         _ => Kind::Count,
     };
+    let value = |acc: &mut Acc, i: usize| -> Result<f64, PromqlError> {
+        Ok(match op.as_str() {
+            "sum" => acc.sum_value(),
+            "avg" => acc.mean_value(),
+            "count" => acc.count as f64,
+            "group" => 1.0,
+            "min" | "max" => acc.ext,
+            "stddev" => (acc.aux / acc.count as f64).sqrt(),
+            "stdvar" => acc.aux / acc.count as f64,
+            "quantile" => quantile(q[i], &mut acc.values),
+            other => return Err(exec(format!("aggregation {other} is not supported"))),
+        })
+    };
+    if n > 1 && n * keys.len() <= 1 << 20 {
+        // Series by series into one accumulator per (group, step): each series is read in
+        // order once (a step at a time would stride across every series), and each
+        // accumulator still sees its values in series order, so the results are the same.
+        let mut accs: Vec<Acc> = std::iter::repeat_with(Acc::default).take(n * keys.len()).collect();
+        for (s, series) in vs.iter().enumerate() {
+            let row = &mut accs[group_of[s] * n..(group_of[s] + 1) * n];
+            for (acc, v) in row.iter_mut().zip(&series.vals) {
+                if let Some(v) = v {
+                    acc.add(kind, *v);
+                }
+            }
+        }
+        for (g, row) in accs.chunks_mut(n).enumerate() {
+            let mut slot = None;
+            for (i, acc) in row.iter_mut().enumerate() {
+                if acc.count == 0 {
+                    continue;
+                }
+                let v = value(acc, i)?;
+                let k = *slot.get_or_insert_with(|| c.slot(keys[g].clone()));
+                c.out[k].vals[i] = Some(v);
+            }
+        }
+        return Ok(Value::Vector(c.finish()));
+    }
     let mut accs: Vec<Acc> = Vec::new();
     // Each group's output series, found once (groups are distinct: no step can collide).
     let mut slots: Vec<Option<usize>> = vec![None; keys.len()];
@@ -157,17 +196,7 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr) -> Result<Value, PromqlError>
             if acc.count == 0 {
                 continue;
             }
-            let v = match op.as_str() {
-                "sum" => acc.sum_value(),
-                "avg" => acc.mean_value(),
-                "count" => acc.count as f64,
-                "group" => 1.0,
-                "min" | "max" => acc.ext,
-                "stddev" => (acc.aux / acc.count as f64).sqrt(),
-                "stdvar" => acc.aux / acc.count as f64,
-                "quantile" => quantile(q[i], &mut acc.values),
-                other => return Err(exec(format!("aggregation {other} is not supported"))),
-            };
+            let v = value(acc, i)?;
             let k = *slots[g].get_or_insert_with(|| c.slot(keys[g].clone()));
             c.out[k].vals[i] = Some(v);
         }

@@ -5,7 +5,7 @@
 //! read each series once for the whole query (from the earliest window start to the latest
 //! step) and are then cut into per-step windows with two pointers, since step times only grow.
 use super::source::RawSeries;
-use super::{exec, is_stale, Labels, Opts, PromqlError, RangeSeries, Source, NAME};
+use super::{exec, is_stale, without_name, Labels, Opts, PromqlError, RangeSeries, Source, NAME};
 use crate::query::Budget;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
@@ -27,6 +27,10 @@ pub enum Value {
     String(String),
 }
 
+/// What a range function computes for one series: its value at each window end (`ends`,
+/// windows `range_ms` long), None when it has none at any.
+pub type PerSeries<'a> = dyn Fn(&RawSeries, &[i64], i64) -> Option<Vec<Option<f64>>> + Sync + 'a;
+
 /// A range-vector argument: per series its samples (staleness markers removed), and per step
 /// the window `(end - range, end]`.
 pub struct Windows {
@@ -44,24 +48,38 @@ impl Windows {
     }
 
     /// Calls `f(step, lo, hi)`: the window of series `s` at each step as sample indices.
-    pub fn each_range(&self, s: usize, mut f: impl FnMut(usize, usize, usize)) {
-        let rs = &self.series[s];
-        let (mut lo, mut hi) = (0usize, 0usize);
-        for (i, &end) in self.ends.iter().enumerate() {
-            let start = end - self.range_ms;
-            // Ends only grow (or stay, under `@`), so both bounds move forward.
-            if i > 0 && end < self.ends[i - 1] {
-                lo = 0;
-                hi = 0;
-            }
-            while hi < rs.ts.len() && rs.ts[hi] <= end {
-                hi += 1;
-            }
-            while lo < hi && rs.ts[lo] <= start {
-                lo += 1;
-            }
-            f(i, lo, hi);
+    pub fn each_range(&self, s: usize, f: impl FnMut(usize, usize, usize)) {
+        each_window(&self.series[s].ts, &self.ends, self.range_ms, f);
+    }
+}
+
+/// Calls `f(step, lo, hi)`: the window `(end - range, end]` of samples `ts` at each of `ends`,
+/// as sample indices.
+pub fn each_window(ts: &[i64], ends: &[i64], range_ms: i64, mut f: impl FnMut(usize, usize, usize)) {
+    let (mut lo, mut hi) = (0usize, 0usize);
+    for (i, &end) in ends.iter().enumerate() {
+        let start = end - range_ms;
+        // Ends only grow (or stay, under `@`), so both bounds move forward.
+        if i > 0 && end < ends[i - 1] {
+            lo = 0;
+            hi = 0;
         }
+        while hi < ts.len() && ts[hi] <= end {
+            hi += 1;
+        }
+        while lo < hi && ts[lo] <= start {
+            lo += 1;
+        }
+        f(i, lo, hi);
+    }
+}
+
+/// Drops staleness markers from a series read for a range vector.
+pub fn drop_stale(s: &mut RawSeries) {
+    if s.vals.iter().fold(false, |any, v| any | is_stale(*v)) {
+        let (ts, vals) = s.ts.iter().zip(&s.vals).filter(|(_, v)| !is_stale(**v)).map(|(t, v)| (*t, *v)).unzip();
+        s.ts = ts;
+        s.vals = vals;
     }
 }
 
@@ -106,6 +124,24 @@ impl Collector {
             return Err(exec("vector cannot contain metrics with the same labelset"));
         }
         *cell = Some(v);
+        Ok(())
+    }
+
+    /// Adds a whole series of values (one per step), moved in when its labels are new.
+    pub fn put_all(&mut self, labels: Labels, vals: Vec<Option<f64>>) -> Result<(), PromqlError> {
+        if let Some(&k) = self.index.get(&labels) {
+            for (cell, v) in self.out[k].vals.iter_mut().zip(vals) {
+                if v.is_some() {
+                    if cell.is_some() {
+                        return Err(exec("vector cannot contain metrics with the same labelset"));
+                    }
+                    *cell = v;
+                }
+            }
+            return Ok(());
+        }
+        self.index.insert(labels.clone(), self.out.len());
+        self.out.push(Series { labels, vals });
         Ok(())
     }
 
@@ -322,19 +358,71 @@ impl<'a> Evaluator<'a> {
                 let lo = ends.iter().copied().min().unwrap_or(0) - range_ms + 1;
                 let hi = ends.iter().copied().max().unwrap_or(0);
                 let mut series = self.read(&ms.vs, lo, hi)?;
-                for s in &mut series {
-                    if s.vals.iter().any(|v| is_stale(*v)) {
-                        let (ts, vals) =
-                            s.ts.iter().zip(&s.vals).filter(|(_, v)| !is_stale(**v)).map(|(t, v)| (*t, *v)).unzip();
-                        s.ts = ts;
-                        s.vals = vals;
-                    }
-                }
+                series.iter_mut().for_each(drop_stale);
                 Ok(Windows { series, range_ms, ends })
             }
             Expr::Subquery(sq) => self.subquery(sq),
             _ => Err(exec(format!("expected a range vector (x[5m] or a subquery), got {e}"))),
         }
+    }
+
+    /// A range function applied series by series: `per_series(series, ends, range)` gives a
+    /// series' value at each step (None: no value at any). A selector's series are handed to
+    /// it as they are read, on the reading threads, so the samples of all series are never
+    /// held at once; a subquery's are evaluated first, then shared between two threads when
+    /// there are many.
+    pub fn map_windows(&mut self, arg: &Expr, keep_name: bool, per_series: &PerSeries) -> Result<Value, PromqlError> {
+        let mut e = arg;
+        while let Expr::Paren(p) = e {
+            e = &p.expr;
+        }
+        let n = self.n();
+        let out: Vec<(Labels, Vec<Option<f64>>)> = match e {
+            Expr::MatrixSelector(ms) if selector_matchers(&ms.vs).len() == 1 => {
+                let range_ms = ms.range.as_millis() as i64;
+                let ends = self.times(ms.vs.offset.as_ref(), ms.vs.at.as_ref());
+                let lo = ends.iter().copied().min().unwrap_or(0) - range_ms + 1;
+                let hi = ends.iter().copied().max().unwrap_or(0);
+                let sets = selector_matchers(&ms.vs);
+                let ends = &ends;
+                let f = move |mut rs: RawSeries| {
+                    drop_stale(&mut rs);
+                    let vals = per_series(&rs, ends, range_ms)?;
+                    Some((if keep_name { rs.labels } else { without_name(rs.labels) }, vals))
+                };
+                self.src.select_map(&sets[0], lo, hi, self.budget, &f)?
+            }
+            _ => {
+                let w = self.windows(arg)?;
+                let one = |rs: &RawSeries| {
+                    let vals = per_series(rs, &w.ends, w.range_ms)?;
+                    Some((if keep_name { rs.labels.clone() } else { without_name(rs.labels.clone()) }, vals))
+                };
+                let samples: usize = w.series.iter().map(|s| s.ts.len()).sum();
+                if w.series.len() >= 16 && samples + w.series.len() * n >= 200_000 {
+                    let (a, b) = w.series.split_at(w.series.len() / 2);
+                    let one = &one;
+                    std::thread::scope(|sc| {
+                        let second = sc.spawn(move || b.iter().filter_map(one).collect::<Vec<_>>());
+                        let mut first: Vec<_> = a.iter().filter_map(one).collect();
+                        match second.join() {
+                            Ok(rest) => {
+                                first.extend(rest);
+                                Ok(first)
+                            }
+                            Err(_) => Err(exec("a range evaluation failed")),
+                        }
+                    })?
+                } else {
+                    w.series.iter().filter_map(one).collect()
+                }
+            }
+        };
+        let mut c = Collector::new(n);
+        for (labels, vals) in out {
+            c.put_all(labels, vals)?;
+        }
+        Ok(Value::Vector(c.finish().into_iter().filter(|s| s.vals.iter().any(Option::is_some)).collect()))
     }
 
     fn subquery(&mut self, sq: &SubqueryExpr) -> Result<Windows, PromqlError> {

@@ -1,7 +1,8 @@
 //! PromQL functions: over range vectors (`rate`, `*_over_time`, ...) and over instant vectors
 //! (math, labels, time, sorting, `histogram_quantile`). Float samples only: the native-histogram
 //! functions answer that native histograms are not supported.
-use super::eval::{Collector, Evaluator, Series, Value, Windows};
+use super::eval::{each_window, Collector, Evaluator, Series, Value};
+use super::source::RawSeries;
 use super::summary::Reduce;
 use super::{exec, label, set_label, without_name, Labels, PromqlError, NAME};
 use promql_parser::label::MatchOp;
@@ -414,78 +415,30 @@ fn range_fn_i(
     keep_name: bool,
     f: impl Fn(usize, &RangeCtx, &[i64], &[f64]) -> Option<f64> + Sync,
 ) -> Result<Value, PromqlError> {
-    let w: Windows = ev.windows(arg)?;
-    collect_windows(&w, ev.n(), keep_name, || {
-        |s: usize, i, ctx: &RangeCtx, lo, hi| {
-            let rs = &w.series[s];
-            f(i, ctx, &rs.ts[lo..hi], &rs.vals[lo..hi])
-        }
+    ev.map_windows(arg, keep_name, &|rs: &RawSeries, ends: &[i64], range_ms: i64| {
+        series_windows(rs, ends, range_ms, |i, ctx, lo, hi| f(i, ctx, &rs.ts[lo..hi], &rs.vals[lo..hi]))
     })
 }
 
-/// Runs `f(series, step, window, lo, hi)` over every non-empty window of every series and
-/// collects the values into series (labels without the name unless `keep_name`). `make` gives
-/// each thread its `f` (which may keep per-series state): a large input is split between two
-/// threads by series, and collected in series order as on one.
-fn collect_windows<F>(w: &Windows, n: usize, keep_name: bool, make: impl Fn() -> F + Sync) -> Result<Value, PromqlError>
-where
-    F: FnMut(usize, usize, &RangeCtx, usize, usize) -> Option<f64>,
-{
-    let part = |range: std::ops::Range<usize>| -> Vec<(usize, Vec<Option<f64>>)> {
-        let mut f = make();
-        let mut out = Vec::new();
-        for s in range {
-            let mut vals: Option<Vec<Option<f64>>> = None;
-            w.each_range(s, |i, lo, hi| {
-                if hi == lo {
-                    return;
-                }
-                let ctx =
-                    RangeCtx { start: w.ends[i] - w.range_ms, end: w.ends[i], range_s: w.range_ms as f64 / 1000.0 };
-                if let Some(v) = f(s, i, &ctx, lo, hi) {
-                    vals.get_or_insert_with(|| vec![None; n])[i] = Some(v);
-                }
-            });
-            if let Some(v) = vals {
-                out.push((s, v));
-            }
+/// One series' value at each window end: `f(step, window, lo, hi)` over every non-empty window
+/// (`lo..hi` its samples); None when no window gave a value.
+fn series_windows(
+    rs: &RawSeries,
+    ends: &[i64],
+    range_ms: i64,
+    mut f: impl FnMut(usize, &RangeCtx, usize, usize) -> Option<f64>,
+) -> Option<Vec<Option<f64>>> {
+    let mut vals: Option<Vec<Option<f64>>> = None;
+    each_window(&rs.ts, ends, range_ms, |i, lo, hi| {
+        if hi == lo {
+            return;
         }
-        out
-    };
-    let count = w.series.len();
-    let samples: usize = w.series.iter().map(|s| s.ts.len()).sum();
-    // Two threads only where the work dwarfs starting one.
-    let parts = if count >= 16 && samples + count * n >= 200_000 {
-        let half = count / 2;
-        let part = &part;
-        std::thread::scope(|sc| {
-            let second = sc.spawn(move || part(half..count));
-            let mut first = part(0..half);
-            match second.join() {
-                Ok(rest) => {
-                    first.extend(rest);
-                    Ok(first)
-                }
-                Err(_) => Err(exec("a range evaluation failed")),
-            }
-        })?
-    } else {
-        part(0..count)
-    };
-    let mut c = Collector::new(n);
-    for (s, vals) in parts {
-        let labels = if keep_name { w.series[s].labels.clone() } else { without_name(w.series[s].labels.clone()) };
-        let k = c.slot(labels);
-        for (cell, v) in c.out[k].vals.iter_mut().zip(vals) {
-            if v.is_some() {
-                if cell.is_some() {
-                    return Err(exec("vector cannot contain metrics with the same labelset"));
-                }
-                *cell = v;
-            }
+        let ctx = RangeCtx { start: ends[i] - range_ms, end: ends[i], range_s: range_ms as f64 / 1000.0 };
+        if let Some(v) = f(i, &ctx, lo, hi) {
+            vals.get_or_insert_with(|| vec![None; ends.len()])[i] = Some(v);
         }
-    }
-    Ok(Value::Vector(c.finish().into_iter().filter(|s| s.vals.iter().any(Option::is_some)).collect()))
+    });
+    vals
 }
 
 /// Applies `f` to every value; drops the metric name when `drop_name`.
@@ -545,41 +498,30 @@ fn absent_value(arg: &Expr, present: &[bool]) -> Value {
 /// `rate`, `increase` and `delta`. A counter's resets are summed once per series as prefix
 /// sums, so each window costs the same whatever its length.
 fn extrapolated_fn(ev: &mut Evaluator, arg: &Expr, counter: bool, is_rate: bool) -> Result<Value, PromqlError> {
-    let w: Windows = ev.windows(arg)?;
-    collect_windows(&w, ev.n(), false, || {
-        // corr[k]: what the resets of the current series add up to sample k (Prometheus adds
-        // the value before each drop); rebuilt when the series changes, empty when it has none.
+    ev.map_windows(arg, false, &|rs: &RawSeries, ends: &[i64], range_ms: i64| {
+        // corr[k]: what the resets add up to sample k (Prometheus adds the value before each
+        // drop); empty for the many counters that never reset.
         let mut corr: Vec<f64> = Vec::new();
-        let mut corr_of = usize::MAX;
-        let w = &w;
-        move |s: usize, _: usize, ctx: &RangeCtx, lo: usize, hi: usize| {
+        if counter && rs.vals.windows(2).any(|w| w[1] < w[0]) {
+            let mut acc = 0.0;
+            corr.push(0.0);
+            corr.extend(rs.vals.windows(2).map(|w| {
+                if w[1] < w[0] {
+                    acc += w[0];
+                }
+                acc
+            }));
+        }
+        series_windows(rs, ends, range_ms, |_, ctx, lo, hi| {
             if hi < lo + 2 {
                 return None;
             }
-            let rs = &w.series[s];
             let mut result = rs.vals[hi - 1] - rs.vals[lo];
-            if counter {
-                if corr_of != s {
-                    corr.clear();
-                    // Most counters never reset: no corrections to keep then.
-                    if rs.vals.windows(2).any(|w| w[1] < w[0]) {
-                        let mut acc = 0.0;
-                        corr.push(0.0);
-                        corr.extend(rs.vals.windows(2).map(|w| {
-                            if w[1] < w[0] {
-                                acc += w[0];
-                            }
-                            acc
-                        }));
-                    }
-                    corr_of = s;
-                }
-                if !corr.is_empty() {
-                    result += corr[hi - 1] - corr[lo];
-                }
+            if !corr.is_empty() {
+                result += corr[hi - 1] - corr[lo];
             }
             Some(extrapolate(ctx, rs.ts[lo], rs.ts[hi - 1], hi - lo, result, rs.vals[lo], counter, is_rate))
-        }
+        })
     })
 }
 

@@ -17,6 +17,10 @@ pub struct RawSeries {
     pub vals: Vec<f64>,
 }
 
+/// A series turned into its labels and a value per step, by [`Source::select_map`].
+pub type Mapped = (Labels, Vec<Option<f64>>);
+pub type MapFn<'a> = dyn Fn(RawSeries) -> Option<Mapped> + Sync + 'a;
+
 pub trait Source: Sync {
     /// Series matching every matcher, with their samples in `[start, end]` (ms). Spends the
     /// budget on series matched and samples read.
@@ -27,6 +31,19 @@ pub trait Source: Sync {
         end: i64,
         budget: &mut Budget,
     ) -> Result<Vec<RawSeries>, PromqlError>;
+
+    /// [`Source::select`] with `f` applied to each series as it is read (on the reading
+    /// threads, where there are several), keeping what `f` returns instead of the samples.
+    fn select_map(
+        &self,
+        matchers: &[PMatcher],
+        start: i64,
+        end: i64,
+        budget: &mut Budget,
+        f: &MapFn,
+    ) -> Result<Vec<Mapped>, PromqlError> {
+        Ok(self.select(matchers, start, end, budget)?.into_iter().filter_map(f).collect())
+    }
 
     /// The daemon's store behind this source, for the plans that read its aggregates directly
     /// (the exact latency quantiles of [`derived`]).
@@ -71,10 +88,36 @@ impl Source for StoreSource<'_> {
         end: i64,
         budget: &mut Budget,
     ) -> Result<Vec<RawSeries>, PromqlError> {
-        let mut out = derived::select(self.store, matchers, start, end, budget)?;
+        self.read(matchers, start, end, budget, Some)
+    }
+
+    fn select_map(
+        &self,
+        matchers: &[PMatcher],
+        start: i64,
+        end: i64,
+        budget: &mut Budget,
+        f: &MapFn,
+    ) -> Result<Vec<Mapped>, PromqlError> {
+        self.read(matchers, start, end, budget, f)
+    }
+}
+
+impl StoreSource<'_> {
+    /// The matching series, each through `f` as soon as it is read.
+    fn read<T: Send>(
+        &self,
+        matchers: &[PMatcher],
+        start: i64,
+        end: i64,
+        budget: &mut Budget,
+        f: impl Fn(RawSeries) -> Option<T> + Sync,
+    ) -> Result<Vec<T>, PromqlError> {
+        let derived = derived::select(self.store, matchers, start, end, budget)?;
         let ms = convert_matchers(matchers)?;
         let metas = self.store.select(&ms);
-        budget.series(metas.len() + out.len())?;
+        budget.series(metas.len() + derived.len())?;
+        let mut out: Vec<T> = derived.into_iter().filter_map(&f).collect();
         // Series are read on up to two threads (the query threads run below ingest's priority,
         // so a heavy query uses what ingest leaves); the sample limit is shared between them so
         // that it still bounds memory while reading.
@@ -84,7 +127,8 @@ impl Source for StoreSource<'_> {
         let per = metas.len().div_ceil(threads.max(1)).max(1);
         let store = self.store;
         let shared: &Budget = budget;
-        let read_part = |part: &[crate::store::index::SeriesMeta]| -> Result<(Vec<RawSeries>, usize), PromqlError> {
+        let f = &f;
+        let read_part = |part: &[crate::store::index::SeriesMeta]| -> Result<(Vec<T>, usize), PromqlError> {
             let mut got = Vec::with_capacity(part.len());
             let mut n = 0usize;
             for m in part {
@@ -98,11 +142,11 @@ impl Source for StoreSource<'_> {
                 let mut labels = m.labels.clone();
                 let at = labels.partition_point(|(k, _)| k.as_str() < NAME);
                 labels.insert(at, (NAME.to_string(), m.name.clone()));
-                got.push(RawSeries { labels, ts, vals });
+                got.extend(f(RawSeries { labels, ts, vals }));
             }
             Ok((got, n))
         };
-        let parts: Vec<Result<(Vec<RawSeries>, usize), PromqlError>> = if threads == 1 {
+        let parts: Vec<Result<(Vec<T>, usize), PromqlError>> = if threads == 1 {
             vec![read_part(&metas)]
         } else {
             std::thread::scope(|sc| {
