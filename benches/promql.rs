@@ -402,7 +402,13 @@ fn main() {
             .map(|s| {
                 let mut v = med[qi][s].clone();
                 v.sort_by(|a, b| a.total_cmp(b));
-                v[v.len() / 2]
+                let h = v.len() / 2;
+                // An even count: the mean of the middle two.
+                if v.len() % 2 == 1 {
+                    v[h]
+                } else {
+                    (v[h - 1] + v[h]) / 2.0
+                }
             })
             .collect();
         let fmt = |s: usize| med[qi][s].iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" / ");
