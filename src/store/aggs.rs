@@ -618,70 +618,14 @@ pub fn sparse_count_le(h: &Sparse, us: u64) -> u64 {
 /// Reads HdrHistogram's V2 encoding (a 40-byte header: cookie, payload length, normalizing
 /// offset, significant digits, lowest and highest trackable values, conversion ratio; then the
 /// counts as zig-zag LEB128, a negative number being a run of that many empty slots) into
-/// sparse runs, mapping each slot to its values as HDR lays them out.
+/// sparse runs. Only the store's layout (2 significant digits, lowest value 1) is accepted:
+/// every histogram it wrote has it.
 pub fn sparse_from_v2(buf: &[u8]) -> Result<Sparse, String> {
-    if buf.len() < 40 {
-        return Err("histogram shorter than its header".into());
-    }
-    let be32 = |i: usize| u32::from_be_bytes(buf[i..i + 4].try_into().expect("4 bytes"));
-    let be64 = |i: usize| u64::from_be_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
-    // The V2 cookie (0x1c849303) with the word-size bits (0x10) HDR sets.
-    if be32(0) != 0x1c84_9313 {
-        return Err("not an uncompressed V2 histogram".into());
-    }
-    let len = be32(4) as usize;
-    if be32(8) != 0 {
-        return Err("normalizing index offsets are not supported".into());
-    }
-    let sigfig = be32(12);
-    let lowest = be64(16).max(1);
-    if sigfig > 5 {
-        return Err(format!("{sigfig} significant digits"));
-    }
-    let payload = buf.get(40..40 + len).ok_or("histogram payload cut short")?;
-    // HDR's layout: sub-buckets of 2^m slots (the smallest power of two >= 2 * 10^sigfig),
-    // each bucket after the first using its upper half at twice the previous unit.
-    let single_unit = 2 * 10u64.pow(sigfig);
-    let sub_mag = 64 - (single_unit - 1).leading_zeros();
-    let half_mag = sub_mag.saturating_sub(1);
-    let half = 1u64 << half_mag;
-    let unit_mag = 63 - lowest.leading_zeros();
     let mut out = Vec::new();
-    let (mut pos, mut index) = (0usize, 0u64);
-    while pos < payload.len() {
-        let mut v: u64 = 0;
-        let mut k = 0;
-        loop {
-            let b = *payload.get(pos).ok_or("histogram varint cut short")?;
-            pos += 1;
-            if k == 8 {
-                v |= u64::from(b) << 56;
-                break;
-            }
-            v |= u64::from(b & 0x7f) << (7 * k);
-            if b & 0x80 == 0 {
-                break;
-            }
-            k += 1;
-        }
-        let n = ((v >> 1) as i64) ^ -((v & 1) as i64);
-        if n < 0 {
-            index += n.unsigned_abs();
-            continue;
-        }
-        if n > 0 {
-            let bucket = (index >> half_mag) as i64 - 1;
-            let (bucket, sub) =
-                if bucket < 0 { (0u32, index & (half - 1)) } else { (bucket as u32, (index & (half - 1)) + half) };
-            let shift = bucket + unit_mag;
-            if shift >= 64 || sub.leading_zeros() < shift {
-                return Err("histogram slot beyond 64-bit values".into());
-            }
-            let lo = sub << shift;
-            out.push((lo, lo + ((1u64 << shift) - 1), n as u64));
-        }
-        index += 1;
-    }
+    for_each_slot_v2(buf, |k, n| {
+        let (lo, hi) = slot_range(k);
+        out.push((lo, hi, n));
+    })?;
     Ok(out)
 }
 
