@@ -121,21 +121,27 @@ impl Agg {
     /// through the rest). Version 1 had the figures first and V2 histograms.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![VERSION];
+        self.encode_histograms(&mut out, encode_blocked);
+        self.encode_figures(&mut out);
+        out
+    }
+
+    /// The latency histogram, the stage mask and the stage histograms, each length-prefixed
+    /// in the form `enc` writes.
+    fn encode_histograms(&self, out: &mut Vec<u8>, mut enc: impl FnMut(&Histogram<u64>, &mut Vec<u8>)) {
         let mut buf = Vec::new();
         let mut hist = |out: &mut Vec<u8>, h: &Histogram<u64>| {
             buf.clear();
-            encode_blocked(h, &mut buf);
+            enc(h, &mut buf);
             put_varint(out, buf.len() as u64);
             out.extend_from_slice(&buf);
         };
-        hist(&mut out, &self.latency);
+        hist(out, &self.latency);
         let mask = self.stages.iter().enumerate().fold(0u8, |m, (i, s)| if s.is_some() { m | 1 << i } else { m });
         out.push(mask);
         for h in self.stages.iter().flatten() {
-            hist(&mut out, h);
+            hist(out, h);
         }
-        self.encode_figures(&mut out);
-        out
     }
 
     fn encode_figures(&self, out: &mut Vec<u8>) {
@@ -205,18 +211,9 @@ impl Agg {
         let mut out = vec![1u8];
         self.encode_figures(&mut out);
         let mut ser = V2Serializer::new();
-        let mut hist = |out: &mut Vec<u8>, h: &Histogram<u64>| {
-            let mut buf = Vec::new();
-            ser.serialize(h, &mut buf).unwrap();
-            put_varint(out, buf.len() as u64);
-            out.extend_from_slice(&buf);
-        };
-        hist(&mut out, &self.latency);
-        let mask = self.stages.iter().enumerate().fold(0u8, |m, (i, s)| if s.is_some() { m | 1 << i } else { m });
-        out.push(mask);
-        for h in self.stages.iter().flatten() {
-            hist(&mut out, h);
-        }
+        self.encode_histograms(&mut out, |h, buf| {
+            ser.serialize(h, buf).unwrap();
+        });
         out
     }
 
