@@ -72,7 +72,7 @@ fn series() -> impl Strategy<Value = pb::Series> {
 /// The rules, stated independently of the validator.
 fn in_window(ts: i64) -> bool {
     let ts = if ts == 0 { NOW } else { ts };
-    ts >= NOW - 3_600_000 && ts <= NOW + 600_000
+    (NOW - 3_600_000..=NOW + 600_000).contains(&ts)
 }
 
 fn event_valid(e: &pb::InferenceEvent) -> bool {

@@ -256,9 +256,8 @@ inhibit_rules:
 async fn email_over_starttls_with_auth_reaches_a_real_smtp_server() {
     let Some(_) = tool(".venv/bin/python", "the test venv with aiosmtpd") else { return };
     // Not canonicalized: the venv's python is a link, and only through it is aiosmtpd seen.
-    let py = Some(std::env::current_dir().unwrap().join(".venv/bin/python"));
+    let py = std::env::current_dir().unwrap().join(".venv/bin/python");
     let Some(openssl) = tool("/usr/bin/openssl", "openssl, to make the SMTP server's certificate") else { return };
-    let py = py.unwrap();
     let ok = Command::new(&py).args(["-c", "import aiosmtpd"]).status().unwrap().success();
     if !ok {
         assert!(std::env::var("CI").is_err(), "aiosmtpd is missing from .venv (make test installs it)");

@@ -139,7 +139,10 @@ const EXPLAINED: &[(&str, &str)] = &[(
 /// Times between samples (the 10 s grid starts at 1700000000).
 const TIMES: &[&str] = &["1700021234.567", "1700043000.5", "1700007777.7"];
 
-fn comparable(v: &serde_json::Value) -> Result<(String, BTreeMap<String, Vec<(i64, f64)>>), String> {
+/// Result type and, per label set, its points.
+type Comparable = (String, BTreeMap<String, Vec<(i64, f64)>>);
+
+fn comparable(v: &serde_json::Value) -> Result<Comparable, String> {
     if v["status"] != "success" {
         return Err(format!("{v}"));
     }

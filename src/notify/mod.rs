@@ -106,7 +106,7 @@ impl Notifier {
                 .iter()
                 .filter(|a| match sent.get(&a.fingerprint) {
                     None => true,
-                    Some((_, was_resolved)) if *was_resolved != !a.firing() => true,
+                    Some((_, was_resolved)) if *was_resolved == a.firing() => true,
                     Some((t, _)) => now - t >= self.resend_ms,
                 })
                 .cloned()

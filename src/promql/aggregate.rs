@@ -59,14 +59,13 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr) -> Result<Value, PromqlError>
             let mut out: Vec<Series> =
                 vs.iter().map(|s| Series { labels: s.labels.clone(), vals: vec![None; n] }).collect();
             let mut order: Vec<Vec<usize>> = Vec::new();
-            for i in 0..n {
+            for (i, &kv) in k.iter().enumerate().take(n) {
                 let mut per_group: Vec<Vec<usize>> = vec![Vec::new(); keys.len()];
                 for (s, series) in vs.iter().enumerate() {
                     if series.vals[i].is_some() {
                         per_group[group_of[s]].push(s);
                     }
                 }
-                let kv = k[i];
                 let mut step_order = Vec::new();
                 for members in per_group.iter_mut() {
                     let chosen: Vec<usize> = match op.as_str() {

@@ -832,7 +832,7 @@ fn sorted_buckets(b: &mut [(f64, f64)]) -> Option<Vec<(f64, f64)>> {
 
 /// The fraction of observations between `lo` and `hi` in classic buckets, interpolating
 /// linearly inside a bucket (the first bucket starts at 0 when its bound is positive).
-fn bucket_fraction(lo: f64, hi: f64, b: &mut Vec<(f64, f64)>) -> f64 {
+fn bucket_fraction(lo: f64, hi: f64, b: &mut [(f64, f64)]) -> f64 {
     let Some(merged) = sorted_buckets(b) else { return f64::NAN };
     let total = merged[merged.len() - 1].1;
     if total == 0.0 || lo.is_nan() || hi.is_nan() {
@@ -879,13 +879,13 @@ fn histogram_quantile(vs: Vec<Series>, q: &[f64], n: usize) -> Result<Value, Pro
     let mut c = Collector::new(n);
     for (labels, buckets) in groups {
         let labels = without_name(labels);
-        for i in 0..n {
+        for (i, &qi) in q.iter().enumerate().take(n) {
             let mut b: Vec<(f64, f64)> =
                 buckets.iter().filter_map(|(le, k)| vs[*k].vals[i].map(|v| (*le, v))).collect();
             if b.is_empty() {
                 continue;
             }
-            c.put(labels.clone(), i, bucket_quantile(q[i], &mut b))?;
+            c.put(labels.clone(), i, bucket_quantile(qi, &mut b))?;
         }
     }
     Ok(Value::Vector(c.finish()))
@@ -913,7 +913,7 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 }
 
 /// Prometheus' `bucketQuantile`: (upper bound, cumulative count) pairs.
-pub fn bucket_quantile(q: f64, b: &mut Vec<(f64, f64)>) -> f64 {
+pub fn bucket_quantile(q: f64, b: &mut [(f64, f64)]) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }

@@ -57,7 +57,10 @@ pub fn write<'a>(
     Ok(())
 }
 
-fn read_group(blocks: &Blocks, r: &BlockRef) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+/// A group's records: (index in the group, encoded record).
+type Records = Vec<(u32, Vec<u8>)>;
+
+fn read_group(blocks: &Blocks, r: &BlockRef) -> Result<Records, StoreError> {
     let data = blocks.read(&r.loc())?;
     let mut rd = Reader::new(&data, "raw record group");
     let n = rd.varint()?;
@@ -82,7 +85,7 @@ pub fn by_request<M: Message + Default>(
     request_id: &str,
     rid_of: impl Fn(&M) -> &String,
 ) -> Result<Vec<M>, StoreError> {
-    let mut groups: HashMap<[u8; 16], Option<Vec<(u32, Vec<u8>)>>> = HashMap::new();
+    let mut groups: HashMap<[u8; 16], Option<Records>> = HashMap::new();
     let mut out = Vec::new();
     for tk in index.lookup(request_id)? {
         let (ts, lsn, idx) = keys::decode_time_key(&tk)?;
@@ -132,7 +135,7 @@ pub fn scan<M: Message + Default>(
     let mut pending: Vec<([u8; 20], M)> = Vec::new();
     let mut current: Option<i64> = None;
     let flush = |pending: &mut Vec<([u8; 20], M)>, f: &mut dyn FnMut(&[u8; 20], M) -> bool| -> bool {
-        pending.sort_by(|a, b| b.0.cmp(&a.0));
+        pending.sort_by_key(|p| std::cmp::Reverse(p.0));
         for (k, m) in pending.drain(..) {
             if !f(&k, m) {
                 return false;

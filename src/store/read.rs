@@ -195,7 +195,7 @@ impl Store {
         // committer needs it for every event batch): rows of that epoch or later are what the
         // snapshot holds (a checkpoint writes memory as rows of its epoch), so they are skipped
         // and each aggregate is seen exactly once.
-        let (epoch, mem): (u64, Vec<((u32, i64), T)>) = {
+        let (epoch, mem): (u64, Vec<(AggKey, T)>) = {
             let st = lock(&self.events);
             let mem = st
                 .aggs
@@ -272,6 +272,9 @@ impl Store {
         walk(&self.dir)
     }
 }
+
+/// An aggregate's group and bucket start.
+type AggKey = (u32, i64);
 
 /// A stretch of one series' samples, from [`Store::read_pieces`].
 pub enum Piece {

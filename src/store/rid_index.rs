@@ -61,9 +61,12 @@ struct Run {
 /// chunks of [`SEAL`] entries are sealed (shared, immutable): a lookup copies their handles and
 /// scans only the open chunk under the lock, so a GetRequest never holds the committer up for
 /// longer than that.
+/// (hash64 of a request id, time key of its record).
+type Entry = (u64, [u8; 20]);
+
 struct Mem {
-    sealed: Vec<Arc<Vec<(u64, [u8; 20])>>>,
-    entries: Vec<(u64, [u8; 20])>,
+    sealed: Vec<Arc<Vec<Entry>>>,
+    entries: Vec<Entry>,
     min_ts: i64,
     max_ts: i64,
 }
