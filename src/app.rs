@@ -63,6 +63,7 @@ pub async fn run_with(
     shutdown: CancellationToken,
     on_listening: impl FnOnce(Bound),
 ) -> Result<(), AppError> {
+    cfg.server.check_exposure().map_err(|e| AppError::Config(e.to_string()))?;
     let opts =
         StoreOptions { storage: cfg.storage.clone(), limits: cfg.limits.clone(), retention: cfg.retention.clone() };
     let (store, wal) = tokio::task::spawn_blocking(move || Store::open(opts))

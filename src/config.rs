@@ -181,6 +181,32 @@ pub struct ServerConfig {
     /// Graceful shutdown deadline: streams drain and the store flushes within it.
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_timeout: Duration,
+    /// Listen on a non-loopback address although the daemon has no TLS or authentication yet:
+    /// anyone who reaches the port can push as any service and read everything. Off by
+    /// default: the daemon then refuses such an address, saying why (`serve --insecure`).
+    pub insecure: bool,
+}
+
+impl ServerConfig {
+    /// Refuses a listener that the network can reach unless `insecure` accepts that.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.insecure {
+            return Ok(());
+        }
+        for (key, addr) in [("server.listen", self.listen), ("server.http_listen", self.http_listen)] {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "{addr} is not a loopback address, and the daemon has no TLS or authentication yet: \
+                         anyone who reaches it could push as any service and read everything. Listen on \
+                         127.0.0.1 (or ::1), or accept that with `serve --insecure` (server.insecure = true)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -330,6 +356,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:7070".parse().expect("static address"),
             http_listen: "127.0.0.1:7071".parse().expect("static address"),
+            insecure: false,
             shutdown_timeout: Duration::from_secs(10),
         }
     }

@@ -33,6 +33,10 @@ enum Command {
         /// default 127.0.0.1:7071), printed as `http listening on ADDR`.
         #[arg(long, value_name = "ADDR")]
         http_listen: Option<SocketAddr>,
+        /// Allow a non-loopback --listen or --http-listen although the daemon has no TLS or
+        /// authentication yet (server.insecure): anyone who reaches it can push and read.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Evaluate a PromQL expression on a running daemon: at one time (now, or --at), or over
     /// --start/--end at --step. Prints a table, or the Prometheus API's JSON with --json.
@@ -333,8 +337,10 @@ fn init_tracing(cfg: &Config) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (config, data_dir, listen, http_listen) = match cli.command {
-        Command::Serve { config, data_dir, listen, http_listen } => (config, data_dir, listen, http_listen),
+    let (config, data_dir, listen, http_listen, insecure) = match cli.command {
+        Command::Serve { config, data_dir, listen, http_listen, insecure } => {
+            (config, data_dir, listen, http_listen, insecure)
+        }
         Command::Query { expr, at, start, end, step, json, addr } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let args = modelwatch::cli::query::Args { addr, query: expr, at, start, end, step, json };
@@ -490,6 +496,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(l) = http_listen {
         cfg.server.http_listen = l;
     }
+    cfg.server.insecure |= insecure;
+    cfg.server.check_exposure()?;
     init_tracing(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async {

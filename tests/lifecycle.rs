@@ -78,3 +78,39 @@ fn help_explains_every_flag() {
         assert!(text.contains(flag), "{flag} missing from:\n{text}");
     }
 }
+
+/// A listener the network can reach is refused (naming the key, the address and the way out)
+/// until `--insecure` accepts it; loopback needs nothing.
+#[test]
+fn a_non_loopback_listener_needs_insecure() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_modelwatch"));
+        c.args(["serve", "--data-dir"]).arg(dir.path()).args(extra);
+        c.env("MODELWATCH__SAMPLING__HOST_INTERVAL", "0s").env("MODELWATCH__SAMPLING__GPU", "off");
+        c
+    };
+    for (args, key) in [
+        (["--listen", "0.0.0.0:0", "--http-listen", "127.0.0.1:0"], "server.listen"),
+        (["--listen", "127.0.0.1:0", "--http-listen", "0.0.0.0:0"], "server.http_listen"),
+    ] {
+        let out = serve(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        for want in [key, "0.0.0.0:0", "not a loopback address", "--insecure"] {
+            assert!(err.contains(want), "{want} missing from: {err}");
+        }
+        // Nothing was opened: the refusal comes before the store.
+        assert!(!dir.path().join("wal").exists());
+    }
+    let mut child = serve(&["--listen", "0.0.0.0:0", "--http-listen", "127.0.0.1:0", "--insecure"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on 0.0.0.0:"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
