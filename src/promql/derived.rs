@@ -696,7 +696,8 @@ impl RowHist {
     }
 }
 
-/// The merged histogram of the rows in a sliding window, kept as per-block sums: a quantile
+/// The merged histogram of the rows in a sliding window, kept as per-block sums (wrapping
+/// arithmetic: counts from a damaged row give a wrong figure, never a panic): a quantile
 /// walks the ~120 block sums to its block, then needs that block's slot counts only, which
 /// are kept for one block at a time (rebuilt from the window's rows when the quantile moves to
 /// another block, updated as rows come and go while it stays).
@@ -755,11 +756,11 @@ impl Window {
             heads.clear();
         }
         for h in &heads {
-            self.sums[h.block] += h.sum;
-            self.total += h.sum;
+            self.sums[h.block] = self.sums[h.block].wrapping_add(h.sum);
+            self.total = self.total.wrapping_add(h.sum);
             if self.cur == Some(h.block) {
                 let slots = &mut self.slots;
-                block_entries(hist.bytes(), h, |k, n| slots[k % BLOCK] += n);
+                block_entries(hist.bytes(), h, |k, n| slots[k % BLOCK] = slots[k % BLOCK].wrapping_add(n));
             }
         }
         self.rows.push_back((bucket, hist, heads));
@@ -799,7 +800,7 @@ impl Window {
             for (_, hist, heads) in &self.rows {
                 if let Some(h) = heads.iter().find(|h| h.block == b) {
                     let slots = &mut self.slots;
-                    block_entries(hist.bytes(), h, |k, n| slots[k % BLOCK] += n);
+                    block_entries(hist.bytes(), h, |k, n| slots[k % BLOCK] = slots[k % BLOCK].wrapping_add(n));
                 }
             }
             self.cur = Some(b);
