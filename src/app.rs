@@ -10,6 +10,10 @@ use crate::pb;
 use crate::sample::gpu::{self, GpuConfig, GpuSource};
 use crate::sample::nvml::NvmlSource;
 use crate::sample::{host, Sink};
+use crate::server::auth::Auth;
+use crate::server::listen::{self, Alpn, HttpIncoming};
+use crate::server::tls::{Tls, TlsFiles};
+use crate::server::{http_auth, GrpcAuthLayer};
 use crate::store::commit::{CommitConfig, Committer};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry::Rates;
@@ -22,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    #[error(transparent)]
+    Invalid(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -63,7 +69,24 @@ pub async fn run_with(
     shutdown: CancellationToken,
     on_listening: impl FnOnce(Bound),
 ) -> Result<(), AppError> {
-    cfg.server.check_exposure().map_err(|e| AppError::Config(e.to_string()))?;
+    for w in cfg.server.check_exposure()? {
+        tracing::warn!("{w}");
+    }
+    let auth = Arc::new(
+        Auth::open(cfg.server.tokens_file.as_deref(), &cfg.server.unix_roles()?)
+            .map_err(|e| AppError::Config(format!("server.tokens_file: {e}")))?,
+    );
+    let tls = match (&cfg.server.tls_cert_file, &cfg.server.tls_key_file) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            Tls::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: cfg.server.tls_client_ca_file.clone(),
+            })
+            .map_err(AppError::Config)?,
+        )),
+        _ => None,
+    };
     let opts =
         StoreOptions { storage: cfg.storage.clone(), limits: cfg.limits.clone(), retention: cfg.retention.clone() };
     let (store, wal) = tokio::task::spawn_blocking(move || Store::open(opts))
@@ -81,6 +104,13 @@ pub async fn run_with(
         .map_err(|source| AppError::Listen { addr: cfg.server.http_listen, source })?;
     let http_addr =
         http_listener.local_addr().map_err(|source| AppError::Listen { addr: cfg.server.http_listen, source })?;
+    let unix_listener = match &cfg.server.unix_socket {
+        Some(path) => Some(
+            crate::server::bind_unix(path, cfg.server.unix_mode()?, cfg.server.unix_socket_group.as_deref())
+                .map_err(AppError::Config)?,
+        ),
+        None => None,
+    };
 
     let clock = sources.clock.clone().unwrap_or_else(crate::clock::from_env);
     let env = crate::alert::eval::Env {
@@ -161,14 +191,28 @@ pub async fn run_with(
 
     let stop = shutdown.clone();
     let health_stop = health.clone();
+    // Connections from every gRPC listener (TCP or TLS, the local socket) meet in one channel.
+    let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
+    listen::accept_tcp(listener, tls.clone().map(|t| (t, Alpn::Grpc)), grpc_tx.clone());
+    if let Some(l) = unix_listener {
+        listen::accept_unix(l, grpc_tx.clone());
+    }
+    drop(grpc_tx);
+    let (http_tx, http_rx) = tokio::sync::mpsc::channel(64);
+    listen::accept_tcp(http_listener, tls.clone().map(|t| (t, Alpn::Http)), http_tx);
+    crate::server::spawn_reloader(auth.clone(), tls, cfg.server.reload_interval, shutdown.clone());
+    let incoming =
+        tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(grpc_rx), Ok::<_, std::io::Error>);
+
     let server = tonic::transport::Server::builder()
+        .layer(GrpcAuthLayer(auth.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ingest)
         .add_service(query)
         .add_service(alerts_api)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             stop.cancelled().await;
             health_stop.set_not_serving::<pb::ingest_server::IngestServer<IngestApi>>().await;
             health_stop.set_not_serving::<pb::query_server::QueryServer<QueryApi>>().await;
@@ -176,7 +220,8 @@ pub async fn run_with(
         });
     let mut server = tokio::spawn(server);
     let http_stop = shutdown.clone();
-    let http = axum::serve(http_listener, crate::http::router(ctx.clone()))
+    let router = crate::http::router(ctx.clone()).layer(axum::middleware::from_fn_with_state(auth, http_auth));
+    let http = axum::serve(HttpIncoming { rx: http_rx, local: http_addr }, router)
         .with_graceful_shutdown(async move { http_stop.cancelled().await });
     let http_task = tokio::spawn(async move {
         if let Err(e) = http.await {
@@ -229,6 +274,9 @@ pub async fn run_with(
         Ok(Ok(Ok(r))) => r?,
         Ok(_) => return Err(AppError::Serve("the committer thread panicked".into())),
         Err(_) => return Err(AppError::ShutdownTimeout(deadline)),
+    }
+    if let Some(p) = &cfg.server.unix_socket {
+        let _ = std::fs::remove_file(p);
     }
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shut down");
     match served {

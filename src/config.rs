@@ -181,30 +181,112 @@ pub struct ServerConfig {
     /// Graceful shutdown deadline: streams drain and the store flushes within it.
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_timeout: Duration,
-    /// Listen on a non-loopback address although the daemon has no TLS or authentication yet:
-    /// anyone who reaches the port can push as any service and read everything. Off by
-    /// default: the daemon then refuses such an address, saying why (`serve --insecure`).
+    /// Listen on a non-loopback address without authentication (no `tokens_file`, no
+    /// `tls_client_ca_file`): anyone who reaches the port could push as any service and read
+    /// everything. Off by default: the daemon then refuses such an address, saying why
+    /// (`serve --insecure`).
     pub insecure: bool,
+    /// PEM certificate chain for TLS on both TCP listeners (with `tls_key_file`); reloaded when
+    /// the file changes. TLS 1.2 and 1.3.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: when set, TLS clients must present a certificate it signed
+    /// (mutual TLS), on both TCP listeners.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Bearer tokens, one `[[token]]` per client with `name`, `sha256` (hex SHA-256 of the
+    /// token; `modelwatch token new` makes both), `role` (ingest, query, admin) and, for
+    /// ingest, optional `services`. Set: every call but health checks needs a token (or comes
+    /// over the local socket). Reloaded when the file changes.
+    pub tokens_file: Option<PathBuf>,
+    /// A Unix socket for the services on this host (e.g. `/run/modelwatch/ingest.sock`),
+    /// serving the same gRPC API; the peer's pid, uid and gid are known there.
+    pub unix_socket: Option<PathBuf>,
+    /// The socket file's mode, octal.
+    pub unix_socket_mode: String,
+    /// The socket file's group (name or number); unset: the daemon's.
+    pub unix_socket_group: Option<String>,
+    /// What a local-socket client without a token may do (roles: ingest, query, admin). With
+    /// no `tokens_file` every caller may do everything anyway.
+    pub unix_socket_roles: Vec<String>,
+    /// How often the tokens and TLS files are checked for changes (SIGHUP also reloads them).
+    #[serde(with = "humantime_serde_compat")]
+    pub reload_interval: Duration,
 }
 
 impl ServerConfig {
-    /// Refuses a listener that the network can reach unless `insecure` accepts that.
-    pub fn check_exposure(&self) -> Result<(), ConfigError> {
-        if self.insecure {
-            return Ok(());
-        }
+    /// Callers are authenticated (tokens, or client certificates).
+    pub fn authenticates(&self) -> bool {
+        self.tokens_file.is_some() || self.tls_client_ca_file.is_some()
+    }
+
+    /// Refuses a listener that the network can reach without authentication unless `insecure`
+    /// accepts that. `Ok` carries warnings: tokens that would cross the network in clear text.
+    pub fn check_exposure(&self) -> Result<Vec<String>, ConfigError> {
+        let mut warnings = Vec::new();
         for (key, addr) in [("server.listen", self.listen), ("server.http_listen", self.http_listen)] {
-            if !addr.ip().is_loopback() {
+            if addr.ip().is_loopback() {
+                continue;
+            }
+            if !self.authenticates() && !self.insecure {
                 return Err(ConfigError::Invalid {
                     key,
                     message: format!(
-                        "{addr} is not a loopback address, and the daemon has no TLS or authentication yet: \
-                         anyone who reaches it could push as any service and read everything. Listen on \
-                         127.0.0.1 (or ::1), or accept that with `serve --insecure` (server.insecure = true)"
+                        "{addr} is not a loopback address, and no caller is authenticated (neither \
+                         server.tokens_file nor server.tls_client_ca_file is set): anyone who reaches it \
+                         could push as any service and read everything. Listen on 127.0.0.1 (or ::1), set \
+                         up tokens or client certificates, or accept that with `serve --insecure` \
+                         (server.insecure = true)"
                     ),
                 });
             }
+            if self.tokens_file.is_some() && self.tls_cert_file.is_none() {
+                warnings.push(format!(
+                    "{key} = {addr} is reachable from the network without TLS: bearer tokens cross it in \
+                     clear text (set server.tls_cert_file and server.tls_key_file)"
+                ));
+            }
         }
+        Ok(warnings)
+    }
+
+    /// `unix_socket_mode` as a number.
+    pub fn unix_mode(&self) -> Result<u32, ConfigError> {
+        let t = self.unix_socket_mode.trim_start_matches("0o");
+        u32::from_str_radix(t, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| ConfigError::Invalid {
+            key: "server.unix_socket_mode",
+            message: format!("{:?} is not an octal file mode such as \"0660\"", self.unix_socket_mode),
+        })
+    }
+
+    /// `unix_socket_roles`, parsed.
+    pub fn unix_roles(&self) -> Result<Vec<crate::server::auth::Role>, ConfigError> {
+        self.unix_socket_roles
+            .iter()
+            .map(|r| {
+                crate::server::auth::Role::parse(r).ok_or_else(|| ConfigError::Invalid {
+                    key: "server.unix_socket_roles",
+                    message: format!("{r:?} is not one of ingest, query, admin"),
+                })
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => return invalid("server.tls_key_file", "is required with server.tls_cert_file"),
+            (None, Some(_)) => return invalid("server.tls_cert_file", "is required with server.tls_key_file"),
+            _ => {}
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            return invalid("server.tls_client_ca_file", "needs TLS: set server.tls_cert_file and server.tls_key_file");
+        }
+        if self.reload_interval.is_zero() {
+            return invalid("server.reload_interval", "must be above 0s");
+        }
+        self.unix_mode()?;
+        self.unix_roles()?;
         Ok(())
     }
 }
@@ -358,6 +440,15 @@ impl Default for ServerConfig {
             http_listen: "127.0.0.1:7071".parse().expect("static address"),
             insecure: false,
             shutdown_timeout: Duration::from_secs(10),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tokens_file: None,
+            unix_socket: None,
+            unix_socket_mode: "0660".into(),
+            unix_socket_group: None,
+            unix_socket_roles: vec!["ingest".into()],
+            reload_interval: Duration::from_secs(2),
         }
     }
 }
@@ -486,6 +577,7 @@ impl Config {
             }
             Ok(())
         }
+        self.server.validate()?;
         let s = &self.storage;
         nonzero("storage.chunk_samples", s.chunk_samples as u64)?;
         nonzero("storage.max_group_commit", s.max_group_commit as u64)?;

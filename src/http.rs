@@ -32,6 +32,9 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/metrics", get(metrics))
+        // Liveness and readiness probes, open without credentials (as Prometheus' are).
+        .route("/-/healthy", get(|| async { "modelwatch is healthy.\n" }))
+        .route("/-/ready", get(|| async { "modelwatch is ready.\n" }))
         .route("/", get(status_page))
         .route("/report/{kind}", get(report_page))
         .fallback(not_found)

@@ -10,6 +10,9 @@
 //! - [`state`]: the daemon's shared handles (`Ctx`): store, committer, validator, registry.
 //! - [`api`]: tonic services, thin adapters from gRPC to the domain handles; error → status
 //!   (`google.rpc.Status` details for rejected input).
+//! - [`server`]: the network edge: listeners (TCP, TLS with reloading certificates, the local
+//!   Unix socket with its peer's credentials) and authentication (bearer tokens with roles and
+//!   service limits); `api` and `http` get the caller's principal.
 //! - [`http`]: the HTTP listener: Prometheus' query API (`/api/v1/...`) for Grafana and curl;
 //!   error → Prometheus' error JSON.
 //! - [`promql`]: the PromQL engine over the store (and over memory, for conformance and rule
@@ -51,6 +54,7 @@ pub mod promql;
 pub mod query;
 pub mod report;
 pub mod sample;
+pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod store;

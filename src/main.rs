@@ -151,6 +151,13 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
         addr: String,
     },
+    /// Make a bearer token: prints the token (give it to the client; it is shown once) and the
+    /// `[[token]]` entry to append to server.tokens_file, which keeps only its SHA-256. Clients
+    /// send it as `authorization: Bearer <token>`; this CLI reads it from MODELWATCH_TOKEN.
+    Token {
+        #[command(subcommand)]
+        what: TokenCommand,
+    },
     /// Repair a data folder whose write-ahead log is damaged: replays every record that can be
     /// read, reports each damaged stretch (file, offset, bytes, why), and leaves the folder
     /// clean (everything checkpointed, the log emptied) so that `serve` starts. Run it with the
@@ -162,6 +169,22 @@ enum Command {
         /// Data folder (overrides storage.data_dir).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A new random token.
+    New {
+        /// A name for the client, shown in refusals and logs (e.g. ocr-ingest, grafana).
+        #[arg(long)]
+        name: String,
+        /// ingest (push data), query (read), or admin (query, plus rule reload and silences).
+        #[arg(long)]
+        role: String,
+        /// For an ingest token: a service it may push as (repeat for more; none: any).
+        #[arg(long = "service", value_name = "SERVICE")]
+        services: Vec<String>,
     },
 }
 
@@ -354,6 +377,22 @@ fn main() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Token { what: TokenCommand::New { name, role, services } } => {
+            use modelwatch::server::auth::{hex, new_token, token_hash, Role};
+            let r = Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("--role: {role:?} is not one of ingest, query, admin"))?;
+            if !services.is_empty() && r != Role::Ingest {
+                anyhow::bail!("--service: only an ingest token is limited to services");
+            }
+            let token = new_token().map_err(anyhow::Error::msg)?;
+            println!("# token (give it to the client; it is not stored anywhere):\n# {token}");
+            println!("# append to server.tokens_file:");
+            println!("[[token]]\nname = {name:?}\nsha256 = \"{}\"\nrole = \"{role}\"", hex(&token_hash(&token)));
+            if !services.is_empty() {
+                println!("services = {services:?}");
+            }
+            return Ok(());
         }
         Command::Rules { what } => {
             let (out, ok) = match what {

@@ -149,6 +149,11 @@ pub struct Telemetry {
     pub rule_errors: Counter,
     /// receiver, integration, outcome (delivered, retry, failed, expired).
     pub notifications: Family,
+    /// protocol (grpc, http), reason (unauthenticated, forbidden).
+    pub auth_refused: Family,
+    pub tls_handshake_failures: Counter,
+    /// what (tokens, tls), outcome (reloaded, failed).
+    pub reloads: Family,
     pub models: Models,
 }
 
@@ -179,6 +184,9 @@ impl Telemetry {
             rule_evaluation: Histogram::new(&SECONDS),
             rule_errors: Counter::new(),
             notifications: Family::new(&["receiver", "integration", "outcome"]),
+            auth_refused: Family::new(&["protocol", "reason"]),
+            tls_handshake_failures: Counter::new(),
+            reloads: Family::new(&["what", "outcome"]),
             models: Models::new(),
         }
     }
@@ -620,6 +628,24 @@ fn render_own(o: &mut Out, s: &Scrape) {
         &t.notifications,
     );
     o.one("modelwatch_notification_queue", "gauge", "Notifications queued for delivery.", s.notify_queue as f64);
+
+    // Security.
+    o.family(
+        "modelwatch_auth_refused_total",
+        "Requests refused for their credentials, by protocol (grpc, http) and reason (unauthenticated, forbidden).",
+        &t.auth_refused,
+    );
+    o.one(
+        "modelwatch_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed or timed out (a client certificate from another CA, say).",
+        t.tls_handshake_failures.get() as f64,
+    );
+    o.family(
+        "modelwatch_config_reloads_total",
+        "Reloads of the tokens file and the TLS files when they changed, by outcome (reloaded, failed).",
+        &t.reloads,
+    );
 }
 
 fn key(k: &GroupKey) -> [&str; 4] {

@@ -113,4 +113,21 @@ fn a_non_loopback_listener_needs_insecure() {
     assert!(line.starts_with("listening on 0.0.0.0:"), "{line}");
     child.kill().unwrap();
     child.wait().unwrap();
+    // Authenticated callers (tokens) make a reachable listener acceptable; without TLS the
+    // daemon warns that the tokens cross the network in clear text.
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, "").unwrap();
+    let mut child = serve(&["--listen", "0.0.0.0:0", "--http-listen", "127.0.0.1:0"])
+        .env("MODELWATCH__SERVER__TOKENS_FILE", &tokens)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on 0.0.0.0:"), "{line}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without TLS") && err.contains("clear text"), "{err}");
 }

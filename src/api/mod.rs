@@ -2,6 +2,7 @@
 //! to a status here, with a message that names what to fix.
 use crate::pb::{self, ingest_server::Ingest, query_server::Query};
 use crate::query::{self, QueryError};
+use crate::server::auth::{Principal, Pushed};
 pub use crate::state::Ctx;
 
 pub mod alerts;
@@ -94,9 +95,14 @@ enum Pending {
 
 /// Runs one ingest stream: a reader validates and queues batches (keeping up to
 /// [`STREAM_WINDOW`] in flight), a writer sends their acks back in order.
-fn ack_stream<T>(ctx: Arc<Ctx>, mut inbound: Streaming<T>, convert: fn(&Ctx, T) -> (String, String, Batch)) -> AckStream
+fn ack_stream<T>(
+    ctx: Arc<Ctx>,
+    who: Arc<Principal>,
+    mut inbound: Streaming<T>,
+    convert: fn(&Ctx, T) -> (String, String, Batch),
+) -> AckStream
 where
-    T: Message + Default + Send + 'static,
+    T: Message + Default + Send + Pushed + 'static,
 {
     let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(STREAM_WINDOW);
     let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
@@ -113,6 +119,12 @@ where
             };
             match msg {
                 Ok(Some(m)) => {
+                    // A batch naming a service the caller may not push as ends the stream;
+                    // nothing of it is stored.
+                    if let Err(d) = who.may_push(&m) {
+                        fatal = Some(d.into());
+                        break;
+                    }
                     let (cid, service, batch) = match guarded(|| convert(&ctx, m)) {
                         Ok(c) => c,
                         Err(s) => {
@@ -187,6 +199,12 @@ fn counted(r: Result<pb::Ack, CommitError>, tally: Option<Tally>) -> Result<pb::
 #[derive(Clone)]
 pub struct IngestApi(pub Arc<Ctx>);
 
+/// The caller, as the authentication layer found it (every caller when the service runs
+/// without that layer).
+fn principal<T>(req: &Request<T>) -> Arc<Principal> {
+    req.extensions().get::<Arc<Principal>>().cloned().unwrap_or_else(|| Arc::new(Principal::anyone()))
+}
+
 fn metrics_batch(ctx: &Ctx, b: pb::MetricBatch) -> (String, String, Batch) {
     let now = ctx.clock.now_ms();
     (b.client_id.clone(), b.service.clone(), crate::ingest::prepare(ctx.validator.metrics(b, now), &ctx.limits))
@@ -203,33 +221,56 @@ fn events_batch(ctx: &Ctx, b: pb::EventBatch) -> (String, String, Batch) {
 #[tonic::async_trait]
 impl Ingest for IngestApi {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
-        let info = req.into_inner();
+        let who = principal(&req);
+        let mut info = req.into_inner();
         if info.service.is_empty() {
             return Err(Status::invalid_argument("service: is required"));
         }
-        let client_id = self.0.registry.register(info);
+        who.may_push(&info)?;
+        // On the local socket the kernel says who the client is: a pid it claims must be its
+        // own (the GPU sampler attributes processes by it), and one left out is filled in.
+        let mut peer = None;
+        if let Some(p) = who.peer {
+            if let Some(pid) = p.pid.and_then(|p| u32::try_from(p).ok()) {
+                if info.pid == 0 {
+                    info.pid = pid;
+                } else if info.pid != pid {
+                    return Err(Status::permission_denied(format!(
+                        "pid: {} is not the local socket peer's pid ({pid}, uid {}, gid {})",
+                        info.pid, p.uid, p.gid
+                    )));
+                }
+            }
+            peer = Some((p.uid, p.gid));
+        }
+        let client_id = self.0.registry.register_peer(info, peer);
         let [m, l, e] = self.0.store.last_seqs(&client_id);
         Ok(Response::new(pb::RegisterResponse { client_id, last_metrics_seq: m, last_logs_seq: l, last_events_seq: e }))
     }
 
     type StreamMetricsStream = AckStream;
     async fn stream_metrics(&self, req: Request<Streaming<pb::MetricBatch>>) -> Result<Response<AckStream>, Status> {
-        Ok(Response::new(ack_stream(self.0.clone(), req.into_inner(), metrics_batch)))
+        let who = principal(&req);
+        Ok(Response::new(ack_stream(self.0.clone(), who, req.into_inner(), metrics_batch)))
     }
 
     type StreamLogsStream = AckStream;
     async fn stream_logs(&self, req: Request<Streaming<pb::LogBatch>>) -> Result<Response<AckStream>, Status> {
-        Ok(Response::new(ack_stream(self.0.clone(), req.into_inner(), logs_batch)))
+        let who = principal(&req);
+        Ok(Response::new(ack_stream(self.0.clone(), who, req.into_inner(), logs_batch)))
     }
 
     type StreamEventsStream = AckStream;
     async fn stream_events(&self, req: Request<Streaming<pb::EventBatch>>) -> Result<Response<AckStream>, Status> {
-        Ok(Response::new(ack_stream(self.0.clone(), req.into_inner(), events_batch)))
+        let who = principal(&req);
+        Ok(Response::new(ack_stream(self.0.clone(), who, req.into_inner(), events_batch)))
     }
 
     async fn push(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
         let ctx = &self.0;
+        let who = principal(&req);
         let r = req.into_inner();
+        who.may_push(&r)?;
         let mut futs: [Option<(AckFuture, Option<Tally>)>; 3] = [None, None, None];
         let batches = guarded(|| {
             [

@@ -1,14 +1,13 @@
 //! `modelwatch alerts rules|active|history|groups` and `modelwatch silence add|list|expire`:
 //! the `Alerts` service of a running daemon as aligned tables (what amtool is to
 //! Alertmanager).
+use super::conn::Conn;
 use crate::pb::{self, alerts_client::AlertsClient};
 use crate::report::render::span;
 use std::collections::{BTreeMap, HashMap};
-use tonic::transport::Channel;
 
-async fn connect(addr: &str) -> Result<AlertsClient<Channel>, String> {
-    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    AlertsClient::connect(url.clone()).await.map_err(|e| format!("cannot reach the daemon at {url}: {e}"))
+async fn connect(addr: &str) -> Result<AlertsClient<Conn>, String> {
+    Ok(AlertsClient::new(super::conn::connect(addr).await?))
 }
 
 fn status(s: tonic::Status) -> String {

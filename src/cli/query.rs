@@ -100,11 +100,8 @@ pub fn render(r: &pb::EvalResponse, as_json: bool) -> String {
 }
 
 pub async fn run(a: Args) -> Result<String, String> {
-    let url = if a.addr.contains("://") { a.addr.clone() } else { format!("http://{}", a.addr) };
-    let mut client = pb::query_client::QueryClient::connect(url.clone())
-        .await
-        .map_err(|e| format!("cannot reach the daemon at {url}: {e}"))?
-        .max_decoding_message_size(256 << 20);
+    let mut client =
+        pb::query_client::QueryClient::new(super::conn::connect(&a.addr).await?).max_decoding_message_size(256 << 20);
     let ranged = a.start.is_some() || a.end.is_some() || a.step.is_some();
     if ranged && a.at.is_some() {
         return Err("--at is for an instant query; give --start/--end/--step for a range, not both".into());

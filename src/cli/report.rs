@@ -1,10 +1,10 @@
 //! `modelwatch report service|errors|gpu|capacity|compare` and `modelwatch logs`: the report
 //! RPCs and log search of a running daemon, as text for a terminal, JSON (`--json`, as
 //! grpcurl prints it) or a self-contained HTML page (`--html FILE`).
+use super::conn::Conn;
 use crate::pb::{self, query_client::QueryClient};
 use crate::report::render;
 use std::path::PathBuf;
-use tonic::transport::Channel;
 
 pub enum Format {
     Text,
@@ -12,12 +12,8 @@ pub enum Format {
     Html(PathBuf),
 }
 
-async fn connect(addr: &str) -> Result<QueryClient<Channel>, String> {
-    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    Ok(QueryClient::connect(url.clone())
-        .await
-        .map_err(|e| format!("cannot reach the daemon at {url}: {e}"))?
-        .max_decoding_message_size(64 << 20))
+async fn connect(addr: &str) -> Result<QueryClient<Conn>, String> {
+    Ok(QueryClient::new(super::conn::connect(addr).await?).max_decoding_message_size(64 << 20))
 }
 
 fn status(s: tonic::Status) -> String {

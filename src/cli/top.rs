@@ -4,12 +4,12 @@
 //! daemon's ingest rates. Every figure is a PromQL query through `Query/Eval` (the same
 //! engine as the reports and dashboards). Refreshes every `--interval` (1 s); `q` (or Ctrl-C)
 //! quits. `--once` prints one frame without terminal control, for scripts.
+use super::conn::Conn as Channel;
 use crate::pb::{self, alerts_client::AlertsClient, query_client::QueryClient};
 use crate::report::render::{bytes, ms, pct, rate, span};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::Duration;
-use tonic::transport::Channel;
 
 pub struct Args {
     pub addr: String,
@@ -212,12 +212,7 @@ impl Drop for RawTerminal {
 }
 
 pub async fn run(args: Args) -> Result<String, String> {
-    let url = if args.addr.contains("://") { args.addr.clone() } else { format!("http://{}", args.addr) };
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the daemon at {url}: {e}"))?;
+    let channel = super::conn::connect(&args.addr).await?;
     let mut q = QueryClient::new(channel.clone()).max_decoding_message_size(64 << 20);
     let mut a = AlertsClient::new(channel);
     if args.once {

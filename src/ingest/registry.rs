@@ -17,6 +17,8 @@ pub struct Client {
     pub info: pb::RegisterRequest,
     pub last_seen: SystemTime,
     pub open_streams: u32,
+    /// (uid, gid) of a client registered over the local socket.
+    pub peer: Option<(u32, u32)>,
 }
 
 impl Registry {
@@ -26,14 +28,19 @@ impl Registry {
 
     /// Records a registration; returns the client id (the given one, else derived from the
     /// service identity, so a reconnecting process gets the same id).
-    pub fn register(&self, mut info: pb::RegisterRequest) -> String {
+    pub fn register(&self, info: pb::RegisterRequest) -> String {
+        self.register_peer(info, None)
+    }
+
+    /// [`Registry::register`] for a client on the local socket, whose uid and gid are known.
+    pub fn register_peer(&self, mut info: pb::RegisterRequest, peer: Option<(u32, u32)>) -> String {
         if info.client_id.is_empty() {
             info.client_id = format!("{}/{}/{}/{}", info.service, info.instance, info.host, info.pid);
         }
         let id = info.client_id.clone();
         self.with(|m| {
             let open = m.get(&id).map_or(0, |c| c.open_streams);
-            m.insert(id.clone(), Client { info, last_seen: SystemTime::now(), open_streams: open });
+            m.insert(id.clone(), Client { info, last_seen: SystemTime::now(), open_streams: open, peer });
         });
         id
     }
@@ -52,6 +59,7 @@ impl Registry {
                 },
                 last_seen: SystemTime::now(),
                 open_streams: 0,
+                peer: None,
             });
             c.last_seen = SystemTime::now();
         });

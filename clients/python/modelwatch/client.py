@@ -42,7 +42,7 @@ class Client:
     calls never block; use :meth:`aflush` to wait for acks from a coroutine).
 
     Args:
-        target: daemon address, ``host:port``.
+        target: daemon address, ``host:port`` or the local socket, ``unix:/run/modelwatch/ingest.sock``.
         service: this service's name (series get a ``service`` label).
         instance: instance name, e.g. a pod name.
         models: ``[(name, version), ...]`` this process serves.
@@ -50,12 +50,22 @@ class Client:
         batch_size: most items per batch.
         linger: seconds an item may wait for its batch to fill.
         window: unacked batches in flight per stream.
+        token: bearer token for a daemon with ``server.tokens_file`` (an ``ingest`` token).
+        tls: connect with TLS; ``root_certificates`` (PEM bytes) is the CA to trust (default:
+            gRPC's roots) and ``client_cert`` a ``(cert_pem, key_pem)`` pair for mutual TLS.
     """
 
     def __init__(self, target: str = "127.0.0.1:7070", service: str = "", instance: str = "",
                  models: Iterable[Tuple[str, str]] = (), queue_size: int = 100_000, batch_size: int = 2_000,
-                 linger: float = 0.2, window: int = 8, max_backoff: float = 5.0) -> None:
+                 linger: float = 0.2, window: int = 8, max_backoff: float = 5.0, token: Optional[str] = None,
+                 tls: bool = False, root_certificates: Optional[bytes] = None,
+                 client_cert: Optional[Tuple[bytes, bytes]] = None) -> None:
         self.target = target
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._credentials = None
+        if tls or root_certificates or client_cert:
+            cert, key = client_cert if client_cert else (None, None)
+            self._credentials = grpc.ssl_channel_credentials(root_certificates, key, cert)
         self.service = service
         self.instance = instance
         self.models = list(models)
@@ -337,12 +347,17 @@ class _Lane(threading.Thread):
         c = self.client
         backoff = 0.05
         while not c._closing.is_set():
-            channel = grpc.insecure_channel(c.target)
+            # gRPC core sends a unix: target's path, percent-encoded, as :authority, which the
+            # daemon's HTTP/2 stack (h2) refuses as malformed; any plain authority will do.
+            opts = [("grpc.default_authority", "localhost")] if c.target.startswith("unix:") else []
+            channel = (grpc.secure_channel(c.target, c._credentials, options=opts) if c._credentials
+                       else grpc.insecure_channel(c.target, options=opts))
             try:
                 stub = pb_grpc.IngestStub(channel)
                 reg = stub.Register(pb.RegisterRequest(service=c.service, instance=c.instance, host=c.host, pid=c.pid,
                                                        client_id=c.client_id,
-                                                       models=[pb.ModelRef(name=n, version=v) for n, v in c.models]), timeout=5)
+                                                       models=[pb.ModelRef(name=n, version=v) for n, v in c.models]),
+                                     timeout=5, metadata=c._metadata)
                 last = getattr(reg, f"last_{self.kind}_seq")
                 with self.cond:
                     for seq in [s for s in self.window if s <= last]:
@@ -351,7 +366,7 @@ class _Lane(threading.Thread):
                 self._broken.clear()
                 call = getattr(stub, {"metrics": "StreamMetrics", "logs": "StreamLogs", "events": "StreamEvents"}[self.kind])
                 backoff = 0.05
-                for ack in call(self._requests()):
+                for ack in call(self._requests(), metadata=c._metadata):
                     with self.cond:
                         entry = self.window.pop(ack.seq, None)
                         if entry is not None:

@@ -21,9 +21,10 @@ def daemon_binary():
 
 
 class Daemon:
-    def __init__(self, data_dir, listen="127.0.0.1:0"):
+    def __init__(self, data_dir, listen="127.0.0.1:0", env_extra=None):
         self.data_dir = data_dir
         env = dict(os.environ, MODELWATCH_LOG="warn", MODELWATCH__SAMPLING__HOST_INTERVAL="0s", MODELWATCH__SAMPLING__SELF_INTERVAL="0s", MODELWATCH__SAMPLING__GPU="off")
+        env.update(env_extra or {})
         self.proc = subprocess.Popen([daemon_binary(), "serve", "--listen", listen, "--http-listen", "127.0.0.1:0", "--data-dir", data_dir],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
         line = self.proc.stdout.readline()

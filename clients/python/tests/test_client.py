@@ -226,3 +226,37 @@ def test_close_with_the_daemon_down_says_what_was_left(caplog):
         assert c.close(timeout=0.5) is False
     text = caplog.text
     assert "25 item(s) not acknowledged" in text and f"127.0.0.1:{port}" in text, text
+
+
+def test_tokens_and_the_local_socket(data_dir):
+    """A daemon with tokens: the client's ingest token is sent on every call, a client without
+    one is refused and says so, and over the local socket no token is needed to push."""
+    import hashlib
+    token = "py-ingest-token"
+    tokens = os.path.join(data_dir, "tokens.toml")
+    with open(tokens, "w") as f:
+        for name, tok, role in (("py", token, "ingest"), ("reader", "py-query-token", "query")):
+            f.write(f'[[token]]\nname = "{name}"\nsha256 = "{hashlib.sha256(tok.encode()).hexdigest()}"\nrole = "{role}"\n')
+    sock = os.path.join(data_dir, "ingest.sock")
+    d = Daemon(os.path.join(data_dir, "data"), env_extra={"MODELWATCH__SERVER__TOKENS_FILE": tokens,
+                                                          "MODELWATCH__SERVER__UNIX_SOCKET": sock})
+    try:
+        auth = (("authorization", "Bearer py-query-token"),)
+        with_token = client_for(d, token=token)
+        over_socket = modelwatch.Client(f"unix:{sock}", service="py", linger=0.02)
+        without = client_for(d)
+        for c, model in ((with_token, "tcp"), (over_socket, "socket"), (without, "refused")):
+            with c.inference(model=model):
+                pass
+        assert with_token.flush(30), with_token.stats()
+        assert over_socket.flush(30), over_socket.stats()
+        assert not without.flush(1)
+        assert any("UNAUTHENTICATED" in lane.last_error for lane in without._lanes.values())
+        without.close(0.1)
+        for model, n in (("tcp", 1), ("socket", 1), ("refused", 0)):
+            r = d.query.InferenceStats(pb.InferenceStatsRequest(range=LAST_HOUR, model=model), metadata=auth)
+            assert sum(g.total.count for g in r.groups) == n, (model, r)
+        with_token.close()
+        over_socket.close()
+    finally:
+        d.stop()

@@ -11,7 +11,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+/// Adds the configured bearer token to every call.
+#[derive(Clone)]
+pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
 use tonic::{Status, Streaming};
 
 pub(crate) fn run(shared: Arc<Shared>) {
@@ -168,10 +185,24 @@ async fn pause(shared: &Shared, d: Duration) -> bool {
 
 async fn connect(shared: &Shared, client_id: &str) -> Result<(IngestClient<Channel>, pb::RegisterResponse), String> {
     let cfg = &shared.cfg;
-    let ep =
+    let mut ep =
         Endpoint::from_shared(cfg.endpoint.clone()).map_err(|e| e.to_string())?.connect_timeout(Duration::from_secs(2));
+    if cfg.endpoint.starts_with("https://") {
+        let mut tls = match &cfg.ca_pem {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+            None => ClientTlsConfig::new().with_webpki_roots(),
+        };
+        if let Some((cert, key)) = &cfg.client_identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        ep = ep.tls_config(tls).map_err(|e| e.to_string())?;
+    }
+    let token = match &cfg.token {
+        Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| "token: not a valid header value".to_string())?),
+        None => None,
+    };
     let channel = ep.connect().await.map_err(|e| e.to_string())?;
-    let mut c = IngestClient::new(channel);
+    let mut c = IngestClient::with_interceptor(channel, Bearer(token));
     let reg = pb::RegisterRequest {
         service: cfg.service.clone(),
         instance: cfg.instance.clone(),

@@ -47,8 +47,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Client settings; [`Config::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Daemon address, e.g. `http://127.0.0.1:7070`.
+    /// Daemon address: `http://127.0.0.1:7070`, `https://host:7070` (TLS) or the local socket,
+    /// `unix:/run/modelwatch/ingest.sock`.
     pub endpoint: String,
+    /// Bearer token for a daemon with `server.tokens_file` (an `ingest` token for `service`);
+    /// sent as `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// PEM CA certificate(s) that signed an `https://` daemon's certificate; `None`: the
+    /// Mozilla roots (webpki-roots).
+    pub ca_pem: Option<String>,
+    /// PEM (certificate, key) when the daemon requires client certificates.
+    pub client_identity: Option<(String, String)>,
     pub service: String,
     pub instance: String,
     pub host: String,
@@ -71,6 +80,9 @@ impl Config {
     pub fn new(endpoint: &str, service: &str) -> Config {
         Config {
             endpoint: endpoint.to_string(),
+            token: None,
+            ca_pem: None,
+            client_identity: None,
             service: service.to_string(),
             instance: String::new(),
             host: std::env::var("HOSTNAME").unwrap_or_default(),

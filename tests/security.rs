@@ -1,0 +1,503 @@
+//! Who may do what, on the real daemon: bearer tokens with roles and service limits on every
+//! gRPC method and HTTP path, TLS with client certificates (made here with rcgen) and their
+//! reload, and the local socket with its peer's credentials.
+mod common;
+use common::*;
+use modelwatch::pb;
+use modelwatch::pb::ingest_client::IngestClient;
+use modelwatch::pb::query_client::QueryClient;
+use modelwatch::server::auth::{hex, token_hash};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Code;
+
+const OCR: &str = "tok-ocr-ingest";
+const ANY_INGEST: &str = "tok-any-ingest";
+const QUERY: &str = "tok-grafana";
+const ADMIN: &str = "tok-ops";
+
+fn tokens_toml(entries: &[(&str, &str, &str, &[&str])]) -> String {
+    entries
+        .iter()
+        .map(|(name, tok, role, services)| {
+            format!(
+                "[[token]]\nname = {name:?}\nsha256 = {:?}\nrole = {role:?}\nservices = {services:?}\n\n",
+                hex(&token_hash(tok))
+            )
+        })
+        .collect()
+}
+
+fn write_tokens(path: &Path) {
+    let text = tokens_toml(&[
+        ("ocr", OCR, "ingest", &["ocr"]),
+        ("ingest", ANY_INGEST, "ingest", &[]),
+        ("grafana", QUERY, "query", &[]),
+        ("ops", ADMIN, "admin", &[]),
+    ]);
+    std::fs::write(path, text).unwrap();
+}
+
+fn with_token<T>(mut r: tonic::Request<T>, token: Option<&str>) -> tonic::Request<T> {
+    if let Some(t) = token {
+        r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    r
+}
+
+/// Every method of the daemon's own services, from its descriptor set, so that one added later
+/// is covered too.
+fn all_methods() -> Vec<(String, bool)> {
+    let pool = prost_reflect::DescriptorPool::decode(modelwatch::pb::FILE_DESCRIPTOR_SET).unwrap();
+    let mut out = Vec::new();
+    for s in pool.services() {
+        for m in s.methods() {
+            out.push((format!("/{}/{}", s.full_name(), m.name()), m.is_client_streaming()));
+        }
+    }
+    assert!(out.len() > 25, "{out:?}");
+    out
+}
+
+/// The role each method needs, as the README's security table says.
+fn role_of(path: &str) -> &'static str {
+    if path.starts_with("/modelwatch.v1.Ingest/") {
+        "ingest"
+    } else if ["ReloadRules", "CreateSilence", "ExpireSilence"].iter().any(|m| path.ends_with(&format!("/{m}"))) {
+        "admin"
+    } else {
+        "query"
+    }
+}
+
+/// Calls `path` with an empty message (all the authentication layer needs to decide).
+async fn raw_call(ch: &Channel, path: &str, token: Option<&str>) -> Code {
+    let mut g = tonic::client::Grpc::new(ch.clone());
+    g.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::try_from(path.to_string()).unwrap();
+    let r = with_token(tonic::Request::new(()), token);
+    match tokio::time::timeout(Duration::from_secs(20), g.unary(r, path, codec)).await {
+        Ok(Ok(_)) => Code::Ok,
+        Ok(Err(s)) => s.code(),
+        Err(_) => Code::DeadlineExceeded,
+    }
+}
+
+fn event(service: &str, model: &str, id: &str) -> pb::InferenceEvent {
+    pb::InferenceEvent {
+        timestamp_ms: now_ms(),
+        service: service.into(),
+        model: model.into(),
+        request_id: id.into(),
+        latency_us: 1000,
+        status: pb::Status::Ok as i32,
+        ..Default::default()
+    }
+}
+
+async fn count(q: &mut QueryClient<Channel>, token: &str, expr: &str) -> f64 {
+    let r = q
+        .eval(with_token(
+            tonic::Request::new(pb::EvalRequest { query: expr.into(), ..Default::default() }),
+            Some(token),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    r.series.first().and_then(|s| s.points.first()).map_or(0.0, |p| p.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_roles_guard_every_method_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    write_tokens(&tokens);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            ("MODELWATCH__SERVER__TOKENS_FILE", tokens.to_str().unwrap()),
+            ("MODELWATCH__SERVER__RELOAD_INTERVAL", "100ms"),
+        ],
+    );
+    let ch = Endpoint::from_shared(d.url()).unwrap().connect().await.unwrap();
+
+    // Every method: no token and an unknown one are UNAUTHENTICATED, a token of another role
+    // PERMISSION_DENIED, the right role gets past authentication (its empty message may then
+    // be refused for what it lacks).
+    for (path, _) in all_methods() {
+        assert_eq!(raw_call(&ch, &path, None).await, Code::Unauthenticated, "{path} without a token");
+        assert_eq!(raw_call(&ch, &path, Some("not-a-token")).await, Code::Unauthenticated, "{path}");
+        let (right, wrong) = match role_of(&path) {
+            "ingest" => (ANY_INGEST, QUERY),
+            "query" => (QUERY, ANY_INGEST),
+            _ => (ADMIN, QUERY),
+        };
+        assert_eq!(raw_call(&ch, &path, Some(wrong)).await, Code::PermissionDenied, "{path} with the wrong role");
+        let c = raw_call(&ch, &path, Some(right)).await;
+        assert!(!matches!(c, Code::Unauthenticated | Code::PermissionDenied), "{path} with the right role: {c:?}");
+    }
+    // Health is open (probes); reflection needs any valid token.
+    assert_eq!(raw_call(&ch, "/grpc.health.v1.Health/Check", None).await, Code::Ok);
+    let reflect = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    assert_eq!(raw_call(&ch, reflect, None).await, Code::Unauthenticated);
+    assert!(!matches!(raw_call(&ch, reflect, Some(ANY_INGEST)).await, Code::Unauthenticated | Code::PermissionDenied));
+
+    // Data: refused pushes store nothing, in every form.
+    let mut ingest = IngestClient::new(ch.clone());
+    let push = |service: &str, model: &str| pb::PushRequest {
+        events: Some(pb::EventBatch {
+            service: service.into(),
+            events: vec![event("", model, model)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for (token, code) in
+        [(None, Code::Unauthenticated), (Some(QUERY), Code::PermissionDenied), (Some(OCR), Code::PermissionDenied)]
+    {
+        let e = ingest.push(with_token(tonic::Request::new(push("mgeo", "refused")), token)).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+    }
+    let e = ingest.push(with_token(tonic::Request::new(push("mgeo", "refused")), Some(OCR))).await.unwrap_err();
+    assert!(e.message().contains("service \"mgeo\"") && e.message().contains("ocr"), "{}", e.message());
+    // One event of another service in an otherwise good stream batch ends the stream, and the
+    // batch is not stored.
+    let batch = pb::EventBatch {
+        service: "ocr".into(),
+        seq: 1,
+        events: vec![event("", "refused", "r1"), event("mgeo", "refused", "r2")],
+        ..Default::default()
+    };
+    let mut acks = ingest
+        .stream_events(with_token(tonic::Request::new(tokio_stream::iter(vec![batch])), Some(OCR)))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = acks.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().starts_with("events[1].service"), "{}", e.message());
+    let reg = pb::RegisterRequest { service: "mgeo".into(), ..Default::default() };
+    let e = ingest.register(with_token(tonic::Request::new(reg), Some(OCR))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // The right credentials: stored.
+    ingest.push(with_token(tonic::Request::new(push("ocr", "accepted")), Some(OCR))).await.unwrap();
+    let series = vec![series("gpu_util", &[], vec![now_ms()], vec![1.0])];
+    let m = pb::PushRequest {
+        metrics: Some(pb::MetricBatch { service: "ocr".into(), series, ..Default::default() }),
+        ..Default::default()
+    };
+    ingest.push(with_token(tonic::Request::new(m), Some(OCR))).await.unwrap();
+    let mut q = QueryClient::new(ch.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&mut q, QUERY, "count(gpu_util)").await < 1.0 {
+        assert!(Instant::now() < deadline, "the accepted sample never showed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let raw = q
+        .get_request(with_token(
+            tonic::Request::new(pb::GetRequestRequest { request_id: "accepted".into() }),
+            Some(QUERY),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(raw.events.len(), 1);
+    for id in ["refused", "r1", "r2"] {
+        let r = q
+            .get_request(with_token(tonic::Request::new(pb::GetRequestRequest { request_id: id.into() }), Some(ADMIN)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.events.is_empty(), "{id} was stored");
+    }
+
+    // HTTP: every path.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", d.http_addr);
+    let paths = [
+        "/api/v1/query?query=1",
+        "/api/v1/query_range?query=1&start=0&end=60&step=15",
+        "/api/v1/series?match[]=up",
+        "/api/v1/labels",
+        "/api/v1/label/__name__/values",
+        "/api/v1/metadata",
+        "/api/v1/query_exemplars?query=up",
+        "/api/v1/status/buildinfo",
+        "/metrics",
+        "/",
+        "/report/service",
+        "/no/such/path",
+    ];
+    for p in paths {
+        let get = |token: Option<&str>| {
+            let mut r = http.get(format!("{base}{p}"));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send()
+        };
+        let r = get(None).await.unwrap();
+        assert_eq!(r.status(), 401, "{p}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["errorType"], "unauthorized", "{body}");
+        assert_eq!(get(Some("nope")).await.unwrap().status(), 401, "{p}");
+        assert_eq!(get(Some(OCR)).await.unwrap().status(), 403, "{p}");
+        let s = get(Some(QUERY)).await.unwrap().status();
+        assert!(s != 401 && s != 403, "{p}: {s}");
+        let post = http.post(format!("{base}{p}")).send().await.unwrap().status();
+        assert_eq!(post, 401, "POST {p}");
+    }
+    for p in ["/-/healthy", "/-/ready"] {
+        assert_eq!(http.get(format!("{base}{p}")).send().await.unwrap().status(), 200, "{p}");
+    }
+    let metrics = http.get(format!("{base}/metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("modelwatch_auth_refused_total{protocol=\"grpc\",reason=\"unauthenticated\"}"),
+        "{metrics}"
+    );
+
+    // Reload: a token added to the file works without a restart; one removed stops working.
+    let new = "tok-added-later";
+    let text = tokens_toml(&[("grafana", QUERY, "query", &[]), ("later", new, "query", &[])]);
+    std::fs::write(&tokens, text).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while raw_call(&ch, "/modelwatch.v1.Query/Status", Some(new)).await != Code::Ok {
+        assert!(Instant::now() < deadline, "the added token was never accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(raw_call(&ch, "/modelwatch.v1.Query/Status", Some(ADMIN)).await, Code::Unauthenticated);
+    // A file that does not parse keeps the tokens in force.
+    std::fs::write(&tokens, "[[token]]\nname = 3\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(raw_call(&ch, "/modelwatch.v1.Query/Status", Some(new)).await, Code::Ok);
+
+    // grpcurl sends the token with -H, to reflection and to the call alike.
+    if let Some(bin) = grpcurl_bin() {
+        let run = |args: &[&str]| std::process::Command::new(&bin).args(args).output().unwrap();
+        let out = run(&["-plaintext", &d.addr, "list"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"), "{out:?}");
+        let auth = format!("authorization: Bearer {new}");
+        let out = run(&["-plaintext", "-H", &auth, "-d", "{}", &d.addr, "modelwatch.v1.Query/Status"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    d.stop_ok();
+}
+
+fn grpcurl_bin() -> Option<PathBuf> {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/grpcurl");
+    if venv.exists() {
+        return Some(venv);
+    }
+    if tools_for("grpcurl with tokens", &["grpcurl"]) {
+        return Some("grpcurl".into());
+    }
+    None
+}
+
+struct Pki {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Pki {
+    fn ca(name: &str) -> Pki {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        let key = rcgen::KeyPair::generate().unwrap();
+        Pki { cert: p.self_signed(&key).unwrap(), key }
+    }
+
+    /// A leaf signed by this CA: (certificate PEM, key PEM).
+    fn leaf(&self, name: &str, server: bool, expired: bool) -> (String, String) {
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+}
+
+async fn tls_channel(addr: &str, ca: &str, id: Option<&(String, String)>) -> Result<Channel, String> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((c, k)) = id {
+        tls = tls.identity(Identity::from_pem(c, k));
+    }
+    let ep = Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
+    ep.connect().await.map_err(|e| format!("{e:?}"))
+}
+
+/// Whether a Status call succeeds over this TLS setup (the handshake can fail at connect or at
+/// the first call, when the server checks the client certificate).
+async fn tls_status(addr: &str, ca: &str, id: Option<&(String, String)>) -> Result<(), String> {
+    let ch = tls_channel(addr, ca, id).await?;
+    let mut q = QueryClient::new(ch);
+    q.status(pb::StatusRequest {}).await.map(|_| ()).map_err(|e| format!("{e:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other_ca) = (Pki::ca("modelwatch test CA"), Pki::ca("someone else's CA"));
+    let server = ca.leaf("modelwatch", true, false);
+    let client = ca.leaf("operator", false, false);
+    let stranger = other_ca.leaf("stranger", false, false);
+    let expired = ca.leaf("expired", false, true);
+    let f = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (cert, key, client_ca) = (f("server.pem", &server.0), f("server.key", &server.1), f("ca.pem", &ca.pem()));
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            ("MODELWATCH__SERVER__TLS_CERT_FILE", &cert),
+            ("MODELWATCH__SERVER__TLS_KEY_FILE", &key),
+            ("MODELWATCH__SERVER__TLS_CLIENT_CA_FILE", &client_ca),
+            ("MODELWATCH__SERVER__RELOAD_INTERVAL", "100ms"),
+        ],
+    );
+    // gRPC: a certificate from the CA gets in; none, another CA's, an expired one and plain
+    // text do not.
+    tls_status(&d.addr, &ca.pem(), Some(&client)).await.expect("client certificate from the CA");
+    for (what, id) in [("no certificate", None), ("another CA", Some(&stranger)), ("expired", Some(&expired))] {
+        assert!(tls_status(&d.addr, &ca.pem(), id).await.is_err(), "{what} got in");
+    }
+    let plain = Endpoint::from_shared(d.url()).unwrap().connect().await;
+    if let Ok(ch) = plain {
+        assert!(QueryClient::new(ch).status(pb::StatusRequest {}).await.is_err(), "plain text got in");
+    }
+
+    // HTTP: the same certificates.
+    let http_trusting = |ca: &str, id: Option<&(String, String)>| {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+            .https_only(true);
+        if let Some((c, k)) = id {
+            b = b.identity(reqwest::Identity::from_pem(format!("{c}{k}").as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let http = |id| http_trusting(&ca.pem(), id);
+    let url = format!("https://{}/api/v1/status/buildinfo", d.http_addr);
+    let r = http(Some(&client)).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for id in [None, Some(&stranger), Some(&expired)] {
+        assert!(http(id).get(&url).send().await.is_err(), "HTTP let {id:?} in");
+    }
+
+    // Reload: a server certificate from a new CA replaces the old one without a restart.
+    let new_ca = Pki::ca("the next CA");
+    let renewed = new_ca.leaf("modelwatch renewed", true, false);
+    assert!(tls_status(&d.addr, &new_ca.pem(), Some(&client)).await.is_err());
+    // Key first, then certificate: in between the pair does not match, and the reload that
+    // sees that keeps the old pair until the next change.
+    std::fs::write(&key, &renewed.1).unwrap();
+    std::fs::write(&cert, &renewed.0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = tls_status(&d.addr, &new_ca.pem(), Some(&client)).await {
+        assert!(Instant::now() < deadline, "the renewed certificate was never served: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(tls_status(&d.addr, &ca.pem(), Some(&client)).await.is_err(), "the old certificate is still served");
+    // The HTTP listener serves the renewed certificate too.
+    let metrics = http_trusting(&new_ca.pem(), Some(&client))
+        .get(format!("https://{}/metrics", d.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("modelwatch_tls_handshake_failures_total"), "{metrics}");
+    assert!(metrics.contains("modelwatch_config_reloads_total{what=\"tls\",outcome=\"reloaded\"}"), "{metrics}");
+    d.stop_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_socket_knows_its_peer() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    write_tokens(&tokens);
+    let sock = dir.path().join("run/ingest.sock");
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            ("MODELWATCH__SERVER__TOKENS_FILE", tokens.to_str().unwrap()),
+            ("MODELWATCH__SERVER__UNIX_SOCKET", sock.to_str().unwrap()),
+            ("MODELWATCH__SERVER__UNIX_SOCKET_MODE", "0660"),
+        ],
+    );
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o660);
+    let ch = Endpoint::from_shared(format!("unix:{}", sock.display())).unwrap().connect().await.unwrap();
+    let mut ingest = IngestClient::new(ch.clone());
+    // No token needed to push here (the socket's mode and group decide who connects), and the
+    // kernel vouches for the pid.
+    let me = std::process::id();
+    let reg = |pid: u32| pb::RegisterRequest { service: "ocr".into(), pid, ..Default::default() };
+    let e = ingest.register(reg(me + 1)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains(&format!("pid: {} is not the local socket peer's pid ({me}", me + 1)),
+        "{}",
+        e.message()
+    );
+    let id = ingest.register(reg(me)).await.unwrap().into_inner().client_id;
+    assert!(id.ends_with(&format!("/{me}")), "{id}");
+    let anonymous = ingest.register(reg(0)).await.unwrap().into_inner().client_id;
+    assert!(anonymous.ends_with(&format!("/{me}")), "the pid was filled in from the socket: {anonymous}");
+    let p = pb::PushRequest {
+        events: Some(pb::EventBatch {
+            service: "ocr".into(),
+            events: vec![event("", "m", "via-socket")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ingest.push(p).await.unwrap();
+    // Queries need a query token, here as over TCP.
+    let mut q = QueryClient::new(ch.clone());
+    assert_eq!(q.status(pb::StatusRequest {}).await.unwrap_err().code(), Code::PermissionDenied);
+    q.status(with_token(tonic::Request::new(pb::StatusRequest {}), Some(QUERY))).await.unwrap();
+    let mut tcp = QueryClient::new(Endpoint::from_shared(d.url()).unwrap().connect().await.unwrap());
+    let r = tcp
+        .get_request(with_token(
+            tonic::Request::new(pb::GetRequestRequest { request_id: "via-socket".into() }),
+            Some(QUERY),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.events.len(), 1);
+    // The CLI speaks to the socket too, with its token from the environment.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+        .args(["query", "--json", "--addr", &format!("unix:{}", sock.display()), "vector(1)"])
+        .env("MODELWATCH_TOKEN", QUERY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    d.stop_ok();
+    assert!(!sock.exists(), "the socket file is removed at shutdown");
+}
