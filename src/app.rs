@@ -153,7 +153,9 @@ pub async fn run_with(
         latest_samples: Mutex::new(BTreeMap::new()),
         alerts: Arc::new(alerts),
         notifier: notifier.clone(),
+        admission: Arc::new(crate::server::admission::Admission::new(&cfg.limits)),
     });
+    crate::server::admission::spawn(ctx.admission.clone(), ctx.committer.clone(), shutdown.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<pb::ingest_server::IngestServer<IngestApi>>().await;
@@ -237,6 +239,7 @@ pub async fn run_with(
         _ = shutdown.cancelled() => None,
     };
     shutdown.cancel();
+    crate::systemd::notify("STOPPING=1");
     let started = Instant::now();
     let served = match served {
         Some(r) => r,

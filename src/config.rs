@@ -367,6 +367,15 @@ pub struct Limits {
     pub max_future: Duration,
     /// Accept NaN and infinite sample values.
     pub allow_non_finite: bool,
+    /// Resident memory (bytes) above which ingest is refused with RESOURCE_EXHAUSTED and a
+    /// retry delay, while the daemon cuts its in-memory heads into chunks to make room;
+    /// nothing acked is dropped. 0: no limit.
+    pub memory_limit: u64,
+    /// Ingest is accepted again once resident memory is below this fraction of memory_limit.
+    pub memory_resume: f64,
+    /// The retry delay a memory refusal carries (`google.rpc.RetryInfo`).
+    #[serde(with = "humantime_serde_compat")]
+    pub memory_retry_after: Duration,
 }
 
 /// How long each kind of data is kept; enforced in the background.
@@ -475,6 +484,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_bytes: 16 << 20,
+            memory_limit: 1 << 30,
+            memory_resume: 0.9,
+            memory_retry_after: Duration::from_secs(1),
             max_labels: 32,
             max_label_name_len: 128,
             max_label_value_len: 1024,
@@ -578,6 +590,16 @@ impl Config {
             Ok(())
         }
         self.server.validate()?;
+        let l = &self.limits;
+        if !(l.memory_resume > 0.0 && l.memory_resume < 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "limits.memory_resume",
+                message: format!("{} is not a fraction between 0 and 1 (exclusive)", l.memory_resume),
+            });
+        }
+        if l.memory_limit > 0 && l.memory_retry_after.is_zero() {
+            return Err(ConfigError::Invalid { key: "limits.memory_retry_after", message: "must be above 0s".into() });
+        }
         let s = &self.storage;
         nonzero("storage.chunk_samples", s.chunk_samples as u64)?;
         nonzero("storage.max_group_commit", s.max_group_commit as u64)?;

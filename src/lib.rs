@@ -32,6 +32,7 @@
 //!   enter through the same validation and committer as client data.
 //! - [`telemetry`]: the daemon's own figures (ingest rates).
 //! - [`shutdown`]: SIGTERM/SIGINT → the cancellation token every task holds.
+//! - [`systemd`]: `READY=1` / `STOPPING=1` to the service manager (`Type=notify`).
 //! - [`cli`]: command-line clients of the daemon's APIs (`modelwatch query`).
 //! - [`app`]: wires the above and runs until shutdown; `app::recover` for `modelwatch recover`.
 //!
@@ -58,6 +59,7 @@ pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 
 /// Generated protobuf and gRPC code for `proto/modelwatch/v1/modelwatch.proto`.

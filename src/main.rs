@@ -547,6 +547,7 @@ fn main() -> anyhow::Result<()> {
             let _ = writeln!(out, "listening on {}", b.grpc);
             let _ = writeln!(out, "http listening on {}", b.http);
             let _ = out.flush();
+            modelwatch::systemd::notify(&format!("READY=1\nSTATUS=listening on {} (gRPC), {} (HTTP)", b.grpc, b.http));
         })
         .await
     })

@@ -38,6 +38,8 @@ pub struct Ctx {
     pub samplers: Arc<Mutex<BTreeMap<String, String>>>,
     /// Each sampler's latest readings, for `/metrics`.
     pub latest_samples: Mutex<BTreeMap<&'static str, Vec<crate::pb::Series>>>,
+    /// Ingest refused above the memory mark.
+    pub admission: Arc<crate::server::admission::Admission>,
 }
 
 impl Ctx {

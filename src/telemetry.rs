@@ -154,6 +154,10 @@ pub struct Telemetry {
     pub tls_handshake_failures: Counter,
     /// what (tokens, tls), outcome (reloaded, failed).
     pub reloads: Family,
+    /// Ingest calls refused above limits.memory_limit.
+    pub memory_refused: Counter,
+    /// 1 while ingest is refused for memory.
+    pub memory_refusing: Gauge,
     pub models: Models,
 }
 
@@ -187,6 +191,8 @@ impl Telemetry {
             auth_refused: Family::new(&["protocol", "reason"]),
             tls_handshake_failures: Counter::new(),
             reloads: Family::new(&["what", "outcome"]),
+            memory_refused: Counter::new(),
+            memory_refusing: Gauge::new(),
             models: Models::new(),
         }
     }
@@ -498,11 +504,17 @@ fn process() -> (f64, f64) {
     } else {
         0.0
     };
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()))
-        .map_or(0.0, |pages| pages * 4096.0);
-    (cpu, rss)
+    (cpu, resident_bytes().unwrap_or(0) as f64)
+}
+
+/// The daemon's resident set size, from `/proc/self/statm` (Linux).
+pub fn resident_bytes() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = if page > 0 { page as u64 } else { 4096 };
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page)
 }
 
 /// The whole exposition.
@@ -640,6 +652,18 @@ fn render_own(o: &mut Out, s: &Scrape) {
         "counter",
         "TLS handshakes that failed or timed out (a client certificate from another CA, say).",
         t.tls_handshake_failures.get() as f64,
+    );
+    o.one(
+        "modelwatch_memory_refused_total",
+        "counter",
+        "Ingest calls refused with RESOURCE_EXHAUSTED because the daemon's RSS was above limits.memory_limit.",
+        t.memory_refused.get() as f64,
+    );
+    o.one(
+        "modelwatch_memory_refusing",
+        "gauge",
+        "1 while ingest is refused for memory (from above limits.memory_limit until below its resume mark).",
+        t.memory_refusing.get(),
     );
     o.family(
         "modelwatch_config_reloads_total",

@@ -501,3 +501,116 @@ async fn the_local_socket_knows_its_peer() {
     d.stop_ok();
     assert!(!sock.exists(), "the socket file is removed at shutdown");
 }
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The margin above `limits.memory_limit` that a flood may reach: what is in flight when the
+/// mark is crossed (a decoded batch per stream, the committer's group) and the checkpoint that
+/// cuts the heads.
+const MEMORY_MARGIN: u64 = 64 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_above_the_memory_mark_is_refused_and_nothing_acked_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    // The mark: this build's idle daemon plus 48 MiB.
+    let probe = Daemon::start(&dir.path().join("probe"), &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = proc_status_kib(probe.child.id(), "VmRSS:") << 10;
+    probe.stop_ok();
+    let limit = idle + (48 << 20);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            ("MODELWATCH__LIMITS__MEMORY_LIMIT", &limit.to_string()),
+            ("MODELWATCH__LIMITS__MEMORY_RETRY_AFTER", "200ms"),
+        ],
+    );
+    let ch = Endpoint::from_shared(d.url()).unwrap().connect().await.unwrap();
+    let base = now_ms() - 30 * 60_000;
+    const SERIES: usize = 500;
+    const PER_SERIES: usize = 100;
+    let batch = move |stream: usize, b: usize| {
+        let series = (0..SERIES)
+            .map(|i| {
+                let ts = (0..PER_SERIES).map(|j| base + ((b * PER_SERIES + j) * 10) as i64).collect();
+                let s = format!("{}", stream * SERIES + i);
+                series("flood", &[("s", &s)], ts, (0..PER_SERIES).map(|j| j as f64).collect())
+            })
+            .collect();
+        pb::MetricBatch { service: "flood".into(), series, ..Default::default() }
+    };
+    let mut tasks = Vec::new();
+    for stream in 0..4 {
+        let ch = ch.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = IngestClient::new(ch).max_decoding_message_size(64 << 20);
+            let (mut acked, mut refusals, mut after, mut b) = (0u64, 0u32, 0u32, 0usize);
+            let mut delays = Vec::new();
+            'open: while b < 300 && (refusals == 0 || after < 5) {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let mut acks =
+                    c.stream_metrics(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+                while b < 300 && (refusals == 0 || after < 5) {
+                    tx.send(batch(stream, b)).await.unwrap();
+                    match acks.message().await {
+                        Ok(Some(a)) => {
+                            assert_eq!(a.rejected_count, 0, "{a:?}");
+                            acked += a.accepted;
+                            b += 1;
+                            after += u32::from(refusals > 0);
+                        }
+                        Ok(None) => panic!("the stream ended without an ack"),
+                        Err(s) => {
+                            assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                            let st = <modelwatch::pb::rpc::Status as prost::Message>::decode(s.details()).unwrap();
+                            let info =
+                                st.details.iter().find(|a| a.type_url.ends_with("google.rpc.RetryInfo")).unwrap();
+                            let info =
+                                <modelwatch::pb::rpc::RetryInfo as prost::Message>::decode(&info.value[..]).unwrap();
+                            let delay = info.retry_delay.unwrap();
+                            let delay = Duration::new(delay.seconds as u64, delay.nanos as u32);
+                            delays.push(delay);
+                            refusals += 1;
+                            // The refused batch was not stored; it is sent again after the delay.
+                            tokio::time::sleep(delay).await;
+                            continue 'open;
+                        }
+                    }
+                }
+            }
+            (acked, refusals, delays)
+        }));
+    }
+    let (mut acked, mut refusals) = (0u64, 0u32);
+    for t in tasks {
+        let (a, r, delays) = t.await.unwrap();
+        acked += a;
+        refusals += r;
+        assert!(delays.iter().all(|d| *d == Duration::from_millis(200)), "{delays:?}");
+    }
+    assert!(refusals > 0, "the flood never crossed the mark ({limit} bytes)");
+    let peak = proc_status_kib(d.child.id(), "VmHWM:") << 10;
+    println!(
+        "memory mark {} MiB, peak RSS {} MiB, {refusals} refusals, {acked} samples acked",
+        limit >> 20,
+        peak >> 20
+    );
+    assert!(peak <= limit + MEMORY_MARGIN, "peak RSS {} MiB above the mark {} MiB + margin", peak >> 20, limit >> 20);
+    // Every acked sample is stored, once.
+    let mut q = QueryClient::new(ch.clone());
+    let r = q
+        .eval(pb::EvalRequest { query: "sum(count_over_time(flood[1h]))".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let stored = r.series[0].points[0].value as u64;
+    assert_eq!(stored, acked);
+    let metrics = reqwest::get(format!("http://{}/metrics", d.http_addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("modelwatch_memory_refused_total "), "{metrics}");
+    assert!(!metrics.contains("modelwatch_memory_refused_total 0\n"), "{metrics}");
+    d.stop_ok();
+}

@@ -119,8 +119,12 @@ where
             };
             match msg {
                 Ok(Some(m)) => {
-                    // A batch naming a service the caller may not push as ends the stream;
-                    // nothing of it is stored.
+                    // Above the memory mark, or naming a service the caller may not push as, a
+                    // batch ends the stream; nothing of it is stored.
+                    if let Err(s) = ctx.admission.admit() {
+                        fatal = Some(s);
+                        break;
+                    }
                     if let Err(d) = who.may_push(&m) {
                         fatal = Some(d.into());
                         break;
@@ -271,6 +275,7 @@ impl Ingest for IngestApi {
         let who = principal(&req);
         let r = req.into_inner();
         who.may_push(&r)?;
+        ctx.admission.admit()?;
         let mut futs: [Option<(AckFuture, Option<Tally>)>; 3] = [None, None, None];
         let batches = guarded(|| {
             [

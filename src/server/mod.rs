@@ -5,6 +5,8 @@
 //! - [`auth`]: bearer tokens and roles, the role each method and path needs, service limits.
 //! - [`tls`]: rustls configurations, reloaded when their files change.
 //! - [`listen`]: accept loops and the connection type both servers read.
+//! - [`admission`]: ingest refused (RESOURCE_EXHAUSTED, retry delay) above the memory mark.
+pub mod admission;
 pub mod auth;
 pub mod listen;
 pub mod tls;

@@ -55,6 +55,9 @@ struct CommitRequest {
 
 enum Msg {
     Commit(Box<CommitRequest>),
+    /// Memory is short: checkpoint now, cutting every head into chunks, and hand freed memory
+    /// back to the system.
+    Relieve,
     /// Commit what is queued, make the final checkpoint, stop.
     Close,
 }
@@ -114,6 +117,12 @@ impl Committer {
     pub async fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         let _ = self.tx.send(Msg::Close).await;
+    }
+
+    /// Asks for a checkpoint that cuts every head (memory pressure); does not wait for it, and
+    /// a request while the queue is full is dropped (the next one will come).
+    pub fn relieve(&self) {
+        let _ = self.tx.try_send(Msg::Relieve);
     }
 
     /// Batches queued for the committer now.
@@ -181,9 +190,14 @@ impl Worker {
                 Ok(Some(Msg::Commit(req))) => {
                     let mut group = vec![*req];
                     let mut close = false;
+                    let mut relieve = false;
                     while group.len() < self.cfg.max_group {
                         match self.rx.try_recv() {
                             Ok(Msg::Commit(r)) => group.push(*r),
+                            Ok(Msg::Relieve) => {
+                                relieve = true;
+                                break;
+                            }
                             Ok(Msg::Close) => {
                                 close = true;
                                 break;
@@ -195,6 +209,14 @@ impl Worker {
                     if close {
                         self.drain();
                         break;
+                    }
+                    if relieve && self.relieve(dirty) {
+                        dirty = false;
+                    }
+                }
+                Ok(Some(Msg::Relieve)) => {
+                    if self.relieve(dirty) {
+                        dirty = false;
                     }
                 }
                 Ok(Some(Msg::Close)) => {
@@ -239,6 +261,33 @@ impl Worker {
         self.store.checkpoint(&mut self.wal, true)?;
         tracing::info!("store flushed");
         Ok(())
+    }
+
+    /// A checkpoint that cuts every head, then glibc's free memory returned to the system, so
+    /// that resident memory falls. True when the checkpoint ran (nothing left dirty).
+    fn relieve(&mut self, dirty: bool) -> bool {
+        let mut done = false;
+        if dirty && !self.is_failed() && self.retry_unpersisted() {
+            let t = Instant::now();
+            match self.store.checkpoint(&mut self.wal, true) {
+                Ok(()) => {
+                    done = true;
+                    T.checkpoint.since(t);
+                    T.wal_bytes.set(self.wal.disk_bytes() as f64);
+                    T.wal_since_checkpoint.set(self.wal.since_checkpoint() as f64);
+                }
+                Err(e) => {
+                    T.checkpoint_failures.add(1);
+                    tracing::error!(error = %e, "checkpoint for memory relief failed");
+                }
+            }
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        done
     }
 
     /// Commits whatever is still queued (handlers that raced the close).

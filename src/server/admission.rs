@@ -1,0 +1,162 @@
+//! Admission control under memory pressure, as the OpenTelemetry Collector's memory limiter
+//! does it: the daemon's resident memory is read every [`CHECK_EVERY`]; above
+//! `limits.memory_limit` new ingest is refused with RESOURCE_EXHAUSTED and a retry delay
+//! (`google.rpc.RetryInfo`), and the committer is asked for a checkpoint that cuts every
+//! in-memory head into chunks (the bulk of the daemon's memory under load); below
+//! `memory_resume` × the limit ingest is accepted again. What was acked stays; what is refused
+//! was never acked, so a client resends it after the delay (the Rust and Python clients do).
+use crate::config::Limits;
+use crate::store::commit::Committer;
+use crate::telemetry::T;
+use prost::Message;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+pub struct Admission {
+    limit: u64,
+    resume: u64,
+    retry_after: Duration,
+    refusing: AtomicBool,
+    rss: AtomicU64,
+}
+
+/// What one reading changed.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    None,
+    Started,
+    Ended,
+}
+
+impl Admission {
+    pub fn new(l: &Limits) -> Admission {
+        Admission {
+            limit: l.memory_limit,
+            resume: (l.memory_limit as f64 * l.memory_resume) as u64,
+            retry_after: l.memory_retry_after,
+            refusing: AtomicBool::new(false),
+            rss: AtomicU64::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.limit > 0
+    }
+
+    /// Ok, or the refusal to send.
+    pub fn admit(&self) -> Result<(), tonic::Status> {
+        if !self.refusing.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        T.memory_refused.add(1);
+        let rss = self.rss.load(Ordering::Relaxed);
+        let msg = format!(
+            "limits.memory_limit: the daemon's resident memory ({} MiB) is above its limit ({} MiB); \
+             nothing of this call was stored; retry in {:?}",
+            rss >> 20,
+            self.limit >> 20,
+            self.retry_after
+        );
+        let delay = prost_types::Duration {
+            seconds: self.retry_after.as_secs() as i64,
+            nanos: self.retry_after.subsec_nanos() as i32,
+        };
+        let details = crate::pb::rpc::Status {
+            code: tonic::Code::ResourceExhausted as i32,
+            message: msg.clone(),
+            details: vec![prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: crate::pb::rpc::RetryInfo { retry_delay: Some(delay) }.encode_to_vec(),
+            }],
+        };
+        Err(tonic::Status::with_details(tonic::Code::ResourceExhausted, msg, details.encode_to_vec().into()))
+    }
+
+    fn observe(&self, rss: u64) -> Change {
+        self.rss.store(rss, Ordering::Relaxed);
+        let refusing = self.refusing.load(Ordering::Relaxed);
+        if !refusing && rss > self.limit {
+            self.refusing.store(true, Ordering::Relaxed);
+            T.memory_refusing.set(1.0);
+            Change::Started
+        } else if refusing && rss < self.resume {
+            self.refusing.store(false, Ordering::Relaxed);
+            T.memory_refusing.set(0.0);
+            Change::Ended
+        } else {
+            Change::None
+        }
+    }
+}
+
+/// Reads resident memory until `stop`; asks `committer` for relief when the limit is crossed,
+/// and again every retry delay while it stays above the resume mark.
+pub fn spawn(adm: Arc<Admission>, committer: Committer, stop: CancellationToken) {
+    if !adm.enabled() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut last_relief: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(CHECK_EVERY) => {}
+            }
+            let Some(rss) = crate::telemetry::resident_bytes() else { continue };
+            match adm.observe(rss) {
+                Change::Started => {
+                    tracing::warn!(
+                        rss_mib = rss >> 20,
+                        limit_mib = adm.limit >> 20,
+                        "resident memory above limits.memory_limit: refusing ingest, cutting heads into chunks"
+                    );
+                    committer.relieve();
+                    last_relief = Some(Instant::now());
+                }
+                Change::Ended => {
+                    tracing::info!(
+                        rss_mib = rss >> 20,
+                        "resident memory below the resume mark: accepting ingest again"
+                    );
+                    last_relief = None;
+                }
+                Change::None => {
+                    if adm.refusing.load(Ordering::Relaxed)
+                        && last_relief.is_none_or(|t| t.elapsed() >= adm.retry_after)
+                    {
+                        committer.relieve();
+                        last_relief = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_above_the_limit_until_below_the_resume_mark() {
+        let l = Limits { memory_limit: 1000, memory_resume: 0.8, ..Limits::default() };
+        let a = Admission::new(&l);
+        assert!(a.admit().is_ok());
+        assert_eq!(a.observe(900), Change::None);
+        assert_eq!(a.observe(1001), Change::Started);
+        let s = a.admit().unwrap_err();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(s.message().starts_with("limits.memory_limit:"), "{}", s.message());
+        let st = crate::pb::rpc::Status::decode(s.details()).unwrap();
+        let info = crate::pb::rpc::RetryInfo::decode(&st.details[0].value[..]).unwrap();
+        assert_eq!(info.retry_delay.unwrap().seconds, 1);
+        assert_eq!(a.observe(850), Change::None, "between the marks it keeps refusing");
+        assert!(a.admit().is_err());
+        assert_eq!(a.observe(799), Change::Ended);
+        assert!(a.admit().is_ok());
+    }
+}
