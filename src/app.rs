@@ -154,6 +154,10 @@ pub async fn run_with(
         alerts: Arc::new(alerts),
         notifier: notifier.clone(),
         admission: Arc::new(crate::server::admission::Admission::new(&cfg.limits)),
+        client_limits: Arc::new(crate::ingest::limiter::ClientLimits::new(
+            cfg.limits.max_streams_per_client,
+            cfg.limits.max_batch_rate_per_client,
+        )),
     });
     crate::server::admission::spawn(ctx.admission.clone(), ctx.committer.clone(), shutdown.clone());
 
@@ -335,6 +339,7 @@ fn background(ctx: &Arc<Ctx>, cfg: &Config, shutdown: CancellationToken) {
     let interval = cfg.retention.interval;
     let stop = shutdown.clone();
     let (clock, registry, ttl) = (ctx.clock.clone(), ctx.registry.clone(), cfg.limits.client_ttl);
+    let limits = ctx.client_limits.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -344,6 +349,7 @@ fn background(ctx: &Arc<Ctx>, cfg: &Config, shutdown: CancellationToken) {
             let now = clock.now_ms();
             let before = now.saturating_sub(ttl.as_millis() as i64);
             let (gone, forgotten) = (registry.expire(before), store.expire_clients(before));
+            limits.expire(Instant::now());
             if gone + forgotten > 0 {
                 tracing::info!(registry = gone, dedup = forgotten, "forgot clients not seen within limits.client_ttl");
             }

@@ -376,6 +376,11 @@ pub struct Limits {
     /// The retry delay a memory refusal carries (`google.rpc.RetryInfo`).
     #[serde(with = "humantime_serde_compat")]
     pub memory_retry_after: Duration,
+    /// Ingest streams one client (client id, else service) may hold open at once; 0: no limit.
+    pub max_streams_per_client: u32,
+    /// Batches per second one client may send (a bucket of one second's worth); past it a
+    /// batch is refused with RESOURCE_EXHAUSTED and the delay until the next; 0: no limit.
+    pub max_batch_rate_per_client: f64,
 }
 
 /// How long each kind of data is kept; enforced in the background.
@@ -487,6 +492,8 @@ impl Default for Limits {
             memory_limit: 1 << 30,
             memory_resume: 0.9,
             memory_retry_after: Duration::from_secs(1),
+            max_streams_per_client: 64,
+            max_batch_rate_per_client: 5000.0,
             max_labels: 32,
             max_label_name_len: 128,
             max_label_value_len: 1024,
@@ -595,6 +602,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "limits.memory_resume",
                 message: format!("{} is not a fraction between 0 and 1 (exclusive)", l.memory_resume),
+            });
+        }
+        if !(l.max_batch_rate_per_client >= 0.0 && l.max_batch_rate_per_client.is_finite()) {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_batch_rate_per_client",
+                message: format!("{} is not a rate of 0 (no limit) or more", l.max_batch_rate_per_client),
             });
         }
         if l.memory_limit > 0 && l.memory_retry_after.is_zero() {

@@ -40,6 +40,8 @@ pub struct Ctx {
     pub latest_samples: Mutex<BTreeMap<&'static str, Vec<crate::pb::Series>>>,
     /// Ingest refused above the memory mark.
     pub admission: Arc<crate::server::admission::Admission>,
+    /// Streams and batch rate per client.
+    pub client_limits: Arc<crate::ingest::limiter::ClientLimits>,
 }
 
 impl Ctx {

@@ -131,7 +131,7 @@ pub struct Telemetry {
     pub batches_duplicate: [Counter; 3],
     /// kind, code, field (indices removed: `series[].labels[].value`).
     pub rejected: Family,
-    /// Whole batches refused by the committer: reason.
+    /// Whole batches refused: reason (the committer's, and the per-client limits).
     pub refused: Family,
     pub fsync: Histogram,
     pub group: Histogram,
@@ -573,7 +573,7 @@ fn render_own(o: &mut Out, s: &Scrape) {
     );
     o.family(
         "modelwatch_ingest_refused_batches_total",
-        "Whole batches refused by the committer, by reason (disk_full, storage, shutting_down).",
+        "Whole batches refused, by reason (disk_full, storage, shutting_down; client_streams, client_rate: the per-client limits).",
         &t.refused,
     );
     o.one("modelwatch_ingest_streams_open", "gauge", "Ingest streams open now.", s.open_streams as f64);

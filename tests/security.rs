@@ -614,3 +614,92 @@ async fn a_flood_above_the_memory_mark_is_refused_and_nothing_acked_is_lost() {
     assert!(!metrics.contains("modelwatch_memory_refused_total 0\n"), "{metrics}");
     d.stop_ok();
 }
+
+fn retry_delay(s: &tonic::Status) -> Option<Duration> {
+    let st = <modelwatch::pb::rpc::Status as prost::Message>::decode(s.details()).ok()?;
+    let info = st.details.iter().find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))?;
+    let d = <modelwatch::pb::rpc::RetryInfo as prost::Message>::decode(&info.value[..]).ok()?.retry_delay?;
+    Some(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+fn events_batch(client: &str, seq: u64, id: &str) -> pb::EventBatch {
+    pb::EventBatch {
+        client_id: client.into(),
+        seq,
+        service: "ocr".into(),
+        events: vec![event("", "m", id)],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_limits_on_streams_and_batch_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    // Streams: two per client.
+    let d = Daemon::start(
+        &dir.path().join("streams"),
+        &[("MODELWATCH__LIMITS__MAX_STREAMS_PER_CLIENT", "2"), ("MODELWATCH__LIMITS__MAX_BATCH_RATE_PER_CLIENT", "0")],
+    );
+    let ch = Endpoint::from_shared(d.url()).unwrap().connect().await.unwrap();
+    let open = |client: &'static str, seq: u64| {
+        let ch = ch.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(events_batch(client, seq, &format!("{client}-{seq}"))).await.unwrap();
+            let mut acks = IngestClient::new(ch)
+                .stream_events(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            (tx, acks.message().await)
+        }
+    };
+    let (first, a) = open("c1", 1).await;
+    a.unwrap().unwrap();
+    let (_second, a) = open("c1", 2).await;
+    a.unwrap().unwrap();
+    let (_third, a) = open("c1", 3).await;
+    let e = a.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("limits.max_streams_per_client: client \"c1\" has 2 streams open"), "{}", e.message());
+    let (_other, a) = open("c2", 1).await;
+    a.unwrap().unwrap();
+    // A stream that ends frees its place.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seq = 4;
+    loop {
+        let (_s, a) = open("c1", seq).await;
+        if a.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ended stream's place was never freed");
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.stop_ok();
+
+    // Batch rate: one batch per 100 s per client (the bucket holds one).
+    let d = Daemon::start(&dir.path().join("rate"), &[("MODELWATCH__LIMITS__MAX_BATCH_RATE_PER_CLIENT", "0.01")]);
+    let ch = Endpoint::from_shared(d.url()).unwrap().connect().await.unwrap();
+    let mut ingest = IngestClient::new(ch.clone());
+    let push = |client: &str, seq: u64, id: &str| pb::PushRequest {
+        events: Some(events_batch(client, seq, id)),
+        ..Default::default()
+    };
+    ingest.push(push("r1", 1, "r1-first")).await.unwrap();
+    let e = ingest.push(push("r1", 2, "r1-second")).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().starts_with("limits.max_batch_rate_per_client: client \"r1\""), "{}", e.message());
+    let delay = retry_delay(&e).expect("a RetryInfo detail");
+    assert!(delay > Duration::from_secs(90) && delay <= Duration::from_secs(100), "{delay:?}");
+    ingest.push(push("r2", 1, "r2-first")).await.unwrap();
+    let mut q = QueryClient::new(ch);
+    for (id, n) in [("r1-first", 1), ("r1-second", 0), ("r2-first", 1)] {
+        let r = q.get_request(pb::GetRequestRequest { request_id: id.into() }).await.unwrap().into_inner();
+        assert_eq!(r.events.len(), n, "{id}");
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", d.http_addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("modelwatch_ingest_refused_batches_total{reason=\"client_rate\"} 1"), "{metrics}");
+    d.stop_ok();
+}

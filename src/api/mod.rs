@@ -6,9 +6,10 @@ use crate::server::auth::{Principal, Pushed};
 pub use crate::state::Ctx;
 
 pub mod alerts;
+use crate::ingest::limiter::{client_key, Refusal};
 use crate::store::commit::{AckFuture, CommitError};
 use crate::store::{Batch, StoreError};
-use crate::telemetry::Tally;
+use crate::telemetry::{Tally, T};
 pub use alerts::AlertsApi;
 use prost::Message;
 use std::pin::Pin;
@@ -110,6 +111,8 @@ where
     open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(async move {
         let mut client = String::new();
+        // The stream counts against its client's limit from its first batch to its end.
+        let mut slot = None;
         let mut fatal: Option<Status> = None;
         loop {
             let msg = tokio::select! {
@@ -136,6 +139,20 @@ where
                             break;
                         }
                     };
+                    let key = client_key(&cid, &service);
+                    if slot.is_none() {
+                        match ctx.client_limits.open_stream(&key) {
+                            Ok(s) => slot = Some(s),
+                            Err(r) => {
+                                fatal = Some(refused(r, &key));
+                                break;
+                            }
+                        }
+                    }
+                    if let Err(r) = ctx.client_limits.take_batch(&key, std::time::Instant::now()) {
+                        fatal = Some(refused(r, &key));
+                        break;
+                    }
                     if client.is_empty() && !cid.is_empty() {
                         ctx.registry.stream_opened(&cid, &service, 1);
                         client = cid;
@@ -284,6 +301,11 @@ impl Ingest for IngestApi {
                 r.events.map(|b| events_batch(ctx, b)),
             ]
         })?;
+        let now = std::time::Instant::now();
+        for (cid, service, _) in batches.iter().flatten() {
+            let key = client_key(cid, service);
+            ctx.client_limits.take_batch(&key, now).map_err(|r| refused(r, &key))?;
+        }
         for (slot, b) in futs.iter_mut().zip(batches) {
             if let Some((cid, service, batch)) = b {
                 ctx.registry.seen(&cid, &service);
@@ -320,6 +342,30 @@ impl Ingest for IngestApi {
             return Err(rejected_status(code, msg, &resp));
         }
         Ok(Response::new(resp))
+    }
+}
+
+/// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` detail: when the client may try again.
+pub fn retry_later(msg: String, delay: std::time::Duration) -> Status {
+    let retry_delay = prost_types::Duration { seconds: delay.as_secs() as i64, nanos: delay.subsec_nanos() as i32 };
+    let details = pb::rpc::Status {
+        code: Code::ResourceExhausted as i32,
+        message: msg.clone(),
+        details: vec![prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: pb::rpc::RetryInfo { retry_delay: Some(retry_delay) }.encode_to_vec(),
+        }],
+    };
+    Status::with_details(Code::ResourceExhausted, msg, details.encode_to_vec().into())
+}
+
+/// A per-client limit's refusal as a status.
+fn refused(r: Refusal, client: &str) -> Status {
+    T.refused.add(&[r.reason()], 1);
+    let msg = r.message(client);
+    match r {
+        Refusal::Streams { .. } => Status::resource_exhausted(msg),
+        Refusal::Rate { retry_after, .. } => retry_later(msg, retry_after),
     }
 }
 

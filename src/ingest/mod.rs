@@ -2,6 +2,7 @@
 //! runtime's threads) and encodes their WAL records; [`registry`] tracks who is pushing. The
 //! validated batches go to the store's committer ([`crate::store::commit`]), which makes them
 //! durable and acks them.
+pub mod limiter;
 pub mod registry;
 pub mod validate;
 

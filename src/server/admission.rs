@@ -8,7 +8,6 @@
 use crate::config::Limits;
 use crate::store::commit::Committer;
 use crate::telemetry::T;
-use prost::Message;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,19 +60,7 @@ impl Admission {
             self.limit >> 20,
             self.retry_after
         );
-        let delay = prost_types::Duration {
-            seconds: self.retry_after.as_secs() as i64,
-            nanos: self.retry_after.subsec_nanos() as i32,
-        };
-        let details = crate::pb::rpc::Status {
-            code: tonic::Code::ResourceExhausted as i32,
-            message: msg.clone(),
-            details: vec![prost_types::Any {
-                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-                value: crate::pb::rpc::RetryInfo { retry_delay: Some(delay) }.encode_to_vec(),
-            }],
-        };
-        Err(tonic::Status::with_details(tonic::Code::ResourceExhausted, msg, details.encode_to_vec().into()))
+        Err(crate::api::retry_later(msg, self.retry_after))
     }
 
     fn observe(&self, rss: u64) -> Change {
@@ -151,6 +138,7 @@ mod tests {
         let s = a.admit().unwrap_err();
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
         assert!(s.message().starts_with("limits.memory_limit:"), "{}", s.message());
+        use prost::Message;
         let st = crate::pb::rpc::Status::decode(s.details()).unwrap();
         let info = crate::pb::rpc::RetryInfo::decode(&st.details[0].value[..]).unwrap();
         assert_eq!(info.retry_delay.unwrap().seconds, 1);

@@ -193,9 +193,15 @@ pub fn bind_unix(path: &Path, mode: u32, group: Option<&str>) -> Result<tokio::n
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("server.unix_socket_mode: cannot set {mode:o} on {shown}: {e}"))?;
     if let Some(g) = group {
+        use std::os::unix::fs::MetadataExt;
         let gid = group_id(g).ok_or_else(|| format!("server.unix_socket_group: no group named {g:?}"))?;
-        std::os::unix::fs::chown(path, None, Some(gid))
-            .map_err(|e| format!("server.unix_socket_group: cannot give {shown} to group {g}: {e}"))?;
+        // Already the daemon's group (the packaged unit's case): no chown, which its system
+        // call filter refuses.
+        let has = std::fs::metadata(path).map(|m| m.gid()).ok();
+        if has != Some(gid) {
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(|e| format!("server.unix_socket_group: cannot give {shown} to group {g}: {e}"))?;
+        }
     }
     Ok(l)
 }
