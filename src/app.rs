@@ -2,7 +2,7 @@
 //! (ingest, query, health, reflection) until the shutdown token fires, then drains: health goes
 //! NOT_SERVING, streams end, the committer makes its final checkpoint, all within
 //! `server.shutdown_timeout`.
-use crate::api::{AlertsApi, Ctx, IngestApi, QueryApi};
+use crate::api::{AdminApi, AlertsApi, Ctx, IngestApi, QueryApi};
 use crate::clock::ClockRef;
 use crate::config::Config;
 use crate::ingest::{Registry, Validator};
@@ -165,6 +165,7 @@ pub async fn run_with(
     health.set_serving::<pb::ingest_server::IngestServer<IngestApi>>().await;
     health.set_serving::<pb::query_server::QueryServer<QueryApi>>().await;
     health.set_serving::<pb::alerts_server::AlertsServer<AlertsApi>>().await;
+    health.set_serving::<pb::admin_server::AdminServer<AdminApi>>().await;
     fn reflection() -> tonic_reflection::server::Builder<'static> {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -180,6 +181,7 @@ pub async fn run_with(
     let ingest = pb::ingest_server::IngestServer::new(IngestApi(ctx.clone())).max_decoding_message_size(limit);
     let query = pb::query_server::QueryServer::new(QueryApi(ctx.clone())).max_decoding_message_size(limit);
     let alerts_api = pb::alerts_server::AlertsServer::new(AlertsApi(ctx.clone())).max_decoding_message_size(limit);
+    let admin_api = pb::admin_server::AdminServer::new(AdminApi(ctx.clone()));
     let client = reqwest::Client::builder()
         .timeout(cfg.alerting.notify_timeout)
         .build()
@@ -218,11 +220,13 @@ pub async fn run_with(
         .add_service(ingest)
         .add_service(query)
         .add_service(alerts_api)
+        .add_service(admin_api)
         .serve_with_incoming_shutdown(incoming, async move {
             stop.cancelled().await;
             health_stop.set_not_serving::<pb::ingest_server::IngestServer<IngestApi>>().await;
             health_stop.set_not_serving::<pb::query_server::QueryServer<QueryApi>>().await;
             health_stop.set_not_serving::<pb::alerts_server::AlertsServer<AlertsApi>>().await;
+            health_stop.set_not_serving::<pb::admin_server::AdminServer<AdminApi>>().await;
         });
     let mut server = tokio::spawn(server);
     let http_stop = shutdown.clone();

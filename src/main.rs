@@ -151,6 +151,16 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
         addr: String,
     },
+    /// A consistent copy of a running daemon's data folder (checkpoint, then copy; ingest waits
+    /// meanwhile). Written on the daemon's host: --path, or <data_dir>/snapshots/<UTC time>.
+    /// Needs an admin token when the daemon has tokens (MODELWATCH_TOKEN).
+    Snapshot {
+        /// A folder that does not exist yet, on the daemon's host.
+        #[arg(long, value_name = "DIR")]
+        path: Option<String>,
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        addr: String,
+    },
     /// Make a bearer token: prints the token (give it to the client; it is shown once) and the
     /// `[[token]]` entry to append to server.tokens_file, which keeps only its SHA-256. Clients
     /// send it as `authorization: Bearer <token>`; this CLI reads it from MODELWATCH_TOKEN.
@@ -378,6 +388,15 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Snapshot { path, addr } => client_command("snapshot", async move {
+            let conn = modelwatch::cli::conn::connect(&addr).await?;
+            let r = modelwatch::pb::admin_client::AdminClient::new(conn)
+                .snapshot(modelwatch::pb::SnapshotRequest { path: path.unwrap_or_default() })
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                .into_inner();
+            Ok(format!("{}\n{} files, {} bytes, {:.2} s\n", r.path, r.files, r.bytes, r.seconds))
+        }),
         Command::Token { what: TokenCommand::New { name, role, services } } => {
             use modelwatch::server::auth::{hex, new_token, token_hash, Role};
             let r = Role::parse(&role)

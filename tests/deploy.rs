@@ -243,3 +243,86 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     }
     G(Some(f))
 }
+
+/// Events of `model` in the last hour, from the aggregates.
+async fn events_of(addr: &str, model: &str) -> u64 {
+    let mut q = modelwatch::pb::query_client::QueryClient::connect(format!("http://{addr}")).await.unwrap();
+    let r = q
+        .inference_stats(modelwatch::pb::InferenceStatsRequest {
+            model: model.into(),
+            range: range_last("1h"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.groups.iter().map(|g| g.total.as_ref().map_or(0, |t| t.count)).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_a_running_daemon_under_ingest_opens_as_a_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = Daemon::start(&data, &[]);
+    // A stream keeps pushing one event per batch while the snapshot is taken.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut ingest = d.ingest().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut acks = ingest.stream_events(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let (a, s) = (acked.clone(), stop.clone());
+    let pusher = tokio::spawn(async move {
+        for n in 1u64.. {
+            let ev = modelwatch::pb::InferenceEvent {
+                timestamp_ms: now_ms(),
+                model: "load".into(),
+                request_id: format!("load-{n}"),
+                latency_us: 1000,
+                ..Default::default()
+            };
+            let b = modelwatch::pb::EventBatch { service: "svc".into(), events: vec![ev], ..Default::default() };
+            if s.is_cancelled() || tx.send(b).await.is_err() {
+                break;
+            }
+            acks.message().await.unwrap().unwrap();
+            a.store(n, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = acked.load(std::sync::atomic::Ordering::SeqCst);
+    let out = Command::new(env!("CARGO_BIN_EXE_modelwatch")).args(["snapshot", "--addr", &d.addr]).output().unwrap();
+    let after = acked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let snap = PathBuf::from(text.lines().next().unwrap());
+    assert!(snap.starts_with(data.join("snapshots")) && snap.is_dir(), "{text}");
+    assert!(text.contains(" files, "), "{text}");
+    // Where a snapshot may not go.
+    for (path, why) in [
+        (snap.to_str().unwrap().to_string(), "exists already"),
+        (data.join("elsewhere").display().to_string(), "inside the data folder"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+            .args(["snapshot", "--addr", &d.addr, "--path", &path])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("FailedPrecondition") && err.contains(why), "{err}");
+    }
+    stop.cancel();
+    pusher.await.unwrap();
+    let total = acked.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(events_of(&d.addr, "load").await, total);
+    d.stop_ok();
+
+    // The snapshot opens as a data folder of its own, holding every event acked before it was
+    // asked for, and none acked after it returned.
+    let moved = dir.path().join("restored");
+    std::fs::rename(&snap, &moved).unwrap();
+    let r = Daemon::start(&moved, &[]);
+    let n = events_of(&r.addr, "load").await;
+    assert!(n >= before && n <= after, "{before} <= {n} <= {after}");
+    r.stop_ok();
+}

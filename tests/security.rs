@@ -64,7 +64,9 @@ fn all_methods() -> Vec<(String, bool)> {
 fn role_of(path: &str) -> &'static str {
     if path.starts_with("/modelwatch.v1.Ingest/") {
         "ingest"
-    } else if ["ReloadRules", "CreateSilence", "ExpireSilence"].iter().any(|m| path.ends_with(&format!("/{m}"))) {
+    } else if path.starts_with("/modelwatch.v1.Admin/")
+        || ["ReloadRules", "CreateSilence", "ExpireSilence"].iter().any(|m| path.ends_with(&format!("/{m}")))
+    {
         "admin"
     } else {
         "query"
@@ -387,6 +389,23 @@ async fn tls_with_client_certificates_and_reload() {
     if let Ok(ch) = plain {
         assert!(QueryClient::new(ch).status(pb::StatusRequest {}).await.is_err(), "plain text got in");
     }
+
+    // The Rust client library over mutual TLS.
+    let mut cfg = modelwatch_client::Config::new(&format!("https://{}", d.addr), "tls-svc");
+    cfg.ca_pem = Some(ca.pem());
+    cfg.client_identity = Some(client.clone());
+    cfg.linger = Duration::from_millis(20);
+    let lib = modelwatch_client::Client::start(cfg);
+    lib.event(modelwatch_client::pb::InferenceEvent {
+        model: "m".into(),
+        request_id: "via-tls".into(),
+        latency_us: 1000,
+        ..Default::default()
+    });
+    assert!(lib.flush_async(Duration::from_secs(30)).await, "{:?}", lib.stats());
+    let mut q = QueryClient::new(tls_channel(&d.addr, &ca.pem(), Some(&client)).await.unwrap());
+    let got = q.get_request(pb::GetRequestRequest { request_id: "via-tls".into() }).await.unwrap().into_inner();
+    assert_eq!(got.events.len(), 1);
 
     // HTTP: the same certificates.
     let http_trusting = |ca: &str, id: Option<&(String, String)>| {

@@ -404,6 +404,32 @@ fn rejected_status(code: Code, msg: String, resp: &pb::PushResponse) -> Status {
 }
 
 #[derive(Clone)]
+pub struct AdminApi(pub Arc<Ctx>);
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminApi {
+    async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> Result<Response<pb::SnapshotResponse>, Status> {
+        let ctx = &self.0;
+        let path = req.into_inner().path;
+        let dest = if path.is_empty() {
+            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
+            ctx.store.data_dir().join(crate::store::snapshot::SNAPSHOTS).join(now)
+        } else {
+            std::path::PathBuf::from(path)
+        };
+        let t = std::time::Instant::now();
+        let r =
+            ctx.committer.snapshot(dest).await.map_err(|e| Status::failed_precondition(format!("snapshot: {e}")))?;
+        Ok(Response::new(pb::SnapshotResponse {
+            path: r.path.display().to_string(),
+            files: r.files,
+            bytes: r.bytes,
+            seconds: t.elapsed().as_secs_f64(),
+        }))
+    }
+}
+
+#[derive(Clone)]
 pub struct QueryApi(pub Arc<Ctx>);
 
 /// Runs a store read off the async runtime (sled reads block), with the query's budget.

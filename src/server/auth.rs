@@ -147,6 +147,7 @@ pub fn grpc_need(path: &str) -> Need {
         "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => Need::Anyone,
         "modelwatch.v1.Ingest" => Need::Role(Role::Ingest),
         "modelwatch.v1.Query" => Need::Role(Role::Query),
+        "modelwatch.v1.Admin" => Need::Role(Role::Admin),
         "modelwatch.v1.Alerts" => match method {
             "ReloadRules" | "CreateSilence" | "ExpireSilence" => Need::Role(Role::Admin),
             _ => Need::Role(Role::Query),

@@ -58,6 +58,8 @@ enum Msg {
     /// Memory is short: checkpoint now, cutting every head into chunks, and hand freed memory
     /// back to the system.
     Relieve,
+    /// Checkpoint and copy the folder (see `store::snapshot`).
+    Snapshot(PathBuf, oneshot::Sender<Result<crate::store::snapshot::SnapshotReport, String>>),
     /// Commit what is queued, make the final checkpoint, stop.
     Close,
 }
@@ -123,6 +125,14 @@ impl Committer {
     /// a request while the queue is full is dropped (the next one will come).
     pub fn relieve(&self) {
         let _ = self.tx.try_send(Msg::Relieve);
+    }
+
+    /// A consistent copy of the data folder at `dest`, made on the committer thread (batches
+    /// wait meanwhile).
+    pub async fn snapshot(&self, dest: PathBuf) -> Result<crate::store::snapshot::SnapshotReport, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Snapshot(dest, reply)).await.map_err(|_| "the daemon is shutting down".to_string())?;
+        rx.await.map_err(|_| "the daemon is shutting down".to_string())?
     }
 
     /// Batches queued for the committer now.
@@ -191,11 +201,16 @@ impl Worker {
                     let mut group = vec![*req];
                     let mut close = false;
                     let mut relieve = false;
+                    let mut snapshot = None;
                     while group.len() < self.cfg.max_group {
                         match self.rx.try_recv() {
                             Ok(Msg::Commit(r)) => group.push(*r),
                             Ok(Msg::Relieve) => {
                                 relieve = true;
+                                break;
+                            }
+                            Ok(Msg::Snapshot(dest, reply)) => {
+                                snapshot = Some((dest, reply));
                                 break;
                             }
                             Ok(Msg::Close) => {
@@ -213,6 +228,12 @@ impl Worker {
                     if relieve && self.relieve(dirty) {
                         dirty = false;
                     }
+                    if let Some((dest, reply)) = snapshot {
+                        let _ = reply.send(self.snapshot(&dest));
+                    }
+                }
+                Ok(Some(Msg::Snapshot(dest, reply))) => {
+                    let _ = reply.send(self.snapshot(&dest));
                 }
                 Ok(Some(Msg::Relieve)) => {
                     if self.relieve(dirty) {
@@ -263,6 +284,21 @@ impl Worker {
         Ok(())
     }
 
+    fn snapshot(&mut self, dest: &std::path::Path) -> Result<crate::store::snapshot::SnapshotReport, String> {
+        if self.is_failed() {
+            return Err("an earlier write failed; restart the daemon".into());
+        }
+        if !self.retry_unpersisted() {
+            return Err("raw records wait to be written (disk full?); try again".into());
+        }
+        let t = Instant::now();
+        let r = self.store.snapshot(&mut self.wal, dest).map_err(|e| e.to_string());
+        T.wal_bytes.set(self.wal.disk_bytes() as f64);
+        T.wal_since_checkpoint.set(self.wal.since_checkpoint() as f64);
+        tracing::info!(ok = r.is_ok(), took_ms = t.elapsed().as_millis() as u64, dest = %dest.display(), "snapshot");
+        r
+    }
+
     /// A checkpoint that cuts every head, then glibc's free memory returned to the system, so
     /// that resident memory falls. True when the checkpoint ran (nothing left dirty).
     fn relieve(&mut self, dirty: bool) -> bool {
@@ -294,8 +330,12 @@ impl Worker {
     fn drain(&mut self) {
         let mut rest = Vec::new();
         while let Ok(m) = self.rx.try_recv() {
-            if let Msg::Commit(r) = m {
-                rest.push(*r);
+            match m {
+                Msg::Commit(r) => rest.push(*r),
+                Msg::Snapshot(_, reply) => {
+                    let _ = reply.send(Err("the daemon is shutting down".into()));
+                }
+                _ => {}
             }
         }
         if !rest.is_empty() {

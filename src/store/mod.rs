@@ -12,6 +12,7 @@
 //! - [`memtable`]: per-series heads, cut into compressed [`chunk`]s.
 //! - [`checkpoint`]: memory into sled and the block files, sled flush, WAL truncation.
 //! - [`read`]: selections, samples, aggregates, raw records. [`retention`]: expiry.
+//! - [`snapshot`]: a consistent copy of the folder while the daemon runs.
 //! - [`keys`]: every sled key and small value; [`blocks`]: the block files; [`index`]: the
 //!   in-memory label index; [`aggs`]: inference aggregates (HDR histograms).
 //!
@@ -45,6 +46,7 @@ mod read;
 pub mod recover;
 mod retention;
 pub mod rid_index;
+pub mod snapshot;
 pub mod wal;
 
 pub use batch::{Applied, Batch, Body, Kind, MAX_REJECTIONS};
@@ -89,6 +91,8 @@ pub enum StoreError {
     Decode(#[from] keys::DecodeError),
     #[error(transparent)]
     Blocks(#[from] blocks::BlockError),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 #[derive(Default)]
@@ -128,6 +132,8 @@ pub struct Store {
     log_rids: rid_index::RidIndex,
     t: Trees,
     dir: PathBuf,
+    /// Held by retention and by a snapshot's copy, so that a copy sees no deletions.
+    maintenance: Mutex<()>,
     chunk_samples: usize,
     max_head_age: Duration,
     bucket_ms: i64,

@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 /// lost its checkpoint record is told apart from a WAL that lost segments.
 const CHECKPOINT_FILE: &str = "checkpoint";
 /// Holds the pid of the daemon that has the folder open (with an `flock` on it).
-const LOCK_FILE: &str = "LOCK";
+pub(super) const LOCK_FILE: &str = "LOCK";
 
 /// What [`Store::open`] did, for the log and for `modelwatch recover`.
 #[derive(Debug, Default)]
@@ -205,6 +205,7 @@ impl Store {
             log_rids,
             t,
             dir: dir.clone(),
+            maintenance: Mutex::new(()),
             chunk_samples: opts.storage.chunk_samples,
             max_head_age: opts.storage.max_head_age,
             bucket_ms: opts.storage.event_bucket.as_millis() as i64,

@@ -6,6 +6,7 @@ impl Store {
     /// older than every range ingest still writes to (apart from a backfill older than the
     /// retention, which the next run removes).
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport, StoreError> {
+        let _maintenance = lock(&self.maintenance);
         let cutoff = |d: Duration| now_ms.saturating_sub(d.as_millis() as i64);
         let mut rep = RetentionReport::default();
         let metrics_cut = cutoff(self.retention.metrics);

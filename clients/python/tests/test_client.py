@@ -2,16 +2,19 @@
 import asyncio
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 
+import grpc
 import pytest
 
 import modelwatch
 from modelwatch.v1 import modelwatch_pb2 as pb
+from modelwatch.v1 import modelwatch_pb2_grpc as pb_grpc
 
 from conftest import Daemon
 
@@ -260,3 +263,55 @@ def test_tokens_and_the_local_socket(data_dir):
         over_socket.close()
     finally:
         d.stop()
+
+
+def test_mutual_tls(data_dir):
+    """Over TLS with a client certificate (made here with openssl): the client pushes, a
+    client without a certificate does not get through."""
+    import shutil as _shutil
+    if not _shutil.which("openssl"):
+        assert not os.environ.get("CI"), "openssl is required in CI (.ci/run installs it)"
+        pytest.skip("openssl not installed")
+    pki = os.path.join(data_dir, "pki")
+    os.makedirs(pki)
+
+    def sh(*args, ext=None):
+        cmd = ["openssl", *args]
+        if ext:
+            path = os.path.join(pki, "ext.cnf")
+            with open(path, "w") as f:
+                f.write(ext)
+            cmd += ["-extfile", path]
+        subprocess.run(cmd, cwd=pki, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    sh("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=test-ca")
+    for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
+        sh("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        sh("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+           "-out", f"{name}.pem", "-days", "1",
+           ext=f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n")
+    read = lambda n: open(os.path.join(pki, n), "rb").read()
+    d = Daemon(os.path.join(data_dir, "data"), env_extra={
+        "MODELWATCH__SERVER__TLS_CERT_FILE": os.path.join(pki, "server.pem"),
+        "MODELWATCH__SERVER__TLS_KEY_FILE": os.path.join(pki, "server.key"),
+        "MODELWATCH__SERVER__TLS_CLIENT_CA_FILE": os.path.join(pki, "ca.pem")})
+    try:
+        c = client_for(d, root_certificates=read("ca.pem"), client_cert=(read("client.pem"), read("client.key")))
+        anonymous = client_for(d, tls=True, root_certificates=read("ca.pem"))
+        for client, model in ((c, "tls"), (anonymous, "no-cert")):
+            with client.inference(model=model):
+                pass
+        assert c.flush(30), c.stats()
+        assert not anonymous.flush(1)
+        anonymous.close(0.1)
+        c.close()
+        creds = grpc.ssl_channel_credentials(read("ca.pem"), read("client.key"), read("client.pem"))
+        with grpc.secure_channel(d.addr, creds) as ch:
+            q = pb_grpc.QueryStub(ch)
+            for model, n in (("tls", 1), ("no-cert", 0)):
+                r = q.InferenceStats(pb.InferenceStatsRequest(range=LAST_HOUR, model=model))
+                assert sum(g.total.count for g in r.groups) == n, (model, r)
+    finally:
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=60) == 0

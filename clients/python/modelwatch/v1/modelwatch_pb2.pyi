@@ -1144,6 +1144,24 @@ class GpuReportResponse(_message.Message):
     end: _timestamp_pb2.Timestamp
     def __init__(self, gpus: _Optional[_Iterable[_Union[GpuSummary, _Mapping]]] = ..., processes: _Optional[_Iterable[_Union[GpuProcessSummary, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[GpuServiceSummary, _Mapping]]] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class SnapshotRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class SnapshotResponse(_message.Message):
+    __slots__ = ("path", "files", "bytes", "seconds")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    files: int
+    bytes: int
+    seconds: float
+    def __init__(self, path: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
 class ListRulesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

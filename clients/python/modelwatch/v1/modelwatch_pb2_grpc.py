@@ -896,6 +896,92 @@ class Query:
             _registered_method=True)
 
 
+class AdminStub:
+    """---------------------------------------------------------------------------------------------
+    Admin: operations on the daemon's data (role admin)
+    ---------------------------------------------------------------------------------------------
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Snapshot = channel.unary_unary(
+                '/modelwatch.v1.Admin/Snapshot',
+                request_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.SnapshotResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer:
+    """---------------------------------------------------------------------------------------------
+    Admin: operations on the daemon's data (role admin)
+    ---------------------------------------------------------------------------------------------
+
+    """
+
+    def Snapshot(self, request, context):
+        """A consistent copy of the data folder while the daemon runs: a checkpoint, then the folder
+        copied (ingest waits meanwhile; nothing is refused). The copy opens as a data folder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=modelwatch_dot_v1_dot_modelwatch__pb2.SnapshotRequest.FromString,
+                    response_serializer=modelwatch_dot_v1_dot_modelwatch__pb2.SnapshotResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'modelwatch.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('modelwatch.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin:
+    """---------------------------------------------------------------------------------------------
+    Admin: operations on the daemon's data (role admin)
+    ---------------------------------------------------------------------------------------------
+
+    """
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelwatch.v1.Admin/Snapshot',
+            modelwatch_dot_v1_dot_modelwatch__pb2.SnapshotRequest.SerializeToString,
+            modelwatch_dot_v1_dot_modelwatch__pb2.SnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AlertsStub:
     """---------------------------------------------------------------------------------------------
     Alerts: the rules the daemon evaluates and the alerts they raise
