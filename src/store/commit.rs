@@ -250,20 +250,8 @@ impl Worker {
             // A checkpoint is due by time, or early when the WAL grew past its budget: replay
             // never reads more than two checkpoints' worth.
             if Instant::now() >= next_checkpoint || self.wal.since_checkpoint() >= self.cfg.checkpoint_wal_bytes {
-                if dirty && !self.is_failed() && self.retry_unpersisted() {
-                    let t = Instant::now();
-                    match self.store.checkpoint(&mut self.wal, false) {
-                        Ok(()) => {
-                            dirty = false;
-                            T.checkpoint.since(t);
-                            T.wal_bytes.set(self.wal.disk_bytes() as f64);
-                            T.wal_since_checkpoint.set(self.wal.since_checkpoint() as f64);
-                        }
-                        Err(e) => {
-                            T.checkpoint_failures.add(1);
-                            tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps everything until the next one succeeds")
-                        }
-                    }
+                if dirty && self.checkpoint(false) {
+                    dirty = false;
                 }
                 next_checkpoint = Instant::now() + self.cfg.checkpoint_interval;
             }
@@ -299,25 +287,33 @@ impl Worker {
         r
     }
 
+    /// A checkpoint (cutting every head with `cut_all`), unless an earlier write failed or raw
+    /// records still wait; true when it ran. A failure is logged and counted, and the WAL keeps
+    /// everything until the next one succeeds.
+    fn checkpoint(&mut self, cut_all: bool) -> bool {
+        if self.is_failed() || !self.retry_unpersisted() {
+            return false;
+        }
+        let t = Instant::now();
+        match self.store.checkpoint(&mut self.wal, cut_all) {
+            Ok(()) => {
+                T.checkpoint.since(t);
+                T.wal_bytes.set(self.wal.disk_bytes() as f64);
+                T.wal_since_checkpoint.set(self.wal.since_checkpoint() as f64);
+                true
+            }
+            Err(e) => {
+                T.checkpoint_failures.add(1);
+                tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps everything until the next one succeeds");
+                false
+            }
+        }
+    }
+
     /// A checkpoint that cuts every head, then glibc's free memory returned to the system, so
     /// that resident memory falls. True when the checkpoint ran (nothing left dirty).
     fn relieve(&mut self, dirty: bool) -> bool {
-        let mut done = false;
-        if dirty && !self.is_failed() && self.retry_unpersisted() {
-            let t = Instant::now();
-            match self.store.checkpoint(&mut self.wal, true) {
-                Ok(()) => {
-                    done = true;
-                    T.checkpoint.since(t);
-                    T.wal_bytes.set(self.wal.disk_bytes() as f64);
-                    T.wal_since_checkpoint.set(self.wal.since_checkpoint() as f64);
-                }
-                Err(e) => {
-                    T.checkpoint_failures.add(1);
-                    tracing::error!(error = %e, "checkpoint for memory relief failed");
-                }
-            }
-        }
+        let done = dirty && self.checkpoint(true);
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only releases free heap pages.
         unsafe {
