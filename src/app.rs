@@ -158,6 +158,7 @@ pub async fn run_with(
             cfg.limits.max_streams_per_client,
             cfg.limits.max_batch_rate_per_client,
         )),
+        external_labels: cfg.fleet.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     });
     crate::server::admission::spawn(ctx.admission.clone(), ctx.committer.clone(), shutdown.clone());
 
@@ -195,6 +196,7 @@ pub async fn run_with(
     tokio::spawn(crate::alert::run::run(ctx.clone(), ctx.alerts.clone(), notifier.clone(), shutdown.clone()));
 
     background(&ctx, &cfg, shutdown.clone());
+    crate::export::start(&ctx, &cfg, &shutdown).map_err(AppError::Config)?;
     samplers(&ctx, &cfg, sources, shutdown.clone());
 
     let stop = shutdown.clone();

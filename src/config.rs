@@ -30,7 +30,155 @@ pub struct Config {
     pub query: QueryConfig,
     pub alerting: AlertingConfig,
     pub report: ReportConfig,
+    pub fleet: FleetConfig,
     pub log: LogConfig,
+}
+
+/// Handing the host's data to fleet-wide engines (`[fleet]`): remote-write out, `/federate`,
+/// the OTLP receiver.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// Labels added to every series that `/federate` serves and remote-write sends, where the
+    /// series has no label of that name (Prometheus' `global.external_labels`), e.g.
+    /// `{ host = "gpu-07" }`.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Prometheus remote-write endpoints, each fed from what the daemon has made durable.
+    pub remote_write: Vec<RemoteWriteConfig>,
+    /// A second address for the OTLP/gRPC receiver (`127.0.0.1:4317`, the OTLP port). The
+    /// receiver is always served on `server.listen` and the local socket too; this adds a
+    /// listener that serves the same services, with the same TLS and tokens.
+    pub otlp_listen: Option<SocketAddr>,
+}
+
+/// One remote-write endpoint (`[[fleet.remote_write]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteWriteConfig {
+    /// Names the endpoint in metrics and its cursor file (`export/<name>.cursor`); defaults
+    /// to the URL's host and port. Renaming an endpoint starts it again from `backfill`.
+    pub name: String,
+    /// `http(s)://host:port/api/v1/write` (Prometheus with `--web.enable-remote-write-receiver`,
+    /// VictoriaMetrics, Mimir, Thanos receive).
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>`; `bearer_token_file` is re-read on each request.
+    pub bearer_token: String,
+    pub bearer_token_file: Option<PathBuf>,
+    /// Extra request headers (`X-Scope-OrgID` for Mimir, say).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// A CA certificate (PEM) to verify the receiver with, beside the system's web roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) for receivers that ask for one.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Labels added for this endpoint, on top of `fleet.external_labels`.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Relabeling before sending, in order (Prometheus' `write_relabel_configs`).
+    pub relabel: Vec<RelabelConfig>,
+    /// Most samples in one request.
+    pub batch_samples: usize,
+    /// Senders working in parallel, each on its share of the series (a series always goes
+    /// through the same one, so its samples arrive in order).
+    pub shards: usize,
+    /// Longest one request may take.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// How often a sender that has caught up looks for new samples.
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// Backoff after a failed request (5xx, 429, no answer): doubles from `min_backoff` to
+    /// `max_backoff`, with up to 50% random jitter; a 429's `Retry-After` is honoured.
+    #[serde(with = "humantime_serde_compat")]
+    pub min_backoff: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_backoff: Duration,
+    /// Also send the derived inference and log series (`modelwatch_inference_*`,
+    /// `modelwatch_log_records_total`).
+    pub derived: bool,
+    /// A derived series' 10-second bucket is sent once it ended this long ago, so that events
+    /// stamped slightly in the past still count in it.
+    #[serde(with = "humantime_serde_compat")]
+    pub derived_delay: Duration,
+    /// How far back a new endpoint starts (`"1h"`); empty: everything the daemon holds.
+    pub backfill: String,
+}
+
+impl Default for RemoteWriteConfig {
+    fn default() -> Self {
+        RemoteWriteConfig {
+            name: String::new(),
+            url: String::new(),
+            bearer_token: String::new(),
+            bearer_token_file: None,
+            headers: Default::default(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            external_labels: Default::default(),
+            relabel: Vec::new(),
+            batch_samples: 5000,
+            shards: 2,
+            timeout: Duration::from_secs(30),
+            interval: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            derived: true,
+            derived_delay: Duration::from_secs(30),
+            backfill: String::new(),
+        }
+    }
+}
+
+impl RemoteWriteConfig {
+    /// The endpoint's name: `name`, else the URL's host and port.
+    pub fn endpoint_name(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        let rest = self.url.split_once("://").map_or(self.url.as_str(), |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest).to_string()
+    }
+
+    /// `backfill` in milliseconds; `None`: everything.
+    pub fn backfill_ms(&self) -> Option<i64> {
+        if self.backfill.is_empty() {
+            return None;
+        }
+        humantime::parse_duration(&self.backfill).ok().map(|d| d.as_millis() as i64)
+    }
+}
+
+/// One relabeling step, as Prometheus' `relabel_config`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelabelConfig {
+    /// `replace` (the default), `keep`, `drop`, `labeldrop`, `labelkeep`, `labelmap`.
+    pub action: String,
+    /// For `keep` and `drop`: a series selector (`'{__name__=~"gpu_.*", service="ocr"}'`)
+    /// instead of `source_labels` and `regex`.
+    #[serde(rename = "match")]
+    pub matches: String,
+    pub source_labels: Vec<String>,
+    pub separator: String,
+    /// Anchored at both ends, as in Prometheus.
+    pub regex: String,
+    pub target_label: String,
+    /// `$1`, `${name}` refer to the regex's groups.
+    pub replacement: String,
+}
+
+impl Default for RelabelConfig {
+    fn default() -> Self {
+        RelabelConfig {
+            action: "replace".into(),
+            matches: String::new(),
+            source_labels: Vec::new(),
+            separator: ";".into(),
+            regex: "(.*)".into(),
+            target_label: String::new(),
+            replacement: "$1".into(),
+        }
+    }
 }
 
 /// Reports (`[report]`): what they may read beyond their PromQL, and the figures capacity
@@ -647,6 +795,7 @@ impl Config {
         nonzero("limits.max_latency", l.max_latency.as_micros() as u64)?;
         nonzero("limits.client_ttl", l.client_ttl.as_millis() as u64)?;
         nonzero("alerting.evaluation_interval", self.alerting.evaluation_interval.as_millis() as u64)?;
+        self.validate_fleet()?;
         nonzero("alerting.notify_timeout", self.alerting.notify_timeout.as_millis() as u64)?;
         let rp = &self.report;
         nonzero("report.slo_p95", rp.slo_p95.as_millis() as u64)?;
@@ -782,6 +931,51 @@ fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) -> Re
 }
 
 /// Durations in config are human strings ("10s", "30d", "2h 30m").
+impl Config {
+    fn validate_fleet(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid { key: "fleet.remote_write", message });
+        let mut names = std::collections::BTreeSet::new();
+        for (i, rw) in self.fleet.remote_write.iter().enumerate() {
+            let at = format!("[{i}] ({})", rw.endpoint_name());
+            if !(rw.url.starts_with("http://") || rw.url.starts_with("https://")) {
+                return invalid(format!("{at}: url {:?} is not an http:// or https:// URL", rw.url));
+            }
+            if !names.insert(rw.endpoint_name()) {
+                return invalid(format!("{at}: two endpoints are named {:?}; give each a name", rw.endpoint_name()));
+            }
+            let name = rw.endpoint_name();
+            if name.chars().any(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(c))) {
+                return invalid(format!("{at}: name {name:?} may hold only letters, digits and - _ . :"));
+            }
+            if rw.batch_samples == 0 || rw.shards == 0 || rw.shards > 64 {
+                return invalid(format!(
+                    "{at}: batch_samples ({}) must be above 0 and shards ({}) between 1 and 64",
+                    rw.batch_samples, rw.shards
+                ));
+            }
+            if rw.interval.is_zero()
+                || rw.timeout.is_zero()
+                || rw.min_backoff.is_zero()
+                || rw.max_backoff < rw.min_backoff
+            {
+                return invalid(format!(
+                    "{at}: interval, timeout and min_backoff must be above 0s, and max_backoff at least min_backoff"
+                ));
+            }
+            if !rw.backfill.is_empty() && rw.backfill_ms().is_none() {
+                return invalid(format!("{at}: backfill {:?} is not a duration (\"1h\") or empty", rw.backfill));
+            }
+            if rw.tls_cert_file.is_some() != rw.tls_key_file.is_some() {
+                return invalid(format!("{at}: tls_cert_file and tls_key_file go together"));
+            }
+            if let Err(e) = crate::export::relabel::Relabeler::new(&rw.relabel) {
+                return invalid(format!("{at}: {e}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;

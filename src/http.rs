@@ -32,6 +32,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/metrics", get(metrics))
+        .route("/federate", get(federate).post(federate))
         // Liveness and readiness probes, open without credentials (as Prometheus' are).
         .route("/-/healthy", get(|| async { "modelwatch is healthy.\n" }))
         .route("/-/ready", get(|| async { "modelwatch is ready.\n" }))
@@ -340,6 +341,22 @@ async fn metadata(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery) -> Result<
         .map(|(n, kind)| (n, json!([{"type": kind, "help": "", "unit": ""}])))
         .collect();
     Ok(ok(Value::Object(data)))
+}
+
+/// Prometheus' `/federate`: the newest sample of each series `match[]` selects.
+async fn federate(State(ctx): State<Arc<Ctx>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = params(q, &body);
+    let selectors: Vec<String> = p.iter().filter(|(k, _)| k == "match[]").map(|(_, v)| v.clone()).collect();
+    if selectors.is_empty() {
+        return Err(bad("no match[] parameter provided: /federate?match[]={job=\"x\"} selects what to serve"));
+    }
+    let now = ctx.clock.now_ms();
+    let lookback = ctx.query.lookback_delta.as_millis() as i64;
+    let external = ctx.external_labels.clone();
+    let text =
+        on_pool(&ctx, move |s, b| Ok(crate::export::federate::federate(s, &selectors, now, lookback, &external, b)?))
+            .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
 async fn exemplars() -> Response {

@@ -48,6 +48,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod ingest;
 pub mod notify;

@@ -42,6 +42,8 @@ pub struct Ctx {
     pub admission: Arc<crate::server::admission::Admission>,
     /// Streams and batch rate per client.
     pub client_limits: Arc<crate::ingest::limiter::ClientLimits>,
+    /// `fleet.external_labels`, sorted: added to what `/federate` serves.
+    pub external_labels: Vec<(String, String)>,
 }
 
 impl Ctx {

@@ -121,6 +121,26 @@ impl Family {
     }
 }
 
+/// Float gauges by label values.
+pub struct GaugeFamily {
+    labels: &'static [&'static str],
+    map: Mutex<BTreeMap<Vec<String>, f64>>,
+}
+
+impl GaugeFamily {
+    pub const fn new(labels: &'static [&'static str]) -> GaugeFamily {
+        GaugeFamily { labels, map: Mutex::new(BTreeMap::new()) }
+    }
+    pub fn set(&self, values: &[&str], v: f64) {
+        let key: Vec<String> = values.iter().map(|s| s.to_string()).collect();
+        lock(&self.map).insert(key, v);
+    }
+    pub fn get(&self, values: &[&str]) -> Option<f64> {
+        let key: Vec<String> = values.iter().map(|s| s.to_string()).collect();
+        lock(&self.map).get(&key).copied()
+    }
+}
+
 /// Seconds, for durations from a millisecond to a minute.
 const SECONDS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
 /// Batches per commit group.
@@ -151,6 +171,13 @@ pub struct Telemetry {
     pub notifications: Family,
     /// protocol (grpc, http), reason (unauthenticated, forbidden).
     pub auth_refused: Family,
+    /// Remote-write requests and samples by endpoint and outcome (sent, retried, dropped).
+    pub remote_write_requests: Family,
+    pub remote_write_samples: Family,
+    pub remote_write_lag_seconds: GaugeFamily,
+    pub remote_write_pending_samples: GaugeFamily,
+    /// OTLP export calls by signal (metrics, logs, traces) and outcome (accepted, partial, refused).
+    pub otlp_requests: Family,
     pub tls_handshake_failures: Counter,
     /// what (tokens, tls), outcome (reloaded, failed).
     pub reloads: Family,
@@ -189,6 +216,11 @@ impl Telemetry {
             rule_errors: Counter::new(),
             notifications: Family::new(&["receiver", "integration", "outcome"]),
             auth_refused: Family::new(&["protocol", "reason"]),
+            remote_write_requests: Family::new(&["endpoint", "outcome"]),
+            remote_write_samples: Family::new(&["endpoint", "outcome"]),
+            remote_write_lag_seconds: GaugeFamily::new(&["endpoint"]),
+            remote_write_pending_samples: GaugeFamily::new(&["endpoint"]),
+            otlp_requests: Family::new(&["signal", "outcome"]),
             tls_handshake_failures: Counter::new(),
             reloads: Family::new(&["what", "outcome"]),
             memory_refused: Counter::new(),
@@ -475,6 +507,13 @@ impl Out {
             self.line(name, f.labels, &vals, *v as f64);
         }
     }
+    fn gauges(&mut self, name: &str, help: &str, f: &GaugeFamily) {
+        self.head(name, "gauge", help);
+        for (k, v) in lock(&f.map).iter() {
+            let vals: Vec<&str> = k.iter().map(String::as_str).collect();
+            self.line(name, f.labels, &vals, *v);
+        }
+    }
     fn hist_lines(&mut self, name: &str, names: &[&str], vals: &[&str], cum: &[(f64, u64)], count: u64, sum: f64) {
         let mut ln: Vec<&str> = names.to_vec();
         ln.push("le");
@@ -664,6 +703,32 @@ fn render_own(o: &mut Out, s: &Scrape) {
         "gauge",
         "1 while ingest is refused for memory (from above limits.memory_limit until below its resume mark).",
         t.memory_refusing.get(),
+    );
+    // Fleet.
+    o.family(
+        "modelwatch_remote_write_requests_total",
+        "Remote-write requests by endpoint and outcome: sent (2xx), retried (5xx, 429 or no answer; sent again after a backoff), dropped (refused with another 4xx, down to single samples).",
+        &t.remote_write_requests,
+    );
+    o.family(
+        "modelwatch_remote_write_samples_total",
+        "Samples in those requests, by endpoint and outcome.",
+        &t.remote_write_samples,
+    );
+    o.gauges(
+        "modelwatch_remote_write_lag_seconds",
+        "How far the endpoint's cursor is behind the newest stored sample of the series still to send (0: caught up), at each sender's last pass.",
+        &t.remote_write_lag_seconds,
+    );
+    o.gauges(
+        "modelwatch_remote_write_pending_samples",
+        "Samples stored but not yet acknowledged by the endpoint (chunks straddling the cursor counted whole).",
+        &t.remote_write_pending_samples,
+    );
+    o.family(
+        "modelwatch_otlp_requests_total",
+        "OTLP export calls by signal (metrics, logs, traces) and outcome (accepted, partial, refused).",
+        &t.otlp_requests,
     );
     o.family(
         "modelwatch_config_reloads_total",

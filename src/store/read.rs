@@ -15,6 +15,48 @@ impl Store {
         ix.select(matchers).into_iter().filter_map(|id| ix.get(id).cloned()).collect()
     }
 
+    /// Each series' newest sample's timestamp (in its head, else in its last chunk), for the
+    /// series that have one: what an exporter compares its cursors with.
+    pub fn last_sample_times(&self) -> Vec<(u64, i64)> {
+        let st = lock(&self.metrics);
+        let mut out: Vec<(u64, i64)> = st.persisted.iter().map(|(&id, &t)| (id, t)).collect();
+        for (id, h) in st.heads.iter() {
+            if let Some(&t) = h.ts.last() {
+                if st.persisted.get(id).is_none_or(|&p| t > p) {
+                    out.push((*id, t));
+                }
+            }
+        }
+        out.sort_unstable();
+        // A series with both a head and a chunk is listed twice; keep the later (the head).
+        out.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 = a.1.max(b.1);
+                true
+            } else {
+                false
+            }
+        });
+        out
+    }
+
+    /// How many samples of `id` are newer than `after`: exact for the head, whole chunks for
+    /// the stored part (a chunk that straddles `after` counts whole). For lag figures.
+    pub fn samples_after(&self, id: u64, after: i64) -> Result<u64, StoreError> {
+        let (head, _, boundary) = self.head_snapshot(id, after.saturating_add(1), i64::MAX);
+        let mut n = head.len() as u64;
+        self.each_chunk(id, after.saturating_add(1), i64::MAX, boundary, |_, v| {
+            n += u64::from(keys::decode_block_ref(v)?.count);
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// One series' name and labels.
+    pub fn series_meta(&self, id: u64) -> Option<SeriesMeta> {
+        read(&self.index).get(id).cloned()
+    }
+
     /// Samples of one series with `start <= ts <= end`, in time order.
     pub fn read_samples(&self, id: u64, start: i64, end: i64) -> Result<(Vec<i64>, Vec<f64>), StoreError> {
         let (head_ts, head_vals, boundary) = self.head_snapshot(id, start, end);
