@@ -13,11 +13,12 @@ install:
 	cargo install --locked --path .
 
 # Installs what the tests need into a local venv (grpcurl v1.8.6, aiosmtpd as the email
-# test's SMTP server, the Python client with pytest and grpcio-tools), then runs every Rust test (unit, property, black-box against the
+# test's SMTP server, the OpenTelemetry SDK and OTLP exporter for the OTLP test, the Python client with pytest and grpcio-tools), then runs every Rust test (unit, property, black-box against the
 # real daemon, the Rust client's) and the Python client's tests against the real daemon.
 test: $(GRPCURL)
 	mkdir -p target
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check aiosmtpd==1.4.6
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check aiosmtpd==1.4.6 \
+		opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-grpc==1.45.2
 	set -o pipefail; cargo test --locked 2>&1 | tee target/test.log
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check './clients/python[test]'
 	set -o pipefail; cd clients/python && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests 2>&1 | tee ../../target/pytest.log

@@ -9,6 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/modelwatch/v1/modelwatch.proto",
         "proto/google/rpc/status.proto",
         "proto/google/rpc/error_details.proto",
+        "proto/opentelemetry/common.proto",
+        "proto/opentelemetry/metrics_service.proto",
+        "proto/opentelemetry/logs_service.proto",
+        "proto/opentelemetry/trace_service.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

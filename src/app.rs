@@ -104,6 +104,10 @@ pub async fn run_with(
         .map_err(|source| AppError::Listen { addr: cfg.server.http_listen, source })?;
     let http_addr =
         http_listener.local_addr().map_err(|source| AppError::Listen { addr: cfg.server.http_listen, source })?;
+    let otlp_listener = match cfg.server.otlp_listen {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|source| AppError::Listen { addr: a, source })?),
+        None => None,
+    };
     let unix_listener = match &cfg.server.unix_socket {
         Some(path) => Some(
             crate::server::bind_unix(path, cfg.server.unix_mode()?, cfg.server.unix_socket_group.as_deref())
@@ -183,6 +187,14 @@ pub async fn run_with(
     let query = pb::query_server::QueryServer::new(QueryApi(ctx.clone())).max_decoding_message_size(limit);
     let alerts_api = pb::alerts_server::AlertsServer::new(AlertsApi(ctx.clone())).max_decoding_message_size(limit);
     let admin_api = pb::admin_server::AdminServer::new(AdminApi(ctx.clone()));
+    let otlp = crate::api::otlp::OtlpApi(ctx.clone());
+    use pb::opentelemetry::proto::collector as otel;
+    let otlp_metrics = otel::metrics::v1::metrics_service_server::MetricsServiceServer::new(otlp.clone())
+        .max_decoding_message_size(limit);
+    let otlp_logs =
+        otel::logs::v1::logs_service_server::LogsServiceServer::new(otlp.clone()).max_decoding_message_size(limit);
+    let otlp_traces =
+        otel::trace::v1::trace_service_server::TraceServiceServer::new(otlp).max_decoding_message_size(limit);
     let client = reqwest::Client::builder()
         .timeout(cfg.alerting.notify_timeout)
         .build()
@@ -204,6 +216,12 @@ pub async fn run_with(
     // Connections from every gRPC listener (TCP or TLS, the local socket) meet in one channel.
     let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
     listen::accept_tcp(listener, tls.clone().map(|t| (t, Alpn::Grpc)), grpc_tx.clone());
+    if let Some(l) = otlp_listener {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!(addr = %a, "OTLP/gRPC listening");
+        }
+        listen::accept_tcp(l, tls.clone().map(|t| (t, Alpn::Grpc)), grpc_tx.clone());
+    }
     if let Some(l) = unix_listener {
         listen::accept_unix(l, grpc_tx.clone());
     }
@@ -223,6 +241,9 @@ pub async fn run_with(
         .add_service(query)
         .add_service(alerts_api)
         .add_service(admin_api)
+        .add_service(otlp_metrics)
+        .add_service(otlp_logs)
+        .add_service(otlp_traces)
         .serve_with_incoming_shutdown(incoming, async move {
             stop.cancelled().await;
             health_stop.set_not_serving::<pb::ingest_server::IngestServer<IngestApi>>().await;

@@ -45,10 +45,6 @@ pub struct FleetConfig {
     pub external_labels: std::collections::BTreeMap<String, String>,
     /// Prometheus remote-write endpoints, each fed from what the daemon has made durable.
     pub remote_write: Vec<RemoteWriteConfig>,
-    /// A second address for the OTLP/gRPC receiver (`127.0.0.1:4317`, the OTLP port). The
-    /// receiver is always served on `server.listen` and the local socket too; this adds a
-    /// listener that serves the same services, with the same TLS and tokens.
-    pub otlp_listen: Option<SocketAddr>,
 }
 
 /// One remote-write endpoint (`[[fleet.remote_write]]`).
@@ -360,6 +356,10 @@ pub struct ServerConfig {
     /// How often the tokens and TLS files are checked for changes (SIGHUP also reloads them).
     #[serde(with = "humantime_serde_compat")]
     pub reload_interval: Duration,
+    /// One more gRPC listener, for OpenTelemetry exporters that expect the OTLP port
+    /// (`127.0.0.1:4317`). It serves the same services as `server.listen` (the OTLP receiver is
+    /// on every gRPC listener), with the same TLS and tokens.
+    pub otlp_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -372,7 +372,10 @@ impl ServerConfig {
     /// accepts that. `Ok` carries warnings: tokens that would cross the network in clear text.
     pub fn check_exposure(&self) -> Result<Vec<String>, ConfigError> {
         let mut warnings = Vec::new();
-        for (key, addr) in [("server.listen", self.listen), ("server.http_listen", self.http_listen)] {
+        let otlp = self.otlp_listen.map(|a| ("server.otlp_listen", a));
+        for (key, addr) in
+            [("server.listen", self.listen), ("server.http_listen", self.http_listen)].into_iter().chain(otlp)
+        {
             if addr.ip().is_loopback() {
                 continue;
             }
@@ -611,6 +614,7 @@ impl Default for ServerConfig {
             unix_socket_group: None,
             unix_socket_roles: vec!["ingest".into()],
             reload_interval: Duration::from_secs(2),
+            otlp_listen: None,
         }
     }
 }
@@ -999,6 +1003,38 @@ mod tests {
         Config::default().validate().unwrap();
         let c = Config::from_sources("", "t", no_env()).unwrap();
         assert_eq!(c.server.listen.port(), 7070);
+    }
+
+    #[test]
+    fn the_fleet_examples_parse_and_validate() {
+        for (name, text) in [
+            ("remote-write.toml", include_str!("../deploy/fleet/remote-write.toml")),
+            ("alerting.toml", include_str!("../deploy/fleet/alerting.toml")),
+            ("otlp.toml", include_str!("../deploy/fleet/otlp.toml")),
+        ] {
+            let c = Config::from_sources(text, name, no_env()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let c = Config::from_sources(include_str!("../deploy/fleet/remote-write.toml"), "rw", no_env()).unwrap();
+        let rw = &c.fleet.remote_write[0];
+        assert_eq!((rw.endpoint_name(), rw.relabel.len(), rw.backfill_ms()), ("central".into(), 2, Some(86_400_000)));
+    }
+
+    #[test]
+    fn remote_write_mistakes_name_the_endpoint() {
+        let bad = |t: &str| {
+            Config::from_sources(t, "t", no_env()).and_then(|c| c.validate().map(|_| c)).err().unwrap().to_string()
+        };
+        let e = bad("[[fleet.remote_write]]\nurl = \"vm:8428\"\n");
+        assert!(e.contains("fleet.remote_write") && e.contains("not an http"), "{e}");
+        let e = bad("[[fleet.remote_write]]\nurl = \"http://a/w\"\n[[fleet.remote_write]]\nurl = \"http://a/x\"\n");
+        assert!(e.contains("two endpoints are named \"a\""), "{e}");
+        let e = bad(
+            "[[fleet.remote_write]]\nurl = \"http://a/w\"\nrelabel = [{action = \"keep\", match = \"rate(x[1m])\"}]\n",
+        );
+        assert!(e.contains("relabel[0].match"), "{e}");
+        let e = bad("[[fleet.remote_write]]\nurl = \"http://a/w\"\nbackfill = \"soon\"\n");
+        assert!(e.contains("backfill"), "{e}");
     }
 
     #[test]

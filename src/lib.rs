@@ -75,6 +75,38 @@ pub mod pb {
         tonic::include_proto!("google.rpc");
     }
 
+    /// The OTLP services and messages that the receiver decodes (`proto/opentelemetry/`).
+    pub mod opentelemetry {
+        pub mod proto {
+            pub mod common {
+                pub mod v1 {
+                    #![allow(clippy::all)]
+                    tonic::include_proto!("opentelemetry.proto.common.v1");
+                }
+            }
+            pub mod collector {
+                pub mod metrics {
+                    pub mod v1 {
+                        #![allow(clippy::all)]
+                        tonic::include_proto!("opentelemetry.proto.collector.metrics.v1");
+                    }
+                }
+                pub mod logs {
+                    pub mod v1 {
+                        #![allow(clippy::all)]
+                        tonic::include_proto!("opentelemetry.proto.collector.logs.v1");
+                    }
+                }
+                pub mod trace {
+                    pub mod v1 {
+                        #![allow(clippy::all)]
+                        tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
+                    }
+                }
+            }
+        }
+    }
+
     /// Encoded descriptor set of our proto, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/modelwatch_descriptor.bin"));
 }

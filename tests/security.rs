@@ -62,7 +62,8 @@ fn all_methods() -> Vec<(String, bool)> {
 
 /// The role each method needs, as the README's security table says.
 fn role_of(path: &str) -> &'static str {
-    if path.starts_with("/modelwatch.v1.Ingest/") {
+    // The OTLP receiver's services are ingest, like the native ones.
+    if path.starts_with("/modelwatch.v1.Ingest/") || path.starts_with("/opentelemetry.proto.collector.") {
         "ingest"
     } else if path.starts_with("/modelwatch.v1.Admin/")
         || ["ReloadRules", "CreateSilence", "ExpireSilence"].iter().any(|m| path.ends_with(&format!("/{m}")))
@@ -183,6 +184,48 @@ async fn tokens_and_roles_guard_every_method_and_path() {
     let reg = pb::RegisterRequest { service: "mgeo".into(), ..Default::default() };
     let e = ingest.register(with_token(tonic::Request::new(reg), Some(OCR))).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
+    // OTLP has the same service limits: a resource named mgeo is refused for the ocr token,
+    // one named ocr is taken.
+    {
+        use modelwatch::pb::opentelemetry::proto::collector::metrics::v1 as otm;
+        use modelwatch::pb::opentelemetry::proto::common::v1::{any_value, AnyValue, KeyValue, Resource};
+        let export = |service: &str| otm::ExportMetricsServiceRequest {
+            resource_metrics: vec![otm::ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue { value: Some(any_value::Value::StringValue(service.into())) }),
+                    }],
+                    dropped_attributes_count: 0,
+                }),
+                scope_metrics: vec![otm::ScopeMetrics {
+                    scope: None,
+                    metrics: vec![otm::Metric {
+                        name: "otlp_gauge".into(),
+                        data: Some(otm::metric::Data::Gauge(otm::Gauge {
+                            data_points: vec![otm::NumberDataPoint {
+                                time_unix_nano: now_ms() as u64 * 1_000_000,
+                                value: Some(otm::number_data_point::Value::AsDouble(1.0)),
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    }],
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        let mut otlp = otm::metrics_service_client::MetricsServiceClient::new(ch.clone());
+        let e = otlp.export(with_token(tonic::Request::new(export("mgeo")), Some(OCR))).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let e = otlp.export(tonic::Request::new(export("ocr"))).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+        otlp.export(with_token(tonic::Request::new(export("ocr")), Some(OCR))).await.unwrap();
+        let mut q = QueryClient::new(ch.clone());
+        assert_eq!(count(&mut q, QUERY, "count(otlp_gauge{service=\"mgeo\"})").await, 0.0);
+        assert_eq!(count(&mut q, QUERY, "count(otlp_gauge{service=\"ocr\"})").await, 1.0);
+    }
     // The right credentials: stored.
     ingest.push(with_token(tonic::Request::new(push("ocr", "accepted")), Some(OCR))).await.unwrap();
     let series = vec![series("gpu_util", &[], vec![now_ms()], vec![1.0])];

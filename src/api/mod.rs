@@ -6,6 +6,7 @@ use crate::server::auth::{Principal, Pushed};
 pub use crate::state::Ctx;
 
 pub mod alerts;
+pub mod otlp;
 use crate::ingest::limiter::{client_key, Refusal};
 use crate::store::commit::{AckFuture, CommitError};
 use crate::store::{Batch, StoreError};
@@ -288,9 +289,36 @@ impl Ingest for IngestApi {
     }
 
     async fn push(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
-        let ctx = &self.0;
         let who = principal(&req);
-        let r = req.into_inner();
+        let resp = push_acks(&self.0, &who, req.into_inner()).await?;
+        let first = [&resp.metrics, &resp.logs, &resp.events]
+            .into_iter()
+            .zip(["metrics", "logs", "events"])
+            .find_map(|(a, kind)| a.as_ref().filter(|a| a.rejected_count > 0).map(|a| (a, kind)));
+        if let Some((ack, kind)) = first {
+            // Valid items are stored; the status says what was not and why, and carries the
+            // full acks (PushResponse) in its details.
+            let total: u64 = [&resp.metrics, &resp.logs, &resp.events]
+                .iter()
+                .filter_map(|a| a.as_ref())
+                .map(|a| a.rejected_count)
+                .sum();
+            let stored: u64 =
+                [&resp.metrics, &resp.logs, &resp.events].iter().filter_map(|a| a.as_ref()).map(|a| a.accepted).sum();
+            let rej = &ack.rejections[0];
+            let code = if rej.code == "RESOURCE_EXHAUSTED" { Code::ResourceExhausted } else { Code::InvalidArgument };
+            let msg = format!("{kind}.{}: {} ({total} item(s) rejected, {stored} stored)", rej.field, rej.reason);
+            return Err(rejected_status(code, msg, &resp));
+        }
+        Ok(Response::new(resp))
+    }
+}
+
+/// Push's work, shared with the OTLP receiver: the principal's service limits, admission,
+/// validation, the per-client rate, then the batches committed; returns once every batch is
+/// durable (or refused whole), with the acks, rejected items included.
+pub(crate) async fn push_acks(ctx: &Arc<Ctx>, who: &Principal, r: pb::PushRequest) -> Result<pb::PushResponse, Status> {
+    {
         who.may_push(&r)?;
         ctx.admission.admit()?;
         let mut futs: [Option<(AckFuture, Option<Tally>)>; 3] = [None, None, None];
@@ -321,27 +349,7 @@ impl Ingest for IngestApi {
             }
         }
         let [metrics, logs, events] = acks;
-        let resp = pb::PushResponse { metrics, logs, events };
-        let first = [&resp.metrics, &resp.logs, &resp.events]
-            .into_iter()
-            .zip(["metrics", "logs", "events"])
-            .find_map(|(a, kind)| a.as_ref().filter(|a| a.rejected_count > 0).map(|a| (a, kind)));
-        if let Some((ack, kind)) = first {
-            // Valid items are stored; the status says what was not and why, and carries the
-            // full acks (PushResponse) in its details.
-            let total: u64 = [&resp.metrics, &resp.logs, &resp.events]
-                .iter()
-                .filter_map(|a| a.as_ref())
-                .map(|a| a.rejected_count)
-                .sum();
-            let stored: u64 =
-                [&resp.metrics, &resp.logs, &resp.events].iter().filter_map(|a| a.as_ref()).map(|a| a.accepted).sum();
-            let rej = &ack.rejections[0];
-            let code = if rej.code == "RESOURCE_EXHAUSTED" { Code::ResourceExhausted } else { Code::InvalidArgument };
-            let msg = format!("{kind}.{}: {} ({total} item(s) rejected, {stored} stored)", rej.field, rej.reason);
-            return Err(rejected_status(code, msg, &resp));
-        }
-        Ok(Response::new(resp))
+        Ok(pb::PushResponse { metrics, logs, events })
     }
 }
 

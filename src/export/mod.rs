@@ -4,6 +4,7 @@
 //! OpenTelemetry metrics, logs and GenAI spans into the daemon's own batches.
 pub mod cursor;
 pub mod federate;
+pub mod otlp;
 pub mod relabel;
 pub mod remote_write;
 pub mod wire;

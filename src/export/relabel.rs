@@ -44,9 +44,11 @@ impl Relabeler {
                 "labeldrop" => Action::LabelDrop,
                 "labelkeep" => Action::LabelKeep,
                 "labelmap" => Action::LabelMap,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "relabel[{i}].action {other:?} is not one of replace, keep, drop, labeldrop, labelkeep, labelmap"
-                )),
+                ))
+                }
             };
             let regex = Regex::new(&format!("^(?:{})$", c.regex))
                 .map_err(|e| format!("relabel[{i}].regex {:?} does not compile: {e}", c.regex))?;

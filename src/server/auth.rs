@@ -145,7 +145,10 @@ pub fn grpc_need(path: &str) -> Need {
     match service {
         "grpc.health.v1.Health" => Need::Open,
         "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => Need::Anyone,
-        "modelwatch.v1.Ingest" => Need::Role(Role::Ingest),
+        "modelwatch.v1.Ingest"
+        | "opentelemetry.proto.collector.metrics.v1.MetricsService"
+        | "opentelemetry.proto.collector.logs.v1.LogsService"
+        | "opentelemetry.proto.collector.trace.v1.TraceService" => Need::Role(Role::Ingest),
         "modelwatch.v1.Query" => Need::Role(Role::Query),
         "modelwatch.v1.Admin" => Need::Role(Role::Admin),
         "modelwatch.v1.Alerts" => match method {
