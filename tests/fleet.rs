@@ -446,3 +446,217 @@ async fn a_central_prometheus_federates_from_the_daemon() {
     }
     d.stop_ok();
 }
+
+// ---- a scripted receiver: credentials, headers, retries, refusals, TLS ------------------
+
+mod wire {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+    }
+}
+
+/// What the scripted receiver saw and keeps.
+#[derive(Default)]
+struct Seen {
+    /// Answers still to give before accepting (503, 429, ...).
+    script: Vec<u16>,
+    headers: Vec<axum::http::HeaderMap>,
+    samples: Samples,
+    refused_requests: usize,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Seen>>;
+
+/// Answers from the script first; then refuses with 400 any request holding the value 666
+/// (as a receiver refuses a bad sample), and keeps the rest.
+async fn receive(
+    axum::extract::State(seen): axum::extract::State<Shared>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, [(&'static str, &'static str); 1], String) {
+    use prost::Message;
+    let raw = snap::raw::Decoder::new().decompress_vec(&body).expect("snappy");
+    let req = wire::WriteRequest::decode(raw.as_slice()).expect("a WriteRequest");
+    let mut s = seen.lock().unwrap();
+    s.headers.push(headers);
+    if !s.script.is_empty() {
+        let code = s.script.remove(0);
+        return (axum::http::StatusCode::from_u16(code).unwrap(), [("retry-after", "1")], "scripted".into());
+    }
+    if req.timeseries.iter().any(|t| t.samples.iter().any(|x| x.value == 666.0)) {
+        s.refused_requests += 1;
+        return (axum::http::StatusCode::BAD_REQUEST, [("retry-after", "0")], "value 666 is not accepted".into());
+    }
+    for t in req.timeseries {
+        let key: Key = t.labels.into_iter().map(|l| (l.name, l.value)).collect();
+        s.samples.entry(key).or_default().extend(t.samples.iter().map(|x| (x.timestamp, x.value)));
+    }
+    (axum::http::StatusCode::NO_CONTENT, [("retry-after", "0")], String::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_sends_credentials_retries_and_skips_only_what_is_refused() {
+    let seen: Shared = Default::default();
+    seen.lock().unwrap().script = vec![503, 429, 500];
+    let app = axum::Router::new().route("/api/v1/write", axum::routing::post(receive)).with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rx = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("rw.token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let mut endpoints = vec![format!(
+        "{{name=\"scripted\", url=\"http://{rx}/api/v1/write\", bearer_token_file=\"{}\", headers={{\"X-Scope-OrgID\"=\"team-a\"}}, \
+         external_labels={{dc=\"x\"}}, batch_samples=100, interval=\"100ms\", min_backoff=\"50ms\", max_backoff=\"200ms\", derived=false, \
+         relabel=[{{action=\"replace\", source_labels=[\"service\"], target_label=\"job\"}}]}}",
+        token_file.display()
+    )];
+    // The same data over TLS into VictoriaMetrics, verified with the test's CA.
+    let vm_tls = if tools_for("remote-write over TLS", &["victoria-metrics"]) {
+        let ca = {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let key = rcgen::KeyPair::generate().unwrap();
+            (p.self_signed(&key).unwrap(), key)
+        };
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca.0, &ca.1).unwrap();
+        let (ca_pem, cert_f, key_f) = (tmp.path().join("ca.pem"), tmp.path().join("vm.pem"), tmp.path().join("vm.key"));
+        std::fs::write(&ca_pem, ca.0.pem()).unwrap();
+        std::fs::write(&cert_f, cert.pem()).unwrap();
+        std::fs::write(&key_f, key.serialize_pem()).unwrap();
+        let port = free_port();
+        let child = Command::new("victoria-metrics")
+            .arg(format!("-storageDataPath={}", tmp.path().join("vm").display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .args(["-tls", &format!("-tlsCertFile={}", cert_f.display()), &format!("-tlsKeyFile={}", key_f.display())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        endpoints.push(format!(
+            "{{name=\"vm-tls\", url=\"https://127.0.0.1:{port}/api/v1/write\", tls_ca_file=\"{}\", interval=\"100ms\", derived=false}}",
+            ca_pem.display()
+        ));
+        Some((Proc(child), port, ca.0.pem()))
+    } else {
+        None
+    };
+    let rw = format!("[{}]", endpoints.join(", "));
+    let d = Daemon::start(&tmp.path().join("mw"), &[("MODELWATCH__FLEET__REMOTE_WRITE", &rw)]);
+    let mut c = d.ingest().await;
+    let t0 = now_ms() / 1000 * 1000 - 600_000;
+    let mut batch = metric_batch("svc", "scripted", 10, t0, 1000, 50, 1);
+    batch.series[3].values[25] = 666.0;
+    stream_metrics(&mut c, vec![batch.clone()]).await;
+
+    // Everything but the refused sample arrives; the refused one is counted as dropped.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: usize = seen.lock().unwrap().samples.values().map(Vec::len).sum();
+        if n >= 499
+            && figure(&d, "modelwatch_remote_write_samples_total{endpoint=\"scripted\",outcome=\"dropped\"}").await
+                >= 1.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the scripted receiver has {n} samples");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = seen.lock().unwrap();
+    assert_eq!(s.samples.len(), 10);
+    for (k, pts) in &s.samples {
+        assert_eq!(
+            (k.get("job").map(String::as_str), k.get("dc").map(String::as_str)),
+            (Some("svc"), Some("x")),
+            "{k:?}"
+        );
+        let i: usize = k["i"].parse().unwrap();
+        let want: Vec<(i64, f64)> = batch.series[i]
+            .timestamps_ms
+            .iter()
+            .zip(&batch.series[i].values)
+            .map(|(&t, &v)| (t, v))
+            .filter(|p| p.1 != 666.0)
+            .collect();
+        assert_eq!(pts, &want, "series {i}: every sample once, in order, only the refused one missing");
+    }
+    assert!(s.refused_requests >= 2, "the refused request was split until the bad sample stood alone");
+    assert!(s.script.is_empty(), "503, 429 and 500 were answered and retried");
+    for h in &s.headers {
+        assert_eq!(h["authorization"], "Bearer s3cret");
+        assert_eq!(h["x-scope-orgid"], "team-a");
+        assert_eq!(h["content-encoding"], "snappy");
+        assert_eq!(h["content-type"], "application/x-protobuf");
+        assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
+    }
+    drop(s);
+    assert_eq!(
+        figure(&d, "modelwatch_remote_write_samples_total{endpoint=\"scripted\",outcome=\"dropped\"}").await,
+        1.0
+    );
+    assert_eq!(
+        figure(&d, "modelwatch_remote_write_samples_total{endpoint=\"scripted\",outcome=\"sent\"}").await,
+        499.0
+    );
+    assert!(
+        figure(&d, "modelwatch_remote_write_requests_total{endpoint=\"scripted\",outcome=\"retried\"}").await >= 3.0
+    );
+
+    if let Some((_vm, port, ca)) = vm_tls {
+        caught_up(&d, &["vm-tls"], "over TLS").await;
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let _ = client.get(format!("https://127.0.0.1:{port}/internal/force_flush")).send().await;
+            let body = client
+                .get(format!("https://127.0.0.1:{port}/api/v1/export?match[]={}", enc("{__name__=\"scripted\"}")))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let n: usize = body
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["values"].as_array().unwrap().len())
+                .sum();
+            if n == 500 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "VictoriaMetrics over TLS holds {n} of 500 samples");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    d.stop_ok();
+}
