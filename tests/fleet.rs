@@ -589,34 +589,35 @@ async fn remote_write_sends_credentials_retries_and_skips_only_what_is_refused()
         assert!(Instant::now() < deadline, "the scripted receiver has {n} samples");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let s = seen.lock().unwrap();
-    assert_eq!(s.samples.len(), 10);
-    for (k, pts) in &s.samples {
-        assert_eq!(
-            (k.get("job").map(String::as_str), k.get("dc").map(String::as_str)),
-            (Some("svc"), Some("x")),
-            "{k:?}"
-        );
-        let i: usize = k["i"].parse().unwrap();
-        let want: Vec<(i64, f64)> = batch.series[i]
-            .timestamps_ms
-            .iter()
-            .zip(&batch.series[i].values)
-            .map(|(&t, &v)| (t, v))
-            .filter(|p| p.1 != 666.0)
-            .collect();
-        assert_eq!(pts, &want, "series {i}: every sample once, in order, only the refused one missing");
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.samples.len(), 10);
+        for (k, pts) in &s.samples {
+            assert_eq!(
+                (k.get("job").map(String::as_str), k.get("dc").map(String::as_str)),
+                (Some("svc"), Some("x")),
+                "{k:?}"
+            );
+            let i: usize = k["i"].parse().unwrap();
+            let want: Vec<(i64, f64)> = batch.series[i]
+                .timestamps_ms
+                .iter()
+                .zip(&batch.series[i].values)
+                .map(|(&t, &v)| (t, v))
+                .filter(|p| p.1 != 666.0)
+                .collect();
+            assert_eq!(pts, &want, "series {i}: every sample once, in order, only the refused one missing");
+        }
+        assert!(s.refused_requests >= 2, "the refused request was split until the bad sample stood alone");
+        assert!(s.script.is_empty(), "503, 429 and 500 were answered and retried");
+        for h in &s.headers {
+            assert_eq!(h["authorization"], "Bearer s3cret");
+            assert_eq!(h["x-scope-orgid"], "team-a");
+            assert_eq!(h["content-encoding"], "snappy");
+            assert_eq!(h["content-type"], "application/x-protobuf");
+            assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
+        }
     }
-    assert!(s.refused_requests >= 2, "the refused request was split until the bad sample stood alone");
-    assert!(s.script.is_empty(), "503, 429 and 500 were answered and retried");
-    for h in &s.headers {
-        assert_eq!(h["authorization"], "Bearer s3cret");
-        assert_eq!(h["x-scope-orgid"], "team-a");
-        assert_eq!(h["content-encoding"], "snappy");
-        assert_eq!(h["content-type"], "application/x-protobuf");
-        assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
-    }
-    drop(s);
     assert_eq!(
         figure(&d, "modelwatch_remote_write_samples_total{endpoint=\"scripted\",outcome=\"dropped\"}").await,
         1.0
