@@ -171,7 +171,7 @@ pub struct Telemetry {
     pub notifications: Family,
     /// protocol (grpc, http), reason (unauthenticated, forbidden).
     pub auth_refused: Family,
-    /// Remote-write requests and samples by endpoint and outcome (sent, retried, dropped).
+    /// Remote-write requests and samples by endpoint and outcome (sent, failed, retried, dropped).
     pub remote_write_requests: Family,
     pub remote_write_samples: Family,
     pub remote_write_lag_seconds: GaugeFamily,
@@ -707,7 +707,7 @@ fn render_own(o: &mut Out, s: &Scrape) {
     // Fleet.
     o.family(
         "modelwatch_remote_write_requests_total",
-        "Remote-write requests by endpoint and outcome: sent (2xx), retried (5xx, 429 or no answer; sent again after a backoff), dropped (refused with another 4xx, down to single samples).",
+        "Remote-write requests by endpoint and outcome: sent (2xx), failed (any other answer or none), retried (failed with 5xx, 429 or no answer, and sent again after a backoff), dropped (a single sample refused with another 4xx, skipped).",
         &t.remote_write_requests,
     );
     o.family(

@@ -626,9 +626,11 @@ async fn remote_write_sends_credentials_retries_and_skips_only_what_is_refused()
         figure(&d, "modelwatch_remote_write_samples_total{endpoint=\"scripted\",outcome=\"sent\"}").await,
         499.0
     );
-    assert!(
-        figure(&d, "modelwatch_remote_write_requests_total{endpoint=\"scripted\",outcome=\"retried\"}").await >= 3.0
-    );
+    let retried = figure(&d, "modelwatch_remote_write_requests_total{endpoint=\"scripted\",outcome=\"retried\"}").await;
+    let failed = figure(&d, "modelwatch_remote_write_requests_total{endpoint=\"scripted\",outcome=\"failed\"}").await;
+    let refused = seen.lock().unwrap().refused_requests as f64;
+    assert_eq!(retried, 3.0, "503, 429 and 500");
+    assert_eq!(failed, retried + refused, "every answer that was not 2xx");
 
     if let Some((_vm, port, ca)) = vm_tls {
         caught_up(&d, &["vm-tls"], "over TLS").await;

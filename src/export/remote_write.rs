@@ -167,13 +167,19 @@ impl Endpoint {
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
                     let text = resp.text().await.unwrap_or_default();
+                    T.remote_write_requests.add(&[&self.name, "failed"], 1);
+                    T.remote_write_samples.add(&[&self.name, "failed"], samples);
                     if status == 429 || status >= 500 {
                         (format!("HTTP {status}: {}", text.trim()), after)
                     } else {
                         return Ok(Answer::Refused(status, text.trim().chars().take(300).collect()));
                     }
                 }
-                Err(e) => (format!("{e}"), None),
+                Err(e) => {
+                    T.remote_write_requests.add(&[&self.name, "failed"], 1);
+                    T.remote_write_samples.add(&[&self.name, "failed"], samples);
+                    (format!("{e}"), None)
+                }
             };
             T.remote_write_requests.add(&[&self.name, "retried"], 1);
             T.remote_write_samples.add(&[&self.name, "retried"], samples);
