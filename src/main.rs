@@ -151,6 +151,37 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
         addr: String,
     },
+    /// End-to-end load: N simulated services push metrics, events and logs over real gRPC
+    /// streams to a running daemon; reports acked items/s, ack latency p50/p99/p99.9, and the
+    /// daemon's CPU, peak RSS and bytes on disk per item (from its /metrics).
+    Loadgen {
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        addr: String,
+        /// The daemon's HTTP listener (for /metrics).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7071")]
+        http: String,
+        /// Simulated services, each with one stream per kind.
+        #[arg(long, default_value_t = 4)]
+        services: usize,
+        /// metrics, events, logs or all (comma-separated).
+        #[arg(long, default_value = "all")]
+        kind: String,
+        /// Items per service and kind (with --duration: the most).
+        #[arg(long)]
+        count: Option<u64>,
+        /// How long to send (`30s`, `5m`).
+        #[arg(long)]
+        duration: Option<String>,
+        /// Items per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Series per service (metrics; a batch holds batch/series samples of each).
+        #[arg(long, default_value_t = 100)]
+        series: usize,
+        /// Batches in flight per stream.
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+    },
     /// A consistent copy of a running daemon's data folder (checkpoint, then copy; ingest waits
     /// meanwhile). Written on the daemon's host: --path, or <data_dir>/snapshots/<UTC time>.
     /// Needs an admin token when the daemon has tokens (MODELWATCH_TOKEN).
@@ -385,6 +416,29 @@ fn main() -> anyhow::Result<()> {
                 Err(e) => {
                     eprintln!("modelwatch query: {e}");
                     std::process::exit(1);
+                }
+            }
+        }
+        Command::Loadgen { addr, http, services, kind, count, duration, batch, series, window } => {
+            let kinds = modelwatch::cli::loadgen::kinds(&kind).map_err(anyhow::Error::msg)?;
+            let duration = match duration {
+                Some(d) => Some(humantime::parse_duration(&d).map_err(|e| anyhow::anyhow!("--duration {d:?}: {e}"))?),
+                None => None,
+            };
+            if batch == 0 || services == 0 || series == 0 {
+                anyhow::bail!("--batch, --services and --series must be above 0");
+            }
+            let args =
+                modelwatch::cli::loadgen::Args { addr, http, services, kinds, count, duration, batch, series, window };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            match rt.block_on(modelwatch::cli::loadgen::run(args)) {
+                Ok(out) => {
+                    print!("{out}");
+                    std::process::exit(0)
+                }
+                Err(e) => {
+                    eprintln!("modelwatch loadgen: {e}");
+                    std::process::exit(1)
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! from the environment).
 pub mod alerts;
 pub mod conn;
+pub mod loadgen;
 pub mod query;
 pub mod report;
 pub mod rules;
