@@ -3,7 +3,7 @@ VENV := .venv
 GRPCURL := $(VENV)/bin/grpcurl
 
 SHELL := /bin/bash
-.PHONY: run test bench fmt-check install
+.PHONY: run test bench bench-compare fmt-check install
 
 run:
 	cargo run --release -- serve
@@ -35,6 +35,14 @@ bench:
 	cargo bench --bench ingest
 	cargo bench --bench client
 	cargo build --release && $(VENV)/bin/python clients/python/bench.py
+
+# modelwatch against VictoriaMetrics and Prometheus (Debian's victoria-metrics, prometheus and
+# promtool), same data, one run: ingest at K = 1, 2, 4, 8, storage of both data sets, peak RSS,
+# CPU per million samples, the PromQL query set. Prints the table, writes target/bench-compare.json.
+# ARGS="--ks 4 --no-queries" for a short run.
+bench-compare: $(GRPCURL)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check protobuf cramjam
+	$(VENV)/bin/python benches/compare.py $(ARGS)
 
 fmt-check:
 	cargo fmt --all -- --check

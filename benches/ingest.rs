@@ -207,6 +207,7 @@ fn main() {
         (elapsed, acked)
     });
     let cpu = support::cpu_seconds(pid) - cpu0;
+    let peak_rss = support::peak_rss_bytes(pid);
     if a.seconds.is_none() {
         assert_eq!(acked as usize, total, "every sample acked");
     }
@@ -246,8 +247,9 @@ fn main() {
     println!("  daemon CPU      {cpu:.2} s ({:.0} ns per sample)", cpu * 1e9 / total as f64);
     println!("  clean stop      {:.2} s", stop.as_secs_f64());
     println!("  on disk         {bytes} bytes = {:.3} bytes/sample", bytes as f64 / total as f64);
+    println!("  peak RSS        {:.0} MiB (VmHWM)", peak_rss as f64 / (1 << 20) as f64);
     println!(
-        "RESULT {{\"samples\":{total},\"seconds\":{:.3},\"samples_per_s\":{rate:.0},\"bytes\":{bytes},\"bytes_per_sample\":{:.4},\"streams\":{},\"daemon_cpu_s\":{cpu:.2}}}",
+        "RESULT {{\"samples\":{total},\"seconds\":{:.3},\"samples_per_s\":{rate:.0},\"bytes\":{bytes},\"bytes_per_sample\":{:.4},\"streams\":{},\"daemon_cpu_s\":{cpu:.2},\"peak_rss_bytes\":{peak_rss}}}",
         elapsed.as_secs_f64(),
         bytes as f64 / total as f64,
         a.streams
