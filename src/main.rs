@@ -181,6 +181,9 @@ enum Command {
         /// Batches in flight per stream.
         #[arg(long, default_value_t = 8)]
         window: usize,
+        /// Items per second over all streams, sent open-loop (default: as fast as acked).
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// A consistent copy of a running daemon's data folder (checkpoint, then copy; ingest waits
     /// meanwhile). Written on the daemon's host: --path, or <data_dir>/snapshots/<UTC time>.
@@ -419,7 +422,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Loadgen { addr, http, services, kind, count, duration, batch, series, window } => {
+        Command::Loadgen { addr, http, services, kind, count, duration, batch, series, window, rate } => {
             let kinds = modelwatch::cli::loadgen::kinds(&kind).map_err(anyhow::Error::msg)?;
             let duration = match duration {
                 Some(d) => Some(humantime::parse_duration(&d).map_err(|e| anyhow::anyhow!("--duration {d:?}: {e}"))?),
@@ -428,8 +431,21 @@ fn main() -> anyhow::Result<()> {
             if batch == 0 || services == 0 || series == 0 {
                 anyhow::bail!("--batch, --services and --series must be above 0");
             }
-            let args =
-                modelwatch::cli::loadgen::Args { addr, http, services, kinds, count, duration, batch, series, window };
+            if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                anyhow::bail!("--rate must be a number of items per second above 0");
+            }
+            let args = modelwatch::cli::loadgen::Args {
+                addr,
+                http,
+                services,
+                kinds,
+                count,
+                duration,
+                batch,
+                series,
+                window,
+                rate,
+            };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             match rt.block_on(modelwatch::cli::loadgen::run(args)) {
                 Ok(out) => {

@@ -61,6 +61,8 @@ pub struct Args {
     pub series: usize,
     /// Batches in flight per stream.
     pub window: usize,
+    /// Items per second across all streams (`None`: as fast as the acks allow).
+    pub rate: Option<f64>,
 }
 
 fn now_ms() -> i64 {
@@ -192,6 +194,8 @@ async fn stream(
     count: u64,
     deadline: Option<Instant>,
     window: usize,
+    // Batches per second for this stream.
+    pace: Option<f64>,
 ) -> Result<StreamResult, String> {
     let conn = conn::connect(&addr).await?;
     let mut client = pb::ingest_client::IngestClient::new(conn).max_decoding_message_size(64 << 20);
@@ -204,7 +208,13 @@ async fn stream(
     // Metric timestamps: a base in the past that moves forward one step per batch.
     let base = now_ms() - 86_400_000;
     let feeder = tokio::spawn(async move {
+        let start = Instant::now();
         for seq in 1..=batches {
+            if let Some(p) = pace {
+                // Open loop: batch n leaves at n / pace seconds, whatever the acks do.
+                let due = start + Duration::from_secs_f64((seq - 1) as f64 / p);
+                tokio::time::sleep_until(due.into()).await;
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
@@ -304,7 +314,9 @@ pub async fn run(a: Args) -> Result<String, String> {
             let service = format!("loadgen-{s}");
             let client = format!("loadgen-{run_id}-{s}-{}", kind.name());
             let t = template(kind, &service, &client, run_id, &a);
-            tasks.push(tokio::spawn(stream(a.addr.clone(), t, kind, count, deadline, a.window)));
+            let streams = (a.services * a.kinds.len()) as f64;
+            let pace = a.rate.map(|r| r / streams / t.items().max(1) as f64);
+            tasks.push(tokio::spawn(stream(a.addr.clone(), t, kind, count, deadline, a.window, pace)));
         }
     }
     let mut results = Vec::new();
@@ -318,11 +330,12 @@ pub async fn run(a: Args) -> Result<String, String> {
         peak_rss.fetch_max(rss as u64, std::sync::atomic::Ordering::Relaxed);
     }
     let mut out = format!(
-        "loadgen: {} service(s) × {}, {} items per batch, {:.1} s\n",
+        "loadgen: {} service(s) × {}, {} items per batch, {:.1} s, {}\n",
         a.services,
         a.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join("+"),
         a.batch,
-        secs
+        secs,
+        a.rate.map_or("as fast as acked".to_string(), |r| format!("paced at {r:.0} items/s"))
     );
     let mut all: Vec<u64> = Vec::new();
     let mut items = 0;
