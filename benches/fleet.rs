@@ -92,15 +92,6 @@ async fn figure(http: &str, name: &str) -> f64 {
 /// Streams ended by RESOURCE_EXHAUSTED (the memory mark) and resent.
 static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The daemon's peak resident memory (VmHWM), MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 const PENDING: &str = "modelwatch_remote_write_pending_samples{endpoint=\"vm\"}";
 const LAG: &str = "modelwatch_remote_write_lag_seconds{endpoint=\"vm\"}";
 const SENT: &str = "modelwatch_remote_write_samples_total{endpoint=\"vm\",outcome=\"sent\"}";
@@ -352,7 +343,7 @@ async fn main() {
          VictoriaMetrics holds {held} samples",
         a.streams,
         REFUSED.load(std::sync::atomic::Ordering::Relaxed),
-        peak_rss_mib(daemon.id()),
+        support::peak_rss_bytes(daemon.id()) as f64 / (1 << 20) as f64,
         acked as f64 / (secs + after),
         a.shards
     );
