@@ -129,7 +129,7 @@ fn wal_append(c: &mut Criterion) {
     let mut n = 0u64;
     let mut bound = move |w: &mut wal::Wal| {
         n += 1;
-        if n % 256 == 0 {
+        if n.is_multiple_of(256) {
             w.sync().unwrap();
             w.rotate().unwrap();
             let keep = w.next_lsn();
