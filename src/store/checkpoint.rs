@@ -65,11 +65,21 @@ impl Store {
             dedup: lock(&self.dedup).iter().map(|((c, k), (s, seen))| (c.clone(), *k, *s, *seen)).collect(),
         };
         self.t.meta.insert(keys::META_KEY, keys::encode_meta(&meta))?;
-        {
+        // The WAL is kept from where the previous checkpoint record says replay starts, too:
+        // if sled comes back after a crash with that record instead of this one (both can
+        // name the same checkpoint lsn when no record came between them, so the checkpoint
+        // file cannot tell them apart), the open still finds every segment it needs. Cutting
+        // every head (shutdown, memory relief, a snapshot) empties the WAL as before.
+        let keep_from = {
             let mut st = lock(&self.metrics);
             self.delete_dead_parts(&mut st)?;
             st.last_checkpoint = cp_lsn;
-        }
+            if cut_all {
+                replay_from
+            } else {
+                replay_from.min(st.last_replay_from)
+            }
+        };
         let doomed = self.blocks.take_doomed();
         let doomed_runs = [self.event_rids.take_doomed(), self.log_rids.take_doomed()];
         self.db.flush()?;
@@ -78,7 +88,8 @@ impl Store {
         self.blocks.delete(&doomed)?;
         self.event_rids.delete(&doomed_runs[0])?;
         self.log_rids.delete(&doomed_runs[1])?;
-        wal.truncate_before(replay_from)?;
+        wal.truncate_before(keep_from)?;
+        lock(&self.metrics).last_replay_from = replay_from;
         Ok(())
     }
 }

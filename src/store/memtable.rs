@@ -48,6 +48,9 @@ pub(super) struct MetricsState {
     pub(super) dead_parts: Vec<[u8; 16]>,
     /// Lsn of the last checkpoint: heads unsaved since before it are saved by the next one.
     pub(super) last_checkpoint: u64,
+    /// Where the last checkpoint record says replay starts: the next checkpoint keeps the WAL
+    /// from there too (see [`Store::checkpoint`]).
+    pub(super) last_replay_from: u64,
 }
 
 /// Loads the heads saved by checkpoints up to `checkpoint_lsn` (the last complete one). Parts

@@ -219,6 +219,7 @@ impl Store {
                 due: Vec::new(),
                 dead_parts: Vec::new(),
                 last_checkpoint: meta.checkpoint_lsn,
+                last_replay_from: meta.replay_from,
             }),
             events: Mutex::new(EventsState { groups, group_list, aggs: HashMap::new(), epoch: meta.checkpoint_lsn }),
             dedup: Mutex::new(meta.dedup.iter().map(|(c, k, s, seen)| ((c.clone(), *k), (*s, *seen))).collect()),

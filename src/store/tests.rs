@@ -183,3 +183,27 @@ fn pieces_and_summaries_match_the_samples() {
     }
     assert!(summarized > 100, "{summarized}");
 }
+
+/// Two checkpoints with no record between them name the same checkpoint lsn. If sled comes
+/// back from a crash with the first one's record, the WAL must still hold what it needs.
+#[test]
+fn the_previous_checkpoint_record_still_finds_its_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    commit(&store, &mut wal, vec![batch(0, 1000, 5)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    let first = store.t.meta.get(keys::META_KEY).unwrap().unwrap();
+    store.checkpoint(&mut wal, false).unwrap();
+    let second = store.t.meta.get(keys::META_KEY).unwrap().unwrap();
+    let (a, b) = (keys::decode_meta(&first).unwrap(), keys::decode_meta(&second).unwrap());
+    assert_eq!(a.checkpoint_lsn, b.checkpoint_lsn, "no record came between the two");
+    assert!(a.replay_from < b.replay_from, "{} {}", a.replay_from, b.replay_from);
+    // sled comes back with the first record.
+    store.t.meta.insert(keys::META_KEY, first).unwrap();
+    store.db.flush().unwrap();
+    drop((store, wal));
+    let (store, _wal) = open(dir.path());
+    let id = store.select(&[Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, "m0").unwrap()])[0].id;
+    let (ts, _) = store.read_samples(id, i64::MIN, i64::MAX).unwrap();
+    assert_eq!(ts, (1000..1005).collect::<Vec<_>>(), "every sample, once");
+}
