@@ -31,11 +31,11 @@ impl Store {
             let old: Vec<u64> = st
                 .heads
                 .iter()
-                .filter(|(_, h)| !h.ts.is_empty() && (cut_all || h.started.elapsed() >= self.max_head_age))
+                .filter(|(_, h)| !h.samples.is_empty() && (cut_all || h.started.elapsed() >= self.max_head_age))
                 .map(|(id, _)| *id)
                 .collect();
             self.cut(st, old, true)?;
-            st.heads.retain(|_, h| !h.ts.is_empty() || !h.parts.is_empty());
+            st.heads.retain(|_, h| !h.samples.is_empty() || !h.parts.is_empty());
             let older_than = st.last_checkpoint;
             self.save_parts(st, older_than, cp_lsn)?
         };

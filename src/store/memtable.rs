@@ -11,8 +11,8 @@
 use super::*;
 
 pub(super) struct Head {
-    pub(super) ts: Vec<i64>,
-    pub(super) vals: Vec<f64>,
+    /// The samples not yet in a chunk, compressed ([`super::head`]).
+    pub(super) samples: head::Samples,
     pub(super) started: Instant,
     /// How many of the first samples are saved in parts.
     saved: usize,
@@ -24,14 +24,7 @@ pub(super) struct Head {
 
 impl Head {
     fn new() -> Head {
-        Head {
-            ts: Vec::new(),
-            vals: Vec::new(),
-            started: Instant::now(),
-            saved: 0,
-            unsaved_lsn: None,
-            parts: Vec::new(),
-        }
+        Head { samples: head::Samples::new(), started: Instant::now(), saved: 0, unsaved_lsn: None, parts: Vec::new() }
     }
 }
 
@@ -83,11 +76,10 @@ pub(super) fn load_heads(
             continue;
         }
         let head = heads.entry(id).or_insert_with(Head::new);
-        let keep = ts.partition_point(|&t| t <= persisted.max(head.ts.last().copied().unwrap_or(i64::MIN)));
-        head.ts.extend_from_slice(&ts[keep..]);
-        head.vals.extend_from_slice(&vals[keep..]);
+        let keep = ts.partition_point(|&t| t <= persisted.max(head.samples.last_ts().unwrap_or(i64::MIN)));
+        head.samples.extend(&ts[keep..], &vals[keep..]);
         head.parts.push((first, last));
-        head.saved = head.ts.len();
+        head.saved = head.samples.len();
     }
     for k in stale {
         tree.remove(k)?;
@@ -187,7 +179,7 @@ impl Store {
             };
             let persisted = st.persisted.get(&id).copied().unwrap_or(i64::MIN);
             let head = st.heads.entry(id).or_insert_with(Head::new);
-            let mut last = head.ts.last().copied().unwrap_or(persisted);
+            let mut last = head.samples.last_ts().unwrap_or(persisted);
             let mut w = 0;
             for j in 0..s.timestamps_ms.len() {
                 let (t, v) = (s.timestamps_ms[j], s.values[j]);
@@ -212,14 +204,13 @@ impl Store {
             if w == 0 {
                 continue;
             }
-            if head.ts.is_empty() {
+            if head.samples.is_empty() {
                 head.started = Instant::now();
             }
             head.unsaved_lsn.get_or_insert(lsn);
-            head.ts.extend_from_slice(&s.timestamps_ms);
-            head.vals.extend_from_slice(&s.values);
+            head.samples.extend(&s.timestamps_ms, &s.values);
             accepted += w as u64;
-            if head.ts.len() >= self.chunk_samples {
+            if head.samples.len() >= self.chunk_samples {
                 st.due.push(id);
             }
         }
@@ -255,18 +246,29 @@ impl Store {
         ids.sort_unstable();
         ids.dedup();
         let mut cuts: Vec<(u64, keys::BlockRef, keys::Summary, i64, usize)> = Vec::new();
+        // The samples each cut head keeps, rebuilt into its head once the chunks are indexed.
+        let mut rests: Vec<(u64, head::Samples)> = Vec::new();
+        let (mut ts, mut vals) = (Vec::new(), Vec::new());
         for id in ids {
             let Some(head) = st.heads.get(&id) else { continue };
+            let len = head.samples.len();
+            if len < self.chunk_samples && !(all && len > 0) {
+                continue;
+            }
+            ts.clear();
+            vals.clear();
+            head.samples.decode_into(&mut ts, &mut vals);
             let mut from = 0;
-            while head.ts.len() - from >= self.chunk_samples || (all && from < head.ts.len()) {
-                let n = (head.ts.len() - from).min(self.chunk_samples);
-                let enc = chunk::encode(&head.ts[from..from + n], &head.vals[from..from + n]);
+            while len - from >= self.chunk_samples || (all && from < len) {
+                let n = (len - from).min(self.chunk_samples);
+                let enc = chunk::encode(&ts[from..from + n], &vals[from..from + n]);
                 let loc = self.blocks.append(&enc)?;
-                let last_ts = head.ts[from + n - 1];
+                let last_ts = ts[from + n - 1];
                 let r = keys::BlockRef { file: loc.file, offset: loc.offset, len: loc.len, count: n as u32, last_ts };
-                cuts.push((id, r, summarize(&head.vals[from..from + n]), head.ts[from], n));
+                cuts.push((id, r, summarize(&vals[from..from + n]), ts[from], n));
                 from += n;
             }
+            rests.push((id, head::Samples::from_slices(&ts[from..], &vals[from..])));
         }
         if cuts.is_empty() {
             return Ok(());
@@ -276,12 +278,15 @@ impl Store {
             b.insert(&keys::chunk_key(*id, *first_ts)[..], &keys::encode_chunk_ref(r, sum)[..]);
         }
         self.t.chunks.apply_batch(b)?;
+        for (id, rest) in rests {
+            if let Some(head) = st.heads.get_mut(&id) {
+                head.samples = rest;
+            }
+        }
         for (id, r, _, _, n) in cuts {
             if let Some(head) = st.heads.get_mut(&id) {
-                head.ts.drain(..n);
-                head.vals.drain(..n);
                 head.saved = head.saved.saturating_sub(n);
-                if head.saved == head.ts.len() {
+                if head.saved == head.samples.len() {
                     head.unsaved_lsn = None;
                 }
                 let covered = head.parts.partition_point(|p| p.1 <= r.last_ts);
@@ -299,14 +304,18 @@ impl Store {
         let mut b = sled::Batch::default();
         let mut replay_from = cp_lsn;
         let mut saved = Vec::new();
+        let (mut all_ts, mut all_vals) = (Vec::new(), Vec::new());
         for (id, head) in st.heads.iter_mut() {
             let Some(lsn) = head.unsaved_lsn else { continue };
-            if head.ts.len() == head.saved {
+            if head.samples.len() == head.saved {
                 head.unsaved_lsn = None;
             } else if lsn >= older_than {
                 replay_from = replay_from.min(lsn);
             } else {
-                let (ts, vals) = (&head.ts[head.saved..], &head.vals[head.saved..]);
+                all_ts.clear();
+                all_vals.clear();
+                head.samples.decode_into(&mut all_ts, &mut all_vals);
+                let (ts, vals) = (&all_ts[head.saved..], &all_vals[head.saved..]);
                 // Tagged with the checkpoint that saves it: one that does not finish leaves
                 // parts that the next open drops.
                 let mut v = Vec::new();
@@ -321,7 +330,7 @@ impl Store {
         for (id, first, last) in saved {
             let head = st.heads.get_mut(&id).expect("head seen above");
             head.parts.push((first, last));
-            head.saved = head.ts.len();
+            head.saved = head.samples.len();
             head.unsaved_lsn = None;
         }
         Ok(replay_from)

@@ -9,7 +9,8 @@
 //!   saved by it, WAL replay from it.
 //! - [`apply`]: a validated [`Batch`] into memory (dedup, counters, aggregates) and, once
 //!   synced, its raw records into the block files ([`raw`], [`rid_index`]).
-//! - [`memtable`]: per-series heads, cut into compressed [`chunk`]s.
+//! - [`memtable`]: per-series heads (compressed as samples arrive, [`head`]), cut into
+//!   [`chunk`]s.
 //! - [`checkpoint`]: memory into sled and the block files, sled flush, WAL truncation.
 //! - [`read`]: selections, samples, aggregates, raw records. [`retention`]: expiry.
 //! - [`snapshot`]: a consistent copy of the folder while the daemon runs.
@@ -38,6 +39,7 @@ pub mod blocks;
 mod checkpoint;
 pub mod chunk;
 pub mod commit;
+mod head;
 pub mod index;
 pub mod keys;
 mod memtable;

@@ -21,7 +21,7 @@ impl Store {
         let st = lock(&self.metrics);
         let mut out: Vec<(u64, i64)> = st.persisted.iter().map(|(&id, &t)| (id, t)).collect();
         for (id, h) in st.heads.iter() {
-            if let Some(&t) = h.ts.last() {
+            if let Some(t) = h.samples.last_ts() {
                 if st.persisted.get(id).is_none_or(|&p| t > p) {
                     out.push((*id, t));
                 }
@@ -112,9 +112,8 @@ impl Store {
         let boundary = st.persisted.get(&id).copied().unwrap_or(i64::MIN);
         match st.heads.get(&id) {
             Some(h) => {
-                let a = h.ts.partition_point(|&t| t < start);
-                let b = h.ts.partition_point(|&t| t <= end);
-                (h.ts[a..b].to_vec(), h.vals[a..b].to_vec(), boundary)
+                let (ts, vals) = h.samples.window(start, end);
+                (ts, vals, boundary)
             }
             None => (Vec::new(), Vec::new(), boundary),
         }

@@ -1,0 +1,289 @@
+//! The samples of an open head, compressed as they arrive: a bit stream in the manner of
+//! Facebook's Gorilla paper (and Prometheus' XOR chunks), so that a series' unsealed samples
+//! cost one or two bytes each in memory instead of sixteen.
+//!
+//! - Timestamps: the first in 64 bits, then each delta-of-delta in the smallest of five
+//!   classes: `0` (the same interval), `10` + 8 bits, `110` + 14, `1110` + 20, `1111` + 64.
+//!   Arithmetic wraps, so any i64 sequence round-trips.
+//! - Values: the first as its 64 IEEE bits, then each XORed with the one before: `0` when
+//!   equal; `10` + the meaningful bits when they fit the previous value's window of leading
+//!   and trailing zeros; else `11` + 5 bits of leading zeros + 6 bits of length - 1 + the bits.
+//!
+//! Samples are only appended ([`Samples::push`]); a cut decodes the head, encodes what it keeps
+//! in the block files' [`super::chunk`] format, and rebuilds the head from the rest.
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct Samples {
+    buf: Vec<u8>,
+    /// Bits written into `buf`.
+    bits: usize,
+    n: u32,
+    last_ts: i64,
+    last_delta: i64,
+    last_val: u64,
+    /// Leading and trailing zeros of the last value window written (`lead == NONE`: none yet).
+    lead: u8,
+    trail: u8,
+}
+
+const NONE: u8 = u8::MAX;
+
+impl Samples {
+    pub(super) fn new() -> Samples {
+        Samples { lead: NONE, ..Default::default() }
+    }
+
+    pub(super) fn from_slices(ts: &[i64], vals: &[f64]) -> Samples {
+        let mut s = Samples::new();
+        s.extend(ts, vals);
+        s
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub(super) fn last_ts(&self) -> Option<i64> {
+        (self.n > 0).then_some(self.last_ts)
+    }
+
+    pub(super) fn extend(&mut self, ts: &[i64], vals: &[f64]) {
+        debug_assert_eq!(ts.len(), vals.len());
+        // About two bytes a sample for irregular data; growth beyond is amortized.
+        self.buf.reserve(ts.len() * 2);
+        for (&t, &v) in ts.iter().zip(vals) {
+            self.push(t, v);
+        }
+    }
+
+    pub(super) fn push(&mut self, t: i64, v: f64) {
+        let bits = v.to_bits();
+        if self.n == 0 {
+            self.put(t as u64, 64);
+            self.put(bits, 64);
+            self.last_delta = 0;
+        } else {
+            let delta = t.wrapping_sub(self.last_ts);
+            let dod = delta.wrapping_sub(self.last_delta);
+            if dod == 0 {
+                self.put(0, 1);
+            } else if fits(dod, 8) {
+                self.put(0b10, 2);
+                self.put(dod as u64, 8);
+            } else if fits(dod, 14) {
+                self.put(0b110, 3);
+                self.put(dod as u64, 14);
+            } else if fits(dod, 20) {
+                self.put(0b1110, 4);
+                self.put(dod as u64, 20);
+            } else {
+                self.put(0b1111, 4);
+                self.put(dod as u64, 64);
+            }
+            self.last_delta = delta;
+            let x = bits ^ self.last_val;
+            if x == 0 {
+                self.put(0, 1);
+            } else {
+                let lead = (x.leading_zeros() as u8).min(31);
+                let trail = x.trailing_zeros() as u8;
+                if self.lead != NONE && lead >= self.lead && trail >= self.trail {
+                    self.put(0b10, 2);
+                    self.put(x >> self.trail, 64 - u32::from(self.lead) - u32::from(self.trail));
+                } else {
+                    let sig = 64 - lead - trail;
+                    self.put(0b11, 2);
+                    self.put(u64::from(lead), 5);
+                    self.put(u64::from(sig - 1), 6);
+                    self.put(x >> trail, u32::from(sig));
+                    self.lead = lead;
+                    self.trail = trail;
+                }
+            }
+        }
+        self.last_ts = t;
+        self.last_val = bits;
+        self.n += 1;
+    }
+
+    /// Appends every sample to `ts` and `vals`, in order.
+    pub(super) fn decode_into(&self, ts: &mut Vec<i64>, vals: &mut Vec<f64>) {
+        self.decode_while(ts, vals, |_| true);
+    }
+
+    /// The samples with `start <= t <= end` (decoding stops at the first past `end`).
+    pub(super) fn window(&self, start: i64, end: i64) -> (Vec<i64>, Vec<f64>) {
+        let (mut ts, mut vals) = (Vec::new(), Vec::new());
+        self.decode_while(&mut ts, &mut vals, |t| t <= end);
+        let a = ts.partition_point(|&t| t < start);
+        if a > 0 {
+            ts.drain(..a);
+            vals.drain(..a);
+        }
+        (ts, vals)
+    }
+
+    fn decode_while(&self, ts: &mut Vec<i64>, vals: &mut Vec<f64>, keep: impl Fn(i64) -> bool) {
+        if self.n == 0 {
+            return;
+        }
+        ts.reserve(self.n as usize);
+        vals.reserve(self.n as usize);
+        let mut r = BitReader { buf: &self.buf, pos: 0 };
+        let mut t = r.get(64) as i64;
+        let mut bits = r.get(64);
+        let (mut delta, mut lead, mut trail) = (0i64, 0u32, 0u32);
+        for i in 0..self.n {
+            if i > 0 {
+                let dod = if r.get(1) == 0 {
+                    0
+                } else if r.get(1) == 0 {
+                    signed(r.get(8), 8)
+                } else if r.get(1) == 0 {
+                    signed(r.get(14), 14)
+                } else if r.get(1) == 0 {
+                    signed(r.get(20), 20)
+                } else {
+                    r.get(64) as i64
+                };
+                delta = delta.wrapping_add(dod);
+                t = t.wrapping_add(delta);
+                if r.get(1) == 1 {
+                    if r.get(1) == 1 {
+                        lead = r.get(5) as u32;
+                        let sig = r.get(6) as u32 + 1;
+                        trail = 64 - lead - sig;
+                    }
+                    bits ^= r.get(64 - lead - trail) << trail;
+                }
+            }
+            if !keep(t) {
+                return;
+            }
+            ts.push(t);
+            vals.push(f64::from_bits(bits));
+        }
+    }
+
+    /// Writes the low `n` bits of `v` (n <= 64), most significant first.
+    #[inline]
+    fn put(&mut self, v: u64, mut n: u32) {
+        while n > 0 {
+            let used = (self.bits % 8) as u32;
+            if used == 0 {
+                self.buf.push(0);
+            }
+            let free = 8 - used;
+            let take = free.min(n);
+            let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
+            *self.buf.last_mut().expect("a byte was pushed") |= chunk << (free - take);
+            self.bits += take as usize;
+            n -= take;
+        }
+    }
+}
+
+fn fits(v: i64, bits: u32) -> bool {
+    let half = 1i64 << (bits - 1);
+    (-half..half).contains(&v)
+}
+
+/// Sign-extends the low `bits` bits of `v`.
+fn signed(v: u64, bits: u32) -> i64 {
+    ((v << (64 - bits)) as i64) >> (64 - bits)
+}
+
+struct BitReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl BitReader<'_> {
+    /// Reads `n` bits (n <= 64); past the end reads zeros (the writer never leaves it short).
+    #[inline]
+    fn get(&mut self, mut n: u32) -> u64 {
+        let mut out = 0u64;
+        while n > 0 {
+            let byte = self.buf.get(self.pos / 8).copied().unwrap_or(0);
+            let used = (self.pos % 8) as u32;
+            let avail = 8 - used;
+            let take = avail.min(n);
+            let chunk = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
+            out = (out << take) | u64::from(chunk);
+            self.pos += take as usize;
+            n -= take;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(ts: &[i64], vals: &[f64]) -> Samples {
+        let s = Samples::from_slices(ts, vals);
+        let (mut t2, mut v2) = (Vec::new(), Vec::new());
+        s.decode_into(&mut t2, &mut v2);
+        assert_eq!(t2, ts);
+        assert_eq!(
+            v2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            vals.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(s.len(), ts.len());
+        assert_eq!(s.last_ts(), ts.last().copied());
+        s
+    }
+
+    #[test]
+    fn a_regular_gauge_costs_about_a_byte_and_a_half_a_sample() {
+        let ts: Vec<i64> = (0..4096).map(|i| 1_700_000_000_000 + i * 10_000).collect();
+        let vals: Vec<f64> = (0..4096).map(|i| (50 + (i * 7919 % 13) - 6) as f64).collect();
+        let s = round_trip(&ts, &vals);
+        assert!(s.bits / 8 < 4096 * 2, "{} bytes", s.bits / 8);
+        let counter: Vec<f64> = (0..4096).map(|i| (i * 3) as f64).collect();
+        let s = round_trip(&ts, &counter);
+        assert!(s.bits / 8 < 4096 * 2, "{} bytes", s.bits / 8);
+    }
+
+    #[test]
+    fn extremes_round_trip() {
+        round_trip(&[i64::MIN, -1, 0, 1, i64::MAX], &[f64::NAN, f64::INFINITY, -0.0, f64::MIN_POSITIVE, f64::MAX]);
+        round_trip(&[5], &[1.5]);
+        round_trip(&[], &[]);
+        let w = Samples::new().window(0, 10);
+        assert!(w.0.is_empty() && w.1.is_empty());
+    }
+
+    #[test]
+    fn window_keeps_the_range_only() {
+        let ts: Vec<i64> = (0..100).map(|i| i * 10).collect();
+        let vals: Vec<f64> = (0..100).map(|i| i as f64).collect();
+        let s = Samples::from_slices(&ts, &vals);
+        let (t, v) = s.window(95, 200);
+        assert_eq!(t, (10..=20).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(v, (10..=20).map(|i| i as f64).collect::<Vec<_>>());
+    }
+
+    proptest! {
+        #[test]
+        fn any_increasing_samples_round_trip(
+            start in any::<i64>(),
+            steps in proptest::collection::vec(prop_oneof![Just(10_000i64), 1i64..20, 1i64..2_000_000, 1i64..i64::MAX / 4096], 0..300),
+            vals in proptest::collection::vec(prop_oneof![any::<f64>(), (0i64..1000).prop_map(|v| v as f64), Just(1.0)], 300),
+        ) {
+            let mut ts = Vec::new();
+            let mut t = start;
+            for s in &steps {
+                ts.push(t);
+                t = t.wrapping_add(*s);
+            }
+            round_trip(&ts, &vals[..ts.len()]);
+        }
+    }
+}
