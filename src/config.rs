@@ -527,6 +527,11 @@ pub struct Limits {
     /// The retry delay a memory refusal carries (`google.rpc.RetryInfo`).
     #[serde(with = "humantime_serde_compat")]
     pub memory_retry_after: Duration,
+    /// Bytes of received ingest messages (their encoded size) that may wait for their fsync at
+    /// once, over every stream and call; past it the daemon stops reading until acks free
+    /// room (HTTP/2 flow control holds the senders back). A message larger than this waits
+    /// for all of it.
+    pub ingest_inflight_bytes: u64,
     /// Ingest streams one client (client id, else service) may hold open at once; 0: no limit.
     pub max_streams_per_client: u32,
     /// Batches per second one client may send (a bucket of one second's worth); past it a
@@ -644,6 +649,7 @@ impl Default for Limits {
             memory_limit: 1 << 30,
             memory_resume: 0.9,
             memory_retry_after: Duration::from_secs(1),
+            ingest_inflight_bytes: 4 << 20,
             max_streams_per_client: 64,
             max_batch_rate_per_client: 5000.0,
             max_labels: 32,
@@ -795,6 +801,7 @@ impl Config {
         nonzero("storage.max_head_age", s.max_head_age.as_millis() as u64)?;
         let l = &self.limits;
         nonzero("limits.max_message_bytes", l.max_message_bytes as u64)?;
+        nonzero("limits.ingest_inflight_bytes", l.ingest_inflight_bytes)?;
         nonzero("limits.max_series", l.max_series as u64)?;
         nonzero("limits.max_latency", l.max_latency.as_micros() as u64)?;
         nonzero("limits.client_ttl", l.client_ttl.as_millis() as u64)?;

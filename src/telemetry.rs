@@ -185,6 +185,8 @@ pub struct Telemetry {
     pub memory_refused: Counter,
     /// 1 while ingest is refused for memory.
     pub memory_refusing: Gauge,
+    /// Times a reader waited for room in limits.ingest_inflight_bytes.
+    pub inflight_waits: Counter,
     pub models: Models,
 }
 
@@ -225,6 +227,7 @@ impl Telemetry {
             reloads: Family::new(&["what", "outcome"]),
             memory_refused: Counter::new(),
             memory_refusing: Gauge::new(),
+            inflight_waits: Counter::new(),
             models: Models::new(),
         }
     }
@@ -428,6 +431,8 @@ pub struct Scrape {
     pub series: u64,
     pub data_dir_bytes: u64,
     pub commit_queue: u64,
+    /// Encoded bytes of ingest messages waiting for their fsync.
+    pub inflight_bytes: u64,
     pub open_streams: u64,
     pub clients: u64,
     pub query_queue: u64,
@@ -618,6 +623,18 @@ fn render_own(o: &mut Out, s: &Scrape) {
     o.one("modelwatch_ingest_streams_open", "gauge", "Ingest streams open now.", s.open_streams as f64);
     o.one("modelwatch_ingest_clients", "gauge", "Registered clients seen within limits.client_ttl.", s.clients as f64);
     o.one("modelwatch_commit_queue_batches", "gauge", "Batches waiting for the committer.", s.commit_queue as f64);
+    o.one(
+        "modelwatch_ingest_inflight_bytes",
+        "gauge",
+        "Encoded bytes of received ingest messages waiting for their fsync (at most limits.ingest_inflight_bytes, in KiB steps).",
+        s.inflight_bytes as f64,
+    );
+    o.one(
+        "modelwatch_ingest_inflight_waits_total",
+        "counter",
+        "Times an ingest stream or call waited for room in limits.ingest_inflight_bytes (its sender held back by flow control).",
+        t.inflight_waits.get() as f64,
+    );
     o.histogram("modelwatch_commit_group_batches", "Batches made durable by one fsync.", &t.group);
     o.histogram("modelwatch_wal_fsync_seconds", "Time of each write-ahead-log fsync.", &t.fsync);
     o.one(

@@ -456,3 +456,61 @@ async fn every_query_is_bounded_and_says_by_which_key() {
     assert!(ls.truncated && ls.series.len() == 3, "{ls:?}");
     d.stop_ok();
 }
+
+/// `limits.ingest_inflight_bytes`: a client that streams without waiting for acks is held back
+/// (the daemon stops reading until acks free room) rather than buffered; a message larger than
+/// the whole budget still goes through, alone; every batch is acked and stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_bytes_are_bounded_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[("MODELWATCH__LIMITS__INGEST_INFLIGHT_BYTES", "16384")]);
+    let now = now_ms();
+    const BATCHES: u64 = 60;
+    const PER: usize = 2_000; // ~20 KB encoded: each batch alone is above the 16 KiB budget
+    let batch = |seq: u64| pb::MetricBatch {
+        client_id: "flood".into(),
+        seq,
+        service: "f".into(),
+        series: vec![series(
+            "m_inflight",
+            &[("part", &format!("{}", seq % 3))],
+            (0..PER).map(|i| now - 600_000 + (seq as i64) * 5_000 + i as i64).collect(),
+            (0..PER).map(|i| i as f64 * 0.25).collect(),
+        )],
+        ..Default::default()
+    };
+    let small = |seq: u64| pb::MetricBatch {
+        series: vec![series("m_inflight_small", &[], vec![now - 1000 + seq as i64], vec![1.0])],
+        ..batch(seq)
+    };
+    // Interleaved: big ones that each take the whole budget, small ones between them.
+    let batches: Vec<pb::MetricBatch> = (1..=BATCHES).map(|s| if s % 2 == 0 { small(s) } else { batch(s) }).collect();
+    let mut c = d.ingest().await;
+    let mut resp = c.stream_metrics(tokio_stream::iter(batches)).await.unwrap().into_inner();
+    let mut accepted = 0;
+    for seq in 1..=BATCHES {
+        let ack = resp.message().await.unwrap().expect("an ack for every batch");
+        assert_eq!((ack.seq, ack.rejected_count), (seq, 0));
+        accepted += ack.accepted;
+    }
+    assert_eq!(accepted, BATCHES / 2 * PER as u64 + BATCHES / 2);
+    assert_eq!(count(&d, "m_inflight").await, BATCHES as usize / 2 * PER);
+    let mut q = d.query().await;
+    let r = q
+        .eval(pb::EvalRequest {
+            query: "sum(count_over_time(m_inflight[1h])) + sum(count_over_time(m_inflight_small[1h]))".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.series[0].points[0].value as u64, accepted);
+    let metrics = reqwest::get(format!("http://{}/metrics", d.http_addr)).await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("modelwatch_ingest_inflight_waits_total") >= 1.0, "the stream was never held back");
+    assert_eq!(value("modelwatch_ingest_inflight_bytes"), 0.0, "room is given back with each ack");
+    d.stop_ok();
+}

@@ -16,7 +16,18 @@ pub fn start_daemon(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
 
 /// As [`start_daemon`], also returning the HTTP (Prometheus API) address, `host:port`.
 pub fn start_daemon_http(dir: &Path, env: &[(&str, &str)]) -> (Child, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
+    // `MODELWATCH_BENCH_WRAP="heaptrack -o /tmp/mw"` (or `perf record -g -o ...`) runs the
+    // daemon under a profiler: the wrapper's words come first, then the daemon's command line.
+    let wrap: Vec<String> =
+        std::env::var("MODELWATCH_BENCH_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
+    let mut cmd = match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(env!("CARGO_BIN_EXE_modelwatch"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_modelwatch")),
+    };
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("MODELWATCH_LOG", "warn")
@@ -30,7 +41,11 @@ pub fn start_daemon_http(dir: &Path, env: &[(&str, &str)]) -> (Child, String, St
     let mut child = cmd.spawn().expect("spawning modelwatch");
     let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
     let (mut l1, mut l2) = (String::new(), String::new());
-    out.read_line(&mut l1).expect("first line");
+    // A wrapper may print lines of its own first.
+    while !l1.starts_with("listening on ") {
+        l1.clear();
+        assert!(out.read_line(&mut l1).expect("a line") > 0, "the daemon's stdout ended before `listening on`");
+    }
     out.read_line(&mut l2).expect("second line");
     let grpc = l1.trim().strip_prefix("listening on ").expect("a `listening on` line").to_string();
     let http = l2.trim().strip_prefix("http listening on ").expect("an `http listening on` line").to_string();

@@ -91,7 +91,8 @@ pub type AckStream = Pin<Box<dyn Stream<Item = Result<pb::Ack, Status>> + Send +
 /// What the writer of an ack stream waits on, in order: a batch's ack, or the error that ends
 /// the stream (queued behind the acks before it, so acks never overtake each other).
 enum Pending {
-    Ack(AckFuture, Option<Tally>),
+    /// The room the message holds in `limits.ingest_inflight_bytes` goes with its ack.
+    Ack(AckFuture, Option<Tally>, tokio::sync::OwnedSemaphorePermit),
     Fail(Status),
 }
 
@@ -133,6 +134,8 @@ where
                         fatal = Some(d.into());
                         break;
                     }
+                    // Not reading on until there is room keeps the unacked bytes bounded.
+                    let room = ctx.admission.reserve(m.encoded_len()).await;
                     let (cid, service, batch) = match guarded(|| convert(&ctx, m)) {
                         Ok(c) => c,
                         Err(s) => {
@@ -163,7 +166,7 @@ where
                     let tally = Tally::of_batch(&batch);
                     match ctx.committer.enqueue(batch).await {
                         Ok(fut) => {
-                            if pending_tx.send(Pending::Ack(fut, tally)).await.is_err() {
+                            if pending_tx.send(Pending::Ack(fut, tally, room)).await.is_err() {
                                 break;
                             }
                         }
@@ -191,10 +194,14 @@ where
     tokio::spawn(async move {
         while let Some(p) = pending_rx.recv().await {
             let res = match p {
-                Pending::Ack(fut, tally) => match fut.await {
-                    Ok(r) => counted(r, tally).map_err(Status::from),
-                    Err(_) => Err(Status::unavailable("the daemon is shutting down")),
-                },
+                Pending::Ack(fut, tally, room) => {
+                    let r = match fut.await {
+                        Ok(r) => counted(r, tally).map_err(Status::from),
+                        Err(_) => Err(Status::unavailable("the daemon is shutting down")),
+                    };
+                    drop(room);
+                    r
+                }
                 Pending::Fail(s) => Err(s),
             };
             let stop = res.is_err();
@@ -321,6 +328,7 @@ pub(crate) async fn push_acks(ctx: &Arc<Ctx>, who: &Principal, r: pb::PushReques
     {
         who.may_push(&r)?;
         ctx.admission.admit()?;
+        let _room = ctx.admission.reserve(r.encoded_len()).await;
         let mut futs: [Option<(AckFuture, Option<Tally>)>; 3] = [None, None, None];
         let batches = guarded(|| {
             [

@@ -29,6 +29,7 @@ pub fn scrape(ctx: &Ctx) -> Scrape {
         series: ctx.store.series_count() as u64,
         data_dir_bytes: ctx.store.disk_bytes(),
         commit_queue: ctx.committer.queue_depth() as u64,
+        inflight_bytes: ctx.admission.inflight_bytes(),
         open_streams: ctx.open_streams.load(Relaxed) as u64,
         clients: ctx.registry.clients().len() as u64,
         query_queue: ctx.query_pool.waiting() as u64,

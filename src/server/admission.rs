@@ -5,6 +5,11 @@
 //! in-memory head into chunks (the bulk of the daemon's memory under load); below
 //! `memory_resume` × the limit ingest is accepted again. What was acked stays; what is refused
 //! was never acked, so a client resends it after the delay (the Rust and Python clients do).
+//!
+//! Apart from that mark, the bytes of received messages that wait for their fsync are bounded
+//! (`limits.ingest_inflight_bytes`, [`Admission::reserve`]): a client that streams without
+//! waiting for acks is held back by HTTP/2 flow control instead of filling memory with
+//! decoded batches.
 use crate::config::Limits;
 use crate::store::commit::Committer;
 use crate::telemetry::T;
@@ -16,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Admission {
+    /// Room for received ingest messages, in KiB of their encoded size.
+    inflight: Arc<tokio::sync::Semaphore>,
+    inflight_kib: u32,
     limit: u64,
     resume: u64,
     retry_after: Duration,
@@ -33,13 +41,34 @@ enum Change {
 
 impl Admission {
     pub fn new(l: &Limits) -> Admission {
+        let inflight_kib = (l.ingest_inflight_bytes.div_ceil(1024)).clamp(1, u64::from(u32::MAX >> 4)) as u32;
         Admission {
+            inflight: Arc::new(tokio::sync::Semaphore::new(inflight_kib as usize)),
+            inflight_kib,
             limit: l.memory_limit,
             resume: (l.memory_limit as f64 * l.memory_resume) as u64,
             retry_after: l.memory_retry_after,
             refusing: AtomicBool::new(false),
             rss: AtomicU64::new(0),
         }
+    }
+
+    /// Waits for room for a received message of `bytes` (encoded); the room is given back when
+    /// the permit drops, once the message's ack is out.
+    pub async fn reserve(&self, bytes: usize) -> tokio::sync::OwnedSemaphorePermit {
+        let kib = (bytes.div_ceil(1024) as u64).clamp(1, u64::from(self.inflight_kib)) as u32;
+        match self.inflight.clone().try_acquire_many_owned(kib) {
+            Ok(p) => p,
+            Err(_) => {
+                T.inflight_waits.add(1);
+                self.inflight.clone().acquire_many_owned(kib).await.expect("the semaphore is never closed")
+            }
+        }
+    }
+
+    /// Bytes (KiB steps) of received messages waiting for their ack now.
+    pub fn inflight_bytes(&self) -> u64 {
+        u64::from(self.inflight_kib).saturating_sub(self.inflight.available_permits() as u64) * 1024
     }
 
     pub fn enabled(&self) -> bool {
