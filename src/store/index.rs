@@ -104,21 +104,36 @@ impl std::hash::Hasher for FxHasher {
 
 pub type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
 
-fn key_hash<'a>(name: &str, labels: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
-    use std::hash::{Hash, Hasher};
+/// Two independent hashes of (name, sorted labels): FxHash for the map, SipHash with this
+/// process's random key as the check. A lookup whose both match takes the id without comparing
+/// the strings (which would cost a cache miss per label on every series of every batch): a false
+/// match needs 128 bits to collide, and the keyed half cannot be aimed at from outside.
+fn key_hashes<'a>(check: &std::hash::RandomState, name: &str, labels: impl Iterator<Item = (&'a str, &'a str)>) -> (u64, u64) {
+    use std::hash::{BuildHasher, Hash, Hasher};
     let mut h = FxHasher::default();
+    let mut c = check.build_hasher();
     name.hash(&mut h);
+    name.hash(&mut c);
     for (k, v) in labels {
         k.hash(&mut h);
         v.hash(&mut h);
+        k.hash(&mut c);
+        v.hash(&mut c);
     }
-    h.finish()
+    (h.finish(), c.finish())
+}
+
+/// The series with one map hash: almost always one.
+enum Slot {
+    One(u64, u64),
+    Many(Vec<(u64, u64)>),
 }
 
 #[derive(Default)]
 pub struct Index {
-    /// Hash of (name, sorted labels) → ids with that hash (compared in full on lookup).
-    by_hash: FxMap<u64, Vec<u64>>,
+    /// Map hash of (name, sorted labels) → (id, check hash) of the series with it.
+    by_hash: FxMap<u64, Slot>,
+    check: std::hash::RandomState,
     series: FxMap<u64, SeriesMeta>,
     postings: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
     per_service: HashMap<String, usize>,
@@ -141,14 +156,11 @@ impl Index {
 
     /// The id of the series with this name and these labels (sorted by name).
     pub fn lookup(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-        let ids = self.by_hash.get(&key_hash(name, labels.iter().copied()))?;
-        ids.iter().copied().find(|id| {
-            self.series.get(id).is_some_and(|m| {
-                m.name == name
-                    && m.labels.len() == labels.len()
-                    && m.labels.iter().zip(labels).all(|((k, v), (k2, v2))| k == k2 && v == v2)
-            })
-        })
+        let (h, c) = key_hashes(&self.check, name, labels.iter().copied());
+        match self.by_hash.get(&h)? {
+            Slot::One(id, check) => (*check == c).then_some(*id),
+            Slot::Many(v) => v.iter().find(|(_, check)| *check == c).map(|(id, _)| *id),
+        }
     }
 
     pub fn service_count(&self, service: &str) -> usize {
@@ -157,8 +169,21 @@ impl Index {
 
     pub fn insert(&mut self, meta: SeriesMeta) {
         self.next_id = self.next_id.max(meta.id);
-        let h = key_hash(&meta.name, meta.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        self.by_hash.entry(h).or_default().push(meta.id);
+        let (h, c) = key_hashes(&self.check, &meta.name, meta.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        match self.by_hash.entry(h) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Slot::One(meta.id, c));
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let slot = e.get_mut();
+                if let Slot::One(id, check) = *slot {
+                    *slot = Slot::Many(vec![(id, check)]);
+                }
+                if let Slot::Many(v) = slot {
+                    v.push((meta.id, c));
+                }
+            }
+        }
         let service = meta.label("service").unwrap_or("").to_string();
         *self.per_service.entry(service).or_default() += 1;
         self.postings.entry(NAME_LABEL.into()).or_default().entry(meta.name.clone()).or_default().push(meta.id);
