@@ -169,21 +169,29 @@ impl Samples {
         }
     }
 
-    /// Writes the low `n` bits of `v` (n <= 64), most significant first.
+    /// Writes the low `n` bits of `v` (n <= 64), most significant first: the rest of the last
+    /// byte, then whole bytes.
     #[inline]
     fn put(&mut self, v: u64, mut n: u32) {
-        while n > 0 {
-            let used = (self.bits % 8) as u32;
-            if used == 0 {
-                self.buf.push(0);
-            }
+        if n == 0 {
+            return;
+        }
+        let v = if n == 64 { v } else { v & ((1u64 << n) - 1) };
+        let used = (self.bits % 8) as u32;
+        if used != 0 {
             let free = 8 - used;
             let take = free.min(n);
-            let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
-            *self.buf.last_mut().expect("a byte was pushed") |= chunk << (free - take);
+            let top = ((v >> (n - take)) as u8) & (((1u16 << take) - 1) as u8);
+            *self.buf.last_mut().expect("a partial byte") |= top << (free - take);
             self.bits += take as usize;
             n -= take;
+            if n == 0 {
+                return;
+            }
         }
+        let aligned = (v << (64 - n)).to_be_bytes();
+        self.buf.extend_from_slice(&aligned[..n.div_ceil(8) as usize]);
+        self.bits += n as usize;
     }
 }
 
@@ -205,19 +213,19 @@ struct BitReader<'a> {
 impl BitReader<'_> {
     /// Reads `n` bits (n <= 64); past the end reads zeros (the writer never leaves it short).
     #[inline]
-    fn get(&mut self, mut n: u32) -> u64 {
-        let mut out = 0u64;
-        while n > 0 {
-            let byte = self.buf.get(self.pos / 8).copied().unwrap_or(0);
-            let used = (self.pos % 8) as u32;
-            let avail = 8 - used;
-            let take = avail.min(n);
-            let chunk = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
-            out = (out << take) | u64::from(chunk);
-            self.pos += take as usize;
-            n -= take;
+    fn get(&mut self, n: u32) -> u64 {
+        if n == 0 {
+            return 0;
         }
-        out
+        let at = self.pos / 8;
+        let mut w = [0u8; 16];
+        let end = (at + 16).min(self.buf.len());
+        if at < end {
+            w[..end - at].copy_from_slice(&self.buf[at..end]);
+        }
+        let x = u128::from_be_bytes(w) << (self.pos % 8);
+        self.pos += n as usize;
+        (x >> (128 - n)) as u64
     }
 }
 

@@ -108,7 +108,11 @@ pub type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
 /// process's random key as the check. A lookup whose both match takes the id without comparing
 /// the strings (which would cost a cache miss per label on every series of every batch): a false
 /// match needs 128 bits to collide, and the keyed half cannot be aimed at from outside.
-fn key_hashes<'a>(check: &std::hash::RandomState, name: &str, labels: impl Iterator<Item = (&'a str, &'a str)>) -> (u64, u64) {
+fn key_hashes<'a>(
+    check: &std::hash::RandomState,
+    name: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+) -> (u64, u64) {
     use std::hash::{BuildHasher, Hash, Hasher};
     let mut h = FxHasher::default();
     let mut c = check.build_hasher();
