@@ -12,13 +12,17 @@
 //! Samples are only appended ([`Samples::push`]); a cut decodes the head, encodes what it keeps
 //! in the block files' [`super::chunk`] format, and rebuilds the head from the rest.
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub(super) struct Samples {
     buf: Vec<u8>,
     /// Bits written into `buf`.
     bits: usize,
     n: u32,
+    first_ts: i64,
     last_ts: i64,
+    /// Min, max and count of the values (staleness markers aside), as a chunk's summary:
+    /// a query over a window that holds the whole head reads this instead of the samples.
+    summary: super::keys::Summary,
     last_delta: i64,
     last_val: u64,
     /// Leading and trailing zeros of the last value window written (`lead == NONE`: none yet).
@@ -30,7 +34,18 @@ const NONE: u8 = u8::MAX;
 
 impl Samples {
     pub(super) fn new() -> Samples {
-        Samples { lead: NONE, ..Default::default() }
+        Samples {
+            buf: Vec::new(),
+            bits: 0,
+            n: 0,
+            first_ts: 0,
+            last_ts: 0,
+            last_delta: 0,
+            last_val: 0,
+            lead: NONE,
+            trail: 0,
+            summary: super::keys::Summary { min: f64::NAN, max: f64::NAN, count: 0 },
+        }
     }
 
     pub(super) fn from_slices(ts: &[i64], vals: &[f64]) -> Samples {
@@ -51,6 +66,15 @@ impl Samples {
         (self.n > 0).then_some(self.last_ts)
     }
 
+    pub(super) fn first_ts(&self) -> Option<i64> {
+        (self.n > 0).then_some(self.first_ts)
+    }
+
+    /// The values' summary, kept as they arrive ([`super::memtable::summarize`]'s rules).
+    pub(super) fn summary(&self) -> super::keys::Summary {
+        self.summary
+    }
+
     pub(super) fn extend(&mut self, ts: &[i64], vals: &[f64]) {
         debug_assert_eq!(ts.len(), vals.len());
         // About two bytes a sample for irregular data; growth beyond is amortized.
@@ -62,7 +86,9 @@ impl Samples {
 
     pub(super) fn push(&mut self, t: i64, v: f64) {
         let bits = v.to_bits();
+        super::memtable::summary_add(&mut self.summary, v);
         if self.n == 0 {
+            self.first_ts = t;
             self.put(t as u64, 64);
             self.put(bits, 64);
             self.last_delta = 0;
@@ -245,6 +271,12 @@ mod tests {
         );
         assert_eq!(s.len(), ts.len());
         assert_eq!(s.last_ts(), ts.last().copied());
+        assert_eq!(s.first_ts(), ts.first().copied());
+        let (want, got) = (super::super::memtable::summarize(vals), s.summary());
+        assert_eq!(
+            (want.count, want.min.to_bits(), want.max.to_bits()),
+            (got.count, got.min.to_bits(), got.max.to_bits())
+        );
         s
     }
 
@@ -263,6 +295,7 @@ mod tests {
     fn extremes_round_trip() {
         round_trip(&[i64::MIN, -1, 0, 1, i64::MAX], &[f64::NAN, f64::INFINITY, -0.0, f64::MIN_POSITIVE, f64::MAX]);
         round_trip(&[5], &[1.5]);
+        round_trip(&[1, 2, 3, 4], &[f64::NAN, f64::from_bits(crate::store::STALE_NAN), 2.0, -1.0]);
         round_trip(&[], &[]);
         let w = Samples::new().window(0, 10);
         assert!(w.0.is_empty() && w.1.is_empty());

@@ -349,18 +349,23 @@ impl Store {
 
 /// The [`keys::Summary`] of a chunk's values: staleness markers left out, min and max as PromQL's `min/max_over_time` reduce them.
 pub fn summarize(vals: &[f64]) -> keys::Summary {
-    let (mut min, mut max, mut count) = (f64::NAN, f64::NAN, 0u32);
+    let mut s = keys::Summary { min: f64::NAN, max: f64::NAN, count: 0 };
     for &v in vals {
-        if v.to_bits() == super::STALE_NAN {
-            continue;
-        }
-        if count == 0 || v < min || min.is_nan() {
-            min = v;
-        }
-        if count == 0 || v > max || max.is_nan() {
-            max = v;
-        }
-        count += 1;
+        summary_add(&mut s, v);
     }
-    keys::Summary { min, max, count }
+    s
+}
+
+/// Adds one value to a summary (a staleness marker is not a value).
+pub(super) fn summary_add(s: &mut keys::Summary, v: f64) {
+    if v.to_bits() == super::STALE_NAN {
+        return;
+    }
+    if s.count == 0 || v < s.min || s.min.is_nan() {
+        s.min = v;
+    }
+    if s.count == 0 || v > s.max || s.max.is_nan() {
+        s.max = v;
+    }
+    s.count += 1;
 }
