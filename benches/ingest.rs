@@ -15,9 +15,11 @@
 //! Request layout mirrors `../shared/bench/prom_remote_write.py`, so the figures compare with
 //! Prometheus and VictoriaMetrics on the same data: series split round-robin into 8 groups; a
 //! request is one group × a window of consecutive samples per series (~`--batch` samples);
-//! stream j sends the windows of groups g with g % K == j in time order. Batches are built
-//! before the clock starts; every request is acked only once it is fsynced (unlike the peers,
-//! whose acks precede any fsync). Timestamps are shifted to end now and sent as backfill.
+//! stream j sends the windows of groups g with g % K == j in time order. As the peers' client
+//! does, every request is built and protobuf-encoded before the clock starts (while the encoded
+//! copies fit in 2 GiB; past that, long `--repeat` runs build them as they go) and sent as
+//! bytes; every request is acked only once it is fsynced (unlike the peers, whose acks precede
+//! any fsync). Timestamps are shifted to end now and sent as backfill.
 mod support;
 
 use modelwatch::pb;
@@ -130,6 +132,34 @@ fn main() {
     let pid = child.id();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // Each stream's requests, encoded, in sending order (None: built while sending).
+    let encoded_total: usize = (0..windows)
+        .flat_map(|w| (0..GROUPS).filter_map(move |g| Some((g, w))))
+        .filter_map(|(g, w)| build(&series[..], g, w, 0).map(|b| prost::Message::encoded_len(&b) + 16))
+        .sum::<usize>()
+        * a.repeat;
+    let pre: Option<Vec<Vec<bytes::Bytes>>> = (encoded_total < 2 << 30).then(|| {
+        (0..a.streams)
+            .map(|k| {
+                let mut out = Vec::new();
+                let mut seq = 0;
+                for r in 0..a.repeat {
+                    for w in 0..windows {
+                        for g in (0..GROUPS).filter(|g| g % a.streams == k) {
+                            if let Some(mut b) = build(&series[..], g, w, (a.repeat - 1 - r) as i64 * span) {
+                                seq += 1;
+                                b.client_id = format!("bench-{k}");
+                                b.seq = seq;
+                                out.push(bytes::Bytes::from(prost::Message::encode_to_vec(&b)));
+                            }
+                        }
+                    }
+                }
+                out
+            })
+            .collect()
+    });
+    let pre = std::sync::Arc::new(pre);
     let cpu0 = support::cpu_seconds(pid);
     let (elapsed, acked) = rt.block_on(async {
         let start = Instant::now();
@@ -140,12 +170,18 @@ fn main() {
             let series = series.clone();
             let repeat = a.repeat;
             let seconds = a.seconds;
+            let pre = pre.clone();
             tasks.push(tokio::spawn(async move {
-                let mut c =
-                    pb::ingest_client::IngestClient::connect(addr).await.unwrap().max_encoding_message_size(64 << 20);
-                let (tx, rx) = tokio::sync::mpsc::channel(window);
-                let mut acks =
-                    c.stream_metrics(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+                let channel = tonic::transport::Endpoint::from_shared(addr).unwrap().connect().await.unwrap();
+                let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
+                grpc.ready().await.unwrap();
+                let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(window);
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static("/modelwatch.v1.Ingest/StreamMetrics");
+                let mut acks = grpc
+                    .streaming(tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)), path, RawCodec)
+                    .await
+                    .unwrap()
+                    .into_inner();
                 // Every copy has the same requests: count one.
                 let per_copy = (0..windows)
                     .map(|w| {
@@ -156,6 +192,14 @@ fn main() {
                 // tx's channel capacity is the window of unacked batches in flight
                 let deadline = seconds.map(|s| start + std::time::Duration::from_secs_f64(s));
                 let sender = tokio::spawn(async move {
+                    if let Some(pre) = pre.as_ref() {
+                        for b in &pre[k] {
+                            if deadline.is_some_and(|d| Instant::now() >= d) || tx.send(b.clone()).await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
                     let mut seq = 0;
                     for r in 0..repeat {
                         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -169,7 +213,7 @@ fn main() {
                                 seq += 1;
                                 b.client_id = format!("bench-{k}");
                                 b.seq = seq;
-                                if tx.send(b).await.is_err() {
+                                if tx.send(bytes::Bytes::from(prost::Message::encode_to_vec(&b))).await.is_err() {
                                     return;
                                 }
                             }
@@ -300,4 +344,45 @@ fn du(p: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// Sends requests that are already protobuf-encoded, as they are; decodes the acks.
+struct RawCodec;
+
+struct RawEncoder;
+
+struct AckDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = pb::Ack;
+    type Encoder = RawEncoder;
+    type Decoder = AckDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> AckDecoder {
+        AckDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: bytes::Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AckDecoder {
+    type Item = pb::Ack;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<pb::Ack>, tonic::Status> {
+        prost::Message::decode(src).map(Some).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
 }
