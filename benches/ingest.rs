@@ -134,7 +134,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     // Each stream's requests, encoded, in sending order (None: built while sending).
     let encoded_total: usize = (0..windows)
-        .flat_map(|w| (0..GROUPS).filter_map(move |g| Some((g, w))))
+        .flat_map(|w| (0..GROUPS).map(move |g| (g, w)))
         .filter_map(|(g, w)| build(&series[..], g, w, 0).map(|b| prost::Message::encoded_len(&b) + 16))
         .sum::<usize>()
         * a.repeat;
