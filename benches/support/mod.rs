@@ -7,6 +7,28 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// Daemons started by this process: a benchmark that panics (an assertion, a refused call)
+/// SIGKILLs them on its way out instead of leaving them running on the machine.
+static DAEMONS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn kill_on_panic(pid: u32) {
+    let mut pids = DAEMONS.lock().unwrap_or_else(|e| e.into_inner());
+    if pids.is_empty() {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            for &pid in DAEMONS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                // Only if that pid is still one of ours (a stopped daemon's pid may be reused).
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains("modelwatch") {
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+            }
+        }));
+    }
+    pids.push(pid);
+}
+
 /// Starts `modelwatch serve` on a loopback port 0 over `dir` with extra `MODELWATCH__*`
 /// settings; returns the child and its `http://` address.
 pub fn start_daemon(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
@@ -39,6 +61,7 @@ pub fn start_daemon_http(dir: &Path, env: &[(&str, &str)]) -> (Child, String, St
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawning modelwatch");
+    kill_on_panic(child.id());
     let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
     let (mut l1, mut l2) = (String::new(), String::new());
     // A wrapper may print lines of its own first.
