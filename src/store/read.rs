@@ -80,24 +80,25 @@ impl Store {
     /// chunk that lies wholly in the range and has a summary by that summary, unread; the
     /// rest as samples.
     pub fn read_pieces(&self, id: u64, start: i64, end: i64) -> Result<Vec<Piece>, StoreError> {
-        // A head wholly in the range is read by its summary, as a chunk would be.
-        let (head_summary, boundary) = {
+        // A head wholly in the range is read by its summary, as a chunk would be; one lock
+        // snapshots it (or its samples in the range) with the persisted boundary.
+        let (head_summary, head_ts, head_vals, boundary) = {
             let st = lock(&self.metrics);
             let boundary = st.persisted.get(&id).copied().unwrap_or(i64::MIN);
-            let whole = st.heads.get(&id).and_then(|h| {
-                let (first_ts, last_ts) = (h.samples.first_ts()?, h.samples.last_ts()?);
-                (first_ts >= start && last_ts <= end).then(|| Piece::Summary {
-                    first_ts,
-                    last_ts,
-                    samples: h.samples.len() as u32,
-                    summary: h.samples.summary(),
-                })
-            });
-            (whole, boundary)
-        };
-        let (head_ts, head_vals, boundary) = match head_summary {
-            Some(_) => (Vec::new(), Vec::new(), boundary),
-            None => self.head_snapshot(id, start, end),
+            match st.heads.get(&id) {
+                Some(h) => match (h.samples.first_ts(), h.samples.last_ts()) {
+                    (Some(first_ts), Some(last_ts)) if first_ts >= start && last_ts <= end => {
+                        let summary = h.samples.summary();
+                        let piece = Piece::Summary { first_ts, last_ts, samples: h.samples.len() as u32, summary };
+                        (Some(piece), Vec::new(), Vec::new(), boundary)
+                    }
+                    _ => {
+                        let (ts, vals) = h.samples.window(start, end);
+                        (None, ts, vals, boundary)
+                    }
+                },
+                None => (None, Vec::new(), Vec::new(), boundary),
+            }
         };
         let mut out = Vec::new();
         let (mut ts, mut vals) = (Vec::new(), Vec::new());
