@@ -33,6 +33,10 @@ _LEVELS = {"trace": pb.LEVEL_TRACE, "debug": pb.LEVEL_DEBUG, "info": pb.LEVEL_IN
            "warning": pb.LEVEL_WARN, "error": pb.LEVEL_ERROR, "fatal": pb.LEVEL_FATAL, "critical": pb.LEVEL_FATAL}
 
 
+# Numbers the clients of this process (see Client.client_id).
+_CLIENT_NUMBERS = itertools.count()
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -80,9 +84,11 @@ class Client:
         self.max_backoff = max_backoff
         self.pid = os.getpid()
         self.host = socket.gethostname()
-        # Unique per process start: a restarted service never collides with the sequences its
-        # previous incarnation left in the daemon.
-        self.client_id = f"{service}/{instance}/{self.host}/{self.pid}/{_now_ms()}"
+        # Unique per process start (a restarted service never collides with the sequences its
+        # previous incarnation left in the daemon) and per client in the process: two clients
+        # of one service made in the same millisecond would otherwise share the id, and the
+        # second one's batches would be acked as duplicates and not stored.
+        self.client_id = f"{service}/{instance}/{self.host}/{self.pid}/{_now_ms()}.{next(_CLIENT_NUMBERS)}"
         self._enqueued = itertools.count()
         self._dropped = itertools.count()
         self._closing = threading.Event()

@@ -315,3 +315,12 @@ def test_mutual_tls(data_dir):
     finally:
         d.proc.send_signal(signal.SIGTERM)
         assert d.proc.wait(timeout=60) == 0
+
+
+def test_clients_of_one_service_made_together_have_their_own_ids():
+    # Same service, same process, same millisecond: a shared id would have the daemon ack the
+    # second client's batches as duplicates of the first's and store them once.
+    clients = [modelwatch.Client("127.0.0.1:1", service="same", linger=0.01) for _ in range(20)]
+    assert len({c.client_id for c in clients}) == len(clients)
+    for c in clients:
+        c.close(0.05)

@@ -42,9 +42,13 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
     };
     // Unique per process start, so a restarted service (same pid in a container) never
-    // collides with the sequences its previous incarnation left in the daemon.
+    // collides with the sequences its previous incarnation left in the daemon, and per client
+    // in the process: two clients of one service started in the same millisecond would
+    // otherwise share the id, and the second one's batches be acked as duplicates, unstored.
+    static CLIENT_NUMBERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CLIENT_NUMBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let c = &shared.cfg;
-    let client_id = format!("{}/{}/{}/{}/{}", c.service, c.instance, c.host, c.pid, now_ms());
+    let client_id = format!("{}/{}/{}/{}/{}.{n}", c.service, c.instance, c.host, c.pid, now_ms());
     rt.block_on(async {
         tokio::join!(
             lane::<Metrics>(&shared, &client_id),
