@@ -138,7 +138,7 @@ fn merged_aggs(
 ) -> Result<BTreeMap<(u32, i64), Parts<Sparse>>, PromqlError> {
     let mut rows: BTreeMap<(u32, i64), Parts<Sparse>> = BTreeMap::new();
     let mut over = None;
-    store.read_aggs_with(ids, b0, b1, Agg::decode_sparse, Agg::to_sparse, |g, b, a| {
+    store.read_aggs_with(ids, b0, b1, Agg::decode_sparse, |g, b, a| {
         if let Err(e) = budget.read(1) {
             over = Some(e);
             return false;

@@ -235,18 +235,6 @@ impl Agg {
     }
 
     /// This aggregate with sparse histograms (for the in-memory ones).
-    pub fn to_sparse(&self) -> Parts<Sparse> {
-        let sp = |h: &Histogram<u64>| -> Sparse {
-            h.iter_recorded()
-                .map(|v| (h.lowest_equivalent(v.value_iterated_to()), v.value_iterated_to(), v.count_at_value()))
-                .collect()
-        };
-        let mut agg = self.clone();
-        agg.latency = histogram();
-        agg.stages = Default::default();
-        Parts { agg, latency: sp(&self.latency), stages: std::array::from_fn(|i| self.stages[i].as_ref().map(sp)) }
-    }
-
     fn decode_parts<H>(
         buf: &[u8],
         mut hist: impl FnMut(HistRef) -> Result<H, String>,

@@ -6,9 +6,28 @@ use super::*;
 pub(super) struct EventsState {
     pub(super) groups: HashMap<[String; 4], u32>,
     pub(super) group_list: Vec<(u32, [String; 4])>,
-    pub(super) aggs: HashMap<(u32, i64), Agg>,
+    pub(super) aggs: HashMap<(u32, i64), MemAgg>,
     /// Lsn the in-memory aggregates started accumulating from (their rows' epoch).
     pub(super) epoch: u64,
+}
+
+/// An in-memory aggregate with its encoding, kept until the next event of its bucket: readers
+/// and the checkpoint encode a bucket once, not on every query.
+#[derive(Default)]
+pub(super) struct MemAgg {
+    pub(super) agg: Agg,
+    enc: Option<sled::IVec>,
+}
+
+impl MemAgg {
+    pub(super) fn record(&mut self, e: &pb::InferenceEvent) {
+        self.enc = None;
+        self.agg.record(e);
+    }
+
+    pub(super) fn encoded(&mut self) -> sled::IVec {
+        self.enc.get_or_insert_with(|| self.agg.encode().into()).clone()
+    }
 }
 
 impl Store {

@@ -43,8 +43,8 @@ impl Store {
             let mut st = lock(&self.events);
             let epoch = st.epoch;
             let mut b = sled::Batch::default();
-            for ((gid, bucket), agg) in st.aggs.iter() {
-                b.insert(&keys::agg_key(*gid, *bucket, epoch)[..], agg.encode());
+            for ((gid, bucket), agg) in st.aggs.iter_mut() {
+                b.insert(&keys::agg_key(*gid, *bucket, epoch)[..], agg.encoded());
             }
             self.t.aggs.apply_batch(b)?;
             st.aggs.clear();

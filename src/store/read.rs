@@ -214,21 +214,20 @@ impl Store {
         b1: i64,
         mut f: impl FnMut(u32, i64, &Agg) -> bool,
     ) -> Result<(), StoreError> {
-        self.read_aggs_with(groups, b0, b1, Agg::decode, Agg::clone, |g, b, a| f(g, b, &a))
+        self.read_aggs_with(groups, b0, b1, Agg::decode, |g, b, a| f(g, b, &a))
     }
 
-    /// [`Store::read_aggs`] with aggregates in another form: `decode` reads a stored one,
-    /// `convert` an in-memory one.
+    /// [`Store::read_aggs`] with aggregates in another form: `decode` reads one from its
+    /// encoding (stored and in-memory ones alike).
     pub fn read_aggs_with<T>(
         &self,
         groups: &[u32],
         b0: i64,
         b1: i64,
         decode: impl Fn(&[u8]) -> Result<T, keys::DecodeError>,
-        convert: impl Fn(&Agg) -> T,
         f: impl FnMut(u32, i64, T) -> bool,
     ) -> Result<(), StoreError> {
-        self.scan_aggs(groups, b0, b1, |v| decode(v), convert, f)
+        self.scan_aggs(groups, b0, b1, |v| decode(v), f)
     }
 
     /// [`Store::read_aggs`] with aggregates left encoded: each group's stored rows in bucket
@@ -240,7 +239,7 @@ impl Store {
         b1: i64,
         f: impl FnMut(u32, i64, aggs::Encoded) -> bool,
     ) -> Result<(), StoreError> {
-        self.scan_aggs(groups, b0, b1, |v| Ok(aggs::Encoded(v.clone())), |a| aggs::Encoded(a.encode().into()), f)
+        self.scan_aggs(groups, b0, b1, |v| Ok(aggs::Encoded(v.clone())), f)
     }
 
     fn scan_aggs<T>(
@@ -249,20 +248,21 @@ impl Store {
         b0: i64,
         b1: i64,
         decode: impl Fn(&sled::IVec) -> Result<T, keys::DecodeError>,
-        convert: impl Fn(&Agg) -> T,
         mut f: impl FnMut(u32, i64, T) -> bool,
     ) -> Result<(), StoreError> {
-        // A snapshot of memory and its epoch, then the sled scan without the lock (the
-        // committer needs it for every event batch): rows of that epoch or later are what the
-        // snapshot holds (a checkpoint writes memory as rows of its epoch), so they are skipped
-        // and each aggregate is seen exactly once.
-        let (epoch, mem): (u64, Vec<(AggKey, T)>) = {
-            let st = lock(&self.events);
+        // A snapshot of memory (encoded: each in-memory aggregate keeps its encoding until its
+        // bucket changes, so a query over a busy or backfilled stretch that a checkpoint has
+        // not written yet does not encode every bucket again) and its epoch, then the sled scan
+        // without the lock (the committer needs it for every event batch): rows of that epoch
+        // or later are what the snapshot holds (a checkpoint writes memory as rows of its
+        // epoch), so they are skipped and each aggregate is seen exactly once.
+        let (epoch, mem): (u64, Vec<(AggKey, sled::IVec)>) = {
+            let mut st = lock(&self.events);
             let mem = st
                 .aggs
-                .iter()
+                .iter_mut()
                 .filter(|((g, b), _)| groups.contains(g) && *b >= b0 && *b <= b1)
-                .map(|(k, a)| (*k, convert(a)))
+                .map(|(k, a)| (*k, a.encoded()))
                 .collect();
             (st.epoch, mem)
         };
@@ -275,8 +275,8 @@ impl Store {
                 }
             }
         }
-        for ((g, bucket), agg) in mem {
-            if !f(g, bucket, agg) {
+        for ((g, bucket), enc) in mem {
+            if !f(g, bucket, decode(&enc)?) {
                 return Ok(());
             }
         }

@@ -207,3 +207,41 @@ fn the_previous_checkpoint_record_still_finds_its_wal() {
     let (ts, _) = store.read_samples(id, i64::MIN, i64::MAX).unwrap();
     assert_eq!(ts, (1000..1005).collect::<Vec<_>>(), "every sample, once");
 }
+
+/// An in-memory aggregate keeps its encoding for readers until its bucket gets another event:
+/// every read sees every event, before and after a checkpoint.
+#[test]
+fn in_memory_aggregates_read_fresh_after_each_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    let ev = |ts: i64, latency_us: u64| pb::InferenceEvent {
+        service: "s".into(),
+        model: "m".into(),
+        timestamp_ms: ts,
+        latency_us,
+        ..Default::default()
+    };
+    let events =
+        |e: Vec<pb::InferenceEvent>| Batch::new(Body::Events(pb::EventBatch { events: e, ..Default::default() }));
+    let total = |store: &Store| {
+        let groups: Vec<u32> = store.inference_groups(|_| true).iter().map(|(id, _)| *id).collect();
+        let (mut count, mut hist) = (0, 0);
+        store
+            .read_aggs(&groups, i64::MIN / 2, i64::MAX / 2, |_, _, a| {
+                count += a.count;
+                hist += a.latency.len();
+                true
+            })
+            .unwrap();
+        (count, hist)
+    };
+    let t0 = 1_700_000_000_000;
+    commit(&store, &mut wal, vec![events(vec![ev(t0, 5_000), ev(t0 + 1, 7_000)])]);
+    assert_eq!(total(&store), (2, 2));
+    assert_eq!(total(&store), (2, 2), "a second read, from the kept encoding");
+    commit(&store, &mut wal, vec![events(vec![ev(t0 + 2, 9_000)])]);
+    assert_eq!(total(&store), (3, 3), "the same bucket after another event");
+    store.checkpoint(&mut wal, false).unwrap();
+    commit(&store, &mut wal, vec![events(vec![ev(t0 + 3, 9_000), ev(t0 + 60_000, 1_000)])]);
+    assert_eq!(total(&store), (5, 5), "stored rows and memory together");
+}
