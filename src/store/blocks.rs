@@ -161,6 +161,27 @@ impl Blocks {
         Ok(())
     }
 
+    /// Makes everything up to the current end durable and returns that end. The `fdatasync`
+    /// runs outside the lock, so appends go on meanwhile (a full file was synced when the next
+    /// one began, so the end's file is the only one that may need it).
+    pub fn sync_to_end(&self) -> Result<(u32, u64), BlockError> {
+        let (end, file) = {
+            let mut inner = self.lock();
+            let f = inner.files.get(&inner.current);
+            let end = (inner.current, f.map_or(0, |f| f.len));
+            let file = f.filter(|_| inner.unsynced).map(|f| (f.file.clone(), f.path.clone()));
+            inner.unsynced = false;
+            (end, file)
+        };
+        if let Some((file, path)) = file {
+            if let Err(e) = file.sync_data() {
+                self.lock().unsynced = true;
+                return Err(io_err(&path)(e));
+            }
+        }
+        Ok(end)
+    }
+
     fn file_of<'a>(&self, inner: &'a Inner, loc: &Loc) -> Result<&'a BlockFile, BlockError> {
         inner.files.get(&loc.file).ok_or_else(|| BlockError::Corrupt {
             path: self.dir.join(format!("{:010}.blk", loc.file)),

@@ -4,9 +4,35 @@
 //! block files synced before the record; deletions that a crash must not keep without the
 //! record come after it; WAL segments and doomed block files go only after sled's flush.
 //!
+//! A checkpoint has three steps, so that the slow middle one need not hold up ingest:
+//! 1. [`Store::checkpoint_begin`], on the committer thread between two groups: the WAL
+//!    rotates (the checkpoint's lsn), old heads are cut, the aggregates are written, and the
+//!    heads to save, the counters and the de-duplication table are copied as of that lsn;
+//! 2. [`Store::checkpoint_write`], anywhere (the committer runs it on a thread of its own
+//!    while groups go on): the parts are encoded and written, request ids go into runs, the
+//!    block files are synced up to their end, the record is written, sled is flushed. What
+//!    the committer writes meanwhile (chunks, raw records) lies past the recorded block end or
+//!    is rewritten by replay, exactly as if it came after the checkpoint;
+//! 3. [`Store::checkpoint_finish`], on the committer thread: the heads learn what was saved
+//!    and the WAL is cut.
+//!
 //! A step that fails leaves memory as it was, so the next checkpoint redoes it; the WAL keeps
 //! everything meanwhile.
+use super::memtable::{PartPlan, SavedPart};
 use super::*;
+
+/// A checkpoint between its steps.
+pub struct Checkpoint {
+    cp_lsn: u64,
+    replay_from: u64,
+    cut_all: bool,
+    plans: Vec<PartPlan>,
+    saved: Vec<SavedPart>,
+    /// Parts that chunks held when it began: deleted after its record.
+    dead_parts: Vec<[u8; 16]>,
+    meta: Meta,
+    written: bool,
+}
 
 impl Store {
     /// Removes aggregate rows of epoch `epoch` for the buckets memory holds (see
@@ -21,11 +47,24 @@ impl Store {
         Ok(())
     }
 
-    /// Puts what memory holds into sled, flushes sled, and drops WAL segments no longer needed.
-    /// `cut_all` (shutdown) cuts every head so that the WAL can be emptied.
+    /// A whole checkpoint, its three steps in a row. `cut_all` (shutdown) cuts every head so
+    /// that the WAL can be emptied.
     pub fn checkpoint(&self, wal: &mut Wal, cut_all: bool) -> Result<(), StoreError> {
+        let mut c = self.checkpoint_begin(wal, cut_all)?;
+        let r = self.checkpoint_write(&mut c);
+        self.checkpoint_finish(wal, c)?;
+        let mut doomed = wal.take_doomed();
+        let removed = wal::remove_segments(wal.dir(), &mut doomed);
+        wal.give_back_doomed(doomed);
+        removed?;
+        r
+    }
+
+    /// Step 1: fixes the checkpoint's lsn and copies what it saves. Batches must not be
+    /// applied while it runs (the committer calls it between groups).
+    pub fn checkpoint_begin(&self, wal: &mut Wal, cut_all: bool) -> Result<Checkpoint, StoreError> {
         let cp_lsn = wal.rotate()?;
-        let replay_from = {
+        let (plans, replay_from) = {
             let mut st = lock(&self.metrics);
             let st = &mut *st;
             let old: Vec<u64> = st
@@ -34,10 +73,17 @@ impl Store {
                 .filter(|(_, h)| !h.samples.is_empty() && (cut_all || h.started.elapsed() >= self.max_head_age))
                 .map(|(id, _)| *id)
                 .collect();
-            self.cut(st, old, true)?;
+            if cut_all {
+                self.cut(st, old, true)?;
+                st.due_old.clear();
+            } else {
+                // Heads that began together age together: the committer cuts them a few at a
+                // time after its groups (until then this checkpoint saves them as parts).
+                st.due_old = old;
+            }
             st.heads.retain(|_, h| !h.samples.is_empty() || !h.parts.is_empty());
             let older_than = st.last_checkpoint;
-            self.save_parts(st, older_than, cp_lsn)?
+            self.plan_parts(st, older_than, cp_lsn)
         };
         {
             let mut st = lock(&self.events);
@@ -50,46 +96,70 @@ impl Store {
             st.aggs.clear();
             st.epoch = cp_lsn;
         }
-        // Request-id entries of everything before cp_lsn go into runs now: those records will
-        // not be replayed.
-        self.event_rids.flush()?;
-        self.log_rids.flush()?;
-        self.blocks.sync()?;
         let meta = Meta {
             checkpoint_lsn: cp_lsn,
             replay_from,
-            blocks_end: Some(self.blocks.end()),
+            blocks_end: None,
             samples: self.counters.samples.load(Ordering::Relaxed),
             events: self.counters.events.load(Ordering::Relaxed),
             logs: self.counters.logs.load(Ordering::Relaxed),
             dedup: lock(&self.dedup).iter().map(|((c, k), (s, seen))| (c.clone(), *k, *s, *seen)).collect(),
         };
-        self.t.meta.insert(keys::META_KEY, keys::encode_meta(&meta))?;
-        // The WAL is kept from where the previous checkpoint record says replay starts, too:
-        // if sled comes back after a crash with that record instead of this one (both can
-        // name the same checkpoint lsn when no record came between them, so the checkpoint
-        // file cannot tell them apart), the open still finds every segment it needs. Cutting
-        // every head (shutdown, memory relief, a snapshot) empties the WAL as before.
-        let keep_from = {
-            let mut st = lock(&self.metrics);
-            self.delete_dead_parts(&mut st)?;
-            st.last_checkpoint = cp_lsn;
-            if cut_all {
-                replay_from
-            } else {
-                replay_from.min(st.last_replay_from)
-            }
-        };
+        let dead_parts = std::mem::take(&mut lock(&self.metrics).dead_parts);
+        Ok(Checkpoint { cp_lsn, replay_from, cut_all, plans, saved: Vec::new(), dead_parts, meta, written: false })
+    }
+
+    /// Step 2: writes what step 1 copied and makes it durable. Safe while batches go on.
+    pub fn checkpoint_write(&self, c: &mut Checkpoint) -> Result<(), StoreError> {
+        c.saved = self.write_parts(&c.plans, c.cp_lsn)?;
+        c.plans = Vec::new();
+        // Request-id entries of everything before cp_lsn go into runs now: those records will
+        // not be replayed. (Entries of later records may come along; a replay adds them again,
+        // and runs and look-ups de-duplicate.)
+        self.event_rids.flush()?;
+        self.log_rids.flush()?;
+        c.meta.blocks_end = Some(self.blocks.sync_to_end()?);
+        self.t.meta.insert(keys::META_KEY, keys::encode_meta(&c.meta))?;
+        // After the record that vouches for the chunks holding them (sled applies in order).
+        self.delete_parts(&c.dead_parts)?;
         let doomed = self.blocks.take_doomed();
         let doomed_runs = [self.event_rids.take_doomed(), self.log_rids.take_doomed()];
         self.db.flush()?;
-        recover::write_checkpoint_file(&self.dir, cp_lsn)
+        recover::write_checkpoint_file(&self.dir, c.cp_lsn)
             .map_err(|source| StoreError::Io { path: self.dir.join("checkpoint"), source })?;
+        c.written = true;
         self.blocks.delete(&doomed)?;
         self.event_rids.delete(&doomed_runs[0])?;
         self.log_rids.delete(&doomed_runs[1])?;
-        wal.truncate_before(keep_from)?;
-        lock(&self.metrics).last_replay_from = replay_from;
+        Ok(())
+    }
+
+    /// Step 3: the heads take the parts written, and the WAL dooms the segments no longer
+    /// needed ([`Wal::take_doomed`]), when step 2 got as far as its record; otherwise the dead
+    /// parts wait for the next checkpoint.
+    pub fn checkpoint_finish(&self, wal: &mut Wal, c: Checkpoint) -> Result<(), StoreError> {
+        let keep_from = {
+            let mut st = lock(&self.metrics);
+            if !c.written {
+                st.dead_parts.extend(c.dead_parts);
+                return Ok(());
+            }
+            self.mark_parts(&mut st, c.saved, c.cp_lsn);
+            st.last_checkpoint = c.cp_lsn;
+            // The WAL is kept from where the previous checkpoint record says replay starts,
+            // too: if sled comes back after a crash with that record instead of this one (both
+            // can name the same checkpoint lsn when no record came between them, so the
+            // checkpoint file cannot tell them apart), the open still finds every segment it
+            // needs. Cutting every head (shutdown, memory relief, a snapshot) empties the WAL
+            // as before.
+            if c.cut_all {
+                c.replay_from
+            } else {
+                c.replay_from.min(st.last_replay_from)
+            }
+        };
+        wal.detach_before(keep_from);
+        lock(&self.metrics).last_replay_from = c.replay_from;
         Ok(())
     }
 }

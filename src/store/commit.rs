@@ -16,6 +16,7 @@
 //! holds batches the WAL may lack, and after a failed `fdatasync` the kernel may have dropped
 //! the pages it could not write (PostgreSQL's "fsyncgate"), so retrying could ack lost data.
 //! The reserve and the preallocated segments make that case a real I/O error, not a full disk.
+use super::checkpoint::Checkpoint;
 use super::wal::Wal;
 use super::{Batch, StoreError, StoreRef};
 use crate::pb;
@@ -164,6 +165,8 @@ impl Committer {
             failed: failed.clone(),
             unpersisted: Vec::new(),
             last_full_warning: None,
+            inflight: None,
+            trim: None,
         };
         let join = std::thread::Builder::new()
             .name("modelwatch-commit".into())
@@ -183,6 +186,15 @@ struct Worker {
     /// Durable batches whose raw records could not be written yet (with their lsn).
     unpersisted: Vec<(Batch, u64)>,
     last_full_warning: Option<Instant>,
+    /// A timed checkpoint whose middle step runs on its own thread (see `store::checkpoint`).
+    inflight: Option<Inflight>,
+    /// Deleting the WAL segments a checkpoint doomed; returns those it could not.
+    trim: Option<std::thread::JoinHandle<Vec<PathBuf>>>,
+}
+
+struct Inflight {
+    began: Instant,
+    thread: std::thread::JoinHandle<(Checkpoint, Result<(), StoreError>)>,
 }
 
 impl Worker {
@@ -194,7 +206,13 @@ impl Worker {
         let mut next_checkpoint = Instant::now() + self.cfg.checkpoint_interval;
         let mut dirty = false;
         loop {
-            let wait = next_checkpoint.saturating_duration_since(Instant::now());
+            let mut wait = next_checkpoint.saturating_duration_since(Instant::now());
+            let idle_cut = self.store.has_due();
+            if self.inflight.is_some() || idle_cut {
+                // Look in on the checkpoint's thread, and cut waiting heads, now and then even
+                // when no batch comes.
+                wait = wait.min(Duration::from_millis(20));
+            }
             let first = self.rt.block_on(async { tokio::time::timeout(wait, self.rx.recv()).await });
             match first {
                 Ok(Some(Msg::Commit(req))) => {
@@ -245,17 +263,30 @@ impl Worker {
                     break;
                 }
                 Ok(None) => break,
-                Err(_) => {}
+                Err(_) => {
+                    if idle_cut && !self.is_failed() {
+                        if let Err(e) = self.store.cut_due() {
+                            tracing::warn!(error = %e, "cutting heads failed; they stay in memory (and in the write-ahead log) until a later cut");
+                        }
+                    }
+                }
+            }
+            if self.inflight.as_ref().is_some_and(|c| c.thread.is_finished()) && !self.finish_inflight() {
+                dirty = true;
             }
             // A checkpoint is due by time, or early when the WAL grew past its budget: replay
-            // never reads more than two checkpoints' worth.
-            if Instant::now() >= next_checkpoint || self.wal.since_checkpoint() >= self.cfg.checkpoint_wal_bytes {
-                if dirty && self.checkpoint(false) {
+            // never reads more than two checkpoints' worth. One runs at a time.
+            if self.inflight.is_none()
+                && (Instant::now() >= next_checkpoint || self.wal.since_checkpoint() >= self.cfg.checkpoint_wal_bytes)
+            {
+                if dirty && self.begin_checkpoint() {
                     dirty = false;
                 }
                 next_checkpoint = Instant::now() + self.cfg.checkpoint_interval;
             }
         }
+        self.finish_inflight();
+        self.join_trim();
         if self.is_failed() {
             // Memory may hold writes the WAL lacks; writing them to sled now would store data
             // that was never acked while skipping some that was. The WAL replays at start.
@@ -273,6 +304,8 @@ impl Worker {
     }
 
     fn snapshot(&mut self, dest: &std::path::Path) -> Result<crate::store::snapshot::SnapshotReport, String> {
+        self.finish_inflight();
+        self.join_trim();
         if self.is_failed() {
             return Err("an earlier write failed; restart the daemon".into());
         }
@@ -287,17 +320,97 @@ impl Worker {
         r
     }
 
-    /// A checkpoint (cutting every head with `cut_all`), unless an earlier write failed or raw
-    /// records still wait; true when it ran. A failure is logged and counted, and the WAL keeps
-    /// everything until the next one succeeds.
-    fn checkpoint(&mut self, cut_all: bool) -> bool {
+    /// Begins a timed checkpoint and leaves its middle step to a thread of its own, so that
+    /// groups go on meanwhile; true when it began. The next one begins after this one is
+    /// finished ([`Worker::finish_inflight`]).
+    fn begin_checkpoint(&mut self) -> bool {
         if self.is_failed() || !self.retry_unpersisted() {
             return false;
         }
-        let t = Instant::now();
-        match self.store.checkpoint(&mut self.wal, cut_all) {
+        let began = Instant::now();
+        let mut c = match self.store.checkpoint_begin(&mut self.wal, false) {
+            Ok(c) => c,
+            Err(e) => {
+                T.checkpoint_failures.add(1);
+                tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps everything until the next one succeeds");
+                return false;
+            }
+        };
+        let store = self.store.clone();
+        let spawned = std::thread::Builder::new().name("modelwatch-checkpoint".into()).spawn(move || {
+            let r = store.checkpoint_write(&mut c);
+            (c, r)
+        });
+        match spawned {
+            Ok(thread) => {
+                self.inflight = Some(Inflight { began, thread });
+                true
+            }
+            Err(e) => {
+                T.checkpoint_failures.add(1);
+                tracing::error!(error = %e, "cannot start the checkpoint thread; the next checkpoint tries again");
+                false
+            }
+        }
+    }
+
+    /// Waits for the checkpoint in flight, if any, and finishes it on this thread (the heads
+    /// learn what was saved, the WAL is cut). False when it failed (logged and counted: the
+    /// WAL keeps everything until the next one succeeds).
+    fn finish_inflight(&mut self) -> bool {
+        let Some(Inflight { began, thread }) = self.inflight.take() else { return true };
+        let (c, written) = match thread.join() {
+            Ok(r) => r,
+            Err(_) => {
+                T.checkpoint_failures.add(1);
+                tracing::error!(
+                    "the checkpoint thread panicked; the write-ahead log keeps everything until the next checkpoint"
+                );
+                return false;
+            }
+        };
+        let r = written.and_then(|()| self.store.checkpoint_finish(&mut self.wal, c));
+        if r.is_ok() {
+            self.trim_wal();
+        }
+        self.checkpoint_done(began, r)
+    }
+
+    /// Deletes the WAL's doomed segments on a thread of its own (unlinking a large file takes
+    /// a while), once the previous such thread is done: segments go oldest first.
+    fn trim_wal(&mut self) {
+        self.join_trim();
+        let doomed = self.wal.take_doomed();
+        if doomed.is_empty() {
+            return;
+        }
+        let dir = self.wal.dir().to_owned();
+        let mut list = doomed.clone();
+        let spawned = std::thread::Builder::new().name("modelwatch-wal-trim".into()).spawn(move || {
+            if let Err(e) = super::wal::remove_segments(&dir, &mut list) {
+                tracing::warn!(error = %e, "deleting old write-ahead-log segments failed; the next checkpoint tries again");
+            }
+            list
+        });
+        match spawned {
+            Ok(t) => self.trim = Some(t),
+            Err(_) => self.wal.give_back_doomed(doomed),
+        }
+    }
+
+    /// Waits for the WAL-trimming thread; what it could not delete goes back to the WAL.
+    fn join_trim(&mut self) {
+        if let Some(t) = self.trim.take() {
+            if let Ok(left) = t.join() {
+                self.wal.give_back_doomed(left);
+            }
+        }
+    }
+
+    fn checkpoint_done(&mut self, began: Instant, r: Result<(), StoreError>) -> bool {
+        match r {
             Ok(()) => {
-                T.checkpoint.since(t);
+                T.checkpoint.since(began);
                 T.wal_bytes.set(self.wal.disk_bytes() as f64);
                 T.wal_since_checkpoint.set(self.wal.since_checkpoint() as f64);
                 true
@@ -308,6 +421,20 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// A checkpoint (cutting every head with `cut_all`) made here, after the one in flight,
+    /// unless an earlier write failed or raw records still wait; true when it ran. A failure
+    /// is logged and counted, and the WAL keeps everything until the next one succeeds.
+    fn checkpoint(&mut self, cut_all: bool) -> bool {
+        self.finish_inflight();
+        self.join_trim();
+        if self.is_failed() || !self.retry_unpersisted() {
+            return false;
+        }
+        let t = Instant::now();
+        let r = self.store.checkpoint(&mut self.wal, cut_all);
+        self.checkpoint_done(t, r)
     }
 
     /// A checkpoint that cuts every head, then glibc's free memory returned to the system, so

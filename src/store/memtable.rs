@@ -20,11 +20,21 @@ pub(super) struct Head {
     unsaved_lsn: Option<u64>,
     /// (first ts, last ts) of each saved part, oldest first.
     pub(super) parts: Vec<(i64, i64)>,
+    /// Samples cut from the front of this head so far: a part planned before a cut finds
+    /// where its samples went ([`Store::mark_parts`]).
+    cut_samples: u64,
 }
 
 impl Head {
     fn new() -> Head {
-        Head { samples: head::Samples::new(), started: Instant::now(), saved: 0, unsaved_lsn: None, parts: Vec::new() }
+        Head {
+            samples: head::Samples::new(),
+            started: Instant::now(),
+            saved: 0,
+            unsaved_lsn: None,
+            parts: Vec::new(),
+            cut_samples: 0,
+        }
     }
 }
 
@@ -37,6 +47,8 @@ pub(super) struct MetricsState {
     pub(super) persisted: index::FxMap<u64, i64>,
     /// Heads that reached `chunk_samples`, cut by [`Store::cut_due`].
     pub(super) due: Vec<u64>,
+    /// Heads older than `max_head_age`, found by a checkpoint, cut whole by [`Store::cut_due`].
+    pub(super) due_old: Vec<u64>,
     /// Keys of parts that chunks now hold, deleted by the next checkpoint.
     pub(super) dead_parts: Vec<[u8; 16]>,
     /// Lsn of the last checkpoint: heads unsaved since before it are saved by the next one.
@@ -44,6 +56,28 @@ pub(super) struct MetricsState {
     /// Where the last checkpoint record says replay starts: the next checkpoint keeps the WAL
     /// from there too (see [`Store::checkpoint`]).
     pub(super) last_replay_from: u64,
+}
+
+/// Full heads' worth of samples that [`Store::cut_due`] cuts at most per call (a few
+/// milliseconds of encoding at the default `chunk_samples`).
+const CUT_HEADS: usize = 16;
+
+/// A head's samples as a checkpoint found them, and the first of them no part holds yet.
+pub(super) struct PartPlan {
+    id: u64,
+    samples: head::Samples,
+    from: usize,
+    cut_before: u64,
+}
+
+/// A part written: its range, and how many of its head's samples were saved by it (counted
+/// from the head's front as it was planned).
+pub(super) struct SavedPart {
+    id: u64,
+    first: i64,
+    last: i64,
+    upto: usize,
+    cut_before: u64,
 }
 
 /// Loads the heads saved by checkpoints up to `checkpoint_lsn` (the last complete one). Parts
@@ -226,13 +260,47 @@ impl Store {
 
     /// Cuts every head that reached `chunk_samples` into chunks. Called after a WAL sync, for
     /// the same reason as [`Store::persist`].
+    /// Whether heads wait to be cut.
+    pub fn has_due(&self) -> bool {
+        let st = lock(&self.metrics);
+        !st.due.is_empty() || !st.due_old.is_empty()
+    }
+
+    /// Cuts due heads, up to [`CUT_HEADS`] full heads' worth of samples a call (the committer calls it after each
+    /// group): series pushed at one rate fill their heads together, and cutting thousands at
+    /// once would hold one group's acks for all of them. The rest wait for the next groups.
     pub fn cut_due(&self) -> Result<(), StoreError> {
         let mut st = lock(&self.metrics);
-        let due = std::mem::take(&mut st.due);
-        if due.is_empty() {
-            return Ok(());
+        let st = &mut *st;
+        let budget = CUT_HEADS * self.chunk_samples;
+        for all in [true, false] {
+            let list = if all { &mut st.due_old } else { &mut st.due };
+            if list.is_empty() {
+                continue;
+            }
+            let mut ids = std::mem::take(list);
+            ids.sort_unstable();
+            ids.dedup();
+            let (mut n, mut take) = (0, 0);
+            for id in &ids {
+                n += st.heads.get(id).map_or(0, |h| h.samples.len());
+                take += 1;
+                if n >= budget {
+                    break;
+                }
+            }
+            let rest = ids.split_off(take);
+            if all {
+                st.due_old = rest;
+            } else {
+                st.due = rest;
+            }
+            self.cut(st, ids, all)?;
+            if n >= budget {
+                break;
+            }
         }
-        self.cut(&mut st, due, false)
+        Ok(())
     }
 
     /// Cuts heads into chunks: payloads appended to the block files, then the index entries
@@ -286,6 +354,7 @@ impl Store {
         for (id, r, _, _, n) in cuts {
             if let Some(head) = st.heads.get_mut(&id) {
                 head.saved = head.saved.saturating_sub(n);
+                head.cut_samples += n as u64;
                 if head.saved == head.samples.len() {
                     head.unsaved_lsn = None;
                 }
@@ -297,14 +366,14 @@ impl Store {
         Ok(())
     }
 
-    /// Saves, as parts, the unsaved samples of every head that has held them since before
-    /// `older_than` (the previous checkpoint's lsn); returns the oldest lsn whose records may
-    /// still hold unsaved samples (replay must start there).
-    pub(super) fn save_parts(&self, st: &mut MetricsState, older_than: u64, cp_lsn: u64) -> Result<u64, StoreError> {
-        let mut b = sled::Batch::default();
+    /// Plans the parts of a checkpoint: a copy of every head that has held unsaved samples
+    /// since before `older_than` (the previous checkpoint's lsn), to be encoded and written by
+    /// [`Store::write_parts`] (possibly on another thread while batches go on) and recorded by
+    /// [`Store::mark_parts`]. Returns the plan and the oldest lsn whose records may still hold
+    /// samples that no part saves (replay must start there).
+    pub(super) fn plan_parts(&self, st: &mut MetricsState, older_than: u64, cp_lsn: u64) -> (Vec<PartPlan>, u64) {
         let mut replay_from = cp_lsn;
-        let mut saved = Vec::new();
-        let (mut all_ts, mut all_vals) = (Vec::new(), Vec::new());
+        let mut plans = Vec::new();
         for (id, head) in st.heads.iter_mut() {
             let Some(lsn) = head.unsaved_lsn else { continue };
             if head.samples.len() == head.saved {
@@ -312,34 +381,72 @@ impl Store {
             } else if lsn >= older_than {
                 replay_from = replay_from.min(lsn);
             } else {
-                all_ts.clear();
-                all_vals.clear();
-                head.samples.decode_into(&mut all_ts, &mut all_vals);
-                let (ts, vals) = (&all_ts[head.saved..], &all_vals[head.saved..]);
-                // Tagged with the checkpoint that saves it: one that does not finish leaves
-                // parts that the next open drops.
-                let mut v = Vec::new();
-                keys::put_varint(&mut v, cp_lsn);
-                v.extend_from_slice(&chunk::encode(ts, vals));
-                b.insert(&keys::chunk_key(*id, ts[0])[..], v);
-                saved.push((*id, ts[0], ts[ts.len() - 1]));
+                plans.push(PartPlan {
+                    id: *id,
+                    samples: head.samples.clone(),
+                    from: head.saved,
+                    cut_before: head.cut_samples,
+                });
             }
         }
-        // Marked saved only once sled has them: a failed checkpoint leaves the heads as they were.
-        self.t.head_parts.apply_batch(b)?;
-        for (id, first, last) in saved {
-            let head = st.heads.get_mut(&id).expect("head seen above");
-            head.parts.push((first, last));
-            head.saved = head.samples.len();
-            head.unsaved_lsn = None;
+        (plans, replay_from)
+    }
+
+    /// Encodes and writes planned parts, tagged with the checkpoint that saves them (one that
+    /// does not finish leaves parts that the next open drops). Touches no head.
+    pub(super) fn write_parts(&self, plans: &[PartPlan], cp_lsn: u64) -> Result<Vec<SavedPart>, StoreError> {
+        let mut b = sled::Batch::default();
+        let mut saved = Vec::with_capacity(plans.len());
+        let (mut all_ts, mut all_vals) = (Vec::new(), Vec::new());
+        for p in plans {
+            all_ts.clear();
+            all_vals.clear();
+            p.samples.decode_into(&mut all_ts, &mut all_vals);
+            let (ts, vals) = (&all_ts[p.from..], &all_vals[p.from..]);
+            let mut v = Vec::new();
+            keys::put_varint(&mut v, cp_lsn);
+            v.extend_from_slice(&chunk::encode(ts, vals));
+            b.insert(&keys::chunk_key(p.id, ts[0])[..], v);
+            saved.push(SavedPart {
+                id: p.id,
+                first: ts[0],
+                last: ts[ts.len() - 1],
+                upto: all_ts.len(),
+                cut_before: p.cut_before,
+            });
         }
-        Ok(replay_from)
+        self.t.head_parts.apply_batch(b)?;
+        Ok(saved)
+    }
+
+    /// Records written parts in their heads, once their checkpoint is complete (a failed one
+    /// leaves the heads as they were). A head cut since the plan has lost samples from its
+    /// front: the part's samples sit that many places earlier, and a part that a chunk now
+    /// holds whole is dead at once. Samples that arrived since the plan came from records at or
+    /// after `cp_lsn`.
+    pub(super) fn mark_parts(&self, st: &mut MetricsState, saved: Vec<SavedPart>, cp_lsn: u64) {
+        for p in saved {
+            let key = keys::chunk_key(p.id, p.first);
+            let persisted = st.persisted.get(&p.id).copied().unwrap_or(i64::MIN);
+            let Some(head) = st.heads.get_mut(&p.id) else {
+                st.dead_parts.push(key);
+                continue;
+            };
+            if p.last <= persisted {
+                st.dead_parts.push(key);
+            } else {
+                head.parts.push((p.first, p.last));
+            }
+            let removed = (head.cut_samples - p.cut_before) as usize;
+            head.saved = head.saved.max(p.upto.saturating_sub(removed)).min(head.samples.len());
+            head.unsaved_lsn = (head.saved < head.samples.len()).then_some(cp_lsn);
+        }
     }
 
     /// Deletes the parts that chunks hold (after the checkpoint record that vouches for them).
-    pub(super) fn delete_dead_parts(&self, st: &mut MetricsState) -> Result<(), StoreError> {
+    pub(super) fn delete_parts(&self, dead: &[[u8; 16]]) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
-        for k in st.dead_parts.drain(..) {
+        for k in dead {
             b.remove(&k[..]);
         }
         self.t.head_parts.apply_batch(b)?;

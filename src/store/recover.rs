@@ -217,6 +217,7 @@ impl Store {
                 heads,
                 persisted,
                 due: Vec::new(),
+                due_old: Vec::new(),
                 dead_parts: Vec::new(),
                 last_checkpoint: meta.checkpoint_lsn,
                 last_replay_from: meta.replay_from,

@@ -19,6 +19,14 @@ enum Op {
         n: u16,
     },
     Checkpoint,
+    /// A checkpoint whose steps interleave with pushes, as when its middle step runs on its
+    /// own thread: pushes after it began, pushes after its write; `finish: false` stops
+    /// before its last step (the process dies there; the next op reopens or checkpoints).
+    CheckpointAround {
+        during: Vec<(u8, u16)>,
+        after: Vec<(u8, u16)>,
+        finish: bool,
+    },
     /// Close and reopen (WAL replay).
     Reopen,
     /// Drop and reopen without a final checkpoint: the WAL replays (sled flushes on drop, so
@@ -31,6 +39,12 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..4, 1u16..40).prop_map(|(s, n)| Op::Push { s, n }),
         2 => (0u8..4, 1u16..40).prop_map(|(s, n)| Op::PushTwice { s, n }),
         1 => Just(Op::Checkpoint),
+        2 => (
+            proptest::collection::vec((0u8..4, 1u16..40), 0..4),
+            proptest::collection::vec((0u8..4, 1u16..40), 0..3),
+            proptest::bool::weighted(0.8)
+        )
+            .prop_map(|(during, after, finish)| Op::CheckpointAround { during, after, finish }),
         1 => Just(Op::Reopen),
         1 => Just(Op::ReopenWithoutCheckpoint),
     ]
@@ -86,12 +100,29 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, mut wal) = open(dir.path());
         let mut model: BTreeMap<u8, Vec<i64>> = BTreeMap::new();
+        let push = |store: &Store, wal: &mut Wal, model: &mut BTreeMap<u8, Vec<i64>>, s: u8, n: u16| {
+            let from = model.get(&s).and_then(|v| v.last()).map_or(1000, |t| t + 1);
+            commit(store, wal, vec![batch(s, from, n)]);
+            model.entry(s).or_default().extend(from..from + i64::from(n));
+        };
         for op in ops {
             match op {
-                Op::Push { s, n } => {
-                    let from = model.get(&s).and_then(|v| v.last()).map_or(1000, |t| t + 1);
-                    commit(&store, &mut wal, vec![batch(s, from, n)]);
-                    model.entry(s).or_default().extend(from..from + i64::from(n));
+                Op::Push { s, n } => push(&store, &mut wal, &mut model, s, n),
+                Op::CheckpointAround { during, after, finish } => {
+                    let mut c = store.checkpoint_begin(&mut wal, false).unwrap();
+                    for (s, n) in during {
+                        push(&store, &mut wal, &mut model, s, n);
+                    }
+                    store.checkpoint_write(&mut c).unwrap();
+                    for (s, n) in after {
+                        push(&store, &mut wal, &mut model, s, n);
+                    }
+                    if finish {
+                        store.checkpoint_finish(&mut wal, c).unwrap();
+                    } else {
+                        drop((store, wal));
+                        (store, wal) = open(dir.path());
+                    }
                 }
                 Op::PushTwice { s, n } => {
                     let from = model.get(&s).and_then(|v| v.last()).map_or(1000, |t| t + 1);

@@ -83,6 +83,10 @@ pub struct Wal {
     dir: PathBuf,
     /// (first lsn, path) of every segment, oldest first; the last is open for appends.
     segments: Vec<(u64, PathBuf)>,
+    /// Segments no longer needed and not deleted yet, oldest first. They go oldest first,
+    /// always before any newer one: a newer segment deleted while an older one stayed would
+    /// leave a gap that the next open reports as damage.
+    doomed: Vec<PathBuf>,
     /// The open segment and where the next record goes.
     file: File,
     pos: u64,
@@ -208,6 +212,7 @@ impl Wal {
         let wal = Wal {
             dir: dir.to_owned(),
             segments,
+            doomed: Vec::new(),
             file,
             pos: 0,
             size: 0,
@@ -338,16 +343,34 @@ impl Wal {
     /// Deletes closed segments whose records all have lsn < `keep_from`, then syncs the
     /// folder so that a crash cannot bring them back.
     pub fn truncate_before(&mut self, keep_from: u64) -> Result<(), WalError> {
-        let mut removed = false;
+        self.detach_before(keep_from);
+        let mut doomed = std::mem::take(&mut self.doomed);
+        let r = remove_segments(&self.dir, &mut doomed);
+        self.doomed = doomed;
+        r
+    }
+
+    /// Dooms closed segments whose records all have lsn < `keep_from`: [`Wal::take_doomed`]
+    /// hands them to whoever deletes them (unlinking a large file takes a while, so the
+    /// committer leaves it to another thread). Until then an open finds them and skips them,
+    /// as after a crash here.
+    pub fn detach_before(&mut self, keep_from: u64) {
         while self.segments.len() > 1 && self.segments[1].0 <= keep_from {
             let (_, path) = self.segments.remove(0);
-            fs::remove_file(&path).map_err(io_err(&path))?;
-            removed = true;
+            self.doomed.push(path);
         }
-        if removed {
-            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-        }
-        Ok(())
+    }
+
+    /// The doomed segments, oldest first, for [`remove_segments`]; what that leaves must come
+    /// back through [`Wal::give_back_doomed`] before the next are taken.
+    pub fn take_doomed(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.doomed)
+    }
+
+    /// Puts back segments a [`remove_segments`] left (older than any doomed since).
+    pub fn give_back_doomed(&mut self, mut left: Vec<PathBuf>) {
+        left.append(&mut self.doomed);
+        self.doomed = left;
     }
 
     /// Bytes of records written since the last checkpoint's rotation.
@@ -355,10 +378,39 @@ impl Wal {
         self.since_rotate
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Bytes the segments take on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.segments.iter().filter_map(|(_, p)| fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
+}
+
+/// Deletes doomed segments of the WAL in `dir`, oldest first, then syncs the folder; on a
+/// failure `paths` keeps the ones not deleted (the failed one first).
+pub fn remove_segments(dir: &Path, paths: &mut Vec<PathBuf>) -> Result<(), WalError> {
+    let mut removed = 0;
+    let mut result = Ok(());
+    for path in paths.iter() {
+        match fs::remove_file(path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => removed += 1,
+            Err(e) => {
+                result = Err(io_err(path)(e));
+                break;
+            }
+        }
+    }
+    if removed > 0 {
+        if let Err(e) = sync_dir(dir) {
+            // Unsynced removals may come back after a crash: oldest first still, so no gap.
+            result = result.and(Err(io_err(dir)(e)));
+        }
+    }
+    paths.drain(..removed);
+    result
 }
 
 /// Whether every byte is zero (8 at a time: a preallocated segment is mostly zeros).
@@ -654,5 +706,27 @@ mod tests {
         let (_, got, _) = open(dir.path(), 0, false).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].1.len(), 3 << 20);
+    }
+
+    /// Doomed segments go oldest first: one that cannot be deleted stops the newer ones, and
+    /// stays (with them) for the next try.
+    #[test]
+    fn a_segment_that_cannot_be_deleted_keeps_the_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("a.wal");
+        let stuck = dir.path().join("b.wal");
+        let newer = dir.path().join("c.wal");
+        std::fs::write(&old, b"x").unwrap();
+        // A non-empty directory: remove_file fails on it.
+        std::fs::create_dir(&stuck).unwrap();
+        std::fs::write(stuck.join("f"), b"x").unwrap();
+        std::fs::write(&newer, b"x").unwrap();
+        let mut list = vec![old.clone(), stuck.clone(), newer.clone()];
+        assert!(remove_segments(dir.path(), &mut list).is_err());
+        assert_eq!(list, vec![stuck.clone(), newer.clone()]);
+        assert!(!old.exists() && newer.exists());
+        std::fs::remove_dir_all(&stuck).unwrap();
+        remove_segments(dir.path(), &mut list).unwrap();
+        assert!(list.is_empty() && !newer.exists());
     }
 }
