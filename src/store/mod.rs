@@ -11,7 +11,8 @@
 //!   synced, its raw records into the block files ([`raw`], [`rid_index`]).
 //! - [`memtable`]: per-series heads (compressed as samples arrive, [`head`]), cut into
 //!   [`chunk`]s.
-//! - [`checkpoint`]: memory into sled and the block files, sled flush, WAL truncation.
+//! - [`checkpoint`]: memory into sled and the block files, sled flush, WAL truncation; its slow
+//!   middle runs on a thread of its own while groups go on.
 //! - [`read`]: selections, samples, aggregates, raw records. [`retention`]: expiry.
 //! - [`snapshot`]: a consistent copy of the folder while the daemon runs.
 //! - [`keys`]: every sled key and small value; [`blocks`]: the block files; [`index`]: the
