@@ -135,27 +135,10 @@ fn json(e: &pb::InferenceEvent) -> serde_json::Value {
     serde_json::Value::Object(o)
 }
 
-fn du(p: &Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| {
-                    let m = e.metadata().unwrap();
-                    if m.is_dir() {
-                        du(&e.path())
-                    } else {
-                        m.len()
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// A file's or a folder's bytes.
 fn du_any(p: &Path) -> u64 {
     if p.is_dir() {
-        du(p)
+        support::du(p)
     } else {
         std::fs::metadata(p).map_or(0, |m| m.len())
     }
@@ -180,7 +163,7 @@ fn store(dir: &Path, evs: &[pb::InferenceEvent]) -> u64 {
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
-    du(dir)
+    support::du(dir)
 }
 
 fn main() {

@@ -23,7 +23,7 @@
 mod support;
 
 use modelwatch::pb;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use support::SeriesData;
 
@@ -259,7 +259,7 @@ fn main() {
     let t = Instant::now();
     if a.kill {
         // SIGKILL at full rate, then time the restart on what is left.
-        let wal = du(&dir.join("wal"));
+        let wal = support::du(&dir.join("wal"));
         child.kill().unwrap();
         child.wait().unwrap();
         let t = Instant::now();
@@ -278,7 +278,7 @@ fn main() {
     let st = child.wait().unwrap();
     assert!(st.success(), "daemon exit {st:?}");
     let stop = t.elapsed();
-    let bytes = du(&dir);
+    let bytes = support::du(&dir);
     let rate = total as f64 / elapsed.as_secs_f64();
     println!("modelwatch ingest benchmark ({})", csv.display());
     println!(
@@ -327,23 +327,6 @@ async fn heavy_queries(addr: String, stop: std::sync::Arc<std::sync::atomic::Ato
         secs += t.elapsed().as_secs_f64();
     }
     (n, secs)
-}
-
-fn du(p: &Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| {
-                    let m = e.metadata().unwrap();
-                    if m.is_dir() {
-                        du(&e.path())
-                    } else {
-                        m.len()
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// Sends requests that are already protobuf-encoded, as they are; decodes the acks.
