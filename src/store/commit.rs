@@ -440,7 +440,8 @@ impl Worker {
     /// A checkpoint that cuts every head, then glibc's free memory returned to the system, so
     /// that resident memory falls. True when the checkpoint ran (nothing left dirty).
     fn relieve(&mut self, dirty: bool) -> bool {
-        let done = dirty && self.checkpoint(true);
+        // A timed checkpoint in flight has not cut every head: relief still needs its own.
+        let done = (dirty || self.inflight.is_some()) && self.checkpoint(true);
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only releases free heap pages.
         unsafe {
