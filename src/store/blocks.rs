@@ -11,7 +11,7 @@
 //!   all of it lies past the end the last checkpoint recorded, and after a crash it is cut and
 //!   rebuilt from the WAL ([`Blocks::cut_after`]), so an entry pointing at lost bytes never
 //!   survives an open;
-//! - a checkpoint syncs the block files ([`Blocks::sync`]) before its record, so everything the
+//! - a checkpoint syncs the block files ([`Blocks::sync_to_end`]) before its record, so everything the
 //!   record vouches for is on disk;
 //! - a file whose payloads were all released is deleted only after the next checkpoint's sled
 //!   flush ([`Blocks::take_doomed`], [`Blocks::delete`]): until then a crash could bring back
@@ -125,12 +125,12 @@ impl Blocks {
         }
     }
 
-    /// Appends a payload; it is durable after the next [`Blocks::sync`].
+    /// Appends a payload; it is durable after the next [`Blocks::sync_to_end`].
     pub fn append(&self, payload: &[u8]) -> Result<Loc, BlockError> {
         let mut inner = self.lock();
         let cur = inner.current;
         if inner.files.get(&cur).is_some_and(|f| f.len >= self.max_file_bytes) {
-            // Sync the full file before moving on: sync() only syncs the current one.
+            // Sync the full file before moving on: sync_to_end() only syncs the current one.
             if inner.unsynced {
                 let f = &inner.files[&cur];
                 f.file.sync_data().map_err(io_err(&f.path))?;
@@ -149,16 +149,6 @@ impl Blocks {
         f.live += 1;
         inner.unsynced = true;
         Ok(loc)
-    }
-
-    pub fn sync(&self) -> Result<(), BlockError> {
-        let mut inner = self.lock();
-        if inner.unsynced {
-            let f = &inner.files[&inner.current];
-            f.file.sync_data().map_err(io_err(&f.path))?;
-            inner.unsynced = false;
-        }
-        Ok(())
     }
 
     /// Makes everything up to the current end durable and returns that end. The `fdatasync`
@@ -296,7 +286,7 @@ mod tests {
         let l1 = b.append(&[1u8; 60]).unwrap();
         let l2 = b.append(&[2u8; 60]).unwrap();
         let l3 = b.append(&[3u8; 10]).unwrap();
-        b.sync().unwrap();
+        b.sync_to_end().unwrap();
         assert_eq!((l1.file, l2.file, l3.file), (0, 0, 1), "rotates past the size");
         assert_eq!(b.read(&l2).unwrap(), vec![2u8; 60]);
         drop(b);
@@ -315,7 +305,7 @@ mod tests {
         assert!(!dir.path().join("0000000000.blk").exists(), "an empty old file is deleted");
         // damage is reported, not returned as data
         let l4 = b.append(&[4u8; 8]).unwrap();
-        b.sync().unwrap();
+        b.sync_to_end().unwrap();
         let path = dir.path().join("0000000001.blk");
         let mut data = fs::read(&path).unwrap();
         let last = data.len() - 1;
@@ -333,7 +323,7 @@ mod tests {
         let end = b.end();
         b.append(&[2u8; 70]).unwrap();
         b.append(&[3u8; 70]).unwrap();
-        b.sync().unwrap();
+        b.sync_to_end().unwrap();
         drop(b);
         let b = Blocks::open(dir.path(), 100).unwrap();
         assert_eq!(b.cut_after(end).unwrap(), 74 + 74);

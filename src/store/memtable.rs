@@ -258,15 +258,15 @@ impl Store {
         Ok(accepted)
     }
 
-    /// Cuts every head that reached `chunk_samples` into chunks. Called after a WAL sync, for
-    /// the same reason as [`Store::persist`].
     /// Whether heads wait to be cut.
     pub fn has_due(&self) -> bool {
         let st = lock(&self.metrics);
         !st.due.is_empty() || !st.due_old.is_empty()
     }
 
-    /// Cuts due heads, up to [`CUT_HEADS`] full heads' worth of samples a call (the committer calls it after each
+    /// Cuts heads that reached `chunk_samples` into chunks, and heads past `max_head_age`
+    /// whole. Called after a WAL sync, for the same reason as [`Store::persist`]. At most
+    /// [`CUT_HEADS`] full heads' worth of samples a call (the committer calls it after each
     /// group): series pushed at one rate fill their heads together, and cutting thousands at
     /// once would hold one group's acks for all of them. The rest wait for the next groups.
     pub fn cut_due(&self) -> Result<(), StoreError> {
