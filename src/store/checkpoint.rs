@@ -53,10 +53,7 @@ impl Store {
         let mut c = self.checkpoint_begin(wal, cut_all)?;
         let r = self.checkpoint_write(&mut c);
         self.checkpoint_finish(wal, c)?;
-        let mut doomed = wal.take_doomed();
-        let removed = wal::remove_segments(wal.dir(), &mut doomed);
-        wal.give_back_doomed(doomed);
-        removed?;
+        wal.remove_doomed()?;
         r
     }
 

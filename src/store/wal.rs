@@ -344,6 +344,11 @@ impl Wal {
     /// folder so that a crash cannot bring them back.
     pub fn truncate_before(&mut self, keep_from: u64) -> Result<(), WalError> {
         self.detach_before(keep_from);
+        self.remove_doomed()
+    }
+
+    /// Deletes the doomed segments here, oldest first; what cannot be deleted stays doomed.
+    pub fn remove_doomed(&mut self) -> Result<(), WalError> {
         let mut doomed = std::mem::take(&mut self.doomed);
         let r = remove_segments(&self.dir, &mut doomed);
         self.doomed = doomed;
