@@ -9,6 +9,8 @@ pub(super) struct EventsState {
     pub(super) aggs: HashMap<(u32, i64), MemAgg>,
     /// Lsn the in-memory aggregates started accumulating from (their rows' epoch).
     pub(super) epoch: u64,
+    /// Hours (group, pack start) with aggregate rows not packed yet ([`super::packs`]).
+    pub(super) loose: std::collections::BTreeSet<(u32, i64)>,
 }
 
 /// An in-memory aggregate with its encoding, kept until the next event of its bucket: readers

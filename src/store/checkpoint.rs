@@ -7,10 +7,12 @@
 //! A checkpoint has three steps, so that the slow middle one need not hold up ingest:
 //! 1. [`Store::checkpoint_begin`], on the committer thread between two groups: the WAL
 //!    rotates (the checkpoint's lsn), old heads are cut, the aggregates are written, and the
-//!    heads to save, the counters and the de-duplication table are copied as of that lsn;
+//!    heads to save, the counters and the de-duplication table are copied as of that lsn, and
+//!    the hours of aggregates to pack are chosen;
 //! 2. [`Store::checkpoint_write`], anywhere (the committer runs it on a thread of its own
 //!    while groups go on): the parts are encoded and written, request ids go into runs, the
-//!    block files are synced up to their end, the record is written, sled is flushed. What
+//!    block files are synced up to their end, the record is written, past hours of aggregates
+//!    are packed ([`super::packs`]), sled is flushed. What
 //!    the committer writes meanwhile (chunks, raw records) lies past the recorded block end or
 //!    is rewritten by replay, exactly as if it came after the checkpoint;
 //! 3. [`Store::checkpoint_finish`], on the committer thread: the heads learn what was saved
@@ -31,6 +33,9 @@ pub struct Checkpoint {
     /// Parts that chunks held when it began: deleted after its record.
     dead_parts: Vec<[u8; 16]>,
     meta: Meta,
+    /// Hours to pack ([`super::packs`]), with rows of epochs below `pack_below`.
+    pack: Vec<(u32, i64)>,
+    pack_below: u64,
     written: bool,
 }
 
@@ -82,17 +87,27 @@ impl Store {
             let older_than = st.last_checkpoint;
             self.plan_parts(st, older_than, cp_lsn)
         };
-        {
+        let (pack, pack_below) = {
             let mut st = lock(&self.events);
+            let st = &mut *st;
             let epoch = st.epoch;
             let mut b = sled::Batch::default();
+            let mut written = std::collections::BTreeSet::new();
             for ((gid, bucket), agg) in st.aggs.iter_mut() {
                 b.insert(&keys::agg_key(*gid, *bucket, epoch)[..], agg.encoded());
+                written.insert((*gid, self.pack_start(*bucket)));
             }
             self.t.aggs.apply_batch(b)?;
             st.aggs.clear();
             st.epoch = cp_lsn;
-        }
+            st.loose.extend(written.iter().copied());
+            let pack: Vec<(u32, i64)> =
+                packs::packable(&st.loose).filter(|h| !written.contains(h)).take(packs::PACK_HOURS).collect();
+            for h in &pack {
+                st.loose.remove(h);
+            }
+            (pack, epoch)
+        };
         let meta = Meta {
             checkpoint_lsn: cp_lsn,
             replay_from,
@@ -103,7 +118,18 @@ impl Store {
             dedup: lock(&self.dedup).iter().map(|((c, k), (s, seen))| (c.clone(), *k, *s, *seen)).collect(),
         };
         let dead_parts = std::mem::take(&mut lock(&self.metrics).dead_parts);
-        Ok(Checkpoint { cp_lsn, replay_from, cut_all, plans, saved: Vec::new(), dead_parts, meta, written: false })
+        Ok(Checkpoint {
+            cp_lsn,
+            replay_from,
+            cut_all,
+            plans,
+            saved: Vec::new(),
+            dead_parts,
+            meta,
+            pack,
+            pack_below,
+            written: false,
+        })
     }
 
     /// Step 2: writes what step 1 copied and makes it durable. Safe while batches go on.
@@ -119,6 +145,7 @@ impl Store {
         self.t.meta.insert(keys::META_KEY, keys::encode_meta(&c.meta))?;
         // After the record that vouches for the chunks holding them (sled applies in order).
         self.delete_parts(&c.dead_parts)?;
+        self.pack_hours(&c.pack, c.pack_below)?;
         let doomed = self.blocks.take_doomed();
         let doomed_runs = [self.event_rids.take_doomed(), self.log_rids.take_doomed()];
         self.db.flush()?;
@@ -139,6 +166,7 @@ impl Store {
             let mut st = lock(&self.metrics);
             if !c.written {
                 st.dead_parts.extend(c.dead_parts);
+                lock(&self.events).loose.extend(c.pack);
                 return Ok(());
             }
             self.mark_parts(&mut st, c.saved, c.cp_lsn);

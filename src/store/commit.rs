@@ -279,7 +279,8 @@ impl Worker {
             if self.inflight.is_none()
                 && (Instant::now() >= next_checkpoint || self.wal.since_checkpoint() >= self.cfg.checkpoint_wal_bytes)
             {
-                if dirty && self.begin_checkpoint() {
+                // An idle daemon checkpoints once more to pack the hours its last one left.
+                if (dirty || self.store.wants_packing()) && self.begin_checkpoint() {
                     dirty = false;
                 }
                 next_checkpoint = Instant::now() + self.cfg.checkpoint_interval;

@@ -9,6 +9,7 @@
 //! | `head_parts` | series id, first ts                   | samples of an open head saved by a checkpoint ([`super::chunk`] encoding) |
 //! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
 //! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::aggs::Agg`]         |
+//! | `agg_packs`  | group id, pack start, part            | a part of a [`super::packs`] pack: one group's hour of aggregates |
 //! | `events`     | 10 s slot, lsn                        | [`BlockRef`] of a group of raw events ([`super::raw`]) |
 //! | `event_rid_runs` | run id                            | request-id index run ([`super::rid_index`]) |
 //! | `logs`       | 10 s slot, lsn                        | [`BlockRef`] of a group of log records |
@@ -20,6 +21,7 @@ pub const TREE_CHUNKS: &str = "chunks";
 pub const TREE_HEAD_PARTS: &str = "head_parts";
 pub const TREE_AGG_GROUPS: &str = "agg_groups";
 pub const TREE_AGGS: &str = "aggs";
+pub const TREE_AGG_PACKS: &str = "agg_packs";
 pub const TREE_EVENTS: &str = "events";
 pub const TREE_EVENT_RID_RUNS: &str = "event_rid_runs";
 pub const TREE_LOGS: &str = "logs";
@@ -97,6 +99,21 @@ pub fn decode_agg_key(k: &[u8]) -> Result<(u32, i64, u64), DecodeError> {
     }
     let g = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
     Ok((g, ts_from_bytes(arr8(&k[4..])), u64::from_be_bytes(arr8(&k[12..]))))
+}
+
+pub fn pack_key(group: u32, start: i64, part: u8) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..4].copy_from_slice(&group.to_be_bytes());
+    k[4..12].copy_from_slice(&ts_to_bytes(start));
+    k[12] = part;
+    k
+}
+
+pub fn decode_pack_key(k: &[u8]) -> Result<(u32, i64, u8), DecodeError> {
+    if k.len() != 13 {
+        return Err(derr("aggregate pack key", format!("{} bytes", k.len())));
+    }
+    Ok((u32::from_be_bytes([k[0], k[1], k[2], k[3]]), ts_from_bytes(arr8(&k[4..])), k[12]))
 }
 
 /// Key of a log record or raw event: time first so ranges are scans, then the WAL record's lsn
@@ -239,7 +256,20 @@ impl<'a> Reader<'a> {
         derr(self.what, format!("{detail} at byte {}", self.pos))
     }
 
+    #[inline]
     pub fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Most varints of the hot paths (histogram block heads) are one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long()
+    }
+
+    #[cold]
+    fn varint_long(&mut self) -> Result<u64, DecodeError> {
         let mut v = 0u64;
         let mut shift = 0;
         loop {
@@ -432,6 +462,7 @@ mod tests {
         #[test]
         fn agg_and_time_keys_round_trip(g in any::<u32>(), b in any::<i64>(), e in any::<u64>(), i in any::<u32>()) {
             prop_assert_eq!(decode_agg_key(&agg_key(g, b, e)).unwrap(), (g, b, e));
+            prop_assert_eq!(decode_pack_key(&pack_key(g, b, e as u8)).unwrap(), (g, b, e as u8));
             prop_assert_eq!(decode_time_key(&time_key(b, e, i)).unwrap(), (b, e, i));
         }
 

@@ -14,6 +14,7 @@
 //! - [`checkpoint`]: memory into sled and the block files, sled flush, WAL truncation; its slow
 //!   middle runs on a thread of its own while groups go on.
 //! - [`read`]: selections, samples, aggregates, raw records. [`retention`]: expiry.
+//! - [`packs`]: aggregate rows of past hours merged into a few values per group and hour.
 //! - [`snapshot`]: a consistent copy of the folder while the daemon runs.
 //! - [`keys`]: every sled key and small value; [`blocks`]: the block files; [`index`]: the
 //!   in-memory label index; [`aggs`]: inference aggregates (HDR histograms).
@@ -44,6 +45,7 @@ mod head;
 pub mod index;
 pub mod keys;
 mod memtable;
+mod packs;
 pub mod raw;
 mod read;
 pub mod recover;
@@ -111,6 +113,7 @@ struct Trees {
     head_parts: sled::Tree,
     groups: sled::Tree,
     aggs: sled::Tree,
+    agg_packs: sled::Tree,
     events: sled::Tree,
     event_rid_runs: sled::Tree,
     logs: sled::Tree,
@@ -137,6 +140,8 @@ pub struct Store {
     dir: PathBuf,
     /// Held by retention and by a snapshot's copy, so that a copy sees no deletions.
     maintenance: Mutex<()>,
+    /// Aggregate readers hold it for reading, a pack is written under it ([`packs`]).
+    pack_lock: std::sync::RwLock<()>,
     chunk_samples: usize,
     max_head_age: Duration,
     bucket_ms: i64,

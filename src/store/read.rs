@@ -255,7 +255,9 @@ impl Store {
         // not written yet does not encode every bucket again) and its epoch, then the sled scan
         // without the lock (the committer needs it for every event batch): rows of that epoch
         // or later are what the snapshot holds (a checkpoint writes memory as rows of its
-        // epoch), so they are skipped and each aggregate is seen exactly once.
+        // epoch), so they are skipped and each aggregate is seen exactly once. The pack lock
+        // keeps those rows out of packs until the scan is done ([`super::packs`]).
+        let _packing = read(&self.pack_lock);
         let (epoch, mem): (u64, Vec<(AggKey, sled::IVec)>) = {
             let mut st = lock(&self.events);
             let mem = st
@@ -267,12 +269,8 @@ impl Store {
             (st.epoch, mem)
         };
         for &g in groups {
-            for item in self.t.aggs.range(keys::agg_key(g, b0, 0)..=keys::agg_key(g, b1, u64::MAX)) {
-                let (k, v) = item?;
-                let (_, bucket, row_epoch) = keys::decode_agg_key(&k)?;
-                if row_epoch < epoch && !f(g, bucket, decode(&v)?) {
-                    return Ok(());
-                }
+            if !self.scan_group_aggs(g, b0, b1, epoch, |bucket, v| Ok(f(g, bucket, decode(v)?)))? {
+                return Ok(());
             }
         }
         for ((g, bucket), enc) in mem {

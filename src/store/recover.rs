@@ -113,6 +113,7 @@ impl Store {
             head_parts: tree(keys::TREE_HEAD_PARTS)?,
             groups: tree(keys::TREE_AGG_GROUPS)?,
             aggs: tree(keys::TREE_AGGS)?,
+            agg_packs: tree(keys::TREE_AGG_PACKS)?,
             events: tree(keys::TREE_EVENTS)?,
             event_rid_runs: tree(keys::TREE_EVENT_RID_RUNS)?,
             logs: tree(keys::TREE_LOGS)?,
@@ -206,6 +207,7 @@ impl Store {
             t,
             dir: dir.clone(),
             maintenance: Mutex::new(()),
+            pack_lock: Default::default(),
             chunk_samples: opts.storage.chunk_samples,
             max_head_age: opts.storage.max_head_age,
             bucket_ms: opts.storage.event_bucket.as_millis() as i64,
@@ -222,7 +224,13 @@ impl Store {
                 last_checkpoint: meta.checkpoint_lsn,
                 last_replay_from: meta.replay_from,
             }),
-            events: Mutex::new(EventsState { groups, group_list, aggs: HashMap::new(), epoch: meta.checkpoint_lsn }),
+            events: Mutex::new(EventsState {
+                groups,
+                group_list,
+                aggs: HashMap::new(),
+                epoch: meta.checkpoint_lsn,
+                loose: Default::default(),
+            }),
             dedup: Mutex::new(meta.dedup.iter().map(|(c, k, s, seen)| ((c.clone(), *k), (*s, *seen))).collect()),
             counters: Counters {
                 samples: AtomicU64::new(meta.samples),
@@ -249,6 +257,8 @@ impl Store {
         // stopped: they carry this epoch (the last checkpoint's lsn) and cover buckets that the
         // replay just rebuilt in memory from the same records. Readers would count them twice.
         store.drop_torn_aggs(meta.checkpoint_lsn)?;
+        // Hours with rows: the next checkpoints pack those they do not write to.
+        lock(&store.events).loose = store.loose_hours()?;
         rep.replayed = replayed;
         rep.replay_ms = started.elapsed().as_millis() as u64;
         rep.salvage = salvage_rep;

@@ -24,13 +24,14 @@ impl Store {
         }
         let agg_cut = cutoff(self.retention.inference_stats);
         let groups: Vec<u32> = lock(&self.events).group_list.iter().map(|(g, _)| *g).collect();
-        for g in groups {
+        for &g in &groups {
             for item in self.t.aggs.range(keys::agg_key(g, i64::MIN, 0)..keys::agg_key(g, agg_cut - self.bucket_ms, 0))
             {
                 self.t.aggs.remove(item?.0)?;
                 rep.aggregates += 1;
             }
         }
+        rep.aggregates += self.expire_packs(&groups, agg_cut - self.bucket_ms)?;
         rep.events =
             raw::expire(&self.blocks, &self.t.events, &self.event_rids, cutoff(self.retention.inference_events))?;
         rep.logs = raw::expire(&self.blocks, &self.t.logs, &self.log_rids, cutoff(self.retention.logs))?;

@@ -18,13 +18,19 @@ enum Op {
         s: u8,
         n: u16,
     },
+    /// `n` inference events spread over hour `hour` (of four), as one batch: a group's older
+    /// hours get packed, and events for an hour that is packed already come late.
+    Events {
+        hour: u8,
+        n: u8,
+    },
     Checkpoint,
     /// A checkpoint whose steps interleave with pushes, as when its middle step runs on its
     /// own thread: pushes after it began, pushes after its write; `finish: false` stops
     /// before its last step (the process dies there; the next op reopens or checkpoints).
     CheckpointAround {
-        during: Vec<(u8, u16)>,
-        after: Vec<(u8, u16)>,
+        during: Vec<Push>,
+        after: Vec<Push>,
         finish: bool,
     },
     /// Close and reopen (WAL replay).
@@ -34,14 +40,29 @@ enum Op {
     ReopenWithoutCheckpoint,
 }
 
+/// A push between a checkpoint's steps: samples (series, count) or events (hour, count).
+#[derive(Debug, Clone)]
+enum Push {
+    Samples(u8, u16),
+    Events(u8, u8),
+}
+
+fn push_op() -> impl Strategy<Value = Push> {
+    prop_oneof![
+        2 => (0u8..4, 1u16..40).prop_map(|(s, n)| Push::Samples(s, n)),
+        1 => (0u8..4, 1u8..30).prop_map(|(h, n)| Push::Events(h, n)),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u8..4, 1u16..40).prop_map(|(s, n)| Op::Push { s, n }),
         2 => (0u8..4, 1u16..40).prop_map(|(s, n)| Op::PushTwice { s, n }),
+        3 => (0u8..4, 1u8..30).prop_map(|(hour, n)| Op::Events { hour, n }),
         1 => Just(Op::Checkpoint),
         2 => (
-            proptest::collection::vec((0u8..4, 1u16..40), 0..4),
-            proptest::collection::vec((0u8..4, 1u16..40), 0..3),
+            proptest::collection::vec(push_op(), 0..4),
+            proptest::collection::vec(push_op(), 0..3),
             proptest::bool::weighted(0.8)
         )
             .prop_map(|(during, after, finish)| Op::CheckpointAround { during, after, finish }),
@@ -77,6 +98,47 @@ fn batch(s: u8, from: i64, n: u16) -> Batch {
     Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }))
 }
 
+/// Per (model, bucket start): events, latency sum (µs), observations in the histogram.
+type AggModel = BTreeMap<(String, i64), (u64, u64, u64)>;
+
+/// `n` events in hour `hour`, the `k`-th event overall placed by `k` (two models, buckets all
+/// over the hour), recorded in `model`.
+fn events_batch(hour: u8, n: u8, k: &mut u64, model: &mut AggModel) -> Batch {
+    let mut events = Vec::new();
+    for _ in 0..n {
+        *k += 1;
+        let ts = 1_700_002_800_000 + i64::from(hour) * 3_600_000 + (*k as i64 * 7_919_000) % 3_600_000;
+        let name = format!("m{}", *k % 2);
+        let latency_us = 1_000 + (*k * 7_877) % 90_000;
+        let e = model.entry((name.clone(), ts.div_euclid(10_000) * 10_000)).or_default();
+        *e = (e.0 + 1, e.1 + latency_us, e.2 + 1);
+        events.push(pb::InferenceEvent {
+            service: "s".into(),
+            model: name,
+            timestamp_ms: ts,
+            latency_us,
+            ..Default::default()
+        });
+    }
+    Batch::new(Body::Events(pb::EventBatch { events, ..Default::default() }))
+}
+
+/// What the store's aggregates say, in the model's terms.
+fn stored_aggs(store: &Store) -> AggModel {
+    let groups = store.inference_groups(|_| true);
+    let ids: Vec<u32> = groups.iter().map(|(id, _)| *id).collect();
+    let mut out = AggModel::new();
+    store
+        .read_aggs(&ids, i64::MIN / 2, i64::MAX / 2, |g, b, a| {
+            let name = groups.iter().find(|x| x.0 == g).expect("a known group").1[1].clone();
+            let e = out.entry((name, b)).or_default();
+            *e = (e.0 + a.count, e.1 + a.latency_sum_us, e.2 + a.latency.len());
+            true
+        })
+        .unwrap();
+    out
+}
+
 /// Commits batches as the committer does: apply, WAL append, sync, persist, cut.
 fn commit(store: &Store, wal: &mut Wal, mut batches: Vec<Batch>) {
     let mut lsns = Vec::new();
@@ -100,22 +162,29 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, mut wal) = open(dir.path());
         let mut model: BTreeMap<u8, Vec<i64>> = BTreeMap::new();
+        // Events pushed so far, and what they add up to.
+        let mut ev: (u64, AggModel) = (0, AggModel::new());
         let push = |store: &Store, wal: &mut Wal, model: &mut BTreeMap<u8, Vec<i64>>, s: u8, n: u16| {
             let from = model.get(&s).and_then(|v| v.last()).map_or(1000, |t| t + 1);
             commit(store, wal, vec![batch(s, from, n)]);
             model.entry(s).or_default().extend(from..from + i64::from(n));
         };
+        let push_any = |store: &Store, wal: &mut Wal, model: &mut BTreeMap<u8, Vec<i64>>, ev: &mut (u64, AggModel), p: Push| match p {
+            Push::Samples(s, n) => push(store, wal, model, s, n),
+            Push::Events(h, n) => commit(store, wal, vec![events_batch(h, n, &mut ev.0, &mut ev.1)]),
+        };
         for op in ops {
             match op {
                 Op::Push { s, n } => push(&store, &mut wal, &mut model, s, n),
+                Op::Events { hour, n } => push_any(&store, &mut wal, &mut model, &mut ev, Push::Events(hour, n)),
                 Op::CheckpointAround { during, after, finish } => {
                     let mut c = store.checkpoint_begin(&mut wal, false).unwrap();
-                    for (s, n) in during {
-                        push(&store, &mut wal, &mut model, s, n);
+                    for p in during {
+                        push_any(&store, &mut wal, &mut model, &mut ev, p);
                     }
                     store.checkpoint_write(&mut c).unwrap();
-                    for (s, n) in after {
-                        push(&store, &mut wal, &mut model, s, n);
+                    for p in after {
+                        push_any(&store, &mut wal, &mut model, &mut ev, p);
                     }
                     if finish {
                         store.checkpoint_finish(&mut wal, c).unwrap();
@@ -150,6 +219,7 @@ proptest! {
                 let (mid_ts, _) = store.read_samples(id, want[want.len() / 2], i64::MAX).unwrap();
                 prop_assert_eq!(&mid_ts[..], &want[want.len() / 2..]);
             }
+            prop_assert_eq!(&stored_aggs(&store), &ev.1);
         }
     }
 }
@@ -275,4 +345,44 @@ fn in_memory_aggregates_read_fresh_after_each_event() {
     store.checkpoint(&mut wal, false).unwrap();
     commit(&store, &mut wal, vec![events(vec![ev(t0 + 3, 9_000), ev(t0 + 60_000, 1_000)])]);
     assert_eq!(total(&store), (5, 5), "stored rows and memory together");
+}
+
+/// A crash between a pack's write and the deletion of the rows it took leaves both: readers
+/// count them once, and the next packing of the hour deletes the rows.
+#[test]
+fn a_pack_and_the_rows_it_took_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    let mut ev = (0u64, AggModel::new());
+    commit(&store, &mut wal, vec![events_batch(0, 40, &mut ev.0, &mut ev.1)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    let rows: Vec<(sled::IVec, sled::IVec)> = store.t.aggs.iter().map(|r| r.unwrap()).collect();
+    assert!(!rows.is_empty() && store.t.agg_packs.is_empty());
+    // A newer hour: the next checkpoint packs hour 0.
+    commit(&store, &mut wal, vec![events_batch(1, 5, &mut ev.0, &mut ev.1)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    assert!(!store.t.agg_packs.is_empty(), "hour 0 packed");
+    assert!(rows.iter().all(|(k, _)| !store.t.aggs.contains_key(k).unwrap()), "its rows deleted");
+    assert_eq!(stored_aggs(&store), ev.1);
+    // The deletion is lost.
+    for (k, v) in &rows {
+        store.t.aggs.insert(k, v.clone()).unwrap();
+    }
+    assert_eq!(stored_aggs(&store), ev.1, "rows the pack holds are not counted again");
+    drop((store, wal));
+    let (store, mut wal) = open(dir.path());
+    assert_eq!(stored_aggs(&store), ev.1);
+    // A late event for hour 0, then the packing after the open: one pack, no rows of hour 0.
+    commit(&store, &mut wal, vec![events_batch(0, 3, &mut ev.0, &mut ev.1)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    store.checkpoint(&mut wal, false).unwrap();
+    assert!(rows.iter().all(|(k, _)| !store.t.aggs.contains_key(k).unwrap()), "stale rows deleted");
+    let hour0 = store.pack_start(1_700_002_800_000);
+    assert!(store
+        .t
+        .aggs
+        .iter()
+        .keys()
+        .all(|k| store.pack_start(keys::decode_agg_key(&k.unwrap()).unwrap().1) != hour0));
+    assert_eq!(stored_aggs(&store), ev.1);
 }

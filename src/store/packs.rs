@@ -1,0 +1,343 @@
+//! Aggregate packs: one group's hour of aggregate rows (360 buckets of the default 10 s),
+//! merged by bucket into a few sled values, so that a query over a day reads about a hundred
+//! values instead of 8,640 rows per group.
+//!
+//! Checkpoints write rows (`aggs`: group, bucket, epoch). A later checkpoint packs an hour that
+//! has rows once the group has rows in a newer hour and the checkpoint writes none into this
+//! one itself: the rows whose epoch lies below the epoch of the rows it writes (their
+//! checkpoints completed, so no open can drop them as torn) are merged, with the hour's pack if
+//! it has one, into a new pack, and then deleted. A late event for a packed hour makes a row
+//! again, and a later checkpoint packs the hour again. Each group's newest hour stays rows.
+//!
+//! Every part of a pack carries `below`: the hour's rows with an epoch below it are in the
+//! pack. Readers skip such rows, so a pack and the rows it took never count twice (a crash
+//! between the pack's write and the rows' deletion leaves both; the next packing deletes the
+//! rows). Readers hold `Store::pack_lock` for reading while they take their memory snapshot
+//! and scan, and a pack is written under it for writing: a reader's snapshot holds buckets
+//! that a checkpoint may write as rows meanwhile (readers skip rows of the snapshot's epoch and
+//! later), and those rows must not reach a pack before the reader is done.
+//!
+//! A part: `1 | below (u64 LE) | rows (varint) | per row: bucket's index in the hour
+//! (varint, ascending), length (varint) | the rows' bytes` (each row an [`Agg`] encoding).
+//! Parts of one pack hold consecutive buckets and are about [`PART_BYTES`] each (sled keeps
+//! values past a quarter of its segment in files of their own).
+use super::keys::{self, put_varint, DecodeError, Reader};
+use super::*;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Buckets per pack.
+pub(super) const PACK_BUCKETS: i64 = 360;
+/// Hours one checkpoint packs at most (an old folder's rows are packed over several).
+pub(super) const PACK_HOURS: usize = 128;
+/// What a part aims at, in bytes.
+pub const PART_BYTES: usize = 32 << 10;
+const PART_VERSION: u8 = 1;
+
+/// A decoded part: `below`, and its rows as (bucket start, offset, length) in its bytes.
+pub(super) struct Part {
+    pub below: u64,
+    pub rows: Vec<(i64, usize, usize)>,
+}
+
+pub(super) fn decode_part(buf: &[u8], start: i64, bucket_ms: i64) -> Result<Part, DecodeError> {
+    let mut r = Reader::new(buf, "aggregate pack");
+    if r.byte()? != PART_VERSION {
+        return Err(r.err("unknown version"));
+    }
+    let below = u64::from_le_bytes(r.bytes(8)?.try_into().expect("8 bytes"));
+    let n = r.varint()? as usize;
+    if n as i64 > PACK_BUCKETS {
+        return Err(r.err(&format!("{n} rows in a pack of {PACK_BUCKETS} buckets")));
+    }
+    let mut heads = Vec::with_capacity(n);
+    let mut prev = None;
+    for _ in 0..n {
+        let i = r.varint()? as i64;
+        let len = r.varint()? as usize;
+        if i >= PACK_BUCKETS || prev.is_some_and(|p| i <= p) {
+            return Err(r.err(&format!("bucket index {i} after {prev:?}")));
+        }
+        prev = Some(i);
+        heads.push((i, len));
+    }
+    let mut at = r.pos;
+    let mut rows = Vec::with_capacity(n);
+    for (i, len) in heads {
+        if len > buf.len() - at {
+            return Err(r.err(&format!("row of {len} bytes past the part's end")));
+        }
+        rows.push((start + i * bucket_ms, at, len));
+        at += len;
+    }
+    if at != buf.len() {
+        return Err(r.err(&format!("{} bytes after the last row", buf.len() - at)));
+    }
+    Ok(Part { below, rows })
+}
+
+/// The parts of a pack of `rows` (bucket start, encoded aggregate; ascending buckets).
+fn encode_parts(below: u64, start: i64, bucket_ms: i64, rows: &[(i64, sled::IVec)]) -> Vec<Vec<u8>> {
+    // At most 256 parts (the key's last byte): past 200, parts take more rows.
+    let least = rows.len().div_ceil(200);
+    let mut parts = Vec::new();
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let mut size = 0;
+        let by_size = rest
+            .iter()
+            .take_while(|r| {
+                let fits = size == 0 || size + r.1.len() <= PART_BYTES;
+                size += r.1.len();
+                fits
+            })
+            .count();
+        let n = by_size.max(least).min(rest.len());
+        let (these, more) = rest.split_at(n);
+        rest = more;
+        let mut out = vec![PART_VERSION];
+        out.extend_from_slice(&below.to_le_bytes());
+        put_varint(&mut out, these.len() as u64);
+        for (b, v) in these {
+            put_varint(&mut out, ((b - start) / bucket_ms) as u64);
+            put_varint(&mut out, v.len() as u64);
+        }
+        for (_, v) in these {
+            out.extend_from_slice(v);
+        }
+        parts.push(out);
+    }
+    parts
+}
+
+/// The hours of `loose` (group, start; with aggregate rows) that a checkpoint may pack: each
+/// group's but its newest, which stays open for the rows that keep coming (and costs a reader
+/// at most an hour of rows).
+pub(super) fn packable(loose: &BTreeSet<(u32, i64)>) -> impl Iterator<Item = (u32, i64)> + '_ {
+    loose.iter().zip(loose.iter().skip(1)).filter(|(a, b)| a.0 == b.0).map(|(a, _)| *a)
+}
+
+impl Store {
+    /// Whether some hour waits to be packed: the committer checkpoints for it even when no
+    /// batch came.
+    pub fn wants_packing(&self) -> bool {
+        packable(&lock(&self.events).loose).next().is_some()
+    }
+
+    fn pack_span(&self) -> i64 {
+        self.bucket_ms * PACK_BUCKETS
+    }
+
+    /// The start of the pack that holds `bucket`.
+    pub(super) fn pack_start(&self, bucket: i64) -> i64 {
+        bucket.div_euclid(self.pack_span()) * self.pack_span()
+    }
+
+    /// The hours (group, pack start) that have rows: what an open hands its first checkpoints
+    /// to pack.
+    pub(super) fn loose_hours(&self) -> Result<BTreeSet<(u32, i64)>, StoreError> {
+        let mut out = BTreeSet::new();
+        for k in self.t.aggs.iter().keys() {
+            let (g, b, _) = keys::decode_agg_key(&k?)?;
+            out.insert((g, self.pack_start(b)));
+        }
+        Ok(out)
+    }
+
+    /// Packs each of `hours` with its rows of epochs below `below`. An hour whose pack or rows
+    /// do not decode is left as it is and logged (its readers report the damage).
+    pub(super) fn pack_hours(&self, hours: &[(u32, i64)], below: u64) -> Result<(), StoreError> {
+        for &(g, start) in hours {
+            if let Err(e) = self.pack_hour(g, start, below)? {
+                tracing::warn!(group = g, start, "aggregates of this hour stay unpacked: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn pack_hour(&self, g: u32, start: i64, below: u64) -> Result<Result<(), DecodeError>, StoreError> {
+        let mut old = Vec::new();
+        let mut old_below = 0;
+        let mut by_bucket: BTreeMap<i64, Vec<sled::IVec>> = BTreeMap::new();
+        for item in self.t.agg_packs.range(keys::pack_key(g, start, 0)..=keys::pack_key(g, start, u8::MAX)) {
+            let (k, v) = item?;
+            let part = match decode_part(&v, start, self.bucket_ms) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
+            old_below = part.below;
+            for (b, at, len) in part.rows {
+                by_bucket.entry(b).or_default().push(v.subslice(at, len));
+            }
+            old.push(k);
+        }
+        let mut taken = Vec::new();
+        let mut fresh = 0;
+        for item in self.t.aggs.range(keys::agg_key(g, start, 0)..keys::agg_key(g, start + self.pack_span(), 0)) {
+            let (k, v) = item?;
+            let (_, b, epoch) = keys::decode_agg_key(&k)?;
+            if epoch >= below {
+                continue;
+            }
+            taken.push(k);
+            // Below the pack's own mark: in it already (its deletion did not happen).
+            if epoch >= old_below {
+                by_bucket.entry(b).or_default().push(v);
+                fresh += 1;
+            }
+        }
+        if fresh > 0 {
+            let mut rows = Vec::with_capacity(by_bucket.len());
+            for (b, mut vs) in by_bucket {
+                let v = if vs.len() == 1 {
+                    vs.pop().expect("one row")
+                } else {
+                    let mut acc = Agg::default();
+                    for v in &vs {
+                        match Agg::decode(v) {
+                            Ok(a) => acc.merge(&a),
+                            Err(e) => return Ok(Err(e)),
+                        }
+                    }
+                    acc.encode().into()
+                };
+                rows.push((b, v));
+            }
+            let mut batch = sled::Batch::default();
+            for k in &old {
+                batch.remove(k);
+            }
+            for (i, p) in encode_parts(below, start, self.bucket_ms, &rows).into_iter().enumerate() {
+                batch.insert(&keys::pack_key(g, start, i as u8)[..], p);
+            }
+            let _packing = write(&self.pack_lock);
+            self.t.agg_packs.apply_batch(batch)?;
+        }
+        // After the pack (sled applies in order; and readers skip these rows by its mark).
+        let mut batch = sled::Batch::default();
+        for k in taken {
+            batch.remove(k);
+        }
+        self.t.aggs.apply_batch(batch)?;
+        Ok(Ok(()))
+    }
+
+    /// Deletes packs whose every bucket is before `cut`; returns how many parts went.
+    pub(super) fn expire_packs(&self, groups: &[u32], cut: i64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for &g in groups {
+            let end = self.pack_start(cut) - self.pack_span();
+            for item in self.t.agg_packs.range(keys::pack_key(g, i64::MIN, 0)..=keys::pack_key(g, end, u8::MAX)) {
+                self.t.agg_packs.remove(item?.0)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Calls `f(bucket, row)` for group `g`'s stored rows with `b0 <= bucket <= b1` in bucket
+    /// order (a bucket can have several), packed and not: rows of epoch `epoch` or later are
+    /// left out (the caller's memory snapshot holds them), and so are rows that a pack holds.
+    /// Stops when `f` returns false (returns Ok(false) then).
+    pub(super) fn scan_group_aggs(
+        &self,
+        g: u32,
+        b0: i64,
+        b1: i64,
+        epoch: u64,
+        mut f: impl FnMut(i64, &sled::IVec) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
+        let mut packs = self
+            .t
+            .agg_packs
+            .range(keys::pack_key(g, self.pack_start(b0), 0)..=keys::pack_key(g, self.pack_start(b1), u8::MAX))
+            .peekable();
+        // Rows of the parts read so far not yet passed on, and the mark of the latest pack.
+        let mut queue: VecDeque<(i64, sled::IVec)> = VecDeque::new();
+        let mut mark = (i64::MIN, 0u64);
+        for item in self.t.aggs.range(keys::agg_key(g, b0, 0)..=keys::agg_key(g, b1, u64::MAX)) {
+            let (k, v) = item?;
+            let (_, bucket, row_epoch) = keys::decode_agg_key(&k)?;
+            let start = self.pack_start(bucket);
+            self.load_parts(&mut packs, start, (b0, b1), &mut queue, &mut mark)?;
+            while queue.front().is_some_and(|r| r.0 <= bucket) {
+                let (b, row) = queue.pop_front().expect("a queued row");
+                if !f(b, &row)? {
+                    return Ok(false);
+                }
+            }
+            let packed = mark.0 == start && row_epoch < mark.1;
+            if row_epoch < epoch && !packed && !f(bucket, &v)? {
+                return Ok(false);
+            }
+        }
+        loop {
+            while let Some((b, row)) = queue.pop_front() {
+                if !f(b, &row)? {
+                    return Ok(false);
+                }
+            }
+            let next = match packs.peek() {
+                None => return Ok(true),
+                Some(Ok((k, _))) => keys::decode_pack_key(k)?.1,
+                Some(Err(_)) => i64::MAX,
+            };
+            self.load_parts(&mut packs, next, (b0, b1), &mut queue, &mut mark)?;
+        }
+    }
+
+    /// Reads the parts of the packs that start at or before `upto`, queueing their rows within
+    /// `range` and noting the last pack's (start, below).
+    fn load_parts(
+        &self,
+        packs: &mut std::iter::Peekable<sled::Iter>,
+        upto: i64,
+        range: (i64, i64),
+        queue: &mut VecDeque<(i64, sled::IVec)>,
+        mark: &mut (i64, u64),
+    ) -> Result<(), StoreError> {
+        let limit = keys::ts_to_bytes(upto);
+        while let Some(item) =
+            packs.next_if(|it| it.as_ref().map_or(true, |(k, _)| k.len() < 12 || k[4..12] <= limit[..]))
+        {
+            let (k, v) = item?;
+            let (_, start, _) = keys::decode_pack_key(&k)?;
+            let part = decode_part(&v, start, self.bucket_ms)?;
+            *mark = (start, part.below);
+            for (b, at, len) in part.rows {
+                if b >= range.0 && b <= range.1 {
+                    queue.push_back((b, v.subslice(at, len)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_round_trip_and_split_near_their_size() {
+        let bucket = 10_000;
+        let start = 36_000_000;
+        let rows: Vec<(i64, sled::IVec)> =
+            (0..PACK_BUCKETS).step_by(2).map(|i| (start + i * bucket, vec![i as u8; 700].into())).collect();
+        let parts = encode_parts(7, start, bucket, &rows);
+        assert!(parts.len() > 1 && parts.iter().all(|p| p.len() <= PART_BYTES + 64), "{}", parts.len());
+        let mut back = Vec::new();
+        for p in &parts {
+            let d = decode_part(p, start, bucket).unwrap();
+            assert_eq!(d.below, 7);
+            back.extend(d.rows.iter().map(|&(b, at, len)| (b, sled::IVec::from(&p[at..at + len]))));
+        }
+        assert_eq!(back, rows);
+        let mut cut = parts[0].clone();
+        cut.pop();
+        assert!(decode_part(&cut, start, bucket).is_err());
+        // Rows too big for 256 parts of the usual size get bigger parts.
+        let big: Vec<(i64, sled::IVec)> =
+            (0..PACK_BUCKETS).map(|i| (start + i * bucket, vec![1u8; PART_BYTES].into())).collect();
+        assert!(encode_parts(1, start, bucket, &big).len() <= 256);
+    }
+}
