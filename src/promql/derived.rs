@@ -549,7 +549,7 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
         Vec::new()
     };
     let mut last: Option<((u32, usize), Option<usize>)> = None;
-    for (g, b, e) in fetched {
+    for (g, b, mut e) in fetched {
         for st in if stage { 0..STAGES.len() } else { 0..1 } {
             let which = stage.then_some(st);
             if stage {
@@ -579,7 +579,13 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
                 }
             };
             if let Some(i) = slot {
-                rows[i].1.push((b, which, e.clone()));
+                // The last (or only) output of the row takes it; stages share it.
+                let e = if stage && st + 1 < STAGES.len() {
+                    e.clone()
+                } else {
+                    std::mem::replace(&mut e, Encoded::empty())
+                };
+                rows[i].1.push((b, which, e));
             }
         }
     }
@@ -612,14 +618,13 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     };
     let mut c = Collector::new(n);
     for ((labels, _), vals) in rows.into_iter().zip(results) {
-        for (i, v) in vals?.into_iter().enumerate() {
-            if let Some(v) = v {
-                c.put(labels.clone(), i, v)?;
-            }
-        }
+        c.put_all(labels, vals?)?;
     }
     Ok(Some(Value::Vector(c.finish())))
 }
+
+/// How many rows ahead [`quantiles`] touches a row's bytes.
+const PREFETCH: usize = 8;
 
 /// A row of an output series: bucket start, stage (None: the request latency), aggregate.
 type Row = (i64, Option<usize>, Encoded);
@@ -652,6 +657,14 @@ fn quantiles(
             next = 0;
         }
         while next < per_bucket.len() && per_bucket[next].0 <= hi_b {
+            // Rows lie in memory one after another, but not in the caches: a later row's bytes
+            // are loaded now (one per cache line), so that the loads overlap instead of each
+            // row's waiting for its own.
+            if let Some((_, _, ahead)) = per_bucket.get(next + PREFETCH) {
+                for i in (0..ahead.len()).step_by(64) {
+                    std::hint::black_box(ahead[i]);
+                }
+            }
             let (b, which, e) = &per_bucket[next];
             next += 1;
             // Rows older than this window are in no later one either (ends ascend).

@@ -313,6 +313,13 @@ fn merge_sparse(a: &mut Sparse, b: &Sparse) {
 #[derive(Clone)]
 pub struct Encoded(pub(super) sled::IVec);
 
+impl Encoded {
+    /// No bytes: what a moved-out value leaves behind.
+    pub fn empty() -> Self {
+        Encoded(sled::IVec::from(&[][..]))
+    }
+}
+
 impl From<Vec<u8>> for Encoded {
     fn from(v: Vec<u8>) -> Self {
         Encoded(v.into())
@@ -508,15 +515,22 @@ pub fn block_entries(buf: &[u8], h: &BlockHead, mut f: impl FnMut(usize, u64)) {
     let offsets = &buf[h.at..h.at + h.entries];
     let counts = &buf[h.at + h.entries..h.at + h.entries * (1 + h.width)];
     let base = h.block * BLOCK;
-    for (j, &o) in offsets.iter().enumerate() {
-        let c = &counts[j * h.width..(j + 1) * h.width];
-        let n = match h.width {
-            1 => u64::from(c[0]),
-            2 => u64::from(u16::from_le_bytes([c[0], c[1]])),
-            4 => u64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))),
-            _ => u64::from_le_bytes(c.try_into().expect("8 bytes")),
-        };
-        f(base + (o as usize & (BLOCK - 1)), n);
+    let slot = |o: &u8| base + (*o as usize & (BLOCK - 1));
+    // One loop per width: most blocks have one-byte counts.
+    match h.width {
+        1 => offsets.iter().zip(counts).for_each(|(o, &c)| f(slot(o), u64::from(c))),
+        2 => offsets
+            .iter()
+            .zip(counts.chunks_exact(2))
+            .for_each(|(o, c)| f(slot(o), u64::from(u16::from_le_bytes([c[0], c[1]])))),
+        4 => offsets
+            .iter()
+            .zip(counts.chunks_exact(4))
+            .for_each(|(o, c)| f(slot(o), u64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))))),
+        _ => offsets
+            .iter()
+            .zip(counts.chunks_exact(8))
+            .for_each(|(o, c)| f(slot(o), u64::from_le_bytes(c.try_into().expect("8 bytes")))),
     }
 }
 
