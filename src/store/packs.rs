@@ -116,6 +116,16 @@ pub(super) fn packable(loose: &BTreeSet<(u32, i64)>) -> impl Iterator<Item = (u3
     loose.iter().zip(loose.iter().skip(1)).filter(|(a, b)| a.0 == b.0).map(|(a, _)| *a)
 }
 
+/// The start of the next pack `packs` holds (`i64::MIN` for an error, which the next read
+/// returns).
+fn next_start(packs: &mut std::iter::Peekable<sled::Iter>) -> Result<Option<i64>, StoreError> {
+    Ok(match packs.peek() {
+        None => None,
+        Some(Ok((k, _))) => Some(keys::decode_pack_key(k)?.1),
+        Some(Err(_)) => Some(i64::MIN),
+    })
+}
+
 impl Store {
     /// Whether some hour waits to be packed: the committer checkpoints for it even when no
     /// batch came.
@@ -224,8 +234,8 @@ impl Store {
     /// Deletes packs whose every bucket is before `cut`; returns how many parts went.
     pub(super) fn expire_packs(&self, groups: &[u32], cut: i64) -> Result<u64, StoreError> {
         let mut n = 0;
+        let end = self.pack_start(cut) - self.pack_span();
         for &g in groups {
-            let end = self.pack_start(cut) - self.pack_span();
             for item in self.t.agg_packs.range(keys::pack_key(g, i64::MIN, 0)..=keys::pack_key(g, end, u8::MAX)) {
                 self.t.agg_packs.remove(item?.0)?;
                 n += 1;
@@ -258,11 +268,18 @@ impl Store {
             let (k, v) = item?;
             let (_, bucket, row_epoch) = keys::decode_agg_key(&k)?;
             let start = self.pack_start(bucket);
-            self.load_parts(&mut packs, start, (b0, b1), &mut queue, &mut mark)?;
-            while queue.front().is_some_and(|r| r.0 <= bucket) {
-                let (b, row) = queue.pop_front().expect("a queued row");
-                if !f(b, &row)? {
-                    return Ok(false);
+            // Packs up to this row's hour, one at a time (so that at most one hour's rows wait
+            // in the queue), their rows passed on up to this row's bucket.
+            loop {
+                while queue.front().is_some_and(|r| r.0 <= bucket) {
+                    let (b, row) = queue.pop_front().expect("a queued row");
+                    if !f(b, &row)? {
+                        return Ok(false);
+                    }
+                }
+                match next_start(&mut packs)? {
+                    Some(s) if s <= start => self.load_parts(&mut packs, s, (b0, b1), &mut queue, &mut mark)?,
+                    _ => break,
                 }
             }
             let packed = mark.0 == start && row_epoch < mark.1;
@@ -276,16 +293,13 @@ impl Store {
                     return Ok(false);
                 }
             }
-            let next = match packs.peek() {
-                None => return Ok(true),
-                Some(Ok((k, _))) => keys::decode_pack_key(k)?.1,
-                Some(Err(_)) => i64::MAX,
-            };
+            let Some(next) = next_start(&mut packs)? else { return Ok(true) };
             self.load_parts(&mut packs, next, (b0, b1), &mut queue, &mut mark)?;
         }
     }
 
-    /// Reads the parts of the packs that start at or before `upto`, queueing their rows within
+    /// Reads the parts of the packs that start at or before `upto` (the next one, as callers
+    /// use it), queueing their rows within
     /// `range` and noting the last pack's (start, below).
     fn load_parts(
         &self,
