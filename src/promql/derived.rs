@@ -37,6 +37,7 @@ use crate::store::Store;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{Expr, LabelModifier};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The `le` bounds (seconds) of the derived `_bucket` series.
 pub const LE_BOUNDS: [f64; 16] =
@@ -473,140 +474,117 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     let b0 = (lo + 1 - bucket).div_euclid(bucket) * bucket;
     let b1 = (hi - bucket).div_euclid(bucket) * bucket;
     let groups = groups(store, matchers);
-    let ids: Vec<u32> = groups.iter().map(|(id, _)| *id).collect();
-    let ginfo: HashMap<u32, &[String; 4]> = groups.iter().map(|(id, g)| (*id, g)).collect();
-    // Output series: its labels and, per bucket, the histogram to add.
-    // The output series of a (group, stage), or None when the matchers leave it out: worked
-    // out once per group, not per bucket.
-    let mut key_of: HashMap<(u32, usize), Option<Labels>> = HashMap::new();
-    let mut output_key = |g: u32, st: usize| -> Option<Labels> {
-        key_of
-            .entry((g, st))
-            .or_insert_with(|| {
-                let grp = ginfo[&g];
-                let mut all = vec![
-                    ("service", grp[0].as_str()),
-                    ("model", grp[1].as_str()),
-                    ("version", grp[2].as_str()),
-                    ("endpoint", grp[3].as_str()),
-                ];
-                if stage {
-                    all.push(("stage", STAGES[st]));
-                }
-                let full = make_labels(&all);
-                let mut with_name = full.clone();
-                with_name.push((
-                    NAME.to_string(),
-                    if stage { format!("{STAGE_LATENCY}_bucket") } else { format!("{LATENCY}_bucket") },
-                ));
-                with_name.sort();
-                let keep = matchers
-                    .iter()
-                    .filter(|m| m.name != NAME)
-                    .all(|m| m.is_match(super::label(&with_name, &m.name).unwrap_or("")));
-                keep.then(|| match &by {
-                    Some(keep) => full.into_iter().filter(|(k, _)| keep.contains(k)).collect(),
-                    None => full,
-                })
-            })
-            .clone()
-    };
-    // Per output series, the rows that go into it: bucket, stage (None: the request latency)
-    // and the aggregate left encoded, decoded once when its bucket enters a window.
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut rows: Vec<(Labels, Vec<Row>)> = Vec::new();
-    let mut target: HashMap<(u32, usize), Option<usize>> = HashMap::new();
-    let mut bad = None;
-    // The rows, read on two threads (half the groups each) when there are many.
-    let fetched: Vec<(u32, i64, Encoded)> = if b1 >= b0 {
-        let limit = ev.budget.read_left();
-        let used = std::sync::atomic::AtomicU64::new(0);
-        let read = |part: &[u32]| -> Result<Vec<(u32, i64, Encoded)>, PromqlError> {
-            let mut got = Vec::new();
-            store.read_aggs_encoded(part, b0, b1, |g, b, e| {
-                got.push((g, b, e));
-                // Past the limit: stop; `budget.read` below names it.
-                used.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < limit
-            })?;
-            Ok(got)
-        };
-        let rows_expected = ((b1 - b0) / bucket + 1) as usize * ids.len();
-        let got = if ids.len() >= 2 && rows_expected >= 4000 {
-            let (a, b) = ids.split_at(ids.len() / 2);
-            let read = &read;
-            std::thread::scope(|sc| {
-                let second = sc.spawn(move || read(b));
-                let mut first = read(a)?;
-                first.extend(second.join().unwrap_or_else(|_| Err(super::exec("an aggregate read failed")))?);
-                Ok::<_, PromqlError>(first)
-            })?
-        } else {
-            read(&ids)?
-        };
-        ev.budget.read(got.len())?;
-        got
-    } else {
-        Vec::new()
-    };
-    let mut last: Option<((u32, usize), Option<usize>)> = None;
-    for (g, b, mut e) in fetched {
+    // The output series, and per group the (stage, output series) pairs its rows feed: worked
+    // out once per group, not per row.
+    let mut outputs: Vec<Labels> = Vec::new();
+    let mut out_index: HashMap<Labels, usize> = HashMap::new();
+    let mut feeds: Vec<Feed> = Vec::new();
+    for (g, grp) in &groups {
+        let mut to = Vec::new();
         for st in if stage { 0..STAGES.len() } else { 0..1 } {
-            let which = stage.then_some(st);
-            if stage {
-                match encoded_histogram(&e, which) {
-                    Ok(Some(_)) => {}
-                    Ok(None) => continue,
-                    Err(err) => {
-                        bad = Some(err);
-                        break;
-                    }
-                }
-            }
-            // Rows come group by group: the previous row's output series is usually this one's.
-            let slot = match last {
-                Some((k, v)) if k == (g, st) => v,
-                _ => {
-                    let v = *target.entry((g, st)).or_insert_with(|| {
-                        output_key(g, st).map(|k| {
-                            *index.entry(k.clone()).or_insert_with(|| {
-                                rows.push((k, Vec::new()));
-                                rows.len() - 1
-                            })
-                        })
-                    });
-                    last = Some(((g, st), v));
-                    v
-                }
-            };
-            if let Some(i) = slot {
-                // The last (or only) output of the row takes it; stages share it.
-                let e = if stage && st + 1 < STAGES.len() {
-                    e.clone()
-                } else {
-                    std::mem::replace(&mut e, Encoded::empty())
-                };
-                rows[i].1.push((b, which, e));
+            if let Some(k) = output_labels(grp, stage.then_some(st), matchers, by.as_deref()) {
+                let i = *out_index.entry(k.clone()).or_insert_with(|| {
+                    outputs.push(k);
+                    outputs.len() - 1
+                });
+                to.push((stage.then_some(st), i));
             }
         }
+        if !to.is_empty() {
+            feeds.push(Feed { group: *g, to });
+        }
     }
-    if let Some(e) = bad {
-        return Err(crate::store::StoreError::Decode(e).into());
-    }
+    let parts = components(&feeds, outputs.len());
     let n = ev.n();
     let range = ms.range.as_millis() as i64;
+    let limit = ev.budget.read_left();
+    let used = AtomicU64::new(0);
     let budget: &Budget = ev.budget;
-    let one = |per_bucket: &mut Vec<Row>| -> Result<Vec<Option<f64>>, PromqlError> {
-        quantiles(per_bucket, &w, q, range, bucket, budget)
+    let (w, q, feeds, used_ref) = (&w[..], q, &feeds[..], &used);
+    // One component at a time: its rows read, routed to its output series, and their windows
+    // computed, so that a thread's rows are what one component holds.
+    let one = move |comp: &[usize]| -> Result<Vec<(usize, Points)>, PromqlError> {
+        let mut local: Vec<(usize, Vec<Row>)> = Vec::new();
+        let mut routes: HashMap<u32, Vec<Route>> = HashMap::new();
+        for &f in comp {
+            let feed = &feeds[f];
+            let to = feed
+                .to
+                .iter()
+                .map(|&(which, o)| {
+                    let li = local.iter().position(|l| l.0 == o).unwrap_or_else(|| {
+                        local.push((o, Vec::new()));
+                        local.len() - 1
+                    });
+                    (which, li)
+                })
+                .collect();
+            routes.insert(feed.group, to);
+        }
+        let ids: Vec<u32> = comp.iter().map(|&f| feeds[f].group).collect();
+        let mut bad = None;
+        let mut over = false;
+        let mut mine = 0u64;
+        if b1 >= b0 {
+            let mut last: Option<(u32, &[Route])> = None;
+            store.read_aggs_encoded(&ids, b0, b1, |g, b, mut e| {
+                // Counted here, added to the shared count every `SHARE` rows (one shared
+                // counter per row would bounce its cache line between the threads); past the
+                // limit: stop, and `budget.read` names it once every thread is done.
+                mine += 1;
+                if mine.is_multiple_of(SHARE) && used_ref.fetch_add(SHARE, Ordering::Relaxed) + SHARE > limit {
+                    over = true;
+                    return false;
+                }
+                // Rows come group by group.
+                let to = match last {
+                    Some((lg, to)) if lg == g => to,
+                    _ => {
+                        let to = routes.get(&g).map_or(&[][..], |v| &v[..]);
+                        last = Some((g, to));
+                        to
+                    }
+                };
+                for (k, &(which, li)) in to.iter().enumerate() {
+                    if which.is_some() {
+                        match encoded_histogram(&e, which) {
+                            Ok(Some(_)) => {}
+                            Ok(None) => continue,
+                            Err(err) => {
+                                bad = Some(err);
+                                return false;
+                            }
+                        }
+                    }
+                    // The last (or only) output of the row takes it; stages share it.
+                    let e = if k + 1 < to.len() { e.clone() } else { std::mem::replace(&mut e, Encoded::empty()) };
+                    local[li].1.push((b, which, e));
+                }
+                true
+            })?;
+        }
+        used_ref.fetch_add(mine % SHARE, Ordering::Relaxed);
+        if let Some(e) = bad {
+            return Err(crate::store::StoreError::Decode(e).into());
+        }
+        if over || used_ref.load(Ordering::Relaxed) > limit {
+            return Ok(Vec::new());
+        }
+        local
+            .into_iter()
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|(o, mut rows)| Ok((o, quantiles(&mut rows, w, q, range, bucket, budget)?)))
+            .collect()
     };
-    // Output series are independent: two threads share them when there are several.
-    let rows_in: usize = rows.iter().map(|r| r.1.len()).sum();
-    let results: Vec<Result<Vec<Option<f64>>, PromqlError>> = if rows.len() >= 2 && rows_in >= 2000 {
-        let half = rows.len() / 2;
-        let (a, b) = rows.split_at_mut(half);
+    // Components are independent: two threads share them when there are several and enough
+    // rows to repay the second thread.
+    let rows_expected = if b1 >= b0 { ((b1 - b0) / bucket + 1) as usize * feeds.len() } else { 0 };
+    let results = if parts.len() >= 2 && rows_expected >= 4000 {
+        let (a, b) = halves(&parts);
         let one = &one;
         std::thread::scope(|sc| {
-            let second = sc.spawn(move || b.iter_mut().map(|r| one(&mut r.1)).collect::<Vec<_>>());
-            let mut first: Vec<_> = a.iter_mut().map(|r| one(&mut r.1)).collect();
+            let second = sc.spawn(move || b.iter().map(|c| one(c)).collect::<Vec<_>>());
+            let mut first: Vec<_> = a.iter().map(|c| one(c)).collect();
             match second.join() {
                 Ok(rest) => first.extend(rest),
                 Err(_) => first.push(Err(super::exec("a quantile evaluation failed"))),
@@ -614,13 +592,114 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
             first
         })
     } else {
-        rows.iter_mut().map(|r| one(&mut r.1)).collect()
+        parts.iter().map(|c| one(c)).collect()
     };
+    ev.budget.read(used.load(Ordering::Relaxed) as usize)?;
+    let mut vals: Vec<Option<Vec<Option<f64>>>> = vec![None; outputs.len()];
+    for r in results {
+        for (o, v) in r? {
+            vals[o] = Some(v);
+        }
+    }
     let mut c = Collector::new(n);
-    for ((labels, _), vals) in rows.into_iter().zip(results) {
-        c.put_all(labels, vals?)?;
+    for (labels, v) in outputs.into_iter().zip(vals) {
+        if let Some(v) = v {
+            c.put_all(labels, v)?;
+        }
     }
     Ok(Some(Value::Vector(c.finish())))
+}
+
+/// Rows a quantile's thread reads between updates of the shared count.
+const SHARE: u64 = 256;
+
+/// Where a group's rows go: (stage, None for the request latency; output series index).
+type Route = (Option<usize>, usize);
+
+/// An output series' value at each window end.
+type Points = Vec<Option<f64>>;
+
+/// A group whose rows go into output series of a quantile.
+struct Feed {
+    group: u32,
+    to: Vec<Route>,
+}
+
+/// The output series of a group's latency (`stage` None) or stage latency, or None when the
+/// matchers leave it out: the group's labels (and the stage), those of `by` only when given.
+fn output_labels(
+    grp: &[String; 4],
+    stage: Option<usize>,
+    matchers: &[Matcher],
+    by: Option<&[String]>,
+) -> Option<Labels> {
+    let mut all: Vec<(&str, &str)> = GROUP_LABELS.iter().copied().zip(grp.iter().map(String::as_str)).collect();
+    if let Some(st) = stage {
+        all.push(("stage", STAGES[st]));
+    }
+    let full = make_labels(&all);
+    let mut with_name = full.clone();
+    with_name.push((
+        NAME.to_string(),
+        if stage.is_some() { format!("{STAGE_LATENCY}_bucket") } else { format!("{LATENCY}_bucket") },
+    ));
+    with_name.sort();
+    let keep =
+        matchers.iter().filter(|m| m.name != NAME).all(|m| m.is_match(super::label(&with_name, &m.name).unwrap_or("")));
+    keep.then(|| match by {
+        Some(keep) => full.into_iter().filter(|(k, _)| keep.contains(k)).collect(),
+        None => full,
+    })
+}
+
+/// The feeds (indices into `feeds`) in components: feeds that share an output series are in
+/// one, since that series' windows need the rows of all of them.
+fn components(feeds: &[Feed], outputs: usize) -> Vec<Vec<usize>> {
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut parent: Vec<usize> = (0..feeds.len()).collect();
+    let mut owner: Vec<Option<usize>> = vec![None; outputs];
+    for (f, feed) in feeds.iter().enumerate() {
+        for &(_, o) in &feed.to {
+            match owner[o] {
+                None => owner[o] = Some(f),
+                Some(other) => {
+                    let (a, b) = (root(&mut parent, f), root(&mut parent, other));
+                    parent[a] = b;
+                }
+            }
+        }
+    }
+    let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for f in 0..feeds.len() {
+        let r = root(&mut parent, f);
+        by_root.entry(r).or_default().push(f);
+    }
+    by_root.into_values().collect()
+}
+
+/// Components split in two with about as many groups each (largest first, each to the
+/// lighter side).
+fn halves<'a>(parts: &'a [Vec<usize>]) -> (Vec<&'a [usize]>, Vec<&'a [usize]>) {
+    let mut order: Vec<&[usize]> = parts.iter().map(|p| &p[..]).collect();
+    order.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut wa, mut wb) = (0, 0);
+    for p in order {
+        if wa <= wb {
+            wa += p.len();
+            a.push(p);
+        } else {
+            wb += p.len();
+            b.push(p);
+        }
+    }
+    (a, b)
 }
 
 /// How many rows ahead [`quantiles`] touches a row's bytes.
@@ -642,6 +721,7 @@ fn quantiles(
     // Groups' rows one after another: in bucket order (a stable sort keeps rows of one bucket
     // as they came).
     per_bucket.sort_by_key(|r| r.0);
+    let per_bucket = &*per_bucket;
     let mut out = vec![None; w.len()];
     let mut win = Window::new();
     let mut next = 0;
@@ -658,21 +738,19 @@ fn quantiles(
         }
         while next < per_bucket.len() && per_bucket[next].0 <= hi_b {
             // Rows lie in memory one after another, but not in the caches: a later row's bytes
-            // are loaded now (one per cache line), so that the loads overlap instead of each
-            // row's waiting for its own.
+            // are asked for now, so that the loads overlap instead of each row's waiting for
+            // its own.
             if let Some((_, _, ahead)) = per_bucket.get(next + PREFETCH) {
-                for i in (0..ahead.len()).step_by(64) {
-                    std::hint::black_box(ahead[i]);
-                }
+                prefetch(ahead);
             }
-            let (b, which, e) = &per_bucket[next];
+            let at = next;
             next += 1;
             // Rows older than this window are in no later one either (ends ascend).
-            if *b >= lo_b {
-                win.add(*b, e, *which)?;
+            if per_bucket[at].0 >= lo_b {
+                win.add(per_bucket, at)?;
             }
         }
-        win.drop_before(lo_b);
+        win.drop_before(per_bucket, lo_b);
         if win.rows.is_empty() {
             continue;
         }
@@ -687,23 +765,36 @@ fn quantiles(
             // As HDR's value_at_quantile: the first value whose cumulative count reaches
             // ceil(q * total) (at least 1), at its highest equivalent value.
             let want = ((q[i] * win.total as f64).ceil() as u64).max(1);
-            slot_value(win.rank(want)) as f64 / 1e6
+            slot_value(win.rank(per_bucket, want)) as f64 / 1e6
         });
     }
     Ok(out)
 }
 
-/// A row's histogram in the blocked form: in the stored bytes, or re-encoded from an older
-/// aggregate's V2 histogram.
+/// Asks the CPU to bring `bytes` into its caches, one request per cache line, without waiting
+/// for them (nothing on targets other than x86_64).
+#[inline]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..bytes.len()).step_by(64) {
+        // SAFETY: a prefetch is a hint that never faults; x86_64 always has SSE.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes[i..].as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
+/// A row's histogram in the blocked form: bytes of the stored row (its index among the
+/// output series' rows), or re-encoded from an older aggregate's V2 histogram.
 enum RowHist {
-    Stored(Encoded, std::ops::Range<usize>),
+    Stored(usize, std::ops::Range<usize>),
     Owned(Vec<u8>),
 }
 
 impl RowHist {
-    fn bytes(&self) -> &[u8] {
+    fn bytes<'a>(&'a self, rows: &'a [Row]) -> &'a [u8] {
         match self {
-            RowHist::Stored(e, r) => &e[r.clone()],
+            RowHist::Stored(i, r) => &rows[*i].2[r.clone()],
             RowHist::Owned(v) => v,
         }
     }
@@ -744,15 +835,17 @@ impl Window {
         self.cur = None;
     }
 
-    fn add(&mut self, bucket: i64, e: &Encoded, stage: Option<usize>) -> Result<(), PromqlError> {
+    /// Adds row `at` of `rows`.
+    fn add(&mut self, rows: &[Row], at: usize) -> Result<(), PromqlError> {
+        let (bucket, stage, e) = &rows[at];
         let bad = |detail: String| {
             crate::store::StoreError::Decode(crate::store::keys::DecodeError { what: "inference aggregate", detail })
         };
-        let hist = match encoded_histogram(e, stage).map_err(crate::store::StoreError::Decode)? {
+        let hist = match encoded_histogram(e, *stage).map_err(crate::store::StoreError::Decode)? {
             None => RowHist::Owned(Vec::new()),
             Some(HistRef::Blocked(b)) => {
-                let at = b.as_ptr() as usize - e.as_ptr() as usize;
-                RowHist::Stored(e.clone(), at..at + b.len())
+                let from = b.as_ptr() as usize - e.as_ptr() as usize;
+                RowHist::Stored(at, from..from + b.len())
             }
             Some(old) => {
                 let mut slots = Vec::new();
@@ -763,8 +856,9 @@ impl Window {
             }
         };
         let mut heads = self.spare.pop().unwrap_or_default();
-        if !hist.bytes().is_empty() {
-            block_heads(hist.bytes(), &mut heads).map_err(bad)?;
+        let bytes = hist.bytes(rows);
+        if !bytes.is_empty() {
+            block_heads(bytes, &mut heads).map_err(bad)?;
         } else {
             heads.clear();
         }
@@ -773,15 +867,15 @@ impl Window {
             self.total = self.total.wrapping_add(h.sum);
             if self.cur == Some(h.block) {
                 let slots = &mut self.slots;
-                block_entries(hist.bytes(), h, |k, n| slots[k % BLOCK] = slots[k % BLOCK].wrapping_add(n));
+                block_entries(bytes, h, |k, n| slots[k % BLOCK] = slots[k % BLOCK].wrapping_add(n));
             }
         }
-        self.rows.push_back((bucket, hist, heads));
+        self.rows.push_back((*bucket, hist, heads));
         Ok(())
     }
 
     /// Takes out the rows of buckets before `lo`.
-    fn drop_before(&mut self, lo: i64) {
+    fn drop_before(&mut self, rows: &[Row], lo: i64) {
         while self.rows.front().is_some_and(|r| r.0 < lo) {
             let (_, hist, heads) = self.rows.pop_front().expect("a front row");
             for h in &heads {
@@ -789,7 +883,7 @@ impl Window {
                 self.total = self.total.wrapping_sub(h.sum);
                 if self.cur == Some(h.block) {
                     let slots = &mut self.slots;
-                    block_entries(hist.bytes(), h, |k, n| slots[k % BLOCK] = slots[k % BLOCK].wrapping_sub(n));
+                    block_entries(hist.bytes(rows), h, |k, n| slots[k % BLOCK] = slots[k % BLOCK].wrapping_sub(n));
                 }
             }
             self.spare.push(heads);
@@ -797,7 +891,7 @@ impl Window {
     }
 
     /// The first slot at which the cumulative count reaches `want`.
-    fn rank(&mut self, want: u64) -> usize {
+    fn rank(&mut self, rows: &[Row], want: u64) -> usize {
         let mut acc = 0u64;
         let mut at = None;
         for (b, &n) in self.sums.iter().enumerate() {
@@ -813,7 +907,7 @@ impl Window {
             for (_, hist, heads) in &self.rows {
                 if let Some(h) = heads.iter().find(|h| h.block == b) {
                     let slots = &mut self.slots;
-                    block_entries(hist.bytes(), h, |k, n| slots[k % BLOCK] = slots[k % BLOCK].wrapping_add(n));
+                    block_entries(hist.bytes(rows), h, |k, n| slots[k % BLOCK] = slots[k % BLOCK].wrapping_add(n));
                 }
             }
             self.cur = Some(b);
@@ -912,5 +1006,171 @@ mod tests {
             });
             assert_eq!(got[i], want, "window ending {end}, q {}", q[i]);
         }
+    }
+    /// `histogram_quantile` over the store, exact path, against the quantile of the raw events
+    /// of every window: four groups (two services, two models) over three hours, packed and
+    /// loose rows, stage latencies; output series fed by one group, by two (two components,
+    /// on two threads), by all four (one component), and per stage; then a read limit.
+    #[test]
+    fn exact_quantiles_match_the_events_of_each_window() {
+        use crate::store::batch::{Batch, Body};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut wal) = crate::store::tests::open(dir.path());
+        let t0: i64 = 1_700_002_800_000;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut events = Vec::new();
+        for b in 0..3 * 360i64 {
+            for g in 0..4u64 {
+                for _ in 0..(rnd() % 4) {
+                    let latency_us = match rnd() % 8 {
+                        0 => 1 + rnd() % 5_000_000,
+                        _ => 2_000 + rnd() % (40_000 * (g + 1)),
+                    };
+                    let stages = (rnd() % 3 != 0).then(|| pb::Stages {
+                        queue_us: rnd() % 3_000,
+                        inference_us: 1 + rnd() % 90_000,
+                        ..Default::default()
+                    });
+                    events.push(pb::InferenceEvent {
+                        service: format!("s{}", g % 2),
+                        model: format!("m{}", g / 2),
+                        timestamp_ms: t0 + b * 10_000 + (rnd() % 10_000) as i64,
+                        latency_us,
+                        stages,
+                        ..Default::default()
+                    });
+                }
+            }
+            // Hour by hour, with a checkpoint after each, so that the older hours are packed.
+            if b % 360 == 359 {
+                let batch = Batch::new(Body::Events(pb::EventBatch { events: events.clone(), ..Default::default() }));
+                events.clear();
+                crate::store::tests::commit(&store, &mut wal, vec![batch]);
+                store.checkpoint(&mut wal, false).unwrap();
+            }
+        }
+        // Every event again, from the store's own point of view: what the test expects.
+        let mut all: Vec<pb::InferenceEvent> = Vec::new();
+        store
+            .scan_events(i64::MIN / 2, i64::MAX / 2, None, |_, e| {
+                all.push(e);
+                true
+            })
+            .unwrap();
+        assert!(all.len() > 5_000, "{}", all.len());
+        let (start, end, step) = (t0 + 300_000 + 25_000, t0 + 3 * HOUR, 60_000);
+        let range = 300_000;
+        let opts = super::super::Opts::default();
+        let cfg = crate::config::QueryConfig::default();
+        // (query, q, labels of an event's output series, its value for an event (None: not in it)).
+        type Key = fn(&pb::InferenceEvent) -> Vec<(String, String)>;
+        type Val = fn(&pb::InferenceEvent) -> Option<u64>;
+        type PerEnd = BTreeMap<i64, Vec<u64>>;
+        let lat: Val = |e| Some(e.latency_us);
+        let inference: Val = |e| e.stages.as_ref().map(|s| s.inference_us).filter(|&v| v > 0);
+        let queue: Val = |e| e.stages.as_ref().map(|s| s.queue_us).filter(|&v| v > 0);
+        let cases: Vec<(&str, f64, Key, Vec<Val>)> = vec![
+            (
+                "histogram_quantile(0.95, sum by (model, le) (rate(modelwatch_inference_latency_seconds_bucket[5m])))",
+                0.95,
+                |e| vec![("model".into(), e.model.clone())],
+                vec![lat],
+            ),
+            (
+                "histogram_quantile(0.5, sum by (le) (increase(modelwatch_inference_latency_seconds_bucket[5m])))",
+                0.5,
+                |_| vec![],
+                vec![lat],
+            ),
+            (
+                "histogram_quantile(0.99, rate(modelwatch_inference_latency_seconds_bucket{service=\"s1\"}[5m]))",
+                0.99,
+                |e| vec![("model".into(), e.model.clone())],
+                vec![lat],
+            ),
+            (
+                "histogram_quantile(0.9, sum by (stage, le) (rate(modelwatch_inference_stage_latency_seconds_bucket{stage=~\"queue|inference\"}[5m])))",
+                0.9,
+                |_| vec![],
+                vec![queue, inference],
+            ),
+        ];
+        for (query, q, key, vals) in cases {
+            let mut budget = Budget::new(&cfg);
+            let expr = super::super::parse(query).unwrap();
+            let ans = super::super::range(
+                &crate::promql::source::StoreSource { store: &store },
+                &expr,
+                start,
+                end,
+                step,
+                &opts,
+                &mut budget,
+            )
+            .unwrap();
+            let super::super::Answer::Matrix(got) = ans else { panic!("{query}: not a matrix") };
+            // Expected: per (output key, stage) and window end, the events' values.
+            let mut want: BTreeMap<(Vec<(String, String)>, usize), PerEnd> = BTreeMap::new();
+            for e in &all {
+                if query.contains("service=") && e.service != "s1" {
+                    continue;
+                }
+                let bucket_end = e.timestamp_ms.div_euclid(10_000) * 10_000 + 10_000;
+                for (st, val) in vals.iter().enumerate() {
+                    let Some(v) = val(e) else { continue };
+                    let mut t = start;
+                    while t <= end {
+                        if bucket_end > t - range && bucket_end <= t {
+                            want.entry((key(e), st)).or_default().entry(t).or_default().push(v);
+                        }
+                        t += step;
+                    }
+                }
+            }
+            assert_eq!(got.len(), want.len(), "{query}: series");
+            for ((k, st), per_t) in want {
+                let s = got
+                    .iter()
+                    .find(|s| {
+                        k.iter().all(|(n, v)| super::super::label(&s.labels, n) == Some(v.as_str()))
+                            && (vals.len() == 1
+                                || super::super::label(&s.labels, "stage") == Some(["queue", "inference"][st]))
+                    })
+                    .unwrap_or_else(|| panic!("{query}: no series for {k:?} {st}"));
+                assert_eq!(s.ts, per_t.keys().copied().collect::<Vec<_>>(), "{query} {k:?}: steps");
+                for (i, (t, mut vs)) in per_t.into_iter().enumerate() {
+                    vs.sort_unstable();
+                    let want = ((q * vs.len() as f64).ceil() as usize).max(1);
+                    let v = vs[want - 1];
+                    let exact = slot_value(crate::store::aggs::slot_of(v)) as f64 / 1e6;
+                    assert_eq!(s.vals[i], exact, "{query} {k:?} stage {st} at {t}");
+                }
+            }
+        }
+        // A read limit below the rows: an error that names it, from either thread.
+        let mut small = cfg.clone();
+        small.max_samples = 1_000;
+        let mut budget = Budget::new(&small);
+        let expr = super::super::parse(
+            "histogram_quantile(0.95, sum by (model, le) (rate(modelwatch_inference_latency_seconds_bucket[5m])))",
+        )
+        .unwrap();
+        let err = super::super::range(
+            &crate::promql::source::StoreSource { store: &store },
+            &expr,
+            start,
+            end,
+            step,
+            &opts,
+            &mut budget,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("query.max_samples = 1000"), "{err}");
     }
 }

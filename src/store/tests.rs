@@ -71,7 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn open(dir: &Path) -> (StoreRef, Wal) {
+pub(crate) fn open(dir: &Path) -> (StoreRef, Wal) {
     let mut cfg = Config::default();
     cfg.storage.data_dir = dir.to_owned();
     cfg.storage.chunk_samples = 16;
@@ -140,7 +140,7 @@ fn stored_aggs(store: &Store) -> AggModel {
 }
 
 /// Commits batches as the committer does: apply, WAL append, sync, persist, cut.
-fn commit(store: &Store, wal: &mut Wal, mut batches: Vec<Batch>) {
+pub(crate) fn commit(store: &Store, wal: &mut Wal, mut batches: Vec<Batch>) {
     let mut lsns = Vec::new();
     for b in batches.iter_mut() {
         let lsn = wal.next_lsn();
