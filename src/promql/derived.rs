@@ -685,7 +685,7 @@ fn components(feeds: &[Feed], outputs: usize) -> Vec<Vec<usize>> {
 
 /// Components split in two with about as many groups each (largest first, each to the
 /// lighter side).
-fn halves<'a>(parts: &'a [Vec<usize>]) -> (Vec<&'a [usize]>, Vec<&'a [usize]>) {
+fn halves(parts: &[Vec<usize>]) -> (Vec<&[usize]>, Vec<&[usize]>) {
     let mut order: Vec<&[usize]> = parts.iter().map(|p| &p[..]).collect();
     order.sort_by_key(|p| std::cmp::Reverse(p.len()));
     let (mut a, mut b) = (Vec::new(), Vec::new());
