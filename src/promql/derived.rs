@@ -505,6 +505,7 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     // computed, so that a thread's rows are what one component holds.
     let one = move |comp: &[usize]| -> Result<Vec<(usize, Points)>, PromqlError> {
         let mut local: Vec<(usize, Vec<Row>)> = Vec::new();
+        let mut values: Vec<Encoded> = Vec::new();
         let mut routes: HashMap<u32, Vec<Route>> = HashMap::new();
         for &f in comp {
             let feed = &feeds[f];
@@ -527,7 +528,7 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
         let mut mine = 0u64;
         if b1 >= b0 {
             let mut last: Option<(u32, &[Route])> = None;
-            store.read_aggs_encoded(&ids, b0, b1, |g, b, mut e| {
+            store.read_aggs_encoded(&ids, b0, b1, |g, b, row| {
                 // Counted here, added to the shared count every `SHARE` rows (one shared
                 // counter per row would bounce its cache line between the threads); past the
                 // limit: stop, and `budget.read` names it once every thread is done.
@@ -545,20 +546,26 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
                         to
                     }
                 };
-                for (k, &(which, li)) in to.iter().enumerate() {
-                    if which.is_some() {
-                        match encoded_histogram(&e, which) {
-                            Ok(Some(_)) => {}
-                            Ok(None) => continue,
-                            Err(err) => {
-                                bad = Some(err);
-                                return false;
-                            }
+                // Rows lie in a few values (pack parts, whole rows): each is kept once.
+                if !values.last().is_some_and(|v| row.lies_in(v)) {
+                    values.push(row.value());
+                }
+                let span = Span { value: values.len() - 1, at: row.at, len: row.len };
+                // Whether the row has the histogram a route takes (a stage's may be missing;
+                // the request latency's bytes are left alone until the windows read them).
+                for &(which, li) in to {
+                    let has = match which {
+                        None => Ok(true),
+                        Some(_) => encoded_histogram(row.bytes(), which).map(|h| h.is_some()),
+                    };
+                    match has {
+                        Ok(true) => local[li].1.push((b, which, span)),
+                        Ok(false) => {}
+                        Err(err) => {
+                            bad = Some(err);
+                            return false;
                         }
                     }
-                    // The last (or only) output of the row takes it; stages share it.
-                    let e = if k + 1 < to.len() { e.clone() } else { std::mem::replace(&mut e, Encoded::empty()) };
-                    local[li].1.push((b, which, e));
                 }
                 true
             })?;
@@ -573,7 +580,7 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
         local
             .into_iter()
             .filter(|(_, rows)| !rows.is_empty())
-            .map(|(o, mut rows)| Ok((o, quantiles(&mut rows, w, q, range, bucket, budget)?)))
+            .map(|(o, mut rows)| Ok((o, quantiles(&mut rows, &values, w, q, range, bucket, budget)?)))
             .collect()
     };
     // Components are independent: two threads share them when there are several and enough
@@ -706,12 +713,35 @@ fn halves(parts: &[Vec<usize>]) -> (Vec<&[usize]>, Vec<&[usize]>) {
 const PREFETCH: usize = 8;
 
 /// A row of an output series: bucket start, stage (None: the request latency), aggregate.
-type Row = (i64, Option<usize>, Encoded);
+type Row = (i64, Option<usize>, Span);
+
+/// Where a row's aggregate lies: bytes `at..at + len` of value `value` of those read.
+#[derive(Clone, Copy)]
+struct Span {
+    value: usize,
+    at: usize,
+    len: usize,
+}
+
+/// An output series' rows and the values (pack parts, whole rows) they lie in.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    rows: &'a [Row],
+    values: &'a [Encoded],
+}
+
+impl<'a> Rows<'a> {
+    fn bytes(&self, i: usize) -> &'a [u8] {
+        let s = self.rows[i].2;
+        &self.values[s.value][s.at..s.at + s.len]
+    }
+}
 
 /// One output series' quantile at each window end `w[i]`, from its rows (bucket, stage,
 /// aggregate), sorted here.
 fn quantiles(
     per_bucket: &mut [Row],
+    values: &[Encoded],
     w: &[i64],
     q: &[f64],
     range: i64,
@@ -721,7 +751,7 @@ fn quantiles(
     // Groups' rows one after another: in bucket order (a stable sort keeps rows of one bucket
     // as they came).
     per_bucket.sort_by_key(|r| r.0);
-    let per_bucket = &*per_bucket;
+    let rows = Rows { rows: per_bucket, values };
     let mut out = vec![None; w.len()];
     let mut win = Window::new();
     let mut next = 0;
@@ -740,17 +770,17 @@ fn quantiles(
             // Rows lie in memory one after another, but not in the caches: a later row's bytes
             // are asked for now, so that the loads overlap instead of each row's waiting for
             // its own.
-            if let Some((_, _, ahead)) = per_bucket.get(next + PREFETCH) {
-                prefetch(ahead);
+            if next + PREFETCH < per_bucket.len() {
+                prefetch(rows.bytes(next + PREFETCH));
             }
             let at = next;
             next += 1;
             // Rows older than this window are in no later one either (ends ascend).
             if per_bucket[at].0 >= lo_b {
-                win.add(per_bucket, at)?;
+                win.add(rows, at)?;
             }
         }
-        win.drop_before(per_bucket, lo_b);
+        win.drop_before(rows, lo_b);
         if win.rows.is_empty() {
             continue;
         }
@@ -765,7 +795,7 @@ fn quantiles(
             // As HDR's value_at_quantile: the first value whose cumulative count reaches
             // ceil(q * total) (at least 1), at its highest equivalent value.
             let want = ((q[i] * win.total as f64).ceil() as u64).max(1);
-            slot_value(win.rank(per_bucket, want)) as f64 / 1e6
+            slot_value(win.rank(rows, want)) as f64 / 1e6
         });
     }
     Ok(out)
@@ -792,9 +822,9 @@ enum RowHist {
 }
 
 impl RowHist {
-    fn bytes<'a>(&'a self, rows: &'a [Row]) -> &'a [u8] {
+    fn bytes<'a>(&'a self, rows: Rows<'a>) -> &'a [u8] {
         match self {
-            RowHist::Stored(i, r) => &rows[*i].2[r.clone()],
+            RowHist::Stored(i, r) => &rows.bytes(*i)[r.clone()],
             RowHist::Owned(v) => v,
         }
     }
@@ -836,8 +866,9 @@ impl Window {
     }
 
     /// Adds row `at` of `rows`.
-    fn add(&mut self, rows: &[Row], at: usize) -> Result<(), PromqlError> {
-        let (bucket, stage, e) = &rows[at];
+    fn add(&mut self, rows: Rows, at: usize) -> Result<(), PromqlError> {
+        let (bucket, stage, _) = &rows.rows[at];
+        let e = rows.bytes(at);
         let bad = |detail: String| {
             crate::store::StoreError::Decode(crate::store::keys::DecodeError { what: "inference aggregate", detail })
         };
@@ -875,7 +906,7 @@ impl Window {
     }
 
     /// Takes out the rows of buckets before `lo`.
-    fn drop_before(&mut self, rows: &[Row], lo: i64) {
+    fn drop_before(&mut self, rows: Rows, lo: i64) {
         while self.rows.front().is_some_and(|r| r.0 < lo) {
             let (_, hist, heads) = self.rows.pop_front().expect("a front row");
             for h in &heads {
@@ -891,7 +922,7 @@ impl Window {
     }
 
     /// The first slot at which the cumulative count reaches `want`.
-    fn rank(&mut self, rows: &[Row], want: u64) -> usize {
+    fn rank(&mut self, rows: Rows, want: u64) -> usize {
         let mut acc = 0u64;
         let mut at = None;
         for (b, &n) in self.sums.iter().enumerate() {
@@ -957,7 +988,9 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let mut rows: Vec<(i64, Option<usize>, Encoded)> = Vec::new();
+        // Rows lie in shared values, as in pack parts: a value per 16 buckets.
+        let mut rows: Vec<Row> = Vec::new();
+        let mut bufs: Vec<Vec<u8>> = Vec::new();
         let mut aggs: Vec<(i64, Agg)> = Vec::new();
         for b in 0..300i64 {
             if rnd() % 7 == 0 {
@@ -975,7 +1008,13 @@ mod tests {
                     a.record(&pb::InferenceEvent { latency_us: us, ..Default::default() });
                 }
                 let enc = if (b + copy as i64) % 3 == 0 { a.encode_v1() } else { a.encode() };
-                rows.push((b * bucket, None, Encoded::from(enc)));
+                if b % 16 == 0 || bufs.is_empty() {
+                    bufs.push(Vec::new());
+                }
+                let value = bufs.len() - 1;
+                let buf = &mut bufs[value];
+                rows.push((b * bucket, None, Span { value, at: buf.len(), len: enc.len() }));
+                buf.extend_from_slice(&enc);
                 aggs.push((b * bucket, a));
             }
         }
@@ -985,7 +1024,8 @@ mod tests {
         let q: Vec<f64> = ends.iter().enumerate().map(|(i, _)| [0.5, 0.95, 0.99, 1.0, 0.0][i % 5]).collect();
         let cfg = crate::config::QueryConfig::default();
         let budget = Budget::new(&cfg);
-        let got = quantiles(&mut rows, &ends, &q, range, bucket, &budget).unwrap();
+        let values: Vec<Encoded> = bufs.into_iter().map(Encoded::from).collect();
+        let got = quantiles(&mut rows, &values, &ends, &q, range, bucket, &budget).unwrap();
         for (i, &end) in ends.iter().enumerate() {
             let mut m = Agg::default();
             let mut any = false;

@@ -333,6 +333,36 @@ impl std::ops::Deref for Encoded {
     }
 }
 
+/// An encoded aggregate where it lies: bytes `at..at + len` of a stored value (a pack part
+/// holds many rows), so that a reader keeps rows as ranges of a few shared values instead of
+/// one reference-counted value per row.
+#[derive(Clone, Copy)]
+pub struct RowAt<'a> {
+    pub(super) value: &'a sled::IVec,
+    pub at: usize,
+    pub len: usize,
+}
+
+impl<'a> RowAt<'a> {
+    pub(super) fn whole(value: &'a sled::IVec) -> Self {
+        RowAt { value, at: 0, len: value.len() }
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        &self.value[self.at..self.at + self.len]
+    }
+
+    /// The whole value the row lies in, shared (not copied).
+    pub fn value(&self) -> Encoded {
+        Encoded(self.value.clone())
+    }
+
+    /// Whether the row lies in `v`, a value [`RowAt::value`] gave.
+    pub fn lies_in(&self, v: &Encoded) -> bool {
+        std::ptr::eq(self.value.as_ptr(), v.as_ptr()) && self.value.len() == v.len()
+    }
+}
+
 /// An encoded aggregate's latency histogram (`stage` None) or stage `i`'s (None when it has
 /// none), found by skipping the fields before it without decoding them.
 pub fn encoded_histogram(buf: &[u8], stage: Option<usize>) -> Result<Option<HistRef<'_>>, DecodeError> {

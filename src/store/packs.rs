@@ -21,6 +21,7 @@
 //! (varint, ascending), length (varint) | the rows' bytes` (each row an [`Agg`] encoding).
 //! Parts of one pack hold consecutive buckets and are about [`PART_BYTES`] each (sled keeps
 //! values past a quarter of its segment in files of their own).
+use super::aggs::RowAt;
 use super::keys::{self, put_varint, DecodeError, Reader};
 use super::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -254,15 +255,17 @@ impl Store {
         b0: i64,
         b1: i64,
         epoch: u64,
-        mut f: impl FnMut(i64, &sled::IVec) -> Result<bool, StoreError>,
+        mut f: impl FnMut(i64, RowAt<'_>) -> Result<bool, StoreError>,
     ) -> Result<bool, StoreError> {
         let mut packs = self
             .t
             .agg_packs
             .range(keys::pack_key(g, self.pack_start(b0), 0)..=keys::pack_key(g, self.pack_start(b1), u8::MAX))
             .peekable();
-        // Rows of the parts read so far not yet passed on, and the mark of the latest pack.
-        let mut queue: VecDeque<(i64, sled::IVec)> = VecDeque::new();
+        // Rows of the parts read so far not yet passed on (bucket, part, range in it: no
+        // reference count per row), the parts they lie in, and the mark of the latest pack.
+        let mut queue: VecDeque<(i64, usize, usize, usize)> = VecDeque::new();
+        let mut parts: Vec<sled::IVec> = Vec::new();
         let mut mark = (i64::MIN, 0u64);
         for item in self.t.aggs.range(keys::agg_key(g, b0, 0)..=keys::agg_key(g, b1, u64::MAX)) {
             let (k, v) = item?;
@@ -272,29 +275,31 @@ impl Store {
             // in the queue), their rows passed on up to this row's bucket.
             loop {
                 while queue.front().is_some_and(|r| r.0 <= bucket) {
-                    let (b, row) = queue.pop_front().expect("a queued row");
-                    if !f(b, &row)? {
+                    let (b, part, at, len) = queue.pop_front().expect("a queued row");
+                    if !f(b, RowAt { value: &parts[part], at, len })? {
                         return Ok(false);
                     }
                 }
                 match next_start(&mut packs)? {
-                    Some(s) if s <= start => self.load_parts(&mut packs, s, (b0, b1), &mut queue, &mut mark)?,
+                    Some(s) if s <= start => {
+                        self.load_parts(&mut packs, s, (b0, b1), &mut queue, &mut parts, &mut mark)?
+                    }
                     _ => break,
                 }
             }
             let packed = mark.0 == start && row_epoch < mark.1;
-            if row_epoch < epoch && !packed && !f(bucket, &v)? {
+            if row_epoch < epoch && !packed && !f(bucket, RowAt::whole(&v))? {
                 return Ok(false);
             }
         }
         loop {
-            while let Some((b, row)) = queue.pop_front() {
-                if !f(b, &row)? {
+            while let Some((b, part, at, len)) = queue.pop_front() {
+                if !f(b, RowAt { value: &parts[part], at, len })? {
                     return Ok(false);
                 }
             }
             let Some(next) = next_start(&mut packs)? else { return Ok(true) };
-            self.load_parts(&mut packs, next, (b0, b1), &mut queue, &mut mark)?;
+            self.load_parts(&mut packs, next, (b0, b1), &mut queue, &mut parts, &mut mark)?;
         }
     }
 
@@ -306,9 +311,14 @@ impl Store {
         packs: &mut std::iter::Peekable<sled::Iter>,
         upto: i64,
         range: (i64, i64),
-        queue: &mut VecDeque<(i64, sled::IVec)>,
+        queue: &mut VecDeque<(i64, usize, usize, usize)>,
+        parts: &mut Vec<sled::IVec>,
         mark: &mut (i64, u64),
     ) -> Result<(), StoreError> {
+        // Parts whose rows have all been passed on are let go.
+        if queue.is_empty() {
+            parts.clear();
+        }
         let limit = keys::ts_to_bytes(upto);
         while let Some(item) =
             packs.next_if(|it| it.as_ref().map_or(true, |(k, _)| k.len() < 12 || k[4..12] <= limit[..]))
@@ -319,9 +329,10 @@ impl Store {
             *mark = (start, part.below);
             for (b, at, len) in part.rows {
                 if b >= range.0 && b <= range.1 {
-                    queue.push_back((b, v.subslice(at, len)));
+                    queue.push_back((b, parts.len(), at, len));
                 }
             }
+            parts.push(v);
         }
         Ok(())
     }

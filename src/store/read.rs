@@ -225,30 +225,29 @@ impl Store {
         b0: i64,
         b1: i64,
         decode: impl Fn(&[u8]) -> Result<T, keys::DecodeError>,
-        f: impl FnMut(u32, i64, T) -> bool,
+        mut f: impl FnMut(u32, i64, T) -> bool,
     ) -> Result<(), StoreError> {
-        self.scan_aggs(groups, b0, b1, |v| decode(v), f)
+        self.scan_aggs(groups, b0, b1, |g, b, row| Ok(f(g, b, decode(row.bytes())?)))
     }
 
-    /// [`Store::read_aggs`] with aggregates left encoded: each group's stored rows in bucket
-    /// order, then the in-memory ones.
+    /// [`Store::read_aggs`] with aggregates left encoded, where they lie: each group's stored
+    /// rows in bucket order, then the in-memory ones.
     pub fn read_aggs_encoded(
         &self,
         groups: &[u32],
         b0: i64,
         b1: i64,
-        f: impl FnMut(u32, i64, aggs::Encoded) -> bool,
+        mut f: impl FnMut(u32, i64, aggs::RowAt<'_>) -> bool,
     ) -> Result<(), StoreError> {
-        self.scan_aggs(groups, b0, b1, |v| Ok(aggs::Encoded(v.clone())), f)
+        self.scan_aggs(groups, b0, b1, |g, b, row| Ok(f(g, b, row)))
     }
 
-    fn scan_aggs<T>(
+    fn scan_aggs(
         &self,
         groups: &[u32],
         b0: i64,
         b1: i64,
-        decode: impl Fn(&sled::IVec) -> Result<T, keys::DecodeError>,
-        mut f: impl FnMut(u32, i64, T) -> bool,
+        mut f: impl FnMut(u32, i64, aggs::RowAt<'_>) -> Result<bool, keys::DecodeError>,
     ) -> Result<(), StoreError> {
         // A snapshot of memory (encoded: each in-memory aggregate keeps its encoding until its
         // bucket changes, so a query over a busy or backfilled stretch that a checkpoint has
@@ -269,12 +268,12 @@ impl Store {
             (st.epoch, mem)
         };
         for &g in groups {
-            if !self.scan_group_aggs(g, b0, b1, epoch, |bucket, v| Ok(f(g, bucket, decode(v)?)))? {
+            if !self.scan_group_aggs(g, b0, b1, epoch, |bucket, row| Ok(f(g, bucket, row)?))? {
                 return Ok(());
             }
         }
         for ((g, bucket), enc) in mem {
-            if !f(g, bucket, decode(&enc)?) {
+            if !f(g, bucket, aggs::RowAt::whole(&enc))? {
                 return Ok(());
             }
         }
