@@ -184,6 +184,18 @@ enum Command {
         /// Items per second over all streams, sent open-loop (default: as fast as acked).
         #[arg(long)]
         rate: Option<f64>,
+        /// Metrics stamped with the clock, no batch marked backfill (for runs under retention).
+        #[arg(long)]
+        live: bool,
+        /// Print the rate, RSS and data folder this often (`30s`), and how the folder moved.
+        #[arg(long, value_name = "D")]
+        report_every: Option<String>,
+        /// A random 128-bit request id (32 hex digits) on every event.
+        #[arg(long)]
+        request_ids: bool,
+        /// After the load, N GetRequest look-ups: half of ids sent, half of ids never sent.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        lookups: usize,
     },
     /// A consistent copy of a running daemon's data folder (checkpoint, then copy; ingest waits
     /// meanwhile). Written on the daemon's host: --path, or <data_dir>/snapshots/<UTC time>.
@@ -422,7 +434,22 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Loadgen { addr, http, services, kind, count, duration, batch, series, window, rate } => {
+        Command::Loadgen {
+            addr,
+            http,
+            services,
+            kind,
+            count,
+            duration,
+            batch,
+            series,
+            window,
+            rate,
+            live,
+            report_every,
+            request_ids,
+            lookups,
+        } => {
             let kinds = modelwatch::cli::loadgen::kinds(&kind).map_err(anyhow::Error::msg)?;
             let duration = match duration {
                 Some(d) => Some(humantime::parse_duration(&d).map_err(|e| anyhow::anyhow!("--duration {d:?}: {e}"))?),
@@ -433,6 +460,17 @@ fn main() -> anyhow::Result<()> {
             }
             if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
                 anyhow::bail!("--rate must be a number of items per second above 0");
+            }
+            let report_every = match report_every {
+                Some(d) => match humantime::parse_duration(&d) {
+                    Ok(d) if !d.is_zero() => Some(d),
+                    Ok(_) => anyhow::bail!("--report-every must be above 0"),
+                    Err(e) => anyhow::bail!("--report-every {d:?}: {e}"),
+                },
+                None => None,
+            };
+            if lookups > 0 && !(request_ids && kinds.contains(&modelwatch::cli::loadgen::Kind::Events)) {
+                anyhow::bail!("--lookups needs --request-ids and events among --kind");
             }
             let args = modelwatch::cli::loadgen::Args {
                 addr,
@@ -445,6 +483,10 @@ fn main() -> anyhow::Result<()> {
                 series,
                 window,
                 rate,
+                live,
+                report_every,
+                request_ids,
+                lookups,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             match rt.block_on(modelwatch::cli::loadgen::run(args)) {

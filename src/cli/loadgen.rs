@@ -4,9 +4,14 @@
 //! latency from sending a batch to its ack: p50, p99, p99.9) and what it cost the daemon (CPU,
 //! peak RSS, bytes added to its data folder per item), read from the daemon's `/metrics`.
 //!
-//! Batches are built before the clock starts; while sending, only their timestamps and
-//! sequence numbers are set. Each stream keeps at most `window` batches in flight, as the
-//! client libraries do.
+//! Batches are built before the clock starts; while sending, only their timestamps, sequence
+//! numbers and (with `--request-ids`) request ids are set. Each stream keeps at most `window`
+//! batches in flight, as the client libraries do.
+//!
+//! For long runs: `--live` stamps metrics with the clock (not a day in the past, as backfill)
+//! so that retention sees them age; `--report-every` prints the rate, RSS and data folder size
+//! as the run goes and sums up how the folder moved; `--lookups N` asks `GetRequest` for N
+//! request ids afterwards (half of them sent, half never sent) and reports the latencies.
 use crate::cli::conn;
 use crate::pb;
 use std::collections::HashMap;
@@ -63,6 +68,38 @@ pub struct Args {
     pub window: usize,
     /// Items per second across all streams (`None`: as fast as the acks allow).
     pub rate: Option<f64>,
+    /// Metrics stamped with the clock and no batch marked backfill.
+    pub live: bool,
+    /// Print progress (rate, RSS, data folder) this often.
+    pub report_every: Option<Duration>,
+    /// A random 128-bit request id (32 hex digits) on every event.
+    pub request_ids: bool,
+    /// `GetRequest` look-ups after the load (needs `request_ids`).
+    pub lookups: usize,
+}
+
+/// splitmix64's finalizer: request ids are a pure function of (run, stream, seq, index), so
+/// the look-up phase can name ids that were sent without keeping them.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Writes the request id of event `k` of batch `seq` of stream `stream` into `out` (32 hex
+/// digits). `tag` 0 names ids that are sent; any other tag, ids that never are.
+fn request_id(out: &mut String, run: i64, stream: u64, seq: u64, k: u64, tag: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hi = mix(mix(mix(run as u64 ^ tag) ^ stream) ^ seq) ^ k;
+    let hi = mix(hi);
+    let lo = mix(hi ^ 0x5851_f42d_4c95_7f2d);
+    out.clear();
+    for w in [hi, lo] {
+        for i in (0..16).rev() {
+            out.push(HEX[((w >> (i * 4)) & 15) as usize] as char);
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -93,7 +130,7 @@ fn template(kind: Kind, service: &str, client: &str, run: i64, a: &Args) -> Temp
                 seq: 0,
                 service: service.into(),
                 series,
-                backfill: true,
+                backfill: !a.live,
             })
         }
         Kind::Events => Template::Events(pb::EventBatch {
@@ -109,10 +146,11 @@ fn template(kind: Kind, service: &str, client: &str, run: i64, a: &Args) -> Temp
                     latency_us: 5_000 + (k as u64 * 7919) % 200_000,
                     prompt_tokens: 100 + (k % 300) as u32,
                     completion_tokens: 20 + (k % 200) as u32,
+                    request_id: if a.request_ids { String::with_capacity(32) } else { String::new() },
                     ..Default::default()
                 })
                 .collect(),
-            backfill: true,
+            backfill: !a.live,
         }),
         Kind::Logs => Template::Logs(pb::LogBatch {
             client_id: client.into(),
@@ -126,7 +164,7 @@ fn template(kind: Kind, service: &str, client: &str, run: i64, a: &Args) -> Temp
                     ..Default::default()
                 })
                 .collect(),
-            backfill: true,
+            backfill: !a.live,
         }),
     }
 }
@@ -147,23 +185,34 @@ impl Template {
         }
     }
 
-    /// Sets the sequence number and timestamps (metrics: from `t`, one ms apart, each batch
-    /// after the last, so that every series stays in time order; others: `t`).
-    fn stamp(&mut self, seq: u64, t: i64) {
+    /// Metric samples per series in one batch.
+    fn per_series(&self) -> i64 {
+        match self {
+            Template::Metrics(b) => b.series.first().map_or(1, |s| s.timestamps_ms.len() as i64),
+            _ => 1,
+        }
+    }
+
+    /// Sets the sequence number and timestamps (metrics: from `t`, one ms apart; the caller
+    /// puts each batch after the last, so that every series stays in time order; others: `t`),
+    /// and with `ids` = (run, stream), the events' request ids.
+    fn stamp(&mut self, seq: u64, t: i64, ids: Option<(i64, u64)>) {
         match self {
             Template::Metrics(b) => {
                 b.seq = seq;
                 for s in &mut b.series {
-                    let n = s.timestamps_ms.len() as i64;
                     for (k, ts) in s.timestamps_ms.iter_mut().enumerate() {
-                        *ts = t + seq as i64 * n + k as i64;
+                        *ts = t + k as i64;
                     }
                 }
             }
             Template::Events(b) => {
                 b.seq = seq;
-                for e in &mut b.events {
+                for (k, e) in b.events.iter_mut().enumerate() {
                     e.timestamp_ms = t;
+                    if let Some((run, stream)) = ids {
+                        request_id(&mut e.request_id, run, stream, seq, k as u64, 0);
+                    }
                 }
             }
             Template::Logs(b) => {
@@ -184,19 +233,32 @@ struct StreamResult {
     first_rejection: Option<String>,
     /// Send-to-ack latencies, µs.
     latencies: Vec<u64>,
+    /// The highest sequence number acked (batches 1..=it were all sent).
+    last_seq: u64,
+    /// Which stream (request ids are a function of it).
+    stream_no: u64,
 }
 
-/// One service's stream of one kind, until `count` items or `deadline`.
-async fn stream(
+/// What every stream task shares: its identity, the pace and the progress counter.
+struct StreamCtx {
     addr: String,
-    mut t: Template,
     kind: Kind,
     count: u64,
     deadline: Option<Instant>,
     window: usize,
-    // Batches per second for this stream.
+    /// Batches per second for this stream.
     pace: Option<f64>,
-) -> Result<StreamResult, String> {
+    live: bool,
+    /// (run, stream number) when events carry request ids.
+    ids: Option<(i64, u64)>,
+    stream_no: u64,
+    /// Items acked so far over all streams (for `--report-every`).
+    acked: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// One service's stream of one kind, until `count` items or `deadline`.
+async fn stream(mut t: Template, c: StreamCtx) -> Result<StreamResult, String> {
+    let StreamCtx { addr, kind, count, deadline, window, pace, live, ids, stream_no, acked } = c;
     let conn = conn::connect(&addr).await?;
     let mut client = pb::ingest_client::IngestClient::new(conn).max_decoding_message_size(64 << 20);
     let per = t.items();
@@ -205,10 +267,13 @@ async fn stream(
     let sent: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Default::default();
     let permits = Arc::new(tokio::sync::Semaphore::new(window.max(1)));
     let (s2, p2) = (sent.clone(), permits.clone());
-    // Metric timestamps: a base in the past that moves forward one step per batch.
+    // Metric timestamps: a base in the past that moves forward one step per batch, or with
+    // `live`, the clock (each batch still after the last).
     let base = now_ms() - 86_400_000;
+    let per_series = t.per_series();
     let feeder = tokio::spawn(async move {
         let start = Instant::now();
+        let mut next = 0i64;
         for seq in 1..=batches {
             if let Some(p) = pace {
                 // Open loop: batch n leaves at n / pace seconds, whatever the acks do.
@@ -220,8 +285,13 @@ async fn stream(
             }
             let Ok(permit) = p2.clone().acquire_owned().await else { break };
             permit.forget();
-            let ts = if kind == Kind::Metrics { base } else { now_ms() };
-            t.stamp(seq, ts);
+            let ts = match kind {
+                Kind::Metrics if live => now_ms().max(next),
+                Kind::Metrics => base + seq as i64 * per_series,
+                _ => now_ms(),
+            };
+            next = ts + per_series;
+            t.stamp(seq, ts, ids);
             s2.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, Instant::now());
             if tx.send(t.clone()).await.is_err() {
                 break;
@@ -248,8 +318,18 @@ async fn stream(
             .map_err(status)?
             .into_inner(),
     };
-    let mut out = StreamResult { kind, acked: 0, rejected: 0, first_rejection: None, latencies: Vec::new() };
+    let mut out = StreamResult {
+        kind,
+        acked: 0,
+        rejected: 0,
+        first_rejection: None,
+        latencies: Vec::new(),
+        last_seq: 0,
+        stream_no,
+    };
     while let Some(ack) = acks.message().await.map_err(status)? {
+        out.last_seq = out.last_seq.max(ack.seq);
+        acked.fetch_add(ack.accepted, std::sync::atomic::Ordering::Relaxed);
         if let Some(t0) = sent.lock().unwrap_or_else(|p| p.into_inner()).remove(&ack.seq) {
             out.latencies.push(t0.elapsed().as_micros() as u64);
         }
@@ -308,6 +388,7 @@ pub async fn run(a: Args) -> Result<String, String> {
         }
     });
     let run_id = now_ms();
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for s in 0..a.services {
         for &kind in &a.kinds {
@@ -315,16 +396,35 @@ pub async fn run(a: Args) -> Result<String, String> {
             let client = format!("loadgen-{run_id}-{s}-{}", kind.name());
             let t = template(kind, &service, &client, run_id, &a);
             let streams = (a.services * a.kinds.len()) as f64;
-            let pace = a.rate.map(|r| r / streams / t.items().max(1) as f64);
-            tasks.push(tokio::spawn(stream(a.addr.clone(), t, kind, count, deadline, a.window, pace)));
+            let stream_no = tasks.len() as u64;
+            let ctx = StreamCtx {
+                addr: a.addr.clone(),
+                kind,
+                count,
+                deadline,
+                window: a.window,
+                pace: a.rate.map(|r| r / streams / t.items().max(1) as f64),
+                live: a.live,
+                ids: (a.request_ids && kind == Kind::Events).then_some((run_id, stream_no)),
+                stream_no,
+                acked: acked.clone(),
+            };
+            tasks.push(tokio::spawn(stream(t, ctx)));
         }
     }
+    let folder: Arc<std::sync::Mutex<Vec<(f64, f64)>>> = Default::default();
+    let reporter = a
+        .report_every
+        .map(|every| tokio::spawn(progress(a.http.clone(), every, acked.clone(), started, folder.clone())));
     let mut results = Vec::new();
     for t in tasks {
         results.push(t.await.map_err(|e| format!("a stream task failed: {e}"))??);
     }
     let secs = started.elapsed().as_secs_f64();
     sampler.abort();
+    if let Some(r) = reporter {
+        r.abort();
+    }
     let after = daemon_figures(&a.http).await;
     if let Some((_, rss, _)) = after {
         peak_rss.fetch_max(rss as u64, std::sync::atomic::Ordering::Relaxed);
@@ -375,5 +475,110 @@ pub async fn run(a: Args) -> Result<String, String> {
         }
         _ => out += &format!("daemon: /metrics at {} did not answer; no CPU, RSS or disk figures\n", a.http),
     }
+    out += &folder_summary(&folder.lock().unwrap_or_else(|p| p.into_inner()));
+    if a.lookups > 0 {
+        out += &lookups(&a.addr, run_id, a.lookups, a.batch as u64, &results).await?;
+    }
     Ok(out)
+}
+
+/// Every `every`: seconds since the start, items acked per second over the interval, the
+/// daemon's RSS and data folder, on stderr; the folder sizes also go to `folder`.
+async fn progress(
+    http: String,
+    every: Duration,
+    acked: Arc<std::sync::atomic::AtomicU64>,
+    started: Instant,
+    folder: Arc<std::sync::Mutex<Vec<(f64, f64)>>>,
+) {
+    let mut last = (0.0f64, 0u64);
+    loop {
+        tokio::time::sleep(every).await;
+        let t = started.elapsed().as_secs_f64();
+        let n = acked.load(std::sync::atomic::Ordering::Relaxed);
+        let rate = (n - last.1) as f64 / (t - last.0).max(1e-9);
+        last = (t, n);
+        match daemon_figures(&http).await {
+            Some((_, rss, disk)) => {
+                folder.lock().unwrap_or_else(|p| p.into_inner()).push((t, disk));
+                eprintln!(
+                    "loadgen: {t:>7.0} s  {rate:>10.0} items/s acked  RSS {:>6.0} MiB  data folder {:>9.1} MB",
+                    rss / (1 << 20) as f64,
+                    disk / 1e6
+                );
+            }
+            None => eprintln!("loadgen: {t:>7.0} s  {rate:>10.0} items/s acked  (/metrics did not answer)"),
+        }
+    }
+}
+
+/// How the data folder moved over a run: its first, largest and last size, and the range
+/// over the second half (where a folder under retention should stay flat).
+fn folder_summary(samples: &[(f64, f64)]) -> String {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else { return String::new() };
+    let max = samples.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+    let half = last.0 / 2.0;
+    let second: Vec<f64> = samples.iter().filter(|s| s.0 >= half).map(|s| s.1).collect();
+    let lo = second.iter().copied().fold(f64::MAX, f64::min);
+    let hi = second.iter().copied().fold(f64::MIN, f64::max);
+    format!(
+        "data folder over the run ({} samples): {:.1} MB at {:.0} s, largest {:.1} MB, last {:.1} MB; second half {:.1}–{:.1} MB\n",
+        samples.len(),
+        first.1 / 1e6,
+        first.0,
+        max / 1e6,
+        last.1 / 1e6,
+        lo / 1e6,
+        hi / 1e6
+    )
+}
+
+/// `GetRequest` for `n` request ids, one at a time over one connection: alternately one that
+/// an events stream sent (a random batch and event) and one that was never sent. Every sent
+/// id must come back; reports the latencies of each half.
+async fn lookups(addr: &str, run: i64, n: usize, batch: u64, results: &[StreamResult]) -> Result<String, String> {
+    let streams: Vec<&StreamResult> = results.iter().filter(|r| r.kind == Kind::Events && r.last_seq > 0).collect();
+    if streams.is_empty() {
+        return Err("--lookups needs --kind events and --request-ids, and some acked events".into());
+    }
+    let conn = conn::connect(addr).await?;
+    let mut q = pb::query_client::QueryClient::new(conn).max_decoding_message_size(64 << 20);
+    let (mut found, mut missing) = (Vec::new(), Vec::new());
+    let mut id = String::with_capacity(32);
+    let mut state = mix(run as u64 ^ 0x1f);
+    let mut next = |m: u64| {
+        state = mix(state);
+        state % m.max(1)
+    };
+    for i in 0..n {
+        let s = streams[next(streams.len() as u64) as usize];
+        let (seq, k) = (1 + next(s.last_seq), next(batch));
+        let sent = i % 2 == 0;
+        request_id(&mut id, run, s.stream_no, seq, k, if sent { 0 } else { 1 });
+        let t = Instant::now();
+        let r = q
+            .get_request(pb::GetRequestRequest { request_id: id.clone() })
+            .await
+            .map_err(|e| format!("GetRequest {id}: {:?}: {}", e.code(), e.message()))?
+            .into_inner();
+        let us = t.elapsed().as_micros() as u64;
+        let hits = r.events.iter().filter(|e| e.request_id == id).count();
+        match (sent, hits) {
+            (true, 1) => found.push(us),
+            (false, 0) => missing.push(us),
+            _ => return Err(format!("GetRequest {id}: {hits} events with that id, expected {}", u8::from(sent))),
+        }
+    }
+    found.sort_unstable();
+    missing.sort_unstable();
+    let line = |what: &str, v: &[u64]| {
+        format!(
+            "GetRequest, {what}: {} look-ups, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
+            v.len(),
+            quantile(v, 0.5),
+            quantile(v, 0.99),
+            v.last().copied().unwrap_or(0) as f64 / 1000.0
+        )
+    };
+    Ok(line("ids sent (each found once)", &found) + &line("ids never sent (none found)", &missing))
 }

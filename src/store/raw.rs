@@ -73,6 +73,22 @@ fn read_group(blocks: &Blocks, r: &BlockRef) -> Result<Records, StoreError> {
     Ok(out)
 }
 
+/// The record with index `idx` in a group's bytes, found by walking the length prefixes
+/// (a request-id look-up decodes one record, not the group's thousands).
+fn record_at(data: &[u8], idx: u32) -> Result<Option<&[u8]>, StoreError> {
+    let mut rd = Reader::new(data, "raw record group");
+    let n = rd.varint()?;
+    for _ in 0..n {
+        let i = rd.varint()?;
+        let len = rd.varint()? as usize;
+        let b = rd.bytes(len)?;
+        if i == u64::from(idx) {
+            return Ok(Some(b));
+        }
+    }
+    Ok(None)
+}
+
 fn decode<M: Message + Default>(b: &[u8]) -> Result<M, StoreError> {
     M::decode(b).map_err(|e| StoreError::Decode(DecodeError { what: "stored record", detail: e.to_string() }))
 }
@@ -85,7 +101,7 @@ pub fn by_request<M: Message + Default>(
     request_id: &str,
     rid_of: impl Fn(&M) -> &String,
 ) -> Result<Vec<M>, StoreError> {
-    let mut groups: HashMap<[u8; 16], Option<Records>> = HashMap::new();
+    let mut groups: HashMap<[u8; 16], Option<Vec<u8>>> = HashMap::new();
     let mut out = Vec::new();
     for tk in index.lookup(request_id)? {
         let (ts, lsn, idx) = keys::decode_time_key(&tk)?;
@@ -93,13 +109,13 @@ pub fn by_request<M: Message + Default>(
         if let std::collections::hash_map::Entry::Vacant(e) = groups.entry(gk) {
             // An entry whose group retention removed is skipped.
             let g = match main.get(gk)? {
-                Some(v) => Some(read_group(blocks, &keys::decode_block_ref(&v)?)?),
+                Some(v) => Some(blocks.read(&keys::decode_block_ref(&v)?.loc())?),
                 None => None,
             };
             e.insert(g);
         }
-        if let Some(Some(recs)) = groups.get(&gk) {
-            if let Some((_, b)) = recs.iter().find(|(i, _)| *i == idx) {
+        if let Some(Some(data)) = groups.get(&gk) {
+            if let Some(b) = record_at(data, idx)? {
                 let m: M = decode(b)?;
                 // The index matches hashes: keep only the records with this very id.
                 if rid_of(&m) == request_id {
