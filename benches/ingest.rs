@@ -22,6 +22,8 @@
 //! any fsync). Timestamps are shifted to end now and sent as backfill.
 mod support;
 
+use modelwatch::cli::conn::RawCodec;
+
 use modelwatch::pb;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -327,45 +329,4 @@ async fn heavy_queries(addr: String, stop: std::sync::Arc<std::sync::atomic::Ato
         secs += t.elapsed().as_secs_f64();
     }
     (n, secs)
-}
-
-/// Sends requests that are already protobuf-encoded, as they are; decodes the acks.
-struct RawCodec;
-
-struct RawEncoder;
-
-struct AckDecoder;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = bytes::Bytes;
-    type Decode = pb::Ack;
-    type Encoder = RawEncoder;
-    type Decoder = AckDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> AckDecoder {
-        AckDecoder
-    }
-}
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: bytes::Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        bytes::BufMut::put(dst, item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for AckDecoder {
-    type Item = pb::Ack;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<pb::Ack>, tonic::Status> {
-        prost::Message::decode(src).map(Some).map_err(|e| tonic::Status::internal(e.to_string()))
-    }
 }

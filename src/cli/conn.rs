@@ -74,3 +74,69 @@ pub async fn connect(addr: &str) -> Result<Conn, String> {
     })?;
     Ok(InterceptedService::new(channel, Bearer(token)))
 }
+
+/// A codec that sends requests already protobuf-encoded, as they are, and decodes acks: the
+/// load generator and the ingest benchmark encode a batch once (before the clock, or once per
+/// batch instead of a clone and an encode).
+#[derive(Clone, Copy)]
+pub struct RawCodec;
+
+pub struct RawEncoder;
+
+pub struct AckDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = prost::bytes::Bytes;
+    type Decode = crate::pb::Ack;
+    type Encoder = RawEncoder;
+    type Decoder = AckDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> AckDecoder {
+        AckDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = prost::bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: prost::bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AckDecoder {
+    type Item = crate::pb::Ack;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<crate::pb::Ack>, tonic::Status> {
+        prost::Message::decode(src).map(Some).map_err(|e| tonic::Status::internal(format!("ack: {e}")))
+    }
+}
+
+/// Opens an ingest stream (`path`: `/modelwatch.v1.Ingest/StreamMetrics`, `…/StreamEvents`,
+/// `…/StreamLogs`) that sends the encoded batches `rx` yields.
+pub async fn raw_stream<S>(
+    conn: Conn,
+    path: &'static str,
+    rx: S,
+) -> Result<tonic::Streaming<crate::pb::Ack>, tonic::Status>
+where
+    S: tokio_stream::Stream<Item = prost::bytes::Bytes> + Send + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(conn).max_encoding_message_size(usize::MAX);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("channel not ready: {}", tonic::codegen::StdError::from(e))))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    Ok(grpc.streaming(tonic::Request::new(rx), path, RawCodec).await?.into_inner())
+}

@@ -5,8 +5,8 @@
 //! peak RSS, bytes added to its data folder per item), read from the daemon's `/metrics`.
 //!
 //! Batches are built before the clock starts; while sending, only their timestamps, sequence
-//! numbers and (with `--request-ids`) request ids are set. Each stream keeps at most `window`
-//! batches in flight, as the client libraries do.
+//! numbers and (with `--request-ids`) request ids are set, and each is encoded once and sent
+//! as bytes. Each stream keeps at most `window` batches in flight, as the client libraries do.
 //!
 //! For long runs: `--live` stamps metrics with the clock (not a day in the past, as backfill)
 //! so that retention sees them age; `--report-every` prints the rate, RSS and data folder size
@@ -177,6 +177,17 @@ enum Template {
 }
 
 impl Template {
+    /// The batch, protobuf-encoded (sent as it is: no clone of the template per batch).
+    fn encode(&self) -> prost::bytes::Bytes {
+        use prost::Message;
+        match self {
+            Template::Metrics(b) => b.encode_to_vec(),
+            Template::Events(b) => b.encode_to_vec(),
+            Template::Logs(b) => b.encode_to_vec(),
+        }
+        .into()
+    }
+
     fn items(&self) -> u64 {
         match self {
             Template::Metrics(b) => b.series.iter().map(|s| s.timestamps_ms.len() as u64).sum(),
@@ -260,10 +271,9 @@ struct StreamCtx {
 async fn stream(mut t: Template, c: StreamCtx) -> Result<StreamResult, String> {
     let StreamCtx { addr, kind, count, deadline, window, pace, live, ids, stream_no, acked } = c;
     let conn = conn::connect(&addr).await?;
-    let mut client = pb::ingest_client::IngestClient::new(conn).max_decoding_message_size(64 << 20);
     let per = t.items();
     let batches = count.div_ceil(per.max(1));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Template>(window.max(1));
+    let (tx, rx) = tokio::sync::mpsc::channel::<prost::bytes::Bytes>(window.max(1));
     let sent: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Default::default();
     let permits = Arc::new(tokio::sync::Semaphore::new(window.max(1)));
     let (s2, p2) = (sent.clone(), permits.clone());
@@ -293,31 +303,19 @@ async fn stream(mut t: Template, c: StreamCtx) -> Result<StreamResult, String> {
             next = ts + per_series;
             t.stamp(seq, ts, ids);
             s2.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, Instant::now());
-            if tx.send(t.clone()).await.is_err() {
+            if tx.send(t.encode()).await.is_err() {
                 break;
             }
         }
     });
     let rx = tokio_stream::wrappers::ReceiverStream::new(rx);
-    use tokio_stream::StreamExt;
     let status = |e: tonic::Status| format!("{} stream: {:?}: {}", kind.name(), e.code(), e.message());
-    let mut acks = match kind {
-        Kind::Metrics => client
-            .stream_metrics(rx.filter_map(|t| if let Template::Metrics(b) = t { Some(b) } else { None }))
-            .await
-            .map_err(status)?
-            .into_inner(),
-        Kind::Events => client
-            .stream_events(rx.filter_map(|t| if let Template::Events(b) = t { Some(b) } else { None }))
-            .await
-            .map_err(status)?
-            .into_inner(),
-        Kind::Logs => client
-            .stream_logs(rx.filter_map(|t| if let Template::Logs(b) = t { Some(b) } else { None }))
-            .await
-            .map_err(status)?
-            .into_inner(),
+    let path = match kind {
+        Kind::Metrics => "/modelwatch.v1.Ingest/StreamMetrics",
+        Kind::Events => "/modelwatch.v1.Ingest/StreamEvents",
+        Kind::Logs => "/modelwatch.v1.Ingest/StreamLogs",
     };
+    let mut acks = conn::raw_stream(conn, path, rx).await.map_err(status)?;
     let mut out = StreamResult {
         kind,
         acked: 0,

@@ -4,8 +4,15 @@
 //! match acks to batches. Any stream error closes the connection and the lane reconnects with
 //! exponential backoff; the window survives, so nothing sent and unacked is lost, and the
 //! daemon de-duplicates what it already had by (client id, kind, seq).
+//!
+//! A batch is protobuf-encoded once, when it is cut: the window keeps those bytes and the
+//! stream sends them as they are ([`RawCodec`]), so a resend costs a reference count, not a
+//! copy of thousands of items (cloning each batch for the window was a string allocation per
+//! label, model name and request id of every item).
 use crate::pb::{self, ingest_client::IngestClient};
 use crate::{now_ms, Queue, Sample, Shared};
+use prost::bytes::Bytes;
+use prost::Message;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,6 +37,63 @@ impl tonic::service::Interceptor for Bearer {
 
 type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
 use tonic::{Status, Streaming};
+
+/// Sends requests that are already protobuf-encoded, as they are; decodes the acks.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+struct RawEncoder;
+
+struct AckDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = pb::Ack;
+    type Encoder = RawEncoder;
+    type Decoder = AckDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> AckDecoder {
+        AckDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        prost::bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AckDecoder {
+    type Item = pb::Ack;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<pb::Ack>, Status> {
+        pb::Ack::decode(src).map(Some).map_err(|e| Status::internal(format!("ack: {e}")))
+    }
+}
+
+/// Opens one of the ingest streams (`path`, e.g. `/modelwatch.v1.Ingest/StreamEvents`) that
+/// sends encoded batches from `rx`.
+async fn open_stream(
+    channel: Channel,
+    path: &'static str,
+    rx: ReceiverStream<Bytes>,
+) -> Result<Streaming<pb::Ack>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unknown(format!("channel not ready: {}", tonic::codegen::StdError::from(e))))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    Ok(grpc.streaming(tonic::Request::new(rx), path, RawCodec).await?.into_inner())
+}
 
 pub(crate) fn run(shared: Arc<Shared>) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -60,12 +124,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
 
 trait Kind {
     type Item;
-    type Batch: Clone + Send + 'static;
+    type Batch: Message;
+    /// The stream's gRPC method.
+    const PATH: &'static str;
     fn queue(s: &Shared) -> &Queue<Self::Item>;
     fn build(items: Vec<Self::Item>, client_id: &str, seq: u64, service: &str) -> Self::Batch;
     fn last_seq(r: &pb::RegisterResponse) -> u64;
-    async fn open(c: &mut IngestClient<Channel>, rx: ReceiverStream<Self::Batch>)
-        -> Result<Streaming<pb::Ack>, Status>;
 }
 
 struct Metrics;
@@ -75,6 +139,7 @@ struct Events;
 impl Kind for Metrics {
     type Item = Sample;
     type Batch = pb::MetricBatch;
+    const PATH: &'static str = "/modelwatch.v1.Ingest/StreamMetrics";
     fn queue(s: &Shared) -> &Queue<Sample> {
         &s.metrics
     }
@@ -121,17 +186,12 @@ impl Kind for Metrics {
     fn last_seq(r: &pb::RegisterResponse) -> u64 {
         r.last_metrics_seq
     }
-    async fn open(
-        c: &mut IngestClient<Channel>,
-        rx: ReceiverStream<pb::MetricBatch>,
-    ) -> Result<Streaming<pb::Ack>, Status> {
-        Ok(c.stream_metrics(rx).await?.into_inner())
-    }
 }
 
 impl Kind for Logs {
     type Item = pb::LogRecord;
     type Batch = pb::LogBatch;
+    const PATH: &'static str = "/modelwatch.v1.Ingest/StreamLogs";
     fn queue(s: &Shared) -> &Queue<pb::LogRecord> {
         &s.logs
     }
@@ -141,17 +201,12 @@ impl Kind for Logs {
     fn last_seq(r: &pb::RegisterResponse) -> u64 {
         r.last_logs_seq
     }
-    async fn open(
-        c: &mut IngestClient<Channel>,
-        rx: ReceiverStream<pb::LogBatch>,
-    ) -> Result<Streaming<pb::Ack>, Status> {
-        Ok(c.stream_logs(rx).await?.into_inner())
-    }
 }
 
 impl Kind for Events {
     type Item = pb::InferenceEvent;
     type Batch = pb::EventBatch;
+    const PATH: &'static str = "/modelwatch.v1.Ingest/StreamEvents";
     fn queue(s: &Shared) -> &Queue<pb::InferenceEvent> {
         &s.events
     }
@@ -161,17 +216,12 @@ impl Kind for Events {
     fn last_seq(r: &pb::RegisterResponse) -> u64 {
         r.last_events_seq
     }
-    async fn open(
-        c: &mut IngestClient<Channel>,
-        rx: ReceiverStream<pb::EventBatch>,
-    ) -> Result<Streaming<pb::Ack>, Status> {
-        Ok(c.stream_events(rx).await?.into_inner())
-    }
 }
 
-struct InFlight<B> {
+struct InFlight {
     seq: u64,
-    batch: B,
+    /// The batch, encoded.
+    batch: Bytes,
     items: u64,
 }
 
@@ -187,7 +237,9 @@ async fn pause(shared: &Shared, d: Duration) -> bool {
     shared.closing.load(Ordering::Relaxed)
 }
 
-async fn connect(shared: &Shared, client_id: &str) -> Result<(IngestClient<Channel>, pb::RegisterResponse), String> {
+/// Connects and registers: the channel (with the token) for the stream, and what the daemon
+/// already holds of this client.
+async fn connect(shared: &Shared, client_id: &str) -> Result<(Channel, pb::RegisterResponse), String> {
     let cfg = &shared.cfg;
     let mut ep =
         Endpoint::from_shared(cfg.endpoint.clone()).map_err(|e| e.to_string())?.connect_timeout(Duration::from_secs(2));
@@ -205,8 +257,8 @@ async fn connect(shared: &Shared, client_id: &str) -> Result<(IngestClient<Chann
         Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| "token: not a valid header value".to_string())?),
         None => None,
     };
-    let channel = ep.connect().await.map_err(|e| e.to_string())?;
-    let mut c = IngestClient::with_interceptor(channel, Bearer(token));
+    let channel = InterceptedService::new(ep.connect().await.map_err(|e| e.to_string())?, Bearer(token));
+    let mut c = IngestClient::new(channel.clone());
     let reg = pb::RegisterRequest {
         service: cfg.service.clone(),
         instance: cfg.instance.clone(),
@@ -218,21 +270,21 @@ async fn connect(shared: &Shared, client_id: &str) -> Result<(IngestClient<Chann
     };
     let resp = c.register(reg).await.map_err(|e| e.to_string())?.into_inner();
     *shared.client_id.lock().unwrap_or_else(|p| p.into_inner()) = resp.client_id.clone();
-    Ok((c, resp))
+    Ok((channel, resp))
 }
 
 async fn lane<K: Kind>(shared: &Shared, client_id: &str) {
     let cfg = &shared.cfg;
     let c = &shared.counters;
     let queue = K::queue(shared);
-    let mut window: VecDeque<InFlight<K::Batch>> = VecDeque::new();
+    let mut window: VecDeque<InFlight> = VecDeque::new();
     let mut next_seq = 1u64;
     let mut backoff = Duration::from_millis(50);
     loop {
         if shared.closing.load(Ordering::Relaxed) {
             return;
         }
-        let (mut client, reg) = match connect(shared, client_id).await {
+        let (channel, reg) = match connect(shared, client_id).await {
             Ok(x) => x,
             Err(_) => {
                 if pause(shared, backoff).await {
@@ -249,8 +301,8 @@ async fn lane<K: Kind>(shared: &Shared, client_id: &str) {
             c.acked.fetch_add(f.items, Ordering::Relaxed);
         }
         next_seq = next_seq.max(last + 1);
-        let (tx, rx) = tokio::sync::mpsc::channel::<K::Batch>(cfg.window + 1);
-        let mut acks = match K::open(&mut client, ReceiverStream::new(rx)).await {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(cfg.window + 1);
+        let mut acks = match open_stream(channel, K::PATH, ReceiverStream::new(rx)).await {
             Ok(a) => a,
             Err(_) => {
                 if pause(shared, backoff).await {
@@ -282,7 +334,7 @@ async fn lane<K: Kind>(shared: &Shared, client_id: &str) {
                 }
                 let items = queue.take(cfg.batch_size);
                 let n = items.len() as u64;
-                let batch = K::build(items, client_id, next_seq, &cfg.service);
+                let batch = Bytes::from(K::build(items, client_id, next_seq, &cfg.service).encode_to_vec());
                 window.push_back(InFlight { seq: next_seq, batch: batch.clone(), items: n });
                 next_seq += 1;
                 last_cut = Instant::now();
