@@ -138,6 +138,7 @@ impl Mem {
 /// checksums and fences; nothing of it is named by the catalog until [`RidIndex::add_run`].
 struct RunWriter {
     out: BufWriter<File>,
+    id: u64,
     path: PathBuf,
     /// Over the entries (the count, which leads the file, is known only at the end; its
     /// checksum is combined in front).
@@ -148,11 +149,12 @@ struct RunWriter {
 }
 
 impl RunWriter {
-    fn create(path: PathBuf) -> Result<RunWriter, StoreError> {
+    fn create(dir: &Path, id: u64) -> Result<RunWriter, StoreError> {
+        let path = run_path(dir, id);
         let f = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).map_err(io(&path))?;
         let mut out = BufWriter::with_capacity(1 << 16, f);
         out.write_all(&[0u8; 8]).map_err(io(&path))?;
-        Ok(RunWriter { out, path, crc: crc32fast::Hasher::new(), count: 0, fences: Vec::new(), last: None })
+        Ok(RunWriter { out, id, path, crc: crc32fast::Hasher::new(), count: 0, fences: Vec::new(), last: None })
     }
 
     fn push(&mut self, e: Entry) -> Result<(), StoreError> {
@@ -408,18 +410,12 @@ impl RidIndex {
     /// A writer for the next run id (ids only grow: the catalog holds the largest).
     fn new_run(&self) -> Result<RunWriter, StoreError> {
         let id = lock(&self.runs).iter().map(|r| r.id + 1).max().unwrap_or(1);
-        RunWriter::create(run_path(&self.dir, id))
+        RunWriter::create(&self.dir, id)
     }
 
     /// Finishes a run file and names it in the catalog.
     fn add_run(&self, w: RunWriter, min_ts: i64, max_ts: i64) -> Result<(), StoreError> {
-        let path = w.path.clone();
-        let id = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".run"))
-            .and_then(|n| n.parse::<u64>().ok())
-            .expect("run paths are made by run_path");
+        let (id, path) = (w.id, w.path.clone());
         let (f, count, fences) = match w.finish() {
             Ok(x) => x,
             Err(e) => {
