@@ -551,6 +551,20 @@ fn process() -> (f64, f64) {
     (cpu, resident_bytes().unwrap_or(0) as f64)
 }
 
+/// glibc's heap: bytes handed out and not freed, and bytes free inside its arenas (held
+/// but unused: fragmentation, or memory not yet returned). Other C libraries: none.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn heap_bytes() -> Option<(u64, u64)> {
+    // SAFETY: mallinfo2 only reads the allocator's own counters.
+    let m = unsafe { libc::mallinfo2() };
+    Some(((m.uordblks + m.hblkhd) as u64, m.fordblks as u64))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn heap_bytes() -> Option<(u64, u64)> {
+    None
+}
+
 /// The daemon's resident set size, from `/proc/self/statm` (Linux).
 pub fn resident_bytes() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
@@ -593,6 +607,12 @@ fn render_own(o: &mut Out, s: &Scrape) {
     let (cpu, rss) = process();
     o.one("modelwatch_process_cpu_seconds_total", "counter", "CPU time the daemon has used.", cpu);
     o.one("modelwatch_process_resident_memory_bytes", "gauge", "The daemon's resident memory.", rss);
+    if let Some((used, free)) = heap_bytes() {
+        let name = "modelwatch_process_heap_bytes";
+        o.head(name, "gauge", "glibc's heap: bytes in use, and bytes free but held in its arenas.");
+        o.line(name, &["state"], &["in_use"], used as f64);
+        o.line(name, &["state"], &["free"], free as f64);
+    }
 
     // Ingest.
     o.head("modelwatch_ingest_items_total", "counter", "Samples, log records and events stored since the start.");

@@ -140,6 +140,11 @@ fn check_metrics(web: &str) {
     assert!(exposed(&text, "modelwatch_ingest_items_total{kind=\"events\"}").unwrap() >= N as f64);
     assert!(exposed(&text, "modelwatch_wal_fsync_seconds_count").unwrap() >= 1.0);
     assert!(exposed(&text, "modelwatch_wal_bytes").unwrap() > 0.0);
+    // glibc's heap (the CI's libc): in use cannot be zero in a daemon that serves requests.
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert!(exposed(&text, "modelwatch_process_heap_bytes{state=\"in_use\"}").unwrap() > 1e6);
+        assert!(exposed(&text, "modelwatch_process_heap_bytes{state=\"free\"}").is_some());
+    }
     // The samplers' latest readings.
     let util = "gpu_utilization_percent{gpu=\"0\",uuid=\"GPU-fake-0\",model_name=\"Fake H100\"}";
     assert_eq!(exposed(&text, util), Some(30.0), "{}", text.lines().filter(|l| l.starts_with("gpu_")).count());
