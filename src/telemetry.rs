@@ -154,6 +154,8 @@ pub struct Telemetry {
     /// Whole batches refused: reason (the committer's, and the per-client limits).
     pub refused: Family,
     pub fsync: Histogram,
+    /// The committer's stages, by [`COMMIT_STAGES`].
+    pub commit_stage: [Histogram; 7],
     pub group: Histogram,
     pub wal_written: Counter,
     pub wal_bytes: Gauge,
@@ -191,6 +193,20 @@ pub struct Telemetry {
 }
 
 pub const KINDS: [&str; 3] = ["metrics", "logs", "events"];
+/// `queue`: a batch waiting for its group (per batch); `reserve`: WAL room made for a group
+/// (a new segment when the open one is full); `apply`: a group applied to memory and appended
+/// to the WAL; `persist`: its raw records written; `cut`: full heads cut after it;
+/// `checkpoint`: the committer's own steps of a checkpoint (the first and the last, groups
+/// wait meanwhile); `ack`: a batch from its queueing to its reply (per batch). The fsync
+/// between apply and persist is `modelwatch_wal_fsync_seconds`.
+pub const COMMIT_STAGES: [&str; 7] = ["queue", "reserve", "apply", "persist", "cut", "checkpoint", "ack"];
+pub const STAGE_QUEUE: usize = 0;
+pub const STAGE_RESERVE: usize = 1;
+pub const STAGE_APPLY: usize = 2;
+pub const STAGE_PERSIST: usize = 3;
+pub const STAGE_CUT: usize = 4;
+pub const STAGE_CHECKPOINT: usize = 5;
+pub const STAGE_ACK: usize = 6;
 pub const QUERY_APIS: [&str; 3] = ["grpc", "http", "report"];
 pub const GRPC: usize = 0;
 pub const HTTP: usize = 1;
@@ -204,6 +220,7 @@ impl Telemetry {
             rejected: Family::new(&["kind", "code", "field"]),
             refused: Family::new(&["reason"]),
             fsync: Histogram::new(&SECONDS),
+            commit_stage: [const { Histogram::new(&SECONDS) }; 7],
             group: Histogram::new(&GROUP),
             wal_written: Counter::new(),
             wal_bytes: Gauge::new(),
@@ -553,11 +570,24 @@ fn process() -> (f64, f64) {
 
 /// glibc's heap: bytes handed out and not freed, and bytes free inside its arenas (held
 /// but unused: fragmentation, or memory not yet returned). Other C libraries: none.
+///
+/// `mallinfo2` walks every free list of every arena under that arena's lock, which holds up
+/// the threads allocating there (the committer among them): the figures are taken at most
+/// once a second and reused by scrapes in between.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn heap_bytes() -> Option<(u64, u64)> {
+    static LAST: Mutex<Option<(Instant, (u64, u64))>> = Mutex::new(None);
+    let mut last = lock(&LAST);
+    if let Some((at, v)) = *last {
+        if at.elapsed() < Duration::from_secs(1) {
+            return Some(v);
+        }
+    }
     // SAFETY: mallinfo2 only reads the allocator's own counters.
     let m = unsafe { libc::mallinfo2() };
-    Some(((m.uordblks + m.hblkhd) as u64, m.fordblks as u64))
+    let v = ((m.uordblks + m.hblkhd) as u64, m.fordblks as u64);
+    *last = Some((Instant::now(), v));
+    Some(v)
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -657,6 +687,15 @@ fn render_own(o: &mut Out, s: &Scrape) {
     );
     o.histogram("modelwatch_commit_group_batches", "Batches made durable by one fsync.", &t.group);
     o.histogram("modelwatch_wal_fsync_seconds", "Time of each write-ahead-log fsync.", &t.fsync);
+    o.head(
+        "modelwatch_commit_stage_seconds",
+        "histogram",
+        "Time in the committer's stages: queue and ack per batch (ack: queued to acknowledged); reserve, apply, persist and cut per group; checkpoint: its steps on the committer.",
+    );
+    for (i, stage) in COMMIT_STAGES.iter().enumerate() {
+        let (cum, count, sum) = t.commit_stage[i].snapshot();
+        o.hist_lines("modelwatch_commit_stage_seconds", &["stage"], &[stage], &cum, count, sum);
+    }
     o.one(
         "modelwatch_wal_written_bytes_total",
         "counter",

@@ -49,6 +49,23 @@ fn newest_segment(dir: &Path) -> (PathBuf, usize) {
         .expect("a segment with data")
 }
 
+/// The middle of the payload of the first record that ends after `near`, walking the
+/// segment's format (a 32-byte header, then records `len: u32 | crc: u32 | lsn: u64 |
+/// payload` and 16-byte sync marks with `len = u32::MAX`): bytes flipped there damage exactly
+/// one record.
+fn record_middle(data: &[u8], near: usize) -> usize {
+    let mut at = 32;
+    while at + 16 <= data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+        let next = if len == u32::MAX { at + 16 } else { at + 16 + len as usize };
+        if len != u32::MAX && len >= 16 && next > near {
+            return at + 16 + len as usize / 2 - 4;
+        }
+        at = next;
+    }
+    panic!("no record past byte {near}")
+}
+
 fn recover(dir: &Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
         .args(["recover", "--data-dir"])
@@ -78,7 +95,7 @@ async fn damage_in_acked_wal_data_is_named_and_recover_keeps_every_readable_reco
     acked_then_killed(dir.path()).await;
     let (seg, end) = newest_segment(dir.path());
     let mut data = std::fs::read(&seg).unwrap();
-    let at = end / 2;
+    let at = record_middle(&data[..end], end / 2);
     for b in &mut data[at..at + 8] {
         *b ^= 0xA5;
     }
@@ -93,7 +110,7 @@ async fn damage_in_acked_wal_data_is_named_and_recover_keeps_every_readable_reco
     assert!(out.contains("lost:") && out.contains(name), "{out}");
     let d = Daemon::start(dir.path(), &[]);
     let kept = count_events(&d, "m", "2h").await;
-    // The flipped bytes sit inside one record (a Push of 50 events, ~2 KB encoded).
+    // The flipped bytes sit inside one record (a Push of 50 events).
     assert_eq!(kept, 2000 - 50, "every readable record is kept");
     d.stop_ok();
 

@@ -138,7 +138,19 @@ fn check_metrics(web: &str) {
         "modelwatch_ingest_rejected_total{kind=\"metrics\",code=\"INVALID_ARGUMENT\",field=\"series[].name\"}";
     assert_eq!(exposed(&text, rejected), Some(1.0), "rejections by field");
     assert!(exposed(&text, "modelwatch_ingest_items_total{kind=\"events\"}").unwrap() >= N as f64);
-    assert!(exposed(&text, "modelwatch_wal_fsync_seconds_count").unwrap() >= 1.0);
+    let fsyncs = exposed(&text, "modelwatch_wal_fsync_seconds_count").unwrap();
+    assert!(fsyncs >= 1.0);
+    // Every stored batch was queued and acked once; every group synced once was applied once.
+    let stage = |s: &str| exposed(&text, &format!("modelwatch_commit_stage_seconds_count{{stage=\"{s}\"}}")).unwrap();
+    let stored: f64 = ["metrics", "logs", "events"]
+        .iter()
+        .map(|k| {
+            exposed(&text, &format!("modelwatch_ingest_batches_total{{kind=\"{k}\",outcome=\"stored\"}}")).unwrap()
+        })
+        .sum();
+    assert!(stored >= 1.0 && stage("queue") >= stored && stage("ack") >= stored, "{stored}");
+    // (The daemon's own sampler may commit a group while the page renders.)
+    assert!((stage("apply") - fsyncs).abs() <= 2.0, "{} groups applied, {fsyncs} synced", stage("apply"));
     assert!(exposed(&text, "modelwatch_wal_bytes").unwrap() > 0.0);
     // glibc's heap (the CI's libc): in use cannot be zero in a daemon that serves requests.
     if cfg!(all(target_os = "linux", target_env = "gnu")) {

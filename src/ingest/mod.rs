@@ -12,19 +12,20 @@ pub use validate::Validator;
 use crate::config::Limits;
 use crate::store::{Batch, Body};
 
-/// Encodes the batch's WAL record here, on the runtime's threads, so the single committer
-/// thread does as little per batch as it can; a record larger than `limits.max_batch_bytes`
+/// Encodes the batch's WAL record and hashes its series for the index here, on the runtime's
+/// threads, so the single committer thread does as little per batch as it can; a record larger than `limits.max_batch_bytes`
 /// (validation adds a service and a timestamp to every log record and event, so a small
 /// message can grow) is refused whole: every item rejected and named, nothing stored.
 pub fn prepare(mut batch: Batch, limits: &Limits) -> Batch {
-    let enc = batch.body.encode();
-    if enc.len() <= limits.max_batch_bytes {
-        batch.encoded = Some(enc);
+    // The bound is on the protobuf (what memory and a replay hold), compressed or not.
+    let len = batch.body.encoded_len();
+    if len <= limits.max_batch_bytes {
+        batch.encoded = Some(batch.body.encode());
+        batch.hash_series();
         return batch;
     }
     let reason = format!(
-        "the batch's stored form of {} bytes exceeds limits.max_batch_bytes = {}: send smaller batches",
-        enc.len(),
+        "the batch's stored form of {len} bytes exceeds limits.max_batch_bytes = {}: send smaller batches",
         limits.max_batch_bytes
     );
     let items = std::mem::take(&mut batch.item_map);

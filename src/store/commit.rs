@@ -7,10 +7,11 @@
 //!    space is back;
 //! 2. applies each batch to the store and appends its WAL record;
 //! 3. syncs the WAL once (`fdatasync`): from here the group is durable;
-//! 4. writes the raw records and cuts full heads (if that fails, say for space, the batches
-//!    are still durable in the WAL: they are kept and written again before the next
-//!    checkpoint, which waits for them);
-//! 5. replies to each batch; every stream sends its acks in its own order.
+//! 4. writes the raw records (if that fails, say for space, the batches are still durable in
+//!    the WAL: they are kept and written again before the next checkpoint, which waits for
+//!    them);
+//! 5. replies to each batch (every stream sends its acks in its own order);
+//! 6. cuts full heads into chunks.
 //!
 //! A failed WAL write or sync after step 2 is fatal for ingest until a restart: memory then
 //! holds batches the WAL may lack, and after a failed `fdatasync` the kernel may have dropped
@@ -20,7 +21,9 @@ use super::checkpoint::Checkpoint;
 use super::wal::Wal;
 use super::{Batch, StoreError, StoreRef};
 use crate::pb;
-use crate::telemetry::T;
+use crate::telemetry::{
+    STAGE_ACK, STAGE_APPLY, STAGE_CHECKPOINT, STAGE_CUT, STAGE_PERSIST, STAGE_QUEUE, STAGE_RESERVE, T,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,8 +52,17 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// Lowers the calling thread's CPU priority (nice +10) for work that acks do not wait on
+/// (the middle step of a checkpoint, deleting WAL segments): the committer and the handlers
+/// come first when the cores are busy.
+fn background_priority() {
+    // SAFETY: plain syscall on this thread; a failure only leaves the priority.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+}
+
 struct CommitRequest {
     batch: Batch,
+    queued: Instant,
     reply: oneshot::Sender<Result<pb::Ack, CommitError>>,
 }
 
@@ -110,7 +122,7 @@ impl Committer {
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Commit(Box::new(CommitRequest { batch, reply })))
+            .send(Msg::Commit(Box::new(CommitRequest { batch, queued: Instant::now(), reply })))
             .await
             .map_err(|_| CommitError::ShuttingDown)?;
         Ok(rx)
@@ -167,6 +179,7 @@ impl Committer {
             last_full_warning: None,
             inflight: None,
             trim: None,
+            reaper: None,
         };
         let join = std::thread::Builder::new()
             .name("modelwatch-commit".into())
@@ -190,6 +203,8 @@ struct Worker {
     inflight: Option<Inflight>,
     /// Deleting the WAL segments a checkpoint doomed; returns those it could not.
     trim: Option<std::thread::JoinHandle<Vec<PathBuf>>>,
+    /// The thread that frees spent batches ([`Worker::reap`]); started with the first.
+    reaper: Option<std::sync::mpsc::Sender<Vec<Batch>>>,
 }
 
 struct Inflight {
@@ -329,7 +344,9 @@ impl Worker {
             return false;
         }
         let began = Instant::now();
-        let mut c = match self.store.checkpoint_begin(&mut self.wal, false) {
+        let begun = self.store.checkpoint_begin(&mut self.wal, false);
+        T.commit_stage[STAGE_CHECKPOINT].since(began);
+        let mut c = match begun {
             Ok(c) => c,
             Err(e) => {
                 T.checkpoint_failures.add(1);
@@ -339,6 +356,7 @@ impl Worker {
         };
         let store = self.store.clone();
         let spawned = std::thread::Builder::new().name("modelwatch-checkpoint".into()).spawn(move || {
+            background_priority();
             let r = store.checkpoint_write(&mut c);
             (c, r)
         });
@@ -370,10 +388,12 @@ impl Worker {
                 return false;
             }
         };
+        let finishing = Instant::now();
         let r = written.and_then(|()| self.store.checkpoint_finish(&mut self.wal, c));
         if r.is_ok() {
             self.trim_wal();
         }
+        T.commit_stage[STAGE_CHECKPOINT].since(finishing);
         self.checkpoint_done(began, r)
     }
 
@@ -388,6 +408,7 @@ impl Worker {
         let dir = self.wal.dir().to_owned();
         let mut list = doomed.clone();
         let spawned = std::thread::Builder::new().name("modelwatch-wal-trim".into()).spawn(move || {
+            background_priority();
             if let Err(e) = super::wal::remove_segments(&dir, &mut list) {
                 tracing::warn!(error = %e, "deleting old write-ahead-log segments failed; the next checkpoint tries again");
             }
@@ -481,6 +502,26 @@ impl Worker {
         true
     }
 
+    /// Frees the batches done with on another thread: a batch of thousands of series is
+    /// thousands of allocations, and freeing them here would hold the next group.
+    fn reap(&mut self, spent: Vec<Batch>) {
+        if spent.is_empty() {
+            return;
+        }
+        if self.reaper.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<Batch>>();
+            let spawned =
+                std::thread::Builder::new().name("modelwatch-reap".into()).spawn(move || while rx.recv().is_ok() {});
+            if spawned.is_ok() {
+                self.reaper = Some(tx);
+            }
+        }
+        if let Some(tx) = &self.reaper {
+            // A failed send hands the batches back in its error, dropped here.
+            let _ = tx.send(spent);
+        }
+    }
+
     /// Refuses a whole group before anything changed.
     fn refuse(group: Vec<CommitRequest>, err: CommitError) {
         let reason = match err {
@@ -521,7 +562,10 @@ impl Worker {
             .iter()
             .map(|r| r.batch.encoded.as_ref().map_or_else(|| r.batch.body.encoded_len(), Vec::len) as u64)
             .sum();
-        if let Err(e) = self.wal.reserve(bytes) {
+        let reserving = Instant::now();
+        let reserved = self.wal.reserve(bytes);
+        T.commit_stage[STAGE_RESERVE].since(reserving);
+        if let Err(e) = reserved {
             let err = if e.is_disk_full() {
                 full(free_bytes(&path).unwrap_or(0))
             } else {
@@ -532,6 +576,10 @@ impl Worker {
         }
         self.last_full_warning = None;
 
+        let applying = Instant::now();
+        for req in &group {
+            T.commit_stage[STAGE_QUEUE].observe(applying.duration_since(req.queued).as_secs_f64());
+        }
         // (request, ack and the lsn of its WAL record if one was written), in arrival order.
         let mut done: Vec<(CommitRequest, pb::Ack, Option<u64>)> = Vec::with_capacity(group.len());
         let mut failure: Option<String> = None;
@@ -566,6 +614,7 @@ impl Worker {
             }
         }
         if failure.is_none() {
+            T.commit_stage[STAGE_APPLY].since(applying);
             let t = Instant::now();
             if let Err(e) = self.wal.sync() {
                 failure = Some(e.to_string());
@@ -583,32 +632,45 @@ impl Worker {
             }
             return true;
         }
-        // Durable now: the block files and sled may take the raw records and the full heads.
+        // Durable now: the block files may take the raw records (a failure leaves the batch in
+        // the WAL, retried before the next checkpoint). The acks come after them, so that what
+        // was acked can be read, and before the cut of full heads, which does not change what
+        // a query sees and may take milliseconds.
+        let persisting = Instant::now();
         let mut replies = Vec::with_capacity(done.len());
+        let mut spent = Vec::with_capacity(done.len());
         for (req, ack, lsn) in done {
-            let CommitRequest { batch, reply } = req;
+            let CommitRequest { batch, queued, reply } = req;
             let kind = batch.body.kind() as usize;
             if lsn.is_some() {
                 T.batches_stored[kind].add(1);
             } else if ack.duplicate {
                 T.batches_duplicate[kind].add(1);
             }
-            if let Some(lsn) = lsn {
-                if !self.unpersisted.is_empty() {
-                    self.unpersisted.push((batch, lsn));
-                } else if let Err(e) = self.store.persist(&batch, lsn) {
-                    tracing::warn!(error = %e, "raw records could not be written; the write-ahead log holds them, retrying before the next checkpoint");
-                    self.unpersisted.push((batch, lsn));
-                }
+            match lsn {
+                Some(lsn) if !self.unpersisted.is_empty() => self.unpersisted.push((batch, lsn)),
+                Some(lsn) => match self.store.persist(&batch, lsn) {
+                    Ok(()) => spent.push(batch),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "raw records could not be written; the write-ahead log holds them, retrying before the next checkpoint");
+                        self.unpersisted.push((batch, lsn));
+                    }
+                },
+                None => spent.push(batch),
             }
-            replies.push((reply, ack));
+            replies.push((reply, queued, ack));
         }
+        self.reap(spent);
+        T.commit_stage[STAGE_PERSIST].since(persisting);
+        for (reply, queued, ack) in replies {
+            let _ = reply.send(Ok(ack));
+            T.commit_stage[STAGE_ACK].since(queued);
+        }
+        let cutting = Instant::now();
         if let Err(e) = self.store.cut_due() {
             tracing::warn!(error = %e, "cutting full heads failed; they stay in memory (and in the write-ahead log) until a later cut");
         }
-        for (reply, ack) in replies {
-            let _ = reply.send(Ok(ack));
-        }
+        T.commit_stage[STAGE_CUT].since(cutting);
         true
     }
 }

@@ -14,6 +14,7 @@
 
 #[derive(Debug, Clone)]
 pub(super) struct Samples {
+    /// The bit stream, then at least [`SLACK`] zero bytes.
     buf: Vec<u8>,
     /// Bits written into `buf`.
     bits: usize,
@@ -31,6 +32,9 @@ pub(super) struct Samples {
 }
 
 const NONE: u8 = u8::MAX;
+
+/// Zeroed bytes kept in `buf` past the last bit written, for [`Samples::put`]'s window.
+const SLACK: usize = 16;
 
 impl Samples {
     pub(super) fn new() -> Samples {
@@ -78,7 +82,7 @@ impl Samples {
     pub(super) fn extend(&mut self, ts: &[i64], vals: &[f64]) {
         debug_assert_eq!(ts.len(), vals.len());
         // About two bytes a sample for irregular data; growth beyond is amortized.
-        self.buf.reserve(ts.len() * 2);
+        self.room(self.bits / 8 + SLACK + ts.len() * 2);
         for (&t, &v) in ts.iter().zip(vals) {
             self.push(t, v);
         }
@@ -98,17 +102,13 @@ impl Samples {
             if dod == 0 {
                 self.put(0, 1);
             } else if fits(dod, 8) {
-                self.put(0b10, 2);
-                self.put(dod as u64, 8);
+                self.put_tagged(0b10, 2, dod as u64, 8);
             } else if fits(dod, 14) {
-                self.put(0b110, 3);
-                self.put(dod as u64, 14);
+                self.put_tagged(0b110, 3, dod as u64, 14);
             } else if fits(dod, 20) {
-                self.put(0b1110, 4);
-                self.put(dod as u64, 20);
+                self.put_tagged(0b1110, 4, dod as u64, 20);
             } else {
-                self.put(0b1111, 4);
-                self.put(dod as u64, 64);
+                self.put_tagged(0b1111, 4, dod as u64, 64);
             }
             self.last_delta = delta;
             let x = bits ^ self.last_val;
@@ -118,14 +118,11 @@ impl Samples {
                 let lead = (x.leading_zeros() as u8).min(31);
                 let trail = x.trailing_zeros() as u8;
                 if self.lead != NONE && lead >= self.lead && trail >= self.trail {
-                    self.put(0b10, 2);
-                    self.put(x >> self.trail, 64 - u32::from(self.lead) - u32::from(self.trail));
+                    self.put_tagged(0b10, 2, x >> self.trail, 64 - u32::from(self.lead) - u32::from(self.trail));
                 } else {
                     let sig = 64 - lead - trail;
-                    self.put(0b11, 2);
-                    self.put(u64::from(lead), 5);
-                    self.put(u64::from(sig - 1), 6);
-                    self.put(x >> trail, u32::from(sig));
+                    let head = (0b11 << 11) | (u64::from(lead) << 6) | u64::from(sig - 1);
+                    self.put_tagged(head, 13, x >> trail, u32::from(sig));
                     self.lead = lead;
                     self.trail = trail;
                 }
@@ -195,29 +192,43 @@ impl Samples {
         }
     }
 
-    /// Writes the low `n` bits of `v` (n <= 64), most significant first: the rest of the last
-    /// byte, then whole bytes.
+    /// Writes the low `n` bits of `v` (n <= 64), most significant first, after the bits
+    /// written: one OR of a 128-bit window into the zeroed tail of `buf`, which always holds
+    /// [`SLACK`] bytes past the last bit ([`Samples::room`]).
     #[inline]
-    fn put(&mut self, v: u64, mut n: u32) {
+    fn put(&mut self, v: u64, n: u32) {
         if n == 0 {
             return;
         }
         let v = if n == 64 { v } else { v & ((1u64 << n) - 1) };
-        let used = (self.bits % 8) as u32;
-        if used != 0 {
-            let free = 8 - used;
-            let take = free.min(n);
-            let top = ((v >> (n - take)) as u8) & (((1u16 << take) - 1) as u8);
-            *self.buf.last_mut().expect("a partial byte") |= top << (free - take);
-            self.bits += take as usize;
-            n -= take;
-            if n == 0 {
-                return;
-            }
-        }
-        let aligned = (v << (64 - n)).to_be_bytes();
-        self.buf.extend_from_slice(&aligned[..n.div_ceil(8) as usize]);
+        let (at, used) = (self.bits / 8, (self.bits % 8) as u32);
+        self.room(at + SLACK);
+        let window = (v as u128) << (128 - used - n);
+        let dst: &mut [u8; SLACK] = (&mut self.buf[at..at + SLACK]).try_into().expect("SLACK bytes");
+        *dst = (u128::from_be_bytes(*dst) | window).to_be_bytes();
         self.bits += n as usize;
+    }
+
+    /// Grows `buf` (zeroed) to at least `len` bytes, and to all of its capacity: Vec's
+    /// doubling then amortizes both the allocation and the zeroing.
+    #[inline]
+    fn room(&mut self, len: usize) {
+        if self.buf.len() < len {
+            self.buf.reserve(len - self.buf.len());
+            self.buf.resize(self.buf.capacity(), 0);
+        }
+    }
+
+    /// A `len`-bit prefix, then the low `n` bits of `v`: one [`Samples::put`] when they fit.
+    #[inline]
+    fn put_tagged(&mut self, prefix: u64, len: u32, v: u64, n: u32) {
+        if len + n <= 64 {
+            let v = if n == 64 { v } else { v & ((1u64 << n) - 1) };
+            self.put((prefix << n) | v, len + n);
+        } else {
+            self.put(prefix, len);
+            self.put(v, n);
+        }
     }
 }
 

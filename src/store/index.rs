@@ -104,10 +104,21 @@ impl std::hash::Hasher for FxHasher {
 
 pub type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
 
+/// The check hash's key: random, one per process (so that hashes made on the handlers'
+/// threads, [`series_hashes`], match those of every index).
+fn check_key() -> &'static std::hash::RandomState {
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(std::hash::RandomState::new)
+}
+
 /// Two independent hashes of (name, sorted labels): FxHash for the map, SipHash with this
 /// process's random key as the check. A lookup whose both match takes the id without comparing
 /// the strings (which would cost a cache miss per label on every series of every batch): a false
 /// match needs 128 bits to collide, and the keyed half cannot be aimed at from outside.
+pub fn series_hashes<'a>(name: &str, labels: impl Iterator<Item = (&'a str, &'a str)>) -> (u64, u64) {
+    key_hashes(check_key(), name, labels)
+}
+
 fn key_hashes<'a>(
     check: &std::hash::RandomState,
     name: &str,
@@ -137,7 +148,6 @@ enum Slot {
 pub struct Index {
     /// Map hash of (name, sorted labels) → (id, check hash) of the series with it.
     by_hash: FxMap<u64, Slot>,
-    check: std::hash::RandomState,
     series: FxMap<u64, SeriesMeta>,
     postings: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
     per_service: HashMap<String, usize>,
@@ -160,7 +170,11 @@ impl Index {
 
     /// The id of the series with this name and these labels (sorted by name).
     pub fn lookup(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-        let (h, c) = key_hashes(&self.check, name, labels.iter().copied());
+        self.lookup_hashed(series_hashes(name, labels.iter().copied()))
+    }
+
+    /// The id of the series with these [`series_hashes`].
+    pub fn lookup_hashed(&self, (h, c): (u64, u64)) -> Option<u64> {
         match self.by_hash.get(&h)? {
             Slot::One(id, check) => (*check == c).then_some(*id),
             Slot::Many(v) => v.iter().find(|(_, check)| *check == c).map(|(id, _)| *id),
@@ -173,7 +187,7 @@ impl Index {
 
     pub fn insert(&mut self, meta: SeriesMeta) {
         self.next_id = self.next_id.max(meta.id);
-        let (h, c) = key_hashes(&self.check, &meta.name, meta.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let (h, c) = series_hashes(&meta.name, meta.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         match self.by_hash.entry(h) {
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(Slot::One(meta.id, c));

@@ -132,16 +132,18 @@ pub fn canonical_labels(labels: &[pb::Label], service: &str) -> Vec<(String, Str
     out
 }
 
-/// The series id of `s` (with the batch's service label added when it has none), without
-/// allocating: this runs for every series of every batch.
-fn lookup_series(index: &Index, s: &pb::Series, service: &str) -> Option<u64> {
+/// The [`super::index::series_hashes`] of `s` (with the batch's service label added when it
+/// has none), without allocating but for a few label references: this runs for every series
+/// of every batch, on the handlers' threads ([`Batch::hash_series`]) or, for batches that
+/// come without, on the committer.
+pub(super) fn hash_series(s: &pb::Series, service: &str) -> (u64, u64) {
     let mut refs: Vec<(&str, &str)> = Vec::with_capacity(s.labels.len() + 1);
     refs.extend(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
     if !service.is_empty() && !refs.iter().any(|(k, _)| *k == "service") {
         refs.push(("service", service));
     }
     refs.sort_unstable();
-    index.lookup(&s.name, &refs)
+    super::index::series_hashes(&s.name, refs.iter().copied())
 }
 
 impl Store {
@@ -157,6 +159,8 @@ impl Store {
         let st = &mut *st;
         // Lock order: metrics, then the index.
         let mut index = read(&self.index);
+        // Hashed by the handler ([`Batch::hash_series`]) for this very list of series.
+        let hashed = batch.series_hashes.len() == mb.series.len();
         let mut accepted = 0u64;
         let mut rejects = Vec::new();
         for (pos, s) in mb.series.iter_mut().enumerate() {
@@ -164,7 +168,11 @@ impl Store {
             if s.timestamps_ms.is_empty() {
                 continue;
             }
-            let id = match lookup_series(&index, s, &mb.service) {
+            let hashes = match batch.series_hashes.get(pos) {
+                Some(h) if hashed => *h,
+                _ => hash_series(s, &mb.service),
+            };
+            let id = match index.lookup_hashed(hashes) {
                 Some(id) => id,
                 None => {
                     let labels = canonical_labels(&s.labels, &mb.service);
@@ -249,6 +257,7 @@ impl Store {
             }
         }
         mb.series.retain(|s| !s.timestamps_ms.is_empty());
+        batch.series_hashes = Vec::new();
         for (item, sample, code, field, reason) in rejects {
             batch.reject(item, sample, code, field, reason);
         }

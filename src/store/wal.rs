@@ -12,11 +12,12 @@
 //! `size` bytes (zeros) before its first record, so that a record write never needs new disk
 //! space: a full disk shows when a segment is started ([`Wal::reserve`]), before the
 //! committer has changed anything, never in the middle of a group. Records follow:
-//! `len: u32 LE | crc32(lsn, payload): u32 LE | lsn: u64 LE | payload`. After each `fdatasync`
-//! a *sync mark* is written (a header with `len = SYNC_MARK`, `crc32(lsn, "sync")`, no
-//! payload): it says that everything before it was on disk. It is not synced itself; it
-//! becomes durable with the next group, and after a process crash (`kill -9`) it is in the page
-//! cache anyway.
+//! `len: u32 LE | crc32(lsn, payload): u32 LE | lsn: u64 LE | payload` (the payload is a
+//! batch's kind tag and protobuf, Snappy-compressed when that is smaller: `Body::encode` in
+//! `store::batch`). After each `fdatasync` a *sync mark* is written (a header with
+//! `len = SYNC_MARK`, `crc32(lsn, "sync")`, no payload): it says that everything before it was
+//! on disk. It is not synced itself; it becomes durable with the next group, and after a
+//! process crash (`kill -9`) it is in the page cache anyway.
 //!
 //! # Replay: a torn tail versus damage
 //! The data of a segment ends at the first position that is not a valid record. What lies
