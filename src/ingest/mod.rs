@@ -12,8 +12,8 @@ pub use validate::Validator;
 use crate::config::Limits;
 use crate::store::{Batch, Body};
 
-/// Encodes the batch's WAL record and hashes its series for the index here, on the runtime's
-/// threads, so the single committer thread does as little per batch as it can; a record larger than `limits.max_batch_bytes`
+/// Encodes the batch's WAL record, hashes its series for the index and groups its raw
+/// records for the block files here, on the runtime's threads, so the single committer thread does as little per batch as it can; a record larger than `limits.max_batch_bytes`
 /// (validation adds a service and a timestamp to every log record and event, so a small
 /// message can grow) is refused whole: every item rejected and named, nothing stored.
 pub fn prepare(mut batch: Batch, limits: &Limits) -> Batch {
@@ -22,6 +22,7 @@ pub fn prepare(mut batch: Batch, limits: &Limits) -> Batch {
     if len <= limits.max_batch_bytes {
         batch.encoded = Some(batch.body.encode());
         batch.hash_series();
+        batch.prepare_raw();
         return batch;
     }
     let reason = format!(

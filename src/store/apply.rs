@@ -131,22 +131,15 @@ impl Store {
     /// a record that reached sled before its WAL record was durable would, after a crash, be
     /// stored again when the client resends the unacked batch (under a new lsn).
     pub fn persist(&self, batch: &Batch, lsn: u64) -> Result<(), StoreError> {
-        match &batch.body {
-            Body::Metrics(_) => Ok(()),
-            Body::Logs(lb) => raw::write(
-                &self.blocks,
-                &self.t.logs,
-                &self.log_rids,
-                lsn,
-                lb.records.iter().map(|r| (r.timestamp_ms, &r.request_id, r.encode_to_vec())),
-            ),
-            Body::Events(eb) => raw::write(
-                &self.blocks,
-                &self.t.events,
-                &self.event_rids,
-                lsn,
-                eb.events.iter().map(|e| (e.timestamp_ms, &e.request_id, e.encode_to_vec())),
-            ),
+        let (tree, rids, n) = match &batch.body {
+            Body::Metrics(_) => return Ok(()),
+            Body::Logs(lb) => (&self.t.logs, &self.log_rids, lb.records.len()),
+            Body::Events(eb) => (&self.t.events, &self.event_rids, eb.events.len()),
+        };
+        match &batch.raw {
+            // Grouped by the handler from these very records.
+            Some(g) if g.count == n => raw::write(&self.blocks, tree, rids, lsn, g),
+            _ => raw::write(&self.blocks, tree, rids, lsn, &batch.body.group_raw().expect("logs or events")),
         }
     }
 

@@ -74,6 +74,20 @@ impl Body {
         }
     }
 
+    /// Logs and events: the records grouped and encoded as the block files store them
+    /// ([`super::raw::group`]); metrics: none.
+    pub fn group_raw(&self) -> Option<super::raw::Grouped> {
+        match self {
+            Body::Metrics(_) => None,
+            Body::Logs(lb) => {
+                Some(super::raw::group(lb.records.iter().map(|r| (r.timestamp_ms, &r.request_id, r.encode_to_vec()))))
+            }
+            Body::Events(eb) => {
+                Some(super::raw::group(eb.events.iter().map(|e| (e.timestamp_ms, &e.request_id, e.encode_to_vec()))))
+            }
+        }
+    }
+
     /// An upper bound of [`Body::encode`]'s output, without encoding.
     pub fn encoded_len(&self) -> usize {
         1 + match self {
@@ -129,6 +143,9 @@ pub struct Batch {
     /// Metrics: the series' index hashes by position in `body`, made by the handler
     /// ([`Batch::hash_series`]); empty otherwise (the committer hashes them itself).
     pub series_hashes: Vec<(u64, u64)>,
+    /// Logs and events: the raw records as the block files store them, made by the handler
+    /// ([`Batch::prepare_raw`]); `None`: the committer groups them itself.
+    pub raw: Option<super::raw::Grouped>,
 }
 
 /// At most this many rejections travel in one ack; `rejected_count` has the total.
@@ -145,7 +162,14 @@ impl Batch {
             received_ms: 0,
             encoded: None,
             series_hashes: Vec::new(),
+            raw: None,
         }
+    }
+
+    /// Logs and events: groups and encodes the raw records for the block files, so that the
+    /// committer only writes them (called by the handler once the batch is validated).
+    pub fn prepare_raw(&mut self) {
+        self.raw = self.body.group_raw();
     }
 
     /// Metrics: hashes each series for the index look-up, so that the committer need not

@@ -70,7 +70,6 @@ use apply::EventsState;
 use index::{Index, Matcher, SeriesMeta};
 use keys::Meta;
 use memtable::MetricsState;
-use prost::Message;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

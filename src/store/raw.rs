@@ -7,7 +7,10 @@
 //! A record's identity stays its time key `(ts, lsn, index in batch)`: the request-id index
 //! ([`super::rid_index`]) and page tokens use it, and it finds the group `(slot(ts), lsn)`. Writes are idempotent per
 //! WAL record: a replay rewrites the same group keys (releasing the old block space).
-//! Group layout: `count`, then per record `index | length | bytes` (LEB128 integers).
+//! Group layout: `count`, then per record `index | length | bytes` (LEB128 integers); stored
+//! Snappy-compressed behind a `0` byte when that is smaller (the fields and labels of a
+//! service's events repeat from one to the next), else as is (`count` is never 0, so its first
+//! byte tells the two apart; groups written before compression read as before).
 use super::blocks::Blocks;
 use super::keys::{self, put_varint, BlockRef, DecodeError, Reader};
 use super::rid_index::RidIndex;
@@ -21,16 +24,23 @@ pub fn slot(ts: i64) -> i64 {
     ts.div_euclid(SLOT_MS) * SLOT_MS
 }
 
-/// Writes one WAL record's raw records (ts, request id, encoded record).
-pub fn write<'a>(
-    blocks: &Blocks,
-    main: &sled::Tree,
-    index: &RidIndex,
-    lsn: u64,
-    items: impl Iterator<Item = (i64, &'a String, Vec<u8>)>,
-) -> Result<(), StoreError> {
+/// One WAL record's raw records grouped by bucket and encoded as stored, with their
+/// request-id entries: everything that does not depend on the record's lsn, so that the
+/// handlers make it in parallel ([`super::Batch::prepare_raw`]) and the committer only writes.
+pub struct Grouped {
+    /// (bucket, record count, newest ts, the group as stored).
+    groups: Vec<(i64, u32, i64, Vec<u8>)>,
+    /// (request-id hash, ts, index in the WAL record) of the records that carry one.
+    ids: Vec<(u64, i64, u32)>,
+    /// Records in all.
+    pub count: usize,
+}
+
+/// Groups raw records (ts, request id, encoded record) for [`write`].
+pub fn group<'a>(items: impl Iterator<Item = (i64, &'a String, Vec<u8>)>) -> Grouped {
     let mut groups: BTreeMap<i64, (Vec<u8>, u32, i64)> = BTreeMap::new();
     let mut ids = Vec::new();
+    let mut count = 0;
     for (i, (ts, rid, bytes)) in items.enumerate() {
         let g = groups.entry(slot(ts)).or_insert_with(|| (Vec::new(), 0, i64::MIN));
         put_varint(&mut g.0, i as u64);
@@ -39,29 +49,67 @@ pub fn write<'a>(
         g.1 += 1;
         g.2 = g.2.max(ts);
         if !rid.is_empty() {
-            ids.push((super::rid_index::hash(rid), keys::time_key(ts, lsn, i as u32), ts));
+            ids.push((super::rid_index::hash(rid), ts, i as u32));
         }
+        count += 1;
     }
-    for (b, (body, count, max_ts)) in groups {
-        let mut enc = Vec::with_capacity(body.len() + 5);
-        put_varint(&mut enc, u64::from(count));
-        enc.extend_from_slice(&body);
-        let l = blocks.append(&enc)?;
-        let r = BlockRef { file: l.file, offset: l.offset, len: l.len, count, last_ts: max_ts };
-        if let Some(prev) = main.insert(keys::raw_group_key(b, lsn), &keys::encode_block_ref(&r)[..])? {
+    let groups = groups
+        .into_iter()
+        .map(|(b, (body, n, max_ts))| {
+            let mut plain = Vec::with_capacity(body.len() + 5);
+            put_varint(&mut plain, u64::from(n));
+            plain.extend_from_slice(&body);
+            (b, n, max_ts, compress(plain))
+        })
+        .collect();
+    Grouped { groups, ids, count }
+}
+
+/// Writes one WAL record's raw records, grouped by [`group`].
+pub fn write(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, lsn: u64, g: &Grouped) -> Result<(), StoreError> {
+    for (b, count, max_ts, stored) in &g.groups {
+        let l = blocks.append(stored)?;
+        let r = BlockRef { file: l.file, offset: l.offset, len: l.len, count: *count, last_ts: *max_ts };
+        if let Some(prev) = main.insert(keys::raw_group_key(*b, lsn), &keys::encode_block_ref(&r)[..])? {
             // A replayed record rewrote its group: the old copy is dead space.
             blocks.release(&keys::decode_block_ref(&prev)?.loc());
         }
     }
+    let ids: Vec<_> = g.ids.iter().map(|&(h, ts, i)| (h, keys::time_key(ts, lsn, i), ts)).collect();
     index.add(&ids);
     Ok(())
+}
+
+/// A group as stored: `0` and its Snappy form when that is smaller, else itself.
+fn compress(plain: Vec<u8>) -> Vec<u8> {
+    let mut out = vec![0u8; 1 + snap::raw::max_compress_len(plain.len())];
+    match snap::raw::Encoder::new().compress(&plain, &mut out[1..]) {
+        Ok(n) if n + 1 < plain.len() => {
+            out.truncate(1 + n);
+            out
+        }
+        _ => plain,
+    }
+}
+
+/// A group's plain bytes from what the block files hold ([`compress`]).
+fn inflate(stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    if stored.first() != Some(&0) {
+        return Ok(stored);
+    }
+    let bad = |detail: String| StoreError::Decode(DecodeError { what: "raw record group", detail });
+    let len = snap::raw::decompress_len(&stored[1..]).map_err(|e| bad(e.to_string()))?;
+    if len > super::wal::MAX_RECORD {
+        return Err(bad(format!("claims {len} bytes, more than one WAL record brings")));
+    }
+    snap::raw::Decoder::new().decompress_vec(&stored[1..]).map_err(|e| bad(e.to_string()))
 }
 
 /// A group's records: (index in the group, encoded record).
 type Records = Vec<(u32, Vec<u8>)>;
 
 fn read_group(blocks: &Blocks, r: &BlockRef) -> Result<Records, StoreError> {
-    let data = blocks.read(&r.loc())?;
+    let data = inflate(blocks.read(&r.loc())?)?;
     let mut rd = Reader::new(&data, "raw record group");
     let n = rd.varint()?;
     let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
@@ -109,7 +157,7 @@ pub fn by_request<M: Message + Default>(
         if let std::collections::hash_map::Entry::Vacant(e) = groups.entry(gk) {
             // An entry whose group retention removed is skipped.
             let g = match main.get(gk)? {
-                Some(v) => Some(blocks.read(&keys::decode_block_ref(&v)?.loc())?),
+                Some(v) => Some(inflate(blocks.read(&keys::decode_block_ref(&v)?.loc())?)?),
                 None => None,
             };
             e.insert(g);
@@ -197,4 +245,45 @@ pub fn expire(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, cutoff: i64)
     }
     index.expire(cutoff)?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(records: &[&[u8]]) -> Vec<u8> {
+        let mut g = Vec::new();
+        put_varint(&mut g, records.len() as u64);
+        for (i, r) in records.iter().enumerate() {
+            put_varint(&mut g, i as u64);
+            put_varint(&mut g, r.len() as u64);
+            g.extend_from_slice(r);
+        }
+        g
+    }
+
+    #[test]
+    fn groups_compress_when_it_pays_and_read_back_either_way() {
+        let rec = b"service=ocr model=resnet50 version=3 endpoint=/v1/predict status=ok".as_slice();
+        let plain = group(&[rec; 40]);
+        let stored = compress(plain.clone());
+        assert_eq!(stored[0], 0);
+        assert!(stored.len() * 4 < plain.len(), "{} of {}", stored.len(), plain.len());
+        assert_eq!(inflate(stored).unwrap(), plain);
+        // Incompressible, or stored before compression existed: kept and read as is.
+        let small = group(&[b"x".as_slice()]);
+        assert_eq!(compress(small.clone()), small);
+        assert_eq!(inflate(small.clone()).unwrap(), small);
+        assert_eq!(record_at(&inflate(compress(plain)).unwrap(), 39).unwrap(), Some(rec));
+    }
+
+    #[test]
+    fn damaged_compressed_groups_are_errors() {
+        let plain = group(&[b"abcabcabcabcabcabcabcabcabcabcabc".as_slice(); 8]);
+        let mut stored = compress(plain);
+        let n = stored.len();
+        stored.truncate(n - 3);
+        assert!(inflate(stored).is_err());
+        assert!(inflate(vec![0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]).is_err());
+    }
 }
