@@ -457,7 +457,8 @@ pub struct StorageConfig {
     #[serde(with = "humantime_serde_compat")]
     pub checkpoint_interval: Duration,
     /// A checkpoint also starts once this many bytes of WAL records were written since the last
-    /// one: restart replays at most about twice this.
+    /// one, each counted at its decoded size (records are stored compressed): restart replays
+    /// at most about twice this.
     pub checkpoint_wal_bytes: u64,
     /// Width of the inference-event aggregation buckets (HDR histograms, counts).
     #[serde(with = "humantime_serde_compat")]

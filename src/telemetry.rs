@@ -706,7 +706,7 @@ fn render_own(o: &mut Out, s: &Scrape) {
     o.one(
         "modelwatch_wal_since_checkpoint_bytes",
         "gauge",
-        "Write-ahead-log bytes a replay would read now.",
+        "Write-ahead-log bytes a replay would decode now (records at their decoded size).",
         t.wal_since_checkpoint.get(),
     );
     o.histogram("modelwatch_checkpoint_seconds", "Time of each checkpoint.", &t.checkpoint);

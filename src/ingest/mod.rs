@@ -21,6 +21,7 @@ pub fn prepare(mut batch: Batch, limits: &Limits) -> Batch {
     let len = batch.body.encoded_len();
     if len <= limits.max_batch_bytes {
         batch.encoded = Some(batch.body.encode());
+        batch.decoded_len = len;
         batch.hash_series();
         batch.prepare_raw();
         return batch;

@@ -146,6 +146,9 @@ pub struct Batch {
     /// Logs and events: the raw records as the block files store them, made by the handler
     /// ([`Batch::prepare_raw`]); `None`: the committer groups them itself.
     pub raw: Option<super::raw::Grouped>,
+    /// [`Body::encoded_len`] when the handler encoded the record (0: not known): what the
+    /// record costs a replay, compressed or not.
+    pub decoded_len: usize,
 }
 
 /// At most this many rejections travel in one ack; `rejected_count` has the total.
@@ -163,6 +166,7 @@ impl Batch {
             encoded: None,
             series_hashes: Vec::new(),
             raw: None,
+            decoded_len: 0,
         }
     }
 

@@ -595,6 +595,11 @@ impl Worker {
                         Some(rec) => match self.wal.append(rec) {
                             Ok(_) => {
                                 T.wal_written.add(rec.len() as u64);
+                                let decoded = match req.batch.decoded_len {
+                                    0 => req.batch.body.encoded_len(),
+                                    n => n,
+                                };
+                                self.wal.count_decoded(decoded as u64);
                                 Some(lsn)
                             }
                             Err(e) => {

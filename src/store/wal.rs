@@ -98,6 +98,8 @@ pub struct Wal {
     next_lsn: u64,
     /// Bytes of records appended since the last [`Wal::rotate`] (a checkpoint's).
     since_rotate: u64,
+    /// Decoded bytes of the records appended since the last rotate ([`Wal::count_decoded`]).
+    decoded_since_rotate: u64,
 }
 
 fn mark_crc(lsn: u64) -> u32 {
@@ -221,6 +223,7 @@ impl Wal {
             segment_bytes,
             next_lsn,
             since_rotate: 0,
+            decoded_since_rotate: 0,
         };
         Ok((wal, report))
     }
@@ -331,6 +334,7 @@ impl Wal {
     pub fn rotate(&mut self) -> Result<u64, WalError> {
         self.sync()?;
         self.since_rotate = 0;
+        self.decoded_since_rotate = 0;
         if self.size > 0 {
             let (file, path) = Self::create_segment(&self.dir, self.next_lsn)?;
             self.file = file;
@@ -380,8 +384,16 @@ impl Wal {
     }
 
     /// Bytes of records written since the last checkpoint's rotation.
+    /// What a replay would read since the last checkpoint: record bytes, or their decoded
+    /// size where that was counted and is larger (a compressed record costs a replay its
+    /// decoded size: checkpoints by `storage.checkpoint_wal_bytes` bound the replay's work).
     pub fn since_checkpoint(&self) -> u64 {
-        self.since_rotate
+        self.since_rotate.max(self.decoded_since_rotate)
+    }
+
+    /// Counts a record just appended at its decoded size (see [`Wal::since_checkpoint`]).
+    pub fn count_decoded(&mut self, bytes: u64) {
+        self.decoded_since_rotate += HEADER as u64 + bytes;
     }
 
     pub fn dir(&self) -> &Path {
@@ -596,6 +608,20 @@ mod tests {
             wal.sync().unwrap();
         }
         wal.segments.last().unwrap().1.clone()
+    }
+
+    #[test]
+    fn compressed_records_count_at_their_decoded_size_until_a_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = open(dir.path(), 0, false).unwrap();
+        wal.reserve(1 << 10).unwrap();
+        wal.append(&[1; 100]).unwrap();
+        assert_eq!(wal.since_checkpoint(), (HEADER + 100) as u64);
+        // The same record, decoded to 900 bytes: a replay reads that much.
+        wal.count_decoded(900);
+        assert_eq!(wal.since_checkpoint(), (HEADER + 900) as u64);
+        wal.rotate().unwrap();
+        assert_eq!(wal.since_checkpoint(), 0);
     }
 
     #[test]
