@@ -11,7 +11,7 @@
 //!    the WAL: they are kept and written again before the next checkpoint, which waits for
 //!    them);
 //! 5. replies to each batch (every stream sends its acks in its own order);
-//! 6. cuts full heads into chunks.
+//! 6. cuts full heads into chunks (not while a checkpoint writes: see [`Worker::commit`]).
 //!
 //! A failed WAL write or sync after step 2 is fatal for ingest until a restart: memory then
 //! holds batches the WAL may lack, and after a failed `fdatasync` the kernel may have dropped
@@ -279,7 +279,7 @@ impl Worker {
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    if idle_cut && !self.is_failed() {
+                    if idle_cut && !self.is_failed() && self.inflight.is_none() {
                         if let Err(e) = self.store.cut_due() {
                             tracing::warn!(error = %e, "cutting heads failed; they stay in memory (and in the write-ahead log) until a later cut");
                         }
@@ -671,11 +671,17 @@ impl Worker {
             let _ = reply.send(Ok(ack));
             T.commit_stage[STAGE_ACK].since(queued);
         }
-        let cutting = Instant::now();
-        if let Err(e) = self.store.cut_due() {
-            tracing::warn!(error = %e, "cutting full heads failed; they stay in memory (and in the write-ahead log) until a later cut");
+        // Not while a checkpoint writes: its sled flush would make durable chunks holding
+        // samples of records after its lsn, which a replay then finds stored already and leaves
+        // out of the stored-sample count (the data stays exact, the count fell short). Heads
+        // due meanwhile are cut once it is finished.
+        if self.inflight.is_none() {
+            let cutting = Instant::now();
+            if let Err(e) = self.store.cut_due() {
+                tracing::warn!(error = %e, "cutting full heads failed; they stay in memory (and in the write-ahead log) until a later cut");
+            }
+            T.commit_stage[STAGE_CUT].since(cutting);
         }
-        T.commit_stage[STAGE_CUT].since(cutting);
         true
     }
 }
