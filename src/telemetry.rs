@@ -595,6 +595,36 @@ pub fn heap_bytes() -> Option<(u64, u64)> {
     None
 }
 
+/// Returns free heap memory to the kernel (`malloc_trim`) when glibc's arenas hold more than
+/// 64 MiB of it and more than half what is in use. glibc keeps what a thread frees inside that
+/// thread's arena: after a checkpoint of 100,000 series, 160 MB (more than the 156 MB in use)
+/// stayed resident and unused. The checkpoint thread calls this after each checkpoint, at nice
+/// +10; a trim takes each arena's lock while it returns that arena's pages.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn trim_heap() {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    let mut last = lock(&LAST);
+    if last.is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+        return;
+    }
+    let Some((in_use, free)) = heap_bytes() else { return };
+    if free > 64 << 20 && free > in_use / 2 {
+        let began = Instant::now();
+        // SAFETY: malloc_trim only releases memory that no allocation holds.
+        unsafe { libc::malloc_trim(0) };
+        *last = Some(Instant::now());
+        tracing::debug!(
+            free,
+            in_use,
+            ms = began.elapsed().as_millis() as u64,
+            "returned free heap memory to the kernel"
+        );
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim_heap() {}
+
 /// The daemon's resident set size, from `/proc/self/statm` (Linux).
 pub fn resident_bytes() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.

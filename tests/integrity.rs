@@ -274,6 +274,31 @@ async fn sled_that_lost_its_checkpoint_is_named_not_the_wal() {
     assert!(!err.contains("write-ahead log ") || err.contains("not at fault"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_the_series_catalog_is_named_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    let ts = vec![now_ms()];
+    let mut ing = d.ingest().await;
+    let batch = pb::MetricBatch {
+        service: "cat".into(),
+        series: (0..50).map(|s| series("cat_metric", &[("s", &s.to_string())], ts.clone(), vec![1.0])).collect(),
+        ..Default::default()
+    };
+    let r = ing.push(pb::PushRequest { metrics: Some(batch), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(r.metrics.unwrap().accepted, 50);
+    d.stop_ok();
+    // The clean stop's checkpoint wrote the 50 series as one frame after the 8-byte header.
+    let path = dir.path().join("series.cat");
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 24, "{} bytes", bytes.len());
+    let at = bytes.len() - 4;
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let Err((_, err)) = Daemon::try_start(dir.path(), &[]) else { panic!("started on a damaged series catalog") };
+    assert!(err.contains("series catalog") && err.contains("series.cat") && err.contains("damaged at byte 8"), "{err}");
+}
+
 #[test]
 fn a_second_daemon_on_the_folder_names_the_first() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,8 @@
 //!    heads to save, the counters and the de-duplication table are copied as of that lsn, and
 //!    the hours of aggregates to pack are chosen;
 //! 2. [`Store::checkpoint_write`], anywhere (the committer runs it on a thread of its own
-//!    while groups go on): the parts are encoded and written, request ids go into runs, the
+//!    while groups go on): the series made before its lsn are appended to the catalog file
+//!    ([`super::catalog`]), the parts are encoded and written, request ids go into runs, the
 //!    block files are synced up to their end, the record is written, past hours of aggregates
 //!    are packed ([`super::packs`]), sled is flushed. What
 //!    the committer writes meanwhile (chunks, raw records) lies past the recorded block end or
@@ -36,6 +37,8 @@ pub struct Checkpoint {
     /// Hours to pack ([`super::packs`]), with rows of epochs below `pack_below`.
     pack: Vec<(u32, i64)>,
     pack_below: u64,
+    /// Series made before its lsn, for the catalog file.
+    series: catalog::Pending,
     written: bool,
 }
 
@@ -91,13 +94,13 @@ impl Store {
             let mut st = lock(&self.events);
             let st = &mut *st;
             let epoch = st.epoch;
-            let mut b = sled::Batch::default();
+            let mut b = Sliced::new(&self.t.aggs);
             let mut written = std::collections::BTreeSet::new();
             for ((gid, bucket), agg) in st.aggs.iter_mut() {
-                b.insert(&keys::agg_key(*gid, *bucket, epoch)[..], agg.encoded());
+                b.insert(&keys::agg_key(*gid, *bucket, epoch)[..], agg.encoded())?;
                 written.insert((*gid, self.pack_start(*bucket)));
             }
-            self.t.aggs.apply_batch(b)?;
+            b.finish()?;
             st.aggs.clear();
             st.epoch = cp_lsn;
             st.loose.extend(written.iter().copied());
@@ -112,12 +115,14 @@ impl Store {
             checkpoint_lsn: cp_lsn,
             replay_from,
             blocks_end: None,
+            catalog_end: None,
             samples: self.counters.samples.load(Ordering::Relaxed),
             events: self.counters.events.load(Ordering::Relaxed),
             logs: self.counters.logs.load(Ordering::Relaxed),
             dedup: lock(&self.dedup).iter().map(|((c, k), (s, seen))| (c.clone(), *k, *s, *seen)).collect(),
         };
         let dead_parts = std::mem::take(&mut lock(&self.metrics).dead_parts);
+        let series = self.catalog.take();
         Ok(Checkpoint {
             cp_lsn,
             replay_from,
@@ -128,12 +133,16 @@ impl Store {
             meta,
             pack,
             pack_below,
+            series,
             written: false,
         })
     }
 
     /// Step 2: writes what step 1 copied and makes it durable. Safe while batches go on.
     pub fn checkpoint_write(&self, c: &mut Checkpoint) -> Result<(), StoreError> {
+        // First, so that nothing can fail between the take and the write: a failed write puts
+        // the series back itself.
+        c.meta.catalog_end = Some(self.catalog.write(std::mem::take(&mut c.series))?);
         c.saved = self.write_parts(&c.plans, c.cp_lsn)?;
         c.plans = Vec::new();
         // Request-id entries of everything before cp_lsn go into runs now: those records will
@@ -152,6 +161,10 @@ impl Store {
         recover::write_checkpoint_file(&self.dir, c.cp_lsn)
             .map_err(|source| StoreError::Io { path: self.dir.join("checkpoint"), source })?;
         c.written = true;
+        if self.legacy_series.swap(false, Ordering::Relaxed) {
+            // The record just flushed names the catalog file that holds them now.
+            self.t.series.clear()?;
+        }
         self.blocks.delete(&doomed)?;
         self.event_rids.delete(&doomed_runs[0])?;
         self.log_rids.delete(&doomed_runs[1])?;
@@ -165,6 +178,8 @@ impl Store {
         let keep_from = {
             let mut st = lock(&self.metrics);
             if !c.written {
+                // Not written at all when step 2 never ran.
+                self.catalog.restore(c.series);
                 st.dead_parts.extend(c.dead_parts);
                 lock(&self.events).loose.extend(c.pack);
                 return Ok(());

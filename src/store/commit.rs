@@ -358,6 +358,7 @@ impl Worker {
         let spawned = std::thread::Builder::new().name("modelwatch-checkpoint".into()).spawn(move || {
             background_priority();
             let r = store.checkpoint_write(&mut c);
+            crate::telemetry::trim_heap();
             (c, r)
         });
         match spawned {

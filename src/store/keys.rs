@@ -4,7 +4,7 @@
 //!
 //! | tree         | key                                   | value                          |
 //! |--------------|---------------------------------------|--------------------------------|
-//! | `series`     | series id (u64)                       | kind, name, labels             |
+//! | `series`     | series id (u64)                       | kind, name, labels (folders from before [`super::catalog`]; emptied by their first checkpoint) |
 //! | `chunks`     | series id, first ts                   | [`BlockRef`]: where the chunk is in the block files |
 //! | `head_parts` | series id, first ts                   | samples of an open head saved by a checkpoint ([`super::chunk`] encoding) |
 //! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
@@ -384,10 +384,13 @@ pub struct Meta {
     pub logs: u64,
     /// Highest sequence stored per (client id, kind), with when it was last written (ms).
     pub dedup: Vec<(String, u8, u64, i64)>,
+    /// End of the series catalog file ([`super::catalog`]) when the checkpoint was taken;
+    /// `None` in folders whose catalog is still sled's `series` tree.
+    pub catalog_end: Option<u64>,
 }
 
 pub fn encode_meta(m: &Meta) -> Vec<u8> {
-    let mut out = vec![2u8];
+    let mut out = vec![3u8];
     for v in [m.checkpoint_lsn, m.replay_from, m.samples, m.events, m.logs] {
         put_varint(&mut out, v);
     }
@@ -406,14 +409,22 @@ pub fn encode_meta(m: &Meta) -> Vec<u8> {
         put_varint(&mut out, *seq);
         put_varint(&mut out, zigzag(*seen));
     }
+    match m.catalog_end {
+        Some(end) => {
+            out.push(1);
+            put_varint(&mut out, end);
+        }
+        None => out.push(0),
+    }
     out
 }
 
-/// Decodes versions 2 and 1 (data folders of modelwatch 0.1 before head checkpoints).
+/// Decodes versions 3, 2 (before the series catalog file) and 1 (data folders of modelwatch 0.1
+/// before head checkpoints).
 pub fn decode_meta(buf: &[u8]) -> Result<Meta, DecodeError> {
     let mut r = Reader::new(buf, "checkpoint record");
     let version = r.byte()?;
-    if version != 1 && version != 2 {
+    if !(1..=3).contains(&version) {
         return Err(r.err(&format!("unknown version {version}")));
     }
     let checkpoint_lsn = r.varint()?;
@@ -426,7 +437,7 @@ pub fn decode_meta(buf: &[u8]) -> Result<Meta, DecodeError> {
         logs: r.varint()?,
         ..Meta::default()
     };
-    if version == 2 && r.byte()? == 1 {
+    if version >= 2 && r.byte()? == 1 {
         let file = u32::try_from(r.varint()?).map_err(|_| r.err("block file number"))?;
         m.blocks_end = Some((file, r.varint()?));
     }
@@ -435,8 +446,11 @@ pub fn decode_meta(buf: &[u8]) -> Result<Meta, DecodeError> {
         let client = r.string()?;
         let kind = r.byte()?;
         let seq = r.varint()?;
-        let seen = if version == 2 { unzigzag(r.varint()?) } else { 0 };
+        let seen = if version >= 2 { unzigzag(r.varint()?) } else { 0 };
         m.dedup.push((client, kind, seq, seen));
+    }
+    if version >= 3 && r.byte()? == 1 {
+        m.catalog_end = Some(r.varint()?);
     }
     Ok(m)
 }
@@ -500,9 +514,14 @@ mod tests {
         }
 
         #[test]
-        fn meta_round_trips(a in any::<u64>(), b in any::<u64>(), e in proptest::option::of((any::<u32>(), any::<u64>())), d in proptest::collection::vec((".{0,10}", 0u8..3, any::<u64>(), any::<i64>()), 0..5)) {
-            let m = Meta { checkpoint_lsn: a, replay_from: a.min(b), blocks_end: e, samples: a ^ b, events: 3, logs: 4, dedup: d };
-            prop_assert_eq!(decode_meta(&encode_meta(&m)).unwrap(), m);
+        fn meta_round_trips(a in any::<u64>(), b in any::<u64>(), e in proptest::option::of((any::<u32>(), any::<u64>())), d in proptest::collection::vec((".{0,10}", 0u8..3, any::<u64>(), any::<i64>()), 0..5), c in proptest::option::of(any::<u64>())) {
+            let m = Meta { checkpoint_lsn: a, replay_from: a.min(b), blocks_end: e, samples: a ^ b, events: 3, logs: 4, dedup: d, catalog_end: c };
+            prop_assert_eq!(decode_meta(&encode_meta(&m)).unwrap(), m.clone());
+            // The same record as version 2 wrote it (no catalog end): the catalog is in sled.
+            let mut v2 = encode_meta(&Meta { catalog_end: None, ..m.clone() });
+            v2[0] = 2;
+            v2.pop();
+            prop_assert_eq!(decode_meta(&v2).unwrap(), Meta { catalog_end: None, ..m });
         }
 
         #[test]

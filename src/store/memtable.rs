@@ -215,7 +215,7 @@ impl Store {
                         id
                     };
                     index = read(&self.index);
-                    self.t.series.insert(keys::series_key(id), keys::encode_series(kind, &s.name, &labels))?;
+                    self.catalog.add(id, kind, &s.name, &labels);
                     id
                 }
             };
@@ -350,11 +350,11 @@ impl Store {
         if cuts.is_empty() {
             return Ok(());
         }
-        let mut b = sled::Batch::default();
+        let mut b = Sliced::new(&self.t.chunks);
         for (id, r, sum, first_ts, _) in &cuts {
-            b.insert(&keys::chunk_key(*id, *first_ts)[..], &keys::encode_chunk_ref(r, sum)[..]);
+            b.insert(&keys::chunk_key(*id, *first_ts)[..], &keys::encode_chunk_ref(r, sum)[..])?;
         }
-        self.t.chunks.apply_batch(b)?;
+        b.finish()?;
         for (id, rest) in rests {
             if let Some(head) = st.heads.get_mut(&id) {
                 head.samples = rest;
@@ -404,7 +404,7 @@ impl Store {
     /// Encodes and writes planned parts, tagged with the checkpoint that saves them (one that
     /// does not finish leaves parts that the next open drops). Touches no head.
     pub(super) fn write_parts(&self, plans: &[PartPlan], cp_lsn: u64) -> Result<Vec<SavedPart>, StoreError> {
-        let mut b = sled::Batch::default();
+        let mut b = Sliced::new(&self.t.head_parts);
         let mut saved = Vec::with_capacity(plans.len());
         let (mut all_ts, mut all_vals) = (Vec::new(), Vec::new());
         for p in plans {
@@ -415,7 +415,7 @@ impl Store {
             let mut v = Vec::new();
             keys::put_varint(&mut v, cp_lsn);
             v.extend_from_slice(&chunk::encode(ts, vals));
-            b.insert(&keys::chunk_key(p.id, ts[0])[..], v);
+            b.insert(&keys::chunk_key(p.id, ts[0])[..], v)?;
             saved.push(SavedPart {
                 id: p.id,
                 first: ts[0],
@@ -424,7 +424,7 @@ impl Store {
                 cut_before: p.cut_before,
             });
         }
-        self.t.head_parts.apply_batch(b)?;
+        b.finish()?;
         Ok(saved)
     }
 
@@ -454,11 +454,11 @@ impl Store {
 
     /// Deletes the parts that chunks hold (after the checkpoint record that vouches for them).
     pub(super) fn delete_parts(&self, dead: &[[u8; 16]]) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
+        let mut b = Sliced::new(&self.t.head_parts);
         for k in dead {
-            b.remove(&k[..]);
+            b.remove(&k[..])?;
         }
-        self.t.head_parts.apply_batch(b)?;
+        b.finish()?;
         Ok(())
     }
 }

@@ -170,12 +170,28 @@ impl Store {
             blocks.add_live(file, n);
         }
 
+        // The series catalog: its file, or (a folder from before it) sled's `series` tree,
+        // which the next checkpoint moves into the file.
+        let (catalog, mut listed) = catalog::Catalog::open(&dir, meta.catalog_end)?;
+        let legacy_series = meta.catalog_end.is_none() && !t.series.is_empty();
+        if legacy_series {
+            for item in t.series.iter() {
+                let (k, v) = item?;
+                let id = keys::decode_series_key(&k)?;
+                let (kind, name, labels) = keys::decode_series(&v)?;
+                catalog.add(id, kind, &name, &labels);
+                listed.push((id, (kind, name, labels)));
+            }
+        } else if !t.series.is_empty() {
+            // Moved already; a crash came between that checkpoint's flush and the tree's removal.
+            t.series.clear()?;
+        }
         let mut index = Index::default();
         let mut persisted = index::FxMap::default();
-        for item in t.series.iter() {
-            let (k, v) = item?;
-            let id = keys::decode_series_key(&k)?;
-            let (kind, name, labels) = keys::decode_series(&v)?;
+        for (id, (kind, name, labels)) in listed {
+            if index.get(id).is_some() {
+                continue;
+            }
             if let Some(item) =
                 t.chunks.range(keys::chunk_key(id, i64::MIN)..=keys::chunk_key(id, i64::MAX)).next_back()
             {
@@ -202,6 +218,8 @@ impl Store {
             db,
             _lock: lock_file,
             blocks,
+            catalog,
+            legacy_series: legacy_series.into(),
             event_rids,
             log_rids,
             t,

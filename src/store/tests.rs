@@ -386,3 +386,54 @@ fn a_pack_and_the_rows_it_took_count_once() {
         .all(|k| store.pack_start(keys::decode_agg_key(&k.unwrap()).unwrap().1) != hour0));
     assert_eq!(stored_aggs(&store), ev.1);
 }
+
+/// A folder from before the catalog file kept its series in sled's `series` tree, and its
+/// checkpoint record (version 2) names no catalog end: the series are read from sled, written
+/// into the file by the next checkpoint, and the tree is emptied after that checkpoint's flush.
+#[test]
+fn series_of_a_folder_from_before_the_catalog_file_move_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    commit(&store, &mut wal, vec![batch(0, 1000, 5), batch(1, 1000, 5)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    // As an older modelwatch left it.
+    for id in read(&store.index).ids().collect::<Vec<_>>() {
+        let m = read(&store.index).get(id).cloned().unwrap();
+        store.t.series.insert(keys::series_key(id), keys::encode_series(m.kind, &m.name, &m.labels)).unwrap();
+    }
+    let mut meta = keys::decode_meta(&store.t.meta.get(keys::META_KEY).unwrap().unwrap()).unwrap();
+    assert!(meta.catalog_end.is_some());
+    meta.catalog_end = None;
+    store.t.meta.insert(keys::META_KEY, keys::encode_meta(&meta)).unwrap();
+    store.db.flush().unwrap();
+    drop((store, wal));
+    std::fs::remove_file(dir.path().join(catalog::FILE)).unwrap();
+
+    let samples = |store: &Store| -> Vec<(String, Vec<i64>)> {
+        let mut out: Vec<_> = read(&store.index)
+            .ids()
+            .map(|id| {
+                (
+                    read(&store.index).get(id).unwrap().name.clone(),
+                    store.read_samples(id, i64::MIN, i64::MAX).unwrap().0,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let want = vec![("m0".to_string(), (1000..1005).collect::<Vec<_>>()), ("m1".to_string(), (1000..1005).collect())];
+    let (store, mut wal) = open(dir.path());
+    assert_eq!(samples(&store), want);
+    assert_eq!(store.t.series.len(), 2, "kept until a checkpoint has written the file");
+    commit(&store, &mut wal, vec![batch(2, 1000, 5)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    assert!(store.t.series.is_empty());
+    drop((store, wal));
+    let (store, _wal) = open(dir.path());
+    let mut want = want;
+    want.push(("m2".to_string(), (1000..1005).collect()));
+    assert_eq!(samples(&store), want);
+    let meta = keys::decode_meta(&store.t.meta.get(keys::META_KEY).unwrap().unwrap()).unwrap();
+    assert_eq!(meta.catalog_end, Some(std::fs::metadata(dir.path().join(catalog::FILE)).unwrap().len()));
+}
