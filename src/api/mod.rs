@@ -96,8 +96,23 @@ enum Pending {
     Fail(Status),
 }
 
-/// Runs one ingest stream: a reader validates and queues batches (keeping up to
-/// [`STREAM_WINDOW`] in flight), a writer sends their acks back in order.
+/// Between the reader of an ingest stream and its queuer: a message being validated and
+/// encoded on a task of its own, with the room it holds in `limits.ingest_inflight_bytes`; or
+/// the error that ends the stream.
+enum Read {
+    Batch(tokio::task::JoinHandle<Result<(String, String, Batch), Status>>, tokio::sync::OwnedSemaphorePermit),
+    Fail(Status),
+}
+
+/// Messages of one stream validated and encoded at once while the queuer waits for the
+/// oldest: a single stream keeps more than one core busy (decoding the next message,
+/// preparing those before it), and its batches still reach the committer in order.
+const PREPARE_AHEAD: usize = 4;
+
+/// Runs one ingest stream: a reader decodes messages and hands each to a task that validates
+/// and encodes it (up to [`PREPARE_AHEAD`] at once), a queuer queues the batches for the
+/// committer in the order they came (keeping up to [`STREAM_WINDOW`] in flight), a writer
+/// sends their acks back in order.
 fn ack_stream<T>(
     ctx: Arc<Ctx>,
     who: Arc<Principal>,
@@ -107,78 +122,97 @@ fn ack_stream<T>(
 where
     T: Message + Default + Send + Pushed + 'static,
 {
+    let (read_tx, mut read_rx) = mpsc::channel::<Read>(PREPARE_AHEAD);
     let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(STREAM_WINDOW);
     let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
     let open = ctx.open_streams.clone();
     open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let reader_ctx = ctx.clone();
     tokio::spawn(async move {
-        let mut client = String::new();
-        // The stream counts against its client's limit from its first batch to its end.
-        let mut slot = None;
-        let mut fatal: Option<Status> = None;
+        let ctx = reader_ctx;
         loop {
             let msg = tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => break,
                 m = inbound.message() => m,
             };
-            match msg {
+            let read = match msg {
                 Ok(Some(m)) => {
                     // Above the memory mark, or naming a service the caller may not push as, a
                     // batch ends the stream; nothing of it is stored.
                     if let Err(s) = ctx.admission.admit() {
-                        fatal = Some(s);
-                        break;
-                    }
-                    if let Err(d) = who.may_push(&m) {
-                        fatal = Some(d.into());
-                        break;
-                    }
-                    // Not reading on until there is room keeps the unacked bytes bounded.
-                    let room = ctx.admission.reserve(m.encoded_len()).await;
-                    let (cid, service, batch) = match guarded(|| convert(&ctx, m)) {
-                        Ok(c) => c,
-                        Err(s) => {
-                            fatal = Some(s);
-                            break;
-                        }
-                    };
-                    let key = client_key(&cid, &service);
-                    if slot.is_none() {
-                        match ctx.client_limits.open_stream(&key) {
-                            Ok(s) => slot = Some(s),
-                            Err(r) => {
-                                fatal = Some(refused(r, &key));
-                                break;
-                            }
-                        }
-                    }
-                    if let Err(r) = ctx.client_limits.take_batch(&key, std::time::Instant::now()) {
-                        fatal = Some(refused(r, &key));
-                        break;
-                    }
-                    if client.is_empty() && !cid.is_empty() {
-                        ctx.registry.stream_opened(&cid, &service, 1);
-                        client = cid;
+                        Read::Fail(s)
+                    } else if let Err(d) = who.may_push(&m) {
+                        Read::Fail(d.into())
                     } else {
-                        ctx.registry.seen(&cid, &service);
-                    }
-                    let tally = Tally::of_batch(&batch);
-                    match ctx.committer.enqueue(batch).await {
-                        Ok(fut) => {
-                            if pending_tx.send(Pending::Ack(fut, tally, room)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            fatal = Some(e.into());
-                            break;
-                        }
+                        // Not reading on until there is room keeps the unacked bytes bounded.
+                        let room = ctx.admission.reserve(m.encoded_len()).await;
+                        let c = ctx.clone();
+                        Read::Batch(tokio::spawn(async move { guarded(|| convert(&c, m)) }), room)
                     }
                 }
                 Ok(None) => break,
-                Err(s) => {
-                    fatal = Some(inbound_error(s, ctx.max_message_bytes));
+                Err(s) => Read::Fail(inbound_error(s, ctx.max_message_bytes)),
+            };
+            let fail = matches!(read, Read::Fail(_));
+            if read_tx.send(read).await.is_err() || fail {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut client = String::new();
+        // The stream counts against its client's limit from its first batch to its end.
+        let mut slot = None;
+        let mut fatal: Option<Status> = None;
+        while let Some(read) = read_rx.recv().await {
+            let (prepared, room) = match read {
+                Read::Batch(prepared, room) => (prepared, room),
+                Read::Fail(s) => {
+                    fatal = Some(s);
+                    break;
+                }
+            };
+            let (cid, service, batch) = match prepared.await {
+                Ok(Ok(c)) => c,
+                Ok(Err(s)) => {
+                    fatal = Some(s);
+                    break;
+                }
+                Err(_) => {
+                    fatal = Some(Status::unavailable("the daemon is shutting down"));
+                    break;
+                }
+            };
+            let key = client_key(&cid, &service);
+            if slot.is_none() {
+                match ctx.client_limits.open_stream(&key) {
+                    Ok(s) => slot = Some(s),
+                    Err(r) => {
+                        fatal = Some(refused(r, &key));
+                        break;
+                    }
+                }
+            }
+            if let Err(r) = ctx.client_limits.take_batch(&key, std::time::Instant::now()) {
+                fatal = Some(refused(r, &key));
+                break;
+            }
+            if client.is_empty() && !cid.is_empty() {
+                ctx.registry.stream_opened(&cid, &service, 1);
+                client = cid;
+            } else {
+                ctx.registry.seen(&cid, &service);
+            }
+            let tally = Tally::of_batch(&batch);
+            match ctx.committer.enqueue(batch).await {
+                Ok(fut) => {
+                    if pending_tx.send(Pending::Ack(fut, tally, room)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    fatal = Some(e.into());
                     break;
                 }
             }
@@ -187,6 +221,7 @@ where
             let _ = pending_tx.send(Pending::Fail(s)).await;
         }
         drop(pending_tx);
+        drop(slot);
         if !client.is_empty() {
             ctx.registry.stream_opened(&client, "", -1);
         }
