@@ -8,9 +8,10 @@
 //! ([`super::rid_index`]) and page tokens use it, and it finds the group `(slot(ts), lsn)`. Writes are idempotent per
 //! WAL record: a replay rewrites the same group keys (releasing the old block space).
 //! Group layout: `count`, then per record `index | length | bytes` (LEB128 integers); stored
-//! Snappy-compressed behind a `0` byte when that is smaller (the fields and labels of a
-//! service's events repeat from one to the next), else as is (`count` is never 0, so its first
-//! byte tells the two apart; groups written before compression read as before).
+//! zstd-compressed behind the bytes `0 0` and the plain length when that is smaller (the fields
+//! and labels of a service's events repeat from one to the next), else as is (`count` is never
+//! 0, so its first byte tells the two apart). Groups stored Snappy-compressed behind a single
+//! `0` (before zstd), and plain ones (before compression), read as before.
 use super::blocks::Blocks;
 use super::keys::{self, put_varint, BlockRef, DecodeError, Reader};
 use super::rid_index::RidIndex;
@@ -80,12 +81,19 @@ pub fn write(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, lsn: u64, g: 
     Ok(())
 }
 
-/// A group as stored: `0` and its Snappy form when that is smaller, else itself.
+/// zstd's level for groups: level 1 already took events to well under Snappy's size, and
+/// groups are compressed on the handlers, on the ingest path.
+const ZSTD_LEVEL: i32 = 1;
+
+/// A group as stored: `0 0`, its plain length and its zstd form when that is smaller, else
+/// itself. (`0` and a Snappy form: groups written before zstd; Snappy's form begins with the
+/// plain length, never 0, so the second byte tells the two apart.)
 fn compress(plain: Vec<u8>) -> Vec<u8> {
-    let mut out = vec![0u8; 1 + snap::raw::max_compress_len(plain.len())];
-    match snap::raw::Encoder::new().compress(&plain, &mut out[1..]) {
-        Ok(n) if n + 1 < plain.len() => {
-            out.truncate(1 + n);
+    let mut out = vec![0u8, 0];
+    put_varint(&mut out, plain.len() as u64);
+    match zstd::block::compress(&plain, ZSTD_LEVEL) {
+        Ok(z) if out.len() + z.len() < plain.len() => {
+            out.extend_from_slice(&z);
             out
         }
         _ => plain,
@@ -98,9 +106,22 @@ fn inflate(stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         return Ok(stored);
     }
     let bad = |detail: String| StoreError::Decode(DecodeError { what: "raw record group", detail });
+    let too_big = |len: usize| bad(format!("claims {len} bytes, more than one WAL record brings"));
+    if stored.get(1) == Some(&0) {
+        let mut r = Reader::new(&stored[2..], "raw record group");
+        let len = r.varint().map_err(|e| bad(e.detail))? as usize;
+        if len > super::wal::MAX_RECORD {
+            return Err(too_big(len));
+        }
+        let plain = zstd::block::decompress(&stored[2 + r.pos..], len).map_err(|e| bad(format!("zstd: {e}")))?;
+        if plain.len() != len {
+            return Err(bad(format!("{} bytes where its header says {len}", plain.len())));
+        }
+        return Ok(plain);
+    }
     let len = snap::raw::decompress_len(&stored[1..]).map_err(|e| bad(e.to_string()))?;
     if len > super::wal::MAX_RECORD {
-        return Err(bad(format!("claims {len} bytes, more than one WAL record brings")));
+        return Err(too_big(len));
     }
     snap::raw::Decoder::new().decompress_vec(&stored[1..]).map_err(|e| bad(e.to_string()))
 }
@@ -274,7 +295,11 @@ mod tests {
         let small = group(&[b"x".as_slice()]);
         assert_eq!(compress(small.clone()), small);
         assert_eq!(inflate(small.clone()).unwrap(), small);
-        assert_eq!(record_at(&inflate(compress(plain)).unwrap(), 39).unwrap(), Some(rec));
+        assert_eq!(record_at(&inflate(compress(plain.clone())).unwrap(), 39).unwrap(), Some(rec));
+        // Groups written with Snappy, before zstd, still read.
+        let mut snappy = vec![0u8];
+        snappy.extend_from_slice(&snap::raw::Encoder::new().compress_vec(&plain).unwrap());
+        assert_eq!(inflate(snappy).unwrap(), plain);
     }
 
     #[test]
@@ -285,5 +310,16 @@ mod tests {
         stored.truncate(n - 3);
         assert!(inflate(stored).is_err());
         assert!(inflate(vec![0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]).is_err());
+        // A zstd group that claims more than a WAL record can bring, or other than it holds.
+        assert!(inflate(vec![0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2]).is_err());
+        let mut lying = compress(group(&[b"abcabcabcabcabcabcabcabcabcabcabc".as_slice(); 8]));
+        lying[2] += 1;
+        assert!(inflate(lying).is_err());
+        let mut flipped = compress(group(&[b"abcabcabcabcabcabcabcabcabcabcabc".as_slice(); 8]));
+        let n = flipped.len();
+        flipped[n - 2] ^= 0x55;
+        assert!(inflate(flipped)
+            .map(|p| p != group(&[b"abcabcabcabcabcabcabcabcabcabcabc".as_slice(); 8]))
+            .unwrap_or(true));
     }
 }

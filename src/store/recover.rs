@@ -99,7 +99,10 @@ impl Store {
             // Durability comes from our WAL; sled flushes at checkpoints only.
             .flush_every_ms(None)
             .cache_capacity(256 << 20)
-            .mode(sled::Mode::HighThroughput);
+            .mode(sled::Mode::HighThroughput)
+            .use_compression(sled_compressed(&db_path))
+            // sled's default: zstd's level 5 (faster levels saved less on its nodes).
+            .compression_factor(5);
         // sled reports most damage as errors but can panic on some; neither may take the
         // daemon down with a backtrace instead of a message.
         let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()))
@@ -281,6 +284,16 @@ impl Store {
         rep.replay_ms = started.elapsed().as_millis() as u64;
         rep.salvage = salvage_rep;
         Ok((Arc::new(store), wal, rep))
+    }
+}
+
+/// Whether sled's log is zstd-compressed: yes for a new database; one created before is opened
+/// as it was made (sled records the choice in `db/conf` and refuses the other).
+fn sled_compressed(db_path: &Path) -> bool {
+    // Text lines, then a checksum in binary.
+    match std::fs::read(db_path.join("conf")) {
+        Ok(conf) => String::from_utf8_lossy(&conf).lines().any(|l| l.trim() == "use_compression: true"),
+        Err(_) => true,
     }
 }
 

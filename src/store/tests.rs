@@ -437,3 +437,26 @@ fn series_of_a_folder_from_before_the_catalog_file_move_into_it() {
     let meta = keys::decode_meta(&store.t.meta.get(keys::META_KEY).unwrap().unwrap()).unwrap();
     assert_eq!(meta.catalog_end, Some(std::fs::metadata(dir.path().join(catalog::FILE)).unwrap().len()));
 }
+
+/// New databases compress sled's log; one made before (without) opens as it was made, since
+/// sled refuses a database opened with the other setting.
+#[test]
+fn a_sled_database_made_without_compression_opens_as_made() {
+    let conf = |dir: &Path| String::from_utf8_lossy(&std::fs::read(dir.join("db").join("conf")).unwrap()).into_owned();
+    let fresh = tempfile::tempdir().unwrap();
+    drop(open(fresh.path()));
+    assert!(conf(fresh.path()).contains("use_compression: true"), "{}", conf(fresh.path()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let (store, mut wal) = open(dir.path());
+    commit(&store, &mut wal, vec![batch(0, 1000, 5)]);
+    store.checkpoint(&mut wal, true).unwrap();
+    drop((store, wal));
+    assert!(conf(dir.path()).contains("use_compression: false"), "{}", conf(dir.path()));
+    let (store, _wal) = open(dir.path());
+    let id = store.select(&[Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, "m0").unwrap()])[0].id;
+    assert_eq!(store.read_samples(id, i64::MIN, i64::MAX).unwrap().0, (1000..1005).collect::<Vec<_>>());
+}
