@@ -1,5 +1,5 @@
 //! Block files: where chunk payloads live. sled holds only each chunk's location
-//! ([`Loc`], 28 bytes), because sled rewrites whole leaf nodes and keeps its log's high-water
+//! ([`Loc`], grouped by [`super::chunk_index`]), because sled rewrites whole leaf nodes and keeps its log's high-water
 //! mark: measured here, 4.4 MB of chunks took a 16.8 MB sled file (3.8×), while an append-only
 //! file costs the payload plus 4 bytes.
 //!

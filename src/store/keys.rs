@@ -5,7 +5,8 @@
 //! | tree         | key                                   | value                          |
 //! |--------------|---------------------------------------|--------------------------------|
 //! | `series`     | series id (u64)                       | kind, name, labels (folders from before [`super::catalog`]; emptied by their first checkpoint) |
-//! | `chunks`     | series id, first ts                   | [`BlockRef`]: where the chunk is in the block files |
+//! | `chunk_index` | series id >> 5, bucket of last ts    | [`super::chunk_index`]: where 32 series' chunks are in the block files |
+//! | `chunks`     | series id, first ts                   | [`BlockRef`] (folders from before [`super::chunk_index`]; moved at open) |
 //! | `head_parts` | series id, first ts                   | samples of an open head saved by a checkpoint ([`super::chunk`] encoding) |
 //! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
 //! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::aggs::Agg`]         |
@@ -18,6 +19,7 @@
 
 pub const TREE_SERIES: &str = "series";
 pub const TREE_CHUNKS: &str = "chunks";
+pub const TREE_CHUNK_INDEX: &str = "chunk_index";
 pub const TREE_HEAD_PARTS: &str = "head_parts";
 pub const TREE_AGG_GROUPS: &str = "agg_groups";
 pub const TREE_AGGS: &str = "aggs";

@@ -8,6 +8,7 @@
 //! fill fast are cut into chunks before that and cost no parts. A cut's parts are deleted at
 //! the next checkpoint, after its checkpoint record: sled applies operations in order, so a
 //! crash can never keep the deletion but lose the record that vouches for the chunk.
+use super::chunk_index::MAX_SPAN_MS;
 use super::*;
 
 pub(super) struct Head {
@@ -252,7 +253,9 @@ impl Store {
             head.unsaved_lsn.get_or_insert(lsn);
             head.samples.extend(&s.timestamps_ms, &s.values);
             accepted += w as u64;
-            if head.samples.len() >= self.chunk_samples {
+            if head.samples.len() >= self.chunk_samples
+                || head.samples.first_ts().is_some_and(|f| last.saturating_sub(f) >= MAX_SPAN_MS)
+            {
                 st.due.push(id);
             }
         }
@@ -329,15 +332,27 @@ impl Store {
         for id in ids {
             let Some(head) = st.heads.get(&id) else { continue };
             let len = head.samples.len();
-            if len < self.chunk_samples && !(all && len > 0) {
+            let spanned = match (head.samples.first_ts(), head.samples.last_ts()) {
+                (Some(f), Some(l)) => l.saturating_sub(f) >= MAX_SPAN_MS,
+                _ => continue,
+            };
+            if !all && len < self.chunk_samples && !spanned {
                 continue;
             }
             ts.clear();
             vals.clear();
             head.samples.decode_into(&mut ts, &mut vals);
             let mut from = 0;
-            while len - from >= self.chunk_samples || (all && from < len) {
-                let n = (len - from).min(self.chunk_samples);
+            while from < len {
+                // A chunk ends at `chunk_samples` or before a sample [`MAX_SPAN_MS`] after its
+                // first: the index finds chunks by that bound. Without `all`, only chunks that
+                // ended so are cut.
+                let limit = ts[from].saturating_add(MAX_SPAN_MS);
+                let in_span = ts[from..].partition_point(|&t| t < limit);
+                let n = in_span.min(self.chunk_samples);
+                if !all && n < self.chunk_samples && from + n == len {
+                    break;
+                }
                 let enc = chunk::encode(&ts[from..from + n], &vals[from..from + n]);
                 let loc = self.blocks.append(&enc)?;
                 let last_ts = ts[from + n - 1];
@@ -345,16 +360,23 @@ impl Store {
                 cuts.push((id, r, summarize(&vals[from..from + n]), ts[from], n));
                 from += n;
             }
-            rests.push((id, head::Samples::from_slices(&ts[from..], &vals[from..])));
+            if from > 0 {
+                rests.push((id, head::Samples::from_slices(&ts[from..], &vals[from..])));
+            }
         }
         if cuts.is_empty() {
             return Ok(());
         }
-        let mut b = Sliced::new(&self.t.chunks);
-        for (id, r, sum, first_ts, _) in &cuts {
-            b.insert(&keys::chunk_key(*id, *first_ts)[..], &keys::encode_chunk_ref(r, sum)[..])?;
-        }
-        b.finish()?;
+        let entries: Vec<chunk_index::Entry> = cuts
+            .iter()
+            .map(|&(series, r, summary, first_ts, _)| chunk_index::Entry {
+                series,
+                first_ts,
+                r,
+                summary: Some(summary),
+            })
+            .collect();
+        self.chunks.insert(&entries)?;
         for (id, rest) in rests {
             if let Some(head) = st.heads.get_mut(&id) {
                 head.samples = rest;

@@ -18,6 +18,8 @@
 //! - [`snapshot`]: a consistent copy of the folder while the daemon runs.
 //! - [`catalog`]: the metric series' names and labels, an append-only file written at
 //!   checkpoints.
+//! - [`chunk_index`]: where each metric chunk is, grouped by 32 series and two hours per sled
+//!   value.
 //! - [`keys`]: every sled key and small value; [`blocks`]: the block files; [`index`]: the
 //!   in-memory label index; [`aggs`]: inference aggregates (HDR histograms).
 //!
@@ -43,6 +45,7 @@ pub mod blocks;
 pub mod catalog;
 mod checkpoint;
 pub mod chunk;
+pub mod chunk_index;
 pub mod commit;
 mod head;
 pub mod index;
@@ -115,7 +118,6 @@ pub struct Counters {
 
 struct Trees {
     series: sled::Tree,
-    chunks: sled::Tree,
     head_parts: sled::Tree,
     groups: sled::Tree,
     aggs: sled::Tree,
@@ -142,6 +144,8 @@ pub struct Store {
     blocks: blocks::Blocks,
     /// The metric series' names and labels ([`catalog`]).
     catalog: catalog::Catalog,
+    /// Where the metric chunks are ([`chunk_index`]).
+    chunks: chunk_index::ChunkIndex,
     /// The catalog was read from sled's `series` tree (an older folder): the tree is emptied
     /// after the first checkpoint has written it into the catalog file.
     legacy_series: std::sync::atomic::AtomicBool,

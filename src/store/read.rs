@@ -45,8 +45,8 @@ impl Store {
     pub fn samples_after(&self, id: u64, after: i64) -> Result<u64, StoreError> {
         let (head, _, boundary) = self.head_snapshot(id, after.saturating_add(1), i64::MAX);
         let mut n = head.len() as u64;
-        self.each_chunk(id, after.saturating_add(1), i64::MAX, boundary, |_, v| {
-            n += u64::from(keys::decode_block_ref(v)?.count);
+        self.each_chunk(id, after.saturating_add(1), i64::MAX, boundary, |e| {
+            n += u64::from(e.r.count);
             Ok(())
         })?;
         Ok(n)
@@ -62,8 +62,8 @@ impl Store {
         let (head_ts, head_vals, boundary) = self.head_snapshot(id, start, end);
         // The chunks' references first, so that the columns are allocated once.
         let mut refs = Vec::new();
-        self.each_chunk(id, start, end, boundary, |_, v| {
-            refs.push(keys::decode_block_ref(v)?);
+        self.each_chunk(id, start, end, boundary, |e| {
+            refs.push(e.r);
             Ok(())
         })?;
         let n = refs.iter().map(|r| r.count as usize).sum::<usize>() + head_ts.len();
@@ -102,9 +102,9 @@ impl Store {
         };
         let mut out = Vec::new();
         let (mut ts, mut vals) = (Vec::new(), Vec::new());
-        self.each_chunk(id, start, end, boundary, |first_ts, v| {
-            let r = keys::decode_block_ref(v)?;
-            match keys::decode_summary(v) {
+        self.each_chunk(id, start, end, boundary, |e| {
+            let (r, first_ts) = (e.r, e.first_ts);
+            match e.summary {
                 Some(summary) if first_ts >= start && r.last_ts <= end && r.last_ts <= boundary => {
                     if !ts.is_empty() {
                         out.push(Piece::Samples(std::mem::take(&mut ts), std::mem::take(&mut vals)));
@@ -139,7 +139,7 @@ impl Store {
         }
     }
 
-    /// Calls `f(first_ts, sled value)` for the stored chunks of `id` that can hold samples in
+    /// Calls `f` with the index entry of each stored chunk of `id` that can hold samples in
     /// `[start, min(end, boundary)]`, in time order.
     fn each_chunk(
         &self,
@@ -147,20 +147,13 @@ impl Store {
         start: i64,
         end: i64,
         boundary: i64,
-        mut f: impl FnMut(i64, &[u8]) -> Result<(), StoreError>,
+        mut f: impl FnMut(&chunk_index::Entry) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         if boundary < start {
             return Ok(());
         }
-        let lo = keys::chunk_key(id, i64::MIN);
-        let first = self.t.chunks.range(lo..keys::chunk_key(id, start)).next_back().transpose()?;
-        let rest = self.t.chunks.range(keys::chunk_key(id, start)..=keys::chunk_key(id, end.min(boundary)));
-        for item in first.into_iter().map(Ok).chain(rest) {
-            let (k, v) = item?;
-            if keys::decode_block_ref(&v)?.last_ts < start {
-                continue;
-            }
-            f(keys::decode_chunk_key(&k)?.1, &v)?;
+        for e in self.chunks.series(id, start, end.min(boundary))? {
+            f(&e)?;
         }
         Ok(())
     }

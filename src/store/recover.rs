@@ -27,6 +27,8 @@ pub struct OpenReport {
     pub replay_ms: u64,
     /// Block-file bytes past the last checkpoint that were cut (a crash's leftovers).
     pub cut_bytes: u64,
+    /// Chunk entries moved from an older folder's `chunks` tree ([`chunk_index`]).
+    pub chunks_moved: u64,
     /// What a salvaging open skipped.
     pub salvage: wal::Salvage,
 }
@@ -84,6 +86,9 @@ impl Store {
                 "replayed write-ahead log"
             );
         }
+        if rep.chunks_moved > 0 {
+            tracing::info!(entries = rep.chunks_moved, "moved the chunk index into grouped entries");
+        }
         Ok((store, wal))
     }
 
@@ -112,7 +117,6 @@ impl Store {
         let tree = |name: &str| db.open_tree(name).map_err(sled_err);
         let t = Trees {
             series: tree(keys::TREE_SERIES)?,
-            chunks: tree(keys::TREE_CHUNKS)?,
             head_parts: tree(keys::TREE_HEAD_PARTS)?,
             groups: tree(keys::TREE_AGG_GROUPS)?,
             aggs: tree(keys::TREE_AGGS)?,
@@ -151,7 +155,18 @@ impl Store {
         // live per block file. (This pass reads the whole index: it, not the replay, is what
         // grows with the data; see the README.)
         let mut live: HashMap<u32, u64> = HashMap::new();
-        for tree in [&t.chunks, &t.events, &t.logs] {
+        let chunks = chunk_index::ChunkIndex::new(tree(keys::TREE_CHUNK_INDEX)?, t.meta.clone())?;
+        // A folder from before the grouped index has one sled entry per chunk: moved first, so
+        // that the pass below drops those past the block end with the rest.
+        if db.tree_names().iter().any(|n| n.as_ref() == keys::TREE_CHUNKS.as_bytes()) {
+            let legacy = tree(keys::TREE_CHUNKS)?;
+            rep.chunks_moved = chunks.migrate(&legacy)?;
+            drop(legacy);
+            db.drop_tree(keys::TREE_CHUNKS)?;
+        }
+        let mut persisted = index::FxMap::default();
+        chunks.load(meta.blocks_end, &mut live, &mut persisted)?;
+        for tree in [&t.events, &t.logs] {
             let mut doomed = Vec::new();
             for item in tree.iter() {
                 let (k, v) = item?;
@@ -190,15 +205,9 @@ impl Store {
             t.series.clear()?;
         }
         let mut index = Index::default();
-        let mut persisted = index::FxMap::default();
         for (id, (kind, name, labels)) in listed {
             if index.get(id).is_some() {
                 continue;
-            }
-            if let Some(item) =
-                t.chunks.range(keys::chunk_key(id, i64::MIN)..=keys::chunk_key(id, i64::MAX)).next_back()
-            {
-                persisted.insert(id, keys::decode_block_ref(&item?.1)?.last_ts);
             }
             index.insert(SeriesMeta { id, name, labels, kind });
         }
@@ -222,6 +231,7 @@ impl Store {
             _lock: lock_file,
             blocks,
             catalog,
+            chunks,
             legacy_series: legacy_series.into(),
             event_rids,
             log_rids,

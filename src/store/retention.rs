@@ -10,18 +10,10 @@ impl Store {
         let cutoff = |d: Duration| now_ms.saturating_sub(d.as_millis() as i64);
         let mut rep = RetentionReport::default();
         let metrics_cut = cutoff(self.retention.metrics);
-        let ids: Vec<u64> = read(&self.index).ids().collect();
-        for id in ids {
-            for item in self.t.chunks.range(keys::chunk_key(id, i64::MIN)..keys::chunk_key(id, metrics_cut)) {
-                let (k, v) = item?;
-                let r = keys::decode_block_ref(&v)?;
-                if r.last_ts < metrics_cut {
-                    self.t.chunks.remove(k)?;
-                    self.blocks.release(&r.loc());
-                    rep.chunks += 1;
-                }
-            }
-        }
+        let mut groups: Vec<u64> = read(&self.index).ids().map(|id| id >> chunk_index::GROUP_BITS).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        rep.chunks = self.chunks.expire(&groups, metrics_cut, &self.blocks)?;
         let agg_cut = cutoff(self.retention.inference_stats);
         let groups: Vec<u32> = lock(&self.events).group_list.iter().map(|(g, _)| *g).collect();
         for &g in &groups {

@@ -460,3 +460,81 @@ fn a_sled_database_made_without_compression_opens_as_made() {
     let id = store.select(&[Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, "m0").unwrap()])[0].id;
     assert_eq!(store.read_samples(id, i64::MIN, i64::MAX).unwrap().0, (1000..1005).collect::<Vec<_>>());
 }
+
+/// A folder from before the grouped chunk index keeps one sled entry per chunk in `chunks`:
+/// the open moves them into the index and drops the tree, and every sample reads as before.
+#[test]
+fn chunk_entries_of_a_folder_from_before_the_grouped_index_move_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    // 40 series (two index groups), 3 chunks of 16 each and a head.
+    commit(&store, &mut wal, (0..40).map(|s| batch(s, 1000, 50)).collect());
+    while store.has_due() {
+        store.cut_due().unwrap();
+    }
+    store.checkpoint(&mut wal, false).unwrap();
+    let before: Vec<(u64, Vec<i64>, Vec<f64>)> = read(&store.index)
+        .ids()
+        .map(|id| {
+            let (t, v) = store.read_samples(id, i64::MIN, i64::MAX).unwrap();
+            (id, t, v)
+        })
+        .collect();
+    // As an older modelwatch left it.
+    let entries = store.chunks.all().unwrap();
+    assert_eq!(entries.len(), 40 * 3);
+    let legacy = store.db.open_tree(keys::TREE_CHUNKS).unwrap();
+    for e in &entries {
+        let v = match e.summary {
+            Some(s) => keys::encode_chunk_ref(&e.r, &s).to_vec(),
+            None => keys::encode_block_ref(&e.r).to_vec(),
+        };
+        legacy.insert(keys::chunk_key(e.series, e.first_ts), v).unwrap();
+    }
+    store.db.drop_tree(keys::TREE_CHUNK_INDEX).unwrap();
+    store.db.flush().unwrap();
+    drop((legacy, store, wal));
+
+    let (store, mut wal) = open(dir.path());
+    assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == keys::TREE_CHUNKS.as_bytes()));
+    assert_eq!(store.chunks.all().unwrap().len(), 40 * 3);
+    for (id, t, v) in &before {
+        let (t2, v2) = store.read_samples(*id, i64::MIN, i64::MAX).unwrap();
+        assert_eq!((&t2, &v2), (t, v), "series {id}");
+    }
+    // And they stay there: more samples, a clean stop, an open.
+    commit(&store, &mut wal, vec![batch(0, 2000, 20)]);
+    store.checkpoint(&mut wal, true).unwrap();
+    drop((store, wal));
+    let (store, _wal) = open(dir.path());
+    let id = store.select(&[Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, "m0").unwrap()])[0].id;
+    assert_eq!(store.read_samples(id, i64::MIN, i64::MAX).unwrap().0.len(), 70);
+}
+
+/// A head whose samples span a day or more is cut before the sample that passes a day from its
+/// first, so that the chunk index finds every chunk by that bound; reads see every sample.
+#[test]
+fn a_chunk_spans_less_than_the_index_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    let hour = 3600 * 1000;
+    let ts: Vec<i64> = (0..5).map(|i| i * 10 * hour).collect();
+    let values = vec![1.0; 5];
+    let series = vec![pb::Series { name: "wide".into(), timestamps_ms: ts.clone(), values, ..Default::default() }];
+    let b = Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }));
+    commit(&store, &mut wal, vec![b]);
+    store.cut_due().unwrap();
+    let spans = |store: &Store| -> Vec<(i64, i64)> {
+        store.chunks.all().unwrap().iter().map(|e| (e.first_ts, e.r.last_ts)).collect()
+    };
+    assert_eq!(spans(&store), vec![(0, 20 * hour)], "cut before 30 h; 30 h and 40 h wait in the head");
+    let id = store.select(&[Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, "wide").unwrap()])[0].id;
+    assert_eq!(store.read_samples(id, i64::MIN, i64::MAX).unwrap().0, ts);
+    assert_eq!(store.read_samples(id, 19 * hour, 31 * hour).unwrap().0, vec![20 * hour, 30 * hour]);
+    store.checkpoint(&mut wal, true).unwrap();
+    drop((store, wal));
+    let (store, _wal) = open(dir.path());
+    assert_eq!(spans(&store), vec![(0, 20 * hour), (30 * hour, 40 * hour)]);
+    assert_eq!(store.read_samples(id, 35 * hour, 45 * hour).unwrap().0, vec![40 * hour]);
+    assert_eq!(store.read_samples(id, i64::MIN, i64::MAX).unwrap().0, ts);
+}
