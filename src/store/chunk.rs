@@ -3,20 +3,38 @@
 //!
 //! Layout (all integers LEB128, signed ones zigzagged):
 //! `version | count | first_ts | last_ts | timestamps | values`
-//! - timestamps: the first delta, then the deltas-of-deltas as an [`IntStream`]; a regular
-//!   scrape interval costs about two bytes per 128 samples.
+//! - timestamps: the first delta, then the deltas-of-deltas as an integer stream; a regular
+//!   scrape interval costs a few bytes a chunk.
 //! - values: mode `DECIMAL` when every value is `m / 10^e` for an integer `m` below 2^53 that
 //!   round-trips bit for bit (counters, integer gauges, values printed with a few decimals):
 //!   `e`, then the integers as raw, delta or delta-of-delta (whichever packs smallest), as an
-//!   [`IntStream`]. Otherwise mode `RAW`: the 8-byte IEEE values.
-//! - [`IntStream`]: frames of 128 integers, each `bit width | minimum | packed (v - minimum)`;
-//!   a frame of equal values is two or three bytes.
+//!   integer stream. Otherwise mode `RAW`: the 8-byte IEEE values.
+//! - integer streams: frames of 128 integers, each in whichever form is smallest:
+//!   - bit-packed: `bit width (0 to 64) | minimum | packed (v - minimum)`; a frame of equal
+//!     values is two or three bytes;
+//!   - radix (`0x80`): `minimum | r | the values v - minimum as base-r digits`, as many to a
+//!     group as fit in 64 bits, each group in the bits of `r^n - 1`: a frame whose range is
+//!     not a power of two takes about log2(r) bits a value (a counter growing by 0 to 40:
+//!     5.4 bits instead of 6);
+//!   - sparse (`0x81`): `base | count | per exception: index gap, v - base`, for a frame that
+//!     is one value but for at most an eighth (a constant with rare steps);
+//!   - a run (`0x82`): `frames | value`, two or more frames of one value (regular timestamps,
+//!     constants).
+//!
+//!   Versions before these three kinds read bit-packed frames only: a folder written since is
+//!   not for them.
 use super::keys::{put_varint, unzigzag, zigzag, DecodeError, Reader};
 
 const VERSION: u8 = 1;
 const MODE_DECIMAL: u8 = 0;
 const MODE_RAW: u8 = 1;
 const FRAME: usize = 128;
+/// Frame kinds past the bit widths (0 to 64).
+const FRAME_RADIX: u8 = 0x80;
+const FRAME_SPARSE: u8 = 0x81;
+const FRAME_RUN: u8 = 0x82;
+/// A radix frame's values span less than this.
+const RADIX_MAX: u64 = 1 << 32;
 /// Largest integer that f64 holds exactly.
 const MAX_EXACT: i64 = 1 << 53;
 const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
@@ -162,27 +180,151 @@ fn encode_ints(out: &mut Vec<u8>, vals: &[i64], order: u8) {
     for l in leading {
         put_varint(out, zigzag(l));
     }
-    for frame in diffs.chunks(FRAME) {
-        let min = *frame.iter().min().expect("non-empty frame");
-        let span = frame.iter().map(|&v| v.wrapping_sub(min) as u64).max().expect("non-empty frame");
-        let width = 64 - span.leading_zeros();
-        out.push(width as u8);
+    let mut at = 0;
+    while at < diffs.len() {
+        // A run of whole frames of one value (a regular interval's timestamps, a constant) is
+        // one run frame.
+        let v = diffs[at];
+        let same = diffs[at..].iter().take_while(|&&d| d == v).count();
+        let frames = if at + same == diffs.len() { same.div_ceil(FRAME) } else { same / FRAME };
+        if frames >= 2 {
+            out.push(FRAME_RUN);
+            put_varint(out, frames as u64);
+            put_varint(out, zigzag(v));
+            at = (at + frames * FRAME).min(diffs.len());
+            continue;
+        }
+        let end = (at + FRAME).min(diffs.len());
+        encode_frame(out, &diffs[at..end]);
+        at = end;
+    }
+}
+
+/// Writes one frame, in whichever of the three forms is smallest.
+fn encode_frame(out: &mut Vec<u8>, frame: &[i64]) {
+    let min = *frame.iter().min().expect("non-empty frame");
+    let span = frame.iter().map(|&v| v.wrapping_sub(min) as u64).max().expect("non-empty frame");
+    let width = 64 - span.leading_zeros();
+    let packed = 1 + varint_len(zigzag(min)) + (frame.len() * width as usize).div_ceil(8);
+    let radix = (width >= 2 && span < RADIX_MAX && !(span + 1).is_power_of_two()).then(|| {
+        let r = span + 1;
+        (r, 1 + varint_len(zigzag(min)) + varint_len(r) + radix_bits(frame.len(), r).div_ceil(8))
+    });
+    let sparse = if width >= 4 { sparse_body(frame) } else { None };
+    if let Some(body) = sparse.filter(|b| 1 + b.len() < packed.min(radix.map_or(usize::MAX, |r| r.1))) {
+        out.push(FRAME_SPARSE);
+        out.extend_from_slice(&body);
+        return;
+    }
+    if let Some((r, _)) = radix.filter(|r| r.1 < packed) {
+        out.push(FRAME_RADIX);
         put_varint(out, zigzag(min));
-        if width > 0 {
-            let mut acc: u128 = 0;
-            let mut nbits = 0u32;
-            for &v in frame {
-                acc |= u128::from(v.wrapping_sub(min) as u64) << nbits;
-                nbits += width;
-                while nbits >= 8 {
-                    out.push(acc as u8);
-                    acc >>= 8;
-                    nbits -= 8;
-                }
-            }
-            if nbits > 0 {
-                out.push(acc as u8);
-            }
+        put_varint(out, r);
+        let (g, bits) = radix_group(r);
+        let mut w = BitWriter::new(out);
+        for group in frame.chunks(g) {
+            let x = group.iter().rev().fold(0u64, |x, &v| x * r + v.wrapping_sub(min) as u64);
+            w.put(x, if group.len() == g { bits } else { radix_group_bits(r, group.len()) });
+        }
+        w.finish();
+        return;
+    }
+    out.push(width as u8);
+    put_varint(out, zigzag(min));
+    if width > 0 {
+        let mut w = BitWriter::new(out);
+        for &v in frame {
+            w.put(v.wrapping_sub(min) as u64, width);
+        }
+        w.finish();
+    }
+}
+
+/// A frame that is one value but for a few: `base | count | per exception: gap from the
+/// previous one's index (the first's from -1), value − base (zigzag)`, when that is at most an
+/// eighth of the frame. The base is the median (the most common value whenever the exceptions
+/// are that few).
+fn sparse_body(frame: &[i64]) -> Option<Vec<u8>> {
+    // Most neighbours equal, or no common value to speak of.
+    let same = frame.windows(2).filter(|w| w[0] == w[1]).count();
+    if same * 4 < frame.len() * 3 {
+        return None;
+    }
+    let mut sorted = frame.to_vec();
+    let mid = sorted.len() / 2;
+    let base = *sorted.select_nth_unstable(mid).1;
+    let k = frame.iter().filter(|&&v| v != base).count();
+    if k * 8 > frame.len() {
+        return None;
+    }
+    let mut body = Vec::with_capacity(4 + k * 4);
+    put_varint(&mut body, zigzag(base));
+    put_varint(&mut body, k as u64);
+    let mut prev = -1i64;
+    for (i, &v) in frame.iter().enumerate() {
+        if v != base {
+            put_varint(&mut body, (i as i64 - prev - 1) as u64);
+            put_varint(&mut body, zigzag(v.wrapping_sub(base)));
+            prev = i as i64;
+        }
+    }
+    Some(body)
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+/// Values per radix group (as many as fit in 64 bits together) and the bits a full group
+/// takes.
+fn radix_group(r: u64) -> (usize, u32) {
+    let mut pow: u128 = 1;
+    let mut g = 0;
+    while pow * u128::from(r) <= 1u128 << 64 {
+        pow *= u128::from(r);
+        g += 1;
+    }
+    (g, 128 - (pow - 1).leading_zeros())
+}
+
+/// Bits a group of `k` values takes: those of `r^k - 1`.
+fn radix_group_bits(r: u64, k: usize) -> u32 {
+    let pow = (0..k).fold(1u128, |p, _| p * u128::from(r));
+    128 - (pow - 1).leading_zeros()
+}
+
+/// Bits of a radix frame of `n` values.
+fn radix_bits(n: usize, r: u64) -> usize {
+    let (g, bits) = radix_group(r);
+    let rest = n % g;
+    (n / g) * bits as usize + if rest > 0 { radix_group_bits(r, rest) as usize } else { 0 }
+}
+
+/// Appends values of up to 64 bits each, least significant bit first.
+struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
+    acc: u128,
+    nbits: u32,
+}
+
+impl<'a> BitWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        BitWriter { out, acc: 0, nbits: 0 }
+    }
+
+    fn put(&mut self, v: u64, bits: u32) {
+        self.acc |= u128::from(v) << self.nbits;
+        self.nbits += bits;
+        while self.nbits >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.nbits -= 8;
+        }
+    }
+
+    fn finish(self) {
+        if self.nbits > 0 {
+            self.out.push(self.acc as u8);
         }
     }
 }
@@ -212,6 +354,131 @@ fn unpack(bytes: &[u8], n: usize, width: u32, min: i64, out: &mut Vec<i64>) {
     }
 }
 
+fn decode_sparse(r: &mut Reader, n: usize, out: &mut Vec<i64>) -> Result<(), DecodeError> {
+    let base = unzigzag(r.varint()?);
+    let k = r.varint()?;
+    if k > n as u64 {
+        return Err(r.err("exceptions in a frame"));
+    }
+    let at = out.len();
+    out.extend(std::iter::repeat_n(base, n));
+    let mut i = -1i64;
+    for _ in 0..k {
+        let gap = r.varint()?;
+        if gap >= n as u64 {
+            return Err(r.err("exception index"));
+        }
+        i += gap as i64 + 1;
+        if i >= n as i64 {
+            return Err(r.err("exception index"));
+        }
+        out[at + i as usize] = base.wrapping_add(unzigzag(r.varint()?));
+    }
+    Ok(())
+}
+
+fn decode_radix(r: &mut Reader, n: usize, out: &mut Vec<i64>) -> Result<(), DecodeError> {
+    let min = unzigzag(r.varint()?);
+    let radix = r.varint()?;
+    if !(3..=RADIX_MAX).contains(&radix) {
+        return Err(r.err("radix"));
+    }
+    let (g, bits) = radix_group(radix);
+    let bytes = r.bytes(radix_bits(n, radix).div_ceil(8))?;
+    let div = Divider::new(radix);
+    let mut split = Divider::new(split_for(radix, g));
+    let mut it = bytes.iter();
+    let (mut acc, mut nbits) = (0u128, 0u32);
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(g);
+        let b = if k == g { bits } else { radix_group_bits(radix, k) };
+        while nbits < b {
+            acc |= u128::from(*it.next().expect("length checked")) << nbits;
+            nbits += 8;
+        }
+        let x = (acc & ((1u128 << b) - 1)) as u64;
+        acc >>= b;
+        nbits -= b;
+        if k != g && k / 2 != g / 2 {
+            split = Divider::new(split_for(radix, k));
+        }
+        push_digits(x, k, &div, &split, min, out);
+        left -= k;
+    }
+    Ok(())
+}
+
+/// Division by one divisor `d` (2 to 2^32) by multiplications (Lemire, Kaser and Kurz,
+/// "Faster remainder by direct computation", 2019): with `m = ceil(2^(2N) / d)`,
+/// `floor(m * x / 2^(2N)) = floor(x / d)` for every `x < 2^N` (the error
+/// `(m - 2^(2N)/d) * x / 2^(2N)` stays below `2^-N <= 1/d`, the least distance from `x / d`
+/// up to the next integer). N = 64 ([`Divider::divmod`]) and N = 32 ([`Divider::divmod32`],
+/// one multiplication). A 64-bit `div` took half of a radix frame's decoding. Garbage input
+/// (`x` past the bound) gives wrong digits, never a panic.
+struct Divider {
+    d: u64,
+    m: u128,
+    m32: u64,
+}
+
+impl Divider {
+    fn new(d: u64) -> Divider {
+        debug_assert!((2..=1 << 32).contains(&d));
+        Divider { d, m: u128::MAX / u128::from(d) + 1, m32: u64::MAX / d + 1 }
+    }
+
+    #[inline]
+    fn divmod(&self, x: u64) -> (u64, u64) {
+        let lo = u128::from(self.m as u64) * u128::from(x);
+        let hi = (self.m >> 64) * u128::from(x);
+        let q = (((lo >> 64) + hi) >> 64) as u64;
+        (q, x.wrapping_sub(q.wrapping_mul(self.d)))
+    }
+
+    /// For `x < 2^32`.
+    #[inline]
+    fn divmod32(&self, x: u64) -> (u64, u64) {
+        let q = ((u128::from(self.m32) * u128::from(x)) >> 64) as u64;
+        (q, x.wrapping_sub(q.wrapping_mul(self.d)))
+    }
+}
+
+/// The divisor that splits a group of `k` digits in base `radix` in two: `radix^(k/2)`.
+fn split_for(radix: u64, k: usize) -> u64 {
+    (0..k / 2).fold(1u64, |p, _| p.saturating_mul(radix)).clamp(2, 1 << 32)
+}
+
+/// Appends the `k` base-`div.d` digits of `x`, least significant first. `x < d^k <= 2^64`, so
+/// one division by `d^(k/2)` (below 2^32; `split`, [`split_for`]) splits it into two numbers below 2^32, whose digits
+/// come out in two independent chains of one multiplication each.
+fn push_digits(x: u64, k: usize, div: &Divider, split: &Divider, min: i64, out: &mut Vec<i64>) {
+    let h = k / 2;
+    if h < 2 {
+        let mut x = x;
+        for _ in 0..k {
+            let (q, digit) = div.divmod(x);
+            out.push(min.wrapping_add(digit as i64));
+            x = q;
+        }
+        return;
+    }
+    let (mut b, mut a) = split.divmod(x);
+    let base = out.len();
+    out.resize(base + k, min);
+    for i in 0..h {
+        let (qa, da) = div.divmod32(a);
+        let (qb, db) = div.divmod32(b);
+        out[base + i] = min.wrapping_add(da as i64);
+        out[base + h + i] = min.wrapping_add(db as i64);
+        a = qa;
+        b = qb;
+    }
+    if k > 2 * h {
+        out[base + 2 * h] = min.wrapping_add(div.divmod32(b).1 as i64);
+    }
+}
+
 fn decode_ints(r: &mut Reader, count: usize, order: u8, out: &mut Vec<i64>) -> Result<(), DecodeError> {
     let lead = (order as usize).min(count);
     let mut leading = [0i64; 2];
@@ -226,7 +493,30 @@ fn decode_ints(r: &mut Reader, count: usize, order: u8, out: &mut Vec<i64>) -> R
     let mut remaining = count - lead;
     while remaining > 0 {
         let n = remaining.min(FRAME);
-        let width = u32::from(r.byte()?);
+        let kind = r.byte()?;
+        if kind == FRAME_SPARSE {
+            decode_sparse(r, n, out)?;
+            remaining -= n;
+            continue;
+        }
+        if kind == FRAME_RUN {
+            let frames = r.varint()?;
+            // The last frame of a run may be the stream's short last one.
+            if frames < 2 || frames > remaining.div_ceil(FRAME) as u64 {
+                return Err(r.err("run length"));
+            }
+            let v = unzigzag(r.varint()?);
+            let n = (frames as usize * FRAME).min(remaining);
+            out.extend(std::iter::repeat_n(v, n));
+            remaining -= n;
+            continue;
+        }
+        if kind == FRAME_RADIX {
+            decode_radix(r, n, out)?;
+            remaining -= n;
+            continue;
+        }
+        let width = u32::from(kind);
         if width > 64 {
             return Err(r.err("bit width"));
         }
@@ -363,7 +653,89 @@ mod tests {
         assert!(decode_into(&[9, 9], &mut Vec::new(), &mut Vec::new()).is_err());
     }
 
+    /// A gauge that is one value but for rare steps (total GPU memory): sparse frames.
+    #[test]
+    fn a_constant_with_rare_steps_is_a_few_bytes_a_step() {
+        let ts: Vec<i64> = (0..4096).map(|i| i * 10_000).collect();
+        let vals: Vec<f64> = (0..4096i64).map(|i| (85_899_345_920 - (i / 1000) * 1_048_576) as f64).collect();
+        let enc = round_trip(&ts, &vals);
+        // Bit-packed, each frame with a step would take 128 × 21 bits.
+        assert!(enc.len() < 100, "{} bytes", enc.len());
+    }
+
+    /// Counters that grow by 0 to 40 a sample: radix frames, about log2(41) = 5.36 bits a
+    /// sample and 3 bytes a frame, where bit packing takes 6 bits.
+    #[test]
+    fn uneven_ranges_pack_in_radix_frames() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut v = 0u64;
+        let ts: Vec<i64> = (0..4096).map(|i| i * 10_000).collect();
+        let vals: Vec<f64> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v += x % 41;
+                v as f64
+            })
+            .collect();
+        let enc = round_trip(&ts, &vals);
+        assert!(enc.len() * 8 < 4096 * 575 / 100, "{} bytes", enc.len());
+    }
+
+    #[test]
+    fn division_by_multiplication_is_exact() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let ds = [2u64, 3, 5, 7, 10, 41, 1000, 65_535, 65_537, (1 << 31) - 1, (1 << 32) - 1, 1 << 32];
+        let random: Vec<u64> = (0..200).map(|_| 2 + next() % ((1 << 32) - 1)).collect();
+        for d in ds.into_iter().chain(random) {
+            let div = Divider::new(d);
+            for x in [0, 1, d - 1, d, d + 1, u64::MAX, u64::MAX - 1, (u64::MAX / d) * d, (u64::MAX / d) * d - 1]
+                .into_iter()
+                .chain((0..200).map(|_| next()))
+            {
+                assert_eq!(div.divmod(x), (x / d, x % d), "{x} / {d}");
+                let y = x >> 32;
+                assert_eq!(div.divmod32(y), (y / d, y % d), "{y} / {d}");
+            }
+        }
+    }
+
+    /// Chunks made of every frame kind, damaged byte by byte: errors or other values, never a
+    /// panic.
+    #[test]
+    fn damaged_frames_of_every_kind_never_panic() {
+        let ts: Vec<i64> = (0..600).map(|i| i * 10_000 + if i % 97 == 0 { 3 } else { 0 }).collect();
+        let vals: Vec<f64> = (0..600).map(|i| if i < 300 { (i * 37 % 41) as f64 } else { 7.0 }).collect();
+        let enc = round_trip(&ts, &vals);
+        for i in 0..enc.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = enc.clone();
+                bad[i] ^= flip;
+                let _ = decode_into(&bad, &mut Vec::new(), &mut Vec::new());
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn sparse_and_run_frames_round_trip(base in -1_000_000i64..1_000_000, steps in proptest::collection::vec((0usize..700, -1i64 << 40..1i64 << 40), 0..12), n in 1usize..700) {
+            let ts: Vec<i64> = (0..n as i64).map(|i| 1_700_000_000_000 + i * 15_000).collect();
+            let mut vals: Vec<f64> = vec![base as f64; n];
+            for (at, v) in steps {
+                if at < n {
+                    vals[at] = v as f64;
+                }
+            }
+            round_trip(&ts, &vals);
+        }
+
         #[test]
         fn any_samples_round_trip(samples in proptest::collection::vec((any::<i64>(), any::<f64>()), 0..600)) {
             let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
