@@ -98,7 +98,7 @@ pub(super) fn load_heads(
         let (id, first) = keys::decode_chunk_key(&k)?;
         let mut rd = keys::Reader::new(&v, "head part");
         let saved_at = rd.varint()?;
-        if index.get(id).is_none() || saved_at > checkpoint_lsn {
+        if !index.contains(id) || saved_at > checkpoint_lsn {
             stale.push(k);
             continue;
         }
@@ -113,6 +113,7 @@ pub(super) fn load_heads(
         let head = heads.entry(id).or_insert_with(Head::new);
         let keep = ts.partition_point(|&t| t <= persisted.max(head.samples.last_ts().unwrap_or(i64::MIN)));
         head.samples.extend(&ts[keep..], &vals[keep..]);
+        head.parts.reserve_exact(1);
         head.parts.push((first, last));
         head.saved = head.samples.len();
     }
@@ -212,7 +213,7 @@ impl Store {
                     let id = {
                         let mut ix = write(&self.index);
                         let id = ix.next_id();
-                        ix.insert(SeriesMeta { id, name: s.name.clone(), labels: labels.clone(), kind });
+                        ix.insert(id, &s.name, &labels, kind);
                         id
                     };
                     index = read(&self.index);
@@ -466,6 +467,9 @@ impl Store {
             if p.last <= persisted {
                 st.dead_parts.push(key);
             } else {
+                // Most heads hold one or two parts: room for one more at a time (a doubling
+                // Vec took 64 bytes a head, 6.4 MB at 100,000 series).
+                head.parts.reserve_exact(1);
                 head.parts.push((p.first, p.last));
             }
             let removed = (head.cut_samples - p.cut_before) as usize;

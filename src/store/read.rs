@@ -12,7 +12,7 @@ impl Store {
 
     pub fn select(&self, matchers: &[Matcher]) -> Vec<SeriesMeta> {
         let ix = read(&self.index);
-        ix.select(matchers).into_iter().filter_map(|id| ix.get(id).cloned()).collect()
+        ix.select(matchers).into_iter().filter_map(|id| ix.get(id)).collect()
     }
 
     /// Each series' newest sample's timestamp (in its head, else in its last chunk), for the
@@ -54,7 +54,7 @@ impl Store {
 
     /// One series' name and labels.
     pub fn series_meta(&self, id: u64) -> Option<SeriesMeta> {
-        read(&self.index).get(id).cloned()
+        read(&self.index).get(id)
     }
 
     /// Samples of one series with `start <= ts <= end`, in time order.

@@ -206,10 +206,10 @@ impl Store {
         }
         let mut index = Index::default();
         for (id, (kind, name, labels)) in listed {
-            if index.get(id).is_some() {
+            if index.contains(id) {
                 continue;
             }
-            index.insert(SeriesMeta { id, name, labels, kind });
+            index.insert(id, &name, &labels, kind);
         }
         let event_rids = rid_index::RidIndex::open(t.event_rid_runs.clone(), &dir.join("rid/events"), &blocks)?;
         let log_rids = rid_index::RidIndex::open(t.log_rid_runs.clone(), &dir.join("rid/logs"), &blocks)?;

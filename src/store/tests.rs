@@ -398,7 +398,7 @@ fn series_of_a_folder_from_before_the_catalog_file_move_into_it() {
     store.checkpoint(&mut wal, false).unwrap();
     // As an older modelwatch left it.
     for id in read(&store.index).ids().collect::<Vec<_>>() {
-        let m = read(&store.index).get(id).cloned().unwrap();
+        let m = read(&store.index).get(id).unwrap();
         store.t.series.insert(keys::series_key(id), keys::encode_series(m.kind, &m.name, &m.labels)).unwrap();
     }
     let mut meta = keys::decode_meta(&store.t.meta.get(keys::META_KEY).unwrap().unwrap()).unwrap();
