@@ -32,7 +32,7 @@ pub struct Checkpoint {
     plans: Vec<PartPlan>,
     saved: Vec<SavedPart>,
     /// Parts that chunks held when it began: deleted after its record.
-    dead_parts: Vec<[u8; 16]>,
+    dead_parts: Vec<Vec<u8>>,
     meta: Meta,
     /// Hours to pack ([`super::packs`]), with rows of epochs below `pack_below`.
     pack: Vec<(u32, i64)>,

@@ -7,7 +7,7 @@
 //! | `series`     | series id (u64)                       | kind, name, labels (folders from before [`super::catalog`]; emptied by their first checkpoint) |
 //! | `chunk_index` | series id >> 5, bucket of last ts    | [`super::chunk_index`]: where 32 series' chunks are in the block files |
 //! | `chunks`     | series id, first ts                   | [`BlockRef`] (folders from before [`super::chunk_index`]; moved at open) |
-//! | `head_parts` | series id, first ts                   | samples of an open head saved by a checkpoint ([`super::chunk`] encoding) |
+//! | `head_parts` | series id, first ts, lsn ([`part_key`]) | samples of an open head saved by a checkpoint ([`super::chunk`] encoding) |
 //! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
 //! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::aggs::Agg`]         |
 //! | `agg_packs`  | group id, pack start, part            | a part of a [`super::packs`] pack: one group's hour of aggregates |
@@ -74,6 +74,26 @@ pub fn chunk_key(series: u64, first_ts: i64) -> [u8; 16] {
     k[..8].copy_from_slice(&series.to_be_bytes());
     k[8..].copy_from_slice(&ts_to_bytes(first_ts));
     k
+}
+
+/// Key of a head part: (series, first ts), then the lsn of the checkpoint that wrote it (parts
+/// written before merging came have none), so that a part that holds a whole head never
+/// overwrites the parts it replaces before its checkpoint is complete.
+pub fn part_key(series: u64, first_ts: i64, lsn: u64) -> Vec<u8> {
+    let mut k = chunk_key(series, first_ts).to_vec();
+    if lsn != 0 {
+        k.extend_from_slice(&lsn.to_be_bytes());
+    }
+    k
+}
+
+/// (series, first ts, lsn or 0) of a [`part_key`].
+pub fn decode_part_key(k: &[u8]) -> Result<(u64, i64, u64), DecodeError> {
+    match k.len() {
+        16 => decode_chunk_key(k).map(|(s, t)| (s, t, 0)),
+        24 => decode_chunk_key(&k[..16]).map(|(s, t)| (s, t, u64::from_be_bytes(arr8(&k[16..])))),
+        n => Err(derr("head part key", format!("{n} bytes"))),
+    }
 }
 
 pub fn decode_chunk_key(k: &[u8]) -> Result<(u64, i64), DecodeError> {

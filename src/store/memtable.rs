@@ -19,8 +19,8 @@ pub(super) struct Head {
     saved: usize,
     /// Lsn of the oldest WAL record that may hold an unsaved sample (`None`: all saved).
     unsaved_lsn: Option<u64>,
-    /// (first ts, last ts) of each saved part, oldest first.
-    pub(super) parts: Vec<(i64, i64)>,
+    /// (first ts, last ts, lsn of its key) of each saved part.
+    pub(super) parts: Vec<(i64, i64, u64)>,
     /// Samples cut from the front of this head so far: a part planned before a cut finds
     /// where its samples went ([`Store::mark_parts`]).
     cut_samples: u64,
@@ -50,8 +50,8 @@ pub(super) struct MetricsState {
     pub(super) due: Vec<u64>,
     /// Heads older than `max_head_age`, found by a checkpoint, cut whole by [`Store::cut_due`].
     pub(super) due_old: Vec<u64>,
-    /// Keys of parts that chunks now hold, deleted by the next checkpoint.
-    pub(super) dead_parts: Vec<[u8; 16]>,
+    /// Keys of parts that chunks or a newer part now hold, deleted by the next checkpoint.
+    pub(super) dead_parts: Vec<Vec<u8>>,
     /// Lsn of the last checkpoint: heads unsaved since before it are saved by the next one.
     pub(super) last_checkpoint: u64,
     /// Where the last checkpoint record says replay starts: the next checkpoint keeps the WAL
@@ -63,12 +63,21 @@ pub(super) struct MetricsState {
 /// milliseconds of encoding at the default `chunk_samples`).
 const CUT_HEADS: usize = 16;
 
+/// Parts a head holds at most: a checkpoint that finds this many saves the whole head as one
+/// new part, and the old ones die. A head fed slowly gains a part every other checkpoint until
+/// it is cut (2 h at the default `max_head_age`): 100,000 series at one sample in 10 s put
+/// 100,000 sled entries into `head_parts` every 20 s, and sled's cache and file grew with them
+/// (70 MB of file and 600 MB of RSS in three minutes).
+const MERGE_PARTS: usize = 2;
+
 /// A head's samples as a checkpoint found them, and the first of them no part holds yet.
 pub(super) struct PartPlan {
     id: u64,
     samples: head::Samples,
     from: usize,
     cut_before: u64,
+    /// The whole head (`from` 0), replacing the head's parts.
+    whole: bool,
 }
 
 /// A part written: its range, and how many of its head's samples were saved by it (counted
@@ -79,6 +88,8 @@ pub(super) struct SavedPart {
     last: i64,
     upto: usize,
     cut_before: u64,
+    whole: bool,
+    lsn: u64,
 }
 
 /// Loads the heads saved by checkpoints up to `checkpoint_lsn` (the last complete one). Parts
@@ -95,7 +106,7 @@ pub(super) fn load_heads(
     let mut stale = Vec::new();
     for item in tree.iter() {
         let (k, v) = item?;
-        let (id, first) = keys::decode_chunk_key(&k)?;
+        let (id, first, key_lsn) = keys::decode_part_key(&k)?;
         let mut rd = keys::Reader::new(&v, "head part");
         let saved_at = rd.varint()?;
         if !index.contains(id) || saved_at > checkpoint_lsn {
@@ -114,7 +125,7 @@ pub(super) fn load_heads(
         let keep = ts.partition_point(|&t| t <= persisted.max(head.samples.last_ts().unwrap_or(i64::MIN)));
         head.samples.extend(&ts[keep..], &vals[keep..]);
         head.parts.reserve_exact(1);
-        head.parts.push((first, last));
+        head.parts.push((first, last, key_lsn));
         head.saved = head.samples.len();
     }
     for k in stale {
@@ -390,8 +401,15 @@ impl Store {
                 if head.saved == head.samples.len() {
                     head.unsaved_lsn = None;
                 }
-                let covered = head.parts.partition_point(|p| p.1 <= r.last_ts);
-                st.dead_parts.extend(head.parts.drain(..covered).map(|p| keys::chunk_key(id, p.0)));
+                // Parts overlap after a merge or an open (a whole head beside the parts it
+                // replaced): every one that the chunks now hold is dead, wherever it is.
+                head.parts.retain(|p| {
+                    let dead = p.1 <= r.last_ts;
+                    if dead {
+                        st.dead_parts.push(keys::part_key(id, p.0, p.2));
+                    }
+                    !dead
+                });
             }
             st.persisted.insert(id, r.last_ts);
         }
@@ -413,11 +431,13 @@ impl Store {
             } else if lsn >= older_than {
                 replay_from = replay_from.min(lsn);
             } else {
+                let whole = head.parts.len() >= MERGE_PARTS;
                 plans.push(PartPlan {
                     id: *id,
                     samples: head.samples.clone(),
-                    from: head.saved,
+                    from: if whole { 0 } else { head.saved },
                     cut_before: head.cut_samples,
+                    whole,
                 });
             }
         }
@@ -438,13 +458,15 @@ impl Store {
             let mut v = Vec::new();
             keys::put_varint(&mut v, cp_lsn);
             v.extend_from_slice(&chunk::encode(ts, vals));
-            b.insert(&keys::chunk_key(p.id, ts[0])[..], v)?;
+            b.insert(&keys::part_key(p.id, ts[0], cp_lsn)[..], v)?;
             saved.push(SavedPart {
                 id: p.id,
                 first: ts[0],
                 last: ts[ts.len() - 1],
                 upto: all_ts.len(),
                 cut_before: p.cut_before,
+                whole: p.whole,
+                lsn: cp_lsn,
             });
         }
         b.finish()?;
@@ -458,7 +480,7 @@ impl Store {
     /// after `cp_lsn`.
     pub(super) fn mark_parts(&self, st: &mut MetricsState, saved: Vec<SavedPart>, cp_lsn: u64) {
         for p in saved {
-            let key = keys::chunk_key(p.id, p.first);
+            let key = keys::part_key(p.id, p.first, p.lsn);
             let persisted = st.persisted.get(&p.id).copied().unwrap_or(i64::MIN);
             let Some(head) = st.heads.get_mut(&p.id) else {
                 st.dead_parts.push(key);
@@ -467,10 +489,14 @@ impl Store {
             if p.last <= persisted {
                 st.dead_parts.push(key);
             } else {
-                // Most heads hold one or two parts: room for one more at a time (a doubling
-                // Vec took 64 bytes a head, 6.4 MB at 100,000 series).
+                if p.whole {
+                    // It holds every sample they hold that no chunk does.
+                    st.dead_parts.extend(head.parts.drain(..).map(|o| keys::part_key(p.id, o.0, o.2)));
+                }
+                // A head holds one or two parts: room for one more at a time (a doubling Vec
+                // took 64 bytes a head, 6.4 MB at 100,000 series).
                 head.parts.reserve_exact(1);
-                head.parts.push((p.first, p.last));
+                head.parts.push((p.first, p.last, p.lsn));
             }
             let removed = (head.cut_samples - p.cut_before) as usize;
             head.saved = head.saved.max(p.upto.saturating_sub(removed)).min(head.samples.len());
@@ -479,7 +505,7 @@ impl Store {
     }
 
     /// Deletes the parts that chunks hold (after the checkpoint record that vouches for them).
-    pub(super) fn delete_parts(&self, dead: &[[u8; 16]]) -> Result<(), StoreError> {
+    pub(super) fn delete_parts(&self, dead: &[Vec<u8>]) -> Result<(), StoreError> {
         let mut b = Sliced::new(&self.t.head_parts);
         for k in dead {
             b.remove(&k[..])?;

@@ -103,7 +103,9 @@ impl Store {
             .path(&db_path)
             // Durability comes from our WAL; sled flushes at checkpoints only.
             .flush_every_ms(None)
-            .cache_capacity(256 << 20)
+            // Readers find their chunk index values and aggregate packs with a few lookups
+            // each; at 256 MiB the cache held every head part a checkpoint wrote.
+            .cache_capacity(64 << 20)
             .mode(sled::Mode::HighThroughput)
             .use_compression(sled_compressed(&db_path))
             // sled's default: zstd's level 5 (faster levels saved less on its nodes).

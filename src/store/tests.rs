@@ -538,3 +538,33 @@ fn a_chunk_spans_less_than_the_index_bound() {
     assert_eq!(store.read_samples(id, 35 * hour, 45 * hour).unwrap().0, vec![40 * hour]);
     assert_eq!(store.read_samples(id, i64::MIN, i64::MAX).unwrap().0, ts);
 }
+
+/// A head fed one sample between checkpoints keeps at most two parts: the checkpoint that finds
+/// two saves the whole head as one part, and the old ones go after the next record. Every
+/// sample survives a crash at any point of that (the open reads what the last record vouches
+/// for), and a clean reopen.
+#[test]
+fn a_slowly_fed_head_keeps_few_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    let id = |store: &Store| store.select(&[Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, "m0").unwrap()])[0].id;
+    for i in 0..12 {
+        commit(&store, &mut wal, vec![batch(0, 1000 + i, 1)]);
+        store.checkpoint(&mut wal, false).unwrap();
+        assert!(store.t.head_parts.len() <= 3, "{} parts after {} checkpoints", store.t.head_parts.len(), i + 1);
+        assert!(lock(&store.metrics).heads.values().all(|h| h.parts.len() <= 2));
+    }
+    // A crash: no clean stop, the WAL replays from the last record.
+    drop((store, wal));
+    let (store, mut wal) = open(dir.path());
+    assert_eq!(store.read_samples(id(&store), i64::MIN, i64::MAX).unwrap().0, (1000..1012).collect::<Vec<_>>());
+    for i in 12..15 {
+        commit(&store, &mut wal, vec![batch(0, 1000 + i, 1)]);
+        store.checkpoint(&mut wal, false).unwrap();
+    }
+    store.checkpoint(&mut wal, true).unwrap();
+    assert!(store.t.head_parts.len() <= 3);
+    drop((store, wal));
+    let (store, _wal) = open(dir.path());
+    assert_eq!(store.read_samples(id(&store), i64::MIN, i64::MAX).unwrap().0, (1000..1015).collect::<Vec<_>>());
+}
