@@ -21,7 +21,7 @@
 //!
 //! A step that fails leaves memory as it was, so the next checkpoint redoes it; the WAL keeps
 //! everything meanwhile.
-use super::memtable::{PartPlan, SavedPart};
+use super::parts::{PartsPlan, SavedPart};
 use super::*;
 
 /// A checkpoint between its steps.
@@ -29,7 +29,7 @@ pub struct Checkpoint {
     cp_lsn: u64,
     replay_from: u64,
     cut_all: bool,
-    plans: Vec<PartPlan>,
+    plans: PartsPlan,
     saved: Vec<SavedPart>,
     /// Parts that chunks held when it began: deleted after its record.
     dead_parts: Vec<Vec<u8>>,
@@ -144,7 +144,7 @@ impl Store {
         // the series back itself.
         c.meta.catalog_end = Some(self.catalog.write(std::mem::take(&mut c.series))?);
         c.saved = self.write_parts(&c.plans, c.cp_lsn)?;
-        c.plans = Vec::new();
+        c.plans = PartsPlan::default();
         // Request-id entries of everything before cp_lsn go into runs now: those records will
         // not be replayed. (Entries of later records may come along; a replay adds them again,
         // and runs and look-ups de-duplicate.)

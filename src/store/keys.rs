@@ -7,7 +7,7 @@
 //! | `series`     | series id (u64)                       | kind, name, labels (folders from before [`super::catalog`]; emptied by their first checkpoint) |
 //! | `chunk_index` | series id >> 5, bucket of last ts    | [`super::chunk_index`]: where 32 series' chunks are in the block files |
 //! | `chunks`     | series id, first ts                   | [`BlockRef`] (folders from before [`super::chunk_index`]; moved at open) |
-//! | `head_parts` | series id, first ts, lsn ([`part_key`]) | samples of an open head saved by a checkpoint ([`super::chunk`] encoding) |
+//! | `head_parts` | `0xFF`, series id >> 5, lsn ([`part_group_key`]); older folders: series id, first ts, lsn ([`part_key`]) | [`super::parts`]: the samples of open heads that one checkpoint saved, for 32 series |
 //! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
 //! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::aggs::Agg`]         |
 //! | `agg_packs`  | group id, pack start, part            | a part of a [`super::packs`] pack: one group's hour of aggregates |
@@ -87,11 +87,35 @@ pub fn part_key(series: u64, first_ts: i64, lsn: u64) -> Vec<u8> {
     k
 }
 
-/// (series, first ts, lsn or 0) of a [`part_key`].
-pub fn decode_part_key(k: &[u8]) -> Result<(u64, i64, u64), DecodeError> {
+/// Key of the parts one checkpoint (`lsn`) saved for the 32 series of a group (series id >> 5):
+/// a marker byte that no [`part_key`] starts with (series ids stay far below 2^56), so both
+/// kinds share the tree and the grouped ones sort after every single part.
+pub fn part_group_key(group: u64, lsn: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = PART_GROUP_MARK;
+    k[1..9].copy_from_slice(&group.to_be_bytes());
+    k[9..].copy_from_slice(&lsn.to_be_bytes());
+    k
+}
+
+const PART_GROUP_MARK: u8 = 0xFF;
+
+/// A key of the `head_parts` tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartKey {
+    /// One series' part (folders from before grouped parts): series, first ts, lsn or 0.
+    Single(u64, i64, u64),
+    /// A group's parts: group, lsn.
+    Group(u64, u64),
+}
+
+pub fn decode_part_key(k: &[u8]) -> Result<PartKey, DecodeError> {
     match k.len() {
-        16 => decode_chunk_key(k).map(|(s, t)| (s, t, 0)),
-        24 => decode_chunk_key(&k[..16]).map(|(s, t)| (s, t, u64::from_be_bytes(arr8(&k[16..])))),
+        16 => decode_chunk_key(k).map(|(s, t)| PartKey::Single(s, t, 0)),
+        24 => decode_chunk_key(&k[..16]).map(|(s, t)| PartKey::Single(s, t, u64::from_be_bytes(arr8(&k[16..])))),
+        17 if k[0] == PART_GROUP_MARK => {
+            Ok(PartKey::Group(u64::from_be_bytes(arr8(&k[1..9])), u64::from_be_bytes(arr8(&k[9..]))))
+        }
         n => Err(derr("head part key", format!("{n} bytes"))),
     }
 }

@@ -5,9 +5,8 @@
 //! nowhere else). So a checkpoint saves the samples of every head that has held unsaved
 //! samples since the checkpoint before it as a *part* (chunk-encoded, in sled's `head_parts`
 //! tree), and replay never needs more than the WAL since the checkpoint before last. Heads that
-//! fill fast are cut into chunks before that and cost no parts. A cut's parts are deleted at
-//! the next checkpoint, after its checkpoint record: sled applies operations in order, so a
-//! crash can never keep the deletion but lose the record that vouches for the chunk.
+//! fill fast are cut into chunks before that and cost no parts; [`super::parts`] saves, loads
+//! and deletes them.
 use super::chunk_index::MAX_SPAN_MS;
 use super::*;
 
@@ -16,18 +15,18 @@ pub(super) struct Head {
     pub(super) samples: head::Samples,
     pub(super) started: Instant,
     /// How many of the first samples are saved in parts.
-    saved: usize,
+    pub(super) saved: usize,
     /// Lsn of the oldest WAL record that may hold an unsaved sample (`None`: all saved).
-    unsaved_lsn: Option<u64>,
+    pub(super) unsaved_lsn: Option<u64>,
     /// (first ts, last ts, lsn of its key) of each saved part.
     pub(super) parts: Vec<(i64, i64, u64)>,
     /// Samples cut from the front of this head so far: a part planned before a cut finds
     /// where its samples went ([`Store::mark_parts`]).
-    cut_samples: u64,
+    pub(super) cut_samples: u64,
 }
 
 impl Head {
-    fn new() -> Head {
+    pub(super) fn new() -> Head {
         Head {
             samples: head::Samples::new(),
             started: Instant::now(),
@@ -52,6 +51,8 @@ pub(super) struct MetricsState {
     pub(super) due_old: Vec<u64>,
     /// Keys of parts that chunks or a newer part now hold, deleted by the next checkpoint.
     pub(super) dead_parts: Vec<Vec<u8>>,
+    /// How many live parts each group entry of `head_parts` holds.
+    pub(super) part_groups: parts::Groups,
     /// Lsn of the last checkpoint: heads unsaved since before it are saved by the next one.
     pub(super) last_checkpoint: u64,
     /// Where the last checkpoint record says replay starts: the next checkpoint keeps the WAL
@@ -62,77 +63,6 @@ pub(super) struct MetricsState {
 /// Full heads' worth of samples that [`Store::cut_due`] cuts at most per call (a few
 /// milliseconds of encoding at the default `chunk_samples`).
 const CUT_HEADS: usize = 16;
-
-/// Parts a head holds at most: a checkpoint that finds this many saves the whole head as one
-/// new part, and the old ones die. A head fed slowly gains a part every other checkpoint until
-/// it is cut (2 h at the default `max_head_age`): 100,000 series at one sample in 10 s put
-/// 100,000 sled entries into `head_parts` every 20 s, and sled's cache and file grew with them
-/// (70 MB of file and 600 MB of RSS in three minutes).
-const MERGE_PARTS: usize = 2;
-
-/// A head's samples as a checkpoint found them, and the first of them no part holds yet.
-pub(super) struct PartPlan {
-    id: u64,
-    samples: head::Samples,
-    from: usize,
-    cut_before: u64,
-    /// The whole head (`from` 0), replacing the head's parts.
-    whole: bool,
-}
-
-/// A part written: its range, and how many of its head's samples were saved by it (counted
-/// from the head's front as it was planned).
-pub(super) struct SavedPart {
-    id: u64,
-    first: i64,
-    last: i64,
-    upto: usize,
-    cut_before: u64,
-    whole: bool,
-    lsn: u64,
-}
-
-/// Loads the heads saved by checkpoints up to `checkpoint_lsn` (the last complete one). Parts
-/// that chunks already hold (a cut whose deletion did not happen) are dropped or trimmed, and
-/// parts saved by a checkpoint that did not finish are dropped: replay rebuilds their samples
-/// (and counts them) from the WAL.
-pub(super) fn load_heads(
-    tree: &sled::Tree,
-    index: &Index,
-    persisted: &index::FxMap<u64, i64>,
-    checkpoint_lsn: u64,
-) -> Result<index::FxMap<u64, Head>, StoreError> {
-    let mut heads: index::FxMap<u64, Head> = Default::default();
-    let mut stale = Vec::new();
-    for item in tree.iter() {
-        let (k, v) = item?;
-        let (id, first, key_lsn) = keys::decode_part_key(&k)?;
-        let mut rd = keys::Reader::new(&v, "head part");
-        let saved_at = rd.varint()?;
-        if !index.contains(id) || saved_at > checkpoint_lsn {
-            stale.push(k);
-            continue;
-        }
-        let persisted = persisted.get(&id).copied().unwrap_or(i64::MIN);
-        let (mut ts, mut vals) = (Vec::new(), Vec::new());
-        chunk::decode_into(rd.rest(), &mut ts, &mut vals)?;
-        let last = ts.last().copied().unwrap_or(first);
-        if last <= persisted {
-            stale.push(k);
-            continue;
-        }
-        let head = heads.entry(id).or_insert_with(Head::new);
-        let keep = ts.partition_point(|&t| t <= persisted.max(head.samples.last_ts().unwrap_or(i64::MIN)));
-        head.samples.extend(&ts[keep..], &vals[keep..]);
-        head.parts.reserve_exact(1);
-        head.parts.push((first, last, key_lsn));
-        head.saved = head.samples.len();
-    }
-    for k in stale {
-        tree.remove(k)?;
-    }
-    Ok(heads)
-}
 
 /// Label set of a series as stored: sorted by name, with `service` added from the batch when
 /// the series has none.
@@ -406,111 +336,13 @@ impl Store {
                 head.parts.retain(|p| {
                     let dead = p.1 <= r.last_ts;
                     if dead {
-                        st.dead_parts.push(keys::part_key(id, p.0, p.2));
+                        st.part_groups.kill(&mut st.dead_parts, id, *p);
                     }
                     !dead
                 });
             }
             st.persisted.insert(id, r.last_ts);
         }
-        Ok(())
-    }
-
-    /// Plans the parts of a checkpoint: a copy of every head that has held unsaved samples
-    /// since before `older_than` (the previous checkpoint's lsn), to be encoded and written by
-    /// [`Store::write_parts`] (possibly on another thread while batches go on) and recorded by
-    /// [`Store::mark_parts`]. Returns the plan and the oldest lsn whose records may still hold
-    /// samples that no part saves (replay must start there).
-    pub(super) fn plan_parts(&self, st: &mut MetricsState, older_than: u64, cp_lsn: u64) -> (Vec<PartPlan>, u64) {
-        let mut replay_from = cp_lsn;
-        let mut plans = Vec::new();
-        for (id, head) in st.heads.iter_mut() {
-            let Some(lsn) = head.unsaved_lsn else { continue };
-            if head.samples.len() == head.saved {
-                head.unsaved_lsn = None;
-            } else if lsn >= older_than {
-                replay_from = replay_from.min(lsn);
-            } else {
-                let whole = head.parts.len() >= MERGE_PARTS;
-                plans.push(PartPlan {
-                    id: *id,
-                    samples: head.samples.clone(),
-                    from: if whole { 0 } else { head.saved },
-                    cut_before: head.cut_samples,
-                    whole,
-                });
-            }
-        }
-        (plans, replay_from)
-    }
-
-    /// Encodes and writes planned parts, tagged with the checkpoint that saves them (one that
-    /// does not finish leaves parts that the next open drops). Touches no head.
-    pub(super) fn write_parts(&self, plans: &[PartPlan], cp_lsn: u64) -> Result<Vec<SavedPart>, StoreError> {
-        let mut b = Sliced::new(&self.t.head_parts);
-        let mut saved = Vec::with_capacity(plans.len());
-        let (mut all_ts, mut all_vals) = (Vec::new(), Vec::new());
-        for p in plans {
-            all_ts.clear();
-            all_vals.clear();
-            p.samples.decode_into(&mut all_ts, &mut all_vals);
-            let (ts, vals) = (&all_ts[p.from..], &all_vals[p.from..]);
-            let mut v = Vec::new();
-            keys::put_varint(&mut v, cp_lsn);
-            v.extend_from_slice(&chunk::encode(ts, vals));
-            b.insert(&keys::part_key(p.id, ts[0], cp_lsn)[..], v)?;
-            saved.push(SavedPart {
-                id: p.id,
-                first: ts[0],
-                last: ts[ts.len() - 1],
-                upto: all_ts.len(),
-                cut_before: p.cut_before,
-                whole: p.whole,
-                lsn: cp_lsn,
-            });
-        }
-        b.finish()?;
-        Ok(saved)
-    }
-
-    /// Records written parts in their heads, once their checkpoint is complete (a failed one
-    /// leaves the heads as they were). A head cut since the plan has lost samples from its
-    /// front: the part's samples sit that many places earlier, and a part that a chunk now
-    /// holds whole is dead at once. Samples that arrived since the plan came from records at or
-    /// after `cp_lsn`.
-    pub(super) fn mark_parts(&self, st: &mut MetricsState, saved: Vec<SavedPart>, cp_lsn: u64) {
-        for p in saved {
-            let key = keys::part_key(p.id, p.first, p.lsn);
-            let persisted = st.persisted.get(&p.id).copied().unwrap_or(i64::MIN);
-            let Some(head) = st.heads.get_mut(&p.id) else {
-                st.dead_parts.push(key);
-                continue;
-            };
-            if p.last <= persisted {
-                st.dead_parts.push(key);
-            } else {
-                if p.whole {
-                    // It holds every sample they hold that no chunk does.
-                    st.dead_parts.extend(head.parts.drain(..).map(|o| keys::part_key(p.id, o.0, o.2)));
-                }
-                // A head holds one or two parts: room for one more at a time (a doubling Vec
-                // took 64 bytes a head, 6.4 MB at 100,000 series).
-                head.parts.reserve_exact(1);
-                head.parts.push((p.first, p.last, p.lsn));
-            }
-            let removed = (head.cut_samples - p.cut_before) as usize;
-            head.saved = head.saved.max(p.upto.saturating_sub(removed)).min(head.samples.len());
-            head.unsaved_lsn = (head.saved < head.samples.len()).then_some(cp_lsn);
-        }
-    }
-
-    /// Deletes the parts that chunks hold (after the checkpoint record that vouches for them).
-    pub(super) fn delete_parts(&self, dead: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut b = Sliced::new(&self.t.head_parts);
-        for k in dead {
-            b.remove(&k[..])?;
-        }
-        b.finish()?;
         Ok(())
     }
 }

@@ -10,7 +10,7 @@
 //! - [`apply`]: a validated [`Batch`] into memory (dedup, counters, aggregates) and, once
 //!   synced, its raw records into the block files ([`raw`], [`rid_index`]).
 //! - [`memtable`]: per-series heads (compressed as samples arrive, [`head`]), cut into
-//!   [`chunk`]s.
+//!   [`chunk`]s; [`parts`]: what checkpoints save of them, one sled value per 32 series.
 //! - [`checkpoint`]: memory into sled and the block files, sled flush, WAL truncation; its slow
 //!   middle runs on a thread of its own while groups go on.
 //! - [`read`]: selections, samples, aggregates, raw records. [`retention`]: expiry.
@@ -52,6 +52,7 @@ pub mod index;
 pub mod keys;
 mod memtable;
 mod packs;
+mod parts;
 pub mod raw;
 mod read;
 pub mod recover;

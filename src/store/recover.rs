@@ -227,7 +227,7 @@ impl Store {
             groups.insert(g.clone(), id);
             group_list.push((id, g));
         }
-        let heads = memtable::load_heads(&t.head_parts, &index, &persisted, meta.checkpoint_lsn)?;
+        let (heads, part_groups) = parts::load_heads(&t.head_parts, &index, &persisted, meta.checkpoint_lsn)?;
         let store = Store {
             db,
             _lock: lock_file,
@@ -254,6 +254,7 @@ impl Store {
                 due: Vec::new(),
                 due_old: Vec::new(),
                 dead_parts: Vec::new(),
+                part_groups,
                 last_checkpoint: meta.checkpoint_lsn,
                 last_replay_from: meta.replay_from,
             }),
