@@ -418,6 +418,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (config, data_dir, listen, http_listen, insecure) = match cli.command {
         Command::Serve { config, data_dir, listen, http_listen, insecure } => {
+            modelwatch::telemetry::tune_heap();
             (config, data_dir, listen, http_listen, insecure)
         }
         Command::Query { expr, at, start, end, step, json, addr } => {
