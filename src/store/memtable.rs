@@ -18,7 +18,8 @@ pub(super) struct Head {
     pub(super) saved: usize,
     /// Lsn of the oldest WAL record that may hold an unsaved sample (`None`: all saved).
     pub(super) unsaved_lsn: Option<u64>,
-    /// (first ts, last ts, lsn of its key) of each saved part.
+    /// (first ts, last ts, lsn of its entry) of each saved part ([`super::parts`]; the lsn's top
+    /// bit marks a part stored under its own key).
     pub(super) parts: Vec<(i64, i64, u64)>,
     /// Samples cut from the front of this head so far: a part planned before a cut finds
     /// where its samples went ([`Store::mark_parts`]).

@@ -27,6 +27,11 @@ const GROUP_SHIFT: u32 = 5;
 /// (70 MB of file and 600 MB of RSS in three minutes).
 const MERGE_PARTS: usize = 2;
 
+/// In a head's part list, the lsn of a part stored under its own key (folders from before
+/// grouping) carries this bit: such a part and a group entry can have the same lsn (the first
+/// checkpoint after an upgrade, when no record came since the last one).
+const SINGLE: u64 = 1 << 63;
+
 /// Live parts of each group entry that an open found or a checkpoint wrote, by (group, lsn).
 #[derive(Default)]
 pub(super) struct Groups(index::FxMap<(u64, u64), u32>);
@@ -35,6 +40,10 @@ impl Groups {
     /// A part of series `id` that chunks or a newer part now hold: the key of its entry joins
     /// `dead` once that entry holds no live part (a part from before grouping: its own key).
     pub(super) fn kill(&mut self, dead: &mut Vec<Vec<u8>>, id: u64, part: (i64, i64, u64)) {
+        if part.2 & SINGLE != 0 {
+            dead.push(keys::part_key(id, part.0, part.2 & !SINGLE));
+            return;
+        }
         let g = (id >> GROUP_SHIFT, part.2);
         match self.0.get_mut(&g) {
             Some(n) if *n > 1 => *n -= 1,
@@ -42,7 +51,9 @@ impl Groups {
                 self.0.remove(&g);
                 dead.push(keys::part_group_key(g.0, g.1).to_vec());
             }
-            None => dead.push(keys::part_key(id, part.0, part.2)),
+            // Every part in a head's list is counted; were one not, its entry stays until the
+            // next open drops what chunks hold, which is safe, where deleting it might not be.
+            None => {}
         }
     }
 
@@ -128,7 +139,7 @@ pub(super) fn load_heads(
         }
         match keys::decode_part_key(&k)? {
             keys::PartKey::Single(id, first, lsn) => {
-                if !index.contains(id) || !add(id, Some(first), lsn, rd.rest())? {
+                if !index.contains(id) || !add(id, Some(first), lsn | SINGLE, rd.rest())? {
                     stale.push(k);
                 }
             }

@@ -571,7 +571,12 @@ fn a_slowly_fed_head_keeps_few_parts() {
 
 /// `n` series (`m0`..), one sample each at `t`.
 fn wide_batch(n: u16, t: i64) -> Batch {
-    let series = (0..n)
+    range_batch(0..n, t)
+}
+
+/// Series `m{s}` for `s` in `r`, one sample each at `t`.
+fn range_batch(r: std::ops::Range<u16>, t: i64) -> Batch {
+    let series = r
         .map(|s| pb::Series {
             name: format!("m{s}"),
             timestamps_ms: vec![t],
@@ -646,6 +651,29 @@ fn single_head_parts_of_older_folders_load_and_die() {
     commit(&store, &mut wal, vec![wide_batch(n, 1002)]);
     store.checkpoint(&mut wal, false).unwrap();
     // Rewrite every group entry as the single parts an older daemon wrote, then crash.
+    let singles = to_single_parts(&store);
+    assert!(singles >= n as usize, "{singles} parts");
+    drop((store, wal));
+    let (store, mut wal) = open(dir.path());
+    for s in 0..n {
+        assert_eq!(samples_of(&store, s), vec![1000, 1001, 1002]);
+    }
+    // Single parts and group entries side by side, then every head cut.
+    commit(&store, &mut wal, vec![wide_batch(n, 1003)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    store.checkpoint(&mut wal, true).unwrap();
+    store.checkpoint(&mut wal, false).unwrap();
+    assert_eq!(store.t.head_parts.len(), 0);
+    drop((store, wal));
+    let (store, _wal) = open(dir.path());
+    for s in 0..n {
+        assert_eq!(samples_of(&store, s), vec![1000, 1001, 1002, 1003]);
+    }
+}
+
+/// Rewrites every group entry of `head_parts` as the single parts an older daemon wrote
+/// (same lsn, same value after the key); returns how many.
+fn to_single_parts(store: &Store) -> usize {
     let mut singles = 0;
     for item in store.t.head_parts.iter() {
         let (k, v) = item.unwrap();
@@ -666,22 +694,46 @@ fn single_head_parts_of_older_folders_load_and_die() {
         }
         store.t.head_parts.remove(&k).unwrap();
     }
-    assert!(singles >= n as usize, "{singles} parts");
     store.t.head_parts.flush().unwrap();
+    singles
+}
+
+/// The first checkpoint after an upgrade has the old daemon's last lsn when no record came
+/// since, and its group entry can share that lsn with the single parts of the same series
+/// group: each part dies under its own key, and nothing is left once the heads are cut.
+#[test]
+fn a_group_entry_beside_single_parts_of_the_same_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    // m0..m9 from the first record on; m10..m19 only after the first checkpoint, so the second
+    // saves m0..m9 and leaves m10..m19 to the WAL.
+    commit(&store, &mut wal, vec![range_batch(0..10, 1000)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    commit(&store, &mut wal, vec![range_batch(0..20, 1001)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    assert_eq!(to_single_parts(&store), 10);
     drop((store, wal));
     let (store, mut wal) = open(dir.path());
-    for s in 0..n {
-        assert_eq!(samples_of(&store, s), vec![1000, 1001, 1002]);
-    }
-    // Single parts and group entries side by side, then every head cut.
-    commit(&store, &mut wal, vec![wide_batch(n, 1003)]);
     store.checkpoint(&mut wal, false).unwrap();
+    let keys: Vec<keys::PartKey> =
+        store.t.head_parts.iter().map(|e| keys::decode_part_key(&e.unwrap().0).unwrap()).collect();
+    let group_lsn = keys.iter().find_map(|k| match k {
+        keys::PartKey::Group(0, lsn) => Some(*lsn),
+        _ => None,
+    });
+    assert!(
+        group_lsn.is_some()
+            && keys.iter().any(|k| matches!(k, keys::PartKey::Single(_, _, l) if Some(*l) == group_lsn)),
+        "a group entry with the single parts' lsn: {keys:?}"
+    );
+    commit(&store, &mut wal, vec![range_batch(0..20, 1002)]);
     store.checkpoint(&mut wal, true).unwrap();
     store.checkpoint(&mut wal, false).unwrap();
     assert_eq!(store.t.head_parts.len(), 0);
     drop((store, wal));
     let (store, _wal) = open(dir.path());
-    for s in 0..n {
-        assert_eq!(samples_of(&store, s), vec![1000, 1001, 1002, 1003]);
+    for s in 0..20 {
+        let want: Vec<i64> = if s < 10 { vec![1000, 1001, 1002] } else { vec![1001, 1002] };
+        assert_eq!(samples_of(&store, s), want, "m{s}");
     }
 }
