@@ -328,7 +328,7 @@ impl Tally {
         for e in &b.events {
             let service = if e.service.is_empty() { &b.service } else { &e.service };
             let key = [service.as_str(), &e.model, &e.model_version, &e.endpoint];
-            let i = match t.iter().position(|(k, _)| k.iter().zip(key).all(|(a, b)| a == b)) {
+            let i = match t.iter().position(|(k, _)| k.iter().zip(key).all(|(a, b)| crate::store::keys::same(a, b))) {
                 Some(i) => i,
                 None => {
                     t.push((key.map(String::from), ModelStats::default()));

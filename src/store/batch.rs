@@ -79,12 +79,8 @@ impl Body {
     pub fn group_raw(&self) -> Option<super::raw::Grouped> {
         match self {
             Body::Metrics(_) => None,
-            Body::Logs(lb) => {
-                Some(super::raw::group(lb.records.iter().map(|r| (r.timestamp_ms, &r.request_id, r.encode_to_vec()))))
-            }
-            Body::Events(eb) => {
-                Some(super::raw::group(eb.events.iter().map(|e| (e.timestamp_ms, &e.request_id, e.encode_to_vec()))))
-            }
+            Body::Logs(lb) => Some(super::raw::group(&lb.records)),
+            Body::Events(eb) => Some(super::raw::group(&eb.events)),
         }
     }
 

@@ -301,18 +301,18 @@ fn radix_bits(n: usize, r: u64) -> usize {
 }
 
 /// Appends values of up to 64 bits each, least significant bit first.
-struct BitWriter<'a> {
+pub(super) struct BitWriter<'a> {
     out: &'a mut Vec<u8>,
     acc: u128,
     nbits: u32,
 }
 
 impl<'a> BitWriter<'a> {
-    fn new(out: &'a mut Vec<u8>) -> Self {
+    pub(super) fn new(out: &'a mut Vec<u8>) -> Self {
         BitWriter { out, acc: 0, nbits: 0 }
     }
 
-    fn put(&mut self, v: u64, bits: u32) {
+    pub(super) fn put(&mut self, v: u64, bits: u32) {
         self.acc |= u128::from(v) << self.nbits;
         self.nbits += bits;
         while self.nbits >= 8 {
@@ -322,7 +322,7 @@ impl<'a> BitWriter<'a> {
         }
     }
 
-    fn finish(self) {
+    pub(super) fn finish(self) {
         if self.nbits > 0 {
             self.out.push(self.acc as u8);
         }

@@ -20,6 +20,7 @@
 //!   checkpoints.
 //! - [`chunk_index`]: where each metric chunk is, grouped by 32 series and two hours per sled
 //!   value.
+//! - [`columns`]: inference events column by column, the block files' form of their groups.
 //! - [`keys`]: every sled key and small value; [`blocks`]: the block files; [`index`]: the
 //!   in-memory label index; [`aggs`]: inference aggregates (HDR histograms).
 //!
@@ -46,6 +47,7 @@ pub mod catalog;
 mod checkpoint;
 pub mod chunk;
 pub mod chunk_index;
+mod columns;
 pub mod commit;
 mod head;
 pub mod index;
@@ -57,6 +59,7 @@ pub mod raw;
 mod read;
 pub mod recover;
 mod retention;
+mod rid_block;
 pub mod rid_index;
 pub mod snapshot;
 pub mod wal;

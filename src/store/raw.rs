@@ -4,18 +4,23 @@
 //! capped event ingest near 75k events/s (sled copies a node and faults in pages per insert);
 //! per group, the rest of the pipeline runs near 1M/s.
 //!
-//! A record's identity stays its time key `(ts, lsn, index in batch)`: the request-id index
-//! ([`super::rid_index`]) and page tokens use it, and it finds the group `(slot(ts), lsn)`. Writes are idempotent per
-//! WAL record: a replay rewrites the same group keys (releasing the old block space).
-//! Group layout: `count`, then per record `index | length | bytes` (LEB128 integers); stored
-//! zstd-compressed behind the bytes `0 0` and the plain length when that is smaller (the fields
-//! and labels of a service's events repeat from one to the next), else as is (`count` is never
-//! 0, so its first byte tells the two apart). Groups stored Snappy-compressed behind a single
-//! `0` (before zstd), and plain ones (before compression), read as before.
+//! A record's identity stays its time key `(ts, lsn, index in batch)`: page tokens use it, and
+//! it finds the group `(slot(ts), lsn)` (the request-id index keeps the slot, lsn and index).
+//! Writes are idempotent per WAL record: a replay rewrites the same group keys (releasing the
+//! old block space).
+//!
+//! Group layouts, told apart by their first bytes:
+//! - inference events, by column behind `0 1` ([`super::columns`], since 2026-12-05);
+//! - logs (and events before), row by row: `count`, then per record `index | length | bytes`
+//!   (LEB128 integers, the record's protobuf bytes); stored zstd-compressed behind the bytes
+//!   `0 0` and the plain length when that is smaller, else as is (`count` is never 0, so its
+//!   first byte tells the two apart). Groups stored Snappy-compressed behind a single `0`
+//!   (before zstd), and plain ones (before compression), read as before.
 use super::blocks::Blocks;
 use super::keys::{self, put_varint, BlockRef, DecodeError, Reader};
 use super::rid_index::RidIndex;
 use super::StoreError;
+use crate::pb;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 
@@ -37,33 +42,87 @@ pub struct Grouped {
     pub count: usize,
 }
 
-/// Groups raw records (ts, request id, encoded record) for [`write`].
-pub fn group<'a>(items: impl Iterator<Item = (i64, &'a String, Vec<u8>)>) -> Grouped {
-    let mut groups: BTreeMap<i64, (Vec<u8>, u32, i64)> = BTreeMap::new();
-    let mut ids = Vec::new();
-    let mut count = 0;
-    for (i, (ts, rid, bytes)) in items.enumerate() {
-        let g = groups.entry(slot(ts)).or_insert_with(|| (Vec::new(), 0, i64::MIN));
-        put_varint(&mut g.0, i as u64);
-        put_varint(&mut g.0, bytes.len() as u64);
-        g.0.extend_from_slice(&bytes);
-        g.1 += 1;
-        g.2 = g.2.max(ts);
-        if !rid.is_empty() {
-            ids.push((super::rid_index::hash(rid), ts, i as u32));
+/// A kind of raw record, as the block files store a group of them.
+pub trait Raw: Message + Default {
+    fn ts(&self) -> i64;
+    fn request_id(&self) -> &str;
+
+    /// The group's stored form (`records`: index in the WAL record and record, by index):
+    /// row by row, each record's protobuf bytes ([`compress`]).
+    fn store_group(records: &[(u32, &Self)]) -> Vec<u8> {
+        let mut plain = Vec::new();
+        put_varint(&mut plain, records.len() as u64);
+        for (i, r) in records {
+            put_varint(&mut plain, u64::from(*i));
+            put_varint(&mut plain, r.encoded_len() as u64);
+            r.encode_raw(&mut plain);
         }
-        count += 1;
+        compress(plain)
     }
-    let groups = groups
+
+    /// The records of a group stored by column (behind `0 1`) whose index `keep` accepts;
+    /// `count`: the records its index entry records.
+    fn from_columns(_data: &[u8], _count: u32, _keep: &dyn Fn(u32) -> bool) -> Result<Vec<(u32, Self)>, StoreError> {
+        Err(StoreError::Decode(DecodeError {
+            what: "raw record group",
+            detail: "stored by column, which only inference events are".into(),
+        }))
+    }
+}
+
+impl Raw for pb::LogRecord {
+    fn ts(&self) -> i64 {
+        self.timestamp_ms
+    }
+
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+/// Events are stored by column ([`super::columns`]): 68 bytes an event by row, about 30 by
+/// column, half of it the random request id.
+impl Raw for pb::InferenceEvent {
+    fn ts(&self) -> i64 {
+        self.timestamp_ms
+    }
+
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    fn store_group(records: &[(u32, &Self)]) -> Vec<u8> {
+        let mut out = vec![0, COLUMNS];
+        super::columns::encode_events(records, &mut out);
+        out
+    }
+
+    fn from_columns(data: &[u8], count: u32, keep: &dyn Fn(u32) -> bool) -> Result<Vec<(u32, Self)>, StoreError> {
+        Ok(super::columns::decode_events(data, count, keep)?)
+    }
+}
+
+/// The second byte of a group stored by column (after `0`; see [`compress`] for the others).
+const COLUMNS: u8 = 1;
+
+/// Groups a WAL record's raw records by bucket, in their stored form, for [`write`].
+pub fn group<M: Raw>(records: &[M]) -> Grouped {
+    let mut by_slot: BTreeMap<i64, Vec<(u32, &M)>> = BTreeMap::new();
+    let mut ids = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        by_slot.entry(slot(r.ts())).or_default().push((i as u32, r));
+        if !r.request_id().is_empty() {
+            ids.push((super::rid_index::hash(r.request_id()), r.ts(), i as u32));
+        }
+    }
+    let groups = by_slot
         .into_iter()
-        .map(|(b, (body, n, max_ts))| {
-            let mut plain = Vec::with_capacity(body.len() + 5);
-            put_varint(&mut plain, u64::from(n));
-            plain.extend_from_slice(&body);
-            (b, n, max_ts, compress(plain))
+        .map(|(b, rs)| {
+            let max_ts = rs.iter().map(|(_, r)| r.ts()).max().unwrap_or(i64::MIN);
+            (b, rs.len() as u32, max_ts, M::store_group(&rs))
         })
         .collect();
-    Grouped { groups, ids, count }
+    Grouped { groups, ids, count: records.len() }
 }
 
 /// Writes one WAL record's raw records, grouped by [`group`].
@@ -85,9 +144,10 @@ pub fn write(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, lsn: u64, g: 
 /// groups are compressed on the handlers, on the ingest path.
 const ZSTD_LEVEL: i32 = 1;
 
-/// A group as stored: `0 0`, its plain length and its zstd form when that is smaller, else
-/// itself. (`0` and a Snappy form: groups written before zstd; Snappy's form begins with the
-/// plain length, never 0, so the second byte tells the two apart.)
+/// A group as stored row by row: `0 0`, its plain length and its zstd form when that is
+/// smaller, else itself. (`0` and a Snappy form: groups written before zstd; Snappy's form
+/// begins with the plain length, never below 3, so the second byte tells it from `0 0` and
+/// from `0 1`, a group stored by column.)
 fn compress(plain: Vec<u8>) -> Vec<u8> {
     let mut out = vec![0u8, 0];
     put_varint(&mut out, plain.len() as u64);
@@ -126,86 +186,70 @@ fn inflate(stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
     snap::raw::Decoder::new().decompress_vec(&stored[1..]).map_err(|e| bad(e.to_string()))
 }
 
-/// A group's records: (index in the group, encoded record).
-type Records = Vec<(u32, Vec<u8>)>;
-
-fn read_group(blocks: &Blocks, r: &BlockRef) -> Result<Records, StoreError> {
-    let data = inflate(blocks.read(&r.loc())?)?;
-    let mut rd = Reader::new(&data, "raw record group");
-    let n = rd.varint()?;
-    let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
-    for _ in 0..n {
-        let idx = u32::try_from(rd.varint()?).map_err(|_| rd.err("record index"))?;
-        let len = rd.varint()? as usize;
-        out.push((idx, rd.bytes(len)?.to_vec()));
-    }
-    Ok(out)
-}
-
-/// The record with index `idx` in a group's bytes, found by walking the length prefixes
-/// (a request-id look-up decodes one record, not the group's thousands).
-fn record_at(data: &[u8], idx: u32) -> Result<Option<&[u8]>, StoreError> {
-    let mut rd = Reader::new(data, "raw record group");
-    let n = rd.varint()?;
-    for _ in 0..n {
-        let i = rd.varint()?;
-        let len = rd.varint()? as usize;
-        let b = rd.bytes(len)?;
-        if i == u64::from(idx) {
-            return Ok(Some(b));
-        }
-    }
-    Ok(None)
-}
-
 fn decode<M: Message + Default>(b: &[u8]) -> Result<M, StoreError> {
     M::decode(b).map_err(|e| StoreError::Decode(DecodeError { what: "stored record", detail: e.to_string() }))
 }
 
-/// Every record with this request id.
-pub fn by_request<M: Message + Default>(
+/// A group's records whose index `keep` accepts: (index in the WAL record, record). Only
+/// those are decoded (a request-id look-up wants one of a group's thousands).
+fn read_group<M: Raw>(blocks: &Blocks, r: &BlockRef, keep: &dyn Fn(u32) -> bool) -> Result<Vec<(u32, M)>, StoreError> {
+    let stored = blocks.read(&r.loc())?;
+    if stored.starts_with(&[0, COLUMNS]) {
+        return M::from_columns(&stored[2..], r.count, keep);
+    }
+    let data = inflate(stored)?;
+    let mut rd = Reader::new(&data, "raw record group");
+    let n = rd.varint()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let idx = u32::try_from(rd.varint()?).map_err(|_| rd.err("record index"))?;
+        let len = rd.varint()? as usize;
+        let b = rd.bytes(len)?;
+        if keep(idx) {
+            out.push((idx, decode(b)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Every record with this request id, in time-key order.
+pub fn by_request<M: Raw>(
     blocks: &Blocks,
     main: &sled::Tree,
     index: &RidIndex,
     request_id: &str,
-    rid_of: impl Fn(&M) -> &String,
 ) -> Result<Vec<M>, StoreError> {
-    let mut groups: HashMap<[u8; 16], Option<Vec<u8>>> = HashMap::new();
-    let mut out = Vec::new();
+    // The index's candidates by group: (lsn, indexes in the WAL record). Runs keep the slot,
+    // not the time: the time key is made again from the record.
+    let mut wanted: HashMap<[u8; 16], (u64, Vec<u32>)> = HashMap::new();
     for tk in index.lookup(request_id)? {
         let (ts, lsn, idx) = keys::decode_time_key(&tk)?;
-        let gk = keys::raw_group_key(slot(ts), lsn);
-        if let std::collections::hash_map::Entry::Vacant(e) = groups.entry(gk) {
-            // An entry whose group retention removed is skipped.
-            let g = match main.get(gk)? {
-                Some(v) => Some(inflate(blocks.read(&keys::decode_block_ref(&v)?.loc())?)?),
-                None => None,
-            };
-            e.insert(g);
-        }
-        if let Some(Some(data)) = groups.get(&gk) {
-            if let Some(b) = record_at(data, idx)? {
-                let m: M = decode(b)?;
-                // The index matches hashes: keep only the records with this very id.
-                if rid_of(&m) == request_id {
-                    out.push(m);
-                }
+        wanted.entry(keys::raw_group_key(slot(ts), lsn)).or_insert_with(|| (lsn, Vec::new())).1.push(idx);
+    }
+    let mut out = Vec::new();
+    for (gk, (lsn, want)) in wanted {
+        // An entry whose group retention removed is skipped.
+        let Some(v) = main.get(gk)? else { continue };
+        for (idx, m) in read_group::<M>(blocks, &keys::decode_block_ref(&v)?, &|i| want.contains(&i))? {
+            // The index matches hashes: keep only the records with this very id.
+            if m.request_id() == request_id {
+                out.push((keys::time_key(m.ts(), lsn, idx), m));
             }
         }
     }
-    Ok(out)
+    out.sort_by_key(|p| p.0);
+    Ok(out.into_iter().map(|p| p.1).collect())
 }
 
 /// Records with `start <= ts <= end`, newest first, strictly before the time key `before`
 /// when given; `f` returns false to stop. Records are sorted within each 10-second bucket, so
 /// memory holds one bucket at a time.
-pub fn scan<M: Message + Default>(
+pub fn scan<M: Raw>(
     blocks: &Blocks,
     main: &sled::Tree,
     start: i64,
     end: i64,
     before: Option<[u8; 20]>,
-    ts_of: impl Fn(&M) -> i64,
     mut f: impl FnMut(&[u8; 20], M) -> bool,
 ) -> Result<(), StoreError> {
     let mut end = end;
@@ -237,9 +281,8 @@ pub fn scan<M: Message + Default>(
             }
             current = Some(b);
         }
-        for (idx, bytes) in read_group(blocks, &keys::decode_block_ref(&v)?)? {
-            let m: M = decode(&bytes)?;
-            let ts = ts_of(&m);
+        for (idx, m) in read_group::<M>(blocks, &keys::decode_block_ref(&v)?, &|_| true)? {
+            let ts = m.ts();
             let tk = keys::time_key(ts, lsn, idx);
             if ts >= start && ts <= end && before.is_none_or(|b| tk < b) {
                 pending.push((tk, m));
@@ -295,7 +338,6 @@ mod tests {
         let small = group(&[b"x".as_slice()]);
         assert_eq!(compress(small.clone()), small);
         assert_eq!(inflate(small.clone()).unwrap(), small);
-        assert_eq!(record_at(&inflate(compress(plain.clone())).unwrap(), 39).unwrap(), Some(rec));
         // Groups written with Snappy, before zstd, still read.
         let mut snappy = vec![0u8];
         snappy.extend_from_slice(&snap::raw::Encoder::new().compress_vec(&plain).unwrap());

@@ -282,7 +282,7 @@ impl Store {
         before: Option<[u8; 20]>,
         f: impl FnMut(&[u8; 20], pb::LogRecord) -> bool,
     ) -> Result<(), StoreError> {
-        raw::scan(&self.blocks, &self.t.logs, start, end, before, |r: &pb::LogRecord| r.timestamp_ms, f)
+        raw::scan(&self.blocks, &self.t.logs, start, end, before, f)
     }
 
     /// Inference events with `start <= ts <= end`, newest first; `f` returns false to stop.
@@ -293,17 +293,15 @@ impl Store {
         before: Option<[u8; 20]>,
         f: impl FnMut(&[u8; 20], pb::InferenceEvent) -> bool,
     ) -> Result<(), StoreError> {
-        raw::scan(&self.blocks, &self.t.events, start, end, before, |e: &pb::InferenceEvent| e.timestamp_ms, f)
+        raw::scan(&self.blocks, &self.t.events, start, end, before, f)
     }
 
     pub fn logs_by_request(&self, request_id: &str) -> Result<Vec<pb::LogRecord>, StoreError> {
-        raw::by_request(&self.blocks, &self.t.logs, &self.log_rids, request_id, |r: &pb::LogRecord| &r.request_id)
+        raw::by_request(&self.blocks, &self.t.logs, &self.log_rids, request_id)
     }
 
     pub fn events_by_request(&self, request_id: &str) -> Result<Vec<pb::InferenceEvent>, StoreError> {
-        raw::by_request(&self.blocks, &self.t.events, &self.event_rids, request_id, |e: &pb::InferenceEvent| {
-            &e.request_id
-        })
+        raw::by_request(&self.blocks, &self.t.events, &self.event_rids, request_id)
     }
 
     /// Bytes the data folder takes on disk (sled and WAL).

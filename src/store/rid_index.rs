@@ -26,6 +26,7 @@
 //! Catalog entry: run id (u64 BE) → `count: u64 | oldest ts | newest ts` (i64 BE).
 use super::blocks::Blocks;
 use super::keys;
+use super::rid_block;
 use super::StoreError;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -65,12 +66,39 @@ struct Run {
     min_ts: i64,
     max_ts: i64,
     file: Arc<File>,
-    /// The hash of entries 0, FENCE, 2·FENCE, ….
-    fences: Arc<Vec<u64>>,
+    layout: Layout,
+}
+
+/// How a run file lays its entries out.
+#[derive(Clone)]
+enum Layout {
+    /// 28 bytes an entry (written before 2026-12-05); `fences`: the hash of entries 0, FENCE,
+    /// 2·FENCE, ….
+    Fixed { fences: Arc<Vec<u64>> },
+    /// Blocks of [`rid_block::BLOCK`] entries: each one's first (masked) hash, and where each
+    /// begins (one more offset: where the last ends).
+    Packed { fences: Arc<Vec<u64>>, offsets: Arc<Vec<u64>> },
+}
+
+impl Layout {
+    fn packed(table: Vec<(u64, u64)>, end: u64) -> Layout {
+        let offsets = table.iter().map(|t| t.1).chain([end]).collect();
+        Layout::Packed { fences: Arc::new(table.into_iter().map(|t| t.0).collect()), offsets: Arc::new(offsets) }
+    }
+
+    /// Bytes the run file takes.
+    fn bytes(&self, count: u64) -> u64 {
+        match self {
+            Layout::Fixed { fences } => 16 + count * ENTRY as u64 + fences.len() as u64 * 8,
+            Layout::Packed { offsets, .. } => {
+                offsets.last().copied().unwrap_or(0) + (offsets.len() as u64 - 1) * 16 + rid_block::TAIL as u64
+            }
+        }
+    }
 }
 
 /// (hash64 of a request id, time key of its record).
-type Entry = (u64, [u8; 20]);
+type Entry = rid_block::Entry;
 
 /// Entries since the last checkpoint, unsorted: one push per record on the ingest path (a map
 /// of vectors cost an allocation per request id); sorted once when written as a run. They are
@@ -134,17 +162,20 @@ impl Mem {
     }
 }
 
-/// Writes a run file entry by entry (sorted input; consecutive duplicates dropped), with its
-/// checksums and fences; nothing of it is named by the catalog until [`RidIndex::add_run`].
+/// Writes a run file entry by entry in the packed layout ([`rid_block`]; sorted input,
+/// consecutive duplicates dropped); nothing of it is named by the catalog until
+/// [`RidIndex::add_run`].
 struct RunWriter {
     out: BufWriter<File>,
     id: u64,
     path: PathBuf,
-    /// Over the entries (the count, which leads the file, is known only at the end; its
-    /// checksum is combined in front).
-    crc: crc32fast::Hasher,
+    /// Entries of the block being filled.
+    block: Vec<Entry>,
+    buf: Vec<u8>,
+    /// (first hash, offset) of each block written.
+    table: Vec<(u64, u64)>,
+    offset: u64,
     count: u64,
-    fences: Vec<u64>,
     last: Option<Entry>,
 }
 
@@ -152,59 +183,62 @@ impl RunWriter {
     fn create(dir: &Path, id: u64) -> Result<RunWriter, StoreError> {
         let path = run_path(dir, id);
         let f = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).map_err(io(&path))?;
-        let mut out = BufWriter::with_capacity(1 << 16, f);
-        out.write_all(&[0u8; 8]).map_err(io(&path))?;
-        Ok(RunWriter { out, id, path, crc: crc32fast::Hasher::new(), count: 0, fences: Vec::new(), last: None })
+        let out = BufWriter::with_capacity(1 << 16, f);
+        let block = Vec::with_capacity(rid_block::BLOCK);
+        Ok(RunWriter { out, id, path, block, buf: Vec::new(), table: Vec::new(), offset: 0, count: 0, last: None })
     }
 
     fn push(&mut self, e: Entry) -> Result<(), StoreError> {
+        let e = (rid_block::mask(e.0), rid_block::in_slot(&e.1));
         if self.last == Some(e) {
             return Ok(());
         }
-        if self.count.is_multiple_of(FENCE) {
-            self.fences.push(e.0);
-        }
-        let mut b = [0u8; ENTRY];
-        b[..8].copy_from_slice(&e.0.to_be_bytes());
-        b[8..].copy_from_slice(&e.1);
-        self.out.write_all(&b).map_err(io(&self.path))?;
-        self.crc.update(&b);
+        self.block.push(e);
         self.count += 1;
         self.last = Some(e);
+        if self.block.len() == rid_block::BLOCK {
+            self.write_block()?;
+        }
         Ok(())
     }
 
-    /// Writes the count, the checksums and the fences, and syncs the file.
-    fn finish(self) -> Result<(File, u64, Vec<u64>), StoreError> {
-        let RunWriter { mut out, path, crc, count, fences, .. } = self;
-        let mut whole = crc32fast::Hasher::new();
-        whole.update(&count.to_be_bytes());
-        whole.combine(&crc);
-        out.write_all(&whole.finalize().to_be_bytes()).map_err(io(&path))?;
-        let mut fb = Vec::with_capacity(fences.len() * 8 + 4);
-        for f in &fences {
-            fb.extend_from_slice(&f.to_be_bytes());
+    fn write_block(&mut self) -> Result<(), StoreError> {
+        self.buf.clear();
+        rid_block::encode(&self.block, &mut self.buf)?;
+        self.out.write_all(&self.buf).map_err(io(&self.path))?;
+        self.table.push((self.block[0].0, self.offset));
+        self.offset += self.buf.len() as u64;
+        self.block.clear();
+        Ok(())
+    }
+
+    /// Writes the last block and the table, and syncs the file.
+    fn finish(mut self) -> Result<(File, u64, Layout), StoreError> {
+        if !self.block.is_empty() {
+            self.write_block()?;
         }
-        fb.extend_from_slice(&crc32fast::hash(&fb).to_be_bytes());
-        out.write_all(&fb).map_err(io(&path))?;
+        let mut t = Vec::with_capacity(self.table.len() * 16 + rid_block::TAIL);
+        rid_block::encode_table(&self.table, self.count, &mut t);
+        self.out.write_all(&t).map_err(io(&self.path))?;
+        let RunWriter { out, path, table, offset, count, .. } = self;
         let f = out.into_inner().map_err(|e| io(&path)(e.into_error()))?;
-        f.write_all_at(&count.to_be_bytes(), 0).map_err(io(&path))?;
         f.sync_all().map_err(io(&path))?;
-        Ok((f, count, fences))
+        Ok((f, count, Layout::packed(table, offset)))
     }
 }
 
-/// Reads a run's entries in order for a merge, checking its checksum at the end.
-struct RunReader {
-    r: BufReader<File>,
-    path: PathBuf,
-    left: u64,
-    crc: crc32fast::Hasher,
+/// Reads a run's entries in order for a merge, checking its checksums.
+enum RunReader {
+    Fixed { r: BufReader<File>, path: PathBuf, left: u64, crc: crc32fast::Hasher },
+    Packed { run: Run, path: PathBuf, next: usize, entries: std::vec::IntoIter<Entry> },
 }
 
 impl RunReader {
     fn open(dir: &Path, run: &Run) -> Result<RunReader, StoreError> {
         let path = run_path(dir, run.id);
+        if let Layout::Packed { .. } = run.layout {
+            return Ok(RunReader::Packed { run: run.clone(), path, next: 0, entries: Vec::new().into_iter() });
+        }
         let f = File::open(&path).map_err(io(&path))?;
         let mut r = BufReader::with_capacity(1 << 16, f);
         let mut head = [0u8; 8];
@@ -221,27 +255,78 @@ impl RunReader {
                 ),
             });
         }
-        Ok(RunReader { r, path, left: run.count, crc })
+        Ok(RunReader::Fixed { r, path, left: run.count, crc })
     }
 
     fn next(&mut self) -> Result<Option<Entry>, StoreError> {
-        if self.left == 0 {
-            let mut c = [0u8; 4];
-            self.r.read_exact(&mut c).map_err(io(&self.path))?;
-            if std::mem::take(&mut self.crc).finalize() != u32::from_be_bytes(c) {
-                return Err(StoreError::Open {
-                    path: self.path.clone(),
-                    detail: "request-id run: checksum mismatch".into(),
-                });
+        match self {
+            RunReader::Packed { run, path, next, entries } => loop {
+                if let Some(e) = entries.next() {
+                    return Ok(Some(e));
+                }
+                let Layout::Packed { fences, .. } = &run.layout else { unreachable!("a packed reader") };
+                if *next >= fences.len() {
+                    return Ok(None);
+                }
+                *entries = read_block(path, run, *next)?.into_iter();
+                *next += 1;
+            },
+            RunReader::Fixed { r, path, left, crc } => {
+                if *left == 0 {
+                    let mut c = [0u8; 4];
+                    r.read_exact(&mut c).map_err(io(path))?;
+                    if std::mem::take(crc).finalize() != u32::from_be_bytes(c) {
+                        return Err(StoreError::Open {
+                            path: path.clone(),
+                            detail: "request-id run: checksum mismatch".into(),
+                        });
+                    }
+                    return Ok(None);
+                }
+                let mut b = [0u8; ENTRY];
+                r.read_exact(&mut b).map_err(io(path))?;
+                crc.update(&b);
+                *left -= 1;
+                Ok(Some(entry(&b)))
             }
-            return Ok(None);
         }
-        let mut b = [0u8; ENTRY];
-        self.r.read_exact(&mut b).map_err(io(&self.path))?;
-        self.crc.update(&b);
-        self.left -= 1;
-        Ok(Some(entry(&b)))
     }
+}
+
+/// Block `i` of a packed run, its checksum checked.
+fn read_block(path: &Path, run: &Run, i: usize) -> Result<Vec<Entry>, StoreError> {
+    let Layout::Packed { offsets, .. } = &run.layout else { unreachable!("a packed run") };
+    let mut b = vec![0u8; (offsets[i + 1] - offsets[i]) as usize];
+    run.file.read_exact_at(&mut b, offsets[i]).map_err(io(path))?;
+    rid_block::decode(&b)
+        .map_err(|e| StoreError::Open { path: path.to_owned(), detail: format!("request-id run: {e}") })
+}
+
+/// A packed run file's table, from its tail, checked against its checksum and the catalog.
+fn read_table(path: &Path, file: &File, count: u64) -> Result<Layout, StoreError> {
+    let damaged =
+        |detail: String| StoreError::Open { path: path.to_owned(), detail: format!("request-id run: {detail}") };
+    let len = file.metadata().map_err(io(path))?.len();
+    const TAIL: u64 = rid_block::TAIL as u64;
+    if len < TAIL {
+        return Err(damaged(format!("{len} bytes, too short for a run")));
+    }
+    let mut tail = [0u8; rid_block::TAIL];
+    file.read_exact_at(&mut tail, len - TAIL).map_err(io(path))?;
+    let (n, blocks) = rid_block::decode_tail(&tail).map_err(|e| damaged(e.to_string()))?;
+    if n != count {
+        return Err(damaged(format!("holds {n} entries, its catalog entry says {count}")));
+    }
+    let table_len = blocks.checked_mul(16).filter(|&t| t + TAIL <= len);
+    let table_len = table_len.ok_or_else(|| damaged(format!("{blocks} blocks do not fit in {len} bytes")))?;
+    let end = len - TAIL - table_len;
+    let mut t = vec![0u8; table_len as usize];
+    file.read_exact_at(&mut t, end).map_err(io(path))?;
+    let table = rid_block::decode_table(&t, &tail).map_err(|e| damaged(e.to_string()))?;
+    if table.windows(2).any(|w| w[1].1 <= w[0].1) || table.last().is_some_and(|l| l.1 >= end) {
+        return Err(damaged("block offsets out of order".into()));
+    }
+    Ok(Layout::packed(table, end))
 }
 
 /// A run file's fences: from its tail, checked against their checksum, or for a run written
@@ -296,13 +381,17 @@ fn run_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.run"))
 }
 
-fn catalog_value(count: u64, min_ts: i64, max_ts: i64) -> [u8; 24] {
-    let mut v = [0u8; 24];
+/// A run's catalog value; the last byte says the layout is packed (24 bytes: fixed).
+fn catalog_value(count: u64, min_ts: i64, max_ts: i64) -> [u8; 25] {
+    let mut v = [0u8; 25];
     v[..8].copy_from_slice(&count.to_be_bytes());
     v[8..16].copy_from_slice(&min_ts.to_be_bytes());
-    v[16..].copy_from_slice(&max_ts.to_be_bytes());
+    v[16..24].copy_from_slice(&max_ts.to_be_bytes());
+    v[24] = PACKED;
     v
 }
+
+const PACKED: u8 = 2;
 
 fn entry(c: &[u8]) -> (u64, [u8; 20]) {
     (u64::from_be_bytes(c[..8].try_into().expect("8 bytes")), c[8..ENTRY].try_into().expect("20 bytes"))
@@ -321,17 +410,21 @@ impl RidIndex {
             let (k, v) = item?;
             let id = keys::decode_series_key(&k)?;
             match v.len() {
-                24 => {
+                24 | 25 if v.len() == 24 || v[24] == PACKED => {
                     let count = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
                     let min_ts = i64::from_be_bytes(v[8..16].try_into().expect("8 bytes"));
-                    let max_ts = i64::from_be_bytes(v[16..].try_into().expect("8 bytes"));
+                    let max_ts = i64::from_be_bytes(v[16..24].try_into().expect("8 bytes"));
                     let path = run_path(dir, id);
                     let file = File::open(&path).map_err(|e| StoreError::Open {
                         path: path.clone(),
                         detail: format!("request-id run named by the catalog: {e}"),
                     })?;
-                    let fences = Arc::new(read_fences(&path, &file, count)?);
-                    runs.push(Run { id, count, min_ts, max_ts, file: Arc::new(file), fences });
+                    let layout = if v.len() == 25 {
+                        read_table(&path, &file, count)?
+                    } else {
+                        Layout::Fixed { fences: Arc::new(read_fences(&path, &file, count)?) }
+                    };
+                    runs.push(Run { id, count, min_ts, max_ts, file: Arc::new(file), layout });
                 }
                 36 => {
                     // modelwatch 0.1 kept runs in the block files.
@@ -416,7 +509,7 @@ impl RidIndex {
     /// Finishes a run file and names it in the catalog.
     fn add_run(&self, w: RunWriter, min_ts: i64, max_ts: i64) -> Result<(), StoreError> {
         let (id, path) = (w.id, w.path.clone());
-        let (f, count, fences) = match w.finish() {
+        let (f, count, layout) = match w.finish() {
             Ok(x) => x,
             Err(e) => {
                 let _ = fs::remove_file(&path);
@@ -426,7 +519,7 @@ impl RidIndex {
         // On disk, with its directory entry, before the catalog names it.
         super::wal::sync_dir(&self.dir).map_err(io(&self.dir))?;
         self.catalog.insert(keys::series_key(id), &catalog_value(count, min_ts, max_ts)[..])?;
-        lock(&self.runs).push(Run { id, count, min_ts, max_ts, file: Arc::new(f), fences: Arc::new(fences) });
+        lock(&self.runs).push(Run { id, count, min_ts, max_ts, file: Arc::new(f), layout });
         Ok(())
     }
 
@@ -468,6 +561,7 @@ impl RidIndex {
                 let _ = fs::remove_file(&w.path);
                 return Err(e);
             }
+            drop(readers);
             let min_ts = group.iter().map(|r| r.min_ts).min().unwrap_or(i64::MIN);
             let max_ts = group.iter().map(|r| r.max_ts).max().unwrap_or(i64::MAX);
             self.add_run(w, min_ts, max_ts)?;
@@ -515,36 +609,55 @@ impl RidIndex {
             out.extend(chunk.iter().filter(|e| e.0 == h).map(|e| e.1));
         }
         let runs: Vec<Run> = lock(&self.runs).clone();
-        let mut buf = vec![0u8; FENCE as usize * ENTRY];
         for run in runs {
-            // The fence block where entries with hash h begin: the last fence below h (equal
-            // hashes may start before a fence that equals h).
-            let mut block = run.fences.partition_point(|&f| f < h).saturating_sub(1) as u64;
-            loop {
-                let first = block * FENCE;
-                if first >= run.count {
-                    break;
-                }
-                let n = FENCE.min(run.count - first) as usize;
-                let b = &mut buf[..n * ENTRY];
-                run.file.read_exact_at(b, 8 + first * ENTRY as u64).map_err(io(&run_path(&self.dir, run.id)))?;
-                let mut past = false;
-                for c in b.chunks_exact(ENTRY) {
-                    let (eh, tk) = entry(c);
-                    if eh == h {
-                        out.insert(tk);
-                    } else if eh > h {
-                        past = true;
-                        break;
+            match &run.layout {
+                Layout::Fixed { fences } => self.lookup_fixed(&run, fences, h, &mut out)?,
+                Layout::Packed { fences, .. } => {
+                    // Packed runs keep the hash's top bits: compare those.
+                    let h = rid_block::mask(h);
+                    let path = run_path(&self.dir, run.id);
+                    let mut block = fences.partition_point(|&f| f < h).saturating_sub(1);
+                    'blocks: while block < fences.len() {
+                        for (eh, tk) in read_block(&path, &run, block)? {
+                            if eh == h {
+                                out.insert(tk);
+                            } else if eh > h {
+                                break 'blocks;
+                            }
+                        }
+                        block += 1;
                     }
                 }
-                if past {
-                    break;
-                }
-                block += 1;
             }
         }
         Ok(out)
+    }
+
+    /// A look-up in a run of the fixed layout: one read of `FENCE` entries, or more where
+    /// equal hashes cross a fence.
+    fn lookup_fixed(&self, run: &Run, fences: &[u64], h: u64, out: &mut BTreeSet<[u8; 20]>) -> Result<(), StoreError> {
+        let mut buf = vec![0u8; FENCE as usize * ENTRY];
+        // The fence block where entries with hash h begin: the last fence below h (equal
+        // hashes may start before a fence that equals h).
+        let mut block = fences.partition_point(|&f| f < h).saturating_sub(1) as u64;
+        loop {
+            let first = block * FENCE;
+            if first >= run.count {
+                return Ok(());
+            }
+            let n = FENCE.min(run.count - first) as usize;
+            let b = &mut buf[..n * ENTRY];
+            run.file.read_exact_at(b, 8 + first * ENTRY as u64).map_err(io(&run_path(&self.dir, run.id)))?;
+            for c in b.chunks_exact(ENTRY) {
+                let (eh, tk) = entry(c);
+                if eh == h {
+                    out.insert(tk);
+                } else if eh > h {
+                    return Ok(());
+                }
+            }
+            block += 1;
+        }
     }
 
     /// Drops runs whose newest entry is older than `cutoff`.
@@ -555,7 +668,7 @@ impl RidIndex {
 
     /// Bytes the run files take.
     pub fn disk_bytes(&self) -> u64 {
-        lock(&self.runs).iter().map(|r| 16 + r.count * ENTRY as u64 + r.fences.len() as u64 * 8).sum()
+        lock(&self.runs).iter().map(|r| r.layout.bytes(r.count)).sum()
     }
 }
 
@@ -585,47 +698,99 @@ mod tests {
         v
     }
 
+    /// A run in the fixed layout, as builds before the packed one wrote it (`fences`: with its
+    /// fences, as from 2026-11-24), named by the catalog.
+    fn write_fixed(catalog: &sled::Tree, rid: &Path, id: u64, entries: &[Entry], fences: bool) {
+        let mut body = (entries.len() as u64).to_be_bytes().to_vec();
+        for e in entries {
+            body.extend_from_slice(&e.0.to_be_bytes());
+            body.extend_from_slice(&e.1);
+        }
+        let crc = crc32fast::hash(&body);
+        body.extend_from_slice(&crc.to_be_bytes());
+        if fences {
+            let mut fb: Vec<u8> = entries.iter().step_by(FENCE as usize).flat_map(|e| e.0.to_be_bytes()).collect();
+            let c = crc32fast::hash(&fb);
+            fb.extend_from_slice(&c.to_be_bytes());
+            body.extend_from_slice(&fb);
+        }
+        fs::write(run_path(rid, id), body).unwrap();
+        let ts = |e: &Entry| keys::decode_time_key(&e.1).unwrap().0;
+        let (lo, hi) = (entries.iter().map(ts).min().unwrap(), entries.iter().map(ts).max().unwrap());
+        catalog.insert(keys::series_key(id), &catalog_value(entries.len() as u64, lo, hi)[..24]).unwrap();
+    }
+
     #[test]
-    fn lookups_cross_fences_partitions_and_the_layout_without_fences() {
+    fn lookups_cross_blocks_partitions_and_both_layouts() {
         let dir = tempfile::tempdir().unwrap();
         let (db, blocks, rid, ix) = open_index(dir.path());
-        // 5,000 entries of one request id (40 fence blocks, sealed chunks in memory), among
-        // 10,000 of other hashes in the same partition, two of them its neighbours.
+        // 5,000 entries of one request id (20 blocks, sealed chunks in memory), among 10,000
+        // of other hashes in the same partition, two of them its neighbours in the kept bits.
         let h = hash("x");
         let tk = |i: u32| keys::time_key(1_000 + i as i64, 7, i);
         let mut batch: Vec<(u64, [u8; 20], i64)> = (0..5_000).map(|i| (h, tk(i), 1_000)).collect();
         for i in 0..10_000u64 {
             let other = (h & 0xff00_0000_0000_0000) | ((i * 0x0000_1000_0000_0001) & 0x00ff_ffff_ffff_ffff);
-            if other != h {
+            if rid_block::mask(other) != rid_block::mask(h) {
                 batch.push((other, tk(i as u32), 1_000));
             }
         }
-        batch.push((h - 1, tk(1), 1_000));
-        batch.push((h + 1, tk(2), 1_000));
+        let step = 1 << (64 - rid_block::HASH_BITS);
+        batch.push((h - step, tk(1), 1_000));
+        batch.push((h + step, tk(2), 1_000));
+        // Differs only in bits a packed run drops: a candidate there, which the reader's check
+        // of the request id turns away.
+        let near = keys::time_key(5, 5, 5);
+        batch.push((h ^ 1, near, 1_000));
         ix.add(&batch);
         assert!(lock(&ix.mem).parts[part_of(h)].sealed.len() >= 3, "the partition sealed chunks");
         assert_eq!(ix.lookup("x").unwrap(), (0..5_000).map(tk).collect::<BTreeSet<_>>(), "from memory");
         ix.flush().unwrap();
-        assert_eq!(ix.lookup("x").unwrap().len(), 5_000, "from the run");
+        // A packed run gives the slot's start for the time (the reader takes it from the record).
+        let mut want: BTreeSet<_> = (0..5_000).map(|i| rid_block::in_slot(&tk(i))).collect();
+        want.insert(rid_block::in_slot(&near));
+        assert_eq!(ix.lookup("x").unwrap(), want, "from the packed run");
         assert!(ix.lookup("y").unwrap().is_empty());
+        let packed = lock(&ix.runs)[0].clone();
+        assert_eq!(fs::metadata(run_path(&rid, packed.id)).unwrap().len(), packed.layout.bytes(packed.count));
+        assert!(packed.layout.bytes(packed.count) < packed.count * 9, "{} bytes", packed.layout.bytes(packed.count));
         drop(ix);
-        // The layout before fences (the run without its tail): fences are read at open.
-        let files = run_files(&rid);
-        assert_eq!(files.len(), 1);
-        let n = lock(&RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).unwrap().runs)[0].count;
-        let full = fs::read(&files[0]).unwrap();
-        fs::write(&files[0], &full[..12 + n as usize * ENTRY]).unwrap();
+        // Runs of the fixed layout, with fences and from before them, answer beside it.
+        let entries = |salt: u32| {
+            let mut v: Vec<Entry> = (0..1_000).map(|i| (hash(&format!("f{i}")), tk(i + salt))).collect();
+            v.push((hash("x"), tk(9_000 + salt)));
+            v.sort();
+            v
+        };
+        let catalog = db.open_tree("runs").unwrap();
+        write_fixed(&catalog, &rid, 100, &entries(0), true);
+        write_fixed(&catalog, &rid, 101, &entries(1), false);
         let ix = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).unwrap();
-        assert_eq!(ix.lookup("x").unwrap().len(), 5_000, "an old run");
+        want.extend([tk(9_000), tk(9_001)]);
+        assert_eq!(ix.lookup("x").unwrap(), want, "all three runs");
+        assert_eq!(ix.lookup("f999").unwrap().len(), 2);
         drop(ix);
-        // Damaged fences are reported at open, not used.
+        // Damaged fences or a damaged table are reported at open, not used.
+        for (id, what) in [(100, "fences' checksum"), (packed.id, "table checksum")] {
+            let full = fs::read(run_path(&rid, id)).unwrap();
+            let mut bad = full.clone();
+            let at = bad.len() - if id == 100 { 10 } else { rid_block::TAIL + 3 };
+            bad[at] ^= 0x40;
+            fs::write(run_path(&rid, id), &bad).unwrap();
+            let err = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).err().expect("damage is reported");
+            assert!(err.to_string().contains(what), "{err}");
+            fs::write(run_path(&rid, id), &full).unwrap();
+        }
+        // A damaged block fails the look-ups that read it, naming the file.
+        let full = fs::read(run_path(&rid, packed.id)).unwrap();
         let mut bad = full.clone();
-        let at = bad.len() - 10;
-        bad[at] ^= 0x40;
-        fs::write(&files[0], &bad).unwrap();
-        let err = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).err().expect("damage is reported");
-        assert!(err.to_string().contains("fences' checksum"), "{err}");
-        fs::write(&files[0], &full).unwrap();
+        bad[30] ^= 1;
+        fs::write(run_path(&rid, packed.id), &bad).unwrap();
+        let ix = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).unwrap();
+        let err = (0..200).find_map(|i| ix.lookup(&format!("f{i}")).err()).expect("a look-up reads block 0");
+        assert!(err.to_string().contains("checksum mismatch") && err.to_string().contains(".run"), "{err}");
+        drop(ix);
+        fs::write(run_path(&rid, packed.id), &full).unwrap();
         // A merge that meets a damaged run fails, names it and leaves every run as it was.
         let ix = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).unwrap();
         let z = |round: u32| (0..20_000).map(|i| (hash(&format!("z{i}")), tk(i + round), 2_000)).collect::<Vec<_>>();
@@ -634,24 +799,34 @@ mod tests {
             ix.flush().unwrap();
         }
         let before = run_files(&rid);
-        assert_eq!(before.len(), MERGE_FAN_IN, "one run of x, seven of z: no merge yet");
-        let mut hurt = fs::read(&before[1]).unwrap();
+        assert_eq!(before.len(), MERGE_FAN_IN + 2, "x's run, two fixed runs, seven of z: no merge yet");
+        let victim = before.last().unwrap().clone();
+        let mut hurt = fs::read(&victim).unwrap();
         hurt[100] ^= 1;
-        fs::write(&before[1], &hurt).unwrap();
+        fs::write(&victim, &hurt).unwrap();
         ix.add(&z(99));
         let err = ix.flush().expect_err("the eighth run of the tier starts a merge, which reads the damaged run");
         assert!(err.to_string().contains("checksum mismatch") && err.to_string().contains(".run"), "{err}");
         assert_eq!(run_files(&rid).len(), before.len() + 1, "the new run is kept, no partial merge output");
-        assert_eq!(ix.lookup("z5").unwrap().len(), 8, "every run still answers");
+        assert_eq!(ix.lookup("z19999").unwrap().len(), 8, "every run still answers");
     }
 
     #[test]
-    fn a_merge_streams_sorted_runs_into_one_without_duplicates() {
+    fn a_merge_streams_sorted_runs_of_both_layouts_into_one_without_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        let (_db, _blocks, rid, ix) = open_index(dir.path());
-        // 8 runs of 3,000 entries each (fan-in 8), every entry twice across neighbouring runs.
+        let (db, _blocks, rid, ix) = open_index(dir.path());
+        // 8 runs of 3,000 entries each (fan-in 8), every entry twice across neighbouring runs;
+        // the first two in the fixed layout.
         let e = |i: u64| (hash(&format!("m{i}")), keys::time_key(i as i64, 1, i as u32), i as i64);
-        for round in 0..MERGE_FAN_IN as u64 {
+        let catalog = db.open_tree("runs").unwrap();
+        for round in 0..2u64 {
+            let mut v: Vec<Entry> = (round * 1_500..round * 1_500 + 3_000).map(|i| (e(i).0, e(i).1)).collect();
+            v.sort();
+            write_fixed(&catalog, &rid, 50 + round, &v, true);
+        }
+        drop(ix);
+        let ix = RidIndex::open(catalog, &rid, &_blocks).unwrap();
+        for round in 2..MERGE_FAN_IN as u64 {
             ix.add(&(round * 1_500..round * 1_500 + 3_000).map(e).collect::<Vec<_>>());
             ix.flush().unwrap();
         }
@@ -659,17 +834,23 @@ mod tests {
         assert_eq!(runs.len(), 1, "merged");
         let distinct = (MERGE_FAN_IN as u64 - 1) * 1_500 + 3_000;
         assert_eq!(runs[0].count, distinct, "duplicates dropped");
-        // The merged file reads back whole: sorted, checksum and fences right.
+        // The merged file reads back whole: sorted, checksums and table right.
         let mut r = RunReader::open(&rid, &runs[0]).unwrap();
         let mut last = None;
         let mut n = 0;
         while let Some(x) = r.next().unwrap() {
-            assert!(last < Some(x), "sorted, distinct");
+            assert!(last.is_none_or(|l: Entry| l.0 <= x.0) && last != Some(x), "sorted, distinct");
             last = Some(x);
             n += 1;
         }
         assert_eq!(n, distinct);
-        assert_eq!(*runs[0].fences, read_fences(&run_path(&rid, runs[0].id), &runs[0].file, distinct).unwrap());
+        let Layout::Packed { fences, offsets } = &runs[0].layout else { panic!("a merge writes a packed run") };
+        let Layout::Packed { fences: f2, offsets: o2 } =
+            read_table(&run_path(&rid, runs[0].id), &runs[0].file, distinct).unwrap()
+        else {
+            panic!("packed")
+        };
+        assert_eq!((fences, offsets), (&f2, &o2));
         for i in [0, 1_499, 7_000, distinct - 1] {
             assert_eq!(ix.lookup(&format!("m{i}")).unwrap().len(), 1, "m{i}");
         }
