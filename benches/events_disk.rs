@@ -1,7 +1,11 @@
 //! Bytes on disk per inference event, against the same events written as JSON lines and
 //! compressed with `zstd -3`, in one run (a benchmark, not a test):
 //!
-//!     cargo bench --bench events_disk -- [--events N]
+//!     cargo bench --bench events_disk -- [--events N] [--logs]
+//!
+//! With `--logs`, the same for N log records shaped like a model service's: three services,
+//! levels mostly info, messages from a dozen templates with numbers, ids and paths in them, a
+//! random request id on four in five, an error type on errors, a logger and two fields.
 //!
 //! The events are deterministic and shaped like a model service's: 3 services, 4 models with 2
 //! versions, 3 endpoints, a random 128-bit request id each (hex, as most services log them),
@@ -39,6 +43,13 @@ impl Rng {
     }
 }
 
+/// Where `n` records at about 2 a millisecond start so as to end now (the daemon's age limits
+/// take them).
+fn first_ts(n: u64) -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    now - n as i64 / 2 - 60_000
+}
+
 fn events(n: u64) -> Vec<pb::InferenceEvent> {
     let services = ["chat-api", "embed-api", "vision-api"];
     let models = ["llama-3-8b", "llama-3-70b", "bge-large", "clip-vit"];
@@ -46,9 +57,7 @@ fn events(n: u64) -> Vec<pb::InferenceEvent> {
     let errors = ["timeout", "oom", "invalid_input"];
     let regions = ["us-east-1", "eu-west-1", "ap-south-1"];
     let mut r = Rng(0x2545_F491_4F6C_DD1D);
-    // Ending now, so that the daemon's age limits take them (about 2 a millisecond).
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    let mut ts = now - n as i64 / 2 - 60_000;
+    let mut ts = first_ts(n);
     (0..n)
         .map(|_| {
             ts += r.below(2) as i64;
@@ -92,6 +101,137 @@ fn events(n: u64) -> Vec<pb::InferenceEvent> {
             }
         })
         .collect()
+}
+
+fn logs(n: u64) -> Vec<pb::LogRecord> {
+    let services = ["chat-api", "embed-api", "vision-api"];
+    let loggers = ["server", "batcher", "cache", "scheduler"];
+    let models = ["llama-3-8b", "llama-3-70b", "bge-large", "clip-vit"];
+    let errors = ["timeout", "oom", "invalid_input"];
+    let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut ts = first_ts(n);
+    (0..n)
+        .map(|_| {
+            ts += r.below(2) as i64;
+            let m = r.below(4) as usize;
+            let roll = r.below(100);
+            let (level, error_type, message) = match roll {
+                0..=2 => (
+                    pb::Level::Error,
+                    errors[r.below(3) as usize].to_string(),
+                    format!(
+                        "inference failed on gpu {}: {} after {} ms",
+                        r.below(8),
+                        errors[r.below(3) as usize],
+                        r.below(30_000)
+                    ),
+                ),
+                3..=12 => (
+                    pb::Level::Warn,
+                    String::new(),
+                    match r.below(3) {
+                        0 => {
+                            format!("slow request: {} ms in queue, {} ms total", r.below(2_000), 1_000 + r.below(9_000))
+                        }
+                        1 => format!(
+                            "kv cache at {}% on gpu {}, evicting {} blocks",
+                            80 + r.below(20),
+                            r.below(8),
+                            r.below(512)
+                        ),
+                        _ => format!("retrying upstream /v1/embeddings (attempt {} of 3)", 1 + r.below(3)),
+                    },
+                ),
+                _ => (
+                    pb::Level::Info,
+                    String::new(),
+                    match r.below(6) {
+                        0 => format!(
+                            "request served in {} ms, {} prompt tokens, {} completion tokens",
+                            r.below(5_000),
+                            r.below(2_000),
+                            r.below(500)
+                        ),
+                        1 => format!("batch of {} scheduled on gpu {}", 1 + r.below(32), r.below(8)),
+                        2 => format!("cache hit for prefix {:08x} ({} tokens)", r.next() as u32, r.below(4_000)),
+                        3 => format!("loaded adapter tenant-{} in {} ms", r.below(40), r.below(800)),
+                        4 => format!("GET /v1/models/{} 200 {}us", models[m], r.below(900)),
+                        _ => format!("queue depth {} (p95 wait {} ms)", r.below(64), r.below(400)),
+                    },
+                ),
+            };
+            pb::LogRecord {
+                timestamp_ms: ts,
+                level: level as i32,
+                message,
+                service: services[m.min(2)].into(),
+                request_id: if r.below(5) == 0 { String::new() } else { format!("{:016x}{:016x}", r.next(), r.next()) },
+                error_type,
+                fields: [
+                    ("model".to_string(), models[m].to_string()),
+                    ("tenant".to_string(), format!("tenant-{}", r.below(40))),
+                ]
+                .into_iter()
+                .collect(),
+                logger: loggers[r.below(4) as usize].into(),
+            }
+        })
+        .collect()
+}
+
+/// One log record as a JSON object, as [`json`] makes an event's.
+fn log_json(l: &pb::LogRecord) -> serde_json::Value {
+    let level = pb::Level::try_from(l.level).map_or("LEVEL_UNSPECIFIED", |v| v.as_str_name());
+    let mut o = serde_json::json!({
+        "timestampMs": l.timestamp_ms.to_string(),
+        "level": level,
+        "message": l.message,
+        "service": l.service,
+        "logger": l.logger,
+        "fields": l.fields,
+    });
+    if !l.request_id.is_empty() {
+        o["requestId"] = l.request_id.clone().into();
+    }
+    if !l.error_type.is_empty() {
+        o["errorType"] = l.error_type.clone().into();
+    }
+    o
+}
+
+/// What the bench stores: events or log records.
+enum Records {
+    Events(Vec<pb::InferenceEvent>),
+    Logs(Vec<pb::LogRecord>),
+}
+
+impl Records {
+    fn len(&self) -> usize {
+        match self {
+            Records::Events(v) => v.len(),
+            Records::Logs(v) => v.len(),
+        }
+    }
+
+    fn json_lines(&self) -> Vec<u8> {
+        let mut lines = Vec::new();
+        let mut put = |v: serde_json::Value| {
+            serde_json::to_writer(&mut lines, &v).unwrap();
+            lines.push(b'\n');
+        };
+        match self {
+            Records::Events(v) => v.iter().for_each(|e| put(json(e))),
+            Records::Logs(v) => v.iter().for_each(|l| put(log_json(l))),
+        }
+        lines
+    }
+
+    fn push(&self, client: &Client) {
+        match self {
+            Records::Events(v) => v.iter().for_each(|e| client.event(e.clone())),
+            Records::Logs(v) => v.iter().for_each(|l| client.log_record(l.clone())),
+        }
+    }
 }
 
 /// One event as a JSON object: the proto3 JSON mapping's field names, zero values left out,
@@ -144,21 +284,19 @@ fn du_any(p: &Path) -> u64 {
     }
 }
 
-/// Starts a daemon on `dir`, stores `evs` through the Rust client, stops it cleanly; returns the
+/// Starts a daemon on `dir`, stores `recs` through the Rust client, stops it cleanly; returns the
 /// folder's bytes.
-fn store(dir: &Path, evs: &[pb::InferenceEvent]) -> u64 {
+fn store(dir: &Path, recs: Option<&Records>) -> u64 {
     let (mut child, url) = support::start_daemon(dir, &[]);
-    if !evs.is_empty() {
+    if let Some(recs) = recs {
         let mut cfg = Config::new(&url, "bench");
-        cfg.queue_capacity = evs.len() + 1;
+        cfg.queue_capacity = recs.len() + 1;
         cfg.batch_size = 5_000;
         let client = Client::start(cfg);
-        for e in evs {
-            client.event(e.clone());
-        }
+        recs.push(&client);
         assert!(client.flush(Duration::from_secs(600)), "flush: {:?}", client.stats());
         let s = client.stats();
-        assert!(s.dropped == 0 && s.rejected == 0 && s.acked == evs.len() as u64, "{s:?}");
+        assert!(s.dropped == 0 && s.rejected == 0 && s.acked == recs.len() as u64, "{s:?}");
         client.close(Duration::from_secs(10));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -168,19 +306,18 @@ fn store(dir: &Path, evs: &[pb::InferenceEvent]) -> u64 {
 
 fn main() {
     let mut n: u64 = 1_000_000;
+    let mut log_records = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--events" {
             n = args.next().and_then(|v| v.parse().ok()).expect("--events N");
         }
+        log_records |= a == "--logs";
     }
-    let evs = events(n);
+    let (recs, what) =
+        if log_records { (Records::Logs(logs(n)), "record") } else { (Records::Events(events(n)), "event") };
     // JSON lines through zstd -3.
-    let mut lines = Vec::new();
-    for e in &evs {
-        serde_json::to_writer(&mut lines, &json(e)).unwrap();
-        lines.push(b'\n');
-    }
+    let lines = recs.json_lines();
     let mut z = Command::new("zstd")
         .args(["-3", "-c", "-q"])
         .stdin(Stdio::piped())
@@ -195,8 +332,8 @@ fn main() {
     let zstd_bytes = out.stdout.len();
 
     let work = tempfile::tempdir().unwrap();
-    let empty = store(&work.path().join("empty"), &[]);
-    let full = store(&work.path().join("full"), &evs);
+    let empty = store(&work.path().join("empty"), None);
+    let full = store(&work.path().join("full"), Some(&recs));
     let mw = full.saturating_sub(empty);
     let parts: Vec<(String, u64)> = std::fs::read_dir(work.path().join("full"))
         .unwrap()
@@ -205,8 +342,8 @@ fn main() {
         .filter(|(_, b)| *b > 0)
         .collect();
     let per = |b: u64| b as f64 / n as f64;
-    println!("{n} events");
-    println!("| form | bytes | bytes/event | / JSON+zstd |");
+    println!("{n} {what}s");
+    println!("| form | bytes | bytes/{what} | / JSON+zstd |");
     println!("|---|---|---|---|");
     println!("| JSON lines | {json_bytes} | {:.1} | |", per(json_bytes as u64));
     println!("| JSON lines, zstd -3 | {zstd_bytes} | {:.1} | 1.00 |", per(zstd_bytes as u64));
@@ -216,18 +353,20 @@ fn main() {
         mw as f64 / zstd_bytes as f64
     );
     for (name, b) in &parts {
-        println!("  {name}: {b} bytes ({:.1}/event)", per(*b));
+        println!("  {name}: {b} bytes ({:.1}/{what})", per(*b));
     }
     let json = serde_json::json!({
         "parts": parts.iter().map(|(n, b)| (n.clone(), serde_json::Value::from(*b))).collect::<serde_json::Map<_, _>>(),
-        "events": n,
+        "kind": if log_records { "logs" } else { "events" },
+        "records": n,
         "json_bytes": json_bytes,
         "json_zstd3_bytes": zstd_bytes,
         "modelwatch_bytes": mw,
         "modelwatch_empty_folder_bytes": empty,
         "ratio_to_json_zstd3": mw as f64 / zstd_bytes as f64,
     });
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-events-disk.json");
+    let file = if log_records { "target/bench-logs-disk.json" } else { "target/bench-events-disk.json" };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
     println!("written to {}", path.display());
 }

@@ -1,27 +1,32 @@
-//! Inference events as the block files store a group of them: column by column. Stored row by
-//! row (each event's protobuf bytes, the group through zstd) an event took 68 bytes, against 70
-//! for the same event as a JSON line through `zstd -3`; by column, each field's values sit
-//! together and each of their bytes compresses on its own.
+//! Raw inference events and log records as the block files store a group of them: column by
+//! column. Stored row by row (each record's protobuf bytes, the group through zstd) an event
+//! took 68 bytes, against 70 for the same event as a JSON line through `zstd -3`; by column,
+//! each field's values sit together and each of their bytes compresses on its own.
 //!
 //! - **Numbers** are columns of u64: the column's minimum (varint), its width in bytes, then
 //!   one *plane* per byte, lowest first (byte `p` of every `value - min`), each plane stored
 //!   as is, through zstd or as one repeated byte, whichever is smallest. A latency's random low
 //!   byte stays 8 bits while its high byte, nearly constant, costs almost nothing, and small
 //!   enumerations (GPU, batch size) cost their entropy through zstd's Huffman stage.
-//! - **Strings** (service, model, version, endpoint, error type, label keys and values) go
-//!   through one dictionary per group. The six fields that describe what ran (the four names,
-//!   status, error type) form a *tuple*: the group keeps its distinct tuples, and each event
-//!   one tuple number.
+//! - **Strings** (service, model, version, endpoint, logger, error type, label and field keys
+//!   and values) go through one dictionary per group. The descriptive strings and the status or
+//!   level form a *tuple*: the group keeps its distinct tuples, and each record one tuple
+//!   number ([`Columnar::tuple`]).
 //! - **Request ids** shaped as 32 hex digits or a UUID (either case) are kept as their 16
-//!   bytes, with a form number per event; other ids (nearly always distinct) as a column of
+//!   bytes, with a form number per record; other ids (nearly always distinct) as a column of
 //!   lengths and one plane of their bytes, outside the dictionary.
-//! - `stages.inference_us` is stored as its difference from `latency - queue - preprocess -
-//!   postprocess` (zero when a service splits its latency into those stages), the timestamps
-//!   and indexes as differences from the previous event's.
+//! - **Labels and fields** by position in the record's pairs sorted by key: a column of counts,
+//!   then per position a column of key numbers and one of value numbers.
+//! - Each kind's own columns sit between the request ids and the pairs: for events the
+//!   latency, the stages (`inference_us` as its difference from what the latency leaves once
+//!   queue, preprocess and postprocess are taken: zero when a service splits its latency into
+//!   those stages), sizes and counts; for logs the messages, as one plane (zstd finds the
+//!   templates they share).
+//! - Timestamps and indexes as differences from the previous record's.
 //!
-//! Every event reads back field for field as it was written (the protobuf fields modelwatch
+//! Every record reads back field for field as it was written (the protobuf fields modelwatch
 //! knows; prost drops unknown ones on decode already). Layout, after the group's `0 1` marker
-//! (see [`super::raw`]): `n`, then the columns in the order [`encode_events`] writes them.
+//! (see [`super::raw`]): `n`, then the columns in the order [`encode`] writes them.
 use super::index::FxMap;
 use super::keys::{put_varint, same, unzigzag, zigzag, DecodeError, Reader};
 use crate::pb;
@@ -301,13 +306,76 @@ fn rid_text(form: u64, bytes: &[u8]) -> String {
     s
 }
 
-/// The fields that describe what ran, as dictionary numbers (status zigzagged).
+/// A record's descriptive strings and one enumeration, as dictionary numbers (the number
+/// zigzagged last).
 type Tuple = [u64; 6];
 
-/// `events` (index in their WAL record, event; indexes increasing) in the layout of the module
-/// documentation, appended to `out`.
-pub fn encode_events(events: &[(u32, &pb::InferenceEvent)], out: &mut Vec<u8>) {
-    let n = events.len();
+/// Strings read as one plane, made into `String`s only when asked for ([`LazyStrings::get`]).
+pub struct LazyStrings {
+    /// Where each string starts, then where the last ends.
+    at: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl LazyStrings {
+    fn read(r: &mut Reader, max_bytes: usize) -> Result<LazyStrings, DecodeError> {
+        let count = r.varint()? as usize;
+        // Block files are checksummed: this bounds what a bug could ask for, not damage.
+        if count > max_bytes {
+            return Err(r.err(&format!("{count} strings")));
+        }
+        let mut at = Vec::with_capacity(count + 1);
+        at.push(0usize);
+        for l in col(r, count)? {
+            let end = at[at.len() - 1].checked_add(l as usize).filter(|&e| e <= max_bytes);
+            at.push(end.ok_or_else(|| r.err("strings longer than the group may hold"))?);
+        }
+        let bytes = plane(r, at[count])?;
+        Ok(LazyStrings { at, bytes })
+    }
+
+    fn len(&self) -> usize {
+        self.at.len() - 1
+    }
+
+    fn get(&self, i: usize) -> Result<String, DecodeError> {
+        String::from_utf8(self.bytes[self.at[i]..self.at[i + 1]].to_vec())
+            .map_err(|_| bad("a string that is not UTF-8"))
+    }
+}
+
+/// What the columns of both kinds share: a record's time, request id, descriptive strings and
+/// key-value pairs. Each kind adds its own columns between the request ids and the pairs.
+pub trait Columnar: Sized {
+    /// Events: service, model, version, endpoint, error type and status; logs: service,
+    /// logger, error type, two empty strings and level.
+    fn tuple(&self) -> ([&str; 5], i32);
+    fn ts(&self) -> i64;
+    fn rid(&self) -> &str;
+    /// Labels or fields.
+    fn pairs(&self) -> &HashMap<String, String>;
+    /// The kind's own columns, read.
+    type Own;
+    fn put_own(records: &[(u32, &Self)], out: &mut Vec<u8>);
+    fn read_own(r: &mut Reader, n: usize) -> Result<Self::Own, DecodeError>;
+    /// Record `k` from its shared fields and the kind's columns; every record passes, kept or
+    /// not (`common` is `None` for those not kept), so that cursors move.
+    fn build(own: &mut Self::Own, k: usize, common: Option<Common>) -> Result<Option<Self>, DecodeError>;
+}
+
+/// The shared fields of one record, read back.
+pub struct Common {
+    pub ts: i64,
+    pub strs: [String; 5],
+    pub num: i32,
+    pub rid: String,
+    pub pairs: HashMap<String, String>,
+}
+
+/// `records` (index in their WAL record, record; indexes increasing) in the layout of the
+/// module documentation, appended to `out`.
+pub fn encode<R: Columnar>(records: &[(u32, &R)], out: &mut Vec<u8>) {
+    let n = records.len();
     put_varint(out, n as u64);
     let mut dict = Dict::default();
     let mut tuples: FxMap<Tuple, u64> = FxMap::default();
@@ -316,70 +384,61 @@ pub fn encode_events(events: &[(u32, &pb::InferenceEvent)], out: &mut Vec<u8>) {
     let mut rid_forms = Vec::with_capacity(n);
     let mut rid_bytes = Vec::new();
     let mut rid_other = Vec::new();
-    let mut label_counts = Vec::with_capacity(n);
-    // Label pairs by position in the event's labels sorted by key: (key, value) numbers.
-    let mut label_pos: Vec<(Vec<u64>, Vec<u64>)> = Vec::new();
-    let mut labels = Vec::new();
-    // The fields of what ran repeat from one event to the next: a recent event's tuple is
+    let mut pair_counts = Vec::with_capacity(n);
+    // Pairs by position in the record's pairs sorted by key: (key, value) numbers.
+    let mut pair_pos: Vec<(Vec<u64>, Vec<u64>)> = Vec::new();
+    let mut pairs = Vec::new();
+    // The descriptive strings repeat from one record to the next: a recent record's tuple is
     // reused when its strings match, without hashing them (a service's events rotate among a
     // few models and endpoints).
     const RECENT: usize = 8;
-    let mut recent: Vec<(&pb::InferenceEvent, u64)> = Vec::with_capacity(RECENT);
-    for (k, (_, e)) in events.iter().enumerate() {
-        let hit = recent.iter().find(|(p, _)| {
-            p.status == e.status
-                && same(&p.model, &e.model)
-                && same(&p.endpoint, &e.endpoint)
-                && same(&p.service, &e.service)
-                && same(&p.model_version, &e.model_version)
-                && same(&p.error_type, &e.error_type)
-        });
+    let mut recent: Vec<([&str; 5], i32, u64)> = Vec::with_capacity(RECENT);
+    for (k, (_, e)) in records.iter().enumerate() {
+        let (strs, num) = e.tuple();
+        let hit = recent.iter().find(|(p, pn, _)| *pn == num && p.iter().zip(&strs).all(|(a, b)| same(a, b)));
         let tuple = match hit {
-            Some(&(_, t)) => t,
+            Some(&(_, _, t)) => t,
             None => {
-                let t = [
-                    dict.id(&e.service),
-                    dict.id(&e.model),
-                    dict.id(&e.model_version),
-                    dict.id(&e.endpoint),
-                    dict.id(&e.error_type),
-                    zigzag(i64::from(e.status)),
-                ];
+                let mut t = [0u64; 6];
+                for (x, s) in t.iter_mut().zip(strs) {
+                    *x = dict.id(s);
+                }
+                t[5] = zigzag(i64::from(num));
                 let next = tuple_list.len() as u64;
                 let t = *tuples.entry(t).or_insert_with(|| {
                     tuple_list.push(t);
                     next
                 });
                 if recent.len() < RECENT {
-                    recent.push((e, t));
+                    recent.push((strs, num, t));
                 } else {
-                    recent[k % RECENT] = (e, t);
+                    recent[k % RECENT] = (strs, num, t);
                 }
                 t
             }
         };
         tuple_of.push(tuple);
-        let (form, bytes) = rid_form(&e.request_id);
+        let (form, bytes) = rid_form(e.rid());
         rid_forms.push(form);
         match form {
             RID_EMPTY => {}
-            RID_OTHER => rid_other.push(e.request_id.as_str()),
+            RID_OTHER => rid_other.push(e.rid()),
             _ => rid_bytes.extend_from_slice(&bytes),
         }
-        labels.clear();
-        labels.extend(e.labels.iter());
-        labels.sort_unstable();
-        label_counts.push(labels.len() as u64);
-        for (j, &(k, v)) in labels.iter().enumerate() {
-            if label_pos.len() <= j {
-                label_pos.push(Default::default());
+        pairs.clear();
+        pairs.extend(e.pairs().iter());
+        pairs.sort_unstable();
+        pair_counts.push(pairs.len() as u64);
+        for (j, &(k, v)) in pairs.iter().enumerate() {
+            if pair_pos.len() <= j {
+                pair_pos.push(Default::default());
             }
-            label_pos[j].0.push(dict.id(k));
-            label_pos[j].1.push(dict.id(v));
+            pair_pos[j].0.push(dict.id(k));
+            pair_pos[j].1.push(dict.id(v));
         }
     }
     let mut prev = 0u32;
-    let index: Vec<u64> = events
+    let index: Vec<u64> = records
         .iter()
         .enumerate()
         .map(|(k, &(i, _))| {
@@ -389,14 +448,14 @@ pub fn encode_events(events: &[(u32, &pb::InferenceEvent)], out: &mut Vec<u8>) {
         })
         .collect();
     put_col(out, &index);
-    let first_ts = events.first().map_or(0, |(_, e)| e.timestamp_ms);
+    let first_ts = records.first().map_or(0, |(_, e)| e.ts());
     put_varint(out, zigzag(first_ts));
     let mut prev_ts = first_ts;
-    let ts: Vec<u64> = events
+    let ts: Vec<u64> = records
         .iter()
         .map(|(_, e)| {
-            let d = zigzag(e.timestamp_ms.wrapping_sub(prev_ts));
-            prev_ts = e.timestamp_ms;
+            let d = zigzag(e.ts().wrapping_sub(prev_ts));
+            prev_ts = e.ts();
             d
         })
         .collect();
@@ -410,48 +469,21 @@ pub fn encode_events(events: &[(u32, &pb::InferenceEvent)], out: &mut Vec<u8>) {
     put_col(out, &rid_forms);
     put_plane(out, &rid_bytes);
     put_strings(out, &rid_other);
-    let num = |f: &dyn Fn(&pb::InferenceEvent) -> u64| events.iter().map(|(_, e)| f(e)).collect::<Vec<_>>();
-    put_col(out, &num(&|e| e.latency_us));
-    put_col(out, &num(&|e| u64::from(e.stages.is_some())));
-    let stages: Vec<(u64, &pb::Stages)> =
-        events.iter().filter_map(|(_, e)| e.stages.as_ref().map(|s| (e.latency_us, s))).collect();
-    let stage = |f: &dyn Fn(u64, &pb::Stages) -> u64| stages.iter().map(|&(l, s)| f(l, s)).collect::<Vec<_>>();
-    put_col(out, &stage(&|_, s| s.queue_us));
-    put_col(out, &stage(&|_, s| s.preprocess_us));
-    put_col(out, &stage(&|_, s| s.postprocess_us));
-    put_col(out, &stage(&|l, s| zigzag(s.inference_us.wrapping_sub(rest_of_latency(l, s)) as i64)));
-    put_col(out, &stage(&|_, s| s.time_to_first_token_us));
-    put_col(out, &stage(&|_, s| s.time_per_output_token_us));
-    put_col(out, &num(&|e| e.input_bytes));
-    put_col(out, &num(&|e| e.output_bytes));
-    put_col(out, &num(&|e| u64::from(e.prompt_tokens)));
-    put_col(out, &num(&|e| u64::from(e.completion_tokens)));
-    put_col(out, &num(&|e| u64::from(e.batch_size)));
-    put_col(out, &num(&|e| u64::from(e.gpu)));
-    put_col(out, &label_counts);
-    for (keys, values) in &label_pos {
+    R::put_own(records, out);
+    put_col(out, &pair_counts);
+    for (keys, values) in &pair_pos {
         put_col(out, keys);
         put_col(out, values);
     }
 }
 
-/// What the latency leaves for inference once the other stages are taken (wrapping: any
-/// values read back exactly).
-fn rest_of_latency(latency: u64, s: &pb::Stages) -> u64 {
-    latency.wrapping_sub(s.queue_us).wrapping_sub(s.preprocess_us).wrapping_sub(s.postprocess_us)
-}
-
-/// The events of a group written by [`encode_events`] whose index `keep` accepts. `count` is
-/// the number of events the group's index entry records; the group must hold that many.
-pub fn decode_events(
-    data: &[u8],
-    count: u32,
-    keep: &dyn Fn(u32) -> bool,
-) -> Result<Vec<(u32, pb::InferenceEvent)>, DecodeError> {
+/// The records of a group written by [`encode`] whose index `keep` accepts. `count` is the
+/// number of records the group's index entry records; the group must hold that many.
+pub fn decode<R: Columnar>(data: &[u8], count: u32, keep: &dyn Fn(u32) -> bool) -> Result<Vec<(u32, R)>, DecodeError> {
     let r = &mut Reader::new(data, WHAT);
     let n = r.varint()?;
     if n != u64::from(count) {
-        return Err(bad(format!("{n} events where the group's index entry says {count}")));
+        return Err(bad(format!("{n} records where the group's index entry says {count}")));
     }
     let n = n as usize;
     let mut index = Vec::with_capacity(n);
@@ -472,82 +504,154 @@ pub fn decode_events(
     let dict = read_strings(r, super::wal::MAX_RECORD)?;
     let nt = r.varint()? as usize;
     if nt > n {
-        return Err(r.err(&format!("{nt} tuples for {n} events")));
+        return Err(r.err(&format!("{nt} tuples for {n} records")));
     }
     let tuple_fields = (0..5).map(|_| col_below(r, nt, dict.len(), "string")).collect::<Result<Vec<_>, _>>()?;
-    let statuses = col(r, nt)?;
+    let nums = col(r, nt)?;
     let tuple_of = col_below(r, n, nt, "tuple")?;
     let forms = col(r, n)?;
     let n16 = forms.iter().filter(|&&f| (RID_HEX..=RID_UUID_UPPER).contains(&f)).count();
     let rid_bytes = plane(r, n16 * 16)?;
     let n_other = forms.iter().filter(|&&f| f == RID_OTHER).count();
-    let mut rid_other = read_strings(r, super::wal::MAX_RECORD)?.into_iter();
+    let rid_other = LazyStrings::read(r, super::wal::MAX_RECORD)?;
     if rid_other.len() != n_other {
         return Err(r.err(&format!("{} other request ids where the forms say {n_other}", rid_other.len())));
     }
-    let latency = Lazy::read(r, n)?;
-    let has_stages = col(r, n)?;
-    let ns = has_stages.iter().filter(|&&h| h != 0).count();
-    let queue = Lazy::read(r, ns)?;
-    let pre = Lazy::read(r, ns)?;
-    let post = Lazy::read(r, ns)?;
-    let inference = Lazy::read(r, ns)?;
-    let ttft = Lazy::read(r, ns)?;
-    let tpot = Lazy::read(r, ns)?;
-    let input_bytes = Lazy::read(r, n)?;
-    let output_bytes = Lazy::read(r, n)?;
-    let prompt = Lazy::read(r, n)?;
-    let completion = Lazy::read(r, n)?;
-    let batch = Lazy::read(r, n)?;
-    let gpu = Lazy::read(r, n)?;
-    let label_counts = col(r, n)?;
-    let mut label_pos = Vec::new();
-    let mut with = label_counts.iter().filter(|&&c| c > 0).count();
+    let mut own = R::read_own(r, n)?;
+    let pair_counts = col(r, n)?;
+    let mut pair_pos = Vec::new();
+    let mut with = pair_counts.iter().filter(|&&c| c > 0).count();
     while with > 0 {
-        let j = label_pos.len() as u64;
-        label_pos.push((col_below(r, with, dict.len(), "string")?, col_below(r, with, dict.len(), "string")?, 0usize));
-        with = label_counts.iter().filter(|&&c| c > j + 1).count();
+        let j = pair_pos.len() as u64;
+        pair_pos.push((col_below(r, with, dict.len(), "string")?, col_below(r, with, dict.len(), "string")?, 0usize));
+        with = pair_counts.iter().filter(|&&c| c > j + 1).count();
     }
     if !r.done() {
         return Err(r.err("bytes past the last column"));
     }
 
-    // Every event moves the cursors of the columns it has values in; only the kept ones are
+    // Every record moves the cursors of the columns it has values in; only the kept ones are
     // built (a request-id look-up keeps one of thousands).
     let mut out = Vec::new();
-    let (mut at16, mut at_stage) = (0, 0);
+    let (mut at16, mut at_other) = (0, 0);
     for k in 0..n {
         let kept = keep(index[k]);
         let form = forms[k];
         let rid = match form {
-            RID_EMPTY => String::new(),
-            RID_OTHER => rid_other.next().unwrap_or_default(),
+            RID_EMPTY => None,
+            RID_OTHER => {
+                at_other += 1;
+                kept.then(|| rid_other.get(at_other - 1)).transpose()?
+            }
             RID_HEX..=RID_UUID_UPPER => {
                 at16 += 16;
-                if kept {
-                    rid_text(form, &rid_bytes[at16 - 16..at16])
-                } else {
-                    String::new()
-                }
+                kept.then(|| rid_text(form, &rid_bytes[at16 - 16..at16]))
             }
             f => return Err(bad(format!("request id form {f}"))),
         };
-        let stage = (has_stages[k] != 0).then(|| {
-            at_stage += 1;
-            at_stage - 1
-        });
-        // Labels sit by position: every event with more than `j` labels has one in column `j`.
-        let mut labels = HashMap::new();
-        for (keys, values, at) in label_pos.iter_mut().take(label_counts[k] as usize) {
+        // Pairs sit by position: every record with more than `j` has one in column `j`.
+        let mut pairs = HashMap::new();
+        for (keys, values, at) in pair_pos.iter_mut().take(pair_counts[k] as usize) {
             if kept {
-                labels.insert(dict[keys[*at]].clone(), dict[values[*at]].clone());
+                pairs.insert(dict[keys[*at]].clone(), dict[values[*at]].clone());
             }
             *at += 1;
         }
-        if !kept {
-            continue;
+        let common = if kept {
+            let t = tuple_of[k];
+            let num = i32::try_from(unzigzag(nums[t])).map_err(|_| bad("an enumeration past i32"))?;
+            Some(Common {
+                ts: ts[k],
+                strs: [0, 1, 2, 3, 4].map(|f| dict[tuple_fields[f][t]].clone()),
+                num,
+                rid: rid.unwrap_or_default(),
+                pairs,
+            })
+        } else {
+            None
+        };
+        if let Some(rec) = R::build(&mut own, k, common)? {
+            out.push((index[k], rec));
         }
+    }
+    Ok(out)
+}
+
+/// What the latency leaves for inference once the other stages are taken (wrapping: any
+/// values read back exactly).
+fn rest_of_latency(latency: u64, s: &pb::Stages) -> u64 {
+    latency.wrapping_sub(s.queue_us).wrapping_sub(s.preprocess_us).wrapping_sub(s.postprocess_us)
+}
+
+/// An event's own columns: latency, stages (for those that have them), sizes and counts.
+pub struct EventColumns {
+    latency: Lazy,
+    has_stages: Vec<u64>,
+    at_stage: usize,
+    stages: [Lazy; 6],
+    numbers: [Lazy; 6],
+}
+
+impl Columnar for pb::InferenceEvent {
+    fn tuple(&self) -> ([&str; 5], i32) {
+        ([&self.service, &self.model, &self.model_version, &self.endpoint, &self.error_type], self.status)
+    }
+
+    fn ts(&self) -> i64 {
+        self.timestamp_ms
+    }
+
+    fn rid(&self) -> &str {
+        &self.request_id
+    }
+
+    fn pairs(&self) -> &HashMap<String, String> {
+        &self.labels
+    }
+
+    type Own = EventColumns;
+
+    fn put_own(events: &[(u32, &Self)], out: &mut Vec<u8>) {
+        let num = |f: &dyn Fn(&pb::InferenceEvent) -> u64| events.iter().map(|(_, e)| f(e)).collect::<Vec<_>>();
+        put_col(out, &num(&|e| e.latency_us));
+        put_col(out, &num(&|e| u64::from(e.stages.is_some())));
+        let stages: Vec<(u64, &pb::Stages)> =
+            events.iter().filter_map(|(_, e)| e.stages.as_ref().map(|s| (e.latency_us, s))).collect();
+        let stage = |f: &dyn Fn(u64, &pb::Stages) -> u64| stages.iter().map(|&(l, s)| f(l, s)).collect::<Vec<_>>();
+        put_col(out, &stage(&|_, s| s.queue_us));
+        put_col(out, &stage(&|_, s| s.preprocess_us));
+        put_col(out, &stage(&|_, s| s.postprocess_us));
+        put_col(out, &stage(&|l, s| zigzag(s.inference_us.wrapping_sub(rest_of_latency(l, s)) as i64)));
+        put_col(out, &stage(&|_, s| s.time_to_first_token_us));
+        put_col(out, &stage(&|_, s| s.time_per_output_token_us));
+        put_col(out, &num(&|e| e.input_bytes));
+        put_col(out, &num(&|e| e.output_bytes));
+        put_col(out, &num(&|e| u64::from(e.prompt_tokens)));
+        put_col(out, &num(&|e| u64::from(e.completion_tokens)));
+        put_col(out, &num(&|e| u64::from(e.batch_size)));
+        put_col(out, &num(&|e| u64::from(e.gpu)));
+    }
+
+    fn read_own(r: &mut Reader, n: usize) -> Result<EventColumns, DecodeError> {
+        let latency = Lazy::read(r, n)?;
+        let has_stages = col(r, n)?;
+        let ns = has_stages.iter().filter(|&&h| h != 0).count();
+        let mut stage = || Lazy::read(r, ns);
+        let stages = [stage()?, stage()?, stage()?, stage()?, stage()?, stage()?];
+        let mut number = || Lazy::read(r, n);
+        let numbers = [number()?, number()?, number()?, number()?, number()?, number()?];
+        Ok(EventColumns { latency, has_stages, at_stage: 0, stages, numbers })
+    }
+
+    fn build(c: &mut EventColumns, k: usize, common: Option<Common>) -> Result<Option<Self>, DecodeError> {
+        let stage = (c.has_stages[k] != 0).then(|| {
+            c.at_stage += 1;
+            c.at_stage - 1
+        });
+        let Some(m) = common else { return Ok(None) };
+        let latency = c.latency.get(k);
         let stages = stage.map(|s| {
+            let [queue, pre, post, inference, ttft, tpot] = &c.stages;
             let mut st = pb::Stages {
                 queue_us: queue.get(s),
                 preprocess_us: pre.get(s),
@@ -556,35 +660,80 @@ pub fn decode_events(
                 time_to_first_token_us: ttft.get(s),
                 time_per_output_token_us: tpot.get(s),
             };
-            st.inference_us = rest_of_latency(latency.get(k), &st).wrapping_add(unzigzag(inference.get(s)) as u64);
+            st.inference_us = rest_of_latency(latency, &st).wrapping_add(unzigzag(inference.get(s)) as u64);
             st
         });
-        let t = tuple_of[k];
-        let status = i32::try_from(unzigzag(statuses[t])).map_err(|_| bad("a status past i32"))?;
-        out.push((
-            index[k],
-            pb::InferenceEvent {
-                timestamp_ms: ts[k],
-                service: dict[tuple_fields[0][t]].clone(),
-                model: dict[tuple_fields[1][t]].clone(),
-                model_version: dict[tuple_fields[2][t]].clone(),
-                endpoint: dict[tuple_fields[3][t]].clone(),
-                request_id: rid,
-                status,
-                error_type: dict[tuple_fields[4][t]].clone(),
-                latency_us: latency.get(k),
-                stages,
-                input_bytes: input_bytes.get(k),
-                output_bytes: output_bytes.get(k),
-                prompt_tokens: prompt.get32(k)?,
-                completion_tokens: completion.get32(k)?,
-                batch_size: batch.get32(k)?,
-                gpu: gpu.get32(k)?,
-                labels,
-            },
-        ));
+        let [input_bytes, output_bytes, prompt, completion, batch, gpu] = &c.numbers;
+        let [service, model, model_version, endpoint, error_type] = m.strs;
+        Ok(Some(pb::InferenceEvent {
+            timestamp_ms: m.ts,
+            service,
+            model,
+            model_version,
+            endpoint,
+            request_id: m.rid,
+            status: m.num,
+            error_type,
+            latency_us: latency,
+            stages,
+            input_bytes: input_bytes.get(k),
+            output_bytes: output_bytes.get(k),
+            prompt_tokens: prompt.get32(k)?,
+            completion_tokens: completion.get32(k)?,
+            batch_size: batch.get32(k)?,
+            gpu: gpu.get32(k)?,
+            labels: m.pairs,
+        }))
     }
-    Ok(out)
+}
+
+/// A log record's own column: its message, all of a group's messages as one plane (zstd finds
+/// the templates they share).
+impl Columnar for pb::LogRecord {
+    fn tuple(&self) -> ([&str; 5], i32) {
+        ([&self.service, &self.logger, &self.error_type, "", ""], self.level)
+    }
+
+    fn ts(&self) -> i64 {
+        self.timestamp_ms
+    }
+
+    fn rid(&self) -> &str {
+        &self.request_id
+    }
+
+    fn pairs(&self) -> &HashMap<String, String> {
+        &self.fields
+    }
+
+    type Own = LazyStrings;
+
+    fn put_own(records: &[(u32, &Self)], out: &mut Vec<u8>) {
+        put_strings(out, &records.iter().map(|(_, r)| r.message.as_str()).collect::<Vec<_>>());
+    }
+
+    fn read_own(r: &mut Reader, n: usize) -> Result<LazyStrings, DecodeError> {
+        let m = LazyStrings::read(r, super::wal::MAX_RECORD)?;
+        if m.len() != n {
+            return Err(r.err(&format!("{} messages for {n} records", m.len())));
+        }
+        Ok(m)
+    }
+
+    fn build(messages: &mut LazyStrings, k: usize, common: Option<Common>) -> Result<Option<Self>, DecodeError> {
+        let Some(m) = common else { return Ok(None) };
+        let [service, logger, error_type, ..] = m.strs;
+        Ok(Some(pb::LogRecord {
+            timestamp_ms: m.ts,
+            level: m.num,
+            message: messages.get(k)?,
+            service,
+            request_id: m.rid,
+            error_type,
+            fields: m.pairs,
+            logger,
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -596,15 +745,15 @@ mod tests {
         let indexed: Vec<(u32, &pb::InferenceEvent)> =
             events.iter().enumerate().map(|(i, e)| (2 * i as u32 + 1, e)).collect();
         let mut out = Vec::new();
-        encode_events(&indexed, &mut out);
-        let back = decode_events(&out, events.len() as u32, &|_| true).unwrap();
+        encode(&indexed, &mut out);
+        let back = decode::<pb::InferenceEvent>(&out, events.len() as u32, &|_| true).unwrap();
         assert_eq!(back.len(), events.len());
         for ((i, e), (j, b)) in indexed.iter().zip(&back) {
             assert_eq!(i, j);
             assert_eq!(*e, b);
         }
         // Chosen by index: only those are built.
-        let some = decode_events(&out, events.len() as u32, &|i| i % 4 == 1).unwrap();
+        let some = decode::<pb::InferenceEvent>(&out, events.len() as u32, &|i| i % 4 == 1).unwrap();
         assert_eq!(some.len(), events.len().div_ceil(2));
         out
     }
@@ -677,16 +826,16 @@ mod tests {
         let events: Vec<_> = (0..300).map(event).collect();
         let mut out = Vec::new();
         let indexed: Vec<_> = events.iter().enumerate().map(|(i, e)| (i as u32, e)).collect();
-        encode_events(&indexed, &mut out);
-        assert!(decode_events(&out, 299, &|_| true).is_err());
+        encode(&indexed, &mut out);
+        assert!(decode::<pb::InferenceEvent>(&out, 299, &|_| true).is_err());
         for cut in [1, 7, out.len() / 2, out.len() - 1] {
-            assert!(decode_events(&out[..cut], 300, &|_| true).is_err());
+            assert!(decode::<pb::InferenceEvent>(&out[..cut], 300, &|_| true).is_err());
         }
         for at in (0..out.len()).step_by(7) {
             let mut d = out.clone();
             d[at] ^= 0x5a;
             // Damage is found or reads back as other values; it never panics.
-            let _ = decode_events(&d, 300, &|_| true);
+            let _ = decode::<pb::InferenceEvent>(&d, 300, &|_| true);
         }
     }
 
@@ -710,7 +859,7 @@ mod tests {
             let mut n = 0;
             for _ in 0..20 {
                 let mut out = Vec::new();
-                encode_events(&indexed, &mut out);
+                encode(&indexed, &mut out);
                 n += out.len();
             }
             let col = t.elapsed() / 20;
@@ -767,10 +916,49 @@ mod tests {
             )
     }
 
+    fn any_log() -> impl Strategy<Value = pb::LogRecord> {
+        let text = prop_oneof![Just(String::new()), "[a-c]{1,3}", "\\PC{0,12}", "[0-9a-f]{32}"];
+        (
+            any::<i64>(),
+            any::<i32>(),
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            proptest::collection::hash_map(text.clone(), text, 0..4),
+        )
+            .prop_map(|(ts, level, message, service, rid, error, logger, fields)| pb::LogRecord {
+                timestamp_ms: ts,
+                level,
+                message,
+                service,
+                request_id: rid,
+                error_type: error,
+                fields,
+                logger,
+            })
+    }
+
     proptest! {
         #[test]
         fn any_events_read_back_exactly(events in proptest::collection::vec(any_event(), 1..60)) {
             roundtrip(&events);
+        }
+
+        #[test]
+        fn any_log_records_read_back_exactly(logs in proptest::collection::vec(any_log(), 1..60)) {
+            let indexed: Vec<(u32, &pb::LogRecord)> = logs.iter().enumerate().map(|(i, l)| (3 * i as u32, l)).collect();
+            let mut out = Vec::new();
+            encode(&indexed, &mut out);
+            let back = decode::<pb::LogRecord>(&out, logs.len() as u32, &|_| true).unwrap();
+            prop_assert_eq!(back.len(), logs.len());
+            for ((i, l), (j, b)) in indexed.iter().zip(&back) {
+                prop_assert_eq!(i, j);
+                prop_assert_eq!(*l, b);
+            }
+            let one = decode::<pb::LogRecord>(&out, logs.len() as u32, &|i| i == 3).unwrap();
+            prop_assert_eq!(one.len(), usize::from(logs.len() > 1));
         }
     }
 }

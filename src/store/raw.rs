@@ -17,10 +17,10 @@
 //!   first byte tells the two apart). Groups stored Snappy-compressed behind a single `0`
 //!   (before zstd), and plain ones (before compression), read as before.
 use super::blocks::Blocks;
-use super::keys::{self, put_varint, BlockRef, DecodeError, Reader};
+use super::columns::{self, Columnar};
+use super::keys::{self, BlockRef, DecodeError, Reader};
 use super::rid_index::RidIndex;
 use super::StoreError;
-use crate::pb;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,65 +42,13 @@ pub struct Grouped {
     pub count: usize,
 }
 
-/// A kind of raw record, as the block files store a group of them.
-pub trait Raw: Message + Default {
-    fn ts(&self) -> i64;
-    fn request_id(&self) -> &str;
+/// A kind of raw record: both are stored by column ([`super::columns`]). On the benchmark's
+/// data (`cargo bench --bench events_disk`, with `--logs` for log records), an event took 68
+/// bytes by row and takes 31 by column (half of it its random request id); a log record 38
+/// by row and 23 by column.
+pub trait Raw: Message + Default + Columnar {}
 
-    /// The group's stored form (`records`: index in the WAL record and record, by index):
-    /// row by row, each record's protobuf bytes ([`compress`]).
-    fn store_group(records: &[(u32, &Self)]) -> Vec<u8> {
-        let mut plain = Vec::new();
-        put_varint(&mut plain, records.len() as u64);
-        for (i, r) in records {
-            put_varint(&mut plain, u64::from(*i));
-            put_varint(&mut plain, r.encoded_len() as u64);
-            r.encode_raw(&mut plain);
-        }
-        compress(plain)
-    }
-
-    /// The records of a group stored by column (behind `0 1`) whose index `keep` accepts;
-    /// `count`: the records its index entry records.
-    fn from_columns(_data: &[u8], _count: u32, _keep: &dyn Fn(u32) -> bool) -> Result<Vec<(u32, Self)>, StoreError> {
-        Err(StoreError::Decode(DecodeError {
-            what: "raw record group",
-            detail: "stored by column, which only inference events are".into(),
-        }))
-    }
-}
-
-impl Raw for pb::LogRecord {
-    fn ts(&self) -> i64 {
-        self.timestamp_ms
-    }
-
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-}
-
-/// Events are stored by column ([`super::columns`]): 68 bytes an event by row, about 30 by
-/// column, half of it the random request id.
-impl Raw for pb::InferenceEvent {
-    fn ts(&self) -> i64 {
-        self.timestamp_ms
-    }
-
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-
-    fn store_group(records: &[(u32, &Self)]) -> Vec<u8> {
-        let mut out = vec![0, COLUMNS];
-        super::columns::encode_events(records, &mut out);
-        out
-    }
-
-    fn from_columns(data: &[u8], count: u32, keep: &dyn Fn(u32) -> bool) -> Result<Vec<(u32, Self)>, StoreError> {
-        Ok(super::columns::decode_events(data, count, keep)?)
-    }
-}
+impl<T: Message + Default + Columnar> Raw for T {}
 
 /// The second byte of a group stored by column (after `0`; see [`compress`] for the others).
 const COLUMNS: u8 = 1;
@@ -111,15 +59,17 @@ pub fn group<M: Raw>(records: &[M]) -> Grouped {
     let mut ids = Vec::new();
     for (i, r) in records.iter().enumerate() {
         by_slot.entry(slot(r.ts())).or_default().push((i as u32, r));
-        if !r.request_id().is_empty() {
-            ids.push((super::rid_index::hash(r.request_id()), r.ts(), i as u32));
+        if !r.rid().is_empty() {
+            ids.push((super::rid_index::hash(r.rid()), r.ts(), i as u32));
         }
     }
     let groups = by_slot
         .into_iter()
         .map(|(b, rs)| {
             let max_ts = rs.iter().map(|(_, r)| r.ts()).max().unwrap_or(i64::MIN);
-            (b, rs.len() as u32, max_ts, M::store_group(&rs))
+            let mut stored = vec![0, COLUMNS];
+            columns::encode(&rs, &mut stored);
+            (b, rs.len() as u32, max_ts, stored)
         })
         .collect();
     Grouped { groups, ids, count: records.len() }
@@ -140,17 +90,18 @@ pub fn write(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, lsn: u64, g: 
     Ok(())
 }
 
-/// zstd's level for groups: level 1 already took events to well under Snappy's size, and
-/// groups are compressed on the handlers, on the ingest path.
+/// zstd's level for row groups (written before groups were stored by column).
+#[cfg(test)]
 const ZSTD_LEVEL: i32 = 1;
 
 /// A group as stored row by row: `0 0`, its plain length and its zstd form when that is
 /// smaller, else itself. (`0` and a Snappy form: groups written before zstd; Snappy's form
 /// begins with the plain length, never below 3, so the second byte tells it from `0 0` and
 /// from `0 1`, a group stored by column.)
+#[cfg(test)]
 fn compress(plain: Vec<u8>) -> Vec<u8> {
     let mut out = vec![0u8, 0];
-    put_varint(&mut out, plain.len() as u64);
+    keys::put_varint(&mut out, plain.len() as u64);
     match zstd::block::compress(&plain, ZSTD_LEVEL) {
         Ok(z) if out.len() + z.len() < plain.len() => {
             out.extend_from_slice(&z);
@@ -195,7 +146,7 @@ fn decode<M: Message + Default>(b: &[u8]) -> Result<M, StoreError> {
 fn read_group<M: Raw>(blocks: &Blocks, r: &BlockRef, keep: &dyn Fn(u32) -> bool) -> Result<Vec<(u32, M)>, StoreError> {
     let stored = blocks.read(&r.loc())?;
     if stored.starts_with(&[0, COLUMNS]) {
-        return M::from_columns(&stored[2..], r.count, keep);
+        return Ok(columns::decode(&stored[2..], r.count, keep)?);
     }
     let data = inflate(stored)?;
     let mut rd = Reader::new(&data, "raw record group");
@@ -232,7 +183,7 @@ pub fn by_request<M: Raw>(
         let Some(v) = main.get(gk)? else { continue };
         for (idx, m) in read_group::<M>(blocks, &keys::decode_block_ref(&v)?, &|i| want.contains(&i))? {
             // The index matches hashes: keep only the records with this very id.
-            if m.request_id() == request_id {
+            if m.rid() == request_id {
                 out.push((keys::time_key(m.ts(), lsn, idx), m));
             }
         }
@@ -314,6 +265,7 @@ pub fn expire(blocks: &Blocks, main: &sled::Tree, index: &RidIndex, cutoff: i64)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keys::put_varint;
 
     fn group(records: &[&[u8]]) -> Vec<u8> {
         let mut g = Vec::new();
@@ -342,6 +294,32 @@ mod tests {
         let mut snappy = vec![0u8];
         snappy.extend_from_slice(&snap::raw::Encoder::new().compress_vec(&plain).unwrap());
         assert_eq!(inflate(snappy).unwrap(), plain);
+    }
+
+    #[test]
+    fn row_groups_of_older_builds_and_column_groups_read_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = Blocks::open(dir.path(), 1 << 20).unwrap();
+        let ev = |i: u32| crate::pb::InferenceEvent {
+            timestamp_ms: 1_790_000_000_000 + i64::from(i),
+            model: format!("m{i}"),
+            request_id: format!("{i:032x}"),
+            latency_us: 100 * u64::from(i),
+            ..Default::default()
+        };
+        let events: Vec<_> = (0..50).map(ev).collect();
+        let bytes: Vec<Vec<u8>> = events.iter().map(|e| e.encode_to_vec()).collect();
+        let row = compress(group(&bytes.iter().map(|b| b.as_slice()).collect::<Vec<_>>()));
+        let mut col = vec![0, COLUMNS];
+        columns::encode(&events.iter().enumerate().map(|(i, e)| (i as u32, e)).collect::<Vec<_>>(), &mut col);
+        for stored in [row, col] {
+            let l = blocks.append(&stored).unwrap();
+            let r = BlockRef { file: l.file, offset: l.offset, len: l.len, count: 50, last_ts: 0 };
+            let all = read_group::<crate::pb::InferenceEvent>(&blocks, &r, &|_| true).unwrap();
+            assert_eq!(all.into_iter().map(|p| p.1).collect::<Vec<_>>(), events);
+            let one = read_group::<crate::pb::InferenceEvent>(&blocks, &r, &|i| i == 7).unwrap();
+            assert_eq!(one, vec![(7, ev(7))]);
+        }
     }
 
     #[test]

@@ -147,9 +147,9 @@ impl Mem {
 
     /// Every entry, sorted, without duplicates: partition by partition (they are in hash
     /// order), each sorted on its own.
-    fn sorted(self) -> Vec<Entry> {
+    fn sorted(&self) -> Vec<Entry> {
         let mut out = Vec::with_capacity(self.len);
-        for p in self.parts {
+        for p in &self.parts {
             let start = out.len();
             for c in &p.sealed {
                 out.extend_from_slice(c);
@@ -367,6 +367,10 @@ pub struct RidIndex {
     runs: Mutex<Vec<Run>>,
     /// Run files no longer in the catalog, deleted after the next sled flush.
     doomed: Mutex<Vec<PathBuf>>,
+    /// The entries a flush took from memory, until its run is in `runs`: look-ups read them
+    /// there meanwhile (else a `GetRequest` during a checkpoint missed the records it was
+    /// writing: CI found it, 2026-12-05).
+    flushing: Mutex<Option<Arc<Mem>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -460,6 +464,7 @@ impl RidIndex {
             mem: Mutex::new(mem),
             runs: Mutex::new(runs),
             doomed: Mutex::new(Vec::new()),
+            flushing: Mutex::new(None),
         })
     }
 
@@ -477,10 +482,15 @@ impl RidIndex {
     /// Writes what memory holds as a run (checkpoints call this before sled's flush). On
     /// failure the entries stay in memory for the next checkpoint.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let m = std::mem::take(&mut *lock(&self.mem));
-        if m.len == 0 {
-            return Ok(());
-        }
+        let m = {
+            let mut mem = lock(&self.mem);
+            if mem.len == 0 {
+                return Ok(());
+            }
+            let m = Arc::new(std::mem::take(&mut *mem));
+            *lock(&self.flushing) = Some(m.clone());
+            m
+        };
         let (min_ts, max_ts) = (m.min_ts, m.max_ts);
         let entries = m.sorted();
         let written = self.new_run().and_then(|mut w| {
@@ -495,8 +505,11 @@ impl RidIndex {
                 // min/max stay those of the whole set.
                 cur.put(en, if i == 0 { min_ts } else { max_ts });
             }
+            *lock(&self.flushing) = None;
             return Err(e);
         }
+        // The run is in `runs` (add_run): the taken entries may go.
+        *lock(&self.flushing) = None;
         self.maybe_merge()
     }
 
@@ -607,6 +620,15 @@ impl RidIndex {
         };
         for chunk in sealed {
             out.extend(chunk.iter().filter(|e| e.0 == h).map(|e| e.1));
+        }
+        // Then what a flush is writing, then the runs: an entry a flush takes from memory is
+        // in `flushing` until its run is in `runs`.
+        let flushing = lock(&self.flushing).clone();
+        if let Some(m) = flushing {
+            let p = &m.parts[part_of(h)];
+            for chunk in p.sealed.iter().map(|c| &c[..]).chain([&p.open[..]]) {
+                out.extend(chunk.iter().filter(|e| e.0 == h).map(|e| e.1));
+            }
         }
         let runs: Vec<Run> = lock(&self.runs).clone();
         for run in runs {
@@ -854,6 +876,24 @@ mod tests {
         for i in [0, 1_499, 7_000, distinct - 1] {
             assert_eq!(ix.lookup(&format!("m{i}")).unwrap().len(), 1, "m{i}");
         }
+    }
+
+    #[test]
+    fn entries_a_flush_is_writing_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, _blocks, _rid, ix) = open_index(dir.path());
+        let tk = keys::time_key(1_000, 3, 1);
+        ix.add(&[(hash("here"), tk, 1_000)]);
+        // What flush does first: memory is taken; the run is not written yet.
+        let m = Arc::new(std::mem::take(&mut *lock(&ix.mem)));
+        *lock(&ix.flushing) = Some(m);
+        assert_eq!(ix.lookup("here").unwrap(), BTreeSet::from([tk]), "neither in memory nor in a run, yet found");
+        *lock(&ix.flushing) = None;
+        assert!(ix.lookup("here").unwrap().is_empty(), "the test took them for good");
+        ix.add(&[(hash("here"), tk, 1_000)]);
+        ix.flush().unwrap();
+        assert!(lock(&ix.flushing).is_none());
+        assert_eq!(ix.lookup("here").unwrap(), BTreeSet::from([rid_block::in_slot(&tk)]), "from the run");
     }
 
     #[test]
