@@ -162,6 +162,14 @@ impl Mem {
     }
 }
 
+/// What a flush has taken from memory: as it was, then sorted (so that the unsorted copy is
+/// not held while the run is written).
+#[derive(Clone)]
+enum Flushing {
+    Taken(Arc<Mem>),
+    Sorted(Arc<Vec<Entry>>),
+}
+
 /// Writes a run file entry by entry in the packed layout ([`rid_block`]; sorted input,
 /// consecutive duplicates dropped); nothing of it is named by the catalog until
 /// [`RidIndex::add_run`].
@@ -370,7 +378,7 @@ pub struct RidIndex {
     /// The entries a flush took from memory, until its run is in `runs`: look-ups read them
     /// there meanwhile (else a `GetRequest` during a checkpoint missed the records it was
     /// writing: CI found it, 2026-12-05).
-    flushing: Mutex<Option<Arc<Mem>>>,
+    flushing: Mutex<Option<Flushing>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -488,20 +496,22 @@ impl RidIndex {
                 return Ok(());
             }
             let m = Arc::new(std::mem::take(&mut *mem));
-            *lock(&self.flushing) = Some(m.clone());
+            *lock(&self.flushing) = Some(Flushing::Taken(m.clone()));
             m
         };
         let (min_ts, max_ts) = (m.min_ts, m.max_ts);
-        let entries = m.sorted();
+        let entries = Arc::new(m.sorted());
+        *lock(&self.flushing) = Some(Flushing::Sorted(entries.clone()));
+        drop(m);
         let written = self.new_run().and_then(|mut w| {
-            for e in &entries {
+            for e in entries.iter() {
                 w.push(*e)?;
             }
             self.add_run(w, min_ts, max_ts)
         });
         if let Err(e) = written {
             let mut cur = lock(&self.mem);
-            for (i, en) in entries.into_iter().enumerate() {
+            for (i, &en) in entries.iter().enumerate() {
                 // min/max stay those of the whole set.
                 cur.put(en, if i == 0 { min_ts } else { max_ts });
             }
@@ -624,11 +634,18 @@ impl RidIndex {
         // Then what a flush is writing, then the runs: an entry a flush takes from memory is
         // in `flushing` until its run is in `runs`.
         let flushing = lock(&self.flushing).clone();
-        if let Some(m) = flushing {
-            let p = &m.parts[part_of(h)];
-            for chunk in p.sealed.iter().map(|c| &c[..]).chain([&p.open[..]]) {
-                out.extend(chunk.iter().filter(|e| e.0 == h).map(|e| e.1));
+        match flushing {
+            Some(Flushing::Taken(m)) => {
+                let p = &m.parts[part_of(h)];
+                for chunk in p.sealed.iter().map(|c| &c[..]).chain([&p.open[..]]) {
+                    out.extend(chunk.iter().filter(|e| e.0 == h).map(|e| e.1));
+                }
             }
+            Some(Flushing::Sorted(v)) => {
+                let from = v.partition_point(|e| e.0 < h);
+                out.extend(v[from..].iter().take_while(|e| e.0 == h).map(|e| e.1));
+            }
+            None => {}
         }
         let runs: Vec<Run> = lock(&self.runs).clone();
         for run in runs {
@@ -886,8 +903,11 @@ mod tests {
         ix.add(&[(hash("here"), tk, 1_000)]);
         // What flush does first: memory is taken; the run is not written yet.
         let m = Arc::new(std::mem::take(&mut *lock(&ix.mem)));
-        *lock(&ix.flushing) = Some(m);
+        *lock(&ix.flushing) = Some(Flushing::Taken(m.clone()));
         assert_eq!(ix.lookup("here").unwrap(), BTreeSet::from([tk]), "neither in memory nor in a run, yet found");
+        // Then sorted, before the run is written.
+        *lock(&ix.flushing) = Some(Flushing::Sorted(Arc::new(m.sorted())));
+        assert_eq!(ix.lookup("here").unwrap(), BTreeSet::from([tk]), "sorted, yet found");
         *lock(&ix.flushing) = None;
         assert!(ix.lookup("here").unwrap().is_empty(), "the test took them for good");
         ix.add(&[(hash("here"), tk, 1_000)]);
