@@ -841,44 +841,6 @@ mod tests {
         }
     }
 
-    /// Not a test: `cargo test --release --lib encode_speed -- --ignored --nocapture` prints
-    /// the cost of a group of 5,000 events by column against by row (protobuf + zstd 1).
-    #[test]
-    #[ignore]
-    fn encode_speed() {
-        use prost::Message;
-        let events: Vec<_> = (0..5000u64)
-            .map(|i| {
-                let mut e = event(i);
-                e.request_id = format!("req-{i}");
-                e.labels.insert("tenant".into(), format!("tenant-{}", i % 40));
-                e
-            })
-            .collect();
-        let indexed: Vec<_> = events.iter().enumerate().map(|(i, e)| (i as u32, e)).collect();
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let mut n = 0;
-            for _ in 0..20 {
-                let mut out = Vec::new();
-                encode(&indexed, &mut out);
-                n += out.len();
-            }
-            let col = t.elapsed() / 20;
-            let t = std::time::Instant::now();
-            for _ in 0..20 {
-                let mut plain = Vec::new();
-                for e in &events {
-                    put_varint(&mut plain, e.encoded_len() as u64);
-                    e.encode_raw(&mut plain);
-                }
-                n += zstd::block::compress(&plain, 1).unwrap().len();
-            }
-            let row = t.elapsed() / 20;
-            println!("5000 events: by column {col:?}, by row {row:?} ({n})");
-        }
-    }
-
     fn any_event() -> impl Strategy<Value = pb::InferenceEvent> {
         let text = prop_oneof![Just(String::new()), "[a-c]{1,3}", "\\PC{0,5}", "[0-9a-fA-F]{32}"];
         (
