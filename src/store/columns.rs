@@ -213,26 +213,6 @@ fn put_strings(out: &mut Vec<u8>, strings: &[&str]) {
     put_plane(out, &strings.concat().into_bytes());
 }
 
-fn read_strings(r: &mut Reader, max_bytes: usize) -> Result<Vec<String>, DecodeError> {
-    let count = r.varint()? as usize;
-    // Block files are checksummed: this bounds what a bug could ask for, not damage.
-    if count > max_bytes {
-        return Err(r.err(&format!("a dictionary of {count} strings")));
-    }
-    let lens = col(r, count)?;
-    let total = lens.iter().try_fold(0u64, |a, &l| a.checked_add(l)).filter(|&t| t <= max_bytes as u64);
-    let total = total.ok_or_else(|| r.err("dictionary strings longer than the group may hold"))? as usize;
-    let bytes = plane(r, total)?;
-    let mut out = Vec::with_capacity(count);
-    let mut at = 0;
-    for l in lens {
-        let s = &bytes[at..at + l as usize];
-        at += l as usize;
-        out.push(String::from_utf8(s.to_vec()).map_err(|_| r.err("a dictionary string that is not UTF-8"))?);
-    }
-    Ok(out)
-}
-
 /// How a request id is kept: empty, 16 bytes written back as 32 hex digits or a UUID (lower or
 /// upper case), or a dictionary string.
 const RID_EMPTY: u64 = 0;
@@ -503,7 +483,8 @@ pub fn decode<R: Columnar>(data: &[u8], count: u32, keep: &dyn Fn(u32) -> bool) 
             ts
         })
         .collect();
-    let dict = read_strings(r, super::wal::MAX_RECORD)?;
+    let dict = LazyStrings::read(r, super::wal::MAX_RECORD)?;
+    let dict = (0..dict.len()).map(|i| dict.get(i)).collect::<Result<Vec<_>, _>>()?;
     let nt = r.varint()? as usize;
     if nt > n {
         return Err(r.err(&format!("{nt} tuples for {n} records")));
