@@ -238,14 +238,15 @@ impl RunWriter {
 /// Reads a run's entries in order for a merge, checking its checksums.
 enum RunReader {
     Fixed { r: BufReader<File>, path: PathBuf, left: u64, crc: crc32fast::Hasher },
-    Packed { run: Run, path: PathBuf, next: usize, entries: std::vec::IntoIter<Entry> },
+    Packed { file: Arc<File>, offsets: Arc<Vec<u64>>, path: PathBuf, next: usize, entries: std::vec::IntoIter<Entry> },
 }
 
 impl RunReader {
     fn open(dir: &Path, run: &Run) -> Result<RunReader, StoreError> {
         let path = run_path(dir, run.id);
-        if let Layout::Packed { .. } = run.layout {
-            return Ok(RunReader::Packed { run: run.clone(), path, next: 0, entries: Vec::new().into_iter() });
+        if let Layout::Packed { offsets, .. } = &run.layout {
+            let (file, offsets) = (run.file.clone(), offsets.clone());
+            return Ok(RunReader::Packed { file, offsets, path, next: 0, entries: Vec::new().into_iter() });
         }
         let f = File::open(&path).map_err(io(&path))?;
         let mut r = BufReader::with_capacity(1 << 16, f);
@@ -268,15 +269,14 @@ impl RunReader {
 
     fn next(&mut self) -> Result<Option<Entry>, StoreError> {
         match self {
-            RunReader::Packed { run, path, next, entries } => loop {
+            RunReader::Packed { file, offsets, path, next, entries } => loop {
                 if let Some(e) = entries.next() {
                     return Ok(Some(e));
                 }
-                let Layout::Packed { fences, .. } = &run.layout else { unreachable!("a packed reader") };
-                if *next >= fences.len() {
+                if *next + 1 >= offsets.len() {
                     return Ok(None);
                 }
-                *entries = read_block(path, run, *next)?.into_iter();
+                *entries = read_block(path, file, offsets, *next)?.into_iter();
                 *next += 1;
             },
             RunReader::Fixed { r, path, left, crc } => {
@@ -301,11 +301,10 @@ impl RunReader {
     }
 }
 
-/// Block `i` of a packed run, its checksum checked.
-fn read_block(path: &Path, run: &Run, i: usize) -> Result<Vec<Entry>, StoreError> {
-    let Layout::Packed { offsets, .. } = &run.layout else { unreachable!("a packed run") };
+/// Block `i` of a packed run (`offsets`: its layout's), its checksum checked.
+fn read_block(path: &Path, file: &File, offsets: &[u64], i: usize) -> Result<Vec<Entry>, StoreError> {
     let mut b = vec![0u8; (offsets[i + 1] - offsets[i]) as usize];
-    run.file.read_exact_at(&mut b, offsets[i]).map_err(io(path))?;
+    file.read_exact_at(&mut b, offsets[i]).map_err(io(path))?;
     rid_block::decode(&b)
         .map_err(|e| StoreError::Open { path: path.to_owned(), detail: format!("request-id run: {e}") })
 }
@@ -651,13 +650,13 @@ impl RidIndex {
         for run in runs {
             match &run.layout {
                 Layout::Fixed { fences } => self.lookup_fixed(&run, fences, h, &mut out)?,
-                Layout::Packed { fences, .. } => {
+                Layout::Packed { fences, offsets } => {
                     // Packed runs keep the hash's top bits: compare those.
                     let h = rid_block::mask(h);
                     let path = run_path(&self.dir, run.id);
                     let mut block = fences.partition_point(|&f| f < h).saturating_sub(1);
                     'blocks: while block < fences.len() {
-                        for (eh, tk) in read_block(&path, &run, block)? {
+                        for (eh, tk) in read_block(&path, &run.file, offsets, block)? {
                             if eh == h {
                                 out.insert(tk);
                             } else if eh > h {
