@@ -78,10 +78,6 @@ pub(super) struct PartPlan {
 #[derive(Default)]
 pub(super) struct PartsPlan {
     parts: Vec<PartPlan>,
-    /// The last checkpoint had the same lsn (no record came between them), so its entries
-    /// have the keys this one's would have: these parts join them instead of overwriting them.
-    /// The two save different heads (the first left none unsaved, and no sample came since).
-    merge: bool,
 }
 
 /// A part written: its range, and how many of its head's samples were saved by it (counted
@@ -173,14 +169,23 @@ impl Store {
     /// [`Store::write_parts`] (possibly on another thread while batches go on) and recorded by
     /// [`Store::mark_parts`]. Returns the plan and the oldest lsn whose records
     /// may still hold samples that no part saves (replay must start there).
+    ///
+    /// A checkpoint with the lsn of the one before it (no record came between them) saves no
+    /// parts: its entries would have the keys of that one's, which may be doomed already or
+    /// become so while it writes (every part of such an entry died: its deletion would take
+    /// the new parts with it). Until 2026-12-06 it merged its parts into those entries, and a
+    /// crash after that deletion lost the samples that only they held (found by
+    /// `samples_match_a_model_across_cuts_checkpoints_and_restarts`). Replay starts where the
+    /// unsaved heads need it instead; the next record gives the next checkpoint a new lsn.
     pub(super) fn plan_parts(&self, st: &mut MetricsState, older_than: u64, cp_lsn: u64) -> (PartsPlan, u64) {
         let mut replay_from = cp_lsn;
         let mut plans = Vec::new();
+        let same_lsn = cp_lsn == older_than;
         for (id, head) in st.heads.iter_mut() {
             let Some(lsn) = head.unsaved_lsn else { continue };
             if head.samples.len() == head.saved {
                 head.unsaved_lsn = None;
-            } else if lsn >= older_than {
+            } else if lsn >= older_than || same_lsn {
                 replay_from = replay_from.min(lsn);
             } else {
                 let whole = head.parts.len() >= MERGE_PARTS;
@@ -194,7 +199,7 @@ impl Store {
             }
         }
         plans.sort_unstable_by_key(|p| p.id);
-        (PartsPlan { parts: plans, merge: cp_lsn == older_than }, replay_from)
+        (PartsPlan { parts: plans }, replay_from)
     }
 
     /// Encodes and writes planned parts, one entry per group, tagged with the checkpoint that
@@ -214,13 +219,6 @@ impl Store {
             if entry.is_none() {
                 let mut v = Vec::new();
                 keys::put_varint(&mut v, cp_lsn);
-                if plan.merge {
-                    if let Some(old) = self.t.head_parts.get(keys::part_group_key(group, cp_lsn))? {
-                        let mut rd = keys::Reader::new(&old, "head part");
-                        rd.varint()?;
-                        v.extend_from_slice(rd.rest());
-                    }
-                }
                 entry = Some((group, v));
             }
             let v = &mut entry.as_mut().expect("set above").1;
