@@ -320,6 +320,11 @@ impl LazyStrings {
         self.at.len() - 1
     }
 
+    /// Whether string `i` is `s`.
+    fn is(&self, i: usize, s: &str) -> bool {
+        self.bytes[self.at[i]..self.at[i + 1]] == *s.as_bytes()
+    }
+
     fn get(&self, i: usize) -> Result<String, DecodeError> {
         String::from_utf8(self.bytes[self.at[i]..self.at[i + 1]].to_vec())
             .map_err(|_| bad("a string that is not UTF-8"))
@@ -459,9 +464,16 @@ pub fn encode<R: Columnar>(records: &[(u32, &R)], out: &mut Vec<u8>) {
     }
 }
 
-/// The records of a group written by [`encode`] whose index `keep` accepts. `count` is the
-/// number of records the group's index entry records; the group must hold that many.
-pub fn decode<R: Columnar>(data: &[u8], count: u32, keep: &dyn Fn(u32) -> bool) -> Result<Vec<(u32, R)>, DecodeError> {
+/// The records of a group written by [`encode`] whose index `keep` accepts and, with `rid`,
+/// whose request id is that one (compared in the stored form: a look-up scans the group's ids
+/// without making strings of them). `count` is the number of records the group's index entry
+/// records; the group must hold that many.
+pub fn decode<R: Columnar>(
+    data: &[u8],
+    count: u32,
+    keep: &dyn Fn(u32) -> bool,
+    rid: Option<&str>,
+) -> Result<Vec<(u32, R)>, DecodeError> {
     let r = &mut Reader::new(data, WHAT);
     let n = r.varint()?;
     if n != u64::from(count) {
@@ -517,20 +529,28 @@ pub fn decode<R: Columnar>(data: &[u8], count: u32, keep: &dyn Fn(u32) -> bool) 
     // built (a request-id look-up keeps one of thousands).
     let mut out = Vec::new();
     let (mut at16, mut at_other) = (0, 0);
+    let wanted = rid.map(|r| (r, rid_form(r)));
     for k in 0..n {
-        let kept = keep(index[k]);
         let form = forms[k];
+        match form {
+            RID_EMPTY => {}
+            RID_OTHER => at_other += 1,
+            RID_HEX..=RID_UUID_UPPER => at16 += 16,
+            f => return Err(bad(format!("request id form {f}"))),
+        }
+        let kept = keep(index[k])
+            && wanted.is_none_or(|(text, (f, bytes))| {
+                f == form
+                    && match form {
+                        RID_EMPTY => true,
+                        RID_OTHER => rid_other.is(at_other - 1, text),
+                        _ => rid_bytes[at16 - 16..at16] == bytes,
+                    }
+            });
         let rid = match form {
             RID_EMPTY => None,
-            RID_OTHER => {
-                at_other += 1;
-                kept.then(|| rid_other.get(at_other - 1)).transpose()?
-            }
-            RID_HEX..=RID_UUID_UPPER => {
-                at16 += 16;
-                kept.then(|| rid_text(form, &rid_bytes[at16 - 16..at16]))
-            }
-            f => return Err(bad(format!("request id form {f}"))),
+            RID_OTHER => kept.then(|| rid_other.get(at_other - 1)).transpose()?,
+            _ => kept.then(|| rid_text(form, &rid_bytes[at16 - 16..at16])),
         };
         // Pairs sit by position: every record with more than `j` has one in column `j`.
         let mut pairs = HashMap::new();
@@ -729,15 +749,29 @@ mod tests {
             events.iter().enumerate().map(|(i, e)| (2 * i as u32 + 1, e)).collect();
         let mut out = Vec::new();
         encode(&indexed, &mut out);
-        let back = decode::<pb::InferenceEvent>(&out, events.len() as u32, &|_| true).unwrap();
+        let back = decode::<pb::InferenceEvent>(&out, events.len() as u32, &|_| true, None).unwrap();
         assert_eq!(back.len(), events.len());
         for ((i, e), (j, b)) in indexed.iter().zip(&back) {
             assert_eq!(i, j);
             assert_eq!(*e, b);
         }
         // Chosen by index: only those are built.
-        let some = decode::<pb::InferenceEvent>(&out, events.len() as u32, &|i| i % 4 == 1).unwrap();
+        let some = decode::<pb::InferenceEvent>(&out, events.len() as u32, &|i| i % 4 == 1, None).unwrap();
         assert_eq!(some.len(), events.len().div_ceil(2));
+        // Chosen by request id, in whichever form it is stored, and by both.
+        for e in [&events[0], &events[events.len() / 2]] {
+            let rid = Some(e.request_id.as_str());
+            let by_rid = decode::<pb::InferenceEvent>(&out, events.len() as u32, &|_| true, rid).unwrap();
+            let want: Vec<_> = indexed.iter().filter(|(_, x)| x.request_id == e.request_id).collect();
+            assert_eq!(by_rid.len(), want.len());
+            assert!(by_rid.iter().zip(&want).all(|((i, b), (j, w))| i == j && b == *w));
+            let both = decode::<pb::InferenceEvent>(&out, events.len() as u32, &|i| i % 4 == 1, rid).unwrap();
+            assert_eq!(both.len(), want.iter().filter(|(i, _)| i % 4 == 1).count());
+        }
+        for other in ["", "nope", "0123456789abcdef0123456789abcdee", "0123456789ABCDEF0123456789ABCDEF"] {
+            let found = decode::<pb::InferenceEvent>(&out, events.len() as u32, &|_| true, Some(other)).unwrap();
+            assert_eq!(found.len(), events.iter().filter(|e| e.request_id == other).count(), "{other:?}");
+        }
         out
     }
 
@@ -810,15 +844,15 @@ mod tests {
         let mut out = Vec::new();
         let indexed: Vec<_> = events.iter().enumerate().map(|(i, e)| (i as u32, e)).collect();
         encode(&indexed, &mut out);
-        assert!(decode::<pb::InferenceEvent>(&out, 299, &|_| true).is_err());
+        assert!(decode::<pb::InferenceEvent>(&out, 299, &|_| true, None).is_err());
         for cut in [1, 7, out.len() / 2, out.len() - 1] {
-            assert!(decode::<pb::InferenceEvent>(&out[..cut], 300, &|_| true).is_err());
+            assert!(decode::<pb::InferenceEvent>(&out[..cut], 300, &|_| true, None).is_err());
         }
         for at in (0..out.len()).step_by(7) {
             let mut d = out.clone();
             d[at] ^= 0x5a;
             // Damage is found or reads back as other values; it never panics.
-            let _ = decode::<pb::InferenceEvent>(&d, 300, &|_| true);
+            let _ = decode::<pb::InferenceEvent>(&d, 300, &|_| true, None);
         }
     }
 
@@ -896,14 +930,18 @@ mod tests {
             let indexed: Vec<(u32, &pb::LogRecord)> = logs.iter().enumerate().map(|(i, l)| (3 * i as u32, l)).collect();
             let mut out = Vec::new();
             encode(&indexed, &mut out);
-            let back = decode::<pb::LogRecord>(&out, logs.len() as u32, &|_| true).unwrap();
+            let back = decode::<pb::LogRecord>(&out, logs.len() as u32, &|_| true, None).unwrap();
             prop_assert_eq!(back.len(), logs.len());
             for ((i, l), (j, b)) in indexed.iter().zip(&back) {
                 prop_assert_eq!(i, j);
                 prop_assert_eq!(*l, b);
             }
-            let one = decode::<pb::LogRecord>(&out, logs.len() as u32, &|i| i == 3).unwrap();
+            let one = decode::<pb::LogRecord>(&out, logs.len() as u32, &|i| i == 3, None).unwrap();
             prop_assert_eq!(one.len(), usize::from(logs.len() > 1));
+            let rid = logs[logs.len() / 2].request_id.as_str();
+            let by_rid = decode::<pb::LogRecord>(&out, logs.len() as u32, &|_| true, Some(rid)).unwrap();
+            prop_assert_eq!(by_rid.len(), logs.iter().filter(|l| l.request_id == rid).count());
+            prop_assert!(by_rid.iter().all(|(_, l)| l.request_id == rid));
         }
     }
 }

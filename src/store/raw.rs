@@ -19,6 +19,7 @@
 use super::blocks::Blocks;
 use super::columns::{self, Columnar};
 use super::keys::{self, BlockRef, DecodeError, Reader};
+use super::rid_block;
 use super::rid_index::RidIndex;
 use super::StoreError;
 use prost::Message;
@@ -143,10 +144,15 @@ fn decode<M: Message + Default>(b: &[u8]) -> Result<M, StoreError> {
 
 /// A group's records whose index `keep` accepts: (index in the WAL record, record). Only
 /// those are decoded (a request-id look-up wants one of a group's thousands).
-fn read_group<M: Raw>(blocks: &Blocks, r: &BlockRef, keep: &dyn Fn(u32) -> bool) -> Result<Vec<(u32, M)>, StoreError> {
+fn read_group<M: Raw>(
+    blocks: &Blocks,
+    r: &BlockRef,
+    keep: &dyn Fn(u32) -> bool,
+    rid: Option<&str>,
+) -> Result<Vec<(u32, M)>, StoreError> {
     let stored = blocks.read(&r.loc())?;
     if stored.starts_with(&[0, COLUMNS]) {
-        return Ok(columns::decode(&stored[2..], r.count, keep)?);
+        return Ok(columns::decode(&stored[2..], r.count, keep, rid)?);
     }
     let data = inflate(stored)?;
     let mut rd = Reader::new(&data, "raw record group");
@@ -157,7 +163,10 @@ fn read_group<M: Raw>(blocks: &Blocks, r: &BlockRef, keep: &dyn Fn(u32) -> bool)
         let len = rd.varint()? as usize;
         let b = rd.bytes(len)?;
         if keep(idx) {
-            out.push((idx, decode(b)?));
+            let m: M = decode(b)?;
+            if rid.is_none_or(|r| m.rid() == r) {
+                out.push((idx, m));
+            }
         }
     }
     Ok(out)
@@ -170,22 +179,27 @@ pub fn by_request<M: Raw>(
     index: &RidIndex,
     request_id: &str,
 ) -> Result<Vec<M>, StoreError> {
-    // The index's candidates by group: (lsn, indexes in the WAL record). Runs keep the slot,
-    // not the time: the time key is made again from the record.
-    let mut wanted: HashMap<[u8; 16], (u64, Vec<u32>)> = HashMap::new();
+    // The index's candidates by group: (lsn, indexes in the WAL record, or none for every
+    // record of the group: runs of groups keep no index). Runs keep the slot, not the time:
+    // the time key is made again from the record.
+    let mut wanted: HashMap<[u8; 16], (u64, Option<Vec<u32>>)> = HashMap::new();
     for tk in index.lookup(request_id)? {
         let (ts, lsn, idx) = keys::decode_time_key(&tk)?;
-        wanted.entry(keys::raw_group_key(slot(ts), lsn)).or_insert_with(|| (lsn, Vec::new())).1.push(idx);
+        let w = wanted.entry(keys::raw_group_key(slot(ts), lsn)).or_insert_with(|| (lsn, Some(Vec::new())));
+        if idx == rid_block::ANY {
+            w.1 = None;
+        } else if let Some(v) = &mut w.1 {
+            v.push(idx);
+        }
     }
     let mut out = Vec::new();
     for (gk, (lsn, want)) in wanted {
         // An entry whose group retention removed is skipped.
         let Some(v) = main.get(gk)? else { continue };
-        for (idx, m) in read_group::<M>(blocks, &keys::decode_block_ref(&v)?, &|i| want.contains(&i))? {
-            // The index matches hashes: keep only the records with this very id.
-            if m.rid() == request_id {
-                out.push((keys::time_key(m.ts(), lsn, idx), m));
-            }
+        let keep = |i| want.as_ref().is_none_or(|w| w.contains(&i));
+        // The index matches hashes: keep only the records with this very id.
+        for (idx, m) in read_group::<M>(blocks, &keys::decode_block_ref(&v)?, &keep, Some(request_id))? {
+            out.push((keys::time_key(m.ts(), lsn, idx), m));
         }
     }
     out.sort_by_key(|p| p.0);
@@ -232,7 +246,7 @@ pub fn scan<M: Raw>(
             }
             current = Some(b);
         }
-        for (idx, m) in read_group::<M>(blocks, &keys::decode_block_ref(&v)?, &|_| true)? {
+        for (idx, m) in read_group::<M>(blocks, &keys::decode_block_ref(&v)?, &|_| true, None)? {
             let ts = m.ts();
             let tk = keys::time_key(ts, lsn, idx);
             if ts >= start && ts <= end && before.is_none_or(|b| tk < b) {
@@ -315,9 +329,9 @@ mod tests {
         for stored in [row, col] {
             let l = blocks.append(&stored).unwrap();
             let r = BlockRef { file: l.file, offset: l.offset, len: l.len, count: 50, last_ts: 0 };
-            let all = read_group::<crate::pb::InferenceEvent>(&blocks, &r, &|_| true).unwrap();
+            let all = read_group::<crate::pb::InferenceEvent>(&blocks, &r, &|_| true, None).unwrap();
             assert_eq!(all.into_iter().map(|p| p.1).collect::<Vec<_>>(), events);
-            let one = read_group::<crate::pb::InferenceEvent>(&blocks, &r, &|i| i == 7).unwrap();
+            let one = read_group::<crate::pb::InferenceEvent>(&blocks, &r, &|i| i == 7, None).unwrap();
             assert_eq!(one, vec![(7, ev(7))]);
         }
     }

@@ -1,38 +1,81 @@
-//! The packed layout of request-id runs ([`super::rid_index`]), written since 2026-12-05: a
-//! run's sorted entries in blocks of [`BLOCK`], each field bit-packed at the width its block
-//! needs. The fixed layout before it took 28 bytes an entry (a 64-bit hash, a 20-byte time key);
-//! packed, an entry of a run of a million takes about 8.
+//! The packed layouts of request-id runs ([`super::rid_index`]): a run's sorted entries in
+//! blocks of [`BLOCK`], each field bit-packed at the width its block needs. The fixed layout
+//! before them took 28 bytes an entry (a 64-bit hash, a 20-byte time key); packed, an entry of
+//! a run of a million takes about 6.5 bytes in [`Form::Records`] and about 4 in
+//! [`Form::Groups`].
 //!
-//! - **Hash**: its top [`HASH_BITS`] bits, as the difference from the entry before (sorted, so
-//!   the differences are small). A look-up compares those bits only; a match was always just
-//!   a candidate that the reader checks against the record's request id, and 40 bits leave one
-//!   false candidate per 10,000 look-ups at 100 M stored events.
+//! - **Hash**: its top [`Form::bits`] bits, as the difference from the entry before (sorted,
+//!   so the differences are small). A look-up compares those bits only; a match was always
+//!   just a candidate that the reader checks against the record's request id. With 36 bits, a
+//!   look-up at 100 M stored events meets one false candidate in about 700.
 //! - **Where the record is**: its 10-second slot (the time key's `ts` reads back as the slot's
 //!   start: the group key `(slot, lsn)` needs no more, and the reader takes the time from the
-//!   record), the WAL record's lsn and the index in it, each as its difference from the
-//!   block's smallest.
+//!   record), the WAL record's lsn and, in [`Form::Records`] only, the index in it, each as its
+//!   difference from the block's smallest. [`Form::Groups`] writes [`ANY`] as every index (its
+//!   width is then 0 bits): the reader finds the record in its group by its request id.
 //!
 //! Block: `crc32 (LE, over the rest) | n: u16 LE | widths: 4 × u8 (hash difference, ts, lsn,
 //! index) | first hash: u64 LE | smallest slot: i64 LE | lsn: u64 LE | index: u32 LE | the bits`.
 //! File: the blocks, then the table (per block: first hash, offset; u64 LE each), `count: u64 LE |
-//! blocks: u64 LE | crc32 (LE) over the table and both counts | "MWRIDPK1"`.
+//! blocks: u64 LE | crc32 (LE) over the table and both counts | magic` ([`Form::magic`]).
 use super::chunk::BitWriter;
 use super::keys::{self, DecodeError};
 use super::raw::SLOT_MS;
 
 /// Entries per block: a look-up reads and decodes one (about 2 KB).
 pub const BLOCK: usize = 256;
-/// Bits of the request id's hash that packed runs keep, the top ones.
-pub const HASH_BITS: u32 = 40;
-const DROP: u32 = 64 - HASH_BITS;
-pub const MAGIC: &[u8; 8] = b"MWRIDPK1";
+/// The index of entries that locate a group, not a record.
+pub const ANY: u32 = u32::MAX;
 /// What follows the table: both counts, its checksum, the magic.
 pub const TAIL: usize = 8 + 8 + 4 + 8;
 const HEAD: usize = 4 + 2 + 4 + 8 + 8 + 8 + 4;
 
-/// The hash as packed runs keep it.
-pub fn mask(h: u64) -> u64 {
-    h >> DROP << DROP
+/// What a packed run's entries hold.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Form {
+    /// Written on 2026-12-05: 40 bits of hash and the record's index in its WAL record.
+    Records,
+    /// Since 2026-12-06: 36 bits of hash and the group only (index [`ANY`]). The index took a
+    /// third of an entry; the reader's scan of one group's request ids costs less than the
+    /// group's read.
+    Groups,
+}
+
+impl Form {
+    /// Bits of the request id's hash that the entries keep, the top ones.
+    pub fn bits(self) -> u32 {
+        match self {
+            Form::Records => 40,
+            Form::Groups => 36,
+        }
+    }
+
+    fn drop(self) -> u32 {
+        64 - self.bits()
+    }
+
+    /// The hash as this form keeps it.
+    pub fn mask(self, h: u64) -> u64 {
+        h >> self.drop() << self.drop()
+    }
+
+    /// An index entry as this form keeps it: the hash masked, the time key's slot, and for
+    /// [`Form::Groups`] the index [`ANY`].
+    pub fn entry(self, e: Entry) -> Entry {
+        let mut tk = in_slot(&e.1);
+        if self == Form::Groups {
+            tk[16..].copy_from_slice(&ANY.to_be_bytes());
+        }
+        (self.mask(e.0), tk)
+    }
+
+    /// The last 8 bytes of a run file of this form.
+    pub fn magic(self) -> &'static [u8; 8] {
+        match self {
+            Form::Records => b"MWRIDPK1",
+            Form::Groups => b"MWRIDPK2",
+        }
+    }
 }
 
 /// (hash, time key), as the index holds its entries.
@@ -77,8 +120,9 @@ pub fn in_slot(tk: &[u8; 20]) -> [u8; 20] {
     k
 }
 
-/// Appends one block of `entries` (sorted by hash, hashes already [`mask`]ed, 1 to [`BLOCK`]).
-pub fn encode(entries: &[Entry], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+/// Appends one block of `entries` (sorted by hash, hashes already masked by `form`, 1 to
+/// [`BLOCK`]).
+pub fn encode(entries: &[Entry], form: Form, out: &mut Vec<u8>) -> Result<(), DecodeError> {
     debug_assert!(!entries.is_empty() && entries.len() <= BLOCK);
     let mut parts = Vec::with_capacity(entries.len());
     for e in entries {
@@ -91,10 +135,10 @@ pub fn encode(entries: &[Entry], out: &mut Vec<u8>) -> Result<(), DecodeError> {
     let mut prev = entries[0].0;
     let mut diffs = Vec::with_capacity(entries.len());
     for e in entries {
-        if e.0 < prev || mask(e.0) != e.0 {
+        if e.0 < prev || form.mask(e.0) != e.0 {
             return Err(bad("entries out of order or with unmasked hashes"));
         }
-        diffs.push((e.0 - prev) >> DROP);
+        diffs.push((e.0 - prev) >> form.drop());
         prev = e.0;
     }
     let w = [
@@ -125,7 +169,7 @@ pub fn encode(entries: &[Entry], out: &mut Vec<u8>) -> Result<(), DecodeError> {
 }
 
 /// One block's entries, its checksum checked.
-pub fn decode(b: &[u8]) -> Result<Vec<Entry>, DecodeError> {
+pub fn decode(b: &[u8], form: Form) -> Result<Vec<Entry>, DecodeError> {
     if b.len() < HEAD {
         return Err(bad(format!("{} bytes, shorter than a block's head", b.len())));
     }
@@ -139,7 +183,7 @@ pub fn decode(b: &[u8]) -> Result<Vec<Entry>, DecodeError> {
     let ts_min = u64_at(18) as i64;
     let lsn_min = u64_at(26);
     let idx_min = u32::from_le_bytes(b[34..38].try_into().expect("4 bytes"));
-    if n == 0 || n > BLOCK || w[0] > HASH_BITS as u8 || w[1] > 64 || w[2] > 64 || w[3] > 32 {
+    if n == 0 || n > BLOCK || u32::from(w[0]) > form.bits() || w[1] > 64 || w[2] > 64 || w[3] > 32 {
         return Err(bad(format!("{n} entries, widths {w:?}")));
     }
     let need = (n * w.iter().map(|&x| usize::from(x)).sum::<usize>()).div_ceil(8);
@@ -150,7 +194,7 @@ pub fn decode(b: &[u8]) -> Result<Vec<Entry>, DecodeError> {
     let mut h = first;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        h = h.wrapping_add(r.get(w[0]) << DROP);
+        h = h.wrapping_add(r.get(w[0]) << form.drop());
         let ts = ts_min.wrapping_add(r.get(w[1]) as i64).wrapping_mul(SLOT_MS);
         let lsn = lsn_min.wrapping_add(r.get(w[2]));
         let idx = idx_min.wrapping_add(r.get(w[3]) as u32);
@@ -159,8 +203,8 @@ pub fn decode(b: &[u8]) -> Result<Vec<Entry>, DecodeError> {
     Ok(out)
 }
 
-/// Appends the table and the tail ([`MAGIC`] last) for blocks `(first hash, offset)`.
-pub fn encode_table(table: &[(u64, u64)], count: u64, out: &mut Vec<u8>) {
+/// Appends the table and the tail (the form's magic last) for blocks `(first hash, offset)`.
+pub fn encode_table(table: &[(u64, u64)], count: u64, form: Form, out: &mut Vec<u8>) {
     let start = out.len();
     for (h, off) in table {
         out.extend_from_slice(&h.to_le_bytes());
@@ -170,12 +214,12 @@ pub fn encode_table(table: &[(u64, u64)], count: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&(table.len() as u64).to_le_bytes());
     let crc = crc32fast::hash(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(form.magic());
 }
 
 /// From a file's tail ([`TAIL`] bytes): (entries, blocks).
-pub fn decode_tail(t: &[u8]) -> Result<(u64, u64), DecodeError> {
-    if t.len() != TAIL || &t[20..] != MAGIC {
+pub fn decode_tail(t: &[u8], form: Form) -> Result<(u64, u64), DecodeError> {
+    if t.len() != TAIL || &t[20..] != form.magic() {
         return Err(bad("no packed run tail at the end of the file"));
     }
     Ok((u64::from_le_bytes(t[..8].try_into().expect("8")), u64::from_le_bytes(t[8..16].try_into().expect("8"))))
@@ -201,38 +245,59 @@ mod tests {
 
     #[test]
     fn blocks_read_back_and_damage_is_found() {
-        let mut entries: Vec<Entry> = (0..BLOCK as u64)
-            .map(|i| {
-                let h = mask(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                (
-                    h,
-                    keys::time_key(
-                        1_790_000_000_000 + (i as i64 * 37) % 5000 - 2500,
-                        40 + i % 7,
-                        (i * 13 % 5000) as u32,
-                    ),
-                )
-            })
-            .collect();
-        entries.sort();
-        entries[3].0 = entries[2].0; // equal hashes
-        let mut out = Vec::new();
-        encode(&entries, &mut out).unwrap();
-        assert!(out.len() < BLOCK * 10, "{} bytes", out.len());
-        let slots: Vec<Entry> = entries.iter().map(|e| (e.0, in_slot(&e.1))).collect();
-        assert_eq!(decode(&out).unwrap(), slots);
-        // Extremes: every width at its largest.
-        let (lo, hi) = (i64::MIN / SLOT_MS * SLOT_MS, i64::MAX / SLOT_MS * SLOT_MS);
-        let wide = vec![(0, keys::time_key(lo, 0, 0)), (u64::MAX << DROP, keys::time_key(hi, u64::MAX, u32::MAX))];
-        let mut w = Vec::new();
-        encode(&wide, &mut w).unwrap();
-        assert_eq!(decode(&w).unwrap(), wide);
-        for at in [0, 5, 12, 40, out.len() - 1] {
-            let mut d = out.clone();
-            d[at] ^= 0x10;
-            assert!(decode(&d).is_err(), "byte {at}");
+        for form in [Form::Records, Form::Groups] {
+            let mut entries: Vec<Entry> = (0..BLOCK as u64)
+                .map(|i| {
+                    let h = form.mask(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    (
+                        h,
+                        keys::time_key(
+                            1_790_000_000_000 + (i as i64 * 37) % 5000 - 2500,
+                            40 + i % 7,
+                            (i * 13 % 5000) as u32,
+                        ),
+                    )
+                })
+                .collect();
+            entries.sort();
+            entries[3].0 = entries[2].0; // equal hashes
+            let entries: Vec<Entry> = entries.into_iter().map(|e| form.entry(e)).collect();
+            let mut out = Vec::new();
+            encode(&entries, form, &mut out).unwrap();
+            assert_eq!(decode(&out, form).unwrap(), entries);
+            let per_entry = (out.len() - HEAD) as f64 / BLOCK as f64;
+            // Hash differences of about 2^64 / 256 (34 and 30 bits kept), 1 bit of slot, 3 of
+            // lsn, 13 of index in Records only.
+            match form {
+                Form::Records => assert!(per_entry <= 6.5, "{per_entry} bytes an entry"),
+                Form::Groups => {
+                    assert!(per_entry <= 4.5, "{per_entry} bytes an entry");
+                    assert!(entries.iter().all(|e| e.1[16..] == ANY.to_be_bytes()));
+                }
+            }
+            // Extremes: every width at its largest.
+            let (lo, hi) = (i64::MIN / SLOT_MS * SLOT_MS, i64::MAX / SLOT_MS * SLOT_MS);
+            let wide =
+                vec![(0, keys::time_key(lo, 0, 0)), (form.mask(u64::MAX), keys::time_key(hi, u64::MAX, u32::MAX))];
+            let mut w = Vec::new();
+            encode(&wide, form, &mut w).unwrap();
+            assert_eq!(decode(&w, form).unwrap(), wide);
+            for at in [0, 5, 12, 40, out.len() - 1] {
+                let mut d = out.clone();
+                d[at] ^= 0x10;
+                assert!(decode(&d, form).is_err(), "byte {at}");
+            }
+            assert!(decode(&out[..out.len() - 1], form).is_err());
+            assert!(encode(&[(1, keys::time_key(0, 0, 0))], form, &mut Vec::new()).is_err(), "unmasked");
         }
-        assert!(decode(&out[..out.len() - 1]).is_err());
-        assert!(encode(&[(1, keys::time_key(0, 0, 0))], &mut Vec::new()).is_err(), "unmasked");
+    }
+
+    #[test]
+    fn a_tail_of_one_form_is_refused_as_the_other() {
+        let mut t = Vec::new();
+        encode_table(&[(0, 0)], 3, Form::Groups, &mut t);
+        let tail = &t[t.len() - TAIL..];
+        assert_eq!(decode_tail(tail, Form::Groups).unwrap(), (3, 1));
+        assert!(decode_tail(tail, Form::Records).is_err());
     }
 }

@@ -19,14 +19,21 @@
 //! names are deleted only after the next sled flush ([`RidIndex::take_doomed`]), and at open
 //! any file the catalog does not name (a checkpoint that did not finish) is deleted.
 //!
-//! Run layout: `count: u64 BE`, then `count` entries of `hash: u64 BE | time key: 20 bytes`,
-//! sorted, then `crc32` of all that (checked when a merge reads the run), then the fences: the
-//! hash of entries 0, FENCE, 2·FENCE, … (u64 BE) and their `crc32` (checked at open). Runs
-//! written before fences existed end after the first checksum; their fences are read at open.
-//! Catalog entry: run id (u64 BE) → `count: u64 | oldest ts | newest ts` (i64 BE).
+//! Runs are written in the packed layout of [`rid_block`], in the form [`WRITTEN`]: since
+//! 2026-12-06 an entry locates a record's group (WAL record and 10-second slot), not the record,
+//! and `GetRequest` finds the records in the group by their request id; runs of the form before
+//! it, which located the record, are read and merged into the new form.
+//!
+//! The fixed layout of runs written before 2026-12-05 (read, and merged away): `count: u64
+//! BE`, then `count` entries of `hash: u64 BE | time key: 20 bytes`, sorted, then `crc32` of
+//! all that (checked when a merge reads the run), then the fences: the hash of entries 0,
+//! FENCE, 2·FENCE, … (u64 BE) and their `crc32` (checked at open). Runs written before fences
+//! existed end after the first checksum; their fences are read at open.
+//! Catalog entry: run id (u64 BE) → `count: u64 | oldest ts | newest ts` (i64 BE), then for a
+//! packed run one byte naming its form (2: records, 3: groups).
 use super::blocks::Blocks;
 use super::keys;
-use super::rid_block;
+use super::rid_block::{self, Form};
 use super::StoreError;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -75,15 +82,16 @@ enum Layout {
     /// 28 bytes an entry (written before 2026-12-05); `fences`: the hash of entries 0, FENCE,
     /// 2·FENCE, ….
     Fixed { fences: Arc<Vec<u64>> },
-    /// Blocks of [`rid_block::BLOCK`] entries: each one's first (masked) hash, and where each
-    /// begins (one more offset: where the last ends).
-    Packed { fences: Arc<Vec<u64>>, offsets: Arc<Vec<u64>> },
+    /// Blocks of [`rid_block::BLOCK`] entries of `form`: each one's first (masked) hash, and
+    /// where each begins (one more offset: where the last ends).
+    Packed { form: Form, fences: Arc<Vec<u64>>, offsets: Arc<Vec<u64>> },
 }
 
 impl Layout {
-    fn packed(table: Vec<(u64, u64)>, end: u64) -> Layout {
+    fn packed(form: Form, table: Vec<(u64, u64)>, end: u64) -> Layout {
         let offsets = table.iter().map(|t| t.1).chain([end]).collect();
-        Layout::Packed { fences: Arc::new(table.into_iter().map(|t| t.0).collect()), offsets: Arc::new(offsets) }
+        let fences = Arc::new(table.into_iter().map(|t| t.0).collect());
+        Layout::Packed { form, fences, offsets: Arc::new(offsets) }
     }
 
     /// Bytes the run file takes.
@@ -170,10 +178,11 @@ enum Flushing {
     Sorted(Arc<Vec<Entry>>),
 }
 
-/// Writes a run file entry by entry in the packed layout ([`rid_block`]; sorted input,
+/// Writes a run file entry by entry in a packed layout, [`WRITTEN`] but in tests (sorted input,
 /// consecutive duplicates dropped); nothing of it is named by the catalog until
 /// [`RidIndex::add_run`].
 struct RunWriter {
+    form: Form,
     out: BufWriter<File>,
     id: u64,
     path: PathBuf,
@@ -188,16 +197,17 @@ struct RunWriter {
 }
 
 impl RunWriter {
-    fn create(dir: &Path, id: u64) -> Result<RunWriter, StoreError> {
+    fn create(dir: &Path, id: u64, form: Form) -> Result<RunWriter, StoreError> {
         let path = run_path(dir, id);
         let f = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).map_err(io(&path))?;
         let out = BufWriter::with_capacity(1 << 16, f);
         let block = Vec::with_capacity(rid_block::BLOCK);
-        Ok(RunWriter { out, id, path, block, buf: Vec::new(), table: Vec::new(), offset: 0, count: 0, last: None })
+        let (buf, table) = (Vec::new(), Vec::new());
+        Ok(RunWriter { form, out, id, path, block, buf, table, offset: 0, count: 0, last: None })
     }
 
     fn push(&mut self, e: Entry) -> Result<(), StoreError> {
-        let e = (rid_block::mask(e.0), rid_block::in_slot(&e.1));
+        let e = self.form.entry(e);
         if self.last == Some(e) {
             return Ok(());
         }
@@ -212,7 +222,7 @@ impl RunWriter {
 
     fn write_block(&mut self) -> Result<(), StoreError> {
         self.buf.clear();
-        rid_block::encode(&self.block, &mut self.buf)?;
+        rid_block::encode(&self.block, self.form, &mut self.buf)?;
         self.out.write_all(&self.buf).map_err(io(&self.path))?;
         self.table.push((self.block[0].0, self.offset));
         self.offset += self.buf.len() as u64;
@@ -226,27 +236,39 @@ impl RunWriter {
             self.write_block()?;
         }
         let mut t = Vec::with_capacity(self.table.len() * 16 + rid_block::TAIL);
-        rid_block::encode_table(&self.table, self.count, &mut t);
+        rid_block::encode_table(&self.table, self.count, self.form, &mut t);
         self.out.write_all(&t).map_err(io(&self.path))?;
-        let RunWriter { out, path, table, offset, count, .. } = self;
+        let RunWriter { form, out, path, table, offset, count, .. } = self;
         let f = out.into_inner().map_err(|e| io(&path)(e.into_error()))?;
         f.sync_all().map_err(io(&path))?;
-        Ok((f, count, Layout::packed(table, offset)))
+        Ok((f, count, Layout::packed(form, table, offset)))
     }
 }
 
 /// Reads a run's entries in order for a merge, checking its checksums.
 enum RunReader {
-    Fixed { r: BufReader<File>, path: PathBuf, left: u64, crc: crc32fast::Hasher },
-    Packed { file: Arc<File>, offsets: Arc<Vec<u64>>, path: PathBuf, next: usize, entries: std::vec::IntoIter<Entry> },
+    Fixed {
+        r: BufReader<File>,
+        path: PathBuf,
+        left: u64,
+        crc: crc32fast::Hasher,
+    },
+    Packed {
+        form: Form,
+        file: Arc<File>,
+        offsets: Arc<Vec<u64>>,
+        path: PathBuf,
+        next: usize,
+        entries: std::vec::IntoIter<Entry>,
+    },
 }
 
 impl RunReader {
     fn open(dir: &Path, run: &Run) -> Result<RunReader, StoreError> {
         let path = run_path(dir, run.id);
-        if let Layout::Packed { offsets, .. } = &run.layout {
-            let (file, offsets) = (run.file.clone(), offsets.clone());
-            return Ok(RunReader::Packed { file, offsets, path, next: 0, entries: Vec::new().into_iter() });
+        if let Layout::Packed { form, offsets, .. } = &run.layout {
+            let (form, file, offsets) = (*form, run.file.clone(), offsets.clone());
+            return Ok(RunReader::Packed { form, file, offsets, path, next: 0, entries: Vec::new().into_iter() });
         }
         let f = File::open(&path).map_err(io(&path))?;
         let mut r = BufReader::with_capacity(1 << 16, f);
@@ -269,14 +291,14 @@ impl RunReader {
 
     fn next(&mut self) -> Result<Option<Entry>, StoreError> {
         match self {
-            RunReader::Packed { file, offsets, path, next, entries } => loop {
+            RunReader::Packed { form, file, offsets, path, next, entries } => loop {
                 if let Some(e) = entries.next() {
                     return Ok(Some(e));
                 }
                 if *next + 1 >= offsets.len() {
                     return Ok(None);
                 }
-                *entries = read_block(path, file, offsets, *next)?.into_iter();
+                *entries = read_block(path, file, *form, offsets, *next)?.into_iter();
                 *next += 1;
             },
             RunReader::Fixed { r, path, left, crc } => {
@@ -301,16 +323,16 @@ impl RunReader {
     }
 }
 
-/// Block `i` of a packed run (`offsets`: its layout's), its checksum checked.
-fn read_block(path: &Path, file: &File, offsets: &[u64], i: usize) -> Result<Vec<Entry>, StoreError> {
+/// Block `i` of a packed run (`form`, `offsets`: its layout's), its checksum checked.
+fn read_block(path: &Path, file: &File, form: Form, offsets: &[u64], i: usize) -> Result<Vec<Entry>, StoreError> {
     let mut b = vec![0u8; (offsets[i + 1] - offsets[i]) as usize];
     file.read_exact_at(&mut b, offsets[i]).map_err(io(path))?;
-    rid_block::decode(&b)
+    rid_block::decode(&b, form)
         .map_err(|e| StoreError::Open { path: path.to_owned(), detail: format!("request-id run: {e}") })
 }
 
 /// A packed run file's table, from its tail, checked against its checksum and the catalog.
-fn read_table(path: &Path, file: &File, count: u64) -> Result<Layout, StoreError> {
+fn read_table(path: &Path, file: &File, form: Form, count: u64) -> Result<Layout, StoreError> {
     let damaged =
         |detail: String| StoreError::Open { path: path.to_owned(), detail: format!("request-id run: {detail}") };
     let len = file.metadata().map_err(io(path))?.len();
@@ -320,7 +342,7 @@ fn read_table(path: &Path, file: &File, count: u64) -> Result<Layout, StoreError
     }
     let mut tail = [0u8; rid_block::TAIL];
     file.read_exact_at(&mut tail, len - TAIL).map_err(io(path))?;
-    let (n, blocks) = rid_block::decode_tail(&tail).map_err(|e| damaged(e.to_string()))?;
+    let (n, blocks) = rid_block::decode_tail(&tail, form).map_err(|e| damaged(e.to_string()))?;
     if n != count {
         return Err(damaged(format!("holds {n} entries, its catalog entry says {count}")));
     }
@@ -333,7 +355,7 @@ fn read_table(path: &Path, file: &File, count: u64) -> Result<Layout, StoreError
     if table.windows(2).any(|w| w[1].1 <= w[0].1) || table.last().is_some_and(|l| l.1 >= end) {
         return Err(damaged("block offsets out of order".into()));
     }
-    Ok(Layout::packed(table, end))
+    Ok(Layout::packed(form, table, end))
 }
 
 /// A run file's fences: from its tail, checked against their checksum, or for a run written
@@ -392,17 +414,29 @@ fn run_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.run"))
 }
 
-/// A run's catalog value; the last byte says the layout is packed (24 bytes: fixed).
-fn catalog_value(count: u64, min_ts: i64, max_ts: i64) -> [u8; 25] {
+/// A run's catalog value; the last byte names the packed form (24 bytes: fixed layout).
+fn catalog_value(count: u64, min_ts: i64, max_ts: i64, form: Form) -> [u8; 25] {
     let mut v = [0u8; 25];
     v[..8].copy_from_slice(&count.to_be_bytes());
     v[8..16].copy_from_slice(&min_ts.to_be_bytes());
     v[16..24].copy_from_slice(&max_ts.to_be_bytes());
-    v[24] = PACKED;
+    v[24] = form_byte(form);
     v
 }
 
-const PACKED: u8 = 2;
+/// The form new runs are written in; runs of the others are read, and merged into it.
+const WRITTEN: Form = Form::Groups;
+
+fn form_byte(f: Form) -> u8 {
+    match f {
+        Form::Records => 2,
+        Form::Groups => 3,
+    }
+}
+
+fn form_of(byte: u8) -> Option<Form> {
+    [Form::Records, Form::Groups].into_iter().find(|&f| form_byte(f) == byte)
+}
 
 fn entry(c: &[u8]) -> (u64, [u8; 20]) {
     (u64::from_be_bytes(c[..8].try_into().expect("8 bytes")), c[8..ENTRY].try_into().expect("20 bytes"))
@@ -421,7 +455,7 @@ impl RidIndex {
             let (k, v) = item?;
             let id = keys::decode_series_key(&k)?;
             match v.len() {
-                24 | 25 if v.len() == 24 || v[24] == PACKED => {
+                24 | 25 if v.len() == 24 || form_of(v[24]).is_some() => {
                     let count = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
                     let min_ts = i64::from_be_bytes(v[8..16].try_into().expect("8 bytes"));
                     let max_ts = i64::from_be_bytes(v[16..24].try_into().expect("8 bytes"));
@@ -430,8 +464,8 @@ impl RidIndex {
                         path: path.clone(),
                         detail: format!("request-id run named by the catalog: {e}"),
                     })?;
-                    let layout = if v.len() == 25 {
-                        read_table(&path, &file, count)?
+                    let layout = if let Some(form) = v.get(24).and_then(|&b| form_of(b)) {
+                        read_table(&path, &file, form, count)?
                     } else {
                         Layout::Fixed { fences: Arc::new(read_fences(&path, &file, count)?) }
                     };
@@ -525,12 +559,12 @@ impl RidIndex {
     /// A writer for the next run id (ids only grow: the catalog holds the largest).
     fn new_run(&self) -> Result<RunWriter, StoreError> {
         let id = lock(&self.runs).iter().map(|r| r.id + 1).max().unwrap_or(1);
-        RunWriter::create(&self.dir, id)
+        RunWriter::create(&self.dir, id, WRITTEN)
     }
 
     /// Finishes a run file and names it in the catalog.
     fn add_run(&self, w: RunWriter, min_ts: i64, max_ts: i64) -> Result<(), StoreError> {
-        let (id, path) = (w.id, w.path.clone());
+        let (id, path, form) = (w.id, w.path.clone(), w.form);
         let (f, count, layout) = match w.finish() {
             Ok(x) => x,
             Err(e) => {
@@ -540,7 +574,7 @@ impl RidIndex {
         };
         // On disk, with its directory entry, before the catalog names it.
         super::wal::sync_dir(&self.dir).map_err(io(&self.dir))?;
-        self.catalog.insert(keys::series_key(id), &catalog_value(count, min_ts, max_ts)[..])?;
+        self.catalog.insert(keys::series_key(id), &catalog_value(count, min_ts, max_ts, form)[..])?;
         lock(&self.runs).push(Run { id, count, min_ts, max_ts, file: Arc::new(f), layout });
         Ok(())
     }
@@ -650,13 +684,13 @@ impl RidIndex {
         for run in runs {
             match &run.layout {
                 Layout::Fixed { fences } => self.lookup_fixed(&run, fences, h, &mut out)?,
-                Layout::Packed { fences, offsets } => {
+                Layout::Packed { form, fences, offsets } => {
                     // Packed runs keep the hash's top bits: compare those.
-                    let h = rid_block::mask(h);
+                    let h = form.mask(h);
                     let path = run_path(&self.dir, run.id);
                     let mut block = fences.partition_point(|&f| f < h).saturating_sub(1);
                     'blocks: while block < fences.len() {
-                        for (eh, tk) in read_block(&path, &run.file, offsets, block)? {
+                        for (eh, tk) in read_block(&path, &run.file, *form, offsets, block)? {
                             if eh == h {
                                 out.insert(tk);
                             } else if eh > h {
@@ -755,25 +789,37 @@ mod tests {
         fs::write(run_path(rid, id), body).unwrap();
         let ts = |e: &Entry| keys::decode_time_key(&e.1).unwrap().0;
         let (lo, hi) = (entries.iter().map(ts).min().unwrap(), entries.iter().map(ts).max().unwrap());
-        catalog.insert(keys::series_key(id), &catalog_value(entries.len() as u64, lo, hi)[..24]).unwrap();
+        catalog.insert(keys::series_key(id), &catalog_value(entries.len() as u64, lo, hi, WRITTEN)[..24]).unwrap();
+    }
+
+    /// A packed run of records, as builds of 2026-12-05 wrote it, named by the catalog.
+    fn write_records(catalog: &sled::Tree, rid: &Path, id: u64, entries: &[Entry]) {
+        let mut w = RunWriter::create(rid, id, Form::Records).unwrap();
+        for e in entries {
+            w.push(*e).unwrap();
+        }
+        let (_, count, _) = w.finish().unwrap();
+        let ts = |e: &Entry| keys::decode_time_key(&e.1).unwrap().0;
+        let (lo, hi) = (entries.iter().map(ts).min().unwrap(), entries.iter().map(ts).max().unwrap());
+        catalog.insert(keys::series_key(id), &catalog_value(count, lo, hi, Form::Records)[..]).unwrap();
     }
 
     #[test]
-    fn lookups_cross_blocks_partitions_and_both_layouts() {
+    fn lookups_cross_blocks_partitions_and_every_layout() {
         let dir = tempfile::tempdir().unwrap();
         let (db, blocks, rid, ix) = open_index(dir.path());
         // 5,000 entries of one request id (20 blocks, sealed chunks in memory), among 10,000
         // of other hashes in the same partition, two of them its neighbours in the kept bits.
         let h = hash("x");
-        let tk = |i: u32| keys::time_key(1_000 + i as i64, 7, i);
+        let tk = |i: u32| keys::time_key(1_000 + i as i64, 7 + u64::from(i), i);
         let mut batch: Vec<(u64, [u8; 20], i64)> = (0..5_000).map(|i| (h, tk(i), 1_000)).collect();
         for i in 0..10_000u64 {
             let other = (h & 0xff00_0000_0000_0000) | ((i * 0x0000_1000_0000_0001) & 0x00ff_ffff_ffff_ffff);
-            if rid_block::mask(other) != rid_block::mask(h) {
+            if WRITTEN.mask(other) != WRITTEN.mask(h) {
                 batch.push((other, tk(i as u32), 1_000));
             }
         }
-        let step = 1 << (64 - rid_block::HASH_BITS);
+        let step = 1 << (64 - WRITTEN.bits());
         batch.push((h - step, tk(1), 1_000));
         batch.push((h + step, tk(2), 1_000));
         // Differs only in bits a packed run drops: a candidate there, which the reader's check
@@ -784,16 +830,20 @@ mod tests {
         assert!(lock(&ix.mem).parts[part_of(h)].sealed.len() >= 3, "the partition sealed chunks");
         assert_eq!(ix.lookup("x").unwrap(), (0..5_000).map(tk).collect::<BTreeSet<_>>(), "from memory");
         ix.flush().unwrap();
-        // A packed run gives the slot's start for the time (the reader takes it from the record).
-        let mut want: BTreeSet<_> = (0..5_000).map(|i| rid_block::in_slot(&tk(i))).collect();
-        want.insert(rid_block::in_slot(&near));
+        // A packed run gives the slot's start for the time (the reader takes it from the record)
+        // and, written as groups, ANY for the index (the reader finds the records in the group).
+        let mut want: BTreeSet<_> = (0..5_000).map(|i| WRITTEN.entry((h, tk(i))).1).collect();
+        want.insert(WRITTEN.entry((h, near)).1);
+        assert_eq!(want.len(), 5_001);
+        assert!(want.iter().all(|k| k[16..] == rid_block::ANY.to_be_bytes()));
         assert_eq!(ix.lookup("x").unwrap(), want, "from the packed run");
         assert!(ix.lookup("y").unwrap().is_empty());
         let packed = lock(&ix.runs)[0].clone();
         assert_eq!(fs::metadata(run_path(&rid, packed.id)).unwrap().len(), packed.layout.bytes(packed.count));
-        assert!(packed.layout.bytes(packed.count) < packed.count * 9, "{} bytes", packed.layout.bytes(packed.count));
+        assert!(packed.layout.bytes(packed.count) < packed.count * 7, "{} bytes", packed.layout.bytes(packed.count));
         drop(ix);
-        // Runs of the fixed layout, with fences and from before them, answer beside it.
+        // Runs of the fixed layout, with fences and from before them, and a packed run of
+        // records (2026-12-05) answer beside it.
         let entries = |salt: u32| {
             let mut v: Vec<Entry> = (0..1_000).map(|i| (hash(&format!("f{i}")), tk(i + salt))).collect();
             v.push((hash("x"), tk(9_000 + salt)));
@@ -803,10 +853,11 @@ mod tests {
         let catalog = db.open_tree("runs").unwrap();
         write_fixed(&catalog, &rid, 100, &entries(0), true);
         write_fixed(&catalog, &rid, 101, &entries(1), false);
+        write_records(&catalog, &rid, 102, &entries(2));
         let ix = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).unwrap();
-        want.extend([tk(9_000), tk(9_001)]);
-        assert_eq!(ix.lookup("x").unwrap(), want, "all three runs");
-        assert_eq!(ix.lookup("f999").unwrap().len(), 2);
+        want.extend([tk(9_000), tk(9_001), rid_block::in_slot(&tk(9_002))]);
+        assert_eq!(ix.lookup("x").unwrap(), want, "all four runs");
+        assert_eq!(ix.lookup("f999").unwrap().len(), 3);
         drop(ix);
         // Damaged fences or a damaged table are reported at open, not used.
         for (id, what) in [(100, "fences' checksum"), (packed.id, "table checksum")] {
@@ -837,7 +888,7 @@ mod tests {
             ix.flush().unwrap();
         }
         let before = run_files(&rid);
-        assert_eq!(before.len(), MERGE_FAN_IN + 2, "x's run, two fixed runs, seven of z: no merge yet");
+        assert_eq!(before.len(), MERGE_FAN_IN + 3, "x's run, two fixed runs, one of records, seven of z: no merge yet");
         let victim = before.last().unwrap().clone();
         let mut hurt = fs::read(&victim).unwrap();
         hurt[100] ^= 1;
@@ -850,21 +901,25 @@ mod tests {
     }
 
     #[test]
-    fn a_merge_streams_sorted_runs_of_both_layouts_into_one_without_duplicates() {
+    fn a_merge_streams_sorted_runs_of_every_layout_into_one_without_duplicates() {
         let dir = tempfile::tempdir().unwrap();
         let (db, _blocks, rid, ix) = open_index(dir.path());
         // 8 runs of 3,000 entries each (fan-in 8), every entry twice across neighbouring runs;
-        // the first two in the fixed layout.
+        // the first two in the fixed layout, the third a packed run of records.
         let e = |i: u64| (hash(&format!("m{i}")), keys::time_key(i as i64, 1, i as u32), i as i64);
         let catalog = db.open_tree("runs").unwrap();
-        for round in 0..2u64 {
+        for round in 0..3u64 {
             let mut v: Vec<Entry> = (round * 1_500..round * 1_500 + 3_000).map(|i| (e(i).0, e(i).1)).collect();
             v.sort();
-            write_fixed(&catalog, &rid, 50 + round, &v, true);
+            if round < 2 {
+                write_fixed(&catalog, &rid, 50 + round, &v, true);
+            } else {
+                write_records(&catalog, &rid, 50 + round, &v);
+            }
         }
         drop(ix);
         let ix = RidIndex::open(catalog, &rid, &_blocks).unwrap();
-        for round in 2..MERGE_FAN_IN as u64 {
+        for round in 3..MERGE_FAN_IN as u64 {
             ix.add(&(round * 1_500..round * 1_500 + 3_000).map(e).collect::<Vec<_>>());
             ix.flush().unwrap();
         }
@@ -882,9 +937,10 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, distinct);
-        let Layout::Packed { fences, offsets } = &runs[0].layout else { panic!("a merge writes a packed run") };
-        let Layout::Packed { fences: f2, offsets: o2 } =
-            read_table(&run_path(&rid, runs[0].id), &runs[0].file, distinct).unwrap()
+        let Layout::Packed { fences, offsets, form } = &runs[0].layout else { panic!("a merge writes a packed run") };
+        assert_eq!(*form, WRITTEN);
+        let Layout::Packed { fences: f2, offsets: o2, .. } =
+            read_table(&run_path(&rid, runs[0].id), &runs[0].file, WRITTEN, distinct).unwrap()
         else {
             panic!("packed")
         };
@@ -912,7 +968,7 @@ mod tests {
         ix.add(&[(hash("here"), tk, 1_000)]);
         ix.flush().unwrap();
         assert!(lock(&ix.flushing).is_none());
-        assert_eq!(ix.lookup("here").unwrap(), BTreeSet::from([rid_block::in_slot(&tk)]), "from the run");
+        assert_eq!(ix.lookup("here").unwrap(), BTreeSet::from([WRITTEN.entry((0, tk)).1]), "from the run");
     }
 
     #[test]
@@ -941,14 +997,15 @@ mod tests {
         assert_eq!(fs::read_dir(&rid).unwrap().count(), runs, "their files are gone");
         ix.add(&[(hash("r3"), keys::time_key(99_999, 99, 0), 99_999)]);
         let got = ix.lookup("r3").unwrap();
-        assert_eq!(got.len(), 20 * 5 + 1, "every round's 5 entries plus the one in memory");
+        // A round's 5 records of r3 share a WAL record and a slot: one entry of a run.
+        assert_eq!(got.len(), 20 + 1, "every round's group plus the one record in memory");
         assert!(ix.lookup("nope").unwrap().is_empty());
         drop(ix);
         // A run file the catalog does not name (an unfinished checkpoint) is removed at open.
         fs::write(rid.join(format!("{:020}.run", 777)), b"junk").unwrap();
         let ix = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).unwrap();
         assert!(!rid.join(format!("{:020}.run", 777)).exists());
-        assert_eq!(ix.lookup("r3").unwrap().len(), 100, "runs are durable; memory is the WAL's to replay");
+        assert_eq!(ix.lookup("r3").unwrap().len(), 20, "runs are durable; memory is the WAL's to replay");
         ix.expire(1_000_000).unwrap();
         assert!(ix.lookup("r3").unwrap().is_empty());
     }
