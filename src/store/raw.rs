@@ -142,8 +142,9 @@ fn decode<M: Message + Default>(b: &[u8]) -> Result<M, StoreError> {
     M::decode(b).map_err(|e| StoreError::Decode(DecodeError { what: "stored record", detail: e.to_string() }))
 }
 
-/// A group's records whose index `keep` accepts: (index in the WAL record, record). Only
-/// those are decoded (a request-id look-up wants one of a group's thousands).
+/// A group's records whose index `keep` accepts and, with `rid`, whose request id is that
+/// one: (index in the WAL record, record). Only those are decoded (a request-id look-up wants
+/// one of a group's thousands).
 fn read_group<M: Raw>(
     blocks: &Blocks,
     r: &BlockRef,
