@@ -454,8 +454,14 @@ impl RidIndex {
         for item in catalog.iter() {
             let (k, v) = item?;
             let id = keys::decode_series_key(&k)?;
+            // A run's value: 24 bytes in the fixed layout, 25 when packed (the last byte names
+            // the form).
+            let packed = match v.len() {
+                25 => form_of(v[24]),
+                _ => None,
+            };
             match v.len() {
-                24 | 25 if v.len() == 24 || form_of(v[24]).is_some() => {
+                24 | 25 if v.len() == 24 || packed.is_some() => {
                     let count = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
                     let min_ts = i64::from_be_bytes(v[8..16].try_into().expect("8 bytes"));
                     let max_ts = i64::from_be_bytes(v[16..24].try_into().expect("8 bytes"));
@@ -464,7 +470,7 @@ impl RidIndex {
                         path: path.clone(),
                         detail: format!("request-id run named by the catalog: {e}"),
                     })?;
-                    let layout = if let Some(form) = v.get(24).and_then(|&b| form_of(b)) {
+                    let layout = if let Some(form) = packed {
                         read_table(&path, &file, form, count)?
                     } else {
                         Layout::Fixed { fences: Arc::new(read_fences(&path, &file, count)?) }
