@@ -1,8 +1,8 @@
 //! The packed layouts of request-id runs ([`super::rid_index`]): a run's sorted entries in
 //! blocks of [`BLOCK`], each field bit-packed at the width its block needs. The fixed layout
 //! before them took 28 bytes an entry (a 64-bit hash, a 20-byte time key); packed, an entry of
-//! a run of a million takes about 6.5 bytes in [`Form::Records`] and about 4 in
-//! [`Form::Groups`].
+//! a run of a million takes about 6.5 bytes in [`Form::Records`], about 4.3 in
+//! [`Form::Groups`] and about 3.2 in [`Form::Numbered`].
 //!
 //! - **Hash**: its top [`Form::bits`] bits, as the difference from the entry before (sorted,
 //!   so the differences are small). A look-up compares those bits only; a match was always
@@ -14,31 +14,57 @@
 //!   difference from the block's smallest. [`Form::Groups`] writes [`ANY`] as every index (its
 //!   width is then 0 bits): the reader finds the record in its group by its request id.
 //!
-//! Block: `crc32 (LE, over the rest) | n: u16 LE | widths: 4 × u8 (hash difference, ts, lsn,
-//! index) | first hash: u64 LE | smallest slot: i64 LE | lsn: u64 LE | index: u32 LE | the bits`.
-//! File: the blocks, then the table (per block: first hash, offset; u64 LE each), `count: u64 LE |
-//! blocks: u64 LE | crc32 (LE) over the table and both counts | magic` ([`Form::magic`]).
+//! Block (records, groups): `crc32 (LE, over the rest) | n: u16 LE | widths: 4 × u8 (hash
+//! difference, ts, lsn, index) | first hash: u64 LE | smallest slot: i64 LE | lsn: u64 LE |
+//! index: u32 LE | the bits`. File: the blocks, then the table (per block: first hash, offset;
+//! u64 LE each), `count: u64 LE | blocks: u64 LE | crc32 (LE) over the table and both counts |
+//! magic` ([`Form::magic`]).
+//!
+//! [`Form::Numbered`] (since 2026-12-07) names each entry's group by its number in the run's
+//! table of groups instead: a block's entries are spread over the whole run's groups, so their
+//! slots and lsns took the bits of the run's whole span (about 14 an entry in `cargo bench
+//! --bench events_disk`), where the number takes log2 of the groups (about 8). The hash
+//! differences, geometric around 2^36 / entries, are Rice-coded with the parameter that suits
+//! the block (about 1.5 bits an entry less than the width of the block's largest). Block:
+//! `crc32 (LE, over the rest) | n: u16 LE | rice k: u8 | group width: u8 | first hash: u64 LE
+//! | for each entry after the first, its hash difference (the quotient by 2^k in unary, ones
+//! ended by a zero, then k bits) | for each entry, its group's number`. File: the blocks, the
+//! groups (ascending; per group its slot's and its lsn's differences from the group before,
+//! in slots and zig-zagged, LEB128 each: about 2 bytes), the block table, then `count |
+//! blocks | groups | groups' bytes` (u64 LE each), `crc32 (LE)` over groups, table and counts,
+//! and the magic. Where a run's groups are nearly as many as its entries (a service that sends
+//! one event a WAL record), numbers and table would cost more than slot and lsn, and such a
+//! run is written in [`Form::Groups`] ([`Form::for_run`]).
 use super::chunk::BitWriter;
-use super::keys::{self, DecodeError};
+use super::keys::{self, put_varint, unzigzag, zigzag, DecodeError, Reader};
 use super::raw::SLOT_MS;
 
 /// Entries per block: a look-up reads and decodes one (about 2 KB).
 pub const BLOCK: usize = 256;
 /// The index of entries that locate a group, not a record.
 pub const ANY: u32 = u32::MAX;
-/// What follows the table: both counts, its checksum, the magic.
-pub const TAIL: usize = 8 + 8 + 4 + 8;
+/// What follows the table in runs of the first two forms: both counts, its checksum, the magic.
+const TAIL: usize = 8 + 8 + 4 + 8;
+/// ... and in [`Form::Numbered`]: four counts.
+const TAIL_NUMBERED: usize = 8 + 8 + 8 + 8 + 4 + 8;
 const HEAD: usize = 4 + 2 + 4 + 8 + 8 + 8 + 4;
+const HEAD_NUMBERED: usize = 4 + 2 + 1 + 1 + 8;
+
+/// A group of records: its 10-second slot's start (ms) and its WAL record's lsn.
+pub type Group = (i64, u64);
 
 /// What a packed run's entries hold.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Form {
     /// Written on 2026-12-05: 40 bits of hash and the record's index in its WAL record.
     Records,
-    /// Since 2026-12-06: 36 bits of hash and the group only (index [`ANY`]). The index took a
-    /// third of an entry; the reader's scan of one group's request ids costs less than the
-    /// group's read.
+    /// Written on 2026-12-06: 36 bits of hash and the group only (index [`ANY`]). The index
+    /// took a third of an entry; the reader's scan of one group's request ids costs less than
+    /// the group's read.
     Groups,
+    /// Since 2026-12-07: as [`Form::Groups`], the group as its number in the run's table and
+    /// the hash differences Rice-coded.
+    Numbered,
 }
 
 impl Form {
@@ -46,7 +72,7 @@ impl Form {
     pub fn bits(self) -> u32 {
         match self {
             Form::Records => 40,
-            Form::Groups => 36,
+            Form::Groups | Form::Numbered => 36,
         }
     }
 
@@ -63,7 +89,7 @@ impl Form {
     /// [`Form::Groups`] the index [`ANY`].
     pub fn entry(self, e: Entry) -> Entry {
         let mut tk = in_slot(&e.1);
-        if self == Form::Groups {
+        if self != Form::Records {
             tk[16..].copy_from_slice(&ANY.to_be_bytes());
         }
         (self.mask(e.0), tk)
@@ -74,6 +100,38 @@ impl Form {
         match self {
             Form::Records => b"MWRIDPK1",
             Form::Groups => b"MWRIDPK2",
+            Form::Numbered => b"MWRIDPK3",
+        }
+    }
+
+    /// Bytes after a run file's table.
+    pub fn tail_len(self) -> usize {
+        match self {
+            Form::Numbered => TAIL_NUMBERED,
+            _ => TAIL,
+        }
+    }
+
+    /// Whether the run keeps a table of groups.
+    pub fn numbered(self) -> bool {
+        self == Form::Numbered
+    }
+
+    /// The smaller form for a run of `entries` in `groups` (sorted): [`Form::Numbered`], unless
+    /// the groups' numbers and table cost more bits than each entry's slot and lsn would.
+    pub fn for_run(entries: u64, groups: &[Group]) -> Form {
+        let (Some(first), Some(last)) = (groups.first(), groups.last()) else { return Form::Numbered };
+        let slots = ((last.0 - first.0) / SLOT_MS) as u64;
+        let (lo, hi) = groups.iter().fold((u64::MAX, 0), |(lo, hi), g| (lo.min(g.1), hi.max(g.1)));
+        let mut table = Vec::new();
+        put_groups(groups, &mut table);
+        // Both code the hash alike but for Rice's saving of about 1.5 bits an entry.
+        let numbered = entries * u64::from(bits(groups.len() as u64 - 1)) + 8 * table.len() as u64;
+        let spans = entries * (u64::from(bits(slots) + bits(hi - lo)) + 1);
+        if numbered <= spans {
+            Form::Numbered
+        } else {
+            Form::Groups
         }
     }
 }
@@ -110,6 +168,36 @@ impl BitReader<'_> {
         self.n -= w;
         v
     }
+
+    /// A unary number: the ones before the next zero; `None` past `max` ones.
+    fn unary(&mut self, max: u64) -> Option<u64> {
+        let mut q = 0;
+        loop {
+            if self.n == 0 {
+                self.acc = u128::from(self.buf.get(self.at).copied().unwrap_or(0));
+                self.at += 1;
+                self.n = 8;
+            }
+            // The bits above the `n` held are zeros: the ones end at `n` at the latest.
+            let ones = u64::from((!self.acc).trailing_zeros().min(self.n));
+            q += ones;
+            if q > max {
+                return None;
+            }
+            if ones < u64::from(self.n) {
+                self.acc >>= ones + 1;
+                self.n -= ones as u32 + 1;
+                return Some(q);
+            }
+            self.acc = 0;
+            self.n = 0;
+        }
+    }
+
+    /// Bytes the bits read so far take.
+    fn used(&self) -> usize {
+        self.at - (self.n / 8) as usize
+    }
 }
 
 /// The time key as a packed run gives it back: the slot's start for the ts.
@@ -121,9 +209,13 @@ pub fn in_slot(tk: &[u8; 20]) -> [u8; 20] {
 }
 
 /// Appends one block of `entries` (sorted by hash, hashes already masked by `form`, 1 to
-/// [`BLOCK`]).
-pub fn encode(entries: &[Entry], form: Form, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+/// [`BLOCK`]); `groups`: the run's table ([`Form::Numbered`] only: every entry's group must be
+/// in it).
+pub fn encode(entries: &[Entry], form: Form, groups: &[Group], out: &mut Vec<u8>) -> Result<(), DecodeError> {
     debug_assert!(!entries.is_empty() && entries.len() <= BLOCK);
+    if form.numbered() {
+        return encode_numbered(entries, groups, out);
+    }
     let mut parts = Vec::with_capacity(entries.len());
     for e in entries {
         let (ts, lsn, idx) = keys::decode_time_key(&e.1)?;
@@ -168,8 +260,12 @@ pub fn encode(entries: &[Entry], form: Form, out: &mut Vec<u8>) -> Result<(), De
     Ok(())
 }
 
-/// One block's entries, its checksum checked.
-pub fn decode(b: &[u8], form: Form) -> Result<Vec<Entry>, DecodeError> {
+/// One block's entries, its checksum checked (`groups`: the run's table, for
+/// [`Form::Numbered`]).
+pub fn decode(b: &[u8], form: Form, groups: &[Group]) -> Result<Vec<Entry>, DecodeError> {
+    if form.numbered() {
+        return decode_numbered(b, groups);
+    }
     if b.len() < HEAD {
         return Err(bad(format!("{} bytes, shorter than a block's head", b.len())));
     }
@@ -203,49 +299,213 @@ pub fn decode(b: &[u8], form: Form) -> Result<Vec<Entry>, DecodeError> {
     Ok(out)
 }
 
-/// Appends the table and the tail (the form's magic last) for blocks `(first hash, offset)`.
-pub fn encode_table(table: &[(u64, u64)], count: u64, form: Form, out: &mut Vec<u8>) {
+/// The Rice parameter that codes `diffs` in the fewest bits (near log2 of their mean).
+fn rice_k(diffs: &[u64]) -> u8 {
+    let cost = |k: u32| diffs.iter().map(|&d| (d >> k) + 1 + u64::from(k)).sum::<u64>();
+    let mean = diffs.iter().sum::<u64>() / diffs.len().max(1) as u64;
+    let guess = 63u32.saturating_sub(mean.max(1).leading_zeros());
+    (guess.saturating_sub(2)..=(guess + 1).min(63)).min_by_key(|&k| cost(k)).unwrap_or(0) as u8
+}
+
+fn encode_numbered(entries: &[Entry], groups: &[Group], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let form = Form::Numbered;
+    let mut numbers = Vec::with_capacity(entries.len());
+    for e in entries {
+        let (ts, lsn, _) = keys::decode_time_key(&e.1)?;
+        let g = (ts.div_euclid(SLOT_MS) * SLOT_MS, lsn);
+        let i = groups.binary_search(&g).map_err(|_| bad(format!("group {g:?} is not in the run's table")))?;
+        numbers.push(i as u64);
+    }
+    let mut diffs = Vec::with_capacity(entries.len());
+    for w in entries.windows(2) {
+        if w[1].0 < w[0].0 || form.mask(w[1].0) != w[1].0 {
+            return Err(bad("entries out of order or with unmasked hashes"));
+        }
+        diffs.push((w[1].0 - w[0].0) >> form.drop());
+    }
+    if form.mask(entries[0].0) != entries[0].0 {
+        return Err(bad("an unmasked hash"));
+    }
+    let k = rice_k(&diffs);
+    let gw = bits(groups.len().saturating_sub(1) as u64);
     let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&[k, gw]);
+    out.extend_from_slice(&entries[0].0.to_le_bytes());
+    let mut bw = BitWriter::new(out);
+    for &d in &diffs {
+        let mut q = d >> k;
+        while q >= 32 {
+            bw.put(u64::from(u32::MAX), 32);
+            q -= 32;
+        }
+        // q ones, then the zero that ends them.
+        bw.put((1u64 << q) - 1, q as u32 + 1);
+        bw.put(d & ((1u64 << k) - 1), k.into());
+    }
+    for &g in &numbers {
+        bw.put(g, gw.into());
+    }
+    bw.finish();
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+fn decode_numbered(b: &[u8], groups: &[Group]) -> Result<Vec<Entry>, DecodeError> {
+    let form = Form::Numbered;
+    if b.len() < HEAD_NUMBERED {
+        return Err(bad(format!("{} bytes, shorter than a block's head", b.len())));
+    }
+    if crc32fast::hash(&b[4..]) != u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) {
+        return Err(bad("checksum mismatch"));
+    }
+    let n = usize::from(u16::from_le_bytes([b[4], b[5]]));
+    let (k, gw) = (b[6], b[7]);
+    let first = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
+    if n == 0 || n > BLOCK || u32::from(k) > form.bits() || u32::from(gw) > 32 || form.mask(first) != first {
+        return Err(bad(format!("{n} entries, rice parameter {k}, group width {gw}")));
+    }
+    let mut r = BitReader { buf: &b[HEAD_NUMBERED..], at: 0, acc: 0, n: 0 };
+    let mut hashes = Vec::with_capacity(n);
+    hashes.push(first);
+    let mut h = first;
+    // No difference reaches past the kept bits.
+    let max_q = (1u64 << form.bits()) >> k;
+    for _ in 1..n {
+        let q = r.unary(max_q).ok_or_else(|| bad("a hash difference past the hash's bits"))?;
+        let d = (q << k | r.get(k)) << form.drop();
+        h = h.checked_add(d).ok_or_else(|| bad("hashes past 2^64"))?;
+        hashes.push(h);
+    }
+    let mut out = Vec::with_capacity(n);
+    for h in hashes {
+        let i = r.get(gw) as usize;
+        let &(ts, lsn) = groups.get(i).ok_or_else(|| bad(format!("group {i} of a table of {}", groups.len())))?;
+        out.push((h, keys::time_key(ts, lsn, ANY)));
+    }
+    if r.used() != b.len() - HEAD_NUMBERED {
+        return Err(bad(format!("{} bytes of entries where {n} take {}", b.len() - HEAD_NUMBERED, r.used())));
+    }
+    Ok(out)
+}
+
+/// Appends `groups` (sorted) in the table's form: differences from the group before.
+fn put_groups(groups: &[Group], out: &mut Vec<u8>) {
+    let mut prev = (0i64, 0u64);
+    for &(ts, lsn) in groups {
+        put_varint(out, zigzag(ts.div_euclid(SLOT_MS).wrapping_sub(prev.0.div_euclid(SLOT_MS))));
+        put_varint(out, zigzag(lsn.wrapping_sub(prev.1) as i64));
+        prev = (ts, lsn);
+    }
+}
+
+/// Appends what follows the blocks: the groups ([`Form::Numbered`]; empty for the others), the
+/// table for blocks `(first hash, offset)`, and the tail (the form's magic last).
+pub fn encode_table(table: &[(u64, u64)], groups: &[Group], count: u64, form: Form, out: &mut Vec<u8>) {
+    debug_assert!(form.numbered() || groups.is_empty());
+    let start = out.len();
+    put_groups(groups, out);
+    let group_bytes = out.len() - start;
     for (h, off) in table {
         out.extend_from_slice(&h.to_le_bytes());
         out.extend_from_slice(&off.to_le_bytes());
     }
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&(table.len() as u64).to_le_bytes());
+    if form.numbered() {
+        out.extend_from_slice(&(groups.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(group_bytes as u64).to_le_bytes());
+    }
     let crc = crc32fast::hash(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(form.magic());
 }
 
-/// From a file's tail ([`TAIL`] bytes): (entries, blocks).
-pub fn decode_tail(t: &[u8], form: Form) -> Result<(u64, u64), DecodeError> {
-    if t.len() != TAIL || &t[20..] != form.magic() {
-        return Err(bad("no packed run tail at the end of the file"));
-    }
-    Ok((u64::from_le_bytes(t[..8].try_into().expect("8")), u64::from_le_bytes(t[8..16].try_into().expect("8"))))
+/// What a run file's tail says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Tail {
+    pub count: u64,
+    pub blocks: u64,
+    pub groups: u64,
+    pub group_bytes: u64,
 }
 
-/// The table, from its bytes and the tail's: (first hash, offset) per block.
-pub fn decode_table(table: &[u8], tail: &[u8]) -> Result<Vec<(u64, u64)>, DecodeError> {
+impl Tail {
+    /// Bytes of the groups and the block table before the tail.
+    pub fn table_bytes(&self) -> Option<u64> {
+        self.blocks.checked_mul(16)?.checked_add(self.group_bytes)
+    }
+}
+
+/// From a file's last [`Form::tail_len`] bytes.
+pub fn decode_tail(t: &[u8], form: Form) -> Result<Tail, DecodeError> {
+    if t.len() != form.tail_len() || &t[t.len() - 8..] != form.magic() {
+        return Err(bad("no packed run tail at the end of the file"));
+    }
+    let at = |i: usize| u64::from_le_bytes(t[i..i + 8].try_into().expect("8"));
+    let (groups, group_bytes) = if form.numbered() { (at(16), at(24)) } else { (0, 0) };
+    Ok(Tail { count: at(0), blocks: at(8), groups, group_bytes })
+}
+
+/// The groups and the block table ((first hash, offset) per block), from their bytes and the
+/// tail's, checked against its checksum.
+#[allow(clippy::type_complexity)]
+pub fn decode_table(table: &[u8], tail: &[u8], t: &Tail) -> Result<(Vec<Group>, Vec<(u64, u64)>), DecodeError> {
+    let counts = tail.len() - 12;
     let mut h = crc32fast::Hasher::new();
     h.update(table);
-    h.update(&tail[..16]);
-    if h.finalize() != u32::from_le_bytes(tail[16..20].try_into().expect("4")) {
+    h.update(&tail[..counts]);
+    if h.finalize() != u32::from_le_bytes(tail[counts..counts + 4].try_into().expect("4")) {
         return Err(bad("table checksum mismatch"));
     }
-    Ok(table
+    let (g, blocks) = table.split_at(t.group_bytes as usize);
+    // Each group takes two bytes at least.
+    if t.groups > t.group_bytes / 2 {
+        return Err(bad(format!("{} groups in {} bytes", t.groups, t.group_bytes)));
+    }
+    let mut groups = Vec::with_capacity(t.groups as usize);
+    let mut r = Reader::new(g, "request-id run groups");
+    let (mut slot, mut lsn) = (0i64, 0u64);
+    for _ in 0..t.groups {
+        slot = slot.wrapping_add(unzigzag(r.varint()?));
+        lsn = lsn.wrapping_add(unzigzag(r.varint()?) as u64);
+        let ts = slot.checked_mul(SLOT_MS).ok_or_else(|| bad("a slot past 2^63 ms"))?;
+        groups.push((ts, lsn));
+    }
+    if !r.done() || groups.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(bad("groups out of order or bytes left after them"));
+    }
+    let blocks = blocks
         .chunks_exact(16)
         .map(|c| (u64::from_le_bytes(c[..8].try_into().expect("8")), u64::from_le_bytes(c[8..].try_into().expect("8"))))
-        .collect())
+        .collect();
+    Ok((groups, blocks))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The distinct groups of `entries`, sorted: the table a run of them keeps.
+    fn table(entries: &[Entry]) -> Vec<Group> {
+        let mut g: Vec<Group> = entries
+            .iter()
+            .map(|e| {
+                let (ts, lsn, _) = keys::decode_time_key(&e.1).unwrap();
+                (ts.div_euclid(SLOT_MS) * SLOT_MS, lsn)
+            })
+            .collect();
+        g.sort_unstable();
+        g.dedup();
+        g
+    }
+
     #[test]
     fn blocks_read_back_and_damage_is_found() {
-        for form in [Form::Records, Form::Groups] {
+        let mut sizes = Vec::new();
+        for form in [Form::Records, Form::Groups, Form::Numbered] {
             let mut entries: Vec<Entry> = (0..BLOCK as u64)
                 .map(|i| {
                     let h = form.mask(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -262,42 +522,109 @@ mod tests {
             entries.sort();
             entries[3].0 = entries[2].0; // equal hashes
             let entries: Vec<Entry> = entries.into_iter().map(|e| form.entry(e)).collect();
+            let groups = if form.numbered() { table(&entries) } else { Vec::new() };
             let mut out = Vec::new();
-            encode(&entries, form, &mut out).unwrap();
-            assert_eq!(decode(&out, form).unwrap(), entries);
-            let per_entry = (out.len() - HEAD) as f64 / BLOCK as f64;
+            encode(&entries, form, &groups, &mut out).unwrap();
+            assert_eq!(decode(&out, form, &groups).unwrap(), entries);
+            let per_entry = out.len() as f64 / BLOCK as f64;
+            sizes.push(per_entry);
             // Hash differences of about 2^64 / 256 (34 and 30 bits kept), 1 bit of slot, 3 of
-            // lsn, 13 of index in Records only.
+            // lsn, 13 of index in Records only; 14 groups (4 bits) when numbered.
             match form {
-                Form::Records => assert!(per_entry <= 6.5, "{per_entry} bytes an entry"),
-                Form::Groups => {
-                    assert!(per_entry <= 4.5, "{per_entry} bytes an entry");
+                Form::Records => assert!(per_entry <= 6.7, "{per_entry} bytes an entry"),
+                Form::Groups | Form::Numbered => {
+                    assert!(per_entry <= 4.6, "{per_entry} bytes an entry");
                     assert!(entries.iter().all(|e| e.1[16..] == ANY.to_be_bytes()));
                 }
             }
-            // Extremes: every width at its largest.
+            // Extremes: every width at its largest, and a difference of the hash's whole span.
             let (lo, hi) = (i64::MIN / SLOT_MS * SLOT_MS, i64::MAX / SLOT_MS * SLOT_MS);
-            let wide =
-                vec![(0, keys::time_key(lo, 0, 0)), (form.mask(u64::MAX), keys::time_key(hi, u64::MAX, u32::MAX))];
+            let wide = vec![
+                (0, keys::time_key(lo, 0, 0)),
+                (form.mask(u64::MAX), keys::time_key(hi, u64::MAX, u32::MAX)),
+            ];
+            let wide: Vec<Entry> = if form.numbered() { wide.into_iter().map(|e| form.entry(e)).collect() } else { wide };
+            let wide_groups = if form.numbered() { table(&wide) } else { Vec::new() };
             let mut w = Vec::new();
-            encode(&wide, form, &mut w).unwrap();
-            assert_eq!(decode(&w, form).unwrap(), wide);
+            encode(&wide, form, &wide_groups, &mut w).unwrap();
+            assert_eq!(decode(&w, form, &wide_groups).unwrap(), wide);
             for at in [0, 5, 12, 40, out.len() - 1] {
                 let mut d = out.clone();
                 d[at] ^= 0x10;
-                assert!(decode(&d, form).is_err(), "byte {at}");
+                assert!(decode(&d, form, &groups).is_err(), "byte {at}");
             }
-            assert!(decode(&out[..out.len() - 1], form).is_err());
-            assert!(encode(&[(1, keys::time_key(0, 0, 0))], form, &mut Vec::new()).is_err(), "unmasked");
+            assert!(decode(&out[..out.len() - 1], form, &groups).is_err());
+            assert!(
+                encode(&[(1, keys::time_key(0, 0, 0))], form, &[(0, 0)], &mut Vec::new()).is_err(),
+                "unmasked"
+            );
         }
+        assert!(sizes[2] < sizes[1], "numbered entries are the smallest: {sizes:?}");
+        // Numbered blocks refuse a group missing from the table, and a table too short for a
+        // block's numbers.
+        let e = Form::Numbered.entry((0, keys::time_key(10_000, 3, 0)));
+        assert!(encode(&[e], Form::Numbered, &[(0, 3)], &mut Vec::new()).is_err());
+        let mut out = Vec::new();
+        let groups = [(0, 1), (0, 2), (10_000, 3)];
+        encode(&[e], Form::Numbered, &groups, &mut out).unwrap();
+        assert!(decode(&out, Form::Numbered, &groups[..2]).is_err());
     }
 
     #[test]
-    fn a_tail_of_one_form_is_refused_as_the_other() {
+    fn numbered_runs_of_a_million_take_about_three_bytes_an_entry() {
+        // A million random hashes over 250 groups, as a run of `cargo bench --bench
+        // events_disk` holds them: about 17.5 bits of Rice-coded difference and 8 of group.
+        let form = Form::Numbered;
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut entries: Vec<Entry> = (0..1_000_000)
+            .map(|_| {
+                let g = next() % 250;
+                form.entry((next(), keys::time_key(1_790_000_000_000 + g as i64 * 2_000, 100 + g, 0)))
+            })
+            .collect();
+        entries.sort_unstable();
+        let groups = table(&entries);
+        let mut out = Vec::new();
+        let mut back = Vec::new();
+        for block in entries.chunks(BLOCK) {
+            let at = out.len();
+            encode(block, form, &groups, &mut out).unwrap();
+            back.extend(decode(&out[at..], form, &groups).unwrap());
+        }
+        assert_eq!(back, entries);
+        let per_entry = out.len() as f64 / entries.len() as f64;
+        assert!(per_entry < 3.4, "{per_entry} bytes an entry");
+    }
+
+    #[test]
+    fn a_tail_of_one_form_is_refused_as_another() {
         let mut t = Vec::new();
-        encode_table(&[(0, 0)], 3, Form::Groups, &mut t);
-        let tail = &t[t.len() - TAIL..];
-        assert_eq!(decode_tail(tail, Form::Groups).unwrap(), (3, 1));
+        encode_table(&[(0, 0)], &[], 3, Form::Groups, &mut t);
+        let tail = &t[t.len() - Form::Groups.tail_len()..];
+        let want = Tail { count: 3, blocks: 1, groups: 0, group_bytes: 0 };
+        assert_eq!(decode_tail(tail, Form::Groups).unwrap(), want);
         assert!(decode_tail(tail, Form::Records).is_err());
+        assert_eq!(decode_table(&t[..16], tail, &want).unwrap(), (vec![], vec![(0, 0)]));
+        let mut t = Vec::new();
+        encode_table(&[(0, 0), (7, 90)], &[(10_000, 4), (10_000, 5), (20_000, 1)], 300, Form::Numbered, &mut t);
+        let tail = &t[t.len() - Form::Numbered.tail_len()..];
+        let want = Tail { count: 300, blocks: 2, groups: 3, group_bytes: 6 };
+        assert_eq!(decode_tail(tail, Form::Numbered).unwrap(), want);
+        assert!(decode_tail(&t[t.len() - Form::Groups.tail_len()..], Form::Groups).is_err());
+        let body = &t[..t.len() - tail.len()];
+        assert_eq!(want.table_bytes(), Some(body.len() as u64));
+        assert_eq!(
+            decode_table(body, tail, &want).unwrap(),
+            (vec![(10_000, 4), (10_000, 5), (20_000, 1)], vec![(0, 0), (7, 90)])
+        );
+        let mut bad = body.to_vec();
+        bad[3] ^= 1;
+        assert!(decode_table(&bad, tail, &want).unwrap_err().to_string().contains("checksum"));
     }
 }

@@ -33,7 +33,7 @@
 //! packed run one byte naming its form (2: records, 3: groups).
 use super::blocks::Blocks;
 use super::keys;
-use super::rid_block::{self, Form};
+use super::rid_block::{self, Form, Group};
 use super::StoreError;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -83,24 +83,23 @@ enum Layout {
     /// 2·FENCE, ….
     Fixed { fences: Arc<Vec<u64>> },
     /// Blocks of [`rid_block::BLOCK`] entries of `form`: each one's first (masked) hash, and
-    /// where each begins (one more offset: where the last ends).
-    Packed { form: Form, fences: Arc<Vec<u64>>, offsets: Arc<Vec<u64>> },
+    /// where each begins (one more offset: where the last ends); the run's groups (numbered
+    /// form only); the file's length.
+    Packed { form: Form, fences: Arc<Vec<u64>>, offsets: Arc<Vec<u64>>, groups: Arc<Vec<Group>>, len: u64 },
 }
 
 impl Layout {
-    fn packed(form: Form, table: Vec<(u64, u64)>, end: u64) -> Layout {
+    fn packed(form: Form, table: Vec<(u64, u64)>, groups: Vec<Group>, end: u64, len: u64) -> Layout {
         let offsets = table.iter().map(|t| t.1).chain([end]).collect();
         let fences = Arc::new(table.into_iter().map(|t| t.0).collect());
-        Layout::Packed { form, fences, offsets: Arc::new(offsets) }
+        Layout::Packed { form, fences, offsets: Arc::new(offsets), groups: Arc::new(groups), len }
     }
 
     /// Bytes the run file takes.
     fn bytes(&self, count: u64) -> u64 {
         match self {
             Layout::Fixed { fences } => 16 + count * ENTRY as u64 + fences.len() as u64 * 8,
-            Layout::Packed { offsets, .. } => {
-                offsets.last().copied().unwrap_or(0) + (offsets.len() as u64 - 1) * 16 + rid_block::TAIL as u64
-            }
+            Layout::Packed { len, .. } => *len,
         }
     }
 }
@@ -188,6 +187,8 @@ struct RunWriter {
     path: PathBuf,
     /// Entries of the block being filled.
     block: Vec<Entry>,
+    /// The run's groups ([`Form::Numbered`]), sorted: every entry's must be among them.
+    groups: Vec<Group>,
     buf: Vec<u8>,
     /// (first hash, offset) of each block written.
     table: Vec<(u64, u64)>,
@@ -197,13 +198,13 @@ struct RunWriter {
 }
 
 impl RunWriter {
-    fn create(dir: &Path, id: u64, form: Form) -> Result<RunWriter, StoreError> {
+    fn create(dir: &Path, id: u64, form: Form, groups: Vec<Group>) -> Result<RunWriter, StoreError> {
         let path = run_path(dir, id);
         let f = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).map_err(io(&path))?;
         let out = BufWriter::with_capacity(1 << 16, f);
         let block = Vec::with_capacity(rid_block::BLOCK);
         let (buf, table) = (Vec::new(), Vec::new());
-        Ok(RunWriter { form, out, id, path, block, buf, table, offset: 0, count: 0, last: None })
+        Ok(RunWriter { form, out, id, path, block, groups, buf, table, offset: 0, count: 0, last: None })
     }
 
     fn push(&mut self, e: Entry) -> Result<(), StoreError> {
@@ -222,7 +223,7 @@ impl RunWriter {
 
     fn write_block(&mut self) -> Result<(), StoreError> {
         self.buf.clear();
-        rid_block::encode(&self.block, self.form, &mut self.buf)?;
+        rid_block::encode(&self.block, self.form, &self.groups, &mut self.buf)?;
         self.out.write_all(&self.buf).map_err(io(&self.path))?;
         self.table.push((self.block[0].0, self.offset));
         self.offset += self.buf.len() as u64;
@@ -235,13 +236,15 @@ impl RunWriter {
         if !self.block.is_empty() {
             self.write_block()?;
         }
-        let mut t = Vec::with_capacity(self.table.len() * 16 + rid_block::TAIL);
-        rid_block::encode_table(&self.table, self.count, self.form, &mut t);
+        let groups = if self.form.numbered() { std::mem::take(&mut self.groups) } else { Vec::new() };
+        let mut t = Vec::with_capacity((self.table.len() + groups.len()) * 16 + self.form.tail_len());
+        rid_block::encode_table(&self.table, &groups, self.count, self.form, &mut t);
         self.out.write_all(&t).map_err(io(&self.path))?;
         let RunWriter { form, out, path, table, offset, count, .. } = self;
         let f = out.into_inner().map_err(|e| io(&path)(e.into_error()))?;
         f.sync_all().map_err(io(&path))?;
-        Ok((f, count, Layout::packed(form, table, offset)))
+        let len = offset + t.len() as u64;
+        Ok((f, count, Layout::packed(form, table, groups, offset, len)))
     }
 }
 
@@ -257,6 +260,7 @@ enum RunReader {
         form: Form,
         file: Arc<File>,
         offsets: Arc<Vec<u64>>,
+        groups: Arc<Vec<Group>>,
         path: PathBuf,
         next: usize,
         entries: std::vec::IntoIter<Entry>,
@@ -266,9 +270,10 @@ enum RunReader {
 impl RunReader {
     fn open(dir: &Path, run: &Run) -> Result<RunReader, StoreError> {
         let path = run_path(dir, run.id);
-        if let Layout::Packed { form, offsets, .. } = &run.layout {
-            let (form, file, offsets) = (*form, run.file.clone(), offsets.clone());
-            return Ok(RunReader::Packed { form, file, offsets, path, next: 0, entries: Vec::new().into_iter() });
+        if let Layout::Packed { form, offsets, groups, .. } = &run.layout {
+            let (form, file, offsets, groups) = (*form, run.file.clone(), offsets.clone(), groups.clone());
+            let entries = Vec::new().into_iter();
+            return Ok(RunReader::Packed { form, file, offsets, groups, path, next: 0, entries });
         }
         let f = File::open(&path).map_err(io(&path))?;
         let mut r = BufReader::with_capacity(1 << 16, f);
@@ -291,14 +296,14 @@ impl RunReader {
 
     fn next(&mut self) -> Result<Option<Entry>, StoreError> {
         match self {
-            RunReader::Packed { form, file, offsets, path, next, entries } => loop {
+            RunReader::Packed { form, file, offsets, groups, path, next, entries } => loop {
                 if let Some(e) = entries.next() {
                     return Ok(Some(e));
                 }
                 if *next + 1 >= offsets.len() {
                     return Ok(None);
                 }
-                *entries = read_block(path, file, *form, offsets, *next)?.into_iter();
+                *entries = read_block(path, file, *form, groups, offsets, *next)?.into_iter();
                 *next += 1;
             },
             RunReader::Fixed { r, path, left, crc } => {
@@ -323,39 +328,49 @@ impl RunReader {
     }
 }
 
-/// Block `i` of a packed run (`form`, `offsets`: its layout's), its checksum checked.
-fn read_block(path: &Path, file: &File, form: Form, offsets: &[u64], i: usize) -> Result<Vec<Entry>, StoreError> {
+/// Block `i` of a packed run (`form`, `groups`, `offsets`: its layout's), its checksum checked.
+fn read_block(
+    path: &Path,
+    file: &File,
+    form: Form,
+    groups: &[Group],
+    offsets: &[u64],
+    i: usize,
+) -> Result<Vec<Entry>, StoreError> {
     let mut b = vec![0u8; (offsets[i + 1] - offsets[i]) as usize];
     file.read_exact_at(&mut b, offsets[i]).map_err(io(path))?;
-    rid_block::decode(&b, form)
+    rid_block::decode(&b, form, groups)
         .map_err(|e| StoreError::Open { path: path.to_owned(), detail: format!("request-id run: {e}") })
 }
 
-/// A packed run file's table, from its tail, checked against its checksum and the catalog.
+/// A packed run file's table (and groups), from its tail, checked against its checksum and
+/// the catalog.
 fn read_table(path: &Path, file: &File, form: Form, count: u64) -> Result<Layout, StoreError> {
     let damaged =
         |detail: String| StoreError::Open { path: path.to_owned(), detail: format!("request-id run: {detail}") };
     let len = file.metadata().map_err(io(path))?.len();
-    const TAIL: u64 = rid_block::TAIL as u64;
-    if len < TAIL {
+    let tail_len = form.tail_len() as u64;
+    if len < tail_len {
         return Err(damaged(format!("{len} bytes, too short for a run")));
     }
-    let mut tail = [0u8; rid_block::TAIL];
-    file.read_exact_at(&mut tail, len - TAIL).map_err(io(path))?;
-    let (n, blocks) = rid_block::decode_tail(&tail, form).map_err(|e| damaged(e.to_string()))?;
-    if n != count {
-        return Err(damaged(format!("holds {n} entries, its catalog entry says {count}")));
+    let mut tail = vec![0u8; tail_len as usize];
+    file.read_exact_at(&mut tail, len - tail_len).map_err(io(path))?;
+    let t = rid_block::decode_tail(&tail, form).map_err(|e| damaged(e.to_string()))?;
+    if t.count != count {
+        return Err(damaged(format!("holds {} entries, its catalog entry says {count}", t.count)));
     }
-    let table_len = blocks.checked_mul(16).filter(|&t| t + TAIL <= len);
-    let table_len = table_len.ok_or_else(|| damaged(format!("{blocks} blocks do not fit in {len} bytes")))?;
-    let end = len - TAIL - table_len;
-    let mut t = vec![0u8; table_len as usize];
-    file.read_exact_at(&mut t, end).map_err(io(path))?;
-    let table = rid_block::decode_table(&t, &tail).map_err(|e| damaged(e.to_string()))?;
+    let table_len = t.table_bytes().filter(|&b| b.checked_add(tail_len).is_some_and(|all| all <= len));
+    let table_len = table_len.ok_or_else(|| {
+        damaged(format!("{} blocks and {} groups do not fit in {len} bytes", t.blocks, t.groups))
+    })?;
+    let end = len - tail_len - table_len;
+    let mut b = vec![0u8; table_len as usize];
+    file.read_exact_at(&mut b, end).map_err(io(path))?;
+    let (groups, table) = rid_block::decode_table(&b, &tail, &t).map_err(|e| damaged(e.to_string()))?;
     if table.windows(2).any(|w| w[1].1 <= w[0].1) || table.last().is_some_and(|l| l.1 >= end) {
         return Err(damaged("block offsets out of order".into()));
     }
-    Ok(Layout::packed(form, table, end))
+    Ok(Layout::packed(form, table, groups, end, len))
 }
 
 /// A run file's fences: from its tail, checked against their checksum, or for a run written
@@ -424,18 +439,35 @@ fn catalog_value(count: u64, min_ts: i64, max_ts: i64, form: Form) -> [u8; 25] {
     v
 }
 
-/// The form new runs are written in; runs of the others are read, and merged into it.
-const WRITTEN: Form = Form::Groups;
+/// The form new runs are written in (but for runs of nearly as many groups as entries: see
+/// [`Form::for_run`]); runs of the others are read, and merged into it.
+const WRITTEN: Form = Form::Numbered;
 
 fn form_byte(f: Form) -> u8 {
     match f {
         Form::Records => 2,
         Form::Groups => 3,
+        Form::Numbered => 4,
     }
 }
 
 fn form_of(byte: u8) -> Option<Form> {
-    [Form::Records, Form::Groups].into_iter().find(|&f| form_byte(f) == byte)
+    [Form::Records, Form::Groups, Form::Numbered].into_iter().find(|&f| form_byte(f) == byte)
+}
+
+/// The group (slot start, lsn) an entry locates.
+fn group_of(e: &Entry) -> Result<Group, StoreError> {
+    let (ts, lsn, _) = keys::decode_time_key(&e.1)?;
+    Ok((ts.div_euclid(super::raw::SLOT_MS) * super::raw::SLOT_MS, lsn))
+}
+
+/// The sorted, distinct groups of `entries`.
+fn groups_of<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<Vec<Group>, StoreError> {
+    let mut set = BTreeSet::new();
+    for e in entries {
+        set.insert(group_of(e)?);
+    }
+    Ok(set.into_iter().collect())
 }
 
 fn entry(c: &[u8]) -> (u64, [u8; 20]) {
@@ -542,7 +574,7 @@ impl RidIndex {
         let entries = Arc::new(m.sorted());
         *lock(&self.flushing) = Some(Flushing::Sorted(entries.clone()));
         drop(m);
-        let written = self.new_run().and_then(|mut w| {
+        let written = groups_of(entries.iter()).and_then(|g| self.new_run(entries.len() as u64, g)).and_then(|mut w| {
             for e in entries.iter() {
                 w.push(*e)?;
             }
@@ -562,10 +594,29 @@ impl RidIndex {
         self.maybe_merge()
     }
 
-    /// A writer for the next run id (ids only grow: the catalog holds the largest).
-    fn new_run(&self) -> Result<RunWriter, StoreError> {
+    /// A writer for the next run id (ids only grow: the catalog holds the largest), of about
+    /// `entries` entries in `groups`, in [`WRITTEN`] or where that costs more, [`Form::Groups`]
+    /// ([`Form::for_run`]).
+    fn new_run(&self, entries: u64, groups: Vec<Group>) -> Result<RunWriter, StoreError> {
         let id = lock(&self.runs).iter().map(|r| r.id + 1).max().unwrap_or(1);
-        RunWriter::create(&self.dir, id, WRITTEN)
+        match Form::for_run(entries, &groups) {
+            Form::Numbered => RunWriter::create(&self.dir, id, Form::Numbered, groups),
+            form => RunWriter::create(&self.dir, id, form, Vec::new()),
+        }
+    }
+
+    /// The groups of a run's entries: its table, or for a run of an older form, read from its
+    /// entries.
+    fn run_groups(&self, run: &Run) -> Result<Vec<Group>, StoreError> {
+        if let Layout::Packed { form: Form::Numbered, groups, .. } = &run.layout {
+            return Ok(groups.to_vec());
+        }
+        let mut r = RunReader::open(&self.dir, run)?;
+        let mut set = BTreeSet::new();
+        while let Some(e) = r.next()? {
+            set.insert(group_of(&e)?);
+        }
+        Ok(set.into_iter().collect())
     }
 
     /// Finishes a run file and names it in the catalog.
@@ -601,8 +652,12 @@ impl RidIndex {
                 }
             };
             // A k-way merge of the sorted runs: memory holds a buffer per run, whatever their size.
+            let mut groups = BTreeSet::new();
+            for r in &group {
+                groups.extend(self.run_groups(r)?);
+            }
             let mut readers = group.iter().map(|r| RunReader::open(&self.dir, r)).collect::<Result<Vec<_>, _>>()?;
-            let mut w = self.new_run()?;
+            let mut w = self.new_run(group.iter().map(|r| r.count).sum(), groups.into_iter().collect())?;
             let merged = (|| {
                 let mut heap = BinaryHeap::with_capacity(readers.len());
                 for (i, r) in readers.iter_mut().enumerate() {
@@ -690,13 +745,13 @@ impl RidIndex {
         for run in runs {
             match &run.layout {
                 Layout::Fixed { fences } => self.lookup_fixed(&run, fences, h, &mut out)?,
-                Layout::Packed { form, fences, offsets } => {
+                Layout::Packed { form, fences, offsets, groups, .. } => {
                     // Packed runs keep the hash's top bits: compare those.
                     let h = form.mask(h);
                     let path = run_path(&self.dir, run.id);
                     let mut block = fences.partition_point(|&f| f < h).saturating_sub(1);
                     'blocks: while block < fences.len() {
-                        for (eh, tk) in read_block(&path, &run.file, *form, offsets, block)? {
+                        for (eh, tk) in read_block(&path, &run.file, *form, groups, offsets, block)? {
                             if eh == h {
                                 out.insert(tk);
                             } else if eh > h {
@@ -798,16 +853,18 @@ mod tests {
         catalog.insert(keys::series_key(id), &catalog_value(entries.len() as u64, lo, hi, WRITTEN)[..24]).unwrap();
     }
 
-    /// A packed run of records, as builds of 2026-12-05 wrote it, named by the catalog.
-    fn write_records(catalog: &sled::Tree, rid: &Path, id: u64, entries: &[Entry]) {
-        let mut w = RunWriter::create(rid, id, Form::Records).unwrap();
+    /// A packed run of `form` (records: as builds of 2026-12-05 wrote them; groups: as those of
+    /// 2026-12-06 did), named by the catalog.
+    fn write_packed(catalog: &sled::Tree, rid: &Path, id: u64, entries: &[Entry], form: Form) {
+        let groups = if form.numbered() { groups_of(entries).unwrap() } else { Vec::new() };
+        let mut w = RunWriter::create(rid, id, form, groups).unwrap();
         for e in entries {
             w.push(*e).unwrap();
         }
         let (_, count, _) = w.finish().unwrap();
         let ts = |e: &Entry| keys::decode_time_key(&e.1).unwrap().0;
         let (lo, hi) = (entries.iter().map(ts).min().unwrap(), entries.iter().map(ts).max().unwrap());
-        catalog.insert(keys::series_key(id), &catalog_value(count, lo, hi, Form::Records)[..]).unwrap();
+        catalog.insert(keys::series_key(id), &catalog_value(count, lo, hi, form)[..]).unwrap();
     }
 
     #[test]
@@ -817,7 +874,8 @@ mod tests {
         // 5,000 entries of one request id (20 blocks, sealed chunks in memory), among 10,000
         // of other hashes in the same partition, two of them its neighbours in the kept bits.
         let h = hash("x");
-        let tk = |i: u32| keys::time_key(1_000 + i as i64, 7 + u64::from(i), i);
+        // 100 records of a WAL record each.
+        let tk = |i: u32| keys::time_key(1_000 + i as i64, 7 + u64::from(i / 100), i);
         let mut batch: Vec<(u64, [u8; 20], i64)> = (0..5_000).map(|i| (h, tk(i), 1_000)).collect();
         for i in 0..10_000u64 {
             let other = (h & 0xff00_0000_0000_0000) | ((i * 0x0000_1000_0000_0001) & 0x00ff_ffff_ffff_ffff);
@@ -840,7 +898,7 @@ mod tests {
         // and, written as groups, ANY for the index (the reader finds the records in the group).
         let mut want: BTreeSet<_> = (0..5_000).map(|i| WRITTEN.entry((h, tk(i))).1).collect();
         want.insert(WRITTEN.entry((h, near)).1);
-        assert_eq!(want.len(), 5_001);
+        assert_eq!(want.len(), 51, "x's 50 groups and near's");
         assert!(want.iter().all(|k| k[16..] == rid_block::ANY.to_be_bytes()));
         assert_eq!(ix.lookup("x").unwrap(), want, "from the packed run");
         assert!(ix.lookup("y").unwrap().is_empty());
@@ -848,8 +906,8 @@ mod tests {
         assert_eq!(fs::metadata(run_path(&rid, packed.id)).unwrap().len(), packed.layout.bytes(packed.count));
         assert!(packed.layout.bytes(packed.count) < packed.count * 7, "{} bytes", packed.layout.bytes(packed.count));
         drop(ix);
-        // Runs of the fixed layout, with fences and from before them, and a packed run of
-        // records (2026-12-05) answer beside it.
+        // Runs of the fixed layout, with fences and from before them, and packed runs of
+        // records (2026-12-05) and of groups (2026-12-06) answer beside it.
         let entries = |salt: u32| {
             let mut v: Vec<Entry> = (0..1_000).map(|i| (hash(&format!("f{i}")), tk(i + salt))).collect();
             v.push((hash("x"), tk(9_000 + salt)));
@@ -859,17 +917,25 @@ mod tests {
         let catalog = db.open_tree("runs").unwrap();
         write_fixed(&catalog, &rid, 100, &entries(0), true);
         write_fixed(&catalog, &rid, 101, &entries(1), false);
-        write_records(&catalog, &rid, 102, &entries(2));
+        write_packed(&catalog, &rid, 102, &entries(2), Form::Records);
+        write_packed(&catalog, &rid, 103, &entries(3), Form::Groups);
         let ix = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).unwrap();
-        want.extend([tk(9_000), tk(9_001), rid_block::in_slot(&tk(9_002))]);
-        assert_eq!(ix.lookup("x").unwrap(), want, "all four runs");
-        assert_eq!(ix.lookup("f999").unwrap().len(), 3);
+        want.extend([tk(9_000), tk(9_001), rid_block::in_slot(&tk(9_002)), Form::Groups.entry((0, tk(9_003))).1]);
+        assert_eq!(ix.lookup("x").unwrap(), want, "all five runs");
+        assert_eq!(ix.lookup("f999").unwrap().len(), 4);
         drop(ix);
-        // Damaged fences or a damaged table are reported at open, not used.
-        for (id, what) in [(100, "fences' checksum"), (packed.id, "table checksum")] {
+        // Damaged fences, a damaged table or damaged groups are reported at open, not used.
+        let Layout::Packed { offsets, groups, form, .. } = &packed.layout else { panic!("packed") };
+        assert_eq!((*form, groups.len()), (Form::Numbered, 100 + 1), "the others' groups (x's among them) and near's");
+        let groups_at = *offsets.last().unwrap() as usize + 3;
+        for (id, what, back) in [
+            (100, "fences' checksum", 10),
+            (packed.id, "table checksum", WRITTEN.tail_len() + 3),
+            (packed.id, "table checksum", fs::metadata(run_path(&rid, packed.id)).unwrap().len() as usize - groups_at),
+        ] {
             let full = fs::read(run_path(&rid, id)).unwrap();
             let mut bad = full.clone();
-            let at = bad.len() - if id == 100 { 10 } else { rid_block::TAIL + 3 };
+            let at = bad.len() - back;
             bad[at] ^= 0x40;
             fs::write(run_path(&rid, id), &bad).unwrap();
             let err = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).err().expect("damage is reported");
@@ -888,13 +954,17 @@ mod tests {
         fs::write(run_path(&rid, packed.id), &full).unwrap();
         // A merge that meets a damaged run fails, names it and leaves every run as it was.
         let ix = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).unwrap();
-        let z = |round: u32| (0..20_000).map(|i| (hash(&format!("z{i}")), tk(i + round), 2_000)).collect::<Vec<_>>();
+        let z = |round: u32| (0..20_000).map(|i| (hash(&format!("z{i}")), tk(i + 100 * round), 2_000)).collect::<Vec<_>>();
         for round in 0..(MERGE_FAN_IN - 1) as u32 {
             ix.add(&z(round));
             ix.flush().unwrap();
         }
         let before = run_files(&rid);
-        assert_eq!(before.len(), MERGE_FAN_IN + 3, "x's run, two fixed runs, one of records, seven of z: no merge yet");
+        assert_eq!(
+            before.len(),
+            MERGE_FAN_IN + 4,
+            "x's run, two fixed runs, one of records, one of groups, seven of z: no merge yet"
+        );
         let victim = before.last().unwrap().clone();
         let mut hurt = fs::read(&victim).unwrap();
         hurt[100] ^= 1;
@@ -907,25 +977,53 @@ mod tests {
     }
 
     #[test]
+    fn a_run_with_a_group_per_entry_keeps_slot_and_lsn_instead_of_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, _blocks, _rid, ix) = open_index(dir.path());
+        // A service that sends one event a WAL record: as many groups as entries.
+        let e = |i: u64| (hash(&format!("one{i}")), keys::time_key(1_000 * i as i64, 10 + i, 0), 1_000 * i as i64);
+        ix.add(&(0..3_000).map(e).collect::<Vec<_>>());
+        ix.flush().unwrap();
+        let run = lock(&ix.runs)[0].clone();
+        let Layout::Packed { form, groups, .. } = &run.layout else { panic!("packed") };
+        assert_eq!((*form, groups.len()), (Form::Groups, 0));
+        // Hash differences of about 2^36 / 3,000 (24 bits), 300 slots (9 bits), 3,000 lsns (12).
+        assert!(run.layout.bytes(run.count) < 3_000 * 7, "{} bytes", run.layout.bytes(run.count));
+        for i in [0, 1_234, 2_999] {
+            assert_eq!(ix.lookup(&format!("one{i}")).unwrap(), BTreeSet::from([Form::Groups.entry((0, e(i).1)).1]));
+        }
+        // Grouped 100 a WAL record, numbers cost less.
+        let g = |i: u64| (hash(&format!("two{i}")), keys::time_key(1_000 * i as i64, 10 + i / 100, 0), 1_000 * i as i64);
+        ix.add(&(0..3_000).map(g).collect::<Vec<_>>());
+        ix.flush().unwrap();
+        let run = lock(&ix.runs)[1].clone();
+        let Layout::Packed { form, groups, .. } = &run.layout else { panic!("packed") };
+        assert_eq!(*form, Form::Numbered);
+        assert_eq!(groups.len(), groups_of(&(0..3_000).map(|i| (g(i).0, g(i).1)).collect::<Vec<_>>()).unwrap().len());
+        assert_eq!(ix.lookup("two2999").unwrap(), BTreeSet::from([Form::Numbered.entry((0, g(2_999).1)).1]));
+    }
+
+    #[test]
     fn a_merge_streams_sorted_runs_of_every_layout_into_one_without_duplicates() {
         let dir = tempfile::tempdir().unwrap();
         let (db, _blocks, rid, ix) = open_index(dir.path());
         // 8 runs of 3,000 entries each (fan-in 8), every entry twice across neighbouring runs;
-        // the first two in the fixed layout, the third a packed run of records.
+        // the first two in the fixed layout, the third a packed run of records, the fourth
+        // one of groups.
         let e = |i: u64| (hash(&format!("m{i}")), keys::time_key(i as i64, 1, i as u32), i as i64);
         let catalog = db.open_tree("runs").unwrap();
-        for round in 0..3u64 {
+        for round in 0..4u64 {
             let mut v: Vec<Entry> = (round * 1_500..round * 1_500 + 3_000).map(|i| (e(i).0, e(i).1)).collect();
             v.sort();
-            if round < 2 {
-                write_fixed(&catalog, &rid, 50 + round, &v, true);
-            } else {
-                write_records(&catalog, &rid, 50 + round, &v);
+            match round {
+                0 | 1 => write_fixed(&catalog, &rid, 50 + round, &v, true),
+                2 => write_packed(&catalog, &rid, 50 + round, &v, Form::Records),
+                _ => write_packed(&catalog, &rid, 50 + round, &v, Form::Groups),
             }
         }
         drop(ix);
         let ix = RidIndex::open(catalog, &rid, &_blocks).unwrap();
-        for round in 3..MERGE_FAN_IN as u64 {
+        for round in 4..MERGE_FAN_IN as u64 {
             ix.add(&(round * 1_500..round * 1_500 + 3_000).map(e).collect::<Vec<_>>());
             ix.flush().unwrap();
         }
@@ -943,14 +1041,19 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, distinct);
-        let Layout::Packed { fences, offsets, form } = &runs[0].layout else { panic!("a merge writes a packed run") };
+        let Layout::Packed { fences, offsets, form, groups, .. } = &runs[0].layout else {
+            panic!("a merge writes a packed run")
+        };
         assert_eq!(*form, WRITTEN);
-        let Layout::Packed { fences: f2, offsets: o2, .. } =
+        // Every entry's own group (lsn 1, its own 10-second slot), from the runs of every form.
+        let want: BTreeSet<Group> = (0..distinct as i64).map(|i| (i.div_euclid(10_000) * 10_000, 1)).collect();
+        assert_eq!(groups.iter().copied().collect::<BTreeSet<_>>(), want);
+        let Layout::Packed { fences: f2, offsets: o2, groups: g2, .. } =
             read_table(&run_path(&rid, runs[0].id), &runs[0].file, WRITTEN, distinct).unwrap()
         else {
             panic!("packed")
         };
-        assert_eq!((fences, offsets), (&f2, &o2));
+        assert_eq!((fences, offsets, groups), (&f2, &o2, &g2));
         for i in [0, 1_499, 7_000, distinct - 1] {
             assert_eq!(ix.lookup(&format!("m{i}")).unwrap().len(), 1, "m{i}");
         }
