@@ -20,7 +20,7 @@
 //! u64 LE each), `count: u64 LE | blocks: u64 LE | crc32 (LE) over the table and both counts |
 //! magic` ([`Form::magic`]).
 //!
-//! [`Form::Numbered`] (since 2026-12-07) names each entry's group by its number in the run's
+//! [`Form::Numbered`] (since 7d40854, 2026-12-06) names each entry's group by its number in the run's
 //! table of groups instead: a block's entries are spread over the whole run's groups, so their
 //! slots and lsns took the bits of the run's whole span (about 14 an entry in `cargo bench
 //! --bench events_disk`), where the number takes log2 of the groups (about 8). The hash
@@ -34,7 +34,7 @@
 //! blocks | groups | groups' bytes` (u64 LE each), `crc32 (LE)` over groups, table and counts,
 //! and the magic. Where a run's groups are nearly as many as its entries (a service that sends
 //! one event a WAL record), numbers and table would cost more than slot and lsn, and such a
-//! run is written in [`Form::Groups`] ([`Form::for_run`]).
+//! run is written in [`Form::Groups`] ([`Form::numbering_pays`]).
 use super::chunk::BitWriter;
 use super::keys::{self, put_varint, unzigzag, zigzag, DecodeError, Reader};
 use super::raw::SLOT_MS;
@@ -58,12 +58,13 @@ pub type Group = (i64, u64);
 pub enum Form {
     /// Written on 2026-12-05: 40 bits of hash and the record's index in its WAL record.
     Records,
-    /// Written on 2026-12-06: 36 bits of hash and the group only (index [`ANY`]). The index
+    /// Written by 424d295 to 3e0e13f (2026-12-06): 36 bits of hash and the group only (index
+    /// [`ANY`]). The index
     /// took a third of an entry; the reader's scan of one group's request ids costs less than
     /// the group's read.
     Groups,
-    /// Since 2026-12-07: as [`Form::Groups`], the group as its number in the run's table and
-    /// the hash differences Rice-coded.
+    /// Since 7d40854 (2026-12-06): as [`Form::Groups`], the group as its number in the run's
+    /// table and the hash differences Rice-coded.
     Numbered,
 }
 
@@ -117,10 +118,11 @@ impl Form {
         self == Form::Numbered
     }
 
-    /// The smaller form for a run of `entries` in `groups` (sorted): [`Form::Numbered`], unless
-    /// the groups' numbers and table cost more bits than each entry's slot and lsn would.
-    pub fn for_run(entries: u64, groups: &[Group]) -> Form {
-        let (Some(first), Some(last)) = (groups.first(), groups.last()) else { return Form::Numbered };
+    /// Whether [`Form::Numbered`] is the smaller form for a run of `entries` in `groups`
+    /// (sorted): not when the groups' numbers and table cost more bits than each entry's slot
+    /// and lsn would in [`Form::Groups`].
+    pub fn numbering_pays(entries: u64, groups: &[Group]) -> bool {
+        let (Some(first), Some(last)) = (groups.first(), groups.last()) else { return true };
         let slots = ((last.0 - first.0) / SLOT_MS) as u64;
         let (lo, hi) = groups.iter().fold((u64::MAX, 0), |(lo, hi), g| (lo.min(g.1), hi.max(g.1)));
         let mut table = Vec::new();
@@ -128,11 +130,7 @@ impl Form {
         // Both code the hash alike but for Rice's saving of about 1.5 bits an entry.
         let numbered = entries * u64::from(bits(groups.len() as u64 - 1)) + 8 * table.len() as u64;
         let spans = entries * (u64::from(bits(slots) + bits(hi - lo)) + 1);
-        if numbered <= spans {
-            Form::Numbered
-        } else {
-            Form::Groups
-        }
+        numbered <= spans
     }
 }
 
