@@ -209,8 +209,10 @@ struct RunWriter {
     path: PathBuf,
     /// Entries of the block being filled.
     block: Vec<Entry>,
-    /// The run's groups ([`Form::Numbered`]), sorted: every entry's must be among them.
+    /// The run's groups ([`Form::Numbered`]), sorted: every entry's must be among them; and
+    /// their numbers.
     groups: Vec<Group>,
+    numbers: rid_block::Numbers,
     buf: Vec<u8>,
     /// (first hash, offset) of each block written.
     table: Vec<(u64, u64)>,
@@ -226,7 +228,8 @@ impl RunWriter {
         let out = BufWriter::with_capacity(1 << 16, f);
         let block = Vec::with_capacity(rid_block::BLOCK);
         let (buf, table) = (Vec::new(), Vec::new());
-        Ok(RunWriter { form, out, id, path, block, groups, buf, table, offset: 0, count: 0, last: None })
+        let numbers = rid_block::Numbers::new(&groups);
+        Ok(RunWriter { form, out, id, path, block, groups, numbers, buf, table, offset: 0, count: 0, last: None })
     }
 
     fn push(&mut self, e: Entry) -> Result<(), StoreError> {
@@ -245,7 +248,7 @@ impl RunWriter {
 
     fn write_block(&mut self) -> Result<(), StoreError> {
         self.buf.clear();
-        rid_block::encode(&self.block, self.form, &self.groups, &mut self.buf)?;
+        rid_block::encode(&self.block, self.form, &self.numbers, &mut self.buf)?;
         self.out.write_all(&self.buf).map_err(io(&self.path))?;
         self.table.push((self.block[0].0, self.offset));
         self.offset += self.buf.len() as u64;
@@ -668,6 +671,7 @@ impl RidIndex {
                 }
             };
             // A k-way merge of the sorted runs: memory holds a buffer per run, whatever their size.
+            let began = std::time::Instant::now();
             let mut groups = BTreeSet::new();
             for r in &group {
                 groups.extend(self.run_groups(r)?);
@@ -697,8 +701,16 @@ impl RidIndex {
             drop(readers);
             let min_ts = group.iter().map(|r| r.min_ts).min().unwrap_or(i64::MIN);
             let max_ts = group.iter().map(|r| r.max_ts).max().unwrap_or(i64::MAX);
+            let out = w.id;
             self.add_run(w, min_ts, max_ts)?;
             self.remove(&group.iter().map(|r| r.id).collect::<Vec<_>>())?;
+            tracing::info!(
+                runs = group.len(),
+                entries = group.iter().map(|r| r.count).sum::<u64>(),
+                run = out,
+                ms = began.elapsed().as_millis() as u64,
+                "request-id runs merged"
+            );
         }
     }
 
