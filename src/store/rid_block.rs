@@ -20,10 +20,10 @@
 //! u64 LE each), `count: u64 LE | blocks: u64 LE | crc32 (LE) over the table and both counts |
 //! magic` ([`Form::magic`]).
 //!
-//! [`Form::Numbered`] (since 7d40854, 2026-12-06) names each entry's group by its number in the run's
-//! table of groups instead: a block's entries are spread over the whole run's groups, so their
-//! slots and lsns took the bits of the run's whole span (about 14 an entry in `cargo bench
-//! --bench events_disk`), where the number takes log2 of the groups (about 8). The hash
+//! [`Form::Numbered`] (since 7d40854, 2026-12-06) names each entry's group by its number in
+//! the run's table of groups instead: a block's entries are spread over the whole run's
+//! groups, so their slots and lsns took the bits of the run's whole span (about 14 an entry in
+//! `cargo bench --bench events_disk`), where the number takes log2 of the groups (about 8). The hash
 //! differences, geometric around 2^36 / entries, are Rice-coded with the parameter that suits
 //! the block (about 1.5 bits an entry less than the width of the block's largest). Block:
 //! `crc32 (LE, over the rest) | n: u16 LE | rice k: u8 | group width: u8 | first hash: u64 LE
@@ -59,9 +59,8 @@ pub enum Form {
     /// Written on 2026-12-05: 40 bits of hash and the record's index in its WAL record.
     Records,
     /// Written by 424d295 to 3e0e13f (2026-12-06): 36 bits of hash and the group only (index
-    /// [`ANY`]). The index
-    /// took a third of an entry; the reader's scan of one group's request ids costs less than
-    /// the group's read.
+    /// [`ANY`]). The index took a third of an entry; the reader's scan of one group's request
+    /// ids costs less than the group's read.
     Groups,
     /// Since 7d40854 (2026-12-06): as [`Form::Groups`], the group as its number in the run's
     /// table and the hash differences Rice-coded.
@@ -123,7 +122,7 @@ impl Form {
     /// and lsn would in [`Form::Groups`].
     pub fn numbering_pays(entries: u64, groups: &[Group]) -> bool {
         let (Some(first), Some(last)) = (groups.first(), groups.last()) else { return true };
-        let slots = ((last.0 - first.0) / SLOT_MS) as u64;
+        let slots = last.0.abs_diff(first.0) / SLOT_MS as u64;
         let (lo, hi) = groups.iter().fold((u64::MAX, 0), |(lo, hi), g| (lo.min(g.1), hi.max(g.1)));
         let mut table = Vec::new();
         put_groups(groups, &mut table);
@@ -555,11 +554,10 @@ mod tests {
             }
             // Extremes: every width at its largest, and a difference of the hash's whole span.
             let (lo, hi) = (i64::MIN / SLOT_MS * SLOT_MS, i64::MAX / SLOT_MS * SLOT_MS);
-            let wide = vec![
-                (0, keys::time_key(lo, 0, 0)),
-                (form.mask(u64::MAX), keys::time_key(hi, u64::MAX, u32::MAX)),
-            ];
-            let wide: Vec<Entry> = if form.numbered() { wide.into_iter().map(|e| form.entry(e)).collect() } else { wide };
+            let wide =
+                vec![(0, keys::time_key(lo, 0, 0)), (form.mask(u64::MAX), keys::time_key(hi, u64::MAX, u32::MAX))];
+            let wide: Vec<Entry> =
+                if form.numbered() { wide.into_iter().map(|e| form.entry(e)).collect() } else { wide };
             let wide_groups = if form.numbered() { table(&wide) } else { Vec::new() };
             let mut w = Vec::new();
             encode(&wide, form, &Numbers::new(&wide_groups), &mut w).unwrap();

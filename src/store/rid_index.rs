@@ -385,9 +385,8 @@ fn read_table(path: &Path, file: &File, form: Form, count: u64) -> Result<Layout
         return Err(damaged(format!("holds {} entries, its catalog entry says {count}", t.count)));
     }
     let table_len = t.table_bytes().filter(|&b| b.checked_add(tail_len).is_some_and(|all| all <= len));
-    let table_len = table_len.ok_or_else(|| {
-        damaged(format!("{} blocks and {} groups do not fit in {len} bytes", t.blocks, t.groups))
-    })?;
+    let table_len = table_len
+        .ok_or_else(|| damaged(format!("{} blocks and {} groups do not fit in {len} bytes", t.blocks, t.groups)))?;
     let end = len - tail_len - table_len;
     let mut b = vec![0u8; table_len as usize];
     file.read_exact_at(&mut b, end).map_err(io(path))?;
@@ -485,7 +484,6 @@ fn group_of(e: &Entry) -> Result<Group, StoreError> {
     let (ts, lsn, _) = keys::decode_time_key(&e.1)?;
     Ok((ts.div_euclid(super::raw::SLOT_MS) * super::raw::SLOT_MS, lsn))
 }
-
 
 fn entry(c: &[u8]) -> (u64, [u8; 20]) {
     (u64::from_be_bytes(c[..8].try_into().expect("8 bytes")), c[8..ENTRY].try_into().expect("20 bytes"))
@@ -991,7 +989,8 @@ mod tests {
         fs::write(run_path(&rid, packed.id), &full).unwrap();
         // A merge that meets a damaged run fails, names it and leaves every run as it was.
         let ix = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).unwrap();
-        let z = |round: u32| (0..20_000).map(|i| (hash(&format!("z{i}")), tk(i + 100 * round), 2_000)).collect::<Vec<_>>();
+        let z =
+            |round: u32| (0..20_000).map(|i| (hash(&format!("z{i}")), tk(i + 100 * round), 2_000)).collect::<Vec<_>>();
         for round in 0..(MERGE_FAN_IN - 1) as u32 {
             ix.add(&z(round));
             ix.flush().unwrap();
@@ -1030,7 +1029,8 @@ mod tests {
             assert_eq!(ix.lookup(&format!("one{i}")).unwrap(), BTreeSet::from([Form::Groups.entry((0, e(i).1)).1]));
         }
         // Grouped 100 a WAL record, numbers cost less.
-        let g = |i: u64| (hash(&format!("two{i}")), keys::time_key(1_000 * i as i64, 10 + i / 100, 0), 1_000 * i as i64);
+        let g =
+            |i: u64| (hash(&format!("two{i}")), keys::time_key(1_000 * i as i64, 10 + i / 100, 0), 1_000 * i as i64);
         ix.add(&(0..3_000).map(g).collect::<Vec<_>>());
         ix.flush().unwrap();
         let run = lock(&ix.runs)[1].clone();
