@@ -197,6 +197,12 @@ impl BitReader<'_> {
     }
 }
 
+/// The group a time key's record is in.
+pub fn group_of(tk: &[u8; 20]) -> Result<Group, DecodeError> {
+    let (ts, lsn, _) = keys::decode_time_key(tk)?;
+    Ok((ts.div_euclid(SLOT_MS) * SLOT_MS, lsn))
+}
+
 /// The time key as a packed run gives it back: the slot's start for the ts.
 pub fn in_slot(tk: &[u8; 20]) -> [u8; 20] {
     let mut k = *tk;
@@ -326,8 +332,7 @@ fn encode_numbered(entries: &[Entry], table: &Numbers, out: &mut Vec<u8>) -> Res
     let form = Form::Numbered;
     let mut numbers = Vec::with_capacity(entries.len());
     for e in entries {
-        let (ts, lsn, _) = keys::decode_time_key(&e.1)?;
-        let g = (ts.div_euclid(SLOT_MS) * SLOT_MS, lsn);
+        let g = group_of(&e.1)?;
         let i = table.of.get(&g).ok_or_else(|| bad(format!("group {g:?} is not in the run's table")))?;
         numbers.push(u64::from(*i));
     }
@@ -505,13 +510,7 @@ mod tests {
 
     /// The distinct groups of `entries`, sorted: the table a run of them keeps.
     fn table(entries: &[Entry]) -> Vec<Group> {
-        let mut g: Vec<Group> = entries
-            .iter()
-            .map(|e| {
-                let (ts, lsn, _) = keys::decode_time_key(&e.1).unwrap();
-                (ts.div_euclid(SLOT_MS) * SLOT_MS, lsn)
-            })
-            .collect();
+        let mut g: Vec<Group> = entries.iter().map(|e| group_of(&e.1).unwrap()).collect();
         g.sort_unstable();
         g.dedup();
         g
