@@ -162,6 +162,9 @@ pub struct Telemetry {
     pub wal_since_checkpoint: Gauge,
     pub checkpoint: Histogram,
     pub checkpoint_failures: Counter,
+    /// Merges of request-id runs (each call that merged anything) and those that failed.
+    pub rid_merge: Histogram,
+    pub rid_merge_failures: Counter,
     pub replay_seconds: Gauge,
     pub replay_records: Gauge,
     /// api (grpc, http, report).
@@ -227,6 +230,8 @@ impl Telemetry {
             wal_since_checkpoint: Gauge::new(),
             checkpoint: Histogram::new(&SECONDS),
             checkpoint_failures: Counter::new(),
+            rid_merge: Histogram::new(&SECONDS),
+            rid_merge_failures: Counter::new(),
             replay_seconds: Gauge::new(),
             replay_records: Gauge::new(),
             query: [const { Histogram::new(&SECONDS) }; 3],
@@ -766,6 +771,17 @@ fn render_own(o: &mut Out, s: &Scrape) {
         "counter",
         "Checkpoints that failed (the WAL keeps everything until one succeeds).",
         t.checkpoint_failures.get() as f64,
+    );
+    o.histogram(
+        "modelwatch_request_id_merge_seconds",
+        "Time of each round of request-id run merges (after a checkpoint, on a thread of its own).",
+        &t.rid_merge,
+    );
+    o.one(
+        "modelwatch_request_id_merge_failures_total",
+        "counter",
+        "Rounds of request-id run merges that failed (a damaged run: its runs stay as they are).",
+        t.rid_merge_failures.get() as f64,
     );
     o.one(
         "modelwatch_replay_seconds",

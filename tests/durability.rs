@@ -447,3 +447,80 @@ async fn retention_removes_expired_data_in_the_background() {
     assert_eq!((here.events.len(), here.logs.len()), (1, 1));
     d.stop_ok();
 }
+
+/// The value of an unlabelled series in the daemon's `/metrics`.
+fn metric(d: &Daemon, name: &str) -> f64 {
+    let text = get_body(&d.http_addr, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// Request-id runs (one per checkpoint) are merged on a thread of their own, beside ingest and
+/// look-ups; what they merged answers look-ups exactly once, before and after a SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_id_runs_merge_in_the_background_and_survive_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("MODELWATCH__STORAGE__CHECKPOINT_INTERVAL", "100ms")];
+    let d = Daemon::start(dir.path(), &env);
+    let runs = || std::fs::read_dir(dir.path().join("rid/events")).map_or(0, |d| d.count());
+    let mut ing = d.ingest().await;
+    let now = now_ms();
+    // Nine rounds, each in a run of its own: the eighth run of a size makes a merge.
+    const ROUNDS: u64 = 9;
+    for round in 0..ROUNDS {
+        let events: Vec<pb::InferenceEvent> = (0..200u64)
+            .map(|i| pb::InferenceEvent {
+                model: "m".into(),
+                latency_us: 10 + i,
+                request_id: format!("r{round}-{i}"),
+                timestamp_ms: now - 60_000 + (round * 200 + i) as i64,
+                ..Default::default()
+            })
+            .collect();
+        let batch = pb::EventBatch { service: "svc".into(), events, ..Default::default() };
+        let before = runs();
+        let acks = stream_events(&mut ing, vec![batch]).await;
+        assert_eq!(acks[0].accepted, 200);
+        // A run file appears when a checkpoint takes the entries from memory (only this
+        // round's are there: the one before is in a file already).
+        for _ in 0..600 {
+            if runs() != before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut merged = 0.0;
+    for _ in 0..600 {
+        merged = metric(&d, "modelwatch_request_id_merge_seconds_count");
+        if merged >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(merged >= 1.0, "no merge of request-id runs after {ROUNDS} checkpoints with runs");
+    assert_eq!(metric(&d, "modelwatch_request_id_merge_failures_total"), 0.0);
+    let files = runs();
+    assert!(files < ROUNDS as usize, "{files} run files: merged-away runs are deleted");
+    look_up_rounds(&d, ROUNDS).await;
+    d.kill9();
+    let d = Daemon::start(dir.path(), &env);
+    look_up_rounds(&d, ROUNDS).await;
+    assert_eq!(runs(), files, "the catalog names the merged runs, not their inputs");
+    d.stop_ok();
+}
+
+/// Each round's events are found by their request ids, once each.
+async fn look_up_rounds(d: &Daemon, rounds: u64) {
+    let mut q = d.query().await;
+    for round in 0..rounds {
+        for i in [0u64, 77, 199] {
+            let id = format!("r{round}-{i}");
+            let got = q.get_request(pb::GetRequestRequest { request_id: id.clone() }).await.unwrap().into_inner();
+            assert_eq!(got.events.len(), 1, "{id}: {:?}", got.events);
+            assert_eq!(got.events[0].latency_us, 10 + i);
+        }
+    }
+}

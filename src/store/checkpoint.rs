@@ -19,6 +19,10 @@
 //! 3. [`Store::checkpoint_finish`], on the committer thread: the heads learn what was saved
 //!    and the WAL is cut.
 //!
+//! After a checkpoint the committer merges request-id runs on a thread of its own
+//! ([`Store::merge_request_ids`]): a merge at 100 M events took 6–10 s, and while the
+//! checkpoint waited for it the next one could not begin, so the WAL and memory grew.
+//!
 //! A step that fails leaves memory as it was, so the next checkpoint redoes it; the WAL keeps
 //! everything meanwhile.
 use super::parts::{PartsPlan, SavedPart};
@@ -201,5 +205,30 @@ impl Store {
         wal.detach_before(keep_from);
         lock(&self.metrics).last_replay_from = c.replay_from;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Merges request-id runs of a similar size ([`rid_index::RidIndex::maybe_merge`]), with
+    /// retention held off so that no input expires mid-merge; the number of merges. Safe beside
+    /// ingest, look-ups and checkpoints. After merging, sled is flushed (the catalog names the
+    /// merged runs durably, not their inputs) and then the inputs' files are deleted, as a
+    /// checkpoint does, so that an idle daemon does not keep them. `stop` (shutdown) gives up
+    /// the merge in progress.
+    pub fn merge_request_ids(&self, stop: &std::sync::atomic::AtomicBool) -> Result<u64, StoreError> {
+        let mut merges = 0;
+        for rids in [&self.event_rids, &self.log_rids] {
+            let _maintenance = lock(&self.maintenance);
+            merges += rids.maybe_merge(stop)?.merges;
+        }
+        if merges > 0 {
+            // Only runs whose catalog entry is gone are doomed; a checkpoint beside this may
+            // take some of them first, and deletes them after its own flush.
+            let doomed = [self.event_rids.take_doomed(), self.log_rids.take_doomed()];
+            self.db.flush()?;
+            self.event_rids.delete(&doomed[0])?;
+            self.log_rids.delete(&doomed[1])?;
+        }
+        Ok(merges)
     }
 }

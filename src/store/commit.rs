@@ -180,6 +180,7 @@ impl Committer {
             inflight: None,
             trim: None,
             reaper: None,
+            merging: None,
         };
         let join = std::thread::Builder::new()
             .name("modelwatch-commit".into())
@@ -205,6 +206,13 @@ struct Worker {
     trim: Option<std::thread::JoinHandle<Vec<PathBuf>>>,
     /// The thread that frees spent batches ([`Worker::reap`]); started with the first.
     reaper: Option<std::sync::mpsc::Sender<Vec<Batch>>>,
+    /// Merging request-id runs ([`Worker::merge_request_ids`]).
+    merging: Option<Merging>,
+}
+
+struct Merging {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 struct Inflight {
@@ -303,6 +311,7 @@ impl Worker {
         }
         self.finish_inflight();
         self.join_trim();
+        self.stop_merging();
         if self.is_failed() {
             // Memory may hold writes the WAL lacks; writing them to sled now would store data
             // that was never acked while skipping some that was. The WAL replays at start.
@@ -430,12 +439,54 @@ impl Worker {
         }
     }
 
+    /// Merges request-id runs on a thread of its own after a checkpoint wrote a run, unless
+    /// the merging thread is still busy (the next checkpoint looks again; until then the runs
+    /// are a few more).
+    fn merge_request_ids(&mut self) {
+        if self.merging.as_ref().is_some_and(|m| !m.thread.is_finished()) {
+            return;
+        }
+        if let Some(m) = self.merging.take() {
+            let _ = m.thread.join();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (store, raised) = (self.store.clone(), stop.clone());
+        let spawned = std::thread::Builder::new().name("modelwatch-merge".into()).spawn(move || {
+            background_priority();
+            let began = Instant::now();
+            match store.merge_request_ids(&raised) {
+                Ok(0) => {}
+                Ok(_) => T.rid_merge.since(began),
+                Err(e) => {
+                    T.rid_merge_failures.add(1);
+                    tracing::error!(error = %e, "merging request-id runs failed; the runs stay as they are (look-ups read each) and the next checkpoint tries again");
+                }
+            }
+            crate::telemetry::trim_heap();
+        });
+        match spawned {
+            Ok(thread) => self.merging = Some(Merging { stop, thread }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the thread that merges request-id runs; the next checkpoint tries again")
+            }
+        }
+    }
+
+    /// Gives up the merge in progress (its inputs stay) and waits for its thread.
+    fn stop_merging(&mut self) {
+        if let Some(m) = self.merging.take() {
+            m.stop.store(true, Ordering::Relaxed);
+            let _ = m.thread.join();
+        }
+    }
+
     fn checkpoint_done(&mut self, began: Instant, r: Result<(), StoreError>) -> bool {
         match r {
             Ok(()) => {
                 T.checkpoint.since(began);
                 T.wal_bytes.set(self.wal.disk_bytes() as f64);
                 T.wal_since_checkpoint.set(self.wal.since_checkpoint() as f64);
+                self.merge_request_ids();
                 true
             }
             Err(e) => {

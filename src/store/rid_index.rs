@@ -2,8 +2,9 @@
 //! carry a request id near 200k/s, so entries are kept in memory (rebuilt by WAL replay) and
 //! written at each checkpoint as one sorted run of `(hash64(request id), time key)` pairs, with
 //! one sled catalog entry per run. Runs of a similar size are merged (size-tiered, streaming:
-//! a merge holds a buffer per run, not the runs) so their count stays logarithmic; retention
-//! drops runs whose newest entry has expired. A hash match is only a candidate: the reader
+//! a merge holds a buffer per run, not the runs) so their count stays logarithmic; the
+//! committer merges on a thread of its own after a checkpoint ([`RidIndex::maybe_merge`]), so
+//! that checkpoints never wait for a merge. Retention drops runs whose newest entry has expired. A hash match is only a candidate: the reader
 //! compares the record's request id.
 //!
 //! Look-ups stay near constant as the index grows (measured: `modelwatch loadgen --kind events
@@ -43,6 +44,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const ENTRY: usize = 28;
@@ -439,7 +441,24 @@ pub struct RidIndex {
     /// there meanwhile (else a `GetRequest` during a checkpoint missed the records it was
     /// writing: CI found it, 2026-12-05).
     flushing: Mutex<Option<Flushing>>,
+    /// The next run's id: flushes (checkpoint thread) and merges (a thread of their own) both
+    /// take ids, so they come from a counter, not from the runs in the list.
+    next_id: AtomicU64,
+    /// Held by a merge: one at a time.
+    merging: Mutex<()>,
 }
+
+/// What [`RidIndex::maybe_merge`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    pub merges: u64,
+    pub entries: u64,
+    /// True when `stop` was raised: the merge in progress was given up, its inputs kept.
+    pub stopped: bool,
+}
+
+/// A merge checks its stop flag every this many entries.
+const STOP_EVERY: u64 = 1 << 16;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -551,6 +570,7 @@ impl RidIndex {
                 fs::remove_file(e.path()).map_err(io(&e.path()))?;
             }
         }
+        let next_id = runs.iter().map(|r| r.id + 1).max().unwrap_or(1);
         Ok(RidIndex {
             dir: dir.to_owned(),
             catalog,
@@ -558,6 +578,8 @@ impl RidIndex {
             runs: Mutex::new(runs),
             doomed: Mutex::new(Vec::new()),
             flushing: Mutex::new(None),
+            next_id: AtomicU64::new(next_id),
+            merging: Mutex::new(()),
         })
     }
 
@@ -573,7 +595,9 @@ impl RidIndex {
     }
 
     /// Writes what memory holds as a run (checkpoints call this before sled's flush). On
-    /// failure the entries stay in memory for the next checkpoint.
+    /// failure the entries stay in memory for the next checkpoint. Runs are merged apart from
+    /// this ([`RidIndex::maybe_merge`]): at 100 M events a merge took 6–10 s, and a checkpoint
+    /// that waited for it held the next one up while the WAL and memory grew.
     pub fn flush(&self) -> Result<(), StoreError> {
         let m = {
             let mut mem = lock(&self.mem);
@@ -606,14 +630,14 @@ impl RidIndex {
         }
         // The run is in `runs` (add_run): the taken entries may go.
         *lock(&self.flushing) = None;
-        self.maybe_merge()
+        Ok(())
     }
 
-    /// A writer for the next run id (ids only grow: the catalog holds the largest), of about
+    /// A writer for the next run id (ids only grow), of about
     /// `entries` entries in `groups`, in [`WRITTEN`] or where that costs more, [`Form::Groups`]
     /// ([`Form::numbering_pays`]).
     fn new_run(&self, entries: u64, groups: Vec<Group>) -> Result<RunWriter, StoreError> {
-        let id = lock(&self.runs).iter().map(|r| r.id + 1).max().unwrap_or(1);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if Form::numbering_pays(entries, &groups) {
             RunWriter::create(&self.dir, id, WRITTEN, groups)
         } else {
@@ -652,8 +676,14 @@ impl RidIndex {
         Ok(())
     }
 
-    /// Size-tiered merge: when `MERGE_FAN_IN` runs share a size tier, they become one.
-    fn maybe_merge(&self) -> Result<(), StoreError> {
+    /// Size-tiered merges: while `MERGE_FAN_IN` runs share a size tier, they become one. Safe
+    /// beside flushes and look-ups; the caller keeps expiry off meanwhile (the store holds its
+    /// maintenance lock, which retention takes too), so that no input expires mid-merge.
+    /// `stop` gives up a merge in progress within [`STOP_EVERY`] entries (shutdown): its
+    /// inputs stay, its partial output is deleted.
+    pub fn maybe_merge(&self, stop: &AtomicBool) -> Result<Merged, StoreError> {
+        let _one = lock(&self.merging);
+        let mut done = Merged::default();
         loop {
             let group: Vec<Run> = {
                 let runs = lock(&self.runs);
@@ -664,51 +694,72 @@ impl RidIndex {
                 }
                 match by_tier.into_values().find(|v| v.len() >= MERGE_FAN_IN) {
                     Some(v) => v,
-                    None => return Ok(()),
+                    None => return Ok(done),
                 }
             };
-            // A k-way merge of the sorted runs: memory holds a buffer per run, whatever their size.
-            let began = std::time::Instant::now();
-            let mut groups = BTreeSet::new();
-            for r in &group {
-                groups.extend(self.run_groups(r)?);
+            if stop.load(Ordering::Relaxed) {
+                done.stopped = true;
+                return Ok(done);
             }
-            let mut readers = group.iter().map(|r| RunReader::open(&self.dir, r)).collect::<Result<Vec<_>, _>>()?;
-            let mut w = self.new_run(group.iter().map(|r| r.count).sum(), groups.into_iter().collect())?;
-            let merged = (|| {
-                let mut heap = BinaryHeap::with_capacity(readers.len());
-                for (i, r) in readers.iter_mut().enumerate() {
-                    if let Some(e) = r.next()? {
-                        heap.push(Reverse((e, i)));
-                    }
-                }
-                while let Some(Reverse((e, i))) = heap.pop() {
-                    w.push(e)?;
-                    if let Some(next) = readers[i].next()? {
-                        heap.push(Reverse((next, i)));
-                    }
-                }
-                Ok::<_, StoreError>(())
-            })();
-            if let Err(e) = merged {
-                // A damaged input: its run stays as it is, the partial output goes.
-                let _ = fs::remove_file(&w.path);
-                return Err(e);
+            let entries = group.iter().map(|r| r.count).sum::<u64>();
+            if !self.merge(&group, stop)? {
+                done.stopped = true;
+                return Ok(done);
             }
-            drop(readers);
-            let min_ts = group.iter().map(|r| r.min_ts).min().unwrap_or(i64::MIN);
-            let max_ts = group.iter().map(|r| r.max_ts).max().unwrap_or(i64::MAX);
-            let out = w.id;
-            self.add_run(w, min_ts, max_ts)?;
-            self.remove(&group.iter().map(|r| r.id).collect::<Vec<_>>())?;
-            tracing::info!(
-                runs = group.len(),
-                entries = group.iter().map(|r| r.count).sum::<u64>(),
-                run = out,
-                ms = began.elapsed().as_millis() as u64,
-                "request-id runs merged"
-            );
+            done.merges += 1;
+            done.entries += entries;
         }
+    }
+
+    /// Merges `group` into one run; false when `stop` gave it up.
+    fn merge(&self, group: &[Run], stop: &AtomicBool) -> Result<bool, StoreError> {
+        // A k-way merge of the sorted runs: memory holds a buffer per run, whatever their size.
+        let began = std::time::Instant::now();
+        let mut groups = BTreeSet::new();
+        for r in group {
+            groups.extend(self.run_groups(r)?);
+        }
+        let mut readers = group.iter().map(|r| RunReader::open(&self.dir, r)).collect::<Result<Vec<_>, _>>()?;
+        let mut w = self.new_run(group.iter().map(|r| r.count).sum(), groups.into_iter().collect())?;
+        let merged = (|| {
+            let mut heap = BinaryHeap::with_capacity(readers.len());
+            for (i, r) in readers.iter_mut().enumerate() {
+                if let Some(e) = r.next()? {
+                    heap.push(Reverse((e, i)));
+                }
+            }
+            let mut n = 0u64;
+            while let Some(Reverse((e, i))) = heap.pop() {
+                w.push(e)?;
+                if let Some(next) = readers[i].next()? {
+                    heap.push(Reverse((next, i)));
+                }
+                n += 1;
+                if n % STOP_EVERY == 0 && stop.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+            }
+            Ok::<_, StoreError>(true)
+        })();
+        if !matches!(merged, Ok(true)) {
+            // Stopped, or a damaged input: the inputs stay as they are, the partial output goes.
+            let _ = fs::remove_file(&w.path);
+            return merged;
+        }
+        drop(readers);
+        let min_ts = group.iter().map(|r| r.min_ts).min().unwrap_or(i64::MIN);
+        let max_ts = group.iter().map(|r| r.max_ts).max().unwrap_or(i64::MAX);
+        let out = w.id;
+        self.add_run(w, min_ts, max_ts)?;
+        self.remove(&group.iter().map(|r| r.id).collect::<Vec<_>>())?;
+        tracing::info!(
+            runs = group.len(),
+            entries = group.iter().map(|r| r.count).sum::<u64>(),
+            run = out,
+            ms = began.elapsed().as_millis() as u64,
+            "request-id runs merged"
+        );
+        Ok(true)
     }
 
     fn remove(&self, ids: &[u64]) -> Result<(), StoreError> {
@@ -849,6 +900,10 @@ mod tests {
             set.insert(group_of(e)?);
         }
         Ok(set.into_iter().collect())
+    }
+
+    fn merge(ix: &RidIndex) -> Result<Merged, StoreError> {
+        ix.maybe_merge(&AtomicBool::new(false))
     }
 
     fn open_index(dir: &Path) -> (sled::Db, Blocks, PathBuf, RidIndex) {
@@ -1005,7 +1060,8 @@ mod tests {
         hurt[100] ^= 1;
         fs::write(&victim, &hurt).unwrap();
         ix.add(&z(99));
-        let err = ix.flush().expect_err("the eighth run of the tier starts a merge, which reads the damaged run");
+        ix.flush().unwrap();
+        let err = merge(&ix).expect_err("the eighth run of the tier starts a merge, which reads the damaged run");
         assert!(err.to_string().contains("checksum mismatch") && err.to_string().contains(".run"), "{err}");
         assert_eq!(run_files(&rid).len(), before.len() + 1, "the new run is kept, no partial merge output");
         assert_eq!(ix.lookup("z19999").unwrap().len(), 8, "every run still answers");
@@ -1063,9 +1119,11 @@ mod tests {
             ix.add(&(round * 1_500..round * 1_500 + 3_000).map(e).collect::<Vec<_>>());
             ix.flush().unwrap();
         }
+        assert_eq!(lock(&ix.runs).len(), MERGE_FAN_IN, "flushes do not merge");
+        let distinct = (MERGE_FAN_IN as u64 - 1) * 1_500 + 3_000;
+        assert_eq!(merge(&ix).unwrap(), Merged { merges: 1, entries: MERGE_FAN_IN as u64 * 3_000, stopped: false });
         let runs = lock(&ix.runs).clone();
         assert_eq!(runs.len(), 1, "merged");
-        let distinct = (MERGE_FAN_IN as u64 - 1) * 1_500 + 3_000;
         assert_eq!(runs[0].count, distinct, "duplicates dropped");
         // The merged file reads back whole: sorted, checksums and table right.
         let mut r = RunReader::open(&rid, &runs[0]).unwrap();
@@ -1133,6 +1191,7 @@ mod tests {
                 .collect();
             ix.add(&batch);
             ix.flush().unwrap();
+            merge(&ix).unwrap();
         }
         let runs = lock(&ix.runs).len();
         assert!(runs < 20, "runs were merged: {runs}");
@@ -1153,5 +1212,38 @@ mod tests {
         assert_eq!(ix.lookup("r3").unwrap().len(), 20, "runs are durable; memory is the WAL's to replay");
         ix.expire(1_000_000).unwrap();
         assert!(ix.lookup("r3").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_stopped_merge_keeps_its_inputs_and_leaves_no_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, blocks, rid, ix) = open_index(dir.path());
+        let per = STOP_EVERY / 2 + 1;
+        for round in 0..MERGE_FAN_IN as u64 {
+            let e = |i: u64| (hash(&format!("s{round}-{i}")), keys::time_key(i as i64, round, 0), i as i64);
+            ix.add(&(0..per).map(e).collect::<Vec<_>>());
+            ix.flush().unwrap();
+        }
+        let before = run_files(&rid);
+        assert_eq!(before.len(), MERGE_FAN_IN);
+        let done = ix.maybe_merge(&AtomicBool::new(true)).unwrap();
+        assert_eq!(done, Merged { merges: 0, entries: 0, stopped: true });
+        assert_eq!(run_files(&rid), before, "nothing written, nothing doomed");
+        assert!(ix.take_doomed().is_empty());
+        // Raised mid-merge, the merge gives up at its next check (after STOP_EVERY of the
+        // 4·STOP_EVERY entries, some blocks of its output written): the partial output goes.
+        let runs = lock(&ix.runs).clone();
+        assert!(!ix.merge(&runs, &AtomicBool::new(true)).unwrap(), "given up");
+        assert_eq!(run_files(&rid), before, "the partial output is deleted, the inputs stay");
+        assert_eq!(lock(&ix.runs).len(), MERGE_FAN_IN);
+        assert_eq!(ix.lookup("s3-7").unwrap().len(), 1);
+        // A later merge (and a reopen) start from the same runs; a new id is not reused.
+        let next = ix.next_id.load(Ordering::Relaxed);
+        assert_eq!(merge(&ix).unwrap().merges, 1);
+        assert_eq!(lock(&ix.runs)[0].id, next);
+        drop(ix);
+        let ix = RidIndex::open(db.open_tree("runs").unwrap(), &rid, &blocks).unwrap();
+        assert_eq!(ix.lookup("s7-0").unwrap().len(), 1);
+        assert!(ix.next_id.load(Ordering::Relaxed) > next);
     }
 }
