@@ -348,7 +348,7 @@ fn main() {
     println!("| JSON lines | {json_bytes} | {:.1} | |", per(json_bytes as u64));
     println!("| JSON lines, zstd -3 | {zstd_bytes} | {:.1} | 1.00 |", per(zstd_bytes as u64));
     println!(
-        "| modelwatch data folder, growth over an empty one ({full} - {empty}) | {mw} | {:.1} | {:.2} |",
+        "| modelwatch data folder, growth over an empty one ({full} - {empty}) | {mw} | {:.1} | {:.3} |",
         per(mw),
         mw as f64 / zstd_bytes as f64
     );

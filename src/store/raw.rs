@@ -10,8 +10,9 @@
 //! old block space).
 //!
 //! Group layouts, told apart by their first bytes:
-//! - inference events, by column behind `0 1` ([`super::columns`], since 2026-12-05);
-//! - logs (and events before), row by row: `count`, then per record `index | length | bytes`
+//! - inference events and log records, by column behind `0` and the layout's number
+//!   ([`super::columns`]: `0 1` since 2026-12-05, `0 2` since 2026-12-06);
+//! - groups written before 2026-12-05, row by row: `count`, then per record `index | length | bytes`
 //!   (LEB128 integers, the record's protobuf bytes); stored zstd-compressed behind the bytes
 //!   `0 0` and the plain length when that is smaller, else as is (`count` is never 0, so its
 //!   first byte tells the two apart). Groups stored Snappy-compressed behind a single `0`
@@ -51,9 +52,6 @@ pub trait Raw: Message + Default + Columnar {}
 
 impl<T: Message + Default + Columnar> Raw for T {}
 
-/// The second byte of a group stored by column (after `0`; see [`compress`] for the others).
-const COLUMNS: u8 = 1;
-
 /// Groups a WAL record's raw records by bucket, in their stored form, for [`write`].
 pub fn group<M: Raw>(records: &[M]) -> Grouped {
     let mut by_slot: BTreeMap<i64, Vec<(u32, &M)>> = BTreeMap::new();
@@ -68,7 +66,7 @@ pub fn group<M: Raw>(records: &[M]) -> Grouped {
         .into_iter()
         .map(|(b, rs)| {
             let max_ts = rs.iter().map(|(_, r)| r.ts()).max().unwrap_or(i64::MIN);
-            let mut stored = vec![0, COLUMNS];
+            let mut stored = vec![0, columns::LAYOUT];
             columns::encode(&rs, &mut stored);
             (b, rs.len() as u32, max_ts, stored)
         })
@@ -98,7 +96,7 @@ const ZSTD_LEVEL: i32 = 1;
 /// A group as stored row by row: `0 0`, its plain length and its zstd form when that is
 /// smaller, else itself. (`0` and a Snappy form: groups written before zstd; Snappy's form
 /// begins with the plain length, never below 3, so the second byte tells it from `0 0` and
-/// from `0 1`, a group stored by column.)
+/// from `0 1` and `0 2`, groups stored by column.)
 #[cfg(test)]
 fn compress(plain: Vec<u8>) -> Vec<u8> {
     let mut out = vec![0u8, 0];
@@ -152,8 +150,10 @@ fn read_group<M: Raw>(
     rid: Option<&str>,
 ) -> Result<Vec<(u32, M)>, StoreError> {
     let stored = blocks.read(&r.loc())?;
-    if stored.starts_with(&[0, COLUMNS]) {
-        return Ok(columns::decode(&stored[2..], r.count, keep, rid)?);
+    // The second byte of a group stored by column is its layout (see [`compress`] for the
+    // others).
+    if let [0, layout @ (columns::LAYOUT_PLAIN | columns::LAYOUT_PREDICTED), ..] = stored[..] {
+        return Ok(columns::decode(&stored[2..], layout, r.count, keep, rid)?);
     }
     let data = inflate(stored)?;
     let mut rd = Reader::new(&data, "raw record group");
@@ -325,7 +325,7 @@ mod tests {
         let events: Vec<_> = (0..50).map(ev).collect();
         let bytes: Vec<Vec<u8>> = events.iter().map(|e| e.encode_to_vec()).collect();
         let row = compress(group(&bytes.iter().map(|b| b.as_slice()).collect::<Vec<_>>()));
-        let mut col = vec![0, COLUMNS];
+        let mut col = vec![0, columns::LAYOUT];
         columns::encode(&events.iter().enumerate().map(|(i, e)| (i as u32, e)).collect::<Vec<_>>(), &mut col);
         for stored in [row, col] {
             let l = blocks.append(&stored).unwrap();
