@@ -6,7 +6,7 @@ use super::*;
 pub(super) struct EventsState {
     pub(super) groups: HashMap<[String; 4], u32>,
     pub(super) group_list: Vec<(u32, [String; 4])>,
-    pub(super) aggs: HashMap<(u32, i64), MemAgg>,
+    pub(super) aggs: index::FxMap<(u32, i64), MemAgg>,
     /// Lsn the in-memory aggregates started accumulating from (their rows' epoch).
     pub(super) epoch: u64,
     /// Hours (group, pack start) with aggregate rows not packed yet ([`super::packs`]).
@@ -107,15 +107,34 @@ impl Store {
         let n = eb.events.len() as u64;
         if fresh {
             let mut st = lock(&self.events);
-            for e in &eb.events {
-                let g = [e.service.clone(), e.model.clone(), e.model_version.clone(), e.endpoint.clone()];
-                let gid = match st.groups.get(&g) {
-                    Some(&id) => id,
+            // A service's events rotate among a few models and endpoints: a recent group is
+            // found by comparing its strings, without hashing or copying them (the map's
+            // SipHash, string compares and copies were a third of the committer's time at
+            // 1 M events/s).
+            const RECENT: usize = 8;
+            let mut recent: Vec<([&str; 4], u32)> = Vec::with_capacity(RECENT);
+            for (k, e) in eb.events.iter().enumerate() {
+                let key = [e.service.as_str(), e.model.as_str(), e.model_version.as_str(), e.endpoint.as_str()];
+                let hit = recent.iter().find(|(r, _)| r.iter().zip(&key).all(|(a, b)| keys::same(a, b)));
+                let gid = match hit {
+                    Some(&(_, id)) => id,
                     None => {
-                        let id = st.group_list.iter().map(|(id, _)| id + 1).max().unwrap_or(1);
-                        self.t.groups.insert(keys::group_key(id), keys::encode_group(&g))?;
-                        st.groups.insert(g.clone(), id);
-                        st.group_list.push((id, g));
+                        let g = key.map(str::to_string);
+                        let id = match st.groups.get(&g) {
+                            Some(&id) => id,
+                            None => {
+                                let id = st.group_list.iter().map(|(id, _)| id + 1).max().unwrap_or(1);
+                                self.t.groups.insert(keys::group_key(id), keys::encode_group(&g))?;
+                                st.groups.insert(g.clone(), id);
+                                st.group_list.push((id, g));
+                                id
+                            }
+                        };
+                        if recent.len() < RECENT {
+                            recent.push((key, id));
+                        } else {
+                            recent[k % RECENT] = (key, id);
+                        }
                         id
                     }
                 };

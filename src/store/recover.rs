@@ -261,7 +261,7 @@ impl Store {
             events: Mutex::new(EventsState {
                 groups,
                 group_list,
-                aggs: HashMap::new(),
+                aggs: Default::default(),
                 epoch: meta.checkpoint_lsn,
                 loose: Default::default(),
             }),
