@@ -151,45 +151,16 @@ impl Samples {
     }
 
     fn decode_while(&self, ts: &mut Vec<i64>, vals: &mut Vec<f64>, keep: impl Fn(i64) -> bool) {
-        if self.n == 0 {
-            return;
-        }
-        ts.reserve(self.n as usize);
-        vals.reserve(self.n as usize);
-        let mut r = BitReader { buf: &self.buf, pos: 0 };
-        let mut t = r.get(64) as i64;
-        let mut bits = r.get(64);
-        let (mut delta, mut lead, mut trail) = (0i64, 0u32, 0u32);
-        for i in 0..self.n {
-            if i > 0 {
-                let dod = if r.get(1) == 0 {
-                    0
-                } else if r.get(1) == 0 {
-                    signed(r.get(8), 8)
-                } else if r.get(1) == 0 {
-                    signed(r.get(14), 14)
-                } else if r.get(1) == 0 {
-                    signed(r.get(20), 20)
-                } else {
-                    r.get(64) as i64
-                };
-                delta = delta.wrapping_add(dod);
-                t = t.wrapping_add(delta);
-                if r.get(1) == 1 {
-                    if r.get(1) == 1 {
-                        lead = r.get(5) as u32;
-                        let sig = r.get(6) as u32 + 1;
-                        trail = 64 - lead - sig;
-                    }
-                    bits ^= r.get(64 - lead - trail) << trail;
-                }
-            }
-            if !keep(t) {
-                return;
-            }
-            ts.push(t);
-            vals.push(f64::from_bits(bits));
-        }
+        decode_stream(&self.buf, self.n, ts, vals, keep);
+    }
+
+    /// Appends the bit stream to `buf` (which holds the copies of many heads), for
+    /// [`decode_copied`].
+    pub(super) fn copy_to(&self, buf: &mut Vec<u8>) -> Copied {
+        let len = self.bits.div_ceil(8);
+        let at = buf.len();
+        buf.extend_from_slice(&self.buf[..len]);
+        Copied { at, len, n: self.n }
     }
 
     /// Writes the low `n` bits of `v` (n <= 64), most significant first, after the bits
@@ -229,6 +200,66 @@ impl Samples {
             self.put(prefix, len);
             self.put(v, n);
         }
+    }
+}
+
+/// Where [`Samples::copy_to`] put a head's samples. A checkpoint copies the heads it saves as
+/// parts, under the metrics lock, into one buffer: one allocation instead of one per head
+/// (100,000 of them at 100,000 series fed every 10 s), and the bytes written instead of each
+/// buffer's capacity.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Copied {
+    at: usize,
+    len: usize,
+    n: u32,
+}
+
+/// The samples [`Samples::copy_to`] put at `c` in `buf`.
+pub(super) fn decode_copied(buf: &[u8], c: Copied, ts: &mut Vec<i64>, vals: &mut Vec<f64>) {
+    decode_stream(&buf[c.at..c.at + c.len], c.n, ts, vals, |_| true);
+}
+
+/// Decodes `n` samples from the bit stream `buf` (reads past its end are zeros), up to the
+/// first whose timestamp `keep` refuses.
+fn decode_stream(buf: &[u8], n: u32, ts: &mut Vec<i64>, vals: &mut Vec<f64>, keep: impl Fn(i64) -> bool) {
+    if n == 0 {
+        return;
+    }
+    ts.reserve(n as usize);
+    vals.reserve(n as usize);
+    let mut r = BitReader { buf, pos: 0 };
+    let mut t = r.get(64) as i64;
+    let mut bits = r.get(64);
+    let (mut delta, mut lead, mut trail) = (0i64, 0u32, 0u32);
+    for i in 0..n {
+        if i > 0 {
+            let dod = if r.get(1) == 0 {
+                0
+            } else if r.get(1) == 0 {
+                signed(r.get(8), 8)
+            } else if r.get(1) == 0 {
+                signed(r.get(14), 14)
+            } else if r.get(1) == 0 {
+                signed(r.get(20), 20)
+            } else {
+                r.get(64) as i64
+            };
+            delta = delta.wrapping_add(dod);
+            t = t.wrapping_add(delta);
+            if r.get(1) == 1 {
+                if r.get(1) == 1 {
+                    lead = r.get(5) as u32;
+                    let sig = r.get(6) as u32 + 1;
+                    trail = 64 - lead - sig;
+                }
+                bits ^= r.get(64 - lead - trail) << trail;
+            }
+        }
+        if !keep(t) {
+            return;
+        }
+        ts.push(t);
+        vals.push(f64::from_bits(bits));
     }
 }
 
@@ -280,6 +311,15 @@ mod tests {
             v2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             vals.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
+        // Copied among other heads' samples (the bytes after it are another head's, not
+        // zeros), it reads back the same.
+        let mut buf = vec![0xa5u8; 3];
+        let c = s.copy_to(&mut buf);
+        buf.extend_from_slice(&[0xffu8; 24]);
+        let (mut t3, mut v3) = (Vec::new(), Vec::new());
+        decode_copied(&buf, c, &mut t3, &mut v3);
+        assert_eq!(t3, ts);
+        assert!(v3.iter().map(|v| v.to_bits()).eq(vals.iter().map(|v| v.to_bits())));
         assert_eq!(s.len(), ts.len());
         assert_eq!(s.last_ts(), ts.last().copied());
         assert_eq!(s.first_ts(), ts.first().copied());

@@ -67,7 +67,8 @@ impl Groups {
 /// A head's samples as a checkpoint found them, and the first of them no part holds yet.
 pub(super) struct PartPlan {
     id: u64,
-    samples: head::Samples,
+    /// In [`PartsPlan::bytes`].
+    samples: head::Copied,
     from: usize,
     cut_before: u64,
     /// The whole head (`from` 0), replacing the head's parts.
@@ -78,6 +79,8 @@ pub(super) struct PartPlan {
 #[derive(Default)]
 pub(super) struct PartsPlan {
     parts: Vec<PartPlan>,
+    /// The planned heads' samples ([`head::Samples::copy_to`]).
+    bytes: Vec<u8>,
 }
 
 /// A part written: its range, and how many of its head's samples were saved by it (counted
@@ -180,6 +183,7 @@ impl Store {
     pub(super) fn plan_parts(&self, st: &mut MetricsState, older_than: u64, cp_lsn: u64) -> (PartsPlan, u64) {
         let mut replay_from = cp_lsn;
         let mut plans = Vec::new();
+        let mut bytes = Vec::new();
         let same_lsn = cp_lsn == older_than;
         for (id, head) in st.heads.iter_mut() {
             let Some(lsn) = head.unsaved_lsn else { continue };
@@ -191,7 +195,7 @@ impl Store {
                 let whole = head.parts.len() >= MERGE_PARTS;
                 plans.push(PartPlan {
                     id: *id,
-                    samples: head.samples.clone(),
+                    samples: head.samples.copy_to(&mut bytes),
                     from: if whole { 0 } else { head.saved },
                     cut_before: head.cut_samples,
                     whole,
@@ -199,7 +203,7 @@ impl Store {
             }
         }
         plans.sort_unstable_by_key(|p| p.id);
-        (PartsPlan { parts: plans }, replay_from)
+        (PartsPlan { parts: plans, bytes }, replay_from)
     }
 
     /// Encodes and writes planned parts, one entry per group, tagged with the checkpoint that
@@ -224,7 +228,7 @@ impl Store {
             let v = &mut entry.as_mut().expect("set above").1;
             all_ts.clear();
             all_vals.clear();
-            p.samples.decode_into(&mut all_ts, &mut all_vals);
+            head::decode_copied(&plan.bytes, p.samples, &mut all_ts, &mut all_vals);
             let (ts, vals) = (&all_ts[p.from..], &all_vals[p.from..]);
             let enc = chunk::encode(ts, vals);
             keys::put_varint(v, p.id & ((1 << GROUP_SHIFT) - 1));
