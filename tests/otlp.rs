@@ -64,30 +64,21 @@ async fn the_opentelemetry_sdk_exports_metrics_logs_and_genai_spans() {
     assert!((value_at(&d, r#"latency_sum{service="otel-svc"}"#, at).unwrap() - 2.95).abs() < 1e-9);
     assert_eq!(value_at(&d, r#"queue_depth{service="otel-svc"}"#, at), Some(7.0));
 
-    // Logs and GenAI spans: the derived series count them (buckets end within 10 s).
+    // Logs and GenAI spans: the derived series count them (buckets end within 10 s). Those
+    // counters restart at the top of each UTC hour, so they are read as their increase over
+    // the last hour: read as they are, they are 0 at a `later` 10 s or more into the next
+    // hour (a CI run of 2026-12-06 failed so, with `at` in the last seconds of an hour).
     let later = at + 20_000;
-    assert_eq!(value_at(&d, r#"sum(modelwatch_log_records_total{service="otel-svc"})"#, later), Some(2.0));
+    let count = |sel: &str| value_at(&d, &format!("sum(increase({sel}[1h]))"), later);
+    assert_eq!(count(r#"modelwatch_log_records_total{service="otel-svc"}"#), Some(2.0));
+    assert_eq!(count(r#"modelwatch_log_records_total{service="otel-svc",level="error",error_type="oom"}"#), Some(1.0));
     assert_eq!(
-        value_at(&d, r#"sum(modelwatch_log_records_total{service="otel-svc",level="error",error_type="oom"})"#, later),
-        Some(1.0)
-    );
-    assert_eq!(
-        value_at(
-            &d,
-            r#"sum(modelwatch_inference_requests_total{service="otel-svc",model="llama-3",endpoint="chat"})"#,
-            later
-        ),
+        count(r#"modelwatch_inference_requests_total{service="otel-svc",model="llama-3",endpoint="chat"}"#),
         Some(4.0)
     );
-    assert_eq!(
-        value_at(&d, r#"sum(modelwatch_inference_errors_total{model="llama-3",error_type="timeout"})"#, later),
-        Some(1.0)
-    );
-    assert_eq!(value_at(&d, r#"sum(modelwatch_inference_prompt_tokens_total{model="llama-3"})"#, later), Some(300.0));
-    assert_eq!(
-        value_at(&d, r#"sum(modelwatch_inference_completion_tokens_total{model="llama-3"})"#, later),
-        Some(63.0)
-    );
+    assert_eq!(count(r#"modelwatch_inference_errors_total{model="llama-3",error_type="timeout"}"#), Some(1.0));
+    assert_eq!(count(r#"modelwatch_inference_prompt_tokens_total{model="llama-3"}"#), Some(300.0));
+    assert_eq!(count(r#"modelwatch_inference_completion_tokens_total{model="llama-3"}"#), Some(63.0));
     // The log record's fields came through: found by its request id.
     let mut q = d.query().await;
     let logs = q
