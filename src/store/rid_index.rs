@@ -4,8 +4,8 @@
 //! one sled catalog entry per run. Runs of a similar size are merged (size-tiered, streaming:
 //! a merge holds a buffer per run, not the runs) so their count stays logarithmic; the
 //! committer merges on a thread of its own after a checkpoint ([`RidIndex::maybe_merge`]), so
-//! that checkpoints never wait for a merge. Retention drops runs whose newest entry has expired. A hash match is only a candidate: the reader
-//! compares the record's request id.
+//! that checkpoints never wait for a merge. Retention drops runs whose newest entry has
+//! expired. A hash match is only a candidate: the reader compares the record's request id.
 //!
 //! Look-ups stay near constant as the index grows (measured: `modelwatch loadgen --kind events
 //! --request-ids --lookups N`). In memory, entries are split by the top byte of their hash, so
