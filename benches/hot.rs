@@ -4,7 +4,7 @@
 //!     cargo bench --bench hot [-- FILTER]
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use modelwatch::pb;
-use modelwatch::store::{chunk, keys, wal};
+use modelwatch::store::{chunk, keys, wal, SeriesBatch};
 use prost::Message;
 
 /// A gauge that moves like the bench data set's: a random walk of small integers at 10 s.
@@ -108,14 +108,44 @@ fn batches(c: &mut Criterion) {
     let validator = modelwatch::ingest::Validator::new(modelwatch::config::Limits::default());
     let mut g = c.benchmark_group("batch");
     g.throughput(Throughput::Elements(10_000));
-    g.bench_function("decode 10k-sample MetricBatch", |b| {
+    // What prost's generated type costs against the daemon's own form (the gRPC handler and
+    // WAL replay decode into [`SeriesBatch`]).
+    g.bench_function("decode 10k-sample MetricBatch (prost)", |b| {
         b.iter(|| pb::MetricBatch::decode(black_box(&bytes[..])).unwrap())
+    });
+    g.bench_function("decode 10k-sample MetricBatch (SeriesBatch)", |b| {
+        b.iter(|| SeriesBatch::decode(black_box(&bytes[..])).unwrap())
     });
     g.bench_function("decode and validate 10k-sample MetricBatch", |b| {
         b.iter(|| {
-            let m = pb::MetricBatch::decode(black_box(&bytes[..])).unwrap();
+            let m = SeriesBatch::decode(black_box(&bytes[..])).unwrap();
             validator.metrics(m, 1_700_000_000_000 + 100 * 10_000)
         })
+    });
+    // `loadgen --live`'s shape: every series of a service once per message, one sample each.
+    let wide = pb::MetricBatch {
+        service: "bench".into(),
+        series: (0..25_000)
+            .map(|i| pb::Series {
+                name: "loadgen_value".into(),
+                labels: vec![
+                    pb::Label { name: "i".into(), value: i.to_string() },
+                    pb::Label { name: "run".into(), value: "1764979200".into() },
+                ],
+                kind: pb::MetricKind::Gauge as i32,
+                timestamps_ms: vec![1_700_000_000_000],
+                values: vec![(i % 100) as f64],
+            })
+            .collect(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    g.throughput(Throughput::Elements(25_000));
+    g.bench_function("decode 25k one-sample series (prost)", |b| {
+        b.iter(|| pb::MetricBatch::decode(black_box(&wide[..])).unwrap())
+    });
+    g.bench_function("decode 25k one-sample series (SeriesBatch)", |b| {
+        b.iter(|| SeriesBatch::decode(black_box(&wide[..])).unwrap())
     });
     g.finish();
 }

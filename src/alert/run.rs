@@ -48,7 +48,7 @@ impl Storage for DaemonStorage<'_> {
         let n = series.len();
         // Not through the validator: staleness markers are NaNs, which client data may not
         // carry, and the names come from validated rules and stored series.
-        let mut batch = Batch::new(Body::Metrics(pb::MetricBatch { series, ..Default::default() }));
+        let mut batch = Batch::new(Body::Metrics(pb::MetricBatch { series, ..Default::default() }.into()));
         batch.item_map = (0..n as u32).collect();
         batch.received_ms = self.now;
         let ack = self.handle.block_on(self.ctx.committer.submit(batch)).map_err(|e| format!("not stored: {e}"))?;

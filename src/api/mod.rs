@@ -6,6 +6,7 @@ use crate::server::auth::{Principal, Pushed};
 pub use crate::state::Ctx;
 
 pub mod alerts;
+pub mod metrics_route;
 pub mod otlp;
 use crate::ingest::limiter::{client_key, Refusal};
 use crate::store::commit::{AckFuture, CommitError};
@@ -269,9 +270,13 @@ fn principal<T>(req: &Request<T>) -> Arc<Principal> {
     req.extensions().get::<Arc<Principal>>().cloned().unwrap_or_else(|| Arc::new(Principal::anyone()))
 }
 
-fn metrics_batch(ctx: &Ctx, b: pb::MetricBatch) -> (String, String, Batch) {
+fn metrics_batch(ctx: &Ctx, b: crate::store::SeriesBatch) -> (String, String, Batch) {
     let now = ctx.clock.now_ms();
     (b.client_id.clone(), b.service.clone(), crate::ingest::prepare(ctx.validator.metrics(b, now), &ctx.limits))
+}
+/// The generated service's form ([`metrics_route`] serves the path itself).
+fn metrics_batch_pb(ctx: &Ctx, b: pb::MetricBatch) -> (String, String, Batch) {
+    metrics_batch(ctx, b.into())
 }
 fn logs_batch(ctx: &Ctx, b: pb::LogBatch) -> (String, String, Batch) {
     let now = ctx.clock.now_ms();
@@ -315,7 +320,7 @@ impl Ingest for IngestApi {
     type StreamMetricsStream = AckStream;
     async fn stream_metrics(&self, req: Request<Streaming<pb::MetricBatch>>) -> Result<Response<AckStream>, Status> {
         let who = principal(&req);
-        Ok(Response::new(ack_stream(self.0.clone(), who, req.into_inner(), metrics_batch)))
+        Ok(Response::new(ack_stream(self.0.clone(), who, req.into_inner(), metrics_batch_pb)))
     }
 
     type StreamLogsStream = AckStream;
@@ -367,7 +372,7 @@ pub(crate) async fn push_acks(ctx: &Arc<Ctx>, who: &Principal, r: pb::PushReques
         let mut futs: [Option<(AckFuture, Option<Tally>)>; 3] = [None, None, None];
         let batches = guarded(|| {
             [
-                r.metrics.map(|b| metrics_batch(ctx, b)),
+                r.metrics.map(|b| metrics_batch_pb(ctx, b)),
                 r.logs.map(|b| logs_batch(ctx, b)),
                 r.events.map(|b| events_batch(ctx, b)),
             ]

@@ -32,7 +32,7 @@ pub fn prepare(mut batch: Batch, limits: &Limits) -> Batch {
     );
     let items = std::mem::take(&mut batch.item_map);
     match &mut batch.body {
-        Body::Metrics(b) => b.series.clear(),
+        Body::Metrics(b) => b.clear_series(),
         Body::Logs(b) => b.records.clear(),
         Body::Events(b) => b.events.clear(),
     }

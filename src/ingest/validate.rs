@@ -3,7 +3,7 @@
 //! beside it go on to the committer.
 use crate::config::Limits;
 use crate::pb;
-use crate::store::{Batch, Body};
+use crate::store::{Batch, Body, SeriesBatch, SeriesRef};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Latest instant humantime formats (9999-12-31T23:59:59.999Z); later ones panic there.
@@ -188,64 +188,61 @@ impl Validator {
             .then(|| (INVALID, format!("request id of {} bytes exceeds limits.max_label_value_len = {max}", rid.len())))
     }
 
-    fn check_series(&self, s: &pb::Series, service: &str) -> Option<Problem> {
+    fn check_series(&self, s: SeriesRef<'_>, service: &str) -> Option<Problem> {
         let at = |suffix: &str, p: Option<(&'static str, String)>| p.map(|(c, r)| (c, suffix.to_string(), r));
-        at(".name", self.check_name("metric name", &s.name, true))
+        let name = s.name();
+        at(".name", self.check_name("metric name", name, true))
             .or_else(|| {
-                (!valid_metric_name(&s.name)).then(|| {
-                    (
-                        INVALID,
-                        ".name".into(),
-                        format!("metric name {:?} is not valid ([a-zA-Z_:][a-zA-Z0-9_:]*)", s.name),
-                    )
+                (!valid_metric_name(name)).then(|| {
+                    (INVALID, ".name".into(), format!("metric name {name:?} is not valid ([a-zA-Z_:][a-zA-Z0-9_:]*)"))
                 })
             })
             .or_else(|| {
-                let extra = usize::from(!service.is_empty() && !s.labels.iter().any(|l| l.name == "service"));
-                let pairs = s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
-                self.check_pairs(pairs, extra, true).map(|(c, p, r)| (c, format!(".labels{p}"), r))
+                let extra = usize::from(!service.is_empty() && !s.labels().any(|(k, _)| k == "service"));
+                self.check_pairs(s.labels(), extra, true).map(|(c, p, r)| (c, format!(".labels{p}"), r))
             })
             .or_else(|| {
                 // Duplicate names: quadratic, but label lists are short and this allocates nothing.
-                let l = &s.labels;
-                (1..l.len())
-                    .find_map(|i| l[..i].iter().any(|x| x.name == l[i].name).then(|| &l[i].name))
+                let names = s.labels().map(|(k, _)| k);
+                names
+                    .clone()
+                    .enumerate()
+                    .find_map(|(i, n)| names.clone().take(i).any(|x| x == n).then_some(n))
                     .map(|n| (INVALID, ".labels".into(), format!("label {n:?} appears twice")))
             })
-            .or_else(|| at(".kind", check_enum::<pb::MetricKind>("kind", s.kind)))
+            .or_else(|| at(".kind", check_enum::<pb::MetricKind>("kind", s.kind())))
             .or_else(|| {
-                (s.timestamps_ms.len() != s.values.len()).then(|| {
-                    let (v, t) = (s.values.len(), s.timestamps_ms.len());
+                (s.timestamps().len() != s.values().len()).then(|| {
+                    let (v, t) = (s.values().len(), s.timestamps().len());
                     (INVALID, ".values".into(), format!("{v} values for {t} timestamps: they must pair up"))
                 })
             })
     }
 
-    pub fn metrics(&self, mut b: pb::MetricBatch, now: i64) -> Batch {
-        let win = self.window(b.backfill, now);
-        let mut series = std::mem::take(&mut b.series);
-        let service = b.service.clone();
-        let mut batch = Batch::new(Body::Metrics(b));
+    pub fn metrics(&self, b: impl Into<SeriesBatch>, now: i64) -> Batch {
+        let mut mb: SeriesBatch = b.into();
+        let win = self.window(mb.backfill, now);
+        let mut batch = Batch::new(Body::Metrics(SeriesBatch::default()));
         batch.received_ms = now;
-        keep_valid(&mut series, &mut batch, |i, s, batch| {
-            if let Some((code, suffix, reason)) = self.check_series(s, &service) {
+        let mut keep = Vec::with_capacity(mb.len());
+        for i in 0..mb.len() {
+            if let Some((code, suffix, reason)) = self.check_series(mb.get(i), &mb.service) {
                 batch.reject(i as u32, -1, code, format!("series[{i}]{suffix}"), reason);
-                return false;
+                keep.push(false);
+                continue;
             }
+            let (ts, vals) = mb.samples_mut(i);
             // A timestamp of 0 means "now", as in logs and events (handy with grpcurl).
-            if s.timestamps_ms.contains(&0) {
-                s.timestamps_ms.iter_mut().filter(|t| **t == 0).for_each(|t| *t = now);
-            }
+            ts.iter_mut().filter(|t| **t == 0).for_each(|t| *t = now);
             // Per-sample checks; bad samples are dropped, the rest of the series kept.
             let (lo, hi) = (win.0, win.1);
             let finite_only = !self.limits.allow_non_finite;
-            let clean = s.timestamps_ms.iter().all(|&t| t >= lo && t <= hi)
-                && (!finite_only || s.values.iter().all(|v| v.is_finite()));
+            let clean = ts.iter().all(|&t| t >= lo && t <= hi) && (!finite_only || vals.iter().all(|v| v.is_finite()));
             if !clean {
-                let mut map = Vec::with_capacity(s.timestamps_ms.len());
+                let mut map = Vec::with_capacity(ts.len());
                 let mut w = 0;
-                for j in 0..s.timestamps_ms.len() {
-                    let (t, v) = (s.timestamps_ms[j], s.values[j]);
+                for j in 0..ts.len() {
+                    let (t, v) = (ts[j], vals[j]);
                     if let Some((code, reason)) = self.check_ts(t, win) {
                         batch.reject(i as u32, j as i32, code, format!("series[{i}].timestamps_ms[{j}]"), reason);
                         continue;
@@ -255,24 +252,24 @@ impl Validator {
                         batch.reject(i as u32, j as i32, INVALID, format!("series[{i}].values[{j}]"), reason);
                         continue;
                     }
-                    s.timestamps_ms[w] = t;
-                    s.values[w] = v;
+                    ts[w] = t;
+                    vals[w] = v;
                     map.push(j as u32);
                     w += 1;
                 }
-                s.timestamps_ms.truncate(w);
-                s.values.truncate(w);
+                mb.truncate_samples(i, w);
                 if w == 0 {
-                    return false;
+                    keep.push(false);
+                    continue;
                 }
                 // Keyed by the series' place among those kept: the ones kept so far.
                 batch.sample_maps.insert(batch.item_map.len(), map);
             }
-            true
-        });
-        if let Body::Metrics(mb) = &mut batch.body {
-            mb.series = series;
+            batch.item_map.push(i as u32);
+            keep.push(true);
         }
+        mb.retain(|i| keep[i]);
+        batch.body = Body::Metrics(mb);
         batch
     }
 
@@ -399,6 +396,7 @@ mod tests {
         };
         let batch = v.metrics(b, now);
         let Body::Metrics(mb) = &batch.body else { panic!() };
+        let mb = mb.to_pb();
         assert_eq!(mb.series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["ok_metric", "old", "clean"]);
         assert_eq!(mb.series[0].values, vec![1.0, 3.0]);
         assert_eq!(mb.series[1].values, vec![2.0]);

@@ -439,6 +439,16 @@ impl Pushed for pb::MetricBatch {
     }
 }
 
+impl Pushed for crate::store::SeriesBatch {
+    fn outside(&self, allowed: &BTreeSet<String>) -> Option<(String, String)> {
+        let items = self.iter().enumerate().map(|(i, s)| {
+            let own = s.labels().find(|(k, _)| *k == "service").map(|(_, v)| v);
+            (format!("series[{i}].labels.service"), own)
+        });
+        first_outside(allowed, &self.service, items)
+    }
+}
+
 impl Pushed for pb::LogBatch {
     fn outside(&self, allowed: &BTreeSet<String>) -> Option<(String, String)> {
         let items =

@@ -71,7 +71,7 @@ impl Store {
         }
         if batch.item_map.is_empty() {
             let n = match &batch.body {
-                Body::Metrics(b) => b.series.len(),
+                Body::Metrics(b) => b.len(),
                 Body::Logs(b) => b.records.len(),
                 Body::Events(b) => b.events.len(),
             };

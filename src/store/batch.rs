@@ -23,7 +23,7 @@ impl Kind {
 }
 
 pub enum Body {
-    Metrics(pb::MetricBatch),
+    Metrics(super::SeriesBatch),
     Logs(pb::LogBatch),
     Events(pb::EventBatch),
 }
@@ -111,7 +111,7 @@ impl Body {
         };
         let e = |e: prost::DecodeError| e.to_string();
         Ok(match tag & !COMPRESSED {
-            0 => Body::Metrics(pb::MetricBatch::decode(rest).map_err(e)?),
+            0 => Body::Metrics(super::SeriesBatch::decode(rest).map_err(e)?),
             1 => Body::Logs(pb::LogBatch::decode(rest).map_err(e)?),
             2 => Body::Events(pb::EventBatch::decode(rest).map_err(e)?),
             t => return Err(format!("unknown record kind {t}")),
@@ -176,7 +176,7 @@ impl Batch {
     /// (called by the handler once the batch is validated; see [`Batch::series_hashes`]).
     pub fn hash_series(&mut self) {
         if let Body::Metrics(mb) = &self.body {
-            self.series_hashes = mb.series.iter().map(|s| super::memtable::hash_series(s, &mb.service)).collect();
+            self.series_hashes = mb.iter().map(|s| super::memtable::hash_series(s, &mb.service)).collect();
         }
     }
 
@@ -204,21 +204,24 @@ mod tests {
 
     fn metrics(series: usize) -> Body {
         let label = |name: &str, value: String| pb::Label { name: name.into(), value };
-        Body::Metrics(pb::MetricBatch {
-            client_id: "c".into(),
-            seq: 7,
-            service: "svc".into(),
-            series: (0..series)
-                .map(|i| pb::Series {
-                    name: "model_latency_seconds".into(),
-                    labels: vec![label("model", "resnet50".into()), label("replica", format!("r{i}"))],
-                    timestamps_ms: vec![1_700_000_000_000 + i as i64],
-                    values: vec![i as f64 * 0.5],
-                    ..Default::default()
-                })
-                .collect(),
-            backfill: false,
-        })
+        Body::Metrics(
+            pb::MetricBatch {
+                client_id: "c".into(),
+                seq: 7,
+                service: "svc".into(),
+                series: (0..series)
+                    .map(|i| pb::Series {
+                        name: "model_latency_seconds".into(),
+                        labels: vec![label("model", "resnet50".into()), label("replica", format!("r{i}"))],
+                        timestamps_ms: vec![1_700_000_000_000 + i as i64],
+                        values: vec![i as f64 * 0.5],
+                        ..Default::default()
+                    })
+                    .collect(),
+                backfill: false,
+            }
+            .into(),
+        )
     }
 
     #[test]
@@ -237,7 +240,7 @@ mod tests {
         // What every record was before compression: the bare tag, then the protobuf.
         let Body::Metrics(orig) = metrics(3) else { unreachable!() };
         let mut rec = vec![Kind::Metrics as u8];
-        rec.extend(orig.encode_to_vec());
+        rec.extend(orig.to_pb().encode_to_vec());
         let Body::Metrics(back) = Body::decode(&rec).unwrap() else { panic!("kind") };
         assert_eq!(back, orig);
         // A tiny body stays bare: compressing would not make it smaller.

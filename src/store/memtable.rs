@@ -67,8 +67,8 @@ const CUT_HEADS: usize = 16;
 
 /// Label set of a series as stored: sorted by name, with `service` added from the batch when
 /// the series has none.
-pub fn canonical_labels(labels: &[pb::Label], service: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+pub fn canonical_labels<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>, service: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = labels.map(|(k, v)| (k.to_string(), v.to_string())).collect();
     if !service.is_empty() && !out.iter().any(|(k, _)| k == "service") {
         out.push(("service".into(), service.into()));
     }
@@ -80,14 +80,14 @@ pub fn canonical_labels(labels: &[pb::Label], service: &str) -> Vec<(String, Str
 /// has none), without allocating but for a few label references: this runs for every series
 /// of every batch, on the handlers' threads ([`Batch::hash_series`]) or, for batches that
 /// come without, on the committer.
-pub(super) fn hash_series(s: &pb::Series, service: &str) -> (u64, u64) {
-    let mut refs: Vec<(&str, &str)> = Vec::with_capacity(s.labels.len() + 1);
-    refs.extend(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+pub(super) fn hash_series(s: SeriesRef<'_>, service: &str) -> (u64, u64) {
+    let mut refs: Vec<(&str, &str)> = Vec::with_capacity(s.label_count() + 1);
+    refs.extend(s.labels());
     if !service.is_empty() && !refs.iter().any(|(k, _)| *k == "service") {
         refs.push(("service", service));
     }
     refs.sort_unstable();
-    super::index::series_hashes(&s.name, refs.iter().copied())
+    super::index::series_hashes(s.name(), refs.iter().copied())
 }
 
 impl Store {
@@ -104,12 +104,13 @@ impl Store {
         // Lock order: metrics, then the index.
         let mut index = read(&self.index);
         // Hashed by the handler ([`Batch::hash_series`]) for this very list of series.
-        let hashed = batch.series_hashes.len() == mb.series.len();
+        let hashed = batch.series_hashes.len() == mb.len();
         let mut accepted = 0u64;
         let mut rejects = Vec::new();
-        for (pos, s) in mb.series.iter_mut().enumerate() {
+        for pos in 0..mb.len() {
             let orig = batch.item_map.get(pos).copied().unwrap_or(pos as u32);
-            if s.timestamps_ms.is_empty() {
+            let s = mb.get(pos);
+            if s.timestamps().is_empty() {
                 continue;
             }
             let hashes = match batch.series_hashes.get(pos) {
@@ -119,7 +120,7 @@ impl Store {
             let id = match index.lookup_hashed(hashes) {
                 Some(id) => id,
                 None => {
-                    let labels = canonical_labels(&s.labels, &mb.service);
+                    let labels = canonical_labels(s.labels(), &mb.service);
                     let service = labels.iter().find(|(k, _)| k == "service").map_or("", |(_, v)| v.as_str());
                     let have = index.service_count(service);
                     // Both series limits (a client names its own service, so the per-service
@@ -129,37 +130,36 @@ impl Store {
                     } else if index.len() >= self.max_series {
                         Some(format!(
                             "new series {} would exceed limits.max_series = {} (the daemon holds {})",
-                            s.name,
+                            s.name(),
                             self.max_series,
                             index.len()
                         ))
                     } else if have >= self.max_series_per_service {
                         Some(format!(
                             "new series {} would exceed limits.max_series_per_service = {} for service {service:?} (it has {have})",
-                            s.name, self.max_series_per_service
+                            s.name(), self.max_series_per_service
                         ))
                     } else {
                         None
                     };
                     if let Some(reason) = over {
                         rejects.push((orig, -1, "RESOURCE_EXHAUSTED", format!("series[{orig}]"), reason));
-                        s.timestamps_ms.clear();
-                        s.values.clear();
+                        mb.truncate_samples(pos, 0);
                         continue;
                     }
-                    let kind =
-                        if s.kind == pb::MetricKind::Counter as i32 { s.kind } else { pb::MetricKind::Gauge as i32 };
+                    let counter = pb::MetricKind::Counter as i32;
+                    let kind = if s.kind() == counter { counter } else { pb::MetricKind::Gauge as i32 };
                     // The committer is the only writer: nothing changes between the read and the
                     // write lock.
                     drop(index);
                     let id = {
                         let mut ix = write(&self.index);
                         let id = ix.next_id();
-                        ix.insert(id, &s.name, &labels, kind);
+                        ix.insert(id, s.name(), &labels, kind);
                         id
                     };
                     index = read(&self.index);
-                    self.catalog.add(id, kind, &s.name, &labels);
+                    self.catalog.add(id, kind, s.name(), &labels);
                     id
                 }
             };
@@ -167,11 +167,12 @@ impl Store {
             let head = st.heads.entry(id).or_insert_with(Head::new);
             let mut last = head.samples.last_ts().unwrap_or(persisted);
             let mut w = 0;
-            for j in 0..s.timestamps_ms.len() {
-                let (t, v) = (s.timestamps_ms[j], s.values[j]);
+            let (ts, vals) = mb.samples_mut(pos);
+            for j in 0..ts.len().min(vals.len()) {
+                let (t, v) = (ts[j], vals[j]);
                 if t > last {
-                    s.timestamps_ms[w] = t;
-                    s.values[w] = v;
+                    ts[w] = t;
+                    vals[w] = v;
                     w += 1;
                     last = t;
                 } else if !trusted {
@@ -185,16 +186,16 @@ impl Store {
                     ));
                 }
             }
-            s.timestamps_ms.truncate(w);
-            s.values.truncate(w);
             if w == 0 {
+                mb.truncate_samples(pos, 0);
                 continue;
             }
             if head.samples.is_empty() {
                 head.started = Instant::now();
             }
             head.unsaved_lsn.get_or_insert(lsn);
-            head.samples.extend(&s.timestamps_ms, &s.values);
+            head.samples.extend(&ts[..w], &vals[..w]);
+            mb.truncate_samples(pos, w);
             accepted += w as u64;
             if head.samples.len() >= self.chunk_samples
                 || head.samples.first_ts().is_some_and(|f| last.saturating_sub(f) >= MAX_SPAN_MS)
@@ -202,7 +203,7 @@ impl Store {
                 st.due.push(id);
             }
         }
-        mb.series.retain(|s| !s.timestamps_ms.is_empty());
+        mb.retain_with_samples();
         batch.series_hashes = Vec::new();
         for (item, sample, code, field, reason) in rejects {
             batch.reject(item, sample, code, field, reason);

@@ -61,6 +61,7 @@ pub mod recover;
 mod retention;
 mod rid_block;
 pub mod rid_index;
+pub mod series_batch;
 pub mod snapshot;
 pub mod wal;
 
@@ -72,6 +73,7 @@ pub use memtable::canonical_labels;
 pub use read::Piece;
 pub use recover::OpenReport;
 pub use retention::RetentionReport;
+pub use series_batch::{SeriesBatch, SeriesRef};
 
 use crate::config::{Limits, Retention, StorageConfig};
 use crate::pb;

@@ -95,7 +95,7 @@ fn batch(s: u8, from: i64, n: u16) -> Batch {
     let ts: Vec<i64> = (0..i64::from(n)).map(|i| from + i).collect();
     let values = ts.iter().map(|t| (*t as f64) / 8.0).collect();
     let series = vec![pb::Series { name: format!("m{s}"), timestamps_ms: ts, values, ..Default::default() }];
-    Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }))
+    Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }.into()))
 }
 
 /// Per (model, bucket start): events, latency sum (µs), observations in the histogram.
@@ -242,7 +242,7 @@ fn pieces_and_summaries_match_the_samples() {
         })
         .collect();
     let series = vec![pb::Series { name: "m".into(), timestamps_ms: ts.clone(), values, ..Default::default() }];
-    let b = Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }));
+    let b = Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }.into()));
     commit(&store, &mut wal, vec![b]);
     let id = store.select(&[Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, "m").unwrap()])[0].id;
     let reduce = |vals: &mut dyn Iterator<Item = (f64, f64, u64)>| {
@@ -522,7 +522,7 @@ fn a_chunk_spans_less_than_the_index_bound() {
     let ts: Vec<i64> = (0..5).map(|i| i * 10 * hour).collect();
     let values = vec![1.0; 5];
     let series = vec![pb::Series { name: "wide".into(), timestamps_ms: ts.clone(), values, ..Default::default() }];
-    let b = Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }));
+    let b = Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }.into()));
     commit(&store, &mut wal, vec![b]);
     store.cut_due().unwrap();
     let spans = |store: &Store| -> Vec<(i64, i64)> {
@@ -585,7 +585,7 @@ fn range_batch(r: std::ops::Range<u16>, t: i64) -> Batch {
             ..Default::default()
         })
         .collect();
-    Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }))
+    Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }.into()))
 }
 
 fn samples_of(store: &Store, s: u16) -> Vec<i64> {
