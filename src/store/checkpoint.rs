@@ -79,7 +79,7 @@ impl Store {
             let old: Vec<u64> = st
                 .heads
                 .iter()
-                .filter(|(_, h)| !h.samples.is_empty() && (cut_all || h.started.elapsed() >= self.max_head_age))
+                .filter(|(_, h)| !h.samples.is_empty() && (cut_all || h.age() >= self.max_head_age))
                 .map(|(id, _)| *id)
                 .collect();
             if cut_all {

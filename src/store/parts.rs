@@ -123,9 +123,8 @@ pub(super) fn load_heads(
         let head = heads.entry(id).or_insert_with(Head::new);
         let keep = ts.partition_point(|&t| t <= persisted.max(head.samples.last_ts().unwrap_or(i64::MIN)));
         head.samples.extend(&ts[keep..], &vals[keep..]);
-        head.parts.reserve_exact(1);
         head.parts.push((first.unwrap_or(first_ts), last, lsn));
-        head.saved = head.samples.len();
+        head.saved = head.samples.len() as u32;
         Ok(true)
     };
     for item in tree.iter() {
@@ -186,9 +185,9 @@ impl Store {
         let mut bytes = Vec::new();
         let same_lsn = cp_lsn == older_than;
         for (id, head) in st.heads.iter_mut() {
-            let Some(lsn) = head.unsaved_lsn else { continue };
-            if head.samples.len() == head.saved {
-                head.unsaved_lsn = None;
+            let Some(lsn) = head.unsaved_lsn() else { continue };
+            if head.samples.len() == head.saved as usize {
+                head.set_unsaved_lsn(None);
             } else if lsn >= older_than || same_lsn {
                 replay_from = replay_from.min(lsn);
             } else {
@@ -196,7 +195,7 @@ impl Store {
                 plans.push(PartPlan {
                     id: *id,
                     samples: head.samples.copy_to(&mut bytes),
-                    from: if whole { 0 } else { head.saved },
+                    from: if whole { 0 } else { head.saved as usize },
                     cut_before: head.cut_samples,
                     whole,
                 });
@@ -272,18 +271,16 @@ impl Store {
             } else {
                 if p.whole {
                     // It holds every sample they hold that no chunk does.
-                    for old in head.parts.drain(..) {
+                    for old in head.parts.take() {
                         st.part_groups.kill(&mut st.dead_parts, p.id, old);
                     }
                 }
-                // A head holds one or two parts: room for one more at a time (a doubling Vec
-                // took 64 bytes a head, 6.4 MB at 100,000 series).
-                head.parts.reserve_exact(1);
                 head.parts.push(part);
             }
             let removed = (head.cut_samples - p.cut_before) as usize;
-            head.saved = head.saved.max(p.upto.saturating_sub(removed)).min(head.samples.len());
-            head.unsaved_lsn = (head.saved < head.samples.len()).then_some(cp_lsn);
+            let saved = (head.saved as usize).max(p.upto.saturating_sub(removed)).min(head.samples.len());
+            head.saved = saved as u32;
+            head.set_unsaved_lsn((saved < head.samples.len()).then_some(cp_lsn));
         }
     }
 
