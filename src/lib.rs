@@ -36,10 +36,10 @@
 //! - [`cli`]: command-line clients of the daemon's APIs (`modelwatch query`).
 //! - [`app`]: wires the above and runs until shutdown; `app::recover` for `modelwatch recover`.
 //!
-//! Data flow: client → `api` (decode) → `ingest` (limits; rejected items named; WAL record
-//! encoded) → `store::commit::Committer` (apply to memory, WAL append, fsync, ack) → `store`
-//! (heads → chunks, aggregates → sled at checkpoints) ← `query` ← `api` ← grpcurl / CLI /
-//! clients. Dependencies point down: `api` → `ingest`, `query` → `store`; the store knows no
+//! Data flow: client → `api` (decode; metric batches straight into `store::SeriesBatch`) →
+//! `ingest` (limits; rejected items named; WAL record encoded) → `store::commit::Committer`
+//! (apply to memory, WAL append, fsync, ack) → `store` (heads → chunks, aggregates → sled at
+//! checkpoints) ← `query` ← `api` ← grpcurl / CLI / clients. Dependencies point down: `api` → `ingest`, `query` → `store`; the store knows no
 //! gRPC service.
 
 pub mod alert;
