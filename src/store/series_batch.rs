@@ -539,6 +539,53 @@ mod tests {
         }
     }
 
+    fn any_batch() -> impl proptest::strategy::Strategy<Value = pb::MetricBatch> {
+        use proptest::prelude::*;
+        let text = || prop_oneof![Just(String::new()), "[a-c]{1,3}", any::<String>()];
+        let label = (text(), text()).prop_map(|(name, value)| pb::Label { name, value });
+        let series = (
+            text(),
+            proptest::collection::vec(label, 0..4),
+            prop_oneof![Just(0i32), Just(1), any::<i32>()],
+            proptest::collection::vec(any::<i64>(), 0..4),
+            proptest::collection::vec(any::<f64>(), 0..4),
+        )
+            .prop_map(|(name, labels, kind, timestamps_ms, values)| pb::Series {
+                name,
+                labels,
+                kind,
+                timestamps_ms,
+                values,
+            });
+        (text(), any::<u64>(), text(), proptest::collection::vec(series, 0..6), any::<bool>()).prop_map(
+            |(client_id, seq, service, series, backfill)| pb::MetricBatch { client_id, seq, service, series, backfill },
+        )
+    }
+
+    proptest::proptest! {
+        /// Any batch: the same bytes as prost's, both ways; any damage to them: an error or
+        /// the batch prost reads from the same bytes, never a panic.
+        #[test]
+        fn agrees_with_prost(b in any_batch(), at in 0usize..4096, byte in proptest::prelude::any::<u8>(), cut in 0usize..4096) {
+            let wire = b.encode_to_vec();
+            let ours = SeriesBatch::decode(&wire[..]).unwrap();
+            proptest::prop_assert_eq!(&ours.encode_to_vec(), &wire);
+            proptest::prop_assert_eq!(ours.encoded_len(), wire.len());
+            proptest::prop_assert_eq!(SeriesBatch::from(b.clone()).encode_to_vec(), wire.clone());
+            let mut bad = wire.clone();
+            if !bad.is_empty() {
+                let i = at % bad.len();
+                bad[i] ^= byte;
+                bad.truncate(bad.len() - cut % bad.len());
+            }
+            match (SeriesBatch::decode(&bad[..]), pb::MetricBatch::decode(&bad[..])) {
+                (Ok(ours), Ok(theirs)) => proptest::prop_assert_eq!(ours.to_pb().encode_to_vec(), theirs.encode_to_vec()),
+                (Err(_), Err(_)) => {}
+                (ours, theirs) => proptest::prop_assert!(false, "ours {:?}, prost's {:?}", ours.is_ok(), theirs.is_ok()),
+            }
+        }
+    }
+
     #[test]
     fn samples_change_in_place_and_series_drop() {
         let mut b = SeriesBatch::from(sample());
