@@ -395,13 +395,16 @@ pub trait Pushed {
     fn outside(&self, allowed: &BTreeSet<String>) -> Option<(String, String)>;
 }
 
+/// The first service outside `allowed`: an item's own (`items`, by position; `field` names the
+/// position's field, formatted only for the one refused) or, for items without one, the batch's.
 fn first_outside<'a>(
     allowed: &BTreeSet<String>,
     batch: &'a str,
-    items: impl Iterator<Item = (String, Option<&'a str>)>,
+    items: impl Iterator<Item = Option<&'a str>>,
+    field: impl Fn(usize) -> String,
 ) -> Option<(String, String)> {
     let mut batch_checked = false;
-    for (field, own) in items {
+    for (i, own) in items.enumerate() {
         let s = match own.filter(|s| !s.is_empty()) {
             Some(s) => s,
             None if batch_checked => continue,
@@ -414,7 +417,7 @@ fn first_outside<'a>(
             }
         };
         if !allowed.contains(s) {
-            return Some((field, s.into()));
+            return Some((field(i), s.into()));
         }
     }
     if !batch.is_empty() && !allowed.contains(batch) {
@@ -431,37 +434,29 @@ impl Pushed for pb::RegisterRequest {
 
 impl Pushed for pb::MetricBatch {
     fn outside(&self, allowed: &BTreeSet<String>) -> Option<(String, String)> {
-        let items = self.series.iter().enumerate().map(|(i, s)| {
-            let own = s.labels.iter().find(|l| l.name == "service").map(|l| l.value.as_str());
-            (format!("series[{i}].labels.service"), own)
-        });
-        first_outside(allowed, &self.service, items)
+        let items = self.series.iter().map(|s| s.labels.iter().find(|l| l.name == "service").map(|l| l.value.as_str()));
+        first_outside(allowed, &self.service, items, |i| format!("series[{i}].labels.service"))
     }
 }
 
 impl Pushed for crate::store::SeriesBatch {
     fn outside(&self, allowed: &BTreeSet<String>) -> Option<(String, String)> {
-        let items = self.iter().enumerate().map(|(i, s)| {
-            let own = s.labels().find(|(k, _)| *k == "service").map(|(_, v)| v);
-            (format!("series[{i}].labels.service"), own)
-        });
-        first_outside(allowed, &self.service, items)
+        let items = self.iter().map(|s| s.labels().find(|(k, _)| *k == "service").map(|(_, v)| v));
+        first_outside(allowed, &self.service, items, |i| format!("series[{i}].labels.service"))
     }
 }
 
 impl Pushed for pb::LogBatch {
     fn outside(&self, allowed: &BTreeSet<String>) -> Option<(String, String)> {
-        let items =
-            self.records.iter().enumerate().map(|(i, r)| (format!("records[{i}].service"), Some(r.service.as_str())));
-        first_outside(allowed, &self.service, items)
+        let items = self.records.iter().map(|r| Some(r.service.as_str()));
+        first_outside(allowed, &self.service, items, |i| format!("records[{i}].service"))
     }
 }
 
 impl Pushed for pb::EventBatch {
     fn outside(&self, allowed: &BTreeSet<String>) -> Option<(String, String)> {
-        let items =
-            self.events.iter().enumerate().map(|(i, e)| (format!("events[{i}].service"), Some(e.service.as_str())));
-        first_outside(allowed, &self.service, items)
+        let items = self.events.iter().map(|e| Some(e.service.as_str()));
+        first_outside(allowed, &self.service, items, |i| format!("events[{i}].service"))
     }
 }
 

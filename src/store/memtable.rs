@@ -126,15 +126,30 @@ pub fn canonical_labels<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>, se
 }
 
 /// The [`super::index::series_hashes`] of `s` (with the batch's service label added when it
-/// has none), without allocating but for a few label references: this runs for every series
+/// has none), without allocating (up to 16 labels): this runs for every series
 /// of every batch, on the handlers' threads ([`Batch::hash_series`]) or, for batches that
 /// come without, on the committer.
 pub(super) fn hash_series(s: SeriesRef<'_>, service: &str) -> (u64, u64) {
-    let mut refs: Vec<(&str, &str)> = Vec::with_capacity(s.label_count() + 1);
-    refs.extend(s.labels());
-    if !service.is_empty() && !refs.iter().any(|(k, _)| *k == "service") {
-        refs.push(("service", service));
+    const ON_STACK: usize = 16;
+    let mut stack = [("", ""); ON_STACK];
+    let mut heap = Vec::new();
+    let room = s.label_count() + 1;
+    let refs: &mut [(&str, &str)] = if room <= ON_STACK {
+        &mut stack[..room]
+    } else {
+        heap.resize(room, ("", ""));
+        &mut heap
+    };
+    let mut n = 0;
+    for label in s.labels() {
+        refs[n] = label;
+        n += 1;
     }
+    if !service.is_empty() && !refs[..n].iter().any(|(k, _)| *k == "service") {
+        refs[n] = ("service", service);
+        n += 1;
+    }
+    let refs = &mut refs[..n];
     refs.sort_unstable();
     super::index::series_hashes(s.name(), refs.iter().copied())
 }
