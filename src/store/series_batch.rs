@@ -207,6 +207,18 @@ impl SeriesBatch {
             }
         }
         let s = std::str::from_utf8(bytes).map_err(|_| error("invalid string value: data is not UTF-8 encoded"))?;
+        self.append(s)
+    }
+
+    /// [`SeriesBatch::intern`] of a string already checked.
+    fn intern_str(&mut self, s: &str, prev: Option<Span>) -> Result<Span, DecodeError> {
+        match prev {
+            Some(p) if self.text.get(p.range()) == Some(s) => Ok(p),
+            _ => self.append(s),
+        }
+    }
+
+    fn append(&mut self, s: &str) -> Result<Span, DecodeError> {
         let at = self.text.len();
         self.text.push_str(s);
         span(at, self.text.len())
@@ -304,11 +316,28 @@ impl SeriesBatch {
         self.text.reserve((more * 8).min(left));
     }
 
-    /// Appends a series in prost's form.
+    /// Appends a series in prost's form (the daemon's own batches: samplers, rules, OTLP).
     pub fn push(&mut self, s: &pb::Series) {
-        let mut buf = Vec::with_capacity(prost::Message::encoded_len(s));
-        prost::Message::encode_raw(s, &mut buf);
-        self.push_encoded(&buf, DecodeContext::default()).expect("a series prost encoded decodes");
+        let prev = self.recs.last().copied();
+        let (l0, t0, v0) = (self.labels.len(), self.ts.len(), self.vals.len());
+        let fits = "a batch in memory holds under 4 GiB of strings and samples";
+        let name = self.intern_str(&s.name, prev.map(|p| p.name)).expect(fits);
+        for (k, l) in s.labels.iter().enumerate() {
+            let like = prev.filter(|p| k < p.labels.len as usize).map(|p| self.labels[p.labels.at as usize + k]);
+            let n = self.intern_str(&l.name, like.map(|x| x.0)).expect(fits);
+            let v = self.intern_str(&l.value, like.map(|x| x.1)).expect(fits);
+            self.labels.push((n, v));
+        }
+        self.ts.extend_from_slice(&s.timestamps_ms);
+        self.vals.extend_from_slice(&s.values);
+        let rec = Rec {
+            name,
+            labels: span(l0, self.labels.len()).expect(fits),
+            kind: s.kind,
+            ts: span(t0, self.ts.len()).expect(fits),
+            vals: span(v0, self.vals.len()).expect(fits),
+        };
+        self.recs.push(rec);
     }
 
     pub fn to_pb(&self) -> pb::MetricBatch {
