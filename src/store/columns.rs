@@ -20,8 +20,8 @@
 //! - Each kind's own columns sit between the request ids and the pairs: for events the
 //!   latency, the stages (`inference_us` as its difference from what the latency leaves once
 //!   queue, preprocess and postprocess are taken: zero when a service splits its latency into
-//!   those stages), sizes and counts; for logs the messages, as one plane (zstd finds the
-//!   templates they share).
+//!   those stages), sizes and counts; for logs the messages, as templates and the values in
+//!   them ([`super::messages`], layout 3; one plane before).
 //! - **Byte counts** of events (layout 2): input and output bytes as their differences from the
 //!   prompt and completion tokens times the group's slope of bytes over tokens, when that
 //!   narrows their column ([`put_predicted`]). Text runs at a nearly fixed number of bytes
@@ -34,6 +34,7 @@
 //! number (see [`super::raw`]): `n`, then the columns in the order [`encode`] writes them.
 use super::index::FxMap;
 use super::keys::{put_varint, same, unzigzag, zigzag, DecodeError, Reader};
+use super::messages::{self, Messages};
 use crate::pb;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -41,12 +42,14 @@ use std::collections::HashMap;
 const WHAT: &str = "event columns";
 
 /// Layouts of a group, the byte after its `0` in the block files ([`super::raw`]): the first
-/// one, and the one whose events' byte counts may be differences from a ratio to their token
-/// counts ([`put_predicted`]).
+/// one, the one whose events' byte counts may be differences from a ratio to their token
+/// counts ([`put_predicted`]), and the one whose log messages may be templates and values
+/// ([`super::messages`]; its events are as in layout 2).
 pub const LAYOUT_PLAIN: u8 = 1;
 pub const LAYOUT_PREDICTED: u8 = 2;
+pub const LAYOUT_TEMPLATES: u8 = 3;
 /// The layout [`encode`] writes.
-pub const LAYOUT: u8 = LAYOUT_PREDICTED;
+pub const LAYOUT: u8 = LAYOUT_TEMPLATES;
 
 /// zstd's level for planes, compressed on the ingest handlers: level 3 made the 1 M events of
 /// `cargo bench --bench events_disk` 0.2 byte an event larger than level 1, and slower.
@@ -62,13 +65,13 @@ const MIN_MATCH: u32 = 7;
 /// Planes shorter than this are stored as is (zstd's frame costs more than it saves).
 const MIN_COMPRESS: usize = 32;
 
-fn bad(detail: impl Into<String>) -> DecodeError {
+pub(super) fn bad(detail: impl Into<String>) -> DecodeError {
     DecodeError { what: WHAT, detail: detail.into() }
 }
 
 /// A plane whose length the reader knows: `0` + the bytes, `1` + zstd length + zstd form, or
 /// `2` + the one byte every position holds.
-fn put_plane(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(super) fn put_plane(out: &mut Vec<u8>, bytes: &[u8]) {
     if let Some(&b) = bytes.first() {
         if bytes.len() > 2 && bytes.iter().all(|&x| x == b) {
             out.push(2);
@@ -108,7 +111,7 @@ fn put_plane(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn plane(r: &mut Reader, n: usize) -> Result<Vec<u8>, DecodeError> {
+pub(super) fn plane(r: &mut Reader, n: usize) -> Result<Vec<u8>, DecodeError> {
     match r.byte()? {
         0 => Ok(r.bytes(n)?.to_vec()),
         1 => {
@@ -135,7 +138,7 @@ fn min_width(vals: &[u64]) -> (u64, u32) {
 }
 
 /// A column of numbers: `min`, width, planes ([`put_plane`]).
-fn put_col(out: &mut Vec<u8>, vals: &[u64]) {
+pub(super) fn put_col(out: &mut Vec<u8>, vals: &[u64]) {
     let (min, width) = min_width(vals);
     put_varint(out, min);
     out.push(width as u8);
@@ -147,7 +150,7 @@ fn put_col(out: &mut Vec<u8>, vals: &[u64]) {
     }
 }
 
-fn col(r: &mut Reader, n: usize) -> Result<Vec<u64>, DecodeError> {
+pub(super) fn col(r: &mut Reader, n: usize) -> Result<Vec<u64>, DecodeError> {
     let min = r.varint()?;
     let width = r.byte()?;
     if width > 8 {
@@ -193,7 +196,7 @@ impl Lazy {
 }
 
 /// Numbers that must be below `limit` (dictionary and tuple numbers).
-fn col_below(r: &mut Reader, n: usize, limit: usize, what: &str) -> Result<Vec<usize>, DecodeError> {
+pub(super) fn col_below(r: &mut Reader, n: usize, limit: usize, what: &str) -> Result<Vec<usize>, DecodeError> {
     col(r, n)?
         .into_iter()
         .map(|v| usize::try_from(v).ok().filter(|&v| v < limit).ok_or_else(|| r.err(&format!("{what} {v} of {limit}"))))
@@ -240,10 +243,14 @@ impl<'a> Dict<'a> {
 }
 
 /// Strings: their count, a column of lengths, their bytes as one plane.
-fn put_strings(out: &mut Vec<u8>, strings: &[&str]) {
+pub(super) fn put_strings<S: AsRef<[u8]>>(out: &mut Vec<u8>, strings: &[S]) {
     put_varint(out, strings.len() as u64);
-    put_col(out, &strings.iter().map(|s| s.len() as u64).collect::<Vec<_>>());
-    put_plane(out, &strings.concat().into_bytes());
+    put_col(out, &strings.iter().map(|s| s.as_ref().len() as u64).collect::<Vec<_>>());
+    let mut bytes = Vec::with_capacity(strings.iter().map(|s| s.as_ref().len()).sum());
+    for s in strings {
+        bytes.extend_from_slice(s.as_ref());
+    }
+    put_plane(out, &bytes);
 }
 
 /// How a request id is kept: empty, 16 bytes written back as 32 hex digits or a UUID (lower or
@@ -333,7 +340,7 @@ pub struct LazyStrings {
 }
 
 impl LazyStrings {
-    fn read(r: &mut Reader, max_bytes: usize) -> Result<LazyStrings, DecodeError> {
+    pub(super) fn read(r: &mut Reader, max_bytes: usize) -> Result<LazyStrings, DecodeError> {
         let count = r.varint()? as usize;
         // Block files are checksummed: this bounds what a bug could ask for, not damage.
         if count > max_bytes {
@@ -349,7 +356,7 @@ impl LazyStrings {
         Ok(LazyStrings { at, bytes })
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.at.len() - 1
     }
 
@@ -358,7 +365,12 @@ impl LazyStrings {
         self.bytes[self.at[i]..self.at[i + 1]] == *s.as_bytes()
     }
 
-    fn get(&self, i: usize) -> Result<String, DecodeError> {
+    /// String `i`'s bytes.
+    pub(super) fn bytes(&self, i: usize) -> &[u8] {
+        &self.bytes[self.at[i]..self.at[i + 1]]
+    }
+
+    pub(super) fn get(&self, i: usize) -> Result<String, DecodeError> {
         String::from_utf8(self.bytes[self.at[i]..self.at[i + 1]].to_vec())
             .map_err(|_| bad("a string that is not UTF-8"))
     }
@@ -793,8 +805,8 @@ impl Columnar for pb::InferenceEvent {
     }
 }
 
-/// A log record's own column: its message, all of a group's messages as one plane (zstd finds
-/// the templates they share).
+/// A log record's own column: its message; from layout 3 as templates and the values in them
+/// ([`super::messages`]), before as one plane of all of a group's messages.
 impl Columnar for pb::LogRecord {
     fn tuple(&self) -> ([&str; 5], i32) {
         ([&self.service, &self.logger, &self.error_type, "", ""], self.level)
@@ -812,27 +824,36 @@ impl Columnar for pb::LogRecord {
         &self.fields
     }
 
-    type Own = LazyStrings;
+    type Own = Messages;
 
-    fn put_own(records: &[(u32, &Self)], out: &mut Vec<u8>, _layout: u8) {
-        put_strings(out, &records.iter().map(|(_, r)| r.message.as_str()).collect::<Vec<_>>());
+    fn put_own(records: &[(u32, &Self)], out: &mut Vec<u8>, layout: u8) {
+        let messages: Vec<&str> = records.iter().map(|(_, r)| r.message.as_str()).collect();
+        if layout >= LAYOUT_TEMPLATES {
+            messages::put(out, &messages);
+        } else {
+            put_strings(out, &messages);
+        }
     }
 
-    fn read_own(r: &mut Reader, n: usize, _layout: u8) -> Result<LazyStrings, DecodeError> {
+    fn read_own(r: &mut Reader, n: usize, layout: u8) -> Result<Messages, DecodeError> {
+        if layout >= LAYOUT_TEMPLATES {
+            return Messages::read(r, n);
+        }
         let m = LazyStrings::read(r, super::wal::MAX_RECORD)?;
         if m.len() != n {
             return Err(r.err(&format!("{} messages for {n} records", m.len())));
         }
-        Ok(m)
+        Ok(Messages::Plain(m))
     }
 
-    fn build(messages: &mut LazyStrings, k: usize, common: Option<Common>) -> Result<Option<Self>, DecodeError> {
+    fn build(messages: &mut Messages, k: usize, common: Option<Common>) -> Result<Option<Self>, DecodeError> {
+        let message = messages.next(k, common.is_some())?;
         let Some(m) = common else { return Ok(None) };
         let [service, logger, error_type, ..] = m.strs;
         Ok(Some(pb::LogRecord {
             timestamp_ms: m.ts,
             level: m.num,
-            message: messages.get(k)?,
+            message: message.unwrap_or_default(),
             service,
             request_id: m.rid,
             error_type,
@@ -1057,10 +1078,12 @@ mod tests {
 
     fn any_log() -> impl Strategy<Value = pb::LogRecord> {
         let text = prop_oneof![Just(String::new()), "[a-c]{1,3}", "\\PC{0,12}", "[0-9a-f]{32}"];
+        // Messages from a few templates, so that groups keep templates ([`messages`]).
+        let message = prop_oneof![text.clone(), "(gpu|wait) [0-9]{1,4} ms( 0?[0-9a-f]{7})?"];
         (
             any::<i64>(),
             any::<i32>(),
-            text.clone(),
+            message,
             text.clone(),
             text.clone(),
             text.clone(),
@@ -1088,16 +1111,22 @@ mod tests {
         #[test]
         fn any_log_records_read_back_exactly(logs in proptest::collection::vec(any_log(), 1..60)) {
             let indexed: Vec<(u32, &pb::LogRecord)> = logs.iter().enumerate().map(|(i, l)| (3 * i as u32, l)).collect();
+            // Groups of layout 2 (messages as one plane) still read.
+            for layout in [LAYOUT_PREDICTED, LAYOUT] {
+                let mut out = Vec::new();
+                encode_as(&indexed, &mut out, layout);
+                let back = decode::<pb::LogRecord>(&out, layout, logs.len() as u32, &|_| true, None).unwrap();
+                prop_assert_eq!(back.len(), logs.len());
+                for ((i, l), (j, b)) in indexed.iter().zip(&back) {
+                    prop_assert_eq!(i, j);
+                    prop_assert_eq!(*l, b);
+                }
+                let one = decode::<pb::LogRecord>(&out, layout, logs.len() as u32, &|i| i == 3, None).unwrap();
+                prop_assert_eq!(one.len(), usize::from(logs.len() > 1));
+                prop_assert!(one.iter().all(|(_, l)| *l == logs[1]));
+            }
             let mut out = Vec::new();
             encode(&indexed, &mut out);
-            let back = decode::<pb::LogRecord>(&out, LAYOUT, logs.len() as u32, &|_| true, None).unwrap();
-            prop_assert_eq!(back.len(), logs.len());
-            for ((i, l), (j, b)) in indexed.iter().zip(&back) {
-                prop_assert_eq!(i, j);
-                prop_assert_eq!(*l, b);
-            }
-            let one = decode::<pb::LogRecord>(&out, LAYOUT, logs.len() as u32, &|i| i == 3, None).unwrap();
-            prop_assert_eq!(one.len(), usize::from(logs.len() > 1));
             let rid = logs[logs.len() / 2].request_id.as_str();
             let by_rid = decode::<pb::LogRecord>(&out, LAYOUT, logs.len() as u32, &|_| true, Some(rid)).unwrap();
             prop_assert_eq!(by_rid.len(), logs.iter().filter(|l| l.request_id == rid).count());

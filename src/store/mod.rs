@@ -20,7 +20,8 @@
 //!   checkpoints.
 //! - [`chunk_index`]: where each metric chunk is, grouped by 32 series and two hours per sled
 //!   value.
-//! - [`columns`]: inference events column by column, the block files' form of their groups.
+//! - [`columns`]: inference events and log records column by column, the block files' form of
+//!   their groups; [`messages`]: log messages as templates and the values in them.
 //! - [`keys`]: every sled key and small value; [`blocks`]: the block files; [`index`]: the
 //!   in-memory label index; [`aggs`]: inference aggregates (HDR histograms).
 //!
@@ -53,6 +54,7 @@ mod head;
 pub mod index;
 pub mod keys;
 mod memtable;
+mod messages;
 mod packs;
 mod parts;
 pub mod raw;

@@ -152,7 +152,9 @@ fn read_group<M: Raw>(
     let stored = blocks.read(&r.loc())?;
     // The second byte of a group stored by column is its layout (see [`compress`] for the
     // others).
-    if let [0, layout @ (columns::LAYOUT_PLAIN | columns::LAYOUT_PREDICTED), ..] = stored[..] {
+    if let [0, layout @ (columns::LAYOUT_PLAIN | columns::LAYOUT_PREDICTED | columns::LAYOUT_TEMPLATES), ..] =
+        stored[..]
+    {
         return Ok(columns::decode(&stored[2..], layout, r.count, keep, rid)?);
     }
     let data = inflate(stored)?;

@@ -735,7 +735,7 @@ impl RidIndex {
                     heap.push(Reverse((next, i)));
                 }
                 n += 1;
-                if n % STOP_EVERY == 0 && stop.load(Ordering::Relaxed) {
+                if n.is_multiple_of(STOP_EVERY) && stop.load(Ordering::Relaxed) {
                     return Ok(false);
                 }
             }
