@@ -18,6 +18,7 @@
 //! the pages it could not write (PostgreSQL's "fsyncgate"), so retrying could ack lost data.
 //! The reserve and the preallocated segments make that case a real I/O error, not a full disk.
 use super::checkpoint::Checkpoint;
+use super::lane::{Lane, Pending};
 use super::wal::Wal;
 use super::{Batch, StoreError, StoreRef};
 use crate::pb;
@@ -55,7 +56,7 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
 /// Lowers the calling thread's CPU priority (nice +10) for work that acks do not wait on
 /// (the middle step of a checkpoint, deleting WAL segments): the committer and the handlers
 /// come first when the cores are busy.
-fn background_priority() {
+pub(super) fn background_priority() {
     // SAFETY: plain syscall on this thread; a failure only leaves the priority.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
 }
@@ -181,6 +182,9 @@ impl Committer {
             trim: None,
             reaper: None,
             merging: None,
+            checkpoints: Lane::new("modelwatch-checkpoint"),
+            merges: Lane::new("modelwatch-merge"),
+            trims: Lane::new("modelwatch-wal-trim"),
         };
         let join = std::thread::Builder::new()
             .name("modelwatch-commit".into())
@@ -203,21 +207,25 @@ struct Worker {
     /// A timed checkpoint whose middle step runs on its own thread (see `store::checkpoint`).
     inflight: Option<Inflight>,
     /// Deleting the WAL segments a checkpoint doomed; returns those it could not.
-    trim: Option<std::thread::JoinHandle<Vec<PathBuf>>>,
+    trim: Option<Pending<Vec<PathBuf>>>,
     /// The thread that frees spent batches ([`Worker::reap`]); started with the first.
     reaper: Option<std::sync::mpsc::Sender<Vec<Batch>>>,
     /// Merging request-id runs ([`Worker::merge_request_ids`]).
     merging: Option<Merging>,
+    /// The threads of the three kinds of slow job (see [`super::lane`] for why they last).
+    checkpoints: Lane,
+    merges: Lane,
+    trims: Lane,
 }
 
 struct Merging {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
+    job: Pending<()>,
 }
 
 struct Inflight {
     began: Instant,
-    thread: std::thread::JoinHandle<(Checkpoint, Result<(), StoreError>)>,
+    job: Pending<(Checkpoint, Result<(), StoreError>)>,
 }
 
 impl Worker {
@@ -294,7 +302,7 @@ impl Worker {
                     }
                 }
             }
-            if self.inflight.as_ref().is_some_and(|c| c.thread.is_finished()) && !self.finish_inflight() {
+            if self.inflight.as_mut().is_some_and(|c| c.job.is_finished()) && !self.finish_inflight() {
                 dirty = true;
             }
             // A checkpoint is due by time, or early when the WAL grew past its budget: replay
@@ -364,15 +372,14 @@ impl Worker {
             }
         };
         let store = self.store.clone();
-        let spawned = std::thread::Builder::new().name("modelwatch-checkpoint".into()).spawn(move || {
-            background_priority();
+        let spawned = self.checkpoints.run(move || {
             let r = store.checkpoint_write(&mut c);
             crate::telemetry::trim_heap();
             (c, r)
         });
         match spawned {
-            Ok(thread) => {
-                self.inflight = Some(Inflight { began, thread });
+            Ok(job) => {
+                self.inflight = Some(Inflight { began, job });
                 true
             }
             Err(e) => {
@@ -387,10 +394,10 @@ impl Worker {
     /// learn what was saved, the WAL is cut). False when it failed (logged and counted: the
     /// WAL keeps everything until the next one succeeds).
     fn finish_inflight(&mut self) -> bool {
-        let Some(Inflight { began, thread }) = self.inflight.take() else { return true };
-        let (c, written) = match thread.join() {
-            Ok(r) => r,
-            Err(_) => {
+        let Some(Inflight { began, job }) = self.inflight.take() else { return true };
+        let (c, written) = match job.wait() {
+            Some(r) => r,
+            None => {
                 T.checkpoint_failures.add(1);
                 tracing::error!(
                     "the checkpoint thread panicked; the write-ahead log keeps everything until the next checkpoint"
@@ -417,8 +424,7 @@ impl Worker {
         }
         let dir = self.wal.dir().to_owned();
         let mut list = doomed.clone();
-        let spawned = std::thread::Builder::new().name("modelwatch-wal-trim".into()).spawn(move || {
-            background_priority();
+        let spawned = self.trims.run(move || {
             if let Err(e) = super::wal::remove_segments(&dir, &mut list) {
                 tracing::warn!(error = %e, "deleting old write-ahead-log segments failed; the next checkpoint tries again");
             }
@@ -433,7 +439,7 @@ impl Worker {
     /// Waits for the WAL-trimming thread; what it could not delete goes back to the WAL.
     fn join_trim(&mut self) {
         if let Some(t) = self.trim.take() {
-            if let Ok(left) = t.join() {
+            if let Some(left) = t.wait() {
                 self.wal.give_back_doomed(left);
             }
         }
@@ -443,16 +449,13 @@ impl Worker {
     /// the merging thread is still busy (the next checkpoint looks again; until then the runs
     /// are a few more).
     fn merge_request_ids(&mut self) {
-        if self.merging.as_ref().is_some_and(|m| !m.thread.is_finished()) {
+        if self.merging.as_mut().is_some_and(|m| !m.job.is_finished()) {
             return;
         }
-        if let Some(m) = self.merging.take() {
-            let _ = m.thread.join();
-        }
+        self.merging = None;
         let stop = Arc::new(AtomicBool::new(false));
         let (store, raised) = (self.store.clone(), stop.clone());
-        let spawned = std::thread::Builder::new().name("modelwatch-merge".into()).spawn(move || {
-            background_priority();
+        let spawned = self.merges.run(move || {
             let began = Instant::now();
             match store.merge_request_ids(&raised) {
                 Ok(0) => {}
@@ -465,7 +468,7 @@ impl Worker {
             crate::telemetry::trim_heap();
         });
         match spawned {
-            Ok(thread) => self.merging = Some(Merging { stop, thread }),
+            Ok(job) => self.merging = Some(Merging { stop, job }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the thread that merges request-id runs; the next checkpoint tries again")
             }
@@ -476,7 +479,7 @@ impl Worker {
     fn stop_merging(&mut self) {
         if let Some(m) = self.merging.take() {
             m.stop.store(true, Ordering::Relaxed);
-            let _ = m.thread.join();
+            let _ = m.job.wait();
         }
     }
 

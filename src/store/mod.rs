@@ -12,7 +12,8 @@
 //! - [`memtable`]: per-series heads (compressed as samples arrive, [`head`]), cut into
 //!   [`chunk`]s; [`parts`]: what checkpoints save of them, one sled value per 32 series.
 //! - [`checkpoint`]: memory into sled and the block files, sled flush, WAL truncation; its slow
-//!   middle runs on a thread of its own while groups go on.
+//!   middle runs on a thread of its own while groups go on ([`lane`]: the long-lived threads of
+//!   such slow jobs).
 //! - [`read`]: selections, samples, aggregates, raw records. [`retention`]: expiry.
 //! - [`packs`]: aggregate rows of past hours merged into a few values per group and hour.
 //! - [`snapshot`]: a consistent copy of the folder while the daemon runs.
@@ -49,6 +50,7 @@ mod checkpoint;
 pub mod chunk;
 pub mod chunk_index;
 mod columns;
+mod lane;
 pub mod commit;
 mod head;
 pub mod index;
