@@ -689,6 +689,9 @@ impl Default for LogConfig {
     }
 }
 
+/// `storage.chunk_samples` at most (see where it is checked).
+const MAX_CHUNK_SAMPLES: usize = 1 << 20;
+
 /// Longest duration any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);
 
@@ -774,6 +777,14 @@ impl Config {
         }
         let s = &self.storage;
         nonzero("storage.chunk_samples", s.chunk_samples as u64)?;
+        if s.chunk_samples > MAX_CHUNK_SAMPLES {
+            // A head counts its bits in 32 bits (store::head): 2^20 samples of at most 145 bits,
+            // plus a batch's worth before the cut, stay far below.
+            return Err(ConfigError::Invalid {
+                key: "storage.chunk_samples",
+                message: format!("must be at most {MAX_CHUNK_SAMPLES} (is {})", s.chunk_samples),
+            });
+        }
         nonzero("storage.max_group_commit", s.max_group_commit as u64)?;
         nonzero("storage.commit_queue", s.commit_queue as u64)?;
         nonzero("storage.event_bucket", s.event_bucket.as_millis() as u64)?;
@@ -1112,6 +1123,8 @@ mod tests {
         assert!(err.contains("log.format"), "{err}");
         let err = Config::from_sources("[storage]\nchunk_samples = 0\n", "t", no_env()).unwrap_err().to_string();
         assert!(err.contains("storage.chunk_samples"), "{err}");
+        let err = Config::from_sources("[storage]\nchunk_samples = 2000000\n", "t", no_env()).unwrap_err().to_string();
+        assert!(err.contains("storage.chunk_samples") && err.contains("1048576") && err.contains("2000000"), "{err}");
         let err = Config::from_sources("[retention]\nlogs = \"soon\"\n", "t", no_env()).unwrap_err().to_string();
         assert!(err.contains("soon"), "{err}");
     }

@@ -21,18 +21,24 @@ pub(super) fn ticks() -> u32 {
 
 pub(super) const TICK_MS: u64 = 100;
 
+/// 72 bytes: a head is most of what an idle series costs (100,000 of them in the heads map),
+/// so the first timestamp is read from the stream's first 64 bits, `buf` is a boxed slice (it
+/// is always used to its capacity) and the summary's fields lie flat (beside the other 32-bit
+/// fields instead of padded to 24 bytes).
 #[derive(Debug, Clone)]
 pub(super) struct Samples {
     /// The bit stream, then at least [`SLACK`] zero bytes.
-    buf: Vec<u8>,
-    /// Bits written into `buf`.
-    bits: usize,
+    buf: Box<[u8]>,
+    /// Bits written into `buf` (a head is cut at `storage.chunk_samples`, at most 2^20, and
+    /// a sample takes at most 145 bits: far below 2^32).
+    bits: u32,
     n: u32,
-    first_ts: i64,
     last_ts: i64,
     /// Min, max and count of the values (staleness markers aside), as a chunk's summary:
     /// a query over a window that holds the whole head reads this instead of the samples.
-    summary: super::keys::Summary,
+    min: f64,
+    max: f64,
+    count: u32,
     last_delta: i64,
     last_val: u64,
     /// Leading and trailing zeros of the last value window written (`lead == NONE`: none yet).
@@ -48,16 +54,17 @@ const SLACK: usize = 16;
 impl Samples {
     pub(super) fn new() -> Samples {
         Samples {
-            buf: Vec::new(),
+            buf: Box::default(),
             bits: 0,
             n: 0,
-            first_ts: 0,
             last_ts: 0,
             last_delta: 0,
             last_val: 0,
             lead: NONE,
             trail: 0,
-            summary: super::keys::Summary { min: f64::NAN, max: f64::NAN, count: 0 },
+            min: f64::NAN,
+            max: f64::NAN,
+            count: 0,
         }
     }
 
@@ -80,18 +87,19 @@ impl Samples {
     }
 
     pub(super) fn first_ts(&self) -> Option<i64> {
-        (self.n > 0).then_some(self.first_ts)
+        // The first sample's timestamp is the stream's first 64 bits.
+        (self.n > 0).then(|| i64::from_be_bytes(self.buf[..8].try_into().expect("8 bytes")))
     }
 
     /// The values' summary, kept as they arrive ([`super::memtable::summarize`]'s rules).
     pub(super) fn summary(&self) -> super::keys::Summary {
-        self.summary
+        super::keys::Summary { min: self.min, max: self.max, count: self.count }
     }
 
     pub(super) fn extend(&mut self, ts: &[i64], vals: &[f64]) {
         debug_assert_eq!(ts.len(), vals.len());
         // About two bytes a sample for irregular data; growth beyond is amortized.
-        self.room(self.bits / 8 + SLACK + ts.len() * 2);
+        self.room(self.bits as usize / 8 + SLACK + ts.len() * 2);
         for (&t, &v) in ts.iter().zip(vals) {
             self.push(t, v);
         }
@@ -99,9 +107,10 @@ impl Samples {
 
     pub(super) fn push(&mut self, t: i64, v: f64) {
         let bits = v.to_bits();
-        super::memtable::summary_add(&mut self.summary, v);
+        let mut summary = self.summary();
+        super::memtable::summary_add(&mut summary, v);
+        (self.min, self.max, self.count) = (summary.min, summary.max, summary.count);
         if self.n == 0 {
-            self.first_ts = t;
             self.put(t as u64, 64);
             self.put(bits, 64);
             self.last_delta = 0;
@@ -166,7 +175,7 @@ impl Samples {
     /// Appends the bit stream to `buf` (which holds the copies of many heads), for
     /// [`decode_copied`].
     pub(super) fn copy_to(&self, buf: &mut Vec<u8>) -> Copied {
-        let len = self.bits.div_ceil(8);
+        let len = (self.bits as usize).div_ceil(8);
         let at = buf.len();
         buf.extend_from_slice(&self.buf[..len]);
         Copied { at, len, n: self.n }
@@ -181,12 +190,12 @@ impl Samples {
             return;
         }
         let v = if n == 64 { v } else { v & ((1u64 << n) - 1) };
-        let (at, used) = (self.bits / 8, (self.bits % 8) as u32);
+        let (at, used) = (self.bits as usize / 8, self.bits % 8);
         self.room(at + SLACK);
         let window = (v as u128) << (128 - used - n);
         let dst: &mut [u8; SLACK] = (&mut self.buf[at..at + SLACK]).try_into().expect("SLACK bytes");
         *dst = (u128::from_be_bytes(*dst) | window).to_be_bytes();
-        self.bits += n as usize;
+        self.bits += n;
     }
 
     /// Grows `buf` (zeroed) to at least `len` bytes, and to all of its capacity: Vec's
@@ -194,8 +203,11 @@ impl Samples {
     #[inline]
     fn room(&mut self, len: usize) {
         if self.buf.len() < len {
-            self.buf.reserve(len - self.buf.len());
-            self.buf.resize(self.buf.capacity(), 0);
+            let mut v = std::mem::take(&mut self.buf).into_vec();
+            v.reserve(len - v.len());
+            v.resize(v.capacity(), 0);
+            // Its length is its capacity: no reallocation.
+            self.buf = v.into_boxed_slice();
         }
     }
 

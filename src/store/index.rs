@@ -140,11 +140,9 @@ fn key_hashes<'a>(
     (h.finish(), c.finish())
 }
 
-/// The series with one map hash: almost always one.
-enum Slot {
-    One(u64, u64),
-    Many(Vec<(u64, u64)>),
-}
+/// In [`Index::by_hash`], the id that marks a hash that more than one series has (see
+/// [`Index::shared`]); no series has id 0.
+const SHARED: u64 = 0;
 
 /// The index's strings (metric names, label names and values), each held once: series share
 /// most of theirs, and a `String` per label costs a heap block of at least 32 bytes besides
@@ -176,22 +174,88 @@ impl Strings {
     }
 }
 
-/// A series as the index holds it: its strings interned.
+/// A series as the index holds it: its strings interned, its labels in [`Pairs`]. 16 bytes.
 struct Stored {
     name: u32,
     kind: i32,
-    /// Sorted by label name, as [`SeriesMeta::labels`].
-    labels: Box<[(u32, u32)]>,
+    labels: Span,
 }
 
+/// Where a series' label pairs are in [`Pairs`]; `len` [`u16::MAX`]: the whole page.
+#[derive(Clone, Copy)]
+struct Span {
+    page: u32,
+    at: u16,
+    len: u16,
+}
+
+/// Pairs per page of [`Pairs`].
+const PAGE: usize = 1 << 16;
+
+/// Every series' (name, value) label pairs, interned and sorted by name as
+/// [`SeriesMeta::labels`], one series after another in pages of [`PAGE`] pairs (512 KiB):
+/// a boxed slice per series cost a heap block of 32 bytes or more besides the 16 of its
+/// pointer. A series never spans two pages; one with [`u16::MAX`] labels or more (far past any
+/// sensible `limits.max_labels`) has a page of its own.
+#[derive(Default)]
+struct Pairs {
+    pages: Vec<Vec<(u32, u32)>>,
+}
+
+impl Pairs {
+    fn push(&mut self, labels: &[(u32, u32)]) -> Span {
+        let n = labels.len();
+        if n >= usize::from(u16::MAX) {
+            self.pages.push(labels.to_vec());
+            return Span { page: self.page_number(), at: 0, len: u16::MAX };
+        }
+        if self.pages.last().is_none_or(|p| p.len() + n > PAGE) {
+            self.pages.push(Vec::new());
+        }
+        let page = self.pages.last_mut().expect("pushed above");
+        if page.len() + n > page.capacity() {
+            // Powers of two up to PAGE: amortized, and never past a page.
+            let want = (page.len() + n).next_power_of_two().clamp(64, PAGE);
+            page.reserve_exact(want - page.len());
+        }
+        let at = u16::try_from(page.len()).expect("below PAGE");
+        page.extend_from_slice(labels);
+        Span { page: self.page_number(), at, len: n as u16 }
+    }
+
+    fn page_number(&self) -> u32 {
+        u32::try_from(self.pages.len() - 1).expect("fewer than 2^32 pages")
+    }
+
+    fn get(&self, s: Span) -> &[(u32, u32)] {
+        let page = &self.pages[s.page as usize];
+        match s.len {
+            u16::MAX => page,
+            len => &page[usize::from(s.at)..usize::from(s.at) + usize::from(len)],
+        }
+    }
+}
+
+/// The index takes about 150 bytes a series (100,000 series of three labels, two of them
+/// shared: 15 MB), most of it in the two maps by id and by hash; both keep their values flat
+/// (24 bytes a bucket) and postings hold 32-bit ids.
 #[derive(Default)]
 pub struct Index {
-    /// Map hash of (name, sorted labels) → (id, check hash) of the series with it.
-    by_hash: FxMap<u64, Slot>,
+    /// Map hash of (name, sorted labels) → (id, check hash) of the series with it; id
+    /// [`SHARED`] when several series have the hash (then they are in `shared`).
+    by_hash: FxMap<u64, (u64, u64)>,
+    /// (id, check hash) of the series whose map hash others have too: rare (64 bits collide).
+    shared: FxMap<u64, Vec<(u64, u64)>>,
     series: FxMap<u64, Stored>,
+    pairs: Pairs,
     strings: Strings,
-    /// Label name → label value → ids (the name under [`NAME_LABEL`]).
-    postings: FxMap<u32, FxMap<u32, Vec<u64>>>,
+    /// Label name → label value → ids (the name under [`NAME_LABEL`]): 32-bit, so half the
+    /// bytes. Ids are given out one by one and never taken back, so a daemon would need more
+    /// than 2^32 series in memory to pass them; a series whose id does not fit is in `wide`.
+    postings: FxMap<u32, FxMap<u32, Vec<u32>>>,
+    /// Series with ids past `u32::MAX`: in no posting list, and so a candidate of every
+    /// selection (which checks each candidate against every matcher).
+    wide: Vec<u64>,
     /// Series per `service` label value (the empty string for none).
     per_service: FxMap<u32, usize>,
     next_id: u64,
@@ -218,9 +282,9 @@ impl Index {
 
     /// The id of the series with these [`series_hashes`].
     pub fn lookup_hashed(&self, (h, c): (u64, u64)) -> Option<u64> {
-        match self.by_hash.get(&h)? {
-            Slot::One(id, check) => (*check == c).then_some(*id),
-            Slot::Many(v) => v.iter().find(|(_, check)| *check == c).map(|(id, _)| *id),
+        match *self.by_hash.get(&h)? {
+            (SHARED, _) => self.shared.get(&h)?.iter().find(|(_, check)| *check == c).map(|(id, _)| *id),
+            (id, check) => (check == c).then_some(id),
         }
     }
 
@@ -234,29 +298,35 @@ impl Index {
         let (h, c) = series_hashes(name, labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         match self.by_hash.entry(h) {
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Slot::One(id, c));
+                e.insert((id, c));
             }
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 let slot = e.get_mut();
-                if let Slot::One(id, check) = *slot {
-                    *slot = Slot::Many(vec![(id, check)]);
+                let shared = self.shared.entry(h).or_default();
+                if slot.0 != SHARED {
+                    shared.push(*slot);
+                    *slot = (SHARED, 0);
                 }
-                if let Slot::Many(v) = slot {
-                    v.push((id, c));
-                }
+                shared.push((id, c));
             }
         }
         let name = self.strings.intern(name);
-        let labels: Box<[(u32, u32)]> =
+        let labels: Vec<(u32, u32)> =
             labels.iter().map(|(k, v)| (self.strings.intern(k), self.strings.intern(v))).collect();
         let service_key = self.strings.intern("service");
         let service = labels.iter().find(|(k, _)| *k == service_key).map(|(_, v)| *v);
         let service = service.unwrap_or_else(|| self.strings.intern(""));
         *self.per_service.entry(service).or_default() += 1;
         let name_key = self.strings.intern(NAME_LABEL);
-        for (k, v) in std::iter::once((name_key, name)).chain(labels.iter().copied()) {
-            self.postings.entry(k).or_default().entry(v).or_default().push(id);
+        match u32::try_from(id) {
+            Ok(narrow) => {
+                for (k, v) in std::iter::once((name_key, name)).chain(labels.iter().copied()) {
+                    self.postings.entry(k).or_default().entry(v).or_default().push(narrow);
+                }
+            }
+            Err(_) => self.wide.push(id),
         }
+        let labels = self.pairs.push(&labels);
         self.series.insert(id, Stored { name, kind, labels });
     }
 
@@ -271,7 +341,7 @@ impl Index {
         Some(SeriesMeta {
             id,
             name: st(s.name),
-            labels: s.labels.iter().map(|&(k, v)| (st(k), st(v))).collect(),
+            labels: self.pairs.get(s.labels).iter().map(|&(k, v)| (st(k), st(v))).collect(),
             kind: s.kind,
         })
     }
@@ -284,7 +354,9 @@ impl Index {
     fn value_of(&self, s: &Stored, key: Option<u32>, name_key: Option<u32>) -> &str {
         match key {
             Some(k) if Some(k) == name_key => self.strings.get(s.name),
-            Some(k) => s.labels.iter().find(|(lk, _)| *lk == k).map_or("", |(_, v)| self.strings.get(*v)),
+            Some(k) => {
+                self.pairs.get(s.labels).iter().find(|(lk, _)| *lk == k).map_or("", |(_, v)| self.strings.get(*v))
+            }
             None => "",
         }
     }
@@ -298,17 +370,22 @@ impl Index {
             if m.matches("") {
                 continue;
             }
-            let Some(values) = self.strings.id(&m.name).and_then(|k| self.postings.get(&k)) else {
+            let values = self.strings.id(&m.name).and_then(|k| self.postings.get(&k));
+            if values.is_none() && self.wide.is_empty() {
                 return Vec::new();
-            };
-            let ids: Vec<u64> = match m.op {
-                MatchOp::Eq => self.strings.id(&m.value).and_then(|v| values.get(&v)).cloned().unwrap_or_default(),
-                _ => values
+            }
+            let narrow: Vec<u32> = match (values, m.op) {
+                (None, _) => Vec::new(),
+                (Some(values), MatchOp::Eq) => {
+                    self.strings.id(&m.value).and_then(|v| values.get(&v)).cloned().unwrap_or_default()
+                }
+                (Some(values), _) => values
                     .iter()
                     .filter(|(v, _)| m.matches(self.strings.get(**v)))
                     .flat_map(|(_, ids)| ids.iter().copied())
                     .collect(),
             };
+            let ids: Vec<u64> = narrow.into_iter().map(u64::from).chain(self.wide.iter().copied()).collect();
             if best.as_ref().is_none_or(|b| ids.len() < b.len()) {
                 best = Some(ids);
             }
@@ -366,5 +443,61 @@ mod tests {
         assert_eq!(ix.lookup("gpu_util", &[("gpu", "1")]), None);
         assert_eq!(ix.lookup("gpu_util", &[("gpu", "0"), ("host", "a")]), Some(1));
         assert_eq!(ix.service_count(""), 4);
+    }
+
+    #[test]
+    fn label_pairs_fill_pages_and_a_huge_series_takes_a_page_of_its_own() {
+        let mut p = Pairs::default();
+        let labels = |i: u32, n: u32| (0..n).map(|k| (k, i * 7 + k)).collect::<Vec<_>>();
+        let mut spans: Vec<(u32, u32, Span)> = Vec::new();
+        for i in 0..50_000 {
+            spans.push((i, 3, p.push(&labels(i, 3))));
+            if i == 30_000 {
+                spans.push((i, 70_000, p.push(&labels(i, 70_000))));
+            }
+        }
+        spans.push((1, 0, p.push(&[])));
+        for &(i, n, s) in &spans {
+            assert_eq!(p.get(s), &labels(i, n)[..]);
+        }
+        assert_eq!(p.pages.len(), 4, "two pages before the huge series, its own, one after");
+        assert!(p.pages.iter().all(|page| page.len() == 70_000 || page.capacity() <= PAGE));
+    }
+
+    #[test]
+    fn series_that_share_a_map_hash_are_told_apart_by_their_check_hash() {
+        let mut ix = Index::default();
+        add(&mut ix, 1, "a", &[("x", "1")]);
+        // Make b's map hash collide with a's: a's bucket moves to b's hash first.
+        let (ha, ca) = series_hashes("a", [("x", "1")].into_iter());
+        let (hb, cb) = series_hashes("b", [("x", "2")].into_iter());
+        let slot = ix.by_hash.remove(&ha).unwrap();
+        ix.by_hash.insert(hb, slot);
+        add(&mut ix, 2, "b", &[("x", "2")]);
+        assert_eq!(ix.by_hash[&hb].0, SHARED);
+        assert_eq!(ix.lookup_hashed((hb, cb)), Some(2));
+        assert_eq!(ix.lookup_hashed((hb, ca)), Some(1));
+        assert_eq!(ix.lookup_hashed((hb, ca ^ 1)), None);
+        assert_eq!(ix.lookup("b", &[("x", "2")]), Some(2));
+    }
+
+    #[test]
+    fn series_with_ids_past_32_bits_are_selected_too() {
+        let mut ix = Index::default();
+        let big = (1u64 << 32) + 5;
+        add(&mut ix, 1, "gpu_util", &[("gpu", "0")]);
+        add(&mut ix, big, "gpu_util", &[("gpu", "1"), ("only", "here")]);
+        let sel = |ms: &[(&str, MatchOp, &str)]| {
+            let ms: Vec<Matcher> = ms.iter().map(|(n, o, v)| Matcher::new(n, *o, v).unwrap()).collect();
+            ix.select(&ms)
+        };
+        assert_eq!(sel(&[(NAME_LABEL, MatchOp::Eq, "gpu_util")]), vec![1, big]);
+        assert_eq!(sel(&[("gpu", MatchOp::Eq, "1")]), vec![big]);
+        assert_eq!(sel(&[("gpu", MatchOp::Re, "0|1")]), vec![1, big]);
+        assert_eq!(sel(&[("gpu", MatchOp::Eq, "0")]), vec![1]);
+        assert_eq!(sel(&[("only", MatchOp::Eq, "here")]), vec![big]);
+        assert_eq!(sel(&[("only", MatchOp::Eq, "there")]), Vec::<u64>::new());
+        assert_eq!(ix.lookup("gpu_util", &[("gpu", "1"), ("only", "here")]), Some(big));
+        assert_eq!(ix.next_id(), big + 1);
     }
 }

@@ -444,6 +444,6 @@ mod tests {
     #[test]
     fn a_head_stays_small() {
         let size = std::mem::size_of::<super::Head>();
-        assert!(size <= 136, "a head takes {size} bytes");
+        assert!(size <= 112, "a head takes {size} bytes");
     }
 }
