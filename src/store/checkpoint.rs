@@ -25,7 +25,7 @@
 //!
 //! A step that fails leaves memory as it was, so the next checkpoint redoes it; the WAL keeps
 //! everything meanwhile.
-use super::parts::{PartsPlan, SavedPart};
+use super::parts::{cut_instead, PartsPlan, SavedPart};
 use super::*;
 
 /// A checkpoint between its steps.
@@ -79,7 +79,7 @@ impl Store {
             let old: Vec<u64> = st
                 .heads
                 .iter()
-                .filter(|(_, h)| !h.samples.is_empty() && (cut_all || h.age() >= self.max_head_age))
+                .filter(|(_, h)| !h.samples.is_empty() && (cut_all || h.age() >= self.max_head_age || cut_instead(h)))
                 .map(|(id, _)| *id)
                 .collect();
             if cut_all {

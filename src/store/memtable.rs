@@ -1,5 +1,6 @@
 //! The memtable: one in-memory head per series, cut into compressed chunks when full, when old
-//! (`storage.max_head_age`), and at shutdown.
+//! (`storage.max_head_age`), when a checkpoint saves a long one whole ([`super::parts`]'s
+//! `cut_instead`: 120 samples or more), and at shutdown.
 //!
 //! A head that fills slowly would pin the WAL for up to `max_head_age` (its samples exist
 //! nowhere else). So a checkpoint saves the samples of every head that has held unsaved

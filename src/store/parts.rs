@@ -27,6 +27,20 @@ const GROUP_SHIFT: u32 = 5;
 /// (70 MB of file and 600 MB of RSS in three minutes).
 const MERGE_PARTS: usize = 2;
 
+/// Samples from which a head that this checkpoint saves whole is cut into a chunk right after
+/// it ([`cut_instead`]): Prometheus' chunk length. Each whole save rewrites every sample the
+/// head holds, so a slowly fed head kept to `max_head_age` cost work that grew with the square
+/// of its length (100,000 series at one sample in 10 s: half the daemon's CPU went to
+/// checkpoints after three minutes, and the heads and sled's cache of their parts grew to a
+/// kilobyte a series by the second hour).
+pub(super) const CUT_WHOLE_FROM: usize = 120;
+
+/// Whether a checkpoint cuts this head (after saving it whole) instead of letting it grow: it
+/// holds [`MERGE_PARTS`] parts and at least [`CUT_WHOLE_FROM`] samples.
+pub(super) fn cut_instead(h: &Head) -> bool {
+    h.parts.len() >= MERGE_PARTS && h.samples.len() >= CUT_WHOLE_FROM
+}
+
 /// In a head's part list, the lsn of a part stored under its own key (folders from before
 /// grouping) carries this bit: such a part and a group entry can have the same lsn (the first
 /// checkpoint after an upgrade, when no record came since the last one).

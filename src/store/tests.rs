@@ -72,9 +72,14 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 pub(crate) fn open(dir: &Path) -> (StoreRef, Wal) {
+    open_chunked(dir, 16)
+}
+
+/// [`open`] with heads cut at `chunk_samples`.
+fn open_chunked(dir: &Path, chunk_samples: usize) -> (StoreRef, Wal) {
     let mut cfg = Config::default();
     cfg.storage.data_dir = dir.to_owned();
-    cfg.storage.chunk_samples = 16;
+    cfg.storage.chunk_samples = chunk_samples;
     cfg.storage.wal_segment_bytes = 1 << 20;
     // sled releases its file lock from a background thread after the Db is dropped, so an
     // immediate reopen in the same process can race it (a restarted daemon is a new
@@ -568,6 +573,30 @@ fn a_slowly_fed_head_keeps_few_parts() {
     drop((store, wal));
     let (store, _wal) = open(dir.path());
     assert_eq!(store.read_samples(id(&store), i64::MIN, i64::MAX).unwrap().0, (1000..1015).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_slowly_fed_head_is_cut_once_long_instead_of_saved_whole_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open_chunked(dir.path(), 4096);
+    let (mut t, per) = (1000, 25);
+    let mut cut = 0;
+    for _ in 0..12 {
+        commit(&store, &mut wal, vec![batch(0, t, per as u16)]);
+        t += per as i64;
+        store.checkpoint(&mut wal, false).unwrap();
+        store.cut_due().unwrap();
+        let st = lock(&store.metrics);
+        let held = st.heads.values().map(|h| h.samples.len()).max().unwrap_or(0);
+        assert!(held < parts::CUT_WHOLE_FROM + 2 * per, "a head held {held} samples");
+        cut = cut.max(st.persisted.values().count());
+    }
+    assert_eq!(cut, 1, "the head went into chunks long before chunk_samples or max_head_age");
+    // A crash: every sample comes back from the chunks, the parts and the WAL.
+    drop((store, wal));
+    let (store, _wal) = open_chunked(dir.path(), 4096);
+    let id = store.select(&[Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, "m0").unwrap()])[0].id;
+    assert_eq!(store.read_samples(id, i64::MIN, i64::MAX).unwrap().0, (1000..t).collect::<Vec<_>>());
 }
 
 /// `n` series (`m0`..), one sample each at `t`.
