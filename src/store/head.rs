@@ -23,22 +23,22 @@ pub(super) const TICK_MS: u64 = 100;
 
 /// 72 bytes: a head is most of what an idle series costs (100,000 of them in the heads map),
 /// so the first timestamp is read from the stream's first 64 bits, `buf` is a boxed slice (it
-/// is always used to its capacity) and the summary's fields lie flat (beside the other 32-bit
-/// fields instead of padded to 24 bytes).
+/// is always used to its capacity), and the summary keeps its count as a flag: the count is
+/// `n` unless a staleness marker came, which is rare (then [`Samples::summary`] decodes).
 #[derive(Debug, Clone)]
 pub(super) struct Samples {
     /// The bit stream, then at least [`SLACK`] zero bytes.
     buf: Box<[u8]>,
-    /// Bits written into `buf` (a head is cut at `storage.chunk_samples`, at most 2^20, and
-    /// a sample takes at most 145 bits: far below 2^32).
-    bits: u32,
+    /// Bits written into `buf`.
+    bits: u64,
     n: u32,
     last_ts: i64,
     /// Min, max and count of the values (staleness markers aside), as a chunk's summary:
     /// a query over a window that holds the whole head reads this instead of the samples.
     min: f64,
     max: f64,
-    count: u32,
+    /// Whether a staleness marker is among the samples (they do not count in the summary).
+    stale: bool,
     last_delta: i64,
     last_val: u64,
     /// Leading and trailing zeros of the last value window written (`lead == NONE`: none yet).
@@ -64,7 +64,7 @@ impl Samples {
             trail: 0,
             min: f64::NAN,
             max: f64::NAN,
-            count: 0,
+            stale: false,
         }
     }
 
@@ -93,7 +93,14 @@ impl Samples {
 
     /// The values' summary, kept as they arrive ([`super::memtable::summarize`]'s rules).
     pub(super) fn summary(&self) -> super::keys::Summary {
-        super::keys::Summary { min: self.min, max: self.max, count: self.count }
+        let count = if self.stale {
+            let (mut ts, mut vals) = (Vec::new(), Vec::new());
+            self.decode_into(&mut ts, &mut vals);
+            vals.iter().filter(|v| v.to_bits() != super::STALE_NAN).count() as u32
+        } else {
+            self.n
+        };
+        super::keys::Summary { min: self.min, max: self.max, count }
     }
 
     pub(super) fn extend(&mut self, ts: &[i64], vals: &[f64]) {
@@ -107,9 +114,14 @@ impl Samples {
 
     pub(super) fn push(&mut self, t: i64, v: f64) {
         let bits = v.to_bits();
-        let mut summary = self.summary();
-        super::memtable::summary_add(&mut summary, v);
-        (self.min, self.max, self.count) = (summary.min, summary.max, summary.count);
+        if bits == super::STALE_NAN {
+            self.stale = true;
+        } else {
+            // min and max are NaN until a value counts: the rule with a count above 0.
+            let mut summary = super::keys::Summary { min: self.min, max: self.max, count: 1 };
+            super::memtable::summary_add(&mut summary, v);
+            (self.min, self.max) = (summary.min, summary.max);
+        }
         if self.n == 0 {
             self.put(t as u64, 64);
             self.put(bits, 64);
@@ -190,12 +202,12 @@ impl Samples {
             return;
         }
         let v = if n == 64 { v } else { v & ((1u64 << n) - 1) };
-        let (at, used) = (self.bits as usize / 8, self.bits % 8);
+        let (at, used) = (self.bits as usize / 8, (self.bits % 8) as u32);
         self.room(at + SLACK);
         let window = (v as u128) << (128 - used - n);
         let dst: &mut [u8; SLACK] = (&mut self.buf[at..at + SLACK]).try_into().expect("SLACK bytes");
         *dst = (u128::from_be_bytes(*dst) | window).to_be_bytes();
-        self.bits += n;
+        self.bits += u64::from(n);
     }
 
     /// Grows `buf` (zeroed) to at least `len` bytes, and to all of its capacity: Vec's
@@ -368,6 +380,10 @@ mod tests {
         round_trip(&[i64::MIN, -1, 0, 1, i64::MAX], &[f64::NAN, f64::INFINITY, -0.0, f64::MIN_POSITIVE, f64::MAX]);
         round_trip(&[5], &[1.5]);
         round_trip(&[1, 2, 3, 4], &[f64::NAN, f64::from_bits(crate::store::STALE_NAN), 2.0, -1.0]);
+        // Staleness markers do not count in the summary, wherever they are.
+        let stale = f64::from_bits(crate::store::STALE_NAN);
+        round_trip(&[1, 2], &[stale, stale]);
+        round_trip(&[1, 2, 3], &[stale, 3.0, stale]);
         round_trip(&[], &[]);
         let w = Samples::new().window(0, 10);
         assert!(w.0.is_empty() && w.1.is_empty());
