@@ -778,8 +778,8 @@ impl Config {
         let s = &self.storage;
         nonzero("storage.chunk_samples", s.chunk_samples as u64)?;
         if s.chunk_samples > MAX_CHUNK_SAMPLES {
-            // A head counts its bits in 32 bits (store::head): 2^20 samples of at most 145 bits,
-            // plus a batch's worth before the cut, stay far below.
+            // A query that touches a chunk decodes it whole: this bounds that cost (and a
+            // head's memory between cuts): 2^20 samples are 16 MiB decoded.
             return Err(ConfigError::Invalid {
                 key: "storage.chunk_samples",
                 message: format!("must be at most {MAX_CHUNK_SAMPLES} (is {})", s.chunk_samples),
