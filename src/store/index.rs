@@ -141,7 +141,7 @@ fn key_hashes<'a>(
 }
 
 /// In [`Index::by_hash`], the id that marks a hash that more than one series has (see
-/// [`Index::shared`]); no series has id 0.
+/// [`Index::shared`]). No series is given id 0; one with it is kept in `shared`.
 const SHARED: u64 = 0;
 
 /// The index's strings (metric names, label names and values), each held once: series share
@@ -297,11 +297,12 @@ impl Index {
         self.next_id = self.next_id.max(id);
         let (h, c) = series_hashes(name, labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         match self.by_hash.entry(h) {
-            std::collections::hash_map::Entry::Vacant(e) => {
+            std::collections::hash_map::Entry::Vacant(e) if id != SHARED => {
                 e.insert((id, c));
             }
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let slot = e.get_mut();
+            // A hash taken, or an id 0 (none is given out; one from elsewhere still works).
+            entry => {
+                let slot = entry.or_insert((SHARED, 0));
                 let shared = self.shared.entry(h).or_default();
                 if slot.0 != SHARED {
                     shared.push(*slot);
@@ -478,6 +479,10 @@ mod tests {
         assert_eq!(ix.lookup_hashed((hb, cb)), Some(2));
         assert_eq!(ix.lookup_hashed((hb, ca)), Some(1));
         assert_eq!(ix.lookup_hashed((hb, ca ^ 1)), None);
+        assert_eq!(ix.lookup("b", &[("x", "2")]), Some(2));
+        // Id 0, the marker's value, is found all the same.
+        add(&mut ix, 0, "c", &[]);
+        assert_eq!(ix.lookup("c", &[]), Some(0));
         assert_eq!(ix.lookup("b", &[("x", "2")]), Some(2));
     }
 
