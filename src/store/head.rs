@@ -33,8 +33,9 @@ pub(super) struct Samples {
     bits: u64,
     n: u32,
     last_ts: i64,
-    /// Min, max and count of the values (staleness markers aside), as a chunk's summary:
-    /// a query over a window that holds the whole head reads this instead of the samples.
+    /// Min and max of the values (staleness markers aside), with `n` and `stale` a chunk's
+    /// summary: a query over a window that holds the whole head reads it instead of the
+    /// samples.
     min: f64,
     max: f64,
     /// Whether a staleness marker is among the samples (they do not count in the summary).

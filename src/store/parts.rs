@@ -30,9 +30,9 @@ const MERGE_PARTS: usize = 2;
 /// Samples from which a head that this checkpoint saves whole is cut into a chunk right after
 /// it ([`cut_instead`]): Prometheus' chunk length. Each whole save rewrites every sample the
 /// head holds, so a slowly fed head kept to `max_head_age` cost work that grew with the square
-/// of its length (100,000 series at one sample in 10 s: half the daemon's CPU went to
-/// checkpoints after three minutes, and the heads and sled's cache of their parts grew to a
-/// kilobyte a series by the second hour).
+/// of its length, and its samples and parts stayed in memory (100,000 series at one sample a
+/// second for five minutes: RSS rose from 107 to 181 MiB, against level at 137 MiB with this
+/// cut; at one sample in 10 s, checkpoints took about half the daemon's CPU).
 pub(super) const CUT_WHOLE_FROM: usize = 120;
 
 /// Whether a checkpoint cuts this head (after saving it whole) instead of letting it grow: it
