@@ -360,7 +360,16 @@ pub struct ServerConfig {
     /// (`127.0.0.1:4317`). It serves the same services as `server.listen` (the OTLP receiver is
     /// on every gRPC listener), with the same TLS and tokens.
     pub otlp_listen: Option<SocketAddr>,
+    /// Niceness (0-19) of the threads that serve gRPC and HTTP and validate batches: the
+    /// committer, which makes batches durable and acks them one group at a time, keeps 0, so
+    /// that when the cores are busy a group does not wait behind the next batches' decoding
+    /// (on 2 cores at half the maximum rate, ack p99 22-30 ms against 32-51 at 0). Background
+    /// work (checkpoints, merges, queries on their own threads) runs at 10. Linux only.
+    pub worker_nice: i32,
 }
+
+/// The highest niceness there is (`server.worker_nice`).
+pub const MAX_NICE: i32 = 19;
 
 impl ServerConfig {
     /// Callers are authenticated (tokens, or client certificates).
@@ -435,6 +444,12 @@ impl ServerConfig {
         }
         if self.reload_interval.is_zero() {
             return invalid("server.reload_interval", "must be above 0s");
+        }
+        if !(0..=MAX_NICE).contains(&self.worker_nice) {
+            return Err(ConfigError::Invalid {
+                key: "server.worker_nice",
+                message: format!("must be between 0 and {MAX_NICE} (is {})", self.worker_nice),
+            });
         }
         self.unix_mode()?;
         self.unix_roles()?;
@@ -621,6 +636,7 @@ impl Default for ServerConfig {
             unix_socket_roles: vec!["ingest".into()],
             reload_interval: Duration::from_secs(2),
             otlp_listen: None,
+            worker_nice: 5,
         }
     }
 }
@@ -1127,5 +1143,12 @@ mod tests {
         assert!(err.contains("storage.chunk_samples") && err.contains("1048576") && err.contains("2000000"), "{err}");
         let err = Config::from_sources("[retention]\nlogs = \"soon\"\n", "t", no_env()).unwrap_err().to_string();
         assert!(err.contains("soon"), "{err}");
+        for nice in ["-1", "20"] {
+            let err = Config::from_sources(&format!("[server]\nworker_nice = {nice}\n"), "t", no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.worker_nice") && err.contains("19") && err.contains(nice), "{err}");
+        }
+        assert_eq!(Config::from_sources("[server]\nworker_nice = 0\n", "t", no_env()).unwrap().server.worker_nice, 0);
     }
 }

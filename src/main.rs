@@ -670,7 +670,12 @@ fn main() -> anyhow::Result<()> {
     cfg.server.insecure |= insecure;
     cfg.server.check_exposure()?;
     init_tracing(&cfg);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let nice = cfg.server.worker_nice;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(move || modelwatch::server::set_thread_nice(nice))
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(async {
         let token = CancellationToken::new();
         modelwatch::shutdown::on_signals(token.clone());

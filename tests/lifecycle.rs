@@ -70,6 +70,44 @@ fn bad_config_stops_with_the_key_named() {
     assert!(err.contains("log.format"), "{err}");
 }
 
+/// `server.worker_nice` lowers the async runtime's threads only: the committer, which acks,
+/// keeps 0 (a thread started from a lowered one could not get back to it), and the query
+/// threads stay at 10.
+#[cfg(target_os = "linux")]
+#[test]
+fn runtime_threads_run_at_worker_nice_and_the_committer_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[("MODELWATCH__SERVER__WORKER_NICE", "7")]);
+    let pid = d.child.id();
+    let mut seen: Vec<(String, i64)> = Vec::new();
+    // The main thread first: its task id is the pid.
+    let mut tasks: Vec<_> =
+        std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map(|t| t.unwrap().path()).collect();
+    tasks.sort_by_key(|t| t.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u32>().ok()) != Some(pid));
+    for task in tasks {
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default().trim().to_string();
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        // Fields after the name, which ends at the last ')': state is field 3, nice field 19.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let Some(nice) = rest.split_whitespace().nth(16).and_then(|n| n.parse().ok()) else { continue };
+        seen.push((comm, nice));
+    }
+    let nice_of = |name: &str| seen.iter().filter(|(c, _)| c.starts_with(name)).map(|(_, n)| *n).collect::<Vec<_>>();
+    // The main thread has the niceness the test runs at (0 unless it was started niced).
+    let base = seen[0].1;
+    assert!(seen.iter().any(|(c, _)| c == "modelwatch"), "{seen:?}");
+    assert_eq!(nice_of("modelwatch-comm"), vec![base], "{seen:?}");
+    let workers = nice_of("tokio-rt-worker");
+    assert!(!workers.is_empty() && workers.iter().all(|&n| n == base.max(7)), "{seen:?}");
+    let queries = nice_of("modelwatch-quer");
+    assert!(!queries.is_empty() && queries.iter().all(|&n| n == base.max(10)), "{seen:?}");
+    let Err((_, err)) = Daemon::try_start(dir.path(), &[("MODELWATCH__SERVER__WORKER_NICE", "20")]) else {
+        panic!("started with worker_nice 20")
+    };
+    assert!(err.contains("server.worker_nice") && err.contains("19"), "{err}");
+    d.stop_ok();
+}
+
 #[test]
 fn help_explains_every_flag() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelwatch")).args(["serve", "--help"]).output().unwrap();

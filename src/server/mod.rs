@@ -22,6 +22,21 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::http;
 
+/// Sets the calling thread's niceness (`server.worker_nice`, for the async runtime's threads
+/// as they start). On Linux `setpriority(PRIO_PROCESS, 0, …)` applies to the calling thread
+/// only; threads it starts later inherit it, and without privileges none can go back below it,
+/// so the committer must not be started from such a thread ([`crate::app`] starts it from the
+/// thread that runs the runtime, which keeps 0).
+pub fn set_thread_nice(nice: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscall on this thread; a failure only leaves the priority as it was.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 fn reason(d: &Denied) -> &'static str {
     match d {
         Denied::Unauthenticated(_) => "unauthenticated",
