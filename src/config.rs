@@ -363,8 +363,9 @@ pub struct ServerConfig {
     /// Niceness (0-19) of the threads that serve gRPC and HTTP and validate batches: the
     /// committer, which makes batches durable and acks them one group at a time, keeps 0, so
     /// that when the cores are busy a group does not wait behind the next batches' decoding
-    /// (on 2 cores at half the maximum rate, ack p99 22-30 ms against 32-51 at 0). Background
-    /// work (checkpoints, merges, queries on their own threads) runs at 10. Linux only.
+    /// (on 2 cores at half the maximum rate, ack p99 29.7-33.5 ms against 34.7-45.8 at 0, three
+    /// runs each). Background work (checkpoints, merges, queries on their own threads) runs at
+    /// 10. Linux only.
     pub worker_nice: i32,
 }
 
