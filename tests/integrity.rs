@@ -261,6 +261,53 @@ async fn slowly_filling_heads_do_not_pin_the_wal() {
     d.stop_ok();
 }
 
+/// The saved heads of slowly filled series live in part files once the WAL is cut: damage to
+/// one stops the start with the file named, and `modelwatch recover` names what it lost and
+/// leaves a folder that starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_a_head_part_file_is_named_and_recover_opens_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("MODELWATCH__STORAGE__CHECKPOINT_INTERVAL", "100ms")];
+    let d = Daemon::start(dir.path(), &env);
+    let mut ing = d.ingest().await;
+    let t0 = now_ms() - 600_000;
+    for round in 0..20i64 {
+        let series = (0..50).map(|s| series("part_metric", &[("s", &s.to_string())], vec![t0 + round], vec![1.0]));
+        push_metrics(&mut ing, "slow", series.collect()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let parts = dir.path().join("parts");
+    let files = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&parts)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "parts"))
+            .collect();
+        v.sort();
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (files().is_empty() || wal_segments(dir.path()) > 3) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.kill9();
+    let damaged = files().pop().expect("a part file");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x5A;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let name = damaged.file_name().unwrap().to_string_lossy().to_string();
+    let Err((_, err)) = Daemon::try_start(dir.path(), &env) else { panic!("started on a damaged part file") };
+    assert!(err.contains("head part file") && err.contains(&name) && err.contains("modelwatch recover"), "{err}");
+    let (ok, out) = recover(dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("lost:") && out.contains(&name) && out.contains("checksum"), "{out}");
+    let d = Daemon::start(dir.path(), &env);
+    let total = count_samples_in(&d, "part_metric", "1h").await;
+    assert!(total <= 1000, "{total} samples");
+    d.stop_ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_that_lost_its_checkpoint_is_named_not_the_wal() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,7 +25,7 @@
 //!
 //! A step that fails leaves memory as it was, so the next checkpoint redoes it; the WAL keeps
 //! everything meanwhile.
-use super::parts::{cut_instead, PartsPlan, SavedPart};
+use super::parts::{self, cut_instead, PartsPlan, SavedPart};
 use super::*;
 
 /// A checkpoint between its steps.
@@ -35,8 +35,10 @@ pub struct Checkpoint {
     cut_all: bool,
     plans: PartsPlan,
     saved: Vec<SavedPart>,
-    /// Parts that chunks held when it began: deleted after its record.
-    dead_parts: Vec<Vec<u8>>,
+    /// Part files and entries whose parts chunks held when it began: deleted after its record.
+    dead_parts: parts::Dead,
+    /// Whether it may have written a part file (at its lsn).
+    writes_parts: bool,
     meta: Meta,
     /// Hours to pack ([`super::packs`]), with rows of epochs below `pack_below`.
     pack: Vec<(u32, i64)>,
@@ -134,6 +136,7 @@ impl Store {
             plans,
             saved: Vec::new(),
             dead_parts,
+            writes_parts: false,
             meta,
             pack,
             pack_below,
@@ -147,6 +150,7 @@ impl Store {
         // First, so that nothing can fail between the take and the write: a failed write puts
         // the series back itself.
         c.meta.catalog_end = Some(self.catalog.write(std::mem::take(&mut c.series))?);
+        c.writes_parts = !c.plans.is_empty();
         c.saved = self.write_parts(&c.plans, c.cp_lsn)?;
         c.plans = PartsPlan::default();
         // Request-id entries of everything before cp_lsn go into runs now: those records will
@@ -157,7 +161,7 @@ impl Store {
         c.meta.blocks_end = Some(self.blocks.sync_to_end()?);
         self.t.meta.insert(keys::META_KEY, keys::encode_meta(&c.meta))?;
         // After the record that vouches for the chunks holding them (sled applies in order).
-        self.delete_parts(&c.dead_parts)?;
+        self.delete_parts(&c.dead_parts.keys)?;
         self.pack_hours(&c.pack, c.pack_below)?;
         let doomed = self.blocks.take_doomed();
         let doomed_runs = [self.event_rids.take_doomed(), self.log_rids.take_doomed()];
@@ -169,6 +173,7 @@ impl Store {
             // The record just flushed names the catalog file that holds them now.
             self.t.series.clear()?;
         }
+        self.delete_part_files(c);
         self.blocks.delete(&doomed)?;
         self.event_rids.delete(&doomed_runs[0])?;
         self.log_rids.delete(&doomed_runs[1])?;
@@ -185,6 +190,12 @@ impl Store {
                 // Not written at all when step 2 never ran.
                 self.catalog.restore(c.series);
                 st.dead_parts.extend(c.dead_parts);
+                if c.writes_parts {
+                    // Its file, if written, is not needed once a later checkpoint has saved
+                    // the same heads again (it is not marked in them); until then a crash may
+                    // come back with a record that names it.
+                    st.dead_parts.files.push(c.cp_lsn);
+                }
                 lock(&self.events).loose.extend(c.pack);
                 return Ok(());
             }
@@ -205,6 +216,24 @@ impl Store {
         wal.detach_before(keep_from);
         lock(&self.metrics).last_replay_from = c.replay_from;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Deletes the part files that died before checkpoint `c` began, once its record is
+    /// durable; a file of its own lsn that it wrote again is live instead (one that an earlier
+    /// checkpoint of that lsn left when it failed). A file that cannot be deleted is logged and
+    /// left to the next open, which loads it and finds its parts dead.
+    fn delete_part_files(&self, c: &mut Checkpoint) {
+        let dir = self.dir.join(part_files::DIR);
+        for lsn in std::mem::take(&mut c.dead_parts.files) {
+            if lsn == c.cp_lsn && c.writes_parts {
+                continue;
+            }
+            if let Err(e) = part_files::delete(&dir, lsn) {
+                tracing::warn!(file = %part_files::path(&dir, lsn).display(), error = %e, "cannot delete a dead head part file");
+            }
+        }
     }
 }
 

@@ -105,6 +105,7 @@ impl std::hash::Hasher for FxHasher {
 }
 
 pub type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+pub type FxSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<FxHasher>>;
 
 /// The check hash's key: random, one per process (so that hashes made on the handlers'
 /// threads, [`series_hashes`], match those of every index).

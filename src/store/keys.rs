@@ -7,7 +7,7 @@
 //! | `series`     | series id (u64)                       | kind, name, labels (folders from before [`super::catalog`]; emptied by their first checkpoint) |
 //! | `chunk_index` | series id >> 5, bucket of last ts    | [`super::chunk_index`]: where 32 series' chunks are in the block files |
 //! | `chunks`     | series id, first ts                   | [`BlockRef`] (folders from before [`super::chunk_index`]; moved at open) |
-//! | `head_parts` | `0xFF`, series id >> 5, lsn ([`part_group_key`]); older folders: series id, first ts, lsn ([`part_key`]) | [`super::parts`]: the samples of open heads that one checkpoint saved, for 32 series |
+//! | `head_parts` | `0xFF`, series id >> 5, lsn ([`part_group_key`]); older folders: series id, first ts, lsn ([`part_key`]) | folders from before part files ([`super::part_files`]): the samples of open heads that one checkpoint saved, for 32 series ([`super::parts`]) |
 //! | `agg_groups` | group id (u32)                        | service, model, version, endpoint |
 //! | `aggs`       | group id, bucket start, epoch (lsn)   | [`super::aggs::Agg`]         |
 //! | `agg_packs`  | group id, pack start, part            | a part of a [`super::packs`] pack: one group's hour of aggregates |

@@ -4,8 +4,8 @@
 //!
 //! A head that fills slowly would pin the WAL for up to `max_head_age` (its samples exist
 //! nowhere else). So a checkpoint saves the samples of every head that has held unsaved
-//! samples since the checkpoint before it as a *part* (chunk-encoded, in sled's `head_parts`
-//! tree), and replay never needs more than the WAL since the checkpoint before last. Heads that
+//! samples since the checkpoint before it as a *part* (chunk-encoded, in that checkpoint's
+//! part file), and replay never needs more than the WAL since the checkpoint before last. Heads that
 //! fill fast are cut into chunks before that and cost no parts; [`super::parts`] saves, loads
 //! and deletes them.
 use super::chunk_index::MAX_SPAN_MS;
@@ -78,6 +78,10 @@ impl Parts {
         self.0 = v.into_boxed_slice();
     }
 
+    pub(super) fn iter(&self) -> impl Iterator<Item = &(i64, i64, u64)> {
+        self.0.iter()
+    }
+
     pub(super) fn take(&mut self) -> Vec<(i64, i64, u64)> {
         std::mem::take(&mut self.0).into_vec()
     }
@@ -100,10 +104,11 @@ pub(super) struct MetricsState {
     pub(super) due: Vec<u64>,
     /// Heads older than `max_head_age`, found by a checkpoint, cut whole by [`Store::cut_due`].
     pub(super) due_old: Vec<u64>,
-    /// Keys of parts that chunks or a newer part now hold, deleted by the next checkpoint.
-    pub(super) dead_parts: Vec<Vec<u8>>,
-    /// How many live parts each group entry of `head_parts` holds.
-    pub(super) part_groups: parts::Groups,
+    /// Part files (and sled entries of older folders) whose parts chunks or newer parts now
+    /// hold, deleted by the next checkpoint.
+    pub(super) dead_parts: parts::Dead,
+    /// How many live parts each part file (and sled entry) holds.
+    pub(super) live_parts: parts::Live,
     /// Lsn of the last checkpoint: heads unsaved since before it are saved by the next one.
     pub(super) last_checkpoint: u64,
     /// Where the last checkpoint record says replay starts: the next checkpoint keeps the WAL
@@ -405,7 +410,7 @@ impl Store {
                 head.parts.retain(|p| {
                     let dead = p.1 <= r.last_ts;
                     if dead {
-                        st.part_groups.kill(&mut st.dead_parts, id, *p);
+                        st.live_parts.kill(&mut st.dead_parts, id, *p);
                     }
                     !dead
                 });

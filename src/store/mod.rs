@@ -58,6 +58,7 @@ mod lane;
 mod memtable;
 mod messages;
 mod packs;
+mod part_files;
 mod parts;
 pub mod raw;
 mod read;
@@ -115,6 +116,10 @@ pub enum StoreError {
         "the series catalog {path} is damaged at byte {offset}: {detail} (restore the data folder from a snapshot)"
     )]
     Catalog { path: PathBuf, offset: u64, detail: String },
+    #[error(
+        "the head part file {path} is damaged at byte {offset}: {detail} (its samples are nowhere else: `modelwatch recover` opens the folder without them and names what was lost)"
+    )]
+    PartFile { path: PathBuf, offset: u64, detail: String },
     #[error("snapshot: {0}")]
     Snapshot(String),
 }

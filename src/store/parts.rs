@@ -1,23 +1,24 @@
 //! Head parts: the samples of open heads that a checkpoint saves, so that replay never needs
 //! more of the WAL than the checkpoint before last ([`super::memtable`] says why).
 //!
-//! One checkpoint's parts are written per group of 32 series (series id >> 5) as one sled
-//! value, key [`keys::part_group_key`]`(group, checkpoint lsn)`: sled keeps about 400 bytes of
-//! memory and 150 bytes of file per entry whatever its size, and one entry per series cost 43 MB
-//! of the heap at 100,000 series fed slowly (half the daemon's memory). Value layout: the lsn
-//! of the checkpoint that wrote it, then per part `series id & 31 | length | samples`
-//! ([`super::chunk`] encoding), all LEB128 but the samples.
+//! One checkpoint's parts go into one file of their own, `DATA/parts/<lsn>.parts`
+//! ([`super::part_files`]), written and synced before its record. A part dies when chunks or a
+//! newer part of its head hold its samples; a file is deleted once none of its parts is live,
+//! after the record of the checkpoint after the last one died ([`Live`] counts them). Heads
+//! whose parts sit in a file with a quarter or less of its parts live (series that went
+//! quiet) are saved whole again, so that the file can go: memory holds every head's samples,
+//! so this is always possible, and it keeps the folder within about four times the live parts.
 //!
-//! A part dies when chunks or a newer part of its head hold its samples; an entry is deleted
-//! when it holds no live part, at the checkpoint after the last one died, after that
-//! checkpoint's record: sled applies operations in order, so a crash can never keep the
-//! deletion but lose the record that vouches for the chunk. [`Groups`] counts the live parts of
-//! each entry. Folders from before grouping hold one entry per part ([`keys::part_key`]); they
-//! load and die the same way, one at a time.
+//! Until 2026-12-06 parts were sled values, one per group of 32 series (key
+//! [`keys::part_group_key`]`(series id >> 5, lsn)`, value: the lsn of the checkpoint that wrote
+//! it, then per part `series id & 31 | length | samples`), and before that one per part
+//! ([`keys::part_key`]). Folders that hold such entries load them; their heads are saved whole
+//! into a file by the first checkpoint with a new lsn, and the entries are deleted after its
+//! record as each dies.
 use super::memtable::{Head, MetricsState};
 use super::*;
 
-/// Series per group entry: `1 << GROUP_SHIFT`.
+/// Series per group entry of folders from before part files: `1 << GROUP_SHIFT`.
 const GROUP_SHIFT: u32 = 5;
 
 /// Parts a head holds at most: a checkpoint that finds this many saves the whole head as one
@@ -41,40 +42,97 @@ pub(super) fn cut_instead(h: &Head) -> bool {
     h.parts.len() >= MERGE_PARTS && h.samples.len() >= CUT_WHOLE_FROM
 }
 
-/// In a head's part list, the lsn of a part stored under its own key (folders from before
-/// grouping) carries this bit: such a part and a group entry can have the same lsn (the first
-/// checkpoint after an upgrade, when no record came since the last one).
+/// In a head's part list, the lsn of a part that sled holds under its own key (folders from
+/// before grouping) carries this bit, and one in a group entry of sled (folders from before
+/// part files) [`GROUPED`]; the lsn of a part in a file carries neither. Parts in different
+/// places can have the same lsn (the first checkpoint after an upgrade, when no record came
+/// since the last one).
 const SINGLE: u64 = 1 << 63;
+const GROUPED: u64 = 1 << 62;
 
-/// Live parts of each group entry that an open found or a checkpoint wrote, by (group, lsn).
+fn in_file(lsn: u64) -> bool {
+    lsn & (SINGLE | GROUPED) == 0
+}
+
+/// Live parts: of each part file, (live, written) by lsn; of each sled group entry of an older
+/// folder, live by (group, lsn).
 #[derive(Default)]
-pub(super) struct Groups(index::FxMap<(u64, u64), u32>);
+pub(super) struct Live {
+    files: index::FxMap<u64, (u32, u32)>,
+    groups: index::FxMap<(u64, u64), u32>,
+    /// Live parts that sled holds under their own keys.
+    singles: usize,
+}
 
-impl Groups {
-    /// A part of series `id` that chunks or a newer part now hold: the key of its entry joins
-    /// `dead` once that entry holds no live part (a part from before grouping: its own key).
-    pub(super) fn kill(&mut self, dead: &mut Vec<Vec<u8>>, id: u64, part: (i64, i64, u64)) {
-        if part.2 & SINGLE != 0 {
-            dead.push(keys::part_key(id, part.0, part.2 & !SINGLE));
+/// What died since the last checkpoint began: part files by lsn, and sled entries of older
+/// folders by key. The next checkpoint deletes them after its record.
+#[derive(Default)]
+pub(super) struct Dead {
+    pub(super) files: Vec<u64>,
+    pub(super) keys: Vec<Vec<u8>>,
+}
+
+impl Dead {
+    pub(super) fn extend(&mut self, other: Dead) {
+        self.files.extend(other.files);
+        self.keys.extend(other.keys);
+    }
+}
+
+impl Live {
+    /// A part of series `id` that chunks or a newer part now hold: its file (or sled entry)
+    /// joins `dead` once that holds no live part.
+    pub(super) fn kill(&mut self, dead: &mut Dead, id: u64, part: (i64, i64, u64)) {
+        let lsn = part.2;
+        if lsn & SINGLE != 0 {
+            self.singles = self.singles.saturating_sub(1);
+            dead.keys.push(keys::part_key(id, part.0, lsn & !SINGLE));
             return;
         }
-        let g = (id >> GROUP_SHIFT, part.2);
-        match self.0.get_mut(&g) {
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                self.0.remove(&g);
-                dead.push(keys::part_group_key(g.0, g.1).to_vec());
+        // Every part in a head's list is counted; were one not, its file or entry stays until
+        // the next open drops what chunks hold, which is safe, where deleting it might not be.
+        if lsn & GROUPED != 0 {
+            let g = (id >> GROUP_SHIFT, lsn & !GROUPED);
+            match self.groups.get_mut(&g) {
+                Some(n) if *n > 1 => *n -= 1,
+                Some(_) => {
+                    self.groups.remove(&g);
+                    dead.keys.push(keys::part_group_key(g.0, g.1).to_vec());
+                }
+                None => {}
             }
-            // Every part in a head's list is counted; were one not, its entry stays until the
-            // next open drops what chunks hold, which is safe, where deleting it might not be.
+            return;
+        }
+        match self.files.get_mut(&lsn) {
+            Some((n, _)) if *n > 1 => *n -= 1,
+            Some(_) => {
+                self.files.remove(&lsn);
+                dead.files.push(lsn);
+            }
             None => {}
         }
     }
 
-    /// Group entries that hold live parts.
+    /// Files with a quarter or less of their parts live: their heads are saved whole again.
+    fn sparse(&self) -> index::FxSet<u64> {
+        self.files.iter().filter(|(_, (live, written))| live * 4 <= *written).map(|(lsn, _)| *lsn).collect()
+    }
+
+    /// Whether sled holds live parts (an older folder's).
+    fn legacy_live(&self) -> bool {
+        self.singles > 0 || !self.groups.is_empty()
+    }
+
+    /// Part files that hold live parts.
     #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.0.len()
+    pub(super) fn files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Sled entries of older folders that hold live parts.
+    #[cfg(test)]
+    pub(super) fn legacy(&self) -> usize {
+        self.groups.len() + self.singles
     }
 }
 
@@ -103,30 +161,40 @@ pub(super) struct SavedPart {
     id: u64,
     first: i64,
     last: i64,
-    upto: usize,
-    cut_before: u64,
+    upto: u32,
     whole: bool,
-    lsn: u64,
+    cut_before: u64,
 }
 
-/// Loads the heads saved by checkpoints up to `checkpoint_lsn` (the last complete one), and
-/// counts the live parts of each entry. Parts that chunks already hold (a cut whose deletion did
-/// not happen) are dropped or trimmed, and entries written by a checkpoint that did not finish
-/// are dropped: replay rebuilds their samples (and counts them) from the WAL. Entries left with
-/// no live part are deleted.
+/// Damage that a salvaging open skipped: (file, offset, what, bytes), as
+/// [`wal::Salvage::skipped`] lists it.
+pub(super) type Skipped = Vec<(PathBuf, u64, String, u64)>;
+
+/// Loads the heads saved by checkpoints up to `checkpoint_lsn` (the last complete one): the
+/// sled entries of older folders, then the part files oldest first, and counts the live parts
+/// of each. Parts that chunks already hold (a cut whose deletion did not happen) are dropped or
+/// trimmed, and files and entries written by a checkpoint that did not finish are dropped:
+/// replay rebuilds their samples (and counts them) from the WAL. Files and entries left with no
+/// live part are deleted. Damage in a part file stops the open, unless `salvage` takes it: then
+/// the file is written again with the parts that check out, and the damage is listed.
 pub(super) fn load_heads(
     tree: &sled::Tree,
+    dir: &Path,
     index: &Index,
     persisted: &index::FxMap<u64, i64>,
     checkpoint_lsn: u64,
-) -> Result<(index::FxMap<u64, Head>, Groups), StoreError> {
+    mut salvage: Option<&mut Skipped>,
+) -> Result<(index::FxMap<u64, Head>, Live), StoreError> {
     let mut heads: index::FxMap<u64, Head> = Default::default();
-    let mut groups = Groups::default();
+    let mut live = Live::default();
     let mut stale = Vec::new();
-    // Single parts sort before group entries, and a series' parts come in the order their
-    // checkpoints wrote them (or, single, by first timestamp): each adds what is newer than
-    // what its head already holds.
+    // Single parts sort before group entries, group entries come before files, and a series'
+    // parts come in the order their checkpoints wrote them (or, single, by first timestamp):
+    // each adds what is newer than what its head already holds.
     let mut add = |id: u64, first: Option<i64>, lsn: u64, bytes: &[u8]| -> Result<bool, StoreError> {
+        if !index.contains(id) {
+            return Ok(false);
+        }
         let persisted = persisted.get(&id).copied().unwrap_or(i64::MIN);
         let (mut ts, mut vals) = (Vec::new(), Vec::new());
         chunk::decode_into(bytes, &mut ts, &mut vals)?;
@@ -151,24 +219,26 @@ pub(super) fn load_heads(
         }
         match keys::decode_part_key(&k)? {
             keys::PartKey::Single(id, first, lsn) => {
-                if !index.contains(id) || !add(id, Some(first), lsn | SINGLE, rd.rest())? {
+                if add(id, Some(first), lsn | SINGLE, rd.rest())? {
+                    live.singles += 1;
+                } else {
                     stale.push(k);
                 }
             }
             keys::PartKey::Group(group, lsn) => {
-                let mut live = 0;
+                let mut n = 0;
                 while !rd.done() {
                     let id = (group << GROUP_SHIFT) | rd.varint()?;
                     let len = rd.varint()? as usize;
                     let bytes = rd.bytes(len)?;
-                    if index.contains(id) && add(id, None, lsn, bytes)? {
-                        live += 1;
+                    if add(id, None, lsn | GROUPED, bytes)? {
+                        n += 1;
                     }
                 }
-                if live == 0 {
+                if n == 0 {
                     stale.push(k);
                 } else {
-                    groups.0.insert((group, lsn), live);
+                    live.groups.insert((group, lsn), n);
                 }
             }
         }
@@ -176,7 +246,45 @@ pub(super) fn load_heads(
     for k in stale {
         tree.remove(k)?;
     }
-    Ok((heads, groups))
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+        move |source| StoreError::Io { path: path.to_owned(), source }
+    }
+    for (lsn, path) in part_files::list(dir)? {
+        if lsn > checkpoint_lsn {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+            continue;
+        }
+        let (mut n, mut written) = (0u32, 0u32);
+        let damage = part_files::read(&path, lsn, |id, bytes| {
+            written += 1;
+            if add(id, None, lsn, bytes)? {
+                n += 1;
+            }
+            Ok(())
+        })?;
+        if let Some(d) = damage.first() {
+            let Some(skipped) = salvage.as_deref_mut() else { return Err(part_files::damaged(&path, d)) };
+            // What checks out, into a whole file of the same name.
+            let mut w = part_files::Writer::new(dir, lsn);
+            part_files::read(&path, lsn, |id, bytes| w.add(id, bytes))?;
+            if !w.finish()? {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+            skipped.extend(damage.into_iter().map(|d| (path.clone(), d.offset, d.detail, d.bytes)));
+        }
+        if n == 0 {
+            part_files::delete(dir, lsn).map_err(io(&path))?;
+        } else {
+            live.files.insert(lsn, (n, written));
+        }
+    }
+    Ok((heads, live))
+}
+
+impl PartsPlan {
+    pub(super) fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
 }
 
 impl Store {
@@ -198,69 +306,61 @@ impl Store {
         let mut plans = Vec::new();
         let mut bytes = Vec::new();
         let same_lsn = cp_lsn == older_than;
+        // Heads with a part in a file that few live parts keep, or in sled (older folders),
+        // are saved whole, so that the file or entry can go.
+        let sparse = if same_lsn { Default::default() } else { st.live_parts.sparse() };
+        let resave_any = !same_lsn && (!sparse.is_empty() || st.live_parts.legacy_live());
         for (id, head) in st.heads.iter_mut() {
-            let Some(lsn) = head.unsaved_lsn() else { continue };
-            if head.samples.len() == head.saved as usize {
-                head.set_unsaved_lsn(None);
-            } else if lsn >= older_than || same_lsn {
-                replay_from = replay_from.min(lsn);
-            } else {
-                let whole = head.parts.len() >= MERGE_PARTS;
-                plans.push(PartPlan {
-                    id: *id,
-                    samples: head.samples.copy_to(&mut bytes),
-                    from: if whole { 0 } else { head.saved as usize },
-                    cut_before: head.cut_samples,
-                    whole,
-                });
+            let resave = resave_any
+                && !head.samples.is_empty()
+                && head.parts.iter().any(|p| !in_file(p.2) || sparse.contains(&p.2));
+            if !resave {
+                let Some(lsn) = head.unsaved_lsn() else { continue };
+                if head.samples.len() == head.saved as usize {
+                    head.set_unsaved_lsn(None);
+                    continue;
+                }
+                if lsn >= older_than || same_lsn {
+                    replay_from = replay_from.min(lsn);
+                    continue;
+                }
             }
+            let whole = resave || head.parts.len() >= MERGE_PARTS;
+            plans.push(PartPlan {
+                id: *id,
+                samples: head.samples.copy_to(&mut bytes),
+                from: if whole { 0 } else { head.saved as usize },
+                cut_before: head.cut_samples,
+                whole,
+            });
         }
         plans.sort_unstable_by_key(|p| p.id);
         (PartsPlan { parts: plans, bytes }, replay_from)
     }
 
-    /// Encodes and writes planned parts, one entry per group, tagged with the checkpoint that
-    /// saves them (one that does not finish leaves entries that the next open drops). Touches
-    /// no head.
+    /// Encodes planned parts and writes them as the part file of checkpoint `cp_lsn` (one that
+    /// does not finish leaves a file that the next open drops, or loads if a later record
+    /// vouches for it: its samples are acked ones either way). Touches no head.
     pub(super) fn write_parts(&self, plan: &PartsPlan, cp_lsn: u64) -> Result<Vec<SavedPart>, StoreError> {
-        let mut b = Sliced::new(&self.t.head_parts);
+        let mut w = part_files::Writer::new(&self.dir.join(part_files::DIR), cp_lsn);
         let mut saved = Vec::with_capacity(plan.parts.len());
         let (mut all_ts, mut all_vals) = (Vec::new(), Vec::new());
-        let mut entry: Option<(u64, Vec<u8>)> = None;
         for p in &plan.parts {
-            let group = p.id >> GROUP_SHIFT;
-            if entry.as_ref().is_some_and(|(g, _)| *g != group) {
-                let (g, v) = entry.take().expect("checked");
-                b.insert(&keys::part_group_key(g, cp_lsn), v)?;
-            }
-            if entry.is_none() {
-                let mut v = Vec::new();
-                keys::put_varint(&mut v, cp_lsn);
-                entry = Some((group, v));
-            }
-            let v = &mut entry.as_mut().expect("set above").1;
             all_ts.clear();
             all_vals.clear();
             head::decode_copied(&plan.bytes, p.samples, &mut all_ts, &mut all_vals);
             let (ts, vals) = (&all_ts[p.from..], &all_vals[p.from..]);
-            let enc = chunk::encode(ts, vals);
-            keys::put_varint(v, p.id & ((1 << GROUP_SHIFT) - 1));
-            keys::put_varint(v, enc.len() as u64);
-            v.extend_from_slice(&enc);
+            w.add(p.id, &chunk::encode(ts, vals))?;
             saved.push(SavedPart {
                 id: p.id,
                 first: ts[0],
                 last: ts[ts.len() - 1],
-                upto: all_ts.len(),
-                cut_before: p.cut_before,
+                upto: all_ts.len() as u32,
                 whole: p.whole,
-                lsn: cp_lsn,
+                cut_before: p.cut_before,
             });
         }
-        if let Some((g, v)) = entry {
-            b.insert(&keys::part_group_key(g, cp_lsn), v)?;
-        }
-        b.finish()?;
+        w.finish()?;
         Ok(saved)
     }
 
@@ -270,36 +370,37 @@ impl Store {
     /// holds whole is dead at once. Samples that arrived since the plan came from records at or
     /// after `cp_lsn`.
     pub(super) fn mark_parts(&self, st: &mut MetricsState, saved: Vec<SavedPart>, cp_lsn: u64) {
-        for p in &saved {
-            *st.part_groups.0.entry((p.id >> GROUP_SHIFT, p.lsn)).or_insert(0) += 1;
+        if !saved.is_empty() {
+            let n = saved.len() as u32;
+            st.live_parts.files.insert(cp_lsn, (n, n));
         }
         for p in saved {
-            let part = (p.first, p.last, p.lsn);
+            let part = (p.first, p.last, cp_lsn);
             let persisted = st.persisted.get(&p.id).copied().unwrap_or(i64::MIN);
             let Some(head) = st.heads.get_mut(&p.id) else {
-                st.part_groups.kill(&mut st.dead_parts, p.id, part);
+                st.live_parts.kill(&mut st.dead_parts, p.id, part);
                 continue;
             };
             if p.last <= persisted {
-                st.part_groups.kill(&mut st.dead_parts, p.id, part);
+                st.live_parts.kill(&mut st.dead_parts, p.id, part);
             } else {
                 if p.whole {
                     // It holds every sample they hold that no chunk does.
                     for old in head.parts.take() {
-                        st.part_groups.kill(&mut st.dead_parts, p.id, old);
+                        st.live_parts.kill(&mut st.dead_parts, p.id, old);
                     }
                 }
                 head.parts.push(part);
             }
             let removed = (head.cut_samples - p.cut_before) as usize;
-            let saved = (head.saved as usize).max(p.upto.saturating_sub(removed)).min(head.samples.len());
+            let saved = (head.saved as usize).max((p.upto as usize).saturating_sub(removed)).min(head.samples.len());
             head.saved = saved as u32;
             head.set_unsaved_lsn((saved < head.samples.len()).then_some(cp_lsn));
         }
     }
 
-    /// Deletes the entries whose parts chunks or newer parts hold (after the checkpoint record
-    /// that vouches for them).
+    /// Deletes the sled entries of older folders whose parts chunks or newer parts hold (after
+    /// the checkpoint record that vouches for them).
     pub(super) fn delete_parts(&self, dead: &[Vec<u8>]) -> Result<(), StoreError> {
         let mut b = Sliced::new(&self.t.head_parts);
         for k in dead {

@@ -227,7 +227,17 @@ impl Store {
             groups.insert(g.clone(), id);
             group_list.push((id, g));
         }
-        let (heads, part_groups) = parts::load_heads(&t.head_parts, &index, &persisted, meta.checkpoint_lsn)?;
+        let parts_dir = dir.join(part_files::DIR);
+        std::fs::create_dir_all(&parts_dir).map_err(io(&parts_dir))?;
+        let mut parts_skipped = Vec::new();
+        let (heads, live_parts) = parts::load_heads(
+            &t.head_parts,
+            &parts_dir,
+            &index,
+            &persisted,
+            meta.checkpoint_lsn,
+            salvage.then_some(&mut parts_skipped),
+        )?;
         let store = Store {
             db,
             _lock: lock_file,
@@ -253,8 +263,8 @@ impl Store {
                 persisted,
                 due: Vec::new(),
                 due_old: Vec::new(),
-                dead_parts: Vec::new(),
-                part_groups,
+                dead_parts: Default::default(),
+                live_parts,
                 last_checkpoint: meta.checkpoint_lsn,
                 last_replay_from: meta.replay_from,
             }),
@@ -296,6 +306,7 @@ impl Store {
         rep.replayed = replayed;
         rep.replay_ms = started.elapsed().as_millis() as u64;
         rep.salvage = salvage_rep;
+        rep.salvage.skipped.extend(parts_skipped);
         Ok((Arc::new(store), wal, rep))
     }
 }

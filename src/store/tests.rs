@@ -557,7 +557,7 @@ fn a_slowly_fed_head_keeps_few_parts() {
     for i in 0..12 {
         commit(&store, &mut wal, vec![batch(0, 1000 + i, 1)]);
         store.checkpoint(&mut wal, false).unwrap();
-        assert!(store.t.head_parts.len() <= 3, "{} parts after {} checkpoints", store.t.head_parts.len(), i + 1);
+        assert!(part_files(&store).len() <= 3, "{:?} after {} checkpoints", part_files(&store), i + 1);
         assert!(lock(&store.metrics).heads.values().all(|h| h.parts.len() <= 2));
     }
     // A crash: no clean stop, the WAL replays from the last record.
@@ -569,7 +569,7 @@ fn a_slowly_fed_head_keeps_few_parts() {
         store.checkpoint(&mut wal, false).unwrap();
     }
     store.checkpoint(&mut wal, true).unwrap();
-    assert!(store.t.head_parts.len() <= 3);
+    assert!(part_files(&store).len() <= 3);
     drop((store, wal));
     let (store, _wal) = open(dir.path());
     assert_eq!(store.read_samples(id(&store), i64::MIN, i64::MAX).unwrap().0, (1000..1015).collect::<Vec<_>>());
@@ -623,22 +623,28 @@ fn samples_of(store: &Store, s: u16) -> Vec<i64> {
     store.read_samples(id, i64::MIN, i64::MAX).unwrap().0
 }
 
-/// A checkpoint saves the parts of 32 series as one sled entry (sled's memory and file cost
-/// per entry, not per byte); an entry goes once none of its parts is live, and never before:
-/// every sample survives crashes at each step, and once the heads are cut nothing is left.
+/// The lsns of the part files in the folder.
+fn part_files(store: &Store) -> Vec<u64> {
+    part_files::list(&store.dir.join(part_files::DIR)).unwrap().into_iter().map(|(lsn, _)| lsn).collect()
+}
+
+/// A checkpoint saves its parts as one file; a file goes once none of its parts is live, and
+/// never before: every sample survives crashes at each step, and once the heads are cut
+/// nothing is left.
 #[test]
-fn head_parts_are_saved_per_group_of_series_and_deleted_when_all_are_dead() {
+fn head_parts_are_saved_per_checkpoint_file_and_deleted_when_all_are_dead() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, mut wal) = open(dir.path());
-    let n = 100; // ids 1..=100: groups 0..=3
+    let n = 100;
     for i in 0..9 {
         commit(&store, &mut wal, vec![wide_batch(n, 1000 + i)]);
         store.checkpoint(&mut wal, false).unwrap();
-        // Per group: a head's two parts and the whole one that replaces them until the next
-        // checkpoint deletes them; after a crash, one more (the open loads the replaced parts
-        // too, as their deletion was not recorded, and the next merge replaces all three).
-        let entries = store.t.head_parts.len();
-        assert!(entries <= 4 * 4, "{entries} head part entries for 100 series after {} checkpoints", i + 1);
+        // A head's two parts and the whole one that replaces them until the next checkpoint
+        // deletes them; after a crash, one more (the open loads the replaced parts too, as
+        // their deletion was not recorded, and the next whole save replaces all three).
+        let files = part_files(&store);
+        assert!(files.len() <= 4, "part files {files:?} after {} checkpoints", i + 1);
+        assert!(store.t.head_parts.is_empty());
         if i % 3 == 2 {
             // A crash: the open reads what the last record vouches for.
             drop((store, wal));
@@ -653,13 +659,13 @@ fn head_parts_are_saved_per_group_of_series_and_deleted_when_all_are_dead() {
             }
         }
     }
-    assert!(!store.t.head_parts.is_empty());
+    assert!(!part_files(&store).is_empty());
     // A clean stop cuts every head: each part is dead, and the next checkpoint deletes every
-    // entry (the open after a clean stop would do it too).
+    // file (the open after a clean stop would do it too).
     store.checkpoint(&mut wal, true).unwrap();
     store.checkpoint(&mut wal, false).unwrap();
-    assert_eq!(store.t.head_parts.len(), 0);
-    assert_eq!(lock(&store.metrics).part_groups.len(), 0);
+    assert_eq!(part_files(&store), Vec::<u64>::new());
+    assert_eq!(lock(&store.metrics).live_parts.files(), 0);
     drop((store, wal));
     let (store, _wal) = open(dir.path());
     for s in 0..n {
@@ -667,8 +673,181 @@ fn head_parts_are_saved_per_group_of_series_and_deleted_when_all_are_dead() {
     }
 }
 
+/// A file that few live parts keep (series that went quiet while the others were cut) is
+/// emptied: the next checkpoint saves those heads whole again, and the file goes after the
+/// one after. Nothing is lost across a crash in between.
+#[test]
+fn quiet_heads_in_a_mostly_dead_part_file_are_saved_again_and_the_file_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut wal) = open(dir.path());
+    commit(&store, &mut wal, vec![wide_batch(40, 1000)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    commit(&store, &mut wal, vec![wide_batch(40, 1001)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    let first = part_files(&store);
+    assert_eq!(first.len(), 1, "the second checkpoint saves the 40 heads: {first:?}");
+    // m0..m29 fill and are cut (chunk_samples 16): 10 of the file's 40 parts stay live.
+    for t in (1002..1020).step_by(2) {
+        commit(&store, &mut wal, vec![range_batch(0..30, t), range_batch(0..30, t + 1)]);
+    }
+    store.checkpoint(&mut wal, false).unwrap();
+    let files = part_files(&store);
+    assert!(files.contains(&first[0]) && files.len() == 2, "{files:?}: m30..m39 saved whole again");
+    drop((store, wal));
+    (store, wal) = open(dir.path());
+    store.checkpoint(&mut wal, false).unwrap();
+    commit(&store, &mut wal, vec![range_batch(0..1, 1020)]);
+    // The open found the file's parts again (its deletion was not recorded): this checkpoint
+    // saves m30..m39 whole again, and the next deletes the files their parts were in.
+    store.checkpoint(&mut wal, false).unwrap();
+    store.checkpoint(&mut wal, false).unwrap();
+    let files = part_files(&store);
+    assert!(!files.contains(&first[0]) && files.len() == 1, "{files:?}: the first file went");
+    drop((store, wal));
+    let (store, _wal) = open(dir.path());
+    for s in 30..40 {
+        assert_eq!(samples_of(&store, s), vec![1000, 1001], "m{s}");
+    }
+    assert_eq!(samples_of(&store, 0), (1000..1021).collect::<Vec<_>>(), "m0");
+    for s in 1..30 {
+        assert_eq!(samples_of(&store, s), (1000..1020).collect::<Vec<_>>(), "m{s}");
+    }
+}
+
+/// Damage in a part file (samples that exist nowhere else once the WAL is cut) stops the open
+/// and names the file; `modelwatch recover`'s salvaging open keeps the frames that check out,
+/// lists what it lost, and leaves a folder that opens.
+#[test]
+fn a_damaged_part_file_stops_the_open_and_recover_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open_chunked(dir.path(), 4096);
+    let n = 6000;
+    for t in 0..12 {
+        commit(&store, &mut wal, vec![wide_batch(n, 1000 + t * 1000)]);
+    }
+    store.checkpoint(&mut wal, false).unwrap();
+    commit(&store, &mut wal, vec![wide_batch(n, 13_000)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    // Two more checkpoints: the WAL before the parts' checkpoint is cut.
+    for t in 14..16 {
+        commit(&store, &mut wal, vec![range_batch(0..1, t * 1000)]);
+        store.checkpoint(&mut wal, false).unwrap();
+    }
+    let files = part_files(&store);
+    drop((store, wal));
+    let path = part_files::path(&dir.path().join(part_files::DIR), files[0]);
+    let mut data = std::fs::read(&path).unwrap();
+    assert!(data.len() > 140_000, "{} bytes: three frames or more", data.len());
+    data[200] ^= 0xA5;
+    std::fs::write(&path, &data).unwrap();
+    let mut cfg = Config::default();
+    cfg.storage.data_dir = dir.path().to_owned();
+    cfg.storage.chunk_samples = 4096;
+    cfg.storage.wal_segment_bytes = 1 << 20;
+    let opts =
+        || StoreOptions { storage: cfg.storage.clone(), limits: cfg.limits.clone(), retention: cfg.retention.clone() };
+    let err = Store::open(opts()).err().expect("the open stops").to_string();
+    assert!(err.contains(&path.display().to_string()) && err.contains("damaged") && err.contains("recover"), "{err}");
+    let (store, _wal, rep) = Store::open_with(opts(), true).unwrap();
+    assert_eq!(rep.salvage.skipped.len(), 1, "{:?}", rep.salvage.skipped);
+    assert_eq!(rep.salvage.skipped[0].0, path);
+    // The series of the damaged frame lost the saved samples; the others have all of theirs.
+    let whole = (0..n).filter(|s| samples_of(&store, *s).len() == 13).count();
+    assert!(whole > n as usize / 2 && whole < n as usize, "{whole} series whole");
+    drop(store);
+    drop(_wal);
+    let (store, _wal) = open_chunked(dir.path(), 4096);
+    assert_eq!((0..n).filter(|s| samples_of(&store, *s).len() == 13).count(), whole);
+}
+
+/// A part file of a checkpoint whose record was never written is dropped at open (replay
+/// rebuilds its samples), as is the temporary file of one that stopped before its rename.
+#[test]
+fn part_files_past_the_last_record_are_dropped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    for t in 0..3 {
+        commit(&store, &mut wal, vec![wide_batch(10, 1000 + t)]);
+        store.checkpoint(&mut wal, false).unwrap();
+    }
+    let files = part_files(&store);
+    let pdir = dir.path().join(part_files::DIR);
+    std::fs::copy(part_files::path(&pdir, files[0]), part_files::path(&pdir, 1 << 40)).unwrap();
+    std::fs::write(pdir.join("00000000001099511627777.tmp"), b"half").unwrap();
+    drop((store, wal));
+    let (store, _wal) = open(dir.path());
+    assert_eq!(part_files(&store), files);
+    assert_eq!(std::fs::read_dir(&pdir).unwrap().count(), files.len());
+    for s in 0..10 {
+        assert_eq!(samples_of(&store, s), vec![1000, 1001, 1002]);
+    }
+}
+
+/// Rewrites every part file as the sled group entries of a folder from before part files
+/// (same lsn and content), and deletes the files; returns how many entries.
+fn to_group_entries(store: &Store) -> usize {
+    let pdir = store.dir.join(part_files::DIR);
+    let mut entries: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
+    for (lsn, path) in part_files::list(&pdir).unwrap() {
+        let damage = part_files::read(&path, lsn, |id, bytes| {
+            let v = entries.entry((id >> 5, lsn)).or_insert_with(|| {
+                let mut v = Vec::new();
+                keys::put_varint(&mut v, lsn);
+                v
+            });
+            keys::put_varint(v, id & 31);
+            keys::put_varint(v, bytes.len() as u64);
+            v.extend_from_slice(bytes);
+            Ok(())
+        })
+        .unwrap();
+        assert!(damage.is_empty());
+        std::fs::remove_file(path).unwrap();
+    }
+    for ((group, lsn), v) in &entries {
+        store.t.head_parts.insert(keys::part_group_key(*group, *lsn), v.clone()).unwrap();
+    }
+    store.t.head_parts.flush().unwrap();
+    entries.len()
+}
+
+/// Folders from before part files hold the parts in sled, one entry per 32 series: they load,
+/// their samples are kept, the first checkpoint with a new lsn saves their heads whole into a
+/// file, and the entries go after the next record.
+#[test]
+fn sled_group_entries_of_older_folders_load_and_move_into_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    let n = 100;
+    for i in 0..3 {
+        commit(&store, &mut wal, vec![wide_batch(n, 1000 + i)]);
+        store.checkpoint(&mut wal, false).unwrap();
+    }
+    assert!(to_group_entries(&store) >= 4);
+    drop((store, wal));
+    let (store, mut wal) = open(dir.path());
+    assert!(lock(&store.metrics).live_parts.legacy() >= 4);
+    for s in 0..n {
+        assert_eq!(samples_of(&store, s), vec![1000, 1001, 1002]);
+    }
+    // The old daemon's lsn: nothing saved.
+    store.checkpoint(&mut wal, false).unwrap();
+    assert!(part_files(&store).is_empty());
+    commit(&store, &mut wal, vec![wide_batch(n, 1003)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    assert_eq!(part_files(&store).len(), 1, "every head saved whole into one file");
+    assert_eq!(lock(&store.metrics).live_parts.legacy(), 0);
+    store.checkpoint(&mut wal, false).unwrap();
+    assert_eq!(store.t.head_parts.len(), 0, "the entries went after the next record");
+    drop((store, wal));
+    let (store, _wal) = open(dir.path());
+    for s in 0..n {
+        assert_eq!(samples_of(&store, s), vec![1000, 1001, 1002, 1003]);
+    }
+}
+
 /// Folders from before grouped parts hold one `head_parts` entry per series' part: they load,
-/// their samples are kept, and they are deleted one by one as chunks take them.
+/// their samples are kept, and they are deleted one by one as their heads are saved again.
 #[test]
 fn single_head_parts_of_older_folders_load_and_die() {
     let dir = tempfile::tempdir().unwrap();
@@ -680,7 +859,8 @@ fn single_head_parts_of_older_folders_load_and_die() {
     }
     commit(&store, &mut wal, vec![wide_batch(n, 1002)]);
     store.checkpoint(&mut wal, false).unwrap();
-    // Rewrite every group entry as the single parts an older daemon wrote, then crash.
+    // Rewrite every part as the single parts an older daemon wrote, then crash.
+    to_group_entries(&store);
     let singles = to_single_parts(&store);
     assert!(singles >= n as usize, "{singles} parts");
     drop((store, wal));
@@ -688,12 +868,13 @@ fn single_head_parts_of_older_folders_load_and_die() {
     for s in 0..n {
         assert_eq!(samples_of(&store, s), vec![1000, 1001, 1002]);
     }
-    // Single parts and group entries side by side, then every head cut.
+    // Single parts and a part file side by side, then every head cut.
     commit(&store, &mut wal, vec![wide_batch(n, 1003)]);
     store.checkpoint(&mut wal, false).unwrap();
     store.checkpoint(&mut wal, true).unwrap();
     store.checkpoint(&mut wal, false).unwrap();
     assert_eq!(store.t.head_parts.len(), 0);
+    assert!(part_files(&store).is_empty());
     drop((store, wal));
     let (store, _wal) = open(dir.path());
     for s in 0..n {
@@ -728,23 +909,24 @@ fn to_single_parts(store: &Store) -> usize {
     singles
 }
 
-/// The first checkpoint after an upgrade has the old daemon's last lsn when no record came
-/// since: it writes no group entry (which would share that lsn with the single parts of the
-/// same series group). The next one does, beside the single parts: each part dies under its
-/// own key, every sample survives a crash, and nothing is left once the heads are cut.
+/// Group entries and single parts of older folders side by side (a folder from before
+/// grouping that a daemon from before part files ran on): both load, and the heads move into
+/// one file; every sample survives a crash, and nothing is left once the heads are cut.
 #[test]
-fn a_group_entry_beside_single_parts_of_an_older_folder() {
+fn group_entries_beside_single_parts_of_an_older_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (store, mut wal) = open(dir.path());
     // m0..m9 from the first record on; m10..m19 only after the first checkpoint, so the second
-    // saves m0..m9 and leaves m10..m19 to the WAL.
+    // saves m0..m9 and the third all.
     commit(&store, &mut wal, vec![range_batch(0..10, 1000)]);
     store.checkpoint(&mut wal, false).unwrap();
     commit(&store, &mut wal, vec![range_batch(0..20, 1001)]);
     store.checkpoint(&mut wal, false).unwrap();
+    to_group_entries(&store);
     assert_eq!(to_single_parts(&store), 10);
-    drop((store, wal));
-    let (store, mut wal) = open(dir.path());
+    commit(&store, &mut wal, vec![range_batch(0..20, 1002)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    to_group_entries(&store);
     let groups = |store: &Store| {
         store
             .t
@@ -753,10 +935,6 @@ fn a_group_entry_beside_single_parts_of_an_older_folder() {
             .filter(|e| matches!(keys::decode_part_key(&e.as_ref().unwrap().0).unwrap(), keys::PartKey::Group(..)))
             .count()
     };
-    store.checkpoint(&mut wal, false).unwrap();
-    assert_eq!(groups(&store), 0, "the old daemon's lsn: no part saved");
-    commit(&store, &mut wal, vec![range_batch(0..20, 1002)]);
-    store.checkpoint(&mut wal, false).unwrap();
     assert_eq!(groups(&store), 1, "m0..m19 in one group entry");
     assert_eq!(store.t.head_parts.len(), 11, "beside the 10 single parts");
     drop((store, wal));
@@ -765,13 +943,23 @@ fn a_group_entry_beside_single_parts_of_an_older_folder() {
         let want: Vec<i64> = if s < 10 { vec![1000, 1001, 1002] } else { vec![1001, 1002] };
         assert_eq!(samples_of(&store, s), want, "m{s} after a crash");
     }
-    store.checkpoint(&mut wal, true).unwrap();
+    commit(&store, &mut wal, vec![range_batch(0..20, 1003)]);
+    store.checkpoint(&mut wal, false).unwrap();
     store.checkpoint(&mut wal, false).unwrap();
     assert_eq!(store.t.head_parts.len(), 0);
     drop((store, wal));
+    let (store, mut wal) = open(dir.path());
+    for s in 0..20 {
+        let want: Vec<i64> = if s < 10 { vec![1000, 1001, 1002, 1003] } else { vec![1001, 1002, 1003] };
+        assert_eq!(samples_of(&store, s), want, "m{s} after a crash");
+    }
+    store.checkpoint(&mut wal, true).unwrap();
+    store.checkpoint(&mut wal, false).unwrap();
+    assert!(part_files(&store).is_empty());
+    drop((store, wal));
     let (store, _wal) = open(dir.path());
     for s in 0..20 {
-        let want: Vec<i64> = if s < 10 { vec![1000, 1001, 1002] } else { vec![1001, 1002] };
+        let want: Vec<i64> = if s < 10 { vec![1000, 1001, 1002, 1003] } else { vec![1001, 1002, 1003] };
         assert_eq!(samples_of(&store, s), want, "m{s}");
     }
 }
