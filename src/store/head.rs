@@ -191,7 +191,7 @@ impl Samples {
         let len = (self.bits as usize).div_ceil(8);
         let at = buf.len();
         buf.extend_from_slice(&self.buf[..len]);
-        Copied { at, len, n: self.n }
+        Copied { at, len: len as u32, n: self.n }
     }
 
     /// Writes the low `n` bits of `v` (n <= 64), most significant first, after the bits
@@ -244,13 +244,15 @@ impl Samples {
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Copied {
     at: usize,
-    len: usize,
+    /// A head's stream is far below 4 GiB (its samples are counted in a `u32`, two bytes
+    /// each or so); 16 bytes a plan instead of 24 at 100,000 heads a checkpoint.
+    len: u32,
     n: u32,
 }
 
 /// The samples [`Samples::copy_to`] put at `c` in `buf`.
 pub(super) fn decode_copied(buf: &[u8], c: Copied, ts: &mut Vec<i64>, vals: &mut Vec<f64>) {
-    decode_stream(&buf[c.at..c.at + c.len], c.n, ts, vals, |_| true);
+    decode_stream(&buf[c.at..c.at + c.len as usize], c.n, ts, vals, |_| true);
 }
 
 /// Decodes `n` samples from the bit stream `buf` (reads past its end are zeros), up to the

@@ -141,7 +141,7 @@ pub(super) struct PartPlan {
     id: u64,
     /// In [`PartsPlan::bytes`].
     samples: head::Copied,
-    from: usize,
+    from: u32,
     cut_before: u64,
     /// The whole head (`from` 0), replacing the head's parts.
     whole: bool,
@@ -329,7 +329,7 @@ impl Store {
             plans.push(PartPlan {
                 id: *id,
                 samples: head.samples.copy_to(&mut bytes),
-                from: if whole { 0 } else { head.saved as usize },
+                from: if whole { 0 } else { head.saved },
                 cut_before: head.cut_samples,
                 whole,
             });
@@ -349,7 +349,7 @@ impl Store {
             all_ts.clear();
             all_vals.clear();
             head::decode_copied(&plan.bytes, p.samples, &mut all_ts, &mut all_vals);
-            let (ts, vals) = (&all_ts[p.from..], &all_vals[p.from..]);
+            let (ts, vals) = (&all_ts[p.from as usize..], &all_vals[p.from as usize..]);
             w.add(p.id, &chunk::encode(ts, vals))?;
             saved.push(SavedPart {
                 id: p.id,
