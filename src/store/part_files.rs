@@ -196,19 +196,19 @@ pub(super) fn read(
     while at < body.len() {
         let offset = (HEADER + at) as u64;
         let left = body.len() - at;
-        let n = if left >= FRAME_HEADER {
-            u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes")) as usize
-        } else {
-            usize::MAX
-        };
-        if n > left - FRAME_HEADER.min(left) {
+        // The payload's length, if the header and the payload fit in what is left.
+        let n = left.checked_sub(FRAME_HEADER).and_then(|room| {
+            let n = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes")) as usize;
+            (n <= room).then_some(n)
+        });
+        let Some(n) = n else {
             damage.push(Damage {
                 offset,
                 detail: format!("{left} bytes left where a frame header and its payload should be"),
                 bytes: left as u64,
             });
             break;
-        }
+        };
         let crc = u32::from_le_bytes(body[at + 4..at + 8].try_into().expect("4 bytes"));
         let payload = &body[at + FRAME_HEADER..at + FRAME_HEADER + n];
         at += FRAME_HEADER + n;
