@@ -6,12 +6,14 @@
 //!
 //! A checkpoint has three steps, so that the slow middle one need not hold up ingest:
 //! 1. [`Store::checkpoint_begin`], on the committer thread between two groups: the WAL
-//!    rotates (the checkpoint's lsn), old heads are cut, the aggregates are written, and the
-//!    heads to save, the counters and the de-duplication table are copied as of that lsn, and
-//!    the hours of aggregates to pack are chosen;
+//!    rotates (the checkpoint's lsn), old heads are cut, the aggregates are written, the
+//!    heads to save and how many of their samples are chosen, the counters and the
+//!    de-duplication table are copied as of that lsn, and the hours of aggregates to pack are
+//!    chosen;
 //! 2. [`Store::checkpoint_write`], anywhere (the committer runs it on a thread of its own
 //!    while groups go on): the series made before its lsn are appended to the catalog file
-//!    ([`super::catalog`]), the parts are encoded and written, request ids go into runs, the
+//!    ([`super::catalog`]), the parts are copied from the heads a slice at a time, encoded and
+//!    written ([`Store::write_parts`]), request ids go into runs, the
 //!    block files are synced up to their end, the record is written, past hours of aggregates
 //!    are packed ([`super::packs`]), sled is flushed. What
 //!    the committer writes meanwhile (chunks, raw records) lies past the recorded block end or
@@ -25,7 +27,7 @@
 //!
 //! A step that fails leaves memory as it was, so the next checkpoint redoes it; the WAL keeps
 //! everything meanwhile.
-use super::parts::{self, cut_instead, PartsPlan, SavedPart};
+use super::parts::{self, cut_instead, PartsPlan};
 use super::*;
 
 /// A checkpoint between its steps.
@@ -33,8 +35,8 @@ pub struct Checkpoint {
     cp_lsn: u64,
     replay_from: u64,
     cut_all: bool,
+    /// The heads to save, and once written, what was saved.
     plans: PartsPlan,
-    saved: Vec<SavedPart>,
     /// Part files and entries whose parts chunks held when it began: deleted after its record.
     dead_parts: parts::Dead,
     /// Whether it may have written a part file (at its lsn).
@@ -71,8 +73,8 @@ impl Store {
         r
     }
 
-    /// Step 1: fixes the checkpoint's lsn and copies what it saves. Batches must not be
-    /// applied while it runs (the committer calls it between groups).
+    /// Step 1: fixes the checkpoint's lsn and what it saves. Batches must not be applied
+    /// while it runs (the committer calls it between groups).
     pub fn checkpoint_begin(&self, wal: &mut Wal, cut_all: bool) -> Result<Checkpoint, StoreError> {
         let cp_lsn = wal.rotate()?;
         let (plans, replay_from) = {
@@ -134,7 +136,6 @@ impl Store {
             replay_from,
             cut_all,
             plans,
-            saved: Vec::new(),
             dead_parts,
             writes_parts: false,
             meta,
@@ -151,8 +152,7 @@ impl Store {
         // the series back itself.
         c.meta.catalog_end = Some(self.catalog.write(std::mem::take(&mut c.series))?);
         c.writes_parts = !c.plans.is_empty();
-        c.saved = self.write_parts(&c.plans, c.cp_lsn)?;
-        c.plans = PartsPlan::default();
+        self.write_parts(&mut c.plans, c.cp_lsn)?;
         // Request-id entries of everything before cp_lsn go into runs now: those records will
         // not be replayed. (Entries of later records may come along; a replay adds them again,
         // and runs and look-ups de-duplicate.)
@@ -199,7 +199,7 @@ impl Store {
                 lock(&self.events).loose.extend(c.pack);
                 return Ok(());
             }
-            self.mark_parts(&mut st, c.saved, c.cp_lsn);
+            self.mark_parts(&mut st, c.plans, c.cp_lsn);
             st.last_checkpoint = c.cp_lsn;
             // The WAL is kept from where the previous checkpoint record says replay starts,
             // too: if sled comes back after a crash with that record instead of this one (both

@@ -8,10 +8,13 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Append `n` samples to series `s` (timestamps continue the series), as one batch.
+    /// Append `n` samples to series `s` (timestamps continue the series), as one batch;
+    /// `cut: false` leaves full heads uncut, as when the committer's cut budget ran out (they
+    /// wait in `due` for the next group, and a checkpoint may plan them meanwhile).
     Push {
         s: u8,
         n: u16,
+        cut: bool,
     },
     /// Two batches for one series in one commit group.
     PushTwice {
@@ -40,23 +43,28 @@ enum Op {
     ReopenWithoutCheckpoint,
 }
 
-/// A push between a checkpoint's steps: samples (series, count) or events (hour, count).
+/// A push between a checkpoint's steps: samples (series, count, cut: as in [`Op::Push`]) or
+/// events (hour, count); or a
+/// series' head cut whole into chunks, as the committer cuts heads past `max_head_age` (or
+/// saved whole at 120 samples) after a checkpoint began.
 #[derive(Debug, Clone)]
 enum Push {
-    Samples(u8, u16),
+    Samples(u8, u16, bool),
     Events(u8, u8),
+    CutWhole(u8),
 }
 
 fn push_op() -> impl Strategy<Value = Push> {
     prop_oneof![
-        2 => (0u8..4, 1u16..40).prop_map(|(s, n)| Push::Samples(s, n)),
+        2 => (0u8..4, 1u16..40, proptest::bool::weighted(0.75)).prop_map(|(s, n, cut)| Push::Samples(s, n, cut)),
         1 => (0u8..4, 1u8..30).prop_map(|(h, n)| Push::Events(h, n)),
+        1 => (0u8..4).prop_map(Push::CutWhole),
     ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u8..4, 1u16..40).prop_map(|(s, n)| Op::Push { s, n }),
+        4 => (0u8..4, 1u16..40, proptest::bool::weighted(0.75)).prop_map(|(s, n, cut)| Op::Push { s, n, cut }),
         2 => (0u8..4, 1u16..40).prop_map(|(s, n)| Op::PushTwice { s, n }),
         3 => (0u8..4, 1u8..30).prop_map(|(hour, n)| Op::Events { hour, n }),
         1 => Just(Op::Checkpoint),
@@ -145,7 +153,12 @@ fn stored_aggs(store: &Store) -> AggModel {
 }
 
 /// Commits batches as the committer does: apply, WAL append, sync, persist, cut.
-pub(crate) fn commit(store: &Store, wal: &mut Wal, mut batches: Vec<Batch>) {
+pub(crate) fn commit(store: &Store, wal: &mut Wal, batches: Vec<Batch>) {
+    commit_cutting(store, wal, batches, true);
+}
+
+/// [`commit`], cutting due heads only with `cut`.
+fn commit_cutting(store: &Store, wal: &mut Wal, mut batches: Vec<Batch>, cut: bool) {
     let mut lsns = Vec::new();
     for b in batches.iter_mut() {
         let lsn = wal.next_lsn();
@@ -157,7 +170,9 @@ pub(crate) fn commit(store: &Store, wal: &mut Wal, mut batches: Vec<Batch>) {
     for (b, lsn) in batches.iter().zip(lsns) {
         store.persist(b, lsn).unwrap();
     }
-    store.cut_due().unwrap();
+    if cut {
+        store.cut_due().unwrap();
+    }
 }
 
 proptest! {
@@ -169,18 +184,25 @@ proptest! {
         let mut model: BTreeMap<u8, Vec<i64>> = BTreeMap::new();
         // Events pushed so far, and what they add up to.
         let mut ev: (u64, AggModel) = (0, AggModel::new());
-        let push = |store: &Store, wal: &mut Wal, model: &mut BTreeMap<u8, Vec<i64>>, s: u8, n: u16| {
+        let push = |store: &Store, wal: &mut Wal, model: &mut BTreeMap<u8, Vec<i64>>, s: u8, n: u16, cut: bool| {
             let from = model.get(&s).and_then(|v| v.last()).map_or(1000, |t| t + 1);
-            commit(store, wal, vec![batch(s, from, n)]);
+            commit_cutting(store, wal, vec![batch(s, from, n)], cut);
             model.entry(s).or_default().extend(from..from + i64::from(n));
         };
         let push_any = |store: &Store, wal: &mut Wal, model: &mut BTreeMap<u8, Vec<i64>>, ev: &mut (u64, AggModel), p: Push| match p {
-            Push::Samples(s, n) => push(store, wal, model, s, n),
+            Push::Samples(s, n, cut) => push(store, wal, model, s, n, cut),
             Push::Events(h, n) => commit(store, wal, vec![events_batch(h, n, &mut ev.0, &mut ev.1)]),
+            Push::CutWhole(s) => {
+                let m = Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, &format!("m{s}")).unwrap();
+                if let Some(series) = store.select(&[m]).first() {
+                    let mut st = lock(&store.metrics);
+                    store.cut(&mut st, vec![series.id], true).unwrap();
+                }
+            }
         };
         for op in ops {
             match op {
-                Op::Push { s, n } => push(&store, &mut wal, &mut model, s, n),
+                Op::Push { s, n, cut } => push(&store, &mut wal, &mut model, s, n, cut),
                 Op::Events { hour, n } => push_any(&store, &mut wal, &mut model, &mut ev, Push::Events(hour, n)),
                 Op::CheckpointAround { during, after, finish } => {
                     let mut c = store.checkpoint_begin(&mut wal, false).unwrap();
