@@ -24,7 +24,8 @@ pub(super) struct Head {
     /// bit marks a part stored under its own key).
     pub(super) parts: Parts,
     /// Samples cut from the front of this head so far: a part planned before a cut finds
-    /// where its samples went ([`Store::mark_parts`]).
+    /// where its samples went when it is copied ([`Store::write_parts`]) and recorded
+    /// ([`Store::mark_parts`]).
     pub(super) cut_samples: u64,
 }
 
