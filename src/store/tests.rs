@@ -43,10 +43,9 @@ enum Op {
     ReopenWithoutCheckpoint,
 }
 
-/// A push between a checkpoint's steps: samples (series, count, cut: as in [`Op::Push`]) or
-/// events (hour, count); or a
-/// series' head cut whole into chunks, as the committer cuts heads past `max_head_age` (or
-/// saved whole at 120 samples) after a checkpoint began.
+/// A push between a checkpoint's steps: samples (series, count, cut: as in [`Op::Push`]),
+/// events (hour, count), or a series' head cut whole into chunks, as the committer cuts heads
+/// past `max_head_age` (or saved whole at 120 samples) after a checkpoint began.
 #[derive(Debug, Clone)]
 enum Push {
     Samples(u8, u16, bool),
