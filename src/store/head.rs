@@ -171,6 +171,18 @@ impl Samples {
         self.n += 1;
     }
 
+    /// Asks the CPU to fetch the cache lines that storing the next samples reads: the one
+    /// where they go, and the first, which holds [`Samples::first_ts`] (hints: they read
+    /// nothing and cannot fault).
+    #[inline]
+    pub(super) fn prefetch(&self) {
+        for at in [0, self.bits as usize / 8] {
+            if let Some(b) = self.buf.get(at) {
+                prefetch(std::ptr::from_ref(b));
+            }
+        }
+    }
+
     /// Appends every sample to `ts` and `vals`, in order.
     pub(super) fn decode_into(&self, ts: &mut Vec<i64>, vals: &mut Vec<f64>) {
         self.decode_while(ts, vals, |_| true);
@@ -251,6 +263,30 @@ impl Samples {
             self.put(v, n);
         }
     }
+}
+
+/// Asks the CPU to fetch every cache line of `v` (a hint).
+#[inline]
+pub(super) fn prefetch_lines<T>(v: &T) {
+    let p = std::ptr::from_ref(v).cast::<u8>();
+    let size = std::mem::size_of::<T>();
+    let mut at = 0;
+    while at < size {
+        prefetch(p.wrapping_add(at));
+        at += 64;
+    }
+    prefetch(p.wrapping_add(size.saturating_sub(1)));
+}
+
+#[inline]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch hint neither reads nor writes the memory it names, and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Where [`Samples::copy_first`] put a head's samples. A checkpoint copies the heads it saves
@@ -338,11 +374,19 @@ impl BitReader<'_> {
             return 0;
         }
         let at = self.pos / 8;
-        let mut w = [0u8; 16];
-        let end = (at + 16).min(self.buf.len());
-        if at < end {
-            w[..end - at].copy_from_slice(&self.buf[at..end]);
-        }
+        // A head's own buffer always holds 16 bytes past its last bit ([`SLACK`]): one load.
+        // Near the end of a copy, the bytes there are padded with zeros.
+        let w: [u8; 16] = match self.buf.get(at..at + 16) {
+            Some(w) => w.try_into().expect("16 bytes"),
+            None => {
+                let mut w = [0u8; 16];
+                let end = (at + 16).min(self.buf.len());
+                if at < end {
+                    w[..end - at].copy_from_slice(&self.buf[at..end]);
+                }
+                w
+            }
+        };
         let x = u128::from_be_bytes(w) << (self.pos % 8);
         self.pos += n as usize;
         (x >> (128 - n)) as u64

@@ -1019,3 +1019,41 @@ fn a_checkpoint_with_the_last_ones_lsn_writes_no_part_into_a_doomed_entry() {
     assert_eq!(samples_of(&store, 0), vec![1000], "m0's acked sample");
     assert_eq!(samples_of(&store, 1), (1000..1016).collect::<Vec<_>>());
 }
+
+/// A batch may name a series more than once, a new one too, in one block of the series that
+/// `apply_metrics` looks up ahead or in two: its samples go to one series, in order, and a
+/// sample not after the series' last is refused.
+#[test]
+fn a_series_named_twice_in_one_batch_is_one_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    let one = |name: String, t: i64| pb::Series {
+        name,
+        timestamps_ms: vec![t],
+        values: vec![t as f64],
+        ..Default::default()
+    };
+    let make = || {
+        let mut series: Vec<pb::Series> =
+            (0..40u16).map(|k| one(format!("m{}", k % 20), 1000 + i64::from(k))).collect();
+        series.extend((0..20u16).map(|k| one(format!("m{}", 100 + k / 2), 2000 + i64::from(k))));
+        series.push(one("m5".into(), 1010));
+        Batch::new(Body::Metrics(pb::MetricBatch { service: "t".into(), series, ..Default::default() }.into()))
+    };
+    let mut b = make();
+    let applied = store.apply(&mut b, wal.next_lsn()).unwrap();
+    assert_eq!((applied.ack.accepted, applied.ack.rejected_count), (60, 1), "{:?}", applied.ack);
+    wal.append(&applied.record.unwrap()).unwrap();
+    wal.sync().unwrap();
+    let again = store.apply(&mut make(), wal.next_lsn()).unwrap();
+    assert_eq!((again.ack.accepted, again.ack.rejected_count), (0, 61), "{:?}", again.ack);
+    let all = Matcher::new(index::NAME_LABEL, index::MatchOp::Re, "m.*").unwrap();
+    assert_eq!(store.select(&[all]).len(), 30);
+    for s in 0..20u16 {
+        assert_eq!(samples_of(&store, s), vec![1000 + i64::from(s), 1020 + i64::from(s)], "m{s}");
+    }
+    for s in 100..110u16 {
+        let t = 2000 + 2 * i64::from(s - 100);
+        assert_eq!(samples_of(&store, s), vec![t, t + 1], "m{s}");
+    }
+}
