@@ -321,26 +321,45 @@ fn decode_stream(buf: &[u8], n: u32, ts: &mut Vec<i64>, vals: &mut Vec<f64>, kee
     let (mut delta, mut lead, mut trail) = (0i64, 0u32, 0u32);
     for i in 0..n {
         if i > 0 {
-            let dod = if r.get(1) == 0 {
-                0
-            } else if r.get(1) == 0 {
-                signed(r.get(8), 8)
-            } else if r.get(1) == 0 {
-                signed(r.get(14), 14)
-            } else if r.get(1) == 0 {
-                signed(r.get(20), 20)
-            } else {
-                r.get(64) as i64
+            // The prefixes are read four and two bits at a time, then skipped as far as they go.
+            let dod = match r.peek4() {
+                0b0000..=0b0111 => {
+                    r.skip(1);
+                    0
+                }
+                0b1000..=0b1011 => {
+                    r.skip(2);
+                    signed(r.get(8), 8)
+                }
+                0b1100..=0b1101 => {
+                    r.skip(3);
+                    signed(r.get(14), 14)
+                }
+                0b1110 => {
+                    r.skip(4);
+                    signed(r.get(20), 20)
+                }
+                _ => {
+                    r.skip(4);
+                    r.get(64) as i64
+                }
             };
             delta = delta.wrapping_add(dod);
             t = t.wrapping_add(delta);
-            if r.get(1) == 1 {
-                if r.get(1) == 1 {
-                    lead = r.get(5) as u32;
-                    let sig = r.get(6) as u32 + 1;
-                    trail = 64 - lead - sig;
+            match r.peek4() >> 2 {
+                0b00 | 0b01 => r.skip(1),
+                0b10 => {
+                    r.skip(2);
+                    bits ^= r.get(64 - lead - trail) << trail;
                 }
-                bits ^= r.get(64 - lead - trail) << trail;
+                _ => {
+                    r.skip(2);
+                    let head = r.get(11) as u32;
+                    lead = head >> 6;
+                    let sig = (head & 0x3f) + 1;
+                    trail = 64 - lead - sig;
+                    bits ^= r.get(sig) << trail;
+                }
             }
         }
         if !keep(t) {
@@ -390,6 +409,19 @@ impl BitReader<'_> {
         let x = u128::from_be_bytes(w) << (self.pos % 8);
         self.pos += n as usize;
         (x >> (128 - n)) as u64
+    }
+
+    /// The next four bits, without reading past them.
+    #[inline]
+    fn peek4(&self) -> u32 {
+        let at = self.pos / 8;
+        let pair = [self.buf.get(at).copied().unwrap_or(0), self.buf.get(at + 1).copied().unwrap_or(0)];
+        (u32::from(u16::from_be_bytes(pair) << (self.pos % 8)) >> 12) & 0xf
+    }
+
+    #[inline]
+    fn skip(&mut self, n: u32) {
+        self.pos += n as usize;
     }
 }
 

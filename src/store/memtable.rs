@@ -453,6 +453,21 @@ impl Store {
 
 /// The [`keys::Summary`] of a chunk's values: staleness markers left out, min and max as PromQL's `min/max_over_time` reduce them.
 pub fn summarize(vals: &[f64]) -> keys::Summary {
+    // Without a NaN (staleness markers are NaNs), the rules below are plain comparisons.
+    if let Some((&first, rest)) = vals.split_first() {
+        if !vals.iter().any(|v| v.is_nan()) {
+            let (mut min, mut max) = (first, first);
+            for &v in rest {
+                if v < min {
+                    min = v;
+                }
+                if v > max {
+                    max = v;
+                }
+            }
+            return keys::Summary { min, max, count: vals.len() as u32 };
+        }
+    }
     let mut s = keys::Summary { min: f64::NAN, max: f64::NAN, count: 0 };
     for &v in vals {
         summary_add(&mut s, v);
