@@ -122,6 +122,12 @@ fn batches(c: &mut Criterion) {
             validator.metrics(m, 1_700_000_000_000 + 100 * 10_000)
         })
     });
+    // The WAL record a handler writes for it: the protobuf, Snappy-compressed.
+    let decoded = SeriesBatch::decode(&bytes[..]).unwrap();
+    let body = modelwatch::store::Body::Metrics(SeriesBatch::decode(&bytes[..]).unwrap());
+    g.bench_function("encode 10k-sample MetricBatch (prost's way)", |b| b.iter(|| black_box(&decoded).encode_to_vec()));
+    g.bench_function("encode 10k-sample MetricBatch (measured once)", |b| b.iter(|| black_box(&decoded).to_protobuf()));
+    g.bench_function("WAL record of a 10k-sample MetricBatch", |b| b.iter(|| black_box(&body).encode()));
     // `loadgen --live`'s shape: every series of a service once per message, one sample each.
     let wide = pb::MetricBatch {
         service: "bench".into(),

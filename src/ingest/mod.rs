@@ -17,10 +17,12 @@ use crate::store::{Batch, Body};
 /// (validation adds a service and a timestamp to every log record and event, so a small
 /// message can grow) is refused whole: every item rejected and named, nothing stored.
 pub fn prepare(mut batch: Batch, limits: &Limits) -> Batch {
-    // The bound is on the protobuf (what memory and a replay hold), compressed or not.
-    let len = batch.body.encoded_len();
+    // The bound is on the protobuf (what memory and a replay hold), compressed or not. The
+    // record is encoded before the check, which measures it: a batch refused for its size has
+    // been encoded for nothing, one that is kept is measured once.
+    let (record, len) = batch.body.encode_measured();
     if len <= limits.max_batch_bytes {
-        batch.encoded = Some(batch.body.encode());
+        batch.encoded = Some(record);
         batch.decoded_len = len;
         batch.hash_series();
         batch.prepare_raw();

@@ -50,14 +50,21 @@ impl Body {
     /// a metric batch shrinks three- to six-fold: fewer bytes for every group's fsync to wait
     /// on. Records written before compression existed have the bare tag and read as before.
     pub fn encode(&self) -> Vec<u8> {
-        let mut pb = Vec::with_capacity(self.encoded_len());
-        match self {
-            Body::Metrics(b) => b.encode(&mut pb),
-            Body::Logs(b) => b.encode(&mut pb),
-            Body::Events(b) => b.encode(&mut pb),
-        }
-        .expect("encoding into a Vec cannot fail");
-        let tag = self.kind() as u8;
+        self.encode_measured().0
+    }
+
+    /// [`Body::encode`], and the length of the protobuf (before compression).
+    pub fn encode_measured(&self) -> (Vec<u8>, usize) {
+        let pb = match self {
+            Body::Metrics(b) => b.to_protobuf(),
+            Body::Logs(b) => b.encode_to_vec(),
+            Body::Events(b) => b.encode_to_vec(),
+        };
+        let len = pb.len();
+        (Self::compress(pb, self.kind() as u8), len)
+    }
+
+    fn compress(pb: Vec<u8>, tag: u8) -> Vec<u8> {
         let mut out = vec![0u8; 1 + snap::raw::max_compress_len(pb.len())];
         match snap::raw::Encoder::new().compress(&pb, &mut out[1..]) {
             Ok(n) if n < pb.len() => {
