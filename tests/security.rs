@@ -387,7 +387,15 @@ async fn tls_channel(addr: &str, ca: &str, id: Option<&(String, String)>) -> Res
     if let Some((c, k)) = id {
         tls = tls.identity(Identity::from_pem(c, k));
     }
-    let ep = Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
+    // Bounded, so that a connection left hanging fails the step (or, in the reload loop, is
+    // tried again) instead of holding the test: a CI run on 2026-12-07 stayed 10 minutes in
+    // this test with its connections established and the daemon idle.
+    let ep = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10));
     ep.connect().await.map_err(|e| format!("{e:?}"))
 }
 
@@ -428,7 +436,12 @@ async fn tls_with_client_certificates_and_reload() {
     for (what, id) in [("no certificate", None), ("another CA", Some(&stranger)), ("expired", Some(&expired))] {
         assert!(tls_status(&d.addr, &ca.pem(), id).await.is_err(), "{what} got in");
     }
-    let plain = Endpoint::from_shared(d.url()).unwrap().connect().await;
+    let plain = Endpoint::from_shared(d.url())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await;
     if let Ok(ch) = plain {
         assert!(QueryClient::new(ch).status(pb::StatusRequest {}).await.is_err(), "plain text got in");
     }
@@ -454,7 +467,8 @@ async fn tls_with_client_certificates_and_reload() {
     let http_trusting = |ca: &str, id: Option<&(String, String)>| {
         let mut b = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
-            .https_only(true);
+            .https_only(true)
+            .timeout(Duration::from_secs(10));
         if let Some((c, k)) = id {
             b = b.identity(reqwest::Identity::from_pem(format!("{c}{k}").as_bytes()).unwrap());
         }
