@@ -389,30 +389,30 @@ impl SeriesBatch {
             len += 2;
         }
         let mut buf = Vec::with_capacity(len);
-        put_str(1, &self.client_id, &mut buf);
-        if self.seq != 0 {
-            encoding::uint64::encode(2, &self.seq, &mut buf);
-        }
-        put_str(3, &self.service, &mut buf);
-        for (r, &(n, ts)) in self.recs.iter().zip(&sizes) {
-            encoding::encode_key(4, WireType::LengthDelimited, &mut buf);
-            encoding::encode_varint(n as u64, &mut buf);
-            self.put_series_measured(r, ts, &mut buf);
-        }
-        if self.backfill {
-            encoding::bool::encode(5, &self.backfill, &mut buf);
-        }
+        self.put_fields(sizes.into_iter(), &mut buf);
         debug_assert_eq!(buf.len(), len);
         buf
     }
 
-    fn put_series(&self, r: &Rec, buf: &mut impl BufMut) {
-        let ts = self.ts[r.ts.range()].iter().map(|&t| encoding::encoded_len_varint(t as u64)).sum();
-        self.put_series_measured(r, ts, buf);
+    /// The batch's fields in order, given each series' [`SeriesBatch::measure`].
+    fn put_fields(&self, sizes: impl Iterator<Item = (usize, usize)>, buf: &mut impl BufMut) {
+        put_str(1, &self.client_id, buf);
+        if self.seq != 0 {
+            encoding::uint64::encode(2, &self.seq, buf);
+        }
+        put_str(3, &self.service, buf);
+        for (r, (n, ts)) in self.recs.iter().zip(sizes) {
+            encoding::encode_key(4, WireType::LengthDelimited, buf);
+            encoding::encode_varint(n as u64, buf);
+            self.put_series(r, ts, buf);
+        }
+        if self.backfill {
+            encoding::bool::encode(5, &self.backfill, buf);
+        }
     }
 
-    /// [`SeriesBatch::put_series`] given the length of the packed timestamps.
-    fn put_series_measured(&self, r: &Rec, ts_len: usize, buf: &mut impl BufMut) {
+    /// One series, given the length of its packed timestamps ([`SeriesBatch::measure`]).
+    fn put_series(&self, r: &Rec, ts_len: usize, buf: &mut impl BufMut) {
         put_str(1, self.str(r.name), buf);
         for &(k, v) in &self.labels[r.labels.range()] {
             let (k, v) = (self.str(k), self.str(v));
@@ -468,19 +468,7 @@ impl PartialEq for SeriesBatch {
 
 impl prost::Message for SeriesBatch {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        put_str(1, &self.client_id, buf);
-        if self.seq != 0 {
-            encoding::uint64::encode(2, &self.seq, buf);
-        }
-        put_str(3, &self.service, buf);
-        for r in &self.recs {
-            encoding::encode_key(4, WireType::LengthDelimited, buf);
-            encoding::encode_varint(self.series_len(r) as u64, buf);
-            self.put_series(r, buf);
-        }
-        if self.backfill {
-            encoding::bool::encode(5, &self.backfill, buf);
-        }
+        self.put_fields(self.recs.iter().map(|r| self.measure(r)), buf);
     }
 
     fn merge_field(
