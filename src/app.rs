@@ -183,7 +183,7 @@ pub async fn run_with(
     let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| AppError::Serve(format!("reflection: {e}")))?;
 
     let limit = cfg.limits.max_message_bytes;
-    let ingest = crate::api::metrics_route::IngestService::new(ctx.clone(), limit);
+    let ingest = crate::api::streams::IngestService::new(ctx.clone(), limit);
     let query = pb::query_server::QueryServer::new(QueryApi(ctx.clone())).max_decoding_message_size(limit);
     let alerts_api = pb::alerts_server::AlertsServer::new(AlertsApi(ctx.clone())).max_decoding_message_size(limit);
     let admin_api = pb::admin_server::AdminServer::new(AdminApi(ctx.clone()));

@@ -401,6 +401,77 @@ async fn acks_arrive_in_order_before_the_error_that_ends_a_stream() {
     d.stop_ok();
 }
 
+/// The log and event streams, like the metric one, read messages that span many HTTP/2 data
+/// frames (16 KiB each) whole, and refuse one over `limits.max_message_bytes` after acking
+/// those before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_and_event_streams_read_messages_of_many_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[("MODELWATCH__LIMITS__MAX_MESSAGE_BYTES", "65536")]);
+    let mut c = d.ingest().await;
+    let now = now_ms();
+    let logs = |seq: u64, n: usize| pb::LogBatch {
+        client_id: "frames".into(),
+        seq,
+        service: "f".into(),
+        records: (0..n)
+            .map(|k| pb::LogRecord {
+                timestamp_ms: now - 1000,
+                message: format!("record {k} of batch {seq}: {}", "y".repeat(60)),
+                request_id: format!("L{seq}-{k}"),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let events = |seq: u64, n: usize| pb::EventBatch {
+        client_id: "frames".into(),
+        seq,
+        service: "f".into(),
+        events: (0..n)
+            .map(|k| pb::InferenceEvent {
+                timestamp_ms: now - 1000,
+                model: "m".repeat(40),
+                latency_us: 1000 + k as u64,
+                request_id: format!("E{seq}-{k}"),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let (l, e) =
+        ([logs(1, 400), logs(2, 450), logs(3, 10), logs(4, 900)], [events(1, 500), events(2, 10), events(3, 1200)]);
+    assert!(l[1].encoded_len() > 2 * 16384 && l[1].encoded_len() < 65536, "{}", l[1].encoded_len());
+    assert!(e[0].encoded_len() > 16384 && e[0].encoded_len() < 65536 && e[2].encoded_len() > 65536);
+    let limit_error = |err: tonic::Status, len: usize| {
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(err.message(), format!("message of {len} bytes exceeds limits.max_message_bytes = 65536"));
+    };
+    let big_log = l[3].encoded_len();
+    let mut resp = c.stream_logs(tokio_stream::iter(l)).await.unwrap().into_inner();
+    for (seq, n) in [(1, 400), (2, 450), (3, 10)] {
+        let ack = resp.message().await.unwrap().expect("ack");
+        assert_eq!((ack.seq, ack.accepted), (seq, n));
+    }
+    limit_error(resp.message().await.expect_err("then the error"), big_log);
+    let big_event = e[2].encoded_len();
+    let mut resp = c.stream_events(tokio_stream::iter(e)).await.unwrap().into_inner();
+    for (seq, n) in [(1, 500), (2, 10)] {
+        let ack = resp.message().await.unwrap().expect("ack");
+        assert_eq!((ack.seq, ack.accepted), (seq, n));
+    }
+    limit_error(resp.message().await.expect_err("then the error"), big_event);
+    // What was acked reads back as sent.
+    let mut q = d.query().await;
+    let got = q.get_request(pb::GetRequestRequest { request_id: "L2-449".into() }).await.unwrap().into_inner();
+    assert_eq!(got.logs.len(), 1);
+    assert_eq!(got.logs[0].message, format!("record 449 of batch 2: {}", "y".repeat(60)));
+    let got = q.get_request(pb::GetRequestRequest { request_id: "E1-499".into() }).await.unwrap().into_inner();
+    assert_eq!(got.events.len(), 1);
+    assert_eq!(got.events[0].latency_us, 1499);
+    d.stop_ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_is_bounded_and_says_by_which_key() {
     let dir = tempfile::tempdir().unwrap();

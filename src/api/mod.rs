@@ -6,8 +6,9 @@ use crate::server::auth::{Principal, Pushed};
 pub use crate::state::Ctx;
 
 pub mod alerts;
-pub mod metrics_route;
+pub mod inbound;
 pub mod otlp;
+pub mod streams;
 use crate::ingest::limiter::{client_key, Refusal};
 use crate::store::commit::{AckFuture, CommitError};
 use crate::store::{Batch, StoreError};
@@ -117,11 +118,11 @@ const PREPARE_AHEAD: usize = 4;
 fn ack_stream<T>(
     ctx: Arc<Ctx>,
     who: Arc<Principal>,
-    mut inbound: Streaming<T>,
+    mut inbound: impl inbound::Inbound<T>,
     convert: fn(&Ctx, T) -> (String, String, Batch),
 ) -> AckStream
 where
-    T: Message + Default + Send + Pushed + 'static,
+    T: Send + Pushed + 'static,
 {
     let (read_tx, mut read_rx) = mpsc::channel::<Read>(PREPARE_AHEAD);
     let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(STREAM_WINDOW);
@@ -135,10 +136,10 @@ where
             let msg = tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => break,
-                m = inbound.message() => m,
+                m = inbound.next_message() => m,
             };
             let read = match msg {
-                Ok(Some(m)) => {
+                Ok(Some((m, wire_len))) => {
                     // Above the memory mark, or naming a service the caller may not push as, a
                     // batch ends the stream; nothing of it is stored.
                     if let Err(s) = ctx.admission.admit() {
@@ -147,7 +148,7 @@ where
                         Read::Fail(d.into())
                     } else {
                         // Not reading on until there is room keeps the unacked bytes bounded.
-                        let room = ctx.admission.reserve(m.encoded_len()).await;
+                        let room = ctx.admission.reserve(wire_len).await;
                         let c = ctx.clone();
                         Read::Batch(tokio::spawn(async move { guarded(|| convert(&c, m)) }), room)
                     }
@@ -267,14 +268,19 @@ pub struct IngestApi(pub Arc<Ctx>);
 /// The caller, as the authentication layer found it (every caller when the service runs
 /// without that layer).
 fn principal<T>(req: &Request<T>) -> Arc<Principal> {
-    req.extensions().get::<Arc<Principal>>().cloned().unwrap_or_else(|| Arc::new(Principal::anyone()))
+    caller(req.extensions().get())
+}
+
+/// [`principal`] from what a request's extensions hold.
+fn caller(found: Option<&Arc<Principal>>) -> Arc<Principal> {
+    found.cloned().unwrap_or_else(|| Arc::new(Principal::anyone()))
 }
 
 fn metrics_batch(ctx: &Ctx, b: crate::store::SeriesBatch) -> (String, String, Batch) {
     let now = ctx.clock.now_ms();
     (b.client_id.clone(), b.service.clone(), crate::ingest::prepare(ctx.validator.metrics(b, now), &ctx.limits))
 }
-/// The generated service's form ([`metrics_route`] serves the path itself).
+/// The generated service's form ([`streams`] serves the path itself).
 fn metrics_batch_pb(ctx: &Ctx, b: pb::MetricBatch) -> (String, String, Batch) {
     metrics_batch(ctx, b.into())
 }
