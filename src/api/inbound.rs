@@ -95,8 +95,16 @@ where
         }
         Ok(true)
     }
+}
 
-    async fn next(&mut self) -> Result<Option<(T, usize)>, Status> {
+impl<B, T> Inbound<T> for BodyMessages<B, T>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<StdError>,
+    T: prost::Message + Default + Send + 'static,
+{
+    async fn next_message(&mut self) -> Result<Option<(T, usize)>, Status> {
         let mut prefix = Vec::with_capacity(PREFIX);
         if !self.read(&mut prefix, PREFIX).await? {
             return Ok(None);
@@ -128,24 +136,12 @@ where
             m
         } else {
             let mut buf = Vec::with_capacity(len);
-            if !self.read(&mut buf, len).await? && len > 0 {
+            if !self.read(&mut buf, len).await? {
                 return Err(Status::internal("the stream ended inside a message"));
             }
             T::decode(&buf[..])
         };
         decoded.map(|m| Some((m, len))).map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-impl<B, T> Inbound<T> for BodyMessages<B, T>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<StdError>,
-    T: prost::Message + Default + Send + 'static,
-{
-    fn next_message(&mut self) -> impl Future<Output = Result<Option<(T, usize)>, Status>> + Send {
-        self.next()
     }
 }
 
