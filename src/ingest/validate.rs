@@ -231,14 +231,20 @@ impl Validator {
                 keep.push(false);
                 continue;
             }
-            let (ts, vals) = mb.samples_mut(i);
-            // A timestamp of 0 means "now", as in logs and events (handy with grpcurl).
-            ts.iter_mut().filter(|t| **t == 0).for_each(|t| *t = now);
+            // A timestamp of 0 means "now", as in logs and events (handy with grpcurl). The
+            // batch is changed only where it must be: one left as it came is stored as its
+            // message ([`SeriesBatch::protobuf`]).
+            if mb.get(i).timestamps().contains(&0) {
+                mb.samples_mut(i).0.iter_mut().filter(|t| **t == 0).for_each(|t| *t = now);
+            }
             // Per-sample checks; bad samples are dropped, the rest of the series kept.
             let (lo, hi) = (win.0, win.1);
             let finite_only = !self.limits.allow_non_finite;
-            let clean = ts.iter().all(|&t| t >= lo && t <= hi) && (!finite_only || vals.iter().all(|v| v.is_finite()));
+            let s = mb.get(i);
+            let clean = s.timestamps().iter().all(|&t| t >= lo && t <= hi)
+                && (!finite_only || s.values().iter().all(|v| v.is_finite()));
             if !clean {
+                let (ts, vals) = mb.samples_mut(i);
                 let mut map = Vec::with_capacity(ts.len());
                 let mut w = 0;
                 for j in 0..ts.len() {

@@ -2,6 +2,7 @@
 //! it returns (the ack and the record to write).
 use crate::pb;
 use prost::Message;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The three kinds of telemetry; the number is the WAL record tag and the dedup key part.
@@ -56,17 +57,16 @@ impl Body {
     /// [`Body::encode`], and the length of the protobuf (before compression).
     pub fn encode_measured(&self) -> (Vec<u8>, usize) {
         let pb = match self {
-            Body::Metrics(b) => b.to_protobuf(),
-            Body::Logs(b) => b.encode_to_vec(),
-            Body::Events(b) => b.encode_to_vec(),
+            Body::Metrics(b) => b.protobuf(),
+            Body::Logs(b) => Cow::Owned(b.encode_to_vec()),
+            Body::Events(b) => Cow::Owned(b.encode_to_vec()),
         };
-        let len = pb.len();
-        (Self::compress(pb, self.kind() as u8), len)
+        (Self::compress(&pb, self.kind() as u8), pb.len())
     }
 
-    fn compress(pb: Vec<u8>, tag: u8) -> Vec<u8> {
+    fn compress(pb: &[u8], tag: u8) -> Vec<u8> {
         let mut out = vec![0u8; 1 + snap::raw::max_compress_len(pb.len())];
-        match snap::raw::Encoder::new().compress(&pb, &mut out[1..]) {
+        match snap::raw::Encoder::new().compress(pb, &mut out[1..]) {
             Ok(n) if n < pb.len() => {
                 out[0] = tag | COMPRESSED;
                 out.truncate(1 + n);
@@ -75,7 +75,7 @@ impl Body {
             _ => {
                 out.clear();
                 out.push(tag);
-                out.extend_from_slice(&pb);
+                out.extend_from_slice(pb);
                 out
             }
         }
@@ -94,7 +94,7 @@ impl Body {
     /// An upper bound of [`Body::encode`]'s output, without encoding.
     pub fn encoded_len(&self) -> usize {
         1 + match self {
-            Body::Metrics(b) => b.encoded_len(),
+            Body::Metrics(b) => b.protobuf_len(),
             Body::Logs(b) => b.encoded_len(),
             Body::Events(b) => b.encoded_len(),
         }

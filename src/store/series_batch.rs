@@ -51,6 +51,11 @@ pub struct SeriesBatch {
     labels: Vec<(Span, Span)>,
     ts: Vec<i64>,
     vals: Vec<f64>,
+    /// The message this batch was decoded from, while the batch still says what it says: the
+    /// ingest streams keep it ([`SeriesBatch::keep_wire`]) so that a batch that validation left
+    /// as it came becomes its WAL record without being encoded again. Every change made through
+    /// a method drops it; the public fields are the message's and stay as decoded until then.
+    wire: Option<prost::bytes::Bytes>,
 }
 
 /// One series of a [`SeriesBatch`].
@@ -167,8 +172,35 @@ impl SeriesBatch {
         self.recs.iter().map(move |r| SeriesRef { b: self, r })
     }
 
+    /// Keeps `wire`, the message this batch was just decoded from, to serve as its protobuf
+    /// ([`SeriesBatch::protobuf`]) until the batch changes.
+    pub fn keep_wire(&mut self, wire: prost::bytes::Bytes) {
+        self.wire = Some(wire);
+    }
+
+    /// Drops the message kept by [`SeriesBatch::keep_wire`] (once the WAL record is made).
+    pub fn drop_wire(&mut self) {
+        self.wire = None;
+    }
+
+    /// The batch's protobuf: the message it was decoded from while it is kept and the batch is
+    /// unchanged (decoding it gives this batch again, whatever encoder wrote it), else
+    /// [`SeriesBatch::to_protobuf`].
+    pub fn protobuf(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.wire {
+            Some(w) => std::borrow::Cow::Borrowed(&w[..]),
+            None => std::borrow::Cow::Owned(self.to_protobuf()),
+        }
+    }
+
+    /// The length of [`SeriesBatch::protobuf`], without encoding.
+    pub fn protobuf_len(&self) -> usize {
+        self.wire.as_ref().map_or_else(|| prost::Message::encoded_len(self), |w| w.len())
+    }
+
     /// Series `i`'s timestamps and values, to change in place.
     pub fn samples_mut(&mut self, i: usize) -> (&mut [i64], &mut [f64]) {
+        self.wire = None;
         let r = self.recs[i];
         (&mut self.ts[r.ts.range()], &mut self.vals[r.vals.range()])
     }
@@ -176,6 +208,9 @@ impl SeriesBatch {
     /// Keeps the first `n` timestamps and values of series `i`.
     pub fn truncate_samples(&mut self, i: usize, n: usize) {
         let r = &mut self.recs[i];
+        if (n as u32) < r.ts.len.max(r.vals.len) {
+            self.wire = None;
+        }
         r.ts.len = r.ts.len.min(n as u32);
         r.vals.len = r.vals.len.min(n as u32);
     }
@@ -183,19 +218,27 @@ impl SeriesBatch {
     /// Keeps the series for which `keep(index)` is true, in order (their text and samples stay
     /// in the buffers until the batch is dropped).
     pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
-        let mut i = 0;
+        let (before, mut i) = (self.recs.len(), 0);
         self.recs.retain(|_| {
             i += 1;
             keep(i - 1)
         });
+        if self.recs.len() != before {
+            self.wire = None;
+        }
     }
 
     /// Keeps the series that have samples left.
     pub fn retain_with_samples(&mut self) {
+        let before = self.recs.len();
         self.recs.retain(|r| r.ts.len > 0);
+        if self.recs.len() != before {
+            self.wire = None;
+        }
     }
 
     pub fn clear_series(&mut self) {
+        self.wire = None;
         self.recs.clear();
     }
 
@@ -318,6 +361,7 @@ impl SeriesBatch {
 
     /// Appends a series in prost's form (the daemon's own batches: samplers, rules, OTLP).
     pub fn push(&mut self, s: &pb::Series) {
+        self.wire = None;
         let prev = self.recs.last().copied();
         let (l0, t0, v0) = (self.labels.len(), self.ts.len(), self.vals.len());
         let fits = "a batch in memory holds under 4 GiB of strings and samples";
@@ -377,7 +421,8 @@ impl SeriesBatch {
     /// The batch's protobuf, the bytes of [`prost::Message::encode_to_vec`], with each series
     /// measured once (prost's way measures every series three times and its timestamps five:
     /// for the whole length, for the room check, for each series' length and its timestamps'),
-    /// into a buffer of the exact size. The handlers encode every batch's WAL record so.
+    /// into a buffer of the exact size. The handlers encode a batch's WAL record so when
+    /// validation changed the batch or it came another way than an ingest stream.
     pub fn to_protobuf(&self) -> Vec<u8> {
         let sizes: Vec<(usize, usize)> = self.recs.iter().map(|r| self.measure(r)).collect();
         let mut len = str_len(1, &self.client_id) + str_len(3, &self.service);
@@ -478,6 +523,7 @@ impl prost::Message for SeriesBatch {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
+        self.wire = None;
         match tag {
             1 => encoding::string::merge(wire_type, &mut self.client_id, buf, ctx),
             2 => encoding::uint64::merge(wire_type, &mut self.seq, buf, ctx),
