@@ -228,6 +228,8 @@ proptest! {
                 Op::Checkpoint => store.checkpoint(&mut wal, false).unwrap(),
                 Op::Reopen => {
                     store.checkpoint(&mut wal, true).unwrap();
+                    // Every head cut (a slice of heads at a time), none left to the parts.
+                    prop_assert!(lock(&store.metrics).heads.values().all(|h| h.samples.is_empty()));
                     drop((store, wal));
                     (store, wal) = open(dir.path());
                 }
