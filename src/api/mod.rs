@@ -278,7 +278,11 @@ fn caller(found: Option<&Arc<Principal>>) -> Arc<Principal> {
 
 fn metrics_batch(ctx: &Ctx, b: crate::store::SeriesBatch) -> (String, String, Batch) {
     let now = ctx.clock.now_ms();
-    (b.client_id.clone(), b.service.clone(), crate::ingest::prepare(ctx.validator.metrics(b, now), &ctx.limits))
+    (
+        b.client_id().to_string(),
+        b.service().to_string(),
+        crate::ingest::prepare(ctx.validator.metrics(b, now), &ctx.limits),
+    )
 }
 /// The generated service's form ([`streams`] serves the path itself).
 fn metrics_batch_pb(ctx: &Ctx, b: pb::MetricBatch) -> (String, String, Batch) {

@@ -221,12 +221,12 @@ impl Validator {
 
     pub fn metrics(&self, b: impl Into<SeriesBatch>, now: i64) -> Batch {
         let mut mb: SeriesBatch = b.into();
-        let win = self.window(mb.backfill, now);
+        let win = self.window(mb.backfill(), now);
         let mut batch = Batch::new(Body::Metrics(SeriesBatch::default()));
         batch.received_ms = now;
         let mut keep = Vec::with_capacity(mb.len());
         for i in 0..mb.len() {
-            if let Some((code, suffix, reason)) = self.check_series(mb.get(i), &mb.service) {
+            if let Some((code, suffix, reason)) = self.check_series(mb.get(i), mb.service()) {
                 batch.reject(i as u32, -1, code, format!("series[{i}]{suffix}"), reason);
                 keep.push(false);
                 continue;

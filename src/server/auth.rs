@@ -442,7 +442,7 @@ impl Pushed for pb::MetricBatch {
 impl Pushed for crate::store::SeriesBatch {
     fn outside(&self, allowed: &BTreeSet<String>) -> Option<(String, String)> {
         let items = self.iter().map(|s| s.labels().find(|(k, _)| *k == "service").map(|(_, v)| v));
-        first_outside(allowed, &self.service, items, |i| format!("series[{i}].labels.service"))
+        first_outside(allowed, self.service(), items, |i| format!("series[{i}].labels.service"))
     }
 }
 

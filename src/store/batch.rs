@@ -40,7 +40,7 @@ impl Body {
 
     pub fn client_seq(&self) -> (&str, u64) {
         match self {
-            Body::Metrics(b) => (&b.client_id, b.seq),
+            Body::Metrics(b) => (b.client_id(), b.seq()),
             Body::Logs(b) => (&b.client_id, b.seq),
             Body::Events(b) => (&b.client_id, b.seq),
         }
@@ -183,7 +183,7 @@ impl Batch {
     /// (called by the handler once the batch is validated; see [`Batch::series_hashes`]).
     pub fn hash_series(&mut self) {
         if let Body::Metrics(mb) = &self.body {
-            self.series_hashes = mb.iter().map(|s| super::memtable::hash_series(s, &mb.service)).collect();
+            self.series_hashes = mb.iter().map(|s| super::memtable::hash_series(s, mb.service())).collect();
         }
     }
 

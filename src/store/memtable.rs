@@ -195,7 +195,7 @@ impl Store {
                 for (slot, p) in ahead.iter_mut().zip(block.clone()) {
                     let hashes = match batch.series_hashes.get(p) {
                         Some(h) if hashed => *h,
-                        _ => hash_series(mb.get(p), &mb.service),
+                        _ => hash_series(mb.get(p), mb.service()),
                     };
                     *slot = (hashes, index.lookup_hashed(hashes));
                 }
@@ -218,7 +218,7 @@ impl Store {
             let id = match found.or_else(|| index.lookup_hashed(hashes)) {
                 Some(id) => id,
                 None => {
-                    let labels = canonical_labels(s.labels(), &mb.service);
+                    let labels = canonical_labels(s.labels(), mb.service());
                     let service = labels.iter().find(|(k, _)| k == "service").map_or("", |(_, v)| v.as_str());
                     let have = index.service_count(service);
                     // Both series limits (a client names its own service, so the per-service

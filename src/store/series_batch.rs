@@ -40,11 +40,11 @@ struct Rec {
 
 #[derive(Clone, Debug, Default)]
 pub struct SeriesBatch {
-    pub client_id: String,
-    pub seq: u64,
+    client_id: String,
+    seq: u64,
     /// Added as label `service` to a series that has none.
-    pub service: String,
-    pub backfill: bool,
+    service: String,
+    backfill: bool,
     text: String,
     recs: Vec<Rec>,
     /// (name, value) spans of `text`.
@@ -54,7 +54,7 @@ pub struct SeriesBatch {
     /// The message this batch was decoded from, while the batch still says what it says: the
     /// ingest streams keep it ([`SeriesBatch::keep_wire`]) so that a batch that validation left
     /// as it came becomes its WAL record without being encoded again. Every change made through
-    /// a method drops it; the public fields are the message's and stay as decoded until then.
+    /// a method drops it (the batch's fields are read through methods only).
     wire: Option<prost::bytes::Bytes>,
 }
 
@@ -170,6 +170,23 @@ impl SeriesBatch {
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = SeriesRef<'_>> {
         self.recs.iter().map(move |r| SeriesRef { b: self, r })
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Added as label `service` to a series that has none.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    pub fn backfill(&self) -> bool {
+        self.backfill
     }
 
     /// Keeps `wire`, the message this batch was just decoded from, to serve as its protobuf
