@@ -195,7 +195,11 @@ mod tests {
     }
 
     fn framed(m: &impl Message) -> Vec<u8> {
-        let b = m.encode_to_vec();
+        framed_bytes(&m.encode_to_vec())
+    }
+
+    /// A message's bytes with gRPC's prefix.
+    fn framed_bytes(b: &[u8]) -> Vec<u8> {
         let mut out = vec![0];
         out.extend((b.len() as u32).to_be_bytes());
         out.extend(b);
@@ -257,7 +261,7 @@ mod tests {
                 b
             })
             .collect();
-        let wire: Vec<u8> = msgs.iter().flat_map(|m| [&[0][..], &(m.len() as u32).to_be_bytes(), m].concat()).collect();
+        let wire: Vec<u8> = msgs.iter().flat_map(|m| framed_bytes(m)).collect();
         for size in [3, wire.len()] {
             let mut r = BodyMessages::<_, SeriesBatch>::new(
                 body(wire.chunks(size).map(|c| c.to_vec()).collect(), None),

@@ -60,7 +60,7 @@ mod tests {
 
     /// The protobuf in a WAL record (the tag's compression flag read).
     fn protobuf_of(record: &[u8]) -> Vec<u8> {
-        if record[0] & 0x80 != 0 {
+        if record[0] & crate::store::batch::COMPRESSED != 0 {
             snap::raw::Decoder::new().decompress_vec(&record[1..]).unwrap()
         } else {
             record[1..].to_vec()

@@ -127,7 +127,7 @@ impl Body {
 }
 
 /// The WAL record tag's flag for a Snappy-compressed (raw format) protobuf.
-const COMPRESSED: u8 = 0x80;
+pub(crate) const COMPRESSED: u8 = 0x80;
 
 /// A batch after the handlers' stateless checks: rejected items are already removed.
 pub struct Batch {
