@@ -605,7 +605,7 @@ pub fn heap_bytes() -> Option<(u64, u64)> {
 /// map of 100,000 series had grown past its old table, a checkpoint's 10-MB lists came from
 /// the arenas and left them fragmented, and a daemon fed slowly by 100,000 series held RSS at
 /// 140-241 MiB against 107-167 MiB with the threshold fixed (heap in use 85-111 MB in both;
-/// `README.md`, performance). Ingest moved by less than its run-to-run spread. Call it before
+/// `benches/HISTORY.md`). Ingest moved by less than its run-to-run spread. Call it before
 /// any thread starts.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune_heap() {

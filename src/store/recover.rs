@@ -155,7 +155,7 @@ impl Store {
         // One pass over every payload reference: leftovers past the last checkpoint's block end
         // are collected for removal (sled entries first, then the bytes), the rest counted as
         // live per block file. (This pass reads the whole index: it, not the replay, is what
-        // grows with the data; see the README.)
+        // grows with the data; see `benches/HISTORY.md`.)
         let mut live: HashMap<u32, u64> = HashMap::new();
         let chunks = chunk_index::ChunkIndex::new(tree(keys::TREE_CHUNK_INDEX)?, t.meta.clone())?;
         // A folder from before the grouped index has one sled entry per chunk: moved first, so
