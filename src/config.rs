@@ -271,7 +271,8 @@ impl Default for AlertingConfig {
 pub struct QueryConfig {
     /// Series one selector may match (also ListSeries' largest `limit`).
     pub max_series: usize,
-    /// Samples, log records or aggregate buckets one query may read.
+    /// Samples, log records or aggregate buckets one query may read, together with the values
+    /// a PromQL evaluation works out from them (one per series and step).
     pub max_samples: u64,
     /// Points (or steps) one answer may hold.
     pub max_points: u64,

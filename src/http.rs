@@ -64,6 +64,7 @@ impl From<QueryError> for ApiError {
             QueryError::TooCostly(m) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
             QueryError::Timeout(m) => ApiError(StatusCode::SERVICE_UNAVAILABLE, "timeout", m),
             QueryError::Store(s) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", s.to_string()),
+            QueryError::Failed(_) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }
 }
@@ -392,6 +393,7 @@ fn page_error(e: PromqlError) -> Response {
     let code = match &e {
         PromqlError::Query(QueryError::Invalid { .. }) | PromqlError::Parse(_) => StatusCode::BAD_REQUEST,
         PromqlError::Query(QueryError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        PromqlError::Query(QueryError::Failed(_) | QueryError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     html(

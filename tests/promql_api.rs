@@ -245,6 +245,19 @@ async fn promql_queries_are_bounded_and_say_which_limit() {
         .await
         .unwrap_err();
     assert!(e.message().contains("query.max_points = 50"), "{}", e.message());
+    // Each series' 31 points fit, the answer's 62 do not; one series alone answers.
+    let two = r#"vector(1) or label_replace(vector(2), "b", "x", "", "")"#;
+    let range2m =
+        |query: &str| pb::EvalRangeRequest { query: query.into(), range: range_last("1h"), step: "2m".into() };
+    let e = q.eval_range(range2m(two)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        e.message().contains("answer would hold") && e.message().contains("query.max_points = 50"),
+        "{}",
+        e.message()
+    );
+    let one = q.eval_range(range2m("vector(1)")).await.unwrap().into_inner();
+    assert_eq!(one.series.len(), 1);
     let (st, v) = http(
         &d.http_addr,
         "GET",

@@ -73,6 +73,7 @@ impl From<QueryError> for Status {
             QueryError::TooCostly(_) => Status::resource_exhausted(e.to_string()),
             QueryError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
             QueryError::Store(s) => s.into(),
+            QueryError::Failed(_) => Status::internal(e.to_string()),
         }
     }
 }

@@ -118,11 +118,15 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr) -> Result<Value, PromqlError>
                         *counts.entry((group_of[s], fmt_value(v))).or_default() += 1.0;
                     }
                 }
+                let before = c.out.len();
                 for ((g, v), cnt) in counts {
                     let mut ls = keys[g].clone();
                     set_label(&mut ls, lname, &v);
                     c.put(ls, i, cnt)?;
                 }
+                // A series per value seen: more than went in when values change from step to
+                // step, each with a value slot per step.
+                ev.budget.values((c.out.len() - before) * n)?;
             }
             return Ok(Value::Vector(c.finish()));
         }

@@ -10,6 +10,7 @@ use crate::query::Budget;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// An instant-vector series: its labels and one optional value per step.
@@ -323,7 +324,7 @@ impl<'a> Evaluator<'a> {
         let hi = times.iter().copied().max().unwrap_or(0);
         let raw = self.read(vs, lo, hi)?;
         // Dense values cost memory like samples read: count them against query.max_samples.
-        self.budget.read(raw.len() * self.n())?;
+        self.budget.values(raw.len() * self.n())?;
         let mut out = Vec::with_capacity(raw.len());
         for rs in raw {
             let mut vals = vec![None; times.len()];
@@ -385,15 +386,30 @@ impl<'a> Evaluator<'a> {
                 let hi = ends.iter().copied().max().unwrap_or(0);
                 let sets = selector_matchers(&ms.vs);
                 let ends = &ends;
+                // Each series mapped holds a value per step: past what the budget has left,
+                // the rest are not worked out (the reading threads share this count; the
+                // budget names the limit below).
+                let left = self.budget.read_left();
+                let (made, over) = (&AtomicU64::new(0), &AtomicBool::new(false));
                 let f = move |mut rs: RawSeries| {
+                    if made.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > left {
+                        over.store(true, Ordering::Relaxed);
+                        return None;
+                    }
                     drop_stale(&mut rs);
                     let vals = per_series(&rs, ends, range_ms)?;
                     Some((if keep_name { rs.labels } else { without_name(rs.labels) }, vals))
                 };
-                self.src.select_map(&sets[0], lo, hi, self.budget, &f)?
+                let out = self.src.select_map(&sets[0], lo, hi, self.budget, &f)?;
+                if over.load(Ordering::Relaxed) {
+                    return Err(Budget::too_many_values(self.budget.max_samples()).into());
+                }
+                self.budget.values(out.len() * n)?;
+                out
             }
             _ => {
                 let w = self.windows(arg)?;
+                self.budget.values(w.series.len() * n)?;
                 let one = |rs: &RawSeries| {
                     let vals = per_series(rs, &w.ends, w.range_ms)?;
                     Some((if keep_name { rs.labels.clone() } else { without_name(rs.labels.clone()) }, vals))
@@ -418,6 +434,8 @@ impl<'a> Evaluator<'a> {
                 }
             }
         };
+        // `per_series` gives up on its series once past the deadline.
+        self.budget.time()?;
         let mut c = Collector::new(n);
         for (labels, vals) in out {
             c.put_all(labels, vals)?;

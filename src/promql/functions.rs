@@ -7,6 +7,7 @@ use super::summary::Reduce;
 use super::{exec, label, set_label, without_name, Labels, PromqlError, NAME};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
+use std::time::Instant;
 
 pub fn call(ev: &mut Evaluator, c: &Call) -> Result<Value, PromqlError> {
     let name = c.func.name;
@@ -415,30 +416,64 @@ fn range_fn_i(
     keep_name: bool,
     f: impl Fn(usize, &RangeCtx, &[i64], &[f64]) -> Option<f64> + Sync,
 ) -> Result<Value, PromqlError> {
+    let deadline = ev.budget.deadline();
     ev.map_windows(arg, keep_name, &|rs: &RawSeries, ends: &[i64], range_ms: i64| {
-        series_windows(rs, ends, range_ms, |i, ctx, lo, hi| f(i, ctx, &rs.ts[lo..hi], &rs.vals[lo..hi]))
+        series_windows(rs, ends, range_ms, deadline, |i, ctx, lo, hi| f(i, ctx, &rs.ts[lo..hi], &rs.vals[lo..hi]))
     })
 }
 
+/// Samples a window loop goes through between looks at the clock.
+const CLOCK_EVERY: usize = 1 << 16;
+
 /// One series' value at each window end: `f(step, window, lo, hi)` over every non-empty window
-/// (`lo..hi` its samples); None when no window gave a value.
+/// (`lo..hi` its samples); None when no window gave a value, or when `deadline` passed on the
+/// way (the caller's budget then names the timeout: a series of a million steps over windows
+/// of thousands of samples is minutes of work).
 fn series_windows(
     rs: &RawSeries,
     ends: &[i64],
     range_ms: i64,
+    deadline: Option<Instant>,
     mut f: impl FnMut(usize, &RangeCtx, usize, usize) -> Option<f64>,
 ) -> Option<Vec<Option<f64>>> {
     let mut vals: Option<Vec<Option<f64>>> = None;
+    let (mut work, mut late) = (0usize, false);
     each_window(&rs.ts, ends, range_ms, |i, lo, hi| {
-        if hi == lo {
+        if hi == lo || late {
             return;
+        }
+        work += hi - lo;
+        if work >= CLOCK_EVERY {
+            work = 0;
+            late = deadline.is_some_and(|d| Instant::now() > d);
+            if late {
+                return;
+            }
         }
         let ctx = RangeCtx { start: ends[i] - range_ms, end: ends[i], range_s: range_ms as f64 / 1000.0 };
         if let Some(v) = f(i, &ctx, lo, hi) {
             vals.get_or_insert_with(|| vec![None; ends.len()])[i] = Some(v);
         }
     });
+    if late {
+        return None;
+    }
     vals
+}
+
+/// [`series_windows`] counting the windows it works out, for the deadline's test.
+#[cfg(test)]
+pub fn windows_for_test(
+    rs: &RawSeries,
+    ends: &[i64],
+    range_ms: i64,
+    deadline: Option<Instant>,
+    calls: &std::sync::atomic::AtomicUsize,
+) -> Option<Vec<Option<f64>>> {
+    series_windows(rs, ends, range_ms, deadline, |_, _, _, _| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(1.0)
+    })
 }
 
 /// Applies `f` to every value; drops the metric name when `drop_name`.
@@ -498,6 +533,7 @@ fn absent_value(arg: &Expr, present: &[bool]) -> Value {
 /// `rate`, `increase` and `delta`. A counter's resets are summed once per series as prefix
 /// sums, so each window costs the same whatever its length.
 fn extrapolated_fn(ev: &mut Evaluator, arg: &Expr, counter: bool, is_rate: bool) -> Result<Value, PromqlError> {
+    let deadline = ev.budget.deadline();
     ev.map_windows(arg, false, &|rs: &RawSeries, ends: &[i64], range_ms: i64| {
         // corr[k]: what the resets add up to sample k (Prometheus adds the value before each
         // drop); empty for the many counters that never reset.
@@ -512,7 +548,7 @@ fn extrapolated_fn(ev: &mut Evaluator, arg: &Expr, counter: bool, is_rate: bool)
                 acc
             }));
         }
-        series_windows(rs, ends, range_ms, |_, ctx, lo, hi| {
+        series_windows(rs, ends, range_ms, deadline, |_, ctx, lo, hi| {
             if hi < lo + 2 {
                 return None;
             }

@@ -164,9 +164,14 @@ pub fn instant(src: &dyn Source, expr: &Expr, t: i64, opts: &Opts, budget: &mut 
         eval::Value::Scalar(v) => Ok(Answer::Scalar { t, v: v[0] }),
         eval::Value::String(s) => Ok(Answer::String { t, s }),
         eval::Value::Vector(vs) => {
-            Ok(Answer::Vector { t, series: vs.into_iter().filter_map(|s| s.vals[0].map(|v| (s.labels, v))).collect() })
+            let series: Vec<(Labels, f64)> = vs.into_iter().filter_map(|s| s.vals[0].map(|v| (s.labels, v))).collect();
+            ev.budget.answer(series.len())?;
+            Ok(Answer::Vector { t, series })
         }
-        eval::Value::Matrix(m) => Ok(Answer::Matrix(m)),
+        eval::Value::Matrix(m) => {
+            ev.budget.answer(m.iter().map(|s| s.ts.len()).sum())?;
+            Ok(Answer::Matrix(m))
+        }
     }
 }
 
@@ -187,7 +192,8 @@ pub fn range(
         return Err(exec("end timestamp must not be before start time"));
     }
     let n = ((end - start) / step + 1) as usize;
-    budget.points(n)?;
+    // One series' points already past `query.max_points`: refused before any work.
+    budget.answer(n)?;
     let steps: Vec<i64> = (0..n as i64).map(|i| start + i * step).collect();
     let mut ev = eval::Evaluator::new(src, opts, budget, steps.clone(), start, end, step);
     let value = ev.eval(expr)?;
@@ -197,6 +203,7 @@ pub fn range(
             out.push(RangeSeries { labels: Vec::new(), ts: steps, vals: v });
         }
         eval::Value::Vector(vs) => {
+            ev.budget.answer(vs.iter().map(|s| s.vals.iter().flatten().count()).sum())?;
             for s in vs {
                 let (ts, vals): (Vec<i64>, Vec<f64>) =
                     steps.iter().zip(&s.vals).filter_map(|(t, v)| v.map(|v| (*t, v))).unzip();
@@ -253,6 +260,104 @@ pub fn write_value(out: &mut String, v: f64) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::QueryConfig;
+    use crate::query::QueryError;
+
+    /// `series` series `x{i="k"}` with a sample every second for `secs` seconds from 0, each
+    /// value different (`k * 1e6 + t`).
+    fn source(series: usize, secs: i64) -> MemSource {
+        let mut src = MemSource::new();
+        for k in 0..series {
+            let labels = vec![(NAME.to_string(), "x".to_string()), ("i".to_string(), k.to_string())];
+            for t in 0..secs {
+                src.add(&labels, t * 1000, (k as i64 * 1_000_000 + t) as f64);
+            }
+        }
+        src
+    }
+
+    fn run(src: &MemSource, q: &str, step_ms: i64, cfg: QueryConfig) -> Result<Answer, PromqlError> {
+        range(src, &parse(q).unwrap(), 0, 599_000, step_ms, &Opts::default(), &mut Budget::new(&cfg))
+    }
+
+    fn too_costly(r: Result<Answer, PromqlError>) -> String {
+        match r {
+            Err(PromqlError::Query(QueryError::TooCostly(m))) => m,
+            other => panic!("expected a limit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_answer_past_max_points_is_refused_though_each_series_fits() {
+        // 20 series over 600 steps: each series' 600 points fit under 1,000, the 12,000 do not.
+        let src = source(20, 600);
+        let cfg = QueryConfig { max_points: 1_000, ..QueryConfig::default() };
+        let m = too_costly(run(&src, "x", 1_000, cfg.clone()));
+        assert!(m.contains("12000 points") && m.contains("query.max_points = 1000"), "{m}");
+        let m = too_costly(run(&src, "rate(x[1m])", 1_000, cfg.clone()));
+        assert!(m.contains("query.max_points = 1000"), "{m}");
+        // Fewer steps, or fewer series, answer.
+        assert!(run(&src, "x", 20_000, cfg.clone()).is_ok());
+        assert!(run(&src, r#"x{i="3"}"#, 1_000, cfg.clone()).is_ok());
+        let instant = instant(
+            &src,
+            &parse("x").unwrap(),
+            10_000,
+            &Opts::default(),
+            &mut Budget::new(&QueryConfig { max_points: 19, ..QueryConfig::default() }),
+        );
+        assert!(too_costly(instant).contains("20 points"));
+    }
+
+    #[test]
+    fn values_worked_out_by_range_functions_and_count_values_count_against_max_samples() {
+        // 20 series of 600 samples: 12,000 read. A range function over 600 steps works out
+        // 12,000 values more; count_values makes a series per distinct value, each with a
+        // value slot per step (600 series × 600 steps here).
+        let src = source(20, 600);
+        let cfg = QueryConfig { max_samples: 20_000, max_points: u64::MAX, ..QueryConfig::default() };
+        assert!(run(&src, "sum_over_time(x[10m] @ 599)", 1_000, cfg.clone()).is_err(), "the pinned window too");
+        let m = too_costly(run(&src, "rate(x[1m])", 1_000, cfg.clone()));
+        assert!(m.contains("values") && m.contains("query.max_samples = 20000"), "{m}");
+        // Through a subquery too.
+        let m = too_costly(run(&src, "max_over_time(x[1m:1s])", 1_000, cfg.clone()));
+        assert!(m.contains("query.max_samples = 20000"), "{m}");
+        let cfg = QueryConfig { max_samples: 100_000, max_points: u64::MAX, ..QueryConfig::default() };
+        assert!(run(&src, "rate(x[1m])", 1_000, cfg.clone()).is_ok());
+        let m = too_costly(run(&src, r#"count_values("v", x{i="0"})"#, 1_000, cfg));
+        assert!(m.contains("values") && m.contains("query.max_samples = 100000"), "{m}");
+    }
+
+    #[test]
+    fn a_range_function_stops_at_the_deadline_within_a_series() {
+        // One series of 200,000 samples and a window over all of them at each of 1,000 steps:
+        // 200 M samples through quantile_over_time if nothing stopped it.
+        let mut src = MemSource::new();
+        let labels = vec![(NAME.to_string(), "y".to_string())];
+        for t in 0..200_000 {
+            src.add(&labels, t, (t % 977) as f64);
+        }
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let rs = RawSeries { labels, ts: (0..200_000).collect(), vals: vec![1.0; 200_000] };
+        let ends: Vec<i64> = (0..1_000).map(|i| 200_000 + i).collect();
+        let past = std::time::Instant::now().checked_sub(Duration::from_secs(1));
+        let got = functions::windows_for_test(&rs, &ends, 1_000_000, past, &calls);
+        assert!(got.is_none(), "a series cut short at the deadline gives nothing");
+        assert!(calls.into_inner() <= 1, "the windows after the deadline are not worked out");
+        let cfg = QueryConfig { timeout: Duration::from_millis(1), ..QueryConfig::default() };
+        let r = range(
+            &src,
+            &parse("quantile_over_time(0.5, y[1000s])").unwrap(),
+            200_000,
+            201_000,
+            1,
+            &Opts::default(),
+            &mut Budget::new(&cfg),
+        );
+        assert!(matches!(r, Err(PromqlError::Query(QueryError::Timeout(_)))), "{r:?}");
+    }
+
     #[test]
     fn values_print_as_rust_and_prometheus_do() {
         let mut x: u64 = 88172645463325252;

@@ -69,6 +69,7 @@ pub fn over_time(ev: &mut Evaluator, arg: &Expr, how: Reduce) -> Result<Option<V
         if acc.count == 0 {
             continue;
         }
+        ev.budget.values(n)?;
         let v = if how == Reduce::Count { acc.count as f64 } else { acc.v };
         // Range functions drop the metric name; the index keeps it apart from the labels.
         for i in 0..n {

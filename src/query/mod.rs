@@ -35,6 +35,9 @@ pub enum QueryError {
     Timeout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The evaluation panicked: a bug, reported as one (the query thread goes on).
+    #[error("the query failed (a bug in the daemon, which goes on): {0}")]
+    Failed(String),
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> QueryError {

@@ -63,7 +63,16 @@ impl QueryPool {
         let job: Job = Box::new(move || {
             waiting.fetch_sub(1, Ordering::Relaxed);
             let t = Instant::now();
-            let out = f();
+            // A panic (a bug: no query may cause one) is the query's failure, not the thread's.
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+                let what = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "a query panicked");
+                QueryError::Failed(what)
+            });
             crate::telemetry::T.query[api].since(t);
             let _ = reply.send(out);
         });
@@ -84,6 +93,25 @@ impl QueryPool {
                 return Err(QueryError::TooCostly("the daemon is shutting down".into()));
             }
         }
-        rx.await.map_err(|_| QueryError::TooCostly("the query thread failed".into()))
+        rx.await.map_err(|_| QueryError::Failed("the query thread stopped".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_query_fails_alone_and_its_thread_goes_on() {
+        let pool = QueryPool::new(1);
+        for _ in 0..3 {
+            let r = pool.run(0, || -> u32 { panic!("index out of bounds") }).await;
+            match r {
+                Err(QueryError::Failed(m)) => assert!(m.contains("index out of bounds"), "{m}"),
+                other => panic!("expected a failure, got {other:?}"),
+            }
+        }
+        // The one thread still answers.
+        assert_eq!(pool.run(0, || 7u32).await.unwrap(), 7);
     }
 }
