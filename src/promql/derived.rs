@@ -387,7 +387,7 @@ pub fn exact_increase(ev: &mut Evaluator, arg: &Expr, is_rate: bool) -> Result<O
     }
     let Some(store) = ev.src.store() else { return Ok(None) };
     let bucket = store.bucket_ms();
-    let range = ms.range.as_millis() as i64;
+    let range = super::duration_ms(&ms.range);
     let ends = ev.windows_spec(&ms.vs);
     // One bucket more than the windows: the sample each window counts from.
     let lo = ends.iter().copied().min().unwrap_or(0) - range - bucket;
@@ -469,7 +469,7 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     let Some(store) = ev.src.store() else { return Ok(None) };
     let w = ev.windows_spec(&ms.vs);
     let bucket = store.bucket_ms();
-    let lo = w.iter().copied().min().unwrap_or(0) - ms.range.as_millis() as i64;
+    let lo = w.iter().copied().min().unwrap_or(0) - super::duration_ms(&ms.range);
     let hi = w.iter().copied().max().unwrap_or(0);
     let b0 = (lo + 1 - bucket).div_euclid(bucket) * bucket;
     let b1 = (hi - bucket).div_euclid(bucket) * bucket;
@@ -496,7 +496,7 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     }
     let parts = components(&feeds, outputs.len());
     let n = ev.n();
-    let range = ms.range.as_millis() as i64;
+    let range = super::duration_ms(&ms.range);
     let limit = ev.budget.read_left();
     let used = AtomicU64::new(0);
     let budget: &Budget = ev.budget;

@@ -5,7 +5,7 @@
 //! read each series once for the whole query (from the earliest window start to the latest
 //! step) and are then cut into per-step windows with two pointers, since step times only grow.
 use super::source::RawSeries;
-use super::{exec, is_stale, without_name, Labels, Opts, PromqlError, RangeSeries, Source, NAME};
+use super::{duration_ms, exec, is_stale, without_name, Labels, Opts, PromqlError, RangeSeries, Source, NAME};
 use crate::query::Budget;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
@@ -151,18 +151,19 @@ impl Collector {
     }
 }
 
+/// A time in ms since the epoch, within ±[`super::MAX_MS`].
 pub fn ms_of(t: &SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => duration_ms(&d),
+        Err(e) => -duration_ms(&e.duration()),
     }
 }
 
 fn offset_ms(o: Option<&Offset>) -> i64 {
     match o {
         None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => duration_ms(d),
+        Some(Offset::Neg(d)) => -duration_ms(d),
     }
 }
 
@@ -354,7 +355,7 @@ impl<'a> Evaluator<'a> {
         match e {
             Expr::Paren(p) => self.windows(&p.expr),
             Expr::MatrixSelector(ms) => {
-                let range_ms = ms.range.as_millis() as i64;
+                let range_ms = duration_ms(&ms.range);
                 let ends = self.times(ms.vs.offset.as_ref(), ms.vs.at.as_ref());
                 let lo = ends.iter().copied().min().unwrap_or(0) - range_ms + 1;
                 let hi = ends.iter().copied().max().unwrap_or(0);
@@ -380,7 +381,7 @@ impl<'a> Evaluator<'a> {
         let n = self.n();
         let out: Vec<(Labels, Vec<Option<f64>>)> = match e {
             Expr::MatrixSelector(ms) if selector_matchers(&ms.vs).len() == 1 => {
-                let range_ms = ms.range.as_millis() as i64;
+                let range_ms = duration_ms(&ms.range);
                 let ends = self.times(ms.vs.offset.as_ref(), ms.vs.at.as_ref());
                 let lo = ends.iter().copied().min().unwrap_or(0) - range_ms + 1;
                 let hi = ends.iter().copied().max().unwrap_or(0);
@@ -444,9 +445,8 @@ impl<'a> Evaluator<'a> {
     }
 
     fn subquery(&mut self, sq: &SubqueryExpr) -> Result<Windows, PromqlError> {
-        let range_ms = sq.range.as_millis() as i64;
-        let step =
-            sq.step.map(|d: Duration| d.as_millis() as i64).filter(|&s| s > 0).unwrap_or(self.opts.subquery_step_ms);
+        let range_ms = duration_ms(&sq.range);
+        let step = sq.step.map(|d: Duration| duration_ms(&d)).filter(|&s| s > 0).unwrap_or(self.opts.subquery_step_ms);
         let ends = self.times(sq.offset.as_ref(), sq.at.as_ref());
         let first = ends.iter().copied().min().unwrap_or(0) - range_ms;
         let last = ends.iter().copied().max().unwrap_or(0);
@@ -456,9 +456,10 @@ impl<'a> Evaluator<'a> {
         if t0 <= first {
             t0 += step;
         }
-        let inner: Vec<i64> =
-            if t0 > last { Vec::new() } else { (0..=(last - t0) / step).map(|k| t0 + k * step).collect() };
-        self.budget.read(inner.len())?;
+        // Counted before they are made: `x[1y:1ms]` is 31.5 G steps.
+        let count = if t0 > last { 0 } else { (last - t0) / step + 1 };
+        self.budget.values(usize::try_from(count).unwrap_or(usize::MAX))?;
+        let inner: Vec<i64> = (0..count).map(|k| t0 + k * step).collect();
         let value = {
             let mut sub = Evaluator {
                 src: self.src,

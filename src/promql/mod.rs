@@ -223,8 +223,14 @@ pub fn range(
     Ok(Answer::Matrix(out))
 }
 
+/// The longest window, offset or time a query works with, in ms: 2^50, about 35,700 years.
+/// Anything longer reaches as far as data can, and times and windows this size add and
+/// subtract without overflow.
+pub const MAX_MS: i64 = 1 << 50;
+
+/// A duration in ms, at most [`MAX_MS`].
 pub fn duration_ms(d: &Duration) -> i64 {
-    d.as_millis() as i64
+    d.as_millis().min(MAX_MS as u128) as i64
 }
 
 /// A float as Prometheus writes sample values (Go's `strconv.FormatFloat(v, 'f', -1, 64)`).
@@ -327,6 +333,24 @@ mod tests {
         assert!(run(&src, "rate(x[1m])", 1_000, cfg.clone()).is_ok());
         let m = too_costly(run(&src, r#"count_values("v", x{i="0"})"#, 1_000, cfg));
         assert!(m.contains("values") && m.contains("query.max_samples = 100000"), "{m}");
+    }
+
+    #[test]
+    fn a_subquery_of_billions_of_steps_is_refused_before_they_are_made() {
+        // 31.5 G inner steps: 252 GB of step times, which ended the daemon before.
+        let src = source(2, 600);
+        for q in ["x[1y:1ms]", "max_over_time(x[1y:1ms])", "x[100000y:1ms] offset 100000y", "x[1d:1ms] @ 1e18"] {
+            let r =
+                instant(&src, &parse(q).unwrap(), 599_000, &Opts::default(), &mut Budget::new(&QueryConfig::default()));
+            let m = too_costly(r);
+            assert!(m.contains("query.max_samples"), "{q}: {m}");
+        }
+        // Windows and offsets past any data answer nothing, without overflow.
+        for q in ["x offset 100000000y", "x[100000000y]", "count_over_time(x[100000000y] @ 1e18)", "x @ -1e18"] {
+            let r =
+                instant(&src, &parse(q).unwrap(), 599_000, &Opts::default(), &mut Budget::new(&QueryConfig::default()));
+            assert!(r.is_ok(), "{q}: {r:?}");
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub fn over_time(ev: &mut Evaluator, arg: &Expr, how: Reduce) -> Result<Option<V
         return Ok(None);
     }
     // The window is left-open: (end - range, end].
-    let start = end - ms.range.as_millis() as i64 + 1;
+    let start = end - super::duration_ms(&ms.range) + 1;
     let metas = store.select(&convert_matchers(matchers)?);
     ev.budget.series(metas.len())?;
     let n = ev.n();
