@@ -382,6 +382,94 @@ mod tests {
         assert!(matches!(r, Err(PromqlError::Query(QueryError::Timeout(_)))), "{r:?}");
     }
 
+    /// PromQL expressions from a small grammar that reaches the costly corners: windows and
+    /// subqueries from a millisecond to millennia, offsets and `@` far out, every kind of
+    /// operator over them.
+    fn any_expr() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let dur = prop::sample::select(vec!["1ms", "1s", "5m", "1d", "1y", "1000y", "100000000y"]);
+        let sel = prop::sample::select(vec!["x", r#"x{i="1"}"#, r#"x{i=~".+"}"#, "nope", r#"{__name__=~"x|y"}"#]);
+        let at =
+            prop::sample::select(vec!["", " offset 1y", " offset -1000y", " @ 1e18", " @ -1e18", " @ start()", " @ 0"]);
+        let leaf = prop_oneof![
+            sel.clone().prop_map(String::from),
+            (sel.clone(), at.clone()).prop_map(|(s, a)| format!("{s}{a}")),
+            prop::sample::select(vec!["1", "-2.5", "NaN", "Inf", "time()", "vector(3)", "pi()"]).prop_map(String::from),
+        ];
+        let range_fn = prop::sample::select(vec![
+            "rate",
+            "increase",
+            "delta",
+            "deriv",
+            "irate",
+            "resets",
+            "changes",
+            "avg_over_time",
+            "sum_over_time",
+            "count_over_time",
+            "max_over_time",
+            "stddev_over_time",
+            "mad_over_time",
+            "last_over_time",
+            "absent_over_time",
+            "present_over_time",
+        ]);
+        let window = prop_oneof![
+            (sel.clone(), dur.clone(), at.clone()).prop_map(|(s, d, a)| format!("{s}[{d}]{a}")),
+            (sel, dur.clone(), dur, at).prop_map(|(s, r, st, a)| format!("{s}[{r}:{st}]{a}")),
+        ];
+        let base = prop_oneof![
+            leaf.clone(),
+            (range_fn, window.clone()).prop_map(|(f, w)| format!("{f}({w})")),
+            window.prop_map(|w| format!("quantile_over_time(0.9, {w})")),
+        ];
+        base.prop_recursive(3, 12, 2, |inner| {
+            let agg = prop::sample::select(vec!["sum", "avg", "max", "count", "stddev", "group"]);
+            let op = prop::sample::select(vec!["+", "/", "%", "^", "and", "or", "unless", ">", "< bool", "== bool"]);
+            prop_oneof![
+                (agg, inner.clone()).prop_map(|(a, e)| format!("{a} by (i) ({e})")),
+                (inner.clone(), op, inner.clone()).prop_map(|(l, o, r)| format!("({l}) {o} ({r})")),
+                inner.clone().prop_map(|e| format!(r#"count_values("v", {e})"#)),
+                inner.clone().prop_map(|e| format!("topk(2, {e})")),
+                inner.clone().prop_map(|e| format!("abs({e})")),
+                inner.clone().prop_map(|e| format!(r#"label_replace({e}, "j", "$1", "i", "(.*)")"#)),
+                inner.prop_map(|e| format!("max_over_time(({e})[10m:1m])")),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 400, ..Default::default() })]
+
+        /// Whatever the expression, evaluation returns (an answer or an error that names a
+        /// limit), never panics, and an answer stays within `max_points`.
+        #[test]
+        fn any_expression_is_answered_within_its_budget(q in any_expr(), range_query in proptest::prelude::any::<bool>()) {
+            let Ok(expr) = parse(&q) else { return Ok(()) };
+            let src = source(3, 600);
+            let cfg = QueryConfig {
+                max_samples: 200_000,
+                max_points: 2_000,
+                timeout: Duration::from_secs(5),
+                ..QueryConfig::default()
+            };
+            let mut budget = Budget::new(&cfg);
+            let r = if range_query {
+                range(&src, &expr, 0, 599_000, 1_000, &Opts::default(), &mut budget)
+            } else {
+                instant(&src, &expr, 599_000, &Opts::default(), &mut budget)
+            };
+            if let Ok(a) = r {
+                let points = match a {
+                    Answer::Scalar { .. } | Answer::String { .. } => 1,
+                    Answer::Vector { series, .. } => series.len(),
+                    Answer::Matrix(m) => m.iter().map(|s| s.ts.len()).sum(),
+                };
+                proptest::prop_assert!(points <= 2_000, "{q}: {points} points");
+            }
+        }
+    }
+
     #[test]
     fn values_print_as_rust_and_prometheus_do() {
         let mut x: u64 = 88172645463325252;
