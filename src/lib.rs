@@ -110,3 +110,9 @@ pub mod pb {
     /// Encoded descriptor set of our proto, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/modelwatch_descriptor.bin"));
 }
+
+/// The message a panic carried: its `String` or `&str` payload (None for any other), for the
+/// places that catch one and report it.
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> Option<String> {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+}

@@ -39,11 +39,7 @@ impl From<CommitError> for Status {
 /// one) becomes INTERNAL instead of tearing down the call with CANCELLED or, on a stream, OK.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Status> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-        let what = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
+        let what = crate::panic_text(&*p).unwrap_or_default();
         tracing::error!(panic = %what, "a handler panicked on its input");
         Status::internal(format!("the daemon failed on this batch (a bug; nothing of it was stored): {what}"))
     })

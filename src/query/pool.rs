@@ -65,11 +65,7 @@ impl QueryPool {
             let t = Instant::now();
             // A panic (a bug: no query may cause one) is the query's failure, not the thread's.
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-                let what = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let what = crate::panic_text(&*p).unwrap_or_default();
                 tracing::error!(panic = %what, "a query panicked");
                 QueryError::Failed(what)
             });

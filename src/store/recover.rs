@@ -322,8 +322,5 @@ fn sled_compressed(db_path: &Path) -> bool {
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "sled panicked while opening".into())
+    crate::panic_text(&*p).unwrap_or_else(|| "sled panicked while opening".into())
 }
