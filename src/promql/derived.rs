@@ -241,6 +241,7 @@ fn inference_series(
             continue;
         }
         for (labels, per_bucket) in incs {
+            budget.values(counter_len(&per_bucket, b0, b1, bucket, start, end))?;
             out.push(counter_series(labels, &per_bucket, b0, b1, bucket, start, end));
         }
     }
@@ -272,6 +273,21 @@ fn count_le(h: &Sparse, le: f64) -> u64 {
         return 0;
     }
     sparse_count_le(h, us)
+}
+
+/// The most samples [`counter_series`] makes of `incs`: one per bucket end in `[start, end]`
+/// from its first bucket on, one per hour's restart, and the first zero. Charged to the budget
+/// before they are made: a counter repeats its count through quiet buckets, so one event a
+/// month back is 260,000 samples over a month's range.
+fn counter_len(incs: &BTreeMap<i64, f64>, b0: i64, b1: i64, bucket: i64, start: i64, end: i64) -> usize {
+    let first = incs.keys().next().copied().unwrap_or(b0).max(b0);
+    let lo = first.max(start.saturating_sub(bucket));
+    let hi = b1.min(end);
+    if hi < lo {
+        return 1;
+    }
+    let span = (hi - lo) as u64;
+    usize::try_from(span / bucket as u64 + span / HOUR as u64 + 3).unwrap_or(usize::MAX)
 }
 
 /// A counter from per-bucket increments: cumulative within each UTC hour, one sample per
@@ -365,6 +381,7 @@ fn log_series(
         return Err(e.into());
     }
     for (labels, per_bucket) in incs {
+        budget.values(counter_len(&per_bucket, b0, b1, bucket, start, end))?;
         out.push(counter_series(labels, &per_bucket, b0, b1, bucket, start, end));
     }
     budget.series(out.len())?;
@@ -393,6 +410,8 @@ pub fn exact_increase(ev: &mut Evaluator, arg: &Expr, is_rate: bool) -> Result<O
     let lo = ends.iter().copied().min().unwrap_or(0) - range - bucket;
     let hi = ends.iter().copied().max().unwrap_or(0);
     let series = select(store, matchers, lo, hi, ev.budget)?;
+    // A value per series and step, as map_windows charges them.
+    ev.budget.values(series.len().saturating_mul(ev.n()))?;
     let mut c = Collector::new(ev.n());
     for rs in series {
         let acc = cumulative(&rs.vals);
@@ -499,8 +518,9 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     let range = super::duration_ms(&ms.range);
     let limit = ev.budget.read_left();
     let used = AtomicU64::new(0);
+    let values_over = std::sync::atomic::AtomicBool::new(false);
     let budget: &Budget = ev.budget;
-    let (w, q, feeds, used_ref) = (&w[..], q, &feeds[..], &used);
+    let (w, q, feeds, used_ref, values_over_ref) = (&w[..], q, &feeds[..], &used, &values_over);
     // One component at a time: its rows read, routed to its output series, and their windows
     // computed, so that a thread's rows are what one component holds.
     let one = move |comp: &[usize]| -> Result<Vec<(usize, Points)>, PromqlError> {
@@ -577,6 +597,12 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
         if over || used_ref.load(Ordering::Relaxed) > limit {
             return Ok(Vec::new());
         }
+        // Each output series with rows holds a value per step: counted before it is made.
+        let made = (local.iter().filter(|(_, rows)| !rows.is_empty()).count() as u64).saturating_mul(n as u64);
+        if used_ref.fetch_add(made, Ordering::Relaxed).saturating_add(made) > limit {
+            values_over_ref.store(true, Ordering::Relaxed);
+            return Ok(Vec::new());
+        }
         local
             .into_iter()
             .filter(|(_, rows)| !rows.is_empty())
@@ -601,6 +627,9 @@ pub fn exact_quantile(ev: &mut Evaluator, arg: &Expr, q: &[f64]) -> Result<Optio
     } else {
         parts.iter().map(|c| one(c)).collect()
     };
+    if values_over.load(Ordering::Relaxed) {
+        return Err(Budget::too_many_values(ev.budget.max_samples()).into());
+    }
     ev.budget.read(used.load(Ordering::Relaxed) as usize)?;
     let mut vals: Vec<Option<Vec<Option<f64>>>> = vec![None; outputs.len()];
     for r in results {
@@ -1212,5 +1241,60 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("query.max_samples = 1000"), "{err}");
+    }
+
+    /// What the derived series make is charged before it is made: the samples of a counter that
+    /// repeats its count through quiet buckets, the values of `rate` on the exact path and of
+    /// `histogram_quantile` on the exact path (a value per series and step each). Before
+    /// 2026-12-07 none was, and `max_over_time(sum by (service) (rate(
+    /// modelwatch_inference_requests_total[5m]))[56y:1m])` took the daemon past 24 GB.
+    #[test]
+    fn what_derived_series_make_counts_against_max_samples() {
+        use crate::store::batch::{Batch, Body};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut wal) = crate::store::tests::open(dir.path());
+        let t: i64 = 1_700_002_800_000;
+        let day = 24 * HOUR;
+        let events = [t - 20 * day, t - 60_000]
+            .map(|ts| pb::InferenceEvent {
+                service: "s".into(),
+                model: "m".into(),
+                timestamp_ms: ts,
+                latency_us: 20_000,
+                ..Default::default()
+            })
+            .to_vec();
+        let batch = Batch::new(Body::Events(pb::EventBatch { events, ..Default::default() }));
+        crate::store::tests::commit(&store, &mut wal, vec![batch]);
+        let src = crate::promql::source::StoreSource { store: &store };
+        let opts = super::super::Opts::default();
+        let run = |query: &str, steps: Option<(i64, i64)>, max_samples: u64| {
+            let cfg = crate::config::QueryConfig { max_samples, ..Default::default() };
+            let mut budget = Budget::new(&cfg);
+            let expr = super::super::parse(query).unwrap();
+            match steps {
+                None => super::super::instant(&src, &expr, t, &opts, &mut budget),
+                Some((start, step)) => super::super::range(&src, &expr, start, t, step, &opts, &mut budget),
+            }
+        };
+        let refused = |r: Result<super::super::Answer, PromqlError>, what: &str| {
+            let err = r.err().unwrap_or_else(|| panic!("{what}: answered"));
+            assert!(err.to_string().contains("query.max_samples = 100000"), "{what}: {err}");
+        };
+        // The event 20 days back makes 172,800 samples a series (4 statuses) over 30 days.
+        let q = "sum(count_over_time(modelwatch_inference_requests_total[30d]))";
+        let Ok(super::super::Answer::Vector { series, .. }) = run(q, None, 50_000_000) else { panic!("{q}") };
+        assert!(series[0].1 > 4.0 * 172_800.0, "{series:?}");
+        refused(run(q, None, 100_000), q);
+        // A day at 1 s: 86,400 steps of 4 series, though only the last 5 minutes have a value.
+        let q = "rate(modelwatch_inference_requests_total[5m])";
+        let Ok(super::super::Answer::Matrix(m)) = run(q, Some((t - day, 1_000)), 50_000_000) else { panic!("{q}") };
+        assert_eq!(m.len(), 4);
+        refused(run(q, Some((t - day, 1_000)), 100_000), q);
+        // One output series of 86,400 steps, then 3 days of them.
+        let q = "histogram_quantile(0.9, sum by (le) (rate(modelwatch_inference_latency_seconds_bucket[5m])))";
+        let Ok(super::super::Answer::Matrix(m)) = run(q, Some((t - day, 1_000)), 100_000) else { panic!("{q}") };
+        assert_eq!(m.len(), 1);
+        refused(run(q, Some((t - 3 * day, 1_000)), 100_000), q);
     }
 }

@@ -336,6 +336,9 @@ pub fn call(ev: &mut Evaluator, c: &Call) -> Result<Value, PromqlError> {
         "histogram_quantiles" => {
             let vs = ev.eval_vector(args[0])?;
             let lname = string_arg(args[1])?;
+            // A series per histogram and quantile, each with a value per step.
+            let made = bucket_groups(&vs).len().saturating_mul(n).saturating_mul(args.len().saturating_sub(2));
+            ev.budget.values(made)?;
             let mut c = Collector::new(n);
             for a in &args[2..] {
                 let q = ev.eval_scalar(a)?;

@@ -333,6 +333,21 @@ mod tests {
         assert!(run(&src, "rate(x[1m])", 1_000, cfg.clone()).is_ok());
         let m = too_costly(run(&src, r#"count_values("v", x{i="0"})"#, 1_000, cfg));
         assert!(m.contains("values") && m.contains("query.max_samples = 100000"), "{m}");
+        // histogram_quantiles makes a series per histogram and quantile (up to 10): the 20
+        // series as the buckets of one histogram (24,000 read and worked out), then 600 values
+        // a quantile.
+        let cfg = QueryConfig { max_samples: 28_000, max_points: u64::MAX, ..QueryConfig::default() };
+        let hq = |k: usize| {
+            let qs: Vec<String> = (1..=k).map(|j| format!("{}", j as f64 / (k + 1) as f64)).collect();
+            format!(
+                r#"histogram_quantiles(sum by (le) (label_replace(x, "le", "$1", "i", "(.*)")), "q", {})"#,
+                qs.join(", ")
+            )
+        };
+        let Ok(Answer::Matrix(m)) = run(&src, &hq(1), 1_000, cfg.clone()) else { panic!("one quantile") };
+        assert_eq!(m.len(), 1);
+        let m = too_costly(run(&src, &hq(10), 1_000, cfg));
+        assert!(m.contains("values") && m.contains("query.max_samples = 28000"), "{m}");
     }
 
     #[test]
