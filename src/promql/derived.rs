@@ -92,12 +92,41 @@ pub fn select(
     end: i64,
     budget: &mut Budget,
 ) -> Result<Vec<RawSeries>, PromqlError> {
+    let Some(c) = counters(store, matchers, start, end, budget)? else { return Ok(Vec::new()) };
+    let mut out = Vec::with_capacity(c.series.len());
+    for (labels, incs) in c.series {
+        budget.values(counter_len(&incs, c.b0, c.b1, c.bucket, start, end))?;
+        out.push(counter_series(labels, &incs, c.b0, c.b1, c.bucket, start, end));
+    }
+    Ok(out)
+}
+
+/// Derived counters as their increments per bucket (keyed by the bucket's start), before
+/// [`counter_series`] makes them samples.
+struct Counters {
+    /// The first bucket read: the top of the hour of the first bucket whose end is in range.
+    b0: i64,
+    /// The last bucket whose end is in range.
+    b1: i64,
+    bucket: i64,
+    series: Vec<(Labels, BTreeMap<i64, f64>)>,
+}
+
+/// The derived counters matching `matchers` with bucket ends in `[start, end]`; None when no
+/// derived name can match or no bucket ends in range.
+fn counters(
+    store: &Store,
+    matchers: &[Matcher],
+    start: i64,
+    end: i64,
+    budget: &mut Budget,
+) -> Result<Option<Counters>, PromqlError> {
     let wanted: Vec<String> =
         names().into_iter().filter(|n| matchers.iter().filter(|m| m.name == NAME).all(|m| m.is_match(n))).collect();
     // A selector without a name matcher (`{service="x"}`) sees derived series too, as it
     // would see any metric with those labels.
     if wanted.is_empty() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let bucket = store.bucket_ms();
     // Buckets whose end falls in [start, end], from the top of the hour of the first.
@@ -105,18 +134,18 @@ pub fn select(
     let b_read = b_first.div_euclid(HOUR) * HOUR;
     let b_last = (end - bucket).div_euclid(bucket) * bucket;
     if b_last < b_read {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let mut out = Vec::new();
     let inference: Vec<&String> = wanted.iter().filter(|n| n.starts_with("modelwatch_inference_")).collect();
     if !inference.is_empty() {
-        inference_series(store, &inference, matchers, b_read, b_last, start, end, budget, &mut out)?;
+        inference_series(store, &inference, matchers, b_read, b_last, budget, &mut out)?;
     }
     if wanted.iter().any(|n| n == LOGS) {
-        log_series(store, matchers, b_read, b_last, start, end, bucket, budget, &mut out)?;
+        log_series(store, matchers, b_read, b_last, bucket, budget, &mut out)?;
     }
-    out.retain(|s| matches_all(matchers, &s.labels));
-    Ok(out)
+    out.retain(|(labels, _)| matches_all(matchers, labels));
+    Ok(Some(Counters { b0: b_read, b1: b_last, bucket, series: out }))
 }
 
 /// The groups (service, model, version, endpoint) whose labels can match `matchers`.
@@ -165,12 +194,9 @@ fn inference_series(
     matchers: &[Matcher],
     b0: i64,
     b1: i64,
-    start: i64,
-    end: i64,
     budget: &mut Budget,
-    out: &mut Vec<RawSeries>,
+    out: &mut Vec<(Labels, BTreeMap<i64, f64>)>,
 ) -> Result<(), PromqlError> {
-    let bucket = store.bucket_ms();
     let groups = groups(store, matchers);
     let ids: Vec<u32> = groups.iter().map(|(id, _)| *id).collect();
     let rows = merged_aggs(store, &ids, b0, b1, budget)?;
@@ -240,10 +266,7 @@ fn inference_series(
         if !any {
             continue;
         }
-        for (labels, per_bucket) in incs {
-            budget.values(counter_len(&per_bucket, b0, b1, bucket, start, end))?;
-            out.push(counter_series(labels, &per_bucket, b0, b1, bucket, start, end));
-        }
+        out.extend(incs);
     }
     budget.series(out.len())?;
     Ok(())
@@ -352,11 +375,9 @@ fn log_series(
     matchers: &[Matcher],
     b0: i64,
     b1: i64,
-    start: i64,
-    end: i64,
     bucket: i64,
     budget: &mut Budget,
-    out: &mut Vec<RawSeries>,
+    out: &mut Vec<(Labels, BTreeMap<i64, f64>)>,
 ) -> Result<(), PromqlError> {
     let mut incs: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
     let mut over = None;
@@ -380,10 +401,7 @@ fn log_series(
     if let Some(e) = over {
         return Err(e.into());
     }
-    for (labels, per_bucket) in incs {
-        budget.values(counter_len(&per_bucket, b0, b1, bucket, start, end))?;
-        out.push(counter_series(labels, &per_bucket, b0, b1, bucket, start, end));
-    }
+    out.extend(incs);
     budget.series(out.len())?;
     Ok(())
 }
@@ -409,30 +427,78 @@ pub fn exact_increase(ev: &mut Evaluator, arg: &Expr, is_rate: bool) -> Result<O
     // One bucket more than the windows: the sample each window counts from.
     let lo = ends.iter().copied().min().unwrap_or(0) - range - bucket;
     let hi = ends.iter().copied().max().unwrap_or(0);
-    let series = select(store, matchers, lo, hi, ev.budget)?;
+    let Some(c) = counters(store, matchers, lo, hi, ev.budget)? else { return Ok(Some(Value::Vector(Vec::new()))) };
     // A value per series and step, as map_windows charges them.
-    ev.budget.values(series.len().saturating_mul(ev.n()))?;
-    let mut c = Collector::new(ev.n());
-    for rs in series {
-        let acc = cumulative(&rs.vals);
-        let labels = super::without_name(rs.labels);
-        for (i, &end) in ends.iter().enumerate() {
-            let upto = rs.ts.partition_point(|&t| t <= end);
-            let before = rs.ts.partition_point(|&t| t <= end - range);
-            if upto == 0 || upto == before {
-                // No sample in the window.
-                continue;
+    ev.budget.values(c.series.len().saturating_mul(ev.n()))?;
+    let mut out = Collector::new(ev.n());
+    for (labels, incs) in &c.series {
+        let labels = super::without_name(labels.clone());
+        for (i, v) in window_increases(incs, &c, lo, hi, &ends, range).into_iter().enumerate() {
+            if let Some(v) = v {
+                out.put(labels.clone(), i, if is_rate { v / (range as f64 / 1000.0) } else { v })?;
             }
-            // A series that began inside the window begins with its zero sample.
-            let base = before.saturating_sub(1);
-            let inc = acc[upto - 1] - acc[base];
-            c.put(labels.clone(), i, if is_rate { inc / (range as f64 / 1000.0) } else { inc })?;
         }
     }
-    Ok(Some(Value::Vector(c.finish())))
+    Ok(Some(Value::Vector(out.finish())))
+}
+
+/// A derived counter's increase over each window `(end - range, end]`, from its increments per
+/// bucket without making its samples: what [`cumulative`] gives over [`counter_series`]`(incs,
+/// c.b0, c.b1, c.bucket, start, end)` between the last sample at or before the window's start
+/// and the last at or before its end (the sum of the buckets whose end is in the window), and
+/// None where no sample lies in the window. Per window, two binary searches: a month of
+/// 10-second buckets costs what the buckets with events cost.
+fn window_increases(
+    incs: &BTreeMap<i64, f64>,
+    c: &Counters,
+    start: i64,
+    end: i64,
+    ends: &[i64],
+    range: i64,
+) -> Vec<Option<f64>> {
+    let bucket = c.bucket;
+    let first = incs.keys().next().copied().unwrap_or(c.b0).max(c.b0);
+    let keys: Vec<i64> = incs.keys().copied().collect();
+    let mut prefix = Vec::with_capacity(keys.len() + 1);
+    prefix.push(0.0);
+    for v in incs.values() {
+        prefix.push(prefix[prefix.len() - 1] + v);
+    }
+    // Σ of the buckets that start in [lo, hi).
+    let started_in = |lo: i64, hi: i64| {
+        let (a, b) = (keys.partition_point(|&k| k < lo), keys.partition_point(|&k| k < hi));
+        if b > a {
+            prefix[b] - prefix[a]
+        } else {
+            0.0
+        }
+    };
+    let in_range = |t: i64| t >= start && t <= end;
+    // Whether counter_series puts a sample in (a, e].
+    let sample_in = |a: i64, e: i64| {
+        // The zero before the first bucket.
+        if in_range(first) && first > a && first <= e {
+            return true;
+        }
+        // Bucket ends: first + k × bucket, k ≥ 1, up to the last bucket's end.
+        let after = a.max(start - 1);
+        let k = ((after - first).div_euclid(bucket) + 1).max(1);
+        let t = first + k * bucket;
+        if t <= e && t <= end && t <= c.b1 + bucket {
+            return true;
+        }
+        // An hour's restart: a zero 1 ms after the hour, when the hour before counted some.
+        let mut h = a.div_euclid(HOUR) * HOUR;
+        if h < a {
+            h += HOUR;
+        }
+        h < e && in_range(h + 1) && h > first && h <= c.b1 && started_in((h - HOUR).max(first), h) > 0.0
+    };
+    ends.iter().map(|&e| sample_in(e - range, e).then(|| started_in(e - range - bucket + 1, e - bucket + 1))).collect()
 }
 
 /// `acc[k]`: a counter's increase from sample 0 to sample k, resets counted.
+#[cfg(test)]
 fn cumulative(vals: &[f64]) -> Vec<f64> {
     let mut acc = Vec::with_capacity(vals.len());
     let mut sum = 0.0;
@@ -1007,6 +1073,82 @@ mod tests {
 
     /// The sliding block window against merging the rows' histograms afresh for every window:
     /// rows of both encodings, two rows in some buckets, windows that skip rows and move back.
+    /// What `rate` and `increase` computed over the samples of [`counter_series`] until
+    /// 2026-12-07: the increase from the last sample at or before each window's start to the
+    /// last at or before its end, None without a sample in the window.
+    fn dense_increases(rs: &RawSeries, ends: &[i64], range: i64) -> Vec<Option<f64>> {
+        let acc = cumulative(&rs.vals);
+        ends.iter()
+            .map(|&end| {
+                let upto = rs.ts.partition_point(|&t| t <= end);
+                let before = rs.ts.partition_point(|&t| t <= end - range);
+                (upto > 0 && upto > before).then(|| acc[upto - 1] - acc[before.saturating_sub(1)])
+            })
+            .collect()
+    }
+
+    /// [`window_increases`] against the samples' way, over random counters and windows: short
+    /// and long windows, windows before, across and after the buckets, hours' restarts with
+    /// and without counts before them, buckets of zero.
+    #[test]
+    fn window_increases_match_the_increase_over_the_samples() {
+        let bucket = 10_000;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let h0 = 472_222 * HOUR;
+        for case in 0..2_000 {
+            let range = match rnd(6) {
+                0 => 1 + rnd(bucket as u64) as i64,
+                1 => bucket,
+                2 => 1 + rnd(4 * bucket as u64) as i64,
+                3 => 300_000,
+                4 => HOUR,
+                _ => 1 + rnd(3 * HOUR as u64) as i64,
+            };
+            let most = if rnd(2) == 0 { 20_000 } else { 900_000 };
+            let mut step = 1 + rnd(most) as i64;
+            let n = 1 + rnd(200) as i64;
+            let mut first_end = h0 + rnd(3 * HOUR as u64) as i64;
+            let mut range = range;
+            // A third on whole seconds: windows that start right at an hour or a bucket's end.
+            if case % 3 == 0 {
+                range = 1_000 * (1 + rnd(15) as i64);
+                step = 1_000 * (1 + rnd(10) as i64);
+                first_end = first_end / 1_000 * 1_000;
+            }
+            let ends: Vec<i64> = (0..n).map(|i| first_end + i * step).collect();
+            let (lo, hi) = (ends[0] - range - bucket, ends[ends.len() - 1]);
+            let b0 = ((lo - bucket).div_euclid(bucket) * bucket).div_euclid(HOUR) * HOUR;
+            let b1 = (hi - bucket).div_euclid(bucket) * bucket;
+            if b1 < b0 {
+                continue;
+            }
+            let buckets = (b1 - b0) / bucket + 1;
+            let density = 1 + rnd(40);
+            let mut incs: BTreeMap<i64, f64> = BTreeMap::new();
+            for k in 0..buckets {
+                if rnd(density) == 0 {
+                    incs.insert(b0 + k * bucket, [0.0, 1.0, 3.0, 17.0][rnd(4) as usize]);
+                }
+            }
+            if incs.is_empty() {
+                incs.insert(b0 + rnd(buckets as u64) as i64 * bucket, 2.0);
+            }
+            let c = Counters { b0, b1, bucket, series: Vec::new() };
+            let rs = counter_series(Labels::default(), &incs, b0, b1, bucket, lo, hi);
+            let want = dense_increases(&rs, &ends, range);
+            let got = window_increases(&incs, &c, lo, hi, &ends, range);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g, w, "case {case}: window {i} ending {} of {range} ms; {incs:?}", ends[i]);
+            }
+        }
+    }
+
     #[test]
     fn window_quantiles_match_merging_every_window() {
         let bucket = 10_000;
