@@ -477,6 +477,10 @@ pub struct StorageConfig {
     /// one, each counted at its decoded size (records are stored compressed): restart replays
     /// at most about twice this.
     pub checkpoint_wal_bytes: u64,
+    /// A checkpoint also starts once the inference aggregates held in memory (one per group and
+    /// bucket that had events since the last one, about 500 bytes each) are this many: a
+    /// backfill spreads its events over many buckets.
+    pub checkpoint_buckets: u64,
     /// Width of the inference-event aggregation buckets (HDR histograms, counts).
     #[serde(with = "humantime_serde_compat")]
     pub event_bucket: Duration,
@@ -651,6 +655,7 @@ impl Default for StorageConfig {
             max_head_age: Duration::from_secs(2 * 3600),
             checkpoint_interval: Duration::from_secs(10),
             checkpoint_wal_bytes: 256 << 20,
+            checkpoint_buckets: 200_000,
             event_bucket: Duration::from_secs(10),
             block_file_bytes: 256 << 20,
             wal_segment_bytes: 64 << 20,
@@ -807,6 +812,7 @@ impl Config {
         nonzero("storage.commit_queue", s.commit_queue as u64)?;
         nonzero("storage.event_bucket", s.event_bucket.as_millis() as u64)?;
         nonzero("storage.checkpoint_interval", s.checkpoint_interval.as_millis() as u64)?;
+        nonzero("storage.checkpoint_buckets", s.checkpoint_buckets)?;
         if s.block_file_bytes < 1 << 20 {
             return Err(ConfigError::Invalid {
                 key: "storage.block_file_bytes",

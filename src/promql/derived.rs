@@ -163,7 +163,7 @@ fn groups(store: &Store, matchers: &[Matcher]) -> Vec<(u32, [String; 4])> {
 /// as 1 before 2026-12-07, when a month of 40 groups' rows (3.3 M) took 7 GB.
 fn row_units(p: &Parts<Sparse>) -> usize {
     let runs = p.latency.len() + p.stages.iter().flatten().map(Vec::len).sum::<usize>();
-    let errors: usize = p.agg.by_error.keys().map(|k| 48 + k.len()).sum();
+    let errors: usize = p.figures.by_error.keys().map(|k| 48 + k.len()).sum();
     (std::mem::size_of::<((u32, i64), Parts<Sparse>)>() + 24 * runs + errors).div_ceil(16)
 }
 
@@ -229,7 +229,7 @@ fn inference_series(
         let mut any = false;
         for ((_, b), p) in rows.range((*id, i64::MIN)..=(*id, i64::MAX)) {
             any = true;
-            let a = &p.agg;
+            let a = &p.figures;
             if want(REQUESTS) {
                 add(&[("status", "ok")], REQUESTS, *b, (a.by_status[0] + a.by_status[1]) as f64);
                 for (s, name) in STATUS_NAMES.iter().enumerate().skip(2) {

@@ -248,7 +248,8 @@ fn latency_summary(h: &hdrhistogram::Histogram<u64>, exact_sum_us: Option<u64>) 
     }
 }
 
-fn figures(a: &Agg, start: i64, end: i64) -> pb::InferenceFigures {
+fn figures(agg: &Agg, start: i64, end: i64) -> pb::InferenceFigures {
+    let a = &agg.figures;
     let secs = ((end - start) as f64 / 1000.0).max(0.001);
     let errors = a.count - a.by_status[0] - a.by_status[1];
     let mut by_status: HashMap<String, u64> = HashMap::new();
@@ -264,10 +265,10 @@ fn figures(a: &Agg, start: i64, end: i64) -> pb::InferenceFigures {
         count: a.count,
         throughput_per_s: a.count as f64 / secs,
         error_rate: if a.count == 0 { 0.0 } else { errors as f64 / a.count as f64 },
-        latency: Some(latency_summary(&a.latency, Some(a.latency_sum_us))),
+        latency: Some(latency_summary(&agg.latency, Some(a.latency_sum_us))),
         stages: STAGES
             .iter()
-            .zip(&a.stages)
+            .zip(&agg.stages)
             .filter_map(|(name, h)| h.as_ref().map(|h| (name.to_string(), latency_summary(h, None))))
             .collect(),
         by_status,

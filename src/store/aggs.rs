@@ -18,44 +18,26 @@ const SIGFIG: u8 = 2;
 
 #[derive(Clone)]
 pub struct Agg {
-    pub count: u64,
-    pub by_status: [u64; 5],
-    pub by_error: BTreeMap<String, u64>,
+    pub figures: Figures,
     pub latency: Histogram<u64>,
-    pub latency_sum_us: u64,
     pub stages: [Option<Histogram<u64>>; 6],
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub input_bytes: u64,
-    pub output_bytes: u64,
 }
 
 /// Records `v`, growing the histogram as needed (`saturating_record` would clamp instead).
-fn record(h: &mut Histogram<u64>, v: u64) {
+pub(super) fn record(h: &mut Histogram<u64>, v: u64) {
     if h.record(v).is_err() {
         h.saturating_record(v);
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(super) fn histogram() -> Histogram<u64> {
     // Auto-resizing: memory follows the largest value seen, not a preset ceiling.
     Histogram::new(SIGFIG).expect("2 significant digits is a valid precision")
 }
 
 impl Default for Agg {
     fn default() -> Self {
-        Agg {
-            count: 0,
-            by_status: [0; 5],
-            by_error: BTreeMap::new(),
-            latency: histogram(),
-            latency_sum_us: 0,
-            stages: Default::default(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            input_bytes: 0,
-            output_bytes: 0,
-        }
+        Agg { figures: Figures::default(), latency: histogram(), stages: Default::default() }
     }
 }
 
@@ -72,14 +54,8 @@ pub fn stage_values(s: &pb::Stages) -> [u64; 6] {
 
 impl Agg {
     pub fn record(&mut self, e: &pb::InferenceEvent) {
-        self.count += 1;
-        let st = usize::try_from(e.status).ok().filter(|&s| s < 5).unwrap_or(0);
-        self.by_status[st] += 1;
-        if !e.error_type.is_empty() {
-            *self.by_error.entry(e.error_type.clone()).or_default() += 1;
-        }
+        self.figures.record(e);
         record(&mut self.latency, e.latency_us);
-        self.latency_sum_us = self.latency_sum_us.saturating_add(e.latency_us);
         if let Some(stages) = &e.stages {
             for (slot, v) in self.stages.iter_mut().zip(stage_values(stages)) {
                 if v > 0 {
@@ -87,95 +63,22 @@ impl Agg {
                 }
             }
         }
-        self.prompt_tokens += u64::from(e.prompt_tokens);
-        self.completion_tokens += u64::from(e.completion_tokens);
-        self.input_bytes = self.input_bytes.saturating_add(e.input_bytes);
-        self.output_bytes = self.output_bytes.saturating_add(e.output_bytes);
     }
 
     pub fn merge(&mut self, o: &Agg) {
-        self.count += o.count;
-        for (a, b) in self.by_status.iter_mut().zip(o.by_status) {
-            *a += b;
-        }
-        for (k, v) in &o.by_error {
-            *self.by_error.entry(k.clone()).or_default() += v;
-        }
+        self.figures.merge(&o.figures);
         // Auto-resizing histograms of the same precision always merge.
         self.latency.add(&o.latency).expect("auto-resizing histograms merge");
-        self.latency_sum_us = self.latency_sum_us.saturating_add(o.latency_sum_us);
         for (a, b) in self.stages.iter_mut().zip(&o.stages) {
             if let Some(b) = b {
                 a.get_or_insert_with(histogram).add(b).expect("auto-resizing histograms merge");
             }
         }
-        self.prompt_tokens += o.prompt_tokens;
-        self.completion_tokens += o.completion_tokens;
-        self.input_bytes = self.input_bytes.saturating_add(o.input_bytes);
-        self.output_bytes = self.output_bytes.saturating_add(o.output_bytes);
     }
 
-    /// Version 2: `2 | latency histogram | stage mask | stage histograms | count | counts by
-    /// status | errors by type | latency sum, token and byte sums`, each histogram
-    /// length-prefixed in the blocked form (first, so that a quantile reads it without going
-    /// through the rest). Version 1 had the figures first and V2 histograms.
+    /// In the layout of [`encode_parts`].
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION];
-        self.encode_histograms(&mut out, encode_blocked);
-        self.encode_figures(&mut out);
-        out
-    }
-
-    /// The latency histogram, the stage mask and the stage histograms, each length-prefixed
-    /// in the form `enc` writes.
-    fn encode_histograms(&self, out: &mut Vec<u8>, mut enc: impl FnMut(&Histogram<u64>, &mut Vec<u8>)) {
-        let mut buf = Vec::new();
-        let mut hist = |out: &mut Vec<u8>, h: &Histogram<u64>| {
-            buf.clear();
-            enc(h, &mut buf);
-            put_varint(out, buf.len() as u64);
-            out.extend_from_slice(&buf);
-        };
-        hist(out, &self.latency);
-        let mask = self.stages.iter().enumerate().fold(0u8, |m, (i, s)| if s.is_some() { m | 1 << i } else { m });
-        out.push(mask);
-        for h in self.stages.iter().flatten() {
-            hist(out, h);
-        }
-    }
-
-    fn encode_figures(&self, out: &mut Vec<u8>) {
-        put_varint(out, self.count);
-        for s in self.by_status {
-            put_varint(out, s);
-        }
-        put_varint(out, self.by_error.len() as u64);
-        for (k, v) in &self.by_error {
-            put_string(out, k);
-            put_varint(out, *v);
-        }
-        for v in [self.latency_sum_us, self.prompt_tokens, self.completion_tokens, self.input_bytes, self.output_bytes]
-        {
-            put_varint(out, v);
-        }
-    }
-
-    fn decode_figures(r: &mut Reader) -> Result<Figures, DecodeError> {
-        let mut a = Figures { count: r.varint()?, ..Figures::default() };
-        for s in a.by_status.iter_mut() {
-            *s = r.varint()?;
-        }
-        let n = r.varint()?;
-        for _ in 0..n {
-            let k = r.string()?;
-            a.by_error.insert(k, r.varint()?);
-        }
-        a.latency_sum_us = r.varint()?;
-        a.prompt_tokens = r.varint()?;
-        a.completion_tokens = r.varint()?;
-        a.input_bytes = r.varint()?;
-        a.output_bytes = r.varint()?;
-        Ok(a)
+        encode_parts(&self.figures, &self.latency, &self.stages.each_ref().map(Option::as_ref), encode_blocked)
     }
 
     pub fn decode(buf: &[u8]) -> Result<Agg, DecodeError> {
@@ -197,19 +100,7 @@ impl Agg {
                 Ok(h)
             }
         })?;
-        let f = p.agg;
-        Ok(Agg {
-            count: f.count,
-            by_status: f.by_status,
-            by_error: f.by_error,
-            latency: p.latency,
-            latency_sum_us: f.latency_sum_us,
-            stages: p.stages,
-            prompt_tokens: f.prompt_tokens,
-            completion_tokens: f.completion_tokens,
-            input_bytes: f.input_bytes,
-            output_bytes: f.output_bytes,
-        })
+        Ok(Agg { figures: p.figures, latency: p.latency, stages: p.stages })
     }
 
     /// The encoding of version 1 (histograms in HdrHistogram's V2 form), for the tests that
@@ -218,9 +109,9 @@ impl Agg {
     pub fn encode_v1(&self) -> Vec<u8> {
         use hdrhistogram::serialization::{Serializer, V2Serializer};
         let mut out = vec![1u8];
-        self.encode_figures(&mut out);
+        self.figures.encode(&mut out);
         let mut ser = V2Serializer::new();
-        self.encode_histograms(&mut out, |h, buf| {
+        encode_histograms(&mut out, &self.latency, &self.stages.each_ref().map(Option::as_ref), |h, buf| {
             ser.serialize(h, buf).unwrap();
         });
         out
@@ -255,7 +146,7 @@ impl Agg {
         }
         let mut figures = None;
         if version == 1 {
-            figures = Some(Agg::decode_figures(&mut r)?);
+            figures = Some(Figures::decode(&mut r)?);
         }
         let mut one = |r: &mut Reader| -> Result<H, DecodeError> {
             let n = r.varint()? as usize;
@@ -273,9 +164,50 @@ impl Agg {
         }
         let a = match figures {
             Some(a) => a,
-            None => Agg::decode_figures(&mut r)?,
+            None => Figures::decode(&mut r)?,
         };
-        Ok(Parts { agg: a, latency, stages })
+        Ok(Parts { figures: a, latency, stages })
+    }
+}
+
+/// An aggregate's encoding (version [`VERSION`]: `2 | latency histogram | stage mask | stage
+/// histograms | count | counts by status | errors by type | latency sum, token and byte sums`,
+/// each histogram length-prefixed, first so that a quantile reads it without going through the
+/// rest; version 1 had the figures first and V2 histograms), each histogram written in the
+/// blocked form by `enc`: [`encode_blocked`] for HDR histograms, [`super::tally::Tally`]'s own
+/// for ingest's tallies.
+pub fn encode_parts<H>(
+    figures: &Figures,
+    latency: &H,
+    stages: &[Option<&H>; 6],
+    enc: impl FnMut(&H, &mut Vec<u8>),
+) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    encode_histograms(&mut out, latency, stages, enc);
+    figures.encode(&mut out);
+    out
+}
+
+/// The latency histogram, the stage mask and the stage histograms, each length-prefixed in the
+/// form `enc` writes.
+fn encode_histograms<H>(
+    out: &mut Vec<u8>,
+    latency: &H,
+    stages: &[Option<&H>; 6],
+    mut enc: impl FnMut(&H, &mut Vec<u8>),
+) {
+    let mut buf = Vec::new();
+    let mut hist = |out: &mut Vec<u8>, h: &H| {
+        buf.clear();
+        enc(h, &mut buf);
+        put_varint(out, buf.len() as u64);
+        out.extend_from_slice(&buf);
+    };
+    hist(out, latency);
+    let mask = stages.iter().enumerate().fold(0u8, |m, (i, s)| if s.is_some() { m | 1 << i } else { m });
+    out.push(mask);
+    for h in stages.iter().flatten() {
+        hist(out, h);
     }
 }
 
@@ -295,7 +227,55 @@ pub struct Figures {
 }
 
 impl Figures {
-    /// Adds the figures of another aggregate, as [`Agg::merge`] does.
+    pub fn record(&mut self, e: &pb::InferenceEvent) {
+        self.count += 1;
+        let st = usize::try_from(e.status).ok().filter(|&s| s < 5).unwrap_or(0);
+        self.by_status[st] += 1;
+        if !e.error_type.is_empty() {
+            *self.by_error.entry(e.error_type.clone()).or_default() += 1;
+        }
+        self.latency_sum_us = self.latency_sum_us.saturating_add(e.latency_us);
+        self.prompt_tokens += u64::from(e.prompt_tokens);
+        self.completion_tokens += u64::from(e.completion_tokens);
+        self.input_bytes = self.input_bytes.saturating_add(e.input_bytes);
+        self.output_bytes = self.output_bytes.saturating_add(e.output_bytes);
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.count);
+        for s in self.by_status {
+            put_varint(out, s);
+        }
+        put_varint(out, self.by_error.len() as u64);
+        for (k, v) in &self.by_error {
+            put_string(out, k);
+            put_varint(out, *v);
+        }
+        for v in [self.latency_sum_us, self.prompt_tokens, self.completion_tokens, self.input_bytes, self.output_bytes]
+        {
+            put_varint(out, v);
+        }
+    }
+
+    fn decode(r: &mut Reader) -> Result<Figures, DecodeError> {
+        let mut a = Figures { count: r.varint()?, ..Figures::default() };
+        for s in a.by_status.iter_mut() {
+            *s = r.varint()?;
+        }
+        let n = r.varint()?;
+        for _ in 0..n {
+            let k = r.string()?;
+            a.by_error.insert(k, r.varint()?);
+        }
+        a.latency_sum_us = r.varint()?;
+        a.prompt_tokens = r.varint()?;
+        a.completion_tokens = r.varint()?;
+        a.input_bytes = r.varint()?;
+        a.output_bytes = r.varint()?;
+        Ok(a)
+    }
+
+    /// Adds the figures of another aggregate.
     pub fn merge(&mut self, o: &Figures) {
         self.count += o.count;
         for (a, b) in self.by_status.iter_mut().zip(o.by_status) {
@@ -314,7 +294,7 @@ impl Figures {
 
 /// An aggregate's figures with its histograms in another form.
 pub struct Parts<H> {
-    pub agg: Figures,
+    pub figures: Figures,
     pub latency: H,
     pub stages: [Option<H>; 6],
 }
@@ -326,7 +306,7 @@ pub type Sparse = Vec<(u64, u64, u64)>;
 impl Parts<Sparse> {
     /// Adds another aggregate of the same bucket.
     pub fn merge(&mut self, o: &Parts<Sparse>) {
-        self.agg.merge(&o.agg);
+        self.figures.merge(&o.figures);
         merge_sparse(&mut self.latency, &o.latency);
         for (a, b) in self.stages.iter_mut().zip(&o.stages) {
             if let Some(b) = b {
@@ -846,10 +826,10 @@ mod tests {
         }
         a.merge(&b);
         let back = Agg::decode(&a.encode()).unwrap();
-        assert_eq!(back.count, 2000);
-        assert_eq!(back.by_status[2], 100);
-        assert_eq!(back.by_error.get("oom"), Some(&100));
-        assert_eq!(back.prompt_tokens, 6000);
+        assert_eq!(back.figures.count, 2000);
+        assert_eq!(back.figures.by_status[2], 100);
+        assert_eq!(back.figures.by_error.get("oom"), Some(&100));
+        assert_eq!(back.figures.prompt_tokens, 6000);
         assert_eq!(back.latency.len(), 2000);
         let p95 = back.latency.value_at_quantile(0.95) as f64;
         assert!((p95 - 95_000.0).abs() / 95_000.0 < 0.01, "p95 {p95}");
@@ -866,7 +846,7 @@ mod tests {
         assert!(encoded_histogram(&enc, Some(1)).unwrap().is_none());
         assert!(Agg::decode(&[1, 2, 3]).is_err());
         let old = Agg::decode(&a.encode_v1()).unwrap();
-        assert_eq!((old.count, old.latency.len(), old.latency.value_at_quantile(0.95)), (2000, 2000, p95 as u64));
+        assert_eq!((old.figures.count, old.latency.len(), old.latency.value_at_quantile(0.95)), (2000, 2000, p95 as u64));
         assert_eq!(Agg::decode_sparse(&a.encode_v1()).unwrap().latency, Agg::decode_sparse(&enc).unwrap().latency);
     }
 }

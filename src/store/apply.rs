@@ -17,7 +17,7 @@ pub(super) struct EventsState {
 /// and the checkpoint encode a bucket once, not on every query.
 #[derive(Default)]
 pub(super) struct MemAgg {
-    pub(super) agg: Agg,
+    pub(super) agg: tally::Acc,
     enc: Option<sled::IVec>,
 }
 
@@ -144,6 +144,11 @@ impl Store {
             self.counters.events.fetch_add(n, Ordering::Relaxed);
         }
         Ok(n)
+    }
+
+    /// Inference aggregates held in memory until the next checkpoint.
+    pub fn held_buckets(&self) -> usize {
+        lock(&self.events).aggs.len()
     }
 
     /// Writes a batch's raw records to sled. Called only once the batch's WAL record is synced:

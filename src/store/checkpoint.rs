@@ -115,12 +115,13 @@ impl Store {
             let epoch = st.epoch;
             let mut b = Sliced::new(&self.t.aggs);
             let mut written = std::collections::BTreeSet::new();
-            for ((gid, bucket), agg) in st.aggs.iter_mut() {
-                b.insert(&keys::agg_key(*gid, *bucket, epoch)[..], agg.encoded())?;
-                written.insert((*gid, self.pack_start(*bucket)));
+            // Taken, not cleared: a cleared map keeps its capacity, and a backfill's checkpoint
+            // of hundreds of thousands of buckets kept the daemon above its memory limit.
+            for ((gid, bucket), mut agg) in std::mem::take(&mut st.aggs) {
+                b.insert(&keys::agg_key(gid, bucket, epoch)[..], agg.encoded())?;
+                written.insert((gid, self.pack_start(bucket)));
             }
             b.finish()?;
-            st.aggs.clear();
             st.epoch = cp_lsn;
             st.loose.extend(written.iter().copied());
             let pack: Vec<(u32, i64)> =

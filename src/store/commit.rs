@@ -84,6 +84,7 @@ pub struct CommitConfig {
     pub max_group: usize,
     pub checkpoint_interval: Duration,
     pub checkpoint_wal_bytes: u64,
+    pub checkpoint_buckets: u64,
     pub min_free_bytes: u64,
 }
 
@@ -95,6 +96,7 @@ impl CommitConfig {
             max_group: cfg.max_group_commit,
             checkpoint_interval: cfg.checkpoint_interval,
             checkpoint_wal_bytes: cfg.checkpoint_wal_bytes,
+            checkpoint_buckets: cfg.checkpoint_buckets,
             min_free_bytes: cfg.min_free_bytes,
         }
     }
@@ -305,10 +307,13 @@ impl Worker {
             if self.inflight.as_mut().is_some_and(|c| c.job.is_finished()) && !self.finish_inflight() {
                 dirty = true;
             }
-            // A checkpoint is due by time, or early when the WAL grew past its budget: replay
-            // never reads more than two checkpoints' worth. One runs at a time.
+            // A checkpoint is due by time, or early when the WAL grew past its budget (replay
+            // never reads more than two checkpoints' worth) or the aggregates in memory past
+            // theirs. One runs at a time.
             if self.inflight.is_none()
-                && (Instant::now() >= next_checkpoint || self.wal.since_checkpoint() >= self.cfg.checkpoint_wal_bytes)
+                && (Instant::now() >= next_checkpoint
+                    || self.wal.since_checkpoint() >= self.cfg.checkpoint_wal_bytes
+                    || self.store.held_buckets() as u64 >= self.cfg.checkpoint_buckets)
             {
                 // An idle daemon checkpoints once more to pack the hours its last one left.
                 if (dirty || self.store.wants_packing()) && self.begin_checkpoint() {

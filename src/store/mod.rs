@@ -24,7 +24,8 @@
 //! - [`columns`]: inference events and log records column by column, the block files' form of
 //!   their groups; [`messages`]: log messages as templates and the values in them.
 //! - [`keys`]: every sled key and small value; [`blocks`]: the block files; [`index`]: the
-//!   in-memory label index; [`aggs`]: inference aggregates (HDR histograms).
+//!   in-memory label index; [`aggs`]: inference aggregates (HDR histograms), filled by ingest as
+//!   [`tally`]'s compact tallies.
 //!
 //! # Durability contract
 //! An ack means the batch's WAL record is on disk (`fdatasync`). Everything else is rebuilt
@@ -68,6 +69,7 @@ mod rid_block;
 pub mod rid_index;
 pub mod series_batch;
 pub mod snapshot;
+mod tally;
 pub mod wal;
 
 pub use batch::{Applied, Batch, Body, Kind, MAX_REJECTIONS};

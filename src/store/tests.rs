@@ -144,7 +144,7 @@ fn stored_aggs(store: &Store) -> AggModel {
         .read_aggs(&ids, i64::MIN / 2, i64::MAX / 2, |g, b, a| {
             let name = groups.iter().find(|x| x.0 == g).expect("a known group").1[1].clone();
             let e = out.entry((name, b)).or_default();
-            *e = (e.0 + a.count, e.1 + a.latency_sum_us, e.2 + a.latency.len());
+            *e = (e.0 + a.figures.count, e.1 + a.figures.latency_sum_us, e.2 + a.latency.len());
             true
         })
         .unwrap();
@@ -358,7 +358,7 @@ fn in_memory_aggregates_read_fresh_after_each_event() {
         let (mut count, mut hist) = (0, 0);
         store
             .read_aggs(&groups, i64::MIN / 2, i64::MAX / 2, |_, _, a| {
-                count += a.count;
+                count += a.figures.count;
                 hist += a.latency.len();
                 true
             })
