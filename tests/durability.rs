@@ -538,3 +538,57 @@ async fn look_up_rounds(d: &Daemon, rounds: u64) {
         }
     }
 }
+
+/// A backfill spreads its events over many buckets, each an aggregate held in memory until a
+/// checkpoint: past `storage.checkpoint_buckets` of them a checkpoint starts at once, long
+/// before `checkpoint_interval`, and the aggregates it wrote count exactly once after a SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_over_many_buckets_checkpoints_early_and_keeps_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("MODELWATCH__STORAGE__CHECKPOINT_INTERVAL", "1h"), ("MODELWATCH__STORAGE__CHECKPOINT_BUCKETS", "500")];
+    let d = Daemon::start(dir.path(), &env);
+    // The first checkpoint runs at start.
+    let before = metric(&d, "modelwatch_checkpoint_seconds_count");
+    let mut ing = d.ingest().await;
+    let now = now_ms();
+    // One event a 10-s bucket over the last 5.6 hours, as four pushes of 500.
+    let batches: Vec<pb::EventBatch> = (0..4i64)
+        .map(|p| pb::EventBatch {
+            service: "backfill".into(),
+            backfill: true,
+            events: (0..500i64)
+                .map(|i| pb::InferenceEvent {
+                    timestamp_ms: now - 60_000 - (p * 500 + i) * 10_000,
+                    model: "m".into(),
+                    latency_us: 1_000 + (i as u64) * 37,
+                    stages: Some(pb::Stages { queue_us: 100 + i as u64, ..Default::default() }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let acks = stream_events(&mut ing, batches).await;
+    assert_eq!(acks.iter().map(|a| a.accepted).sum::<u64>(), 2000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while metric(&d, "modelwatch_checkpoint_seconds_count") <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 2,000 buckets with storage.checkpoint_buckets = 500"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count_events(&d, "m", "7h").await, 2000);
+    d.kill9();
+    let d = Daemon::start(dir.path(), &env);
+    assert_eq!(count_events(&d, "m", "7h").await, 2000);
+    let mut q = d.query().await;
+    let r = q
+        .inference_stats(pb::InferenceStatsRequest { model: "m".into(), range: range_last("7h"), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let total = r.groups[0].total.as_ref().unwrap();
+    assert_eq!(total.stages["queue"].count, 2000);
+    d.stop_ok();
+}

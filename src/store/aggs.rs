@@ -846,7 +846,10 @@ mod tests {
         assert!(encoded_histogram(&enc, Some(1)).unwrap().is_none());
         assert!(Agg::decode(&[1, 2, 3]).is_err());
         let old = Agg::decode(&a.encode_v1()).unwrap();
-        assert_eq!((old.figures.count, old.latency.len(), old.latency.value_at_quantile(0.95)), (2000, 2000, p95 as u64));
+        assert_eq!(
+            (old.figures.count, old.latency.len(), old.latency.value_at_quantile(0.95)),
+            (2000, 2000, p95 as u64)
+        );
         assert_eq!(Agg::decode_sparse(&a.encode_v1()).unwrap().latency, Agg::decode_sparse(&enc).unwrap().latency);
     }
 }

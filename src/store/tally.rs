@@ -9,7 +9,9 @@
 //! checkpoint (the daemon sat at `limits.memory_limit` and refused every other push). So a
 //! [`Tally`] keeps its non-empty slots as (slot, count) pairs, and becomes an HDR histogram
 //! only once it has more than [`FEW`] of them. Both write the same bytes.
-use super::aggs::{encode_blocked, encode_parts, encode_slots, histogram, record, slot_of, slot_value, stage_values, Figures};
+use super::aggs::{
+    encode_blocked, encode_parts, encode_slots, histogram, record, slot_of, slot_value, stage_values, Figures,
+};
 use crate::pb;
 use hdrhistogram::Histogram;
 
@@ -66,7 +68,7 @@ impl Tally {
             *self = Tally::Many(Box::new(h));
         }
         match self {
-            Tally::Many(h) => &mut **h,
+            Tally::Many(h) => h,
             Tally::Few(_) => unreachable!("made above"),
         }
     }
@@ -184,10 +186,10 @@ mod tests {
                 let e = pb::InferenceEvent {
                     latency_us: v,
                     status: (r() % 5) as i32,
-                    error_type: if r() % 10 == 0 { "oom".into() } else { String::new() },
+                    error_type: if r().is_multiple_of(10) { "oom".into() } else { String::new() },
                     stages: Some(pb::Stages {
                         queue_us: v / 7,
-                        inference_us: if r() % 2 == 0 { v / 2 } else { 0 },
+                        inference_us: if r().is_multiple_of(2) { v / 2 } else { 0 },
                         ..Default::default()
                     }),
                     prompt_tokens: (r() % 100) as u32,
@@ -221,7 +223,8 @@ mod tests {
         assert!(std::mem::size_of::<Acc>() <= 160, "{} bytes inline", std::mem::size_of::<Acc>());
         let mut agg = Agg::default();
         agg.record(&e);
-        let hdr: usize = [&agg.latency].into_iter().chain(agg.stages.iter().flatten()).map(|h| h.distinct_values() * 8).sum();
+        let hdr: usize =
+            [&agg.latency].into_iter().chain(agg.stages.iter().flatten()).map(|h| h.distinct_values() * 8).sum();
         assert!(hdr > 40 * acc.heap_bytes(), "HDR {hdr} bytes, tallies {}", acc.heap_bytes());
         // Past FEW slots, a histogram.
         let mut t = Tally::default();

@@ -4,7 +4,7 @@
 use super::*;
 use crate::config::Config;
 use proptest::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -413,6 +413,45 @@ fn a_pack_and_the_rows_it_took_count_once() {
         .iter()
         .keys()
         .all(|k| store.pack_start(keys::decode_agg_key(&k.unwrap()).unwrap().1) != hour0));
+    assert_eq!(stored_aggs(&store), ev.1);
+}
+
+/// A checkpoint packs for a while, not every hour it took: the hours it did not get to stay
+/// loose, readers count their rows, and a later checkpoint packs them.
+#[test]
+fn hours_a_packing_did_not_get_to_stay_loose_and_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    let mut ev = (0u64, AggModel::new());
+    for hour in 0..6 {
+        commit(&store, &mut wal, vec![events_batch(hour, 30, &mut ev.0, &mut ev.1)]);
+    }
+    store.checkpoint(&mut wal, false).unwrap();
+    let (hours, below) = {
+        let mut st = lock(&store.events);
+        let hours: Vec<(u32, i64)> = packs::packable(&st.loose).collect();
+        for h in &hours {
+            st.loose.remove(h);
+        }
+        (hours, st.epoch)
+    };
+    assert_eq!(hours.len(), 10, "two groups' hours but their newest");
+    store.pack_hours_within(&hours, below, std::time::Duration::ZERO).unwrap();
+    let packed: BTreeSet<(u32, i64)> = store
+        .t
+        .agg_packs
+        .iter()
+        .keys()
+        .map(|k| keys::decode_pack_key(&k.unwrap()).unwrap())
+        .map(|k| (k.0, k.1))
+        .collect();
+    assert_eq!(packed, BTreeSet::from([hours[0]]), "one hour packed in no time");
+    assert!(hours[1..].iter().all(|h| lock(&store.events).loose.contains(h)), "the rest given back");
+    assert_eq!(stored_aggs(&store), ev.1);
+    store.checkpoint(&mut wal, false).unwrap();
+    let packed =
+        store.t.agg_packs.iter().keys().map(|k| keys::decode_pack_key(&k.unwrap()).unwrap()).map(|k| (k.0, k.1));
+    assert_eq!(packed.collect::<BTreeSet<_>>(), hours.iter().copied().collect::<BTreeSet<_>>());
     assert_eq!(stored_aggs(&store), ev.1);
 }
 
