@@ -478,7 +478,7 @@ pub struct StorageConfig {
     /// at most about twice this.
     pub checkpoint_wal_bytes: u64,
     /// A checkpoint also starts once the inference aggregates held in memory (one per group and
-    /// bucket that had events since the last one, about 500 bytes each) are this many: a
+    /// bucket that had events since the last one, a few hundred bytes each) are this many: a
     /// backfill spreads its events over many buckets.
     pub checkpoint_buckets: u64,
     /// Width of the inference-event aggregation buckets (HDR histograms, counts).

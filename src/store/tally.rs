@@ -95,16 +95,16 @@ impl Tally {
     }
 }
 
-/// An aggregate being filled: [`super::aggs::Agg`]'s figures, its histograms as tallies. 160
-/// bytes, and 256 more on the heap for an event with five stages (an [`Agg`](super::aggs::Agg)
-/// is about 900 before its histograms' counts, 30–50 KB with them): a checkpoint's worth of a
-/// backfill holds a couple of hundred thousand.
+/// An aggregate being filled: [`super::aggs::Agg`]'s figures, its histograms as tallies. 144
+/// bytes, 144 more on the heap once an event had stages, and 16 a slot a tally holds (an
+/// [`Agg`](super::aggs::Agg) is about 900 before its histograms' counts, 30–50 KB with them):
+/// a checkpoint's worth of a backfill holds a couple of hundred thousand.
 #[derive(Default)]
 pub struct Acc {
     pub figures: Figures,
     latency: Tally,
-    /// The stages that had a value, by their index in [`super::aggs::STAGES`], in that order.
-    stages: Vec<(u8, Tally)>,
+    /// By their index in [`super::aggs::STAGES`]; None until an event had a stage time.
+    stages: Option<Box<[Option<Tally>; 6]>>,
 }
 
 impl Acc {
@@ -114,32 +114,24 @@ impl Acc {
         self.latency.record(e.latency_us);
         if let Some(stages) = &e.stages {
             let values = stage_values(stages);
-            if self.stages.is_empty() {
-                self.stages.reserve_exact(values.iter().filter(|&&v| v > 0).count());
+            if values.iter().all(|&v| v == 0) {
+                return;
             }
-            for (i, v) in values.into_iter().enumerate() {
-                if v == 0 {
-                    continue;
+            let tallies = self.stages.get_or_insert_with(Box::default);
+            for (t, v) in tallies.iter_mut().zip(values) {
+                if v > 0 {
+                    t.get_or_insert_with(Tally::default).record(v);
                 }
-                let i = i as u8;
-                let at = match self.stages.binary_search_by_key(&i, |s| s.0) {
-                    Ok(at) => at,
-                    Err(at) => {
-                        self.stages.insert(at, (i, Tally::default()));
-                        at
-                    }
-                };
-                self.stages[at].1.record(v);
             }
         }
     }
 
     /// The bytes [`super::aggs::Agg::encode`] writes for an aggregate of the same events.
     pub fn encode(&self) -> Vec<u8> {
-        let mut stages: [Option<&Tally>; 6] = Default::default();
-        for (i, t) in &self.stages {
-            stages[usize::from(*i)] = Some(t);
-        }
+        let stages = match &self.stages {
+            Some(s) => s.each_ref().map(Option::as_ref),
+            None => Default::default(),
+        };
         encode_parts(&self.figures, &self.latency, &stages, Tally::encode)
     }
 
@@ -147,8 +139,9 @@ impl Acc {
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
         self.latency.heap_bytes()
-            + self.stages.capacity() * std::mem::size_of::<(u8, Tally)>()
-            + self.stages.iter().map(|s| s.1.heap_bytes()).sum::<usize>()
+            + self.stages.as_ref().map_or(0, |s| {
+                std::mem::size_of::<[Option<Tally>; 6]>() + s.iter().flatten().map(Tally::heap_bytes).sum::<usize>()
+            })
     }
 }
 
@@ -218,8 +211,8 @@ mod tests {
         };
         let mut acc = Acc::default();
         acc.record(&e);
-        // A pair a tally, the five stages' tallies in a vector of five.
-        assert_eq!(acc.heap_bytes(), 6 * 16 + 5 * 32);
+        // A pair a tally, and the six stages' tallies.
+        assert_eq!(acc.heap_bytes(), 6 * 16 + 6 * 24);
         assert!(std::mem::size_of::<Acc>() <= 160, "{} bytes inline", std::mem::size_of::<Acc>());
         let mut agg = Agg::default();
         agg.record(&e);
