@@ -2,7 +2,7 @@
 //! it ([`super::apply`]), in the encoding of [`super::aggs`].
 //!
 //! An HDR histogram of the store's layout keeps a count for every slot from 0 up to the highest
-//! value it has seen: one 40 ms latency takes 12 KB, an aggregate with its stages 30–50 KB,
+//! value it has seen: one 40 ms latency takes 10 KB, an aggregate with its stages 30–50 KB,
 //! however few events it holds. Live traffic fills few buckets, each with many events; a
 //! backfill spreads its events over many buckets, one or two each, and a month of 40 groups
 //! pushed 20,000 events at a time held about 1 GB of nearly empty histograms until the next
@@ -25,7 +25,7 @@ const HUGE: u64 = 1 << 62;
 pub enum Tally {
     /// Its non-empty slots with their counts, in slot order.
     Few(Vec<(u32, u64)>),
-    /// Boxed: the histogram's own fields take 120 bytes, and most tallies are few.
+    /// Boxed: the histogram's own fields take 96 bytes, and most tallies are few.
     Many(Box<Histogram<u64>>),
 }
 
@@ -97,7 +97,7 @@ impl Tally {
 
 /// An aggregate being filled: [`super::aggs::Agg`]'s figures, its histograms as tallies. 144
 /// bytes, 144 more on the heap once an event had stages, and 16 a slot a tally holds (an
-/// [`Agg`](super::aggs::Agg) is about 900 before its histograms' counts, 30–50 KB with them):
+/// [`Agg`](super::aggs::Agg) is about 800 before its histograms' counts, 30–50 KB with them):
 /// a checkpoint's worth of a backfill holds a couple of hundred thousand.
 #[derive(Default)]
 pub struct Acc {
