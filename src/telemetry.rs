@@ -606,26 +606,60 @@ pub fn heap_bytes() -> Option<(u64, u64)> {
 /// the arenas and left them fragmented, and a daemon fed slowly by 100,000 series held RSS at
 /// 140-241 MiB against 107-167 MiB with the threshold fixed (heap in use 85-111 MB in both;
 /// `benches/HISTORY.md`). Ingest moved by less than its run-to-run spread. Call it before
-/// any thread starts.
-///
-/// Fixing it also fixes the trim threshold, at 128 KiB, where glibc's dynamic rule keeps it at
-/// twice the mmap threshold: so it is set to 2 MiB too (since 2026-12-07). At 128 KiB, every
-/// block of a few hundred KiB freed at the top of a thread's arena was handed back with
-/// `madvise` and faulted in again by the next: sled's open decompresses each message of its
-/// log with a new zstd context, and an open after a backfilled week (219 MB of sled) took
-/// 38–41 s, against 19–21 s with 2 MiB (16 MiB did no better).
+/// any thread starts. Fixing it also fixes the trim threshold, at 128 KiB (see
+/// [`OpenHeap`]).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune_heap() {
-    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    if !tunables.contains("mmap_threshold") {
-        // SAFETY: mallopt only sets an allocator parameter.
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+    if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold")) {
+        return;
     }
-    if !tunables.contains("trim_threshold") {
-        // SAFETY: as above.
-        unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20) };
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+}
+
+/// While it lives, glibc's trim threshold is 2 MiB instead of 128 KiB (unless `GLIBC_TUNABLES`
+/// sets one): the store holds one over its open. sled's open decompresses each message of its
+/// log with a new zstd context, and at 128 KiB each such block freed at the top of a thread's
+/// arena was handed back with `madvise` and faulted in again by the next. An open after a
+/// backfilled week (219 MB of sled) took 38-41 s, and 19-21 s with 2 MiB (16 MiB did no
+/// better). Kept for the whole run, 2 MiB cost RSS: fed 100,000 series every second, 79-94
+/// MiB and a 100-MiB peak against 79-87 and 90 (2026-12-07, side by side).
+pub struct OpenHeap(bool);
+
+impl OpenHeap {
+    pub fn new() -> OpenHeap {
+        let set = cfg!(all(target_os = "linux", target_env = "gnu"))
+            && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("trim_threshold"));
+        if set {
+            set_trim_threshold(2 << 20);
+        }
+        OpenHeap(set)
     }
 }
+
+impl Default for OpenHeap {
+    fn default() -> Self {
+        OpenHeap::new()
+    }
+}
+
+impl Drop for OpenHeap {
+    fn drop(&mut self) {
+        if self.0 {
+            // glibc's default, which a fixed mmap threshold leaves it at.
+            set_trim_threshold(128 << 10);
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_trim_threshold(bytes: i32) {
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, bytes) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set_trim_threshold(_: i32) {}
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune_heap() {}

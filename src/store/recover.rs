@@ -95,6 +95,7 @@ impl Store {
     /// Opens the store; with `salvage`, damaged WAL stretches are skipped and reported instead
     /// of stopping the open (`modelwatch recover`).
     pub fn open_with(opts: StoreOptions, salvage: bool) -> Result<(StoreRef, Wal, OpenReport), StoreError> {
+        let _heap = crate::telemetry::OpenHeap::new();
         let dir = opts.storage.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let lock_file = lock_folder(&dir)?;
