@@ -170,6 +170,31 @@ impl Agg {
     }
 }
 
+/// The first byte of a row that the aggregate rows' tree holds through zstd
+/// ([`super::zctx::wrap`]); an encoding's own first byte is its version, 1 or 2.
+pub(super) const ROW_ZSTD: u8 = 0x5a;
+/// Rows shorter than this are stored as encoded: a sparse bucket's row of a few events
+/// (under 200 bytes) gains little, and checkpoints write rows under the events lock.
+const ROW_SQUEEZE: usize = 512;
+
+/// A row as a checkpoint stores it: through zstd (level 1) where it is long and that is
+/// shorter. sled's log is plain since 2026-12-07 ([`super::recover`]); a busy bucket's row,
+/// histograms of latency and stages, is 1-3 KB and about half that through zstd.
+pub(super) fn store_row(enc: sled::IVec) -> sled::IVec {
+    if enc.len() < ROW_SQUEEZE {
+        return enc;
+    }
+    super::zctx::wrap(ROW_ZSTD, &enc, 1).map_or(enc, Into::into)
+}
+
+/// A stored row's encoding ([`store_row`]).
+pub(super) fn plain_row(stored: sled::IVec) -> Result<sled::IVec, DecodeError> {
+    if stored.first() != Some(&ROW_ZSTD) {
+        return Ok(stored);
+    }
+    Ok(super::zctx::unwrap(&stored, super::packs::MAX_PART, "aggregate row")?.into())
+}
+
 /// An aggregate's encoding (version [`VERSION`]: `2 | latency histogram | stage mask | stage
 /// histograms | count | counts by status | errors by type | latency sum, token and byte sums`,
 /// each histogram length-prefixed, first so that a quantile reads it without going through the

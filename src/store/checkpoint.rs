@@ -118,7 +118,7 @@ impl Store {
             // Taken, not cleared: a cleared map keeps its capacity, and a backfill's checkpoint
             // of hundreds of thousands of buckets kept the daemon above its memory limit.
             for ((gid, bucket), mut agg) in std::mem::take(&mut st.aggs) {
-                b.insert(&keys::agg_key(gid, bucket, epoch)[..], agg.encoded())?;
+                b.insert(&keys::agg_key(gid, bucket, epoch)[..], aggs::store_row(agg.encoded()))?;
                 written.insert((gid, self.pack_start(bucket)));
             }
             b.finish()?;

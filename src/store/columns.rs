@@ -118,12 +118,7 @@ pub(super) fn plane(r: &mut Reader, n: usize) -> Result<Vec<u8>, DecodeError> {
             let len = r.varint()? as usize;
             let z = r.bytes(len)?;
             // One context per thread: a context per plane was a tenth of a look-up's time.
-            thread_local!(static UNZSTD: RefCell<zstd::block::Decompressor> = RefCell::default());
-            let p = UNZSTD.with_borrow_mut(|d| d.decompress(z, n)).map_err(|e| r.err(&format!("zstd: {e}")))?;
-            if p.len() != n {
-                return Err(r.err(&format!("a plane of {} bytes where {n} were expected", p.len())));
-            }
-            Ok(p)
+            super::zctx::decompress(z, n).map_err(|e| r.err(&format!("a plane: {e}")))
         }
         2 => Ok(vec![r.byte()?; n]),
         f => Err(r.err(&format!("unknown plane form {f}"))),

@@ -71,6 +71,7 @@ pub mod series_batch;
 pub mod snapshot;
 mod tally;
 pub mod wal;
+mod zctx;
 
 pub use batch::{Applied, Batch, Body, Kind, MAX_REJECTIONS};
 

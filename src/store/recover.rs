@@ -25,6 +25,12 @@ pub struct OpenReport {
     pub replayed: u64,
     pub replay_from: u64,
     pub replay_ms: u64,
+    /// sled's own open (its recovery reads all of its log written since the previous open).
+    pub sled_ms: u64,
+    /// The passes over the indexes and catalogs after it, before the replay.
+    pub load_ms: u64,
+    /// After the replay: torn aggregate rows dropped, hours with rows listed.
+    pub finish_ms: u64,
     /// Block-file bytes past the last checkpoint that were cut (a crash's leftovers).
     pub cut_bytes: u64,
     /// Chunk entries moved from an older folder's `chunks` tree ([`chunk_index`]).
@@ -86,6 +92,14 @@ impl Store {
                 "replayed write-ahead log"
             );
         }
+        tracing::info!(
+            sled_ms = rep.sled_ms,
+            load_ms = rep.load_ms,
+            replay_ms = rep.replay_ms,
+            finish_ms = rep.finish_ms,
+            sled_bytes = super::read::bytes_under(&store.dir.join("db")),
+            "store opened"
+        );
         if rep.chunks_moved > 0 {
             tracing::info!(entries = rep.chunks_moved, "moved the chunk index into grouped entries");
         }
@@ -100,6 +114,7 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let lock_file = lock_folder(&dir)?;
         let db_path = dir.join("db");
+        let opened = Instant::now();
         let cfg = sled::Config::new()
             .path(&db_path)
             // Durability comes from our WAL; sled flushes at checkpoints only.
@@ -109,7 +124,8 @@ impl Store {
             .cache_capacity(64 << 20)
             .mode(sled::Mode::HighThroughput)
             .use_compression(sled_compressed(&db_path))
-            // sled's default: zstd's level 5 (faster levels saved less on its nodes).
+            // sled's default, for databases made compressed: zstd's level 5 (faster levels
+            // saved less on its nodes).
             .compression_factor(5);
         // sled reports most damage as errors but can panic on some; neither may take the
         // daemon down with a backtrace instead of a message.
@@ -152,7 +168,12 @@ impl Store {
         }
 
         let blocks = blocks::Blocks::open(&dir.join("blocks"), opts.storage.block_file_bytes)?;
-        let mut rep = OpenReport { replay_from: meta.replay_from, ..OpenReport::default() };
+        let mut rep = OpenReport {
+            replay_from: meta.replay_from,
+            sled_ms: opened.elapsed().as_millis() as u64,
+            ..OpenReport::default()
+        };
+        let loading = Instant::now();
         // One pass over every payload reference: leftovers past the last checkpoint's block end
         // are collected for removal (sled entries first, then the bytes), the rest counted as
         // live per block file. (This pass reads the whole index: it, not the replay, is what
@@ -283,6 +304,7 @@ impl Store {
                 logs: AtomicU64::new(meta.logs),
             },
         };
+        rep.load_ms = loading.elapsed().as_millis() as u64;
         let started = Instant::now();
         let mut replayed = 0u64;
         let (wal, salvage_rep) =
@@ -301,24 +323,30 @@ impl Store {
         // A checkpoint after the last complete one may have written aggregate rows before it
         // stopped: they carry this epoch (the last checkpoint's lsn) and cover buckets that the
         // replay just rebuilt in memory from the same records. Readers would count them twice.
+        rep.replay_ms = started.elapsed().as_millis() as u64;
+        let finishing = Instant::now();
         store.drop_torn_aggs(meta.checkpoint_lsn)?;
         // Hours with rows: the next checkpoints pack those they do not write to.
         lock(&store.events).loose = store.loose_hours()?;
+        rep.finish_ms = finishing.elapsed().as_millis() as u64;
         rep.replayed = replayed;
-        rep.replay_ms = started.elapsed().as_millis() as u64;
         rep.salvage = salvage_rep;
         rep.salvage.skipped.extend(parts_skipped);
         Ok((Arc::new(store), wal, rep))
     }
 }
 
-/// Whether sled's log is zstd-compressed: yes for a new database; one created before is opened
-/// as it was made (sled records the choice in `db/conf` and refuses the other).
+/// Whether sled's log is zstd-compressed: no for a new database; one created before
+/// 2026-12-07 is opened as it was made (sled records the choice in `db/conf` and refuses the
+/// other). sled makes a zstd context for each log message it reads or writes, and each costs
+/// two `cpuid` traps on a virtual machine ([`super::zctx`]): an open after a backfilled week
+/// spent 78% of its 16 s there (190 MB of log to recover), and checkpoints their share of each
+/// flush. The large values (aggregate packs) are compressed by [`super::packs`] instead.
 fn sled_compressed(db_path: &Path) -> bool {
     // Text lines, then a checksum in binary.
     match std::fs::read(db_path.join("conf")) {
         Ok(conf) => String::from_utf8_lossy(&conf).lines().any(|l| l.trim() == "use_compression: true"),
-        Err(_) => true,
+        Err(_) => false,
     }
 }
 

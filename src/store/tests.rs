@@ -376,6 +376,56 @@ fn in_memory_aggregates_read_fresh_after_each_event() {
     assert_eq!(total(&store), (5, 5), "stored rows and memory together");
 }
 
+/// A busy bucket's row is stored through zstd; it reads back the same from the rows' tree,
+/// after an open, and from the pack it moves into.
+#[test]
+fn long_rows_are_stored_through_zstd_and_read_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut wal) = open(dir.path());
+    let mut model = AggModel::new();
+    let busy = |hour: i64, n: u64, model: &mut AggModel| {
+        let ts = 1_700_002_800_000 + hour * 3_600_000;
+        let events = (0..n)
+            .map(|i| {
+                let latency_us = 1_000 + i * 7_877 % 900_000;
+                let e = model.entry(("m0".to_string(), ts.div_euclid(10_000) * 10_000)).or_default();
+                *e = (e.0 + 1, e.1 + latency_us, e.2 + 1);
+                pb::InferenceEvent {
+                    service: "s".into(),
+                    model: "m0".into(),
+                    timestamp_ms: ts,
+                    latency_us,
+                    stages: Some(pb::Stages { queue_us: latency_us / 7, ..Default::default() }),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Batch::new(Body::Events(pb::EventBatch { events, ..Default::default() }))
+    };
+    commit(&store, &mut wal, vec![busy(0, 2_000, &mut model)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    let rows: Vec<sled::IVec> = store.t.aggs.iter().values().map(|v| v.unwrap()).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][0], aggs::ROW_ZSTD, "a row of {} bytes", rows[0].len());
+    assert_eq!(stored_aggs(&store), model);
+    drop((store, wal));
+    let (store, mut wal) = open(dir.path());
+    assert_eq!(stored_aggs(&store), model, "after an open");
+    // A newer hour packs hour 0, its row made plain inside the pack's part.
+    commit(&store, &mut wal, vec![busy(1, 10, &mut model)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    assert!(!store.t.agg_packs.is_empty(), "hour 0 packed");
+    assert_eq!(stored_aggs(&store), model, "from the pack");
+    // A late busy bucket for hour 0 merges with the pack's row at the next packing.
+    commit(&store, &mut wal, vec![busy(0, 500, &mut model)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    store.checkpoint(&mut wal, false).unwrap();
+    assert_eq!(stored_aggs(&store), model, "pack and late row merged");
+    drop((store, wal));
+    let (store, _wal) = open(dir.path());
+    assert_eq!(stored_aggs(&store), model);
+}
+
 /// A crash between a pack's write and the deletion of the rows it took leaves both: readers
 /// count them once, and the next packing of the hour deletes the rows.
 #[test]
@@ -506,24 +556,24 @@ fn series_of_a_folder_from_before_the_catalog_file_move_into_it() {
     assert_eq!(meta.catalog_end, Some(std::fs::metadata(dir.path().join(catalog::FILE)).unwrap().len()));
 }
 
-/// New databases compress sled's log; one made before (without) opens as it was made, since
-/// sled refuses a database opened with the other setting.
+/// New databases leave sled's log plain; one made before (compressed) opens as it was made,
+/// since sled refuses a database opened with the other setting.
 #[test]
-fn a_sled_database_made_without_compression_opens_as_made() {
+fn a_sled_database_made_with_compression_opens_as_made() {
     let conf = |dir: &Path| String::from_utf8_lossy(&std::fs::read(dir.join("db").join("conf")).unwrap()).into_owned();
     let fresh = tempfile::tempdir().unwrap();
     drop(open(fresh.path()));
-    assert!(conf(fresh.path()).contains("use_compression: true"), "{}", conf(fresh.path()));
+    assert!(conf(fresh.path()).contains("use_compression: false"), "{}", conf(fresh.path()));
 
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+    let db = sled::Config::new().path(dir.path().join("db")).use_compression(true).open().unwrap();
     db.flush().unwrap();
     drop(db);
     let (store, mut wal) = open(dir.path());
     commit(&store, &mut wal, vec![batch(0, 1000, 5)]);
     store.checkpoint(&mut wal, true).unwrap();
     drop((store, wal));
-    assert!(conf(dir.path()).contains("use_compression: false"), "{}", conf(dir.path()));
+    assert!(conf(dir.path()).contains("use_compression: true"), "{}", conf(dir.path()));
     let (store, _wal) = open(dir.path());
     let id = store.select(&[Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, "m0").unwrap()])[0].id;
     assert_eq!(store.read_samples(id, i64::MIN, i64::MAX).unwrap().0, (1000..1005).collect::<Vec<_>>());
