@@ -192,7 +192,7 @@ pub(super) fn plain_row(stored: sled::IVec) -> Result<sled::IVec, DecodeError> {
     if stored.first() != Some(&ROW_ZSTD) {
         return Ok(stored);
     }
-    Ok(super::zctx::unwrap(&stored, super::packs::MAX_PART, "aggregate row")?.into())
+    super::zctx::plain(&stored, super::packs::MAX_PART, "aggregate row")
 }
 
 /// An aggregate's encoding (version [`VERSION`]: `2 | latency histogram | stage mask | stage

@@ -100,7 +100,7 @@ pub(super) fn plain_part(stored: sled::IVec) -> Result<sled::IVec, DecodeError> 
     if stored.first() != Some(&PART_ZSTD) {
         return Ok(stored);
     }
-    Ok(super::zctx::unwrap(&stored, MAX_PART, "aggregate pack")?.into())
+    super::zctx::plain(&stored, MAX_PART, "aggregate pack")
 }
 
 /// The parts of a pack of `rows` (bucket start, encoded aggregate; ascending buckets).
