@@ -320,11 +320,11 @@ impl Store {
                 replayed += 1;
                 Ok(())
             })?;
+        rep.replay_ms = started.elapsed().as_millis() as u64;
+        let finishing = Instant::now();
         // A checkpoint after the last complete one may have written aggregate rows before it
         // stopped: they carry this epoch (the last checkpoint's lsn) and cover buckets that the
         // replay just rebuilt in memory from the same records. Readers would count them twice.
-        rep.replay_ms = started.elapsed().as_millis() as u64;
-        let finishing = Instant::now();
         store.drop_torn_aggs(meta.checkpoint_lsn)?;
         // Hours with rows: the next checkpoints pack those they do not write to.
         lock(&store.events).loose = store.loose_hours()?;
