@@ -618,9 +618,11 @@ pub fn tune_heap() {
 }
 
 /// While it lives, glibc's trim threshold is 2 MiB instead of 128 KiB (unless `GLIBC_TUNABLES`
-/// sets one): the store holds one over its open. sled's open decompresses each message of its
-/// log with a new zstd context, and at 128 KiB each such block freed at the top of a thread's
-/// arena was handed back with `madvise` and faulted in again by the next. An open after a
+/// sets one): the store holds one over its open. It matters for folders whose sled log is
+/// compressed (made 2026-11-25 to 2026-12-06; new ones are plain, see `store::zctx`): sled's
+/// open decompresses each message of such a log with a new zstd context, and at 128 KiB each
+/// such block freed at the top of a thread's arena was handed back with `madvise` and faulted
+/// in again by the next. An open after a
 /// backfilled week (219 MB of sled) took 38-41 s, and 19-21 s with 2 MiB (16 MiB did no
 /// better). Kept for the whole run, 2 MiB cost RSS: fed 100,000 series every second, 79-94
 /// MiB and a 100-MiB peak against 79-87 and 90 (2026-12-07, side by side).
