@@ -29,6 +29,7 @@
 //! everything meanwhile.
 use super::parts::{self, cut_instead, PartsPlan};
 use super::*;
+use std::collections::BTreeSet;
 
 /// Heads cut together when a checkpoint cuts every head (see [`Store::checkpoint_begin`]); two
 /// in tests, so that the model test's few series take several slices.
@@ -55,16 +56,26 @@ pub struct Checkpoint {
 }
 
 impl Store {
-    /// Removes aggregate rows of epoch `epoch` for the buckets memory holds (see
-    /// [`Store::open_with`]).
-    pub(super) fn drop_torn_aggs(&self, epoch: u64) -> Result<(), StoreError> {
-        let st = lock(&self.events);
-        let mut b = sled::Batch::default();
-        for (gid, bucket) in st.aggs.keys() {
-            b.remove(&keys::agg_key(*gid, *bucket, epoch)[..]);
+    /// Removes the aggregate rows of epoch `epoch` and later, those of checkpoints that began
+    /// after the record of lsn `epoch` and never wrote their own (see [`Store::open_with`]),
+    /// and returns the hours (group, pack start) of the rows that stay. Not only `epoch`: a
+    /// checkpoint whose middle step failed (a full disk) leaves its rows, of epoch `epoch`,
+    /// and moves memory's epoch on, so the next one writes rows of its own lsn; when that one
+    /// dies before its record too, both epochs are torn.
+    pub(super) fn drop_torn_aggs(&self, epoch: u64) -> Result<BTreeSet<(u32, i64)>, StoreError> {
+        let mut torn = sled::Batch::default();
+        let mut hours = BTreeSet::new();
+        for k in self.t.aggs.iter().keys() {
+            let k = k?;
+            let (g, b, e) = keys::decode_agg_key(&k)?;
+            if e >= epoch {
+                torn.remove(k);
+            } else {
+                hours.insert((g, self.pack_start(b)));
+            }
         }
-        self.t.aggs.apply_batch(b)?;
-        Ok(())
+        self.t.aggs.apply_batch(torn)?;
+        Ok(hours)
     }
 
     /// A whole checkpoint, its three steps in a row. `cut_all` (shutdown) cuts every head so
@@ -114,7 +125,7 @@ impl Store {
             let st = &mut *st;
             let epoch = st.epoch;
             let mut b = Sliced::new(&self.t.aggs);
-            let mut written = std::collections::BTreeSet::new();
+            let mut written = BTreeSet::new();
             // Taken, not cleared: a cleared map keeps its capacity, and a backfill's checkpoint
             // of hundreds of thousands of buckets kept the daemon above its memory limit.
             for ((gid, bucket), mut agg) in std::mem::take(&mut st.aggs) {

@@ -170,17 +170,6 @@ impl Store {
         bucket.div_euclid(self.pack_span()) * self.pack_span()
     }
 
-    /// The hours (group, pack start) that have rows: what an open hands its first checkpoints
-    /// to pack.
-    pub(super) fn loose_hours(&self) -> Result<BTreeSet<(u32, i64)>, StoreError> {
-        let mut out = BTreeSet::new();
-        for k in self.t.aggs.iter().keys() {
-            let (g, b, _) = keys::decode_agg_key(&k?)?;
-            out.insert((g, self.pack_start(b)));
-        }
-        Ok(out)
-    }
-
     /// Packs each of `hours` with its rows of epochs below `below`. An hour whose pack or rows
     /// do not decode is left as it is and logged (its readers report the damage).
     pub(super) fn pack_hours(&self, hours: &[(u32, i64)], below: u64) -> Result<(), StoreError> {

@@ -207,6 +207,16 @@ pub(super) fn load_heads(
             return Ok(false);
         }
         let head = heads.entry(id).or_insert_with(Head::new);
+        if head.samples.last_ts().is_some_and(|held| first_ts <= held) {
+            // A later save of the head from `first_ts` on: a whole one ([`PartPlan::whole`]),
+            // a copy of what memory held then. It replaces what the older parts say from
+            // there, and those parts are dead (their files stay for other heads' parts). Adding
+            // only what was newer than them lost the samples between the whole part's start
+            // and the dead parts' end (found by the model test).
+            let (kept_ts, kept_vals) = head.samples.window(i64::MIN, first_ts - 1);
+            head.samples = head::Samples::from_slices(&kept_ts, &kept_vals);
+            head.parts.retain(|p| p.1 < first_ts);
+        }
         let keep = ts.partition_point(|&t| t <= persisted.max(head.samples.last_ts().unwrap_or(i64::MIN)));
         head.samples.extend(&ts[keep..], &vals[keep..]);
         head.parts.push((first.unwrap_or(first_ts), last, lsn));
@@ -253,17 +263,16 @@ pub(super) fn load_heads(
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
         move |source| StoreError::Io { path: path.to_owned(), source }
     }
+    let mut files = Vec::new();
     for (lsn, path) in part_files::list(dir)? {
         if lsn > checkpoint_lsn {
             std::fs::remove_file(&path).map_err(io(&path))?;
             continue;
         }
-        let (mut n, mut written) = (0u32, 0u32);
+        let mut written = 0u32;
         let damage = part_files::read(&path, lsn, |id, bytes| {
             written += 1;
-            if add(id, None, lsn, bytes)? {
-                n += 1;
-            }
+            add(id, None, lsn, bytes)?;
             Ok(())
         })?;
         if let Some(d) = damage.first() {
@@ -276,10 +285,20 @@ pub(super) fn load_heads(
             }
             skipped.extend(damage.into_iter().map(|d| (path.clone(), d.offset, d.detail, d.bytes)));
         }
-        if n == 0 {
-            part_files::delete(dir, lsn).map_err(io(&path))?;
-        } else {
-            live.files.insert(lsn, (n, written));
+        files.push((lsn, path, written));
+    }
+    // Live parts per file, counted once every file is read: a later whole part kills parts
+    // of earlier files.
+    let mut n: index::FxMap<u64, u32> = Default::default();
+    for p in heads.values().flat_map(|h| h.parts.iter()).filter(|p| in_file(p.2)) {
+        *n.entry(p.2).or_default() += 1;
+    }
+    for (lsn, path, written) in files {
+        match n.get(&lsn) {
+            Some(&n) => {
+                live.files.insert(lsn, (n, written));
+            }
+            None => part_files::delete(dir, lsn).map_err(io(&path))?,
         }
     }
     Ok((heads, live))

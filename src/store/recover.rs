@@ -322,12 +322,11 @@ impl Store {
             })?;
         rep.replay_ms = started.elapsed().as_millis() as u64;
         let finishing = Instant::now();
-        // A checkpoint after the last complete one may have written aggregate rows before it
-        // stopped: they carry this epoch (the last checkpoint's lsn) and cover buckets that the
-        // replay just rebuilt in memory from the same records. Readers would count them twice.
-        store.drop_torn_aggs(meta.checkpoint_lsn)?;
-        // Hours with rows: the next checkpoints pack those they do not write to.
-        lock(&store.events).loose = store.loose_hours()?;
+        // Checkpoints after the last complete one may have written aggregate rows before they
+        // stopped: their epochs are this lsn or later, and the replay just rebuilt those
+        // buckets in memory from the same records, so readers would count them twice. The
+        // hours of the rows that stay go to the next checkpoints to pack.
+        lock(&store.events).loose = store.drop_torn_aggs(meta.checkpoint_lsn)?;
         rep.finish_ms = finishing.elapsed().as_millis() as u64;
         rep.replayed = replayed;
         rep.salvage = salvage_rep;
