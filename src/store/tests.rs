@@ -274,6 +274,14 @@ proptest! {
                 prop_assert_eq!(&mid_ts[..], &want[want.len() / 2..]);
             }
             prop_assert_eq!(&stored_aggs(&store), &ev.1);
+            // Raw events: each pushed one once (replays rewrite the same keys).
+            let mut raw = Vec::new();
+            store.scan_events(i64::MIN / 2, i64::MAX / 2, None, |_, e| {
+                raw.push((e.timestamp_ms, e.latency_us));
+                true
+            })
+            .unwrap();
+            prop_assert_eq!(raw.len() as u64, ev.0);
         }
     }
 }
