@@ -207,12 +207,14 @@ pub(super) fn load_heads(
             return Ok(false);
         }
         let head = heads.entry(id).or_insert_with(Head::new);
-        if head.samples.last_ts().is_some_and(|held| first_ts <= held) {
+        let later = head.parts.iter().all(|p| p.2 & !(SINGLE | GROUPED) < lsn & !(SINGLE | GROUPED));
+        if later && head.samples.last_ts().is_some_and(|held| first_ts <= held) {
             // A later save of the head from `first_ts` on: a whole one ([`PartPlan::whole`]),
             // a copy of what memory held then. It replaces what the older parts say from
             // there, and those parts are dead (their files stay for other heads' parts). Adding
             // only what was newer than them lost the samples between the whole part's start
-            // and the dead parts' end (found by the model test).
+            // and the dead parts' end (found by the model test). Only a later one: single
+            // parts of older folders come by first timestamp, so an older part can follow.
             let (kept_ts, kept_vals) = head.samples.window(i64::MIN, first_ts - 1);
             head.samples = head::Samples::from_slices(&kept_ts, &kept_vals);
             head.parts.retain(|p| p.1 < first_ts);

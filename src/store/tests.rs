@@ -1229,6 +1229,17 @@ fn a_whole_part_after_a_dead_part_of_its_head_loads_whole() {
     drop((c, store, wal));
     (store, wal) = open(dir.path());
     assert_eq!(samples_of_name(&store, "m0"), want);
+    // The same parts as the sled entries of older folders: group entries load in lsn order, as
+    // files do; single parts by first timestamp, so the whole part comes before the dead one,
+    // which must then add nothing.
+    assert!(to_group_entries(&store) > 0);
+    drop((store, wal));
+    (store, wal) = open(dir.path());
+    assert_eq!(samples_of_name(&store, "m0"), want);
+    assert!(to_single_parts(&store) > 0);
+    drop((store, wal));
+    (store, wal) = open(dir.path());
+    assert_eq!(samples_of_name(&store, "m0"), want);
     drop(wal);
 }
 
