@@ -194,7 +194,8 @@ pub(super) fn load_heads(
     let mut stale = Vec::new();
     // Single parts sort before group entries, group entries come before files, and a series'
     // parts come in the order their checkpoints wrote them (or, single, by first timestamp):
-    // each adds what is newer than what its head already holds.
+    // each adds what is newer than what its head already holds, and a later part that starts
+    // at or before that replaces it from its start.
     let mut add = |id: u64, first: Option<i64>, lsn: u64, bytes: &[u8]| -> Result<bool, StoreError> {
         if !index.contains(id) {
             return Ok(false);
