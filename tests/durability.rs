@@ -39,9 +39,16 @@ async fn graceful_restart_keeps_everything() {
     })
     .await
     .unwrap();
+    // A fixed window: "the last hour" asked twice moves with the clock, and its 10 s buckets
+    // with it (the figures' start and end differed when a bucket boundary fell between).
+    let window = Some(pb::TimeRange {
+        start: ((now - 3_600_000) / 1000).to_string(),
+        end: (now / 1000 + 60).to_string(),
+        ..Default::default()
+    });
     let before = {
         let mut q = d.query().await;
-        q.inference_stats(pb::InferenceStatsRequest { range: range_last("1h"), ..Default::default() })
+        q.inference_stats(pb::InferenceStatsRequest { range: window.clone(), ..Default::default() })
             .await
             .unwrap()
             .into_inner()
@@ -56,7 +63,7 @@ async fn graceful_restart_keeps_everything() {
     assert_eq!(count_samples(&d, "temp_celsius").await, 5000);
     let mut q = d.query().await;
     let after = q
-        .inference_stats(pb::InferenceStatsRequest { range: range_last("1h"), ..Default::default() })
+        .inference_stats(pb::InferenceStatsRequest { range: window, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
