@@ -216,9 +216,11 @@ pub(super) fn load_heads(
             // only what was newer than them lost the samples between the whole part's start
             // and the dead parts' end (found by the model test). Only a later one: single
             // parts of older folders come by first timestamp, so an older part can follow.
+            // A part with samples before `first_ts` stays live for them (none are expected:
+            // those went to chunks before the whole save).
             let (kept_ts, kept_vals) = head.samples.window(i64::MIN, first_ts - 1);
             head.samples = head::Samples::from_slices(&kept_ts, &kept_vals);
-            head.parts.retain(|p| p.1 < first_ts);
+            head.parts.retain(|p| p.0 < first_ts);
         }
         let keep = ts.partition_point(|&t| t <= persisted.max(head.samples.last_ts().unwrap_or(i64::MIN)));
         head.samples.extend(&ts[keep..], &vals[keep..]);
