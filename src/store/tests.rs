@@ -1228,18 +1228,18 @@ fn a_whole_part_after_a_dead_part_of_its_head_loads_whole() {
     store.checkpoint_write(&mut c).unwrap();
     drop((c, store, wal));
     (store, wal) = open(dir.path());
-    assert_eq!(samples_of_name(&store, "m0"), want);
+    assert_eq!(samples_of(&store, 0), want);
     // The same parts as the sled entries of older folders: group entries load in lsn order, as
     // files do; single parts by first timestamp, so the whole part comes before the dead one,
     // which must then add nothing.
     assert!(to_group_entries(&store) > 0);
     drop((store, wal));
     (store, wal) = open(dir.path());
-    assert_eq!(samples_of_name(&store, "m0"), want);
+    assert_eq!(samples_of(&store, 0), want);
     assert!(to_single_parts(&store) > 0);
     drop((store, wal));
     (store, wal) = open(dir.path());
-    assert_eq!(samples_of_name(&store, "m0"), want);
+    assert_eq!(samples_of(&store, 0), want);
     drop(wal);
 }
 
@@ -1282,12 +1282,6 @@ fn a_sample_left_after_replay_cuts_two_chunks_survives_the_next_checkpoint() {
     let c = store.checkpoint_begin(&mut wal, false).unwrap();
     drop((c, store, wal));
     (store, wal) = open(dir.path());
-    assert_eq!(samples_of_name(&store, "m0"), (1000..1033).collect::<Vec<_>>());
+    assert_eq!(samples_of(&store, 0), (1000..1033).collect::<Vec<_>>());
     drop(wal);
-}
-
-fn samples_of_name(store: &Store, name: &str) -> Vec<i64> {
-    let m = Matcher::new(index::NAME_LABEL, index::MatchOp::Eq, name).unwrap();
-    let id = store.select(&[m])[0].id;
-    store.read_samples(id, i64::MIN, i64::MAX).unwrap().0
 }
