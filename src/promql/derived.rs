@@ -388,29 +388,49 @@ fn log_series(
     budget: &mut Budget,
     out: &mut Vec<(Labels, BTreeMap<i64, f64>)>,
 ) -> Result<(), PromqlError> {
-    let mut incs: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
+    // Each record is counted by its group's tuple (service, logger, error type; level): the
+    // store reads groups no further than their tuples (no messages), and each tuple's labels
+    // are made and matched once per group.
+    let mut series: Vec<(Labels, BTreeMap<i64, f64>)> = Vec::new();
+    let mut by_labels: HashMap<Labels, usize> = HashMap::new();
     let mut over = None;
-    store.scan_logs(b0, b1 + bucket - 1, None, |_, r| {
-        if let Err(e) = budget.read(1) {
+    store.tally_logs(b0, b1 + bucket - 1, |t| {
+        if let Err(e) = budget.read(t.ts.len()) {
             over = Some(e);
             return false;
         }
-        let labels = make_labels(&[
-            (NAME, LOGS),
-            ("service", &r.service),
-            ("level", level_name(r.level)),
-            ("error_type", &r.error_type),
-        ]);
-        if matches_all(matchers, &labels) {
-            let b = r.timestamp_ms.div_euclid(bucket) * bucket;
-            *incs.entry(labels).or_default().entry(b).or_default() += 1.0;
+        let slots: Vec<Option<usize>> = t
+            .tuples
+            .iter()
+            .map(|(s, level)| {
+                let labels = make_labels(&[
+                    (NAME, LOGS),
+                    ("service", &s[0]),
+                    ("level", level_name(*level)),
+                    ("error_type", &s[2]),
+                ]);
+                if !matches_all(matchers, &labels) {
+                    return None;
+                }
+                let next = series.len();
+                Some(*by_labels.entry(labels.clone()).or_insert_with(|| {
+                    series.push((labels, BTreeMap::new()));
+                    next
+                }))
+            })
+            .collect();
+        for (&ts, &tuple) in t.ts.iter().zip(&t.tuple_of) {
+            if let Some(i) = slots[tuple] {
+                *series[i].1.entry(ts.div_euclid(bucket) * bucket).or_default() += 1.0;
+            }
         }
         true
     })?;
     if let Some(e) = over {
         return Err(e.into());
     }
-    out.extend(incs);
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(series);
     budget.series(out.len())?;
     Ok(())
 }

@@ -285,6 +285,13 @@ impl Store {
         raw::scan(&self.blocks, &self.t.logs, start, end, before, f)
     }
 
+    /// Log records with `start <= ts <= end` as times and tuples (service, logger, error type;
+    /// level), a group at a time in no particular order; `f` returns false to stop. Counting
+    /// them this way skips their messages, request ids and fields.
+    pub fn tally_logs(&self, start: i64, end: i64, f: impl FnMut(&columns::Tally) -> bool) -> Result<(), StoreError> {
+        raw::tally::<pb::LogRecord>(&self.blocks, &self.t.logs, start, end, f)
+    }
+
     /// Inference events with `start <= ts <= end`, newest first; `f` returns false to stop.
     pub fn scan_events(
         &self,
