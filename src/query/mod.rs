@@ -20,7 +20,7 @@ pub use selector::parse_selector;
 use crate::pb;
 use crate::store::aggs::{Agg, STAGES, STATUS_NAMES};
 use crate::store::index::NAME_LABEL;
-use crate::store::{Store, StoreError};
+use crate::store::{Scanned, Store, StoreError};
 use selector::matchers_of;
 use std::collections::{BTreeMap, HashMap};
 
@@ -408,7 +408,22 @@ pub fn search_logs(
     } else {
         let mut last = None;
         let mut over = None;
-        store.scan_logs(start, end, before, |k, r| {
+        // Groups of other services or lower levels are read only as far as their tuples.
+        let want =
+            |t: &[&str; 5], level: i32| (req.service.is_empty() || t[0] == req.service) && level >= req.min_level;
+        store.scan_logs_where(start, end, before, &want, |s| {
+            let (k, r) = match s {
+                Scanned::Record(k, r) => (k, r),
+                Scanned::Passed(n) => {
+                    return match budget.read(passed_cost(n)) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            over = Some(e);
+                            false
+                        }
+                    }
+                }
+            };
             if let Err(e) = budget.read(1) {
                 over = Some(e);
                 return false;
@@ -416,7 +431,7 @@ pub fn search_logs(
             if keep(&r) {
                 records.push(r);
             }
-            last = Some(*k);
+            last = Some(k);
             records.len() < limit
         })?;
         if let Some(e) = over {
@@ -429,6 +444,13 @@ pub fn search_logs(
         }
     }
     Ok(pb::SearchLogsResponse { records, next_page_token: next })
+}
+
+/// What records that a scan passed over by their tuple count against `query.max_samples`: a
+/// sixteenth of a decoded record each (reading a group's tuples costs about that much of
+/// decoding it).
+pub fn passed_cost(n: usize) -> usize {
+    n.div_ceil(16)
 }
 
 pub fn get_request(

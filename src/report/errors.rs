@@ -4,6 +4,7 @@ use super::{attach_messages, count, example, selector, Env, Prom, Scan, Span};
 use crate::pb;
 use crate::promql::{label, PromqlError};
 use crate::query::{timestamp, Budget};
+use crate::store::Scanned;
 use std::collections::BTreeMap;
 
 const REQ: &str = "modelwatch_inference_requests_total";
@@ -60,7 +61,15 @@ pub fn error_report(
         groups.values().filter(|g| !events_only || g.events > 0).all(|g| g.examples.len() >= per_group)
     };
     if !groups.is_empty() {
-        env.store.scan_events(span.start, span.end - 1, None, |_, e| {
+        // Only groups with failed events (of the model asked for) are decoded.
+        let failed_event = |t: &[&str; 5], status: i32| {
+            (status >= pb::Status::Error as i32 || !t[4].is_empty()) && (req.model.is_empty() || t[1] == req.model)
+        };
+        env.store.scan_events_where(span.start, span.end - 1, &failed_event, |s| {
+            let e = match s {
+                Scanned::Passed(n) => return scan.pass(n),
+                Scanned::Record(_, e) => e,
+            };
             if !scan.take() {
                 return false;
             }
@@ -79,7 +88,12 @@ pub fn error_report(
             !full(&groups, true)
         })?;
         if req.model.is_empty() && !full(&groups, false) {
-            env.store.scan_logs(span.start, span.end - 1, None, |_, r| {
+            let error_log = |_: &[&str; 5], level: i32| level >= pb::Level::Error as i32;
+            env.store.scan_logs_where(span.start, span.end - 1, None, &error_log, |s| {
+                let r = match s {
+                    Scanned::Passed(n) => return scan.pass(n),
+                    Scanned::Record(_, r) => r,
+                };
                 if !scan.take() {
                     return false;
                 }

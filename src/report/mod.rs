@@ -195,6 +195,20 @@ impl Scan {
         self.read += 1;
         true
     }
+
+    /// Counts `n` records that a scan passed over by their tuple, not decoded: a sixteenth
+    /// of a record each ([`crate::query::passed_cost`]); false once the bound is reached.
+    pub fn pass(&mut self, n: usize) -> bool {
+        let cost = crate::query::passed_cost(n) as u64;
+        if self.left < cost {
+            self.left = 0;
+            self.complete = false;
+            return false;
+        }
+        self.left -= cost;
+        self.read += n as u64;
+        true
+    }
 }
 
 /// An error example (its message is filled in later from the request's error log).

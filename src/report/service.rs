@@ -4,6 +4,7 @@ use crate::pb;
 use crate::promql::PromqlError;
 use crate::query::{duration, parse_duration, timestamp, Budget, QueryError};
 use crate::store::aggs::STAGES;
+use crate::store::Scanned;
 use std::collections::{BTreeMap, HashMap};
 
 const REQ: &str = "modelwatch_inference_requests_total";
@@ -157,7 +158,17 @@ pub fn service_report(
     let mut examples: HashMap<String, Vec<pb::ErrorExample>> = HashMap::new();
     let want_examples = !top.is_empty();
     if !req.label.is_empty() || want_examples {
-        env.store.scan_events(span.start, span.end - 1, None, |_, e| {
+        // Only groups with events of the service, model and version asked for are decoded.
+        let asked = |t: &[&str; 5], _: i32| {
+            [(&req.service, t[0]), (&req.model, t[1]), (&req.version, t[2])]
+                .iter()
+                .all(|(f, v)| f.is_empty() || *f == v)
+        };
+        env.store.scan_events_where(span.start, span.end - 1, &asked, |s| {
+            let e = match s {
+                Scanned::Passed(n) => return scan.pass(n),
+                Scanned::Record(_, e) => e,
+            };
             if !scan.take() {
                 return false;
             }

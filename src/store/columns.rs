@@ -650,6 +650,8 @@ fn read_head(r: &mut Reader, count: u32) -> Result<Head, DecodeError> {
 /// needs. Nothing past the tuples is read (request ids, messages, pairs), which makes it many
 /// times faster than [`decode`] (`modelwatch_log_records_total` is counted this way).
 pub struct Tally {
+    /// Each record's index in its WAL record (ascending).
+    pub index: Vec<u32>,
     pub ts: Vec<i64>,
     /// Each tuple's strings and number, as [`Columnar::tuple`] gives them.
     pub tuples: Vec<([String; 5], i32)>,
@@ -658,9 +660,15 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// The tally of records at hand (groups stored row by row, before columns).
+    /// The tally of records at hand (groups stored row by row, before columns), indexed
+    /// from 0.
     pub fn of<R: Columnar>(records: &[R]) -> Tally {
-        let mut t = Tally { ts: Vec::with_capacity(records.len()), tuples: Vec::new(), tuple_of: Vec::new() };
+        let mut t = Tally {
+            index: Vec::new(),
+            ts: Vec::with_capacity(records.len()),
+            tuples: Vec::new(),
+            tuple_of: Vec::new(),
+        };
         let mut seen: HashMap<([String; 5], i32), usize> = HashMap::new();
         for rec in records {
             let (strs, num) = rec.tuple();
@@ -670,6 +678,7 @@ impl Tally {
                 t.tuples.push(key);
                 next
             });
+            t.index.push(t.ts.len() as u32);
             t.ts.push(rec.ts());
             t.tuple_of.push(k);
         }
@@ -681,16 +690,17 @@ impl Tally {
         if self.ts.iter().all(|&ts| keep(ts)) {
             return;
         }
-        let (ts, tuple_of) = self.ts.iter().zip(&self.tuple_of).filter(|(&ts, _)| keep(ts)).unzip();
-        self.ts = ts;
-        self.tuple_of = tuple_of;
+        let kept: Vec<usize> = (0..self.ts.len()).filter(|&k| keep(self.ts[k])).collect();
+        self.index = kept.iter().map(|&k| self.index[k]).collect();
+        self.tuple_of = kept.iter().map(|&k| self.tuple_of[k]).collect();
+        self.ts = kept.iter().map(|&k| self.ts[k]).collect();
     }
 }
 
 /// The [`Tally`] of a group written by [`encode`] (any layout: they share what it reads).
 pub fn tally(data: &[u8], count: u32) -> Result<Tally, DecodeError> {
     let r = &mut Reader::new(data, WHAT);
-    let Head { ts, dict, tuple_fields, nums, tuple_of, .. } = read_head(r, count)?;
+    let Head { index, ts, dict, tuple_fields, nums, tuple_of } = read_head(r, count)?;
     let tuples = nums
         .iter()
         .enumerate()
@@ -701,7 +711,7 @@ pub fn tally(data: &[u8], count: u32) -> Result<Tally, DecodeError> {
             Ok(([a?, b?, c?, d?, e?], num))
         })
         .collect::<Result<Vec<_>, DecodeError>>()?;
-    Ok(Tally { ts, tuples, tuple_of })
+    Ok(Tally { index, ts, tuples, tuple_of })
 }
 
 /// `from` × `ratio` / 256, rounded (wrapping: it only has to be the same on both sides).

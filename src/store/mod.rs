@@ -75,6 +75,7 @@ mod zctx;
 
 pub use batch::{Applied, Batch, Body, Kind, MAX_REJECTIONS};
 pub use columns::Tally;
+pub use raw::{Scanned, TupleFilter};
 
 /// Prometheus' staleness marker: a NaN with this exact bit pattern ends a series.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;

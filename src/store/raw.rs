@@ -229,6 +229,37 @@ pub fn scan<M: Raw>(
     before: Option<[u8; 20]>,
     mut f: impl FnMut(&[u8; 20], M) -> bool,
 ) -> Result<(), StoreError> {
+    scan_where(blocks, main, start, end, before, None, |s| match s {
+        Scanned::Record(k, m) => f(&k, m),
+        Scanned::Passed(_) => true,
+    })
+}
+
+/// A record's tuple ([`columns::Columnar::tuple`]): its descriptive strings and its status or
+/// level.
+pub type TupleFilter<'a> = &'a dyn Fn(&[&str; 5], i32) -> bool;
+
+/// What [`scan_where`] hands over.
+pub enum Scanned<M> {
+    /// A record whose tuple the filter accepts, with its time key.
+    Record([u8; 20], M),
+    /// This many records of a group whose tuples the filter refused: read no further than
+    /// their tuples, not decoded.
+    Passed(usize),
+}
+
+/// [`scan`], handing over only the records whose tuple `want` accepts. A group stored by
+/// column is read as far as its tuples first ([`columns::tally`]), and decoded only when one
+/// of its records is wanted, and then only that record is built.
+pub fn scan_where<M: Raw>(
+    blocks: &Blocks,
+    main: &sled::Tree,
+    start: i64,
+    end: i64,
+    before: Option<[u8; 20]>,
+    want: Option<TupleFilter>,
+    mut f: impl FnMut(Scanned<M>) -> bool,
+) -> Result<(), StoreError> {
     let mut end = end;
     if let Some(b) = before {
         end = end.min(keys::decode_time_key(&b)?.0);
@@ -240,10 +271,10 @@ pub fn scan<M: Raw>(
     let hi = keys::raw_group_key(slot(end), u64::MAX);
     let mut pending: Vec<([u8; 20], M)> = Vec::new();
     let mut current: Option<i64> = None;
-    let flush = |pending: &mut Vec<([u8; 20], M)>, f: &mut dyn FnMut(&[u8; 20], M) -> bool| -> bool {
+    let flush = |pending: &mut Vec<([u8; 20], M)>, f: &mut dyn FnMut(Scanned<M>) -> bool| -> bool {
         pending.sort_by_key(|p| std::cmp::Reverse(p.0));
         for (k, m) in pending.drain(..) {
-            if !f(&k, m) {
+            if !f(Scanned::Record(k, m)) {
                 return false;
             }
         }
@@ -258,7 +289,19 @@ pub fn scan<M: Raw>(
             }
             current = Some(b);
         }
-        for (idx, m) in read_group::<M>(blocks, &keys::decode_block_ref(&v)?, &|_| true, None)? {
+        let r = keys::decode_block_ref(&v)?;
+        let stored = blocks.read(&r.loc())?;
+        let records = match want {
+            None => decode_group::<M>(stored, &r, &|_| true, None)?,
+            Some(want) => {
+                let (records, passed) = decode_wanted::<M>(stored, &r, want)?;
+                if passed > 0 && !f(Scanned::Passed(passed)) {
+                    return Ok(());
+                }
+                records
+            }
+        };
+        for (idx, m) in records {
             let ts = m.ts();
             let tk = keys::time_key(ts, lsn, idx);
             if ts >= start && ts <= end && before.is_none_or(|b| tk < b) {
@@ -268,6 +311,41 @@ pub fn scan<M: Raw>(
     }
     flush(&mut pending, &mut f);
     Ok(())
+}
+
+/// A group's records whose tuple `want` accepts, and how many it refused.
+fn decode_wanted<M: Raw>(
+    stored: Vec<u8>,
+    r: &BlockRef,
+    want: TupleFilter,
+) -> Result<(Vec<(u32, M)>, usize), StoreError> {
+    let t = match stored[..] {
+        [0, columns::LAYOUT_PLAIN | columns::LAYOUT_PREDICTED | columns::LAYOUT_TEMPLATES, ..] => {
+            columns::tally(&stored[2..], r.count)?
+        }
+        _ => {
+            let all = decode_group::<M>(stored, r, &|_| true, None)?;
+            let n = all.len();
+            let kept: Vec<(u32, M)> = all
+                .into_iter()
+                .filter(|(_, m)| {
+                    let (strs, num) = m.tuple();
+                    want(&strs, num)
+                })
+                .collect();
+            let passed = n - kept.len();
+            return Ok((kept, passed));
+        }
+    };
+    let ok: Vec<bool> = t.tuples.iter().map(|(s, num)| want(&s.each_ref().map(String::as_str), *num)).collect();
+    // Ascending, as the group's indexes are.
+    let wanted: Vec<u32> = t.index.iter().zip(&t.tuple_of).filter(|(_, &k)| ok[k]).map(|(&i, _)| i).collect();
+    let passed = t.index.len() - wanted.len();
+    if wanted.is_empty() {
+        return Ok((Vec::new(), passed));
+    }
+    let keep = |i: u32| wanted.binary_search(&i).is_ok();
+    Ok((decode_group::<M>(stored, r, &keep, None)?, passed))
 }
 
 /// Each group's records with `start <= ts <= end` as times and tuples ([`columns::Tally`]),
@@ -439,6 +517,40 @@ mod tests {
             tallied.sort();
             assert!(!scanned.is_empty());
             assert_eq!(tallied, scanned, "{start}..={end}");
+        }
+        // A filtered scan hands over what the whole scan gives and the filter accepts, in the
+        // same order, and says how many it passed over; with and without a page token.
+        let want = |t: &[&str; 5], level: i32| t[0] == "s1" && level >= 2;
+        let all_keys = |before| {
+            let mut v = Vec::new();
+            scan::<crate::pb::LogRecord>(&blocks, &main, t0, t0 + 1_000_000, before, |k, r| {
+                v.push((*k, r));
+                true
+            })
+            .unwrap();
+            v
+        };
+        let every = all_keys(None);
+        for before in [None, Some(every[every.len() / 3].0)] {
+            let whole = all_keys(before);
+            let (mut got, mut passed) = (Vec::new(), 0);
+            scan_where::<crate::pb::LogRecord>(&blocks, &main, t0, t0 + 1_000_000, before, Some(&want), |s| {
+                match s {
+                    Scanned::Record(k, r) => got.push((k, r)),
+                    Scanned::Passed(n) => passed += n,
+                }
+                true
+            })
+            .unwrap();
+            let expect: Vec<_> =
+                whole.into_iter().filter(|(_, r)| want(&[&r.service, "", "", "", ""], r.level)).collect();
+            assert!(!expect.is_empty());
+            assert_eq!(got, expect);
+            // Every record of a group with none wanted is passed over, those of other groups
+            // that the filter refuses too: all 125 that are not wanted, without a page token.
+            if before.is_none() {
+                assert_eq!(passed, 125 - got.len());
+            }
         }
     }
 

@@ -292,6 +292,31 @@ impl Store {
         raw::tally::<pb::LogRecord>(&self.blocks, &self.t.logs, start, end, f)
     }
 
+    /// [`Store::scan_logs`] of the records whose tuple `want` accepts: (service, logger, error
+    /// type, "", ""; level). Groups none of whose records it accepts are not decoded.
+    pub fn scan_logs_where(
+        &self,
+        start: i64,
+        end: i64,
+        before: Option<[u8; 20]>,
+        want: raw::TupleFilter,
+        f: impl FnMut(raw::Scanned<pb::LogRecord>) -> bool,
+    ) -> Result<(), StoreError> {
+        raw::scan_where(&self.blocks, &self.t.logs, start, end, before, Some(want), f)
+    }
+
+    /// [`Store::scan_events`] of the events whose tuple `want` accepts: (service, model,
+    /// version, endpoint, error type; status).
+    pub fn scan_events_where(
+        &self,
+        start: i64,
+        end: i64,
+        want: raw::TupleFilter,
+        f: impl FnMut(raw::Scanned<pb::InferenceEvent>) -> bool,
+    ) -> Result<(), StoreError> {
+        raw::scan_where(&self.blocks, &self.t.events, start, end, None, Some(want), f)
+    }
+
     /// Inference events with `start <= ts <= end`, newest first; `f` returns false to stop.
     pub fn scan_events(
         &self,
