@@ -6,7 +6,8 @@
 //!
 //! A checkpoint has three steps, so that the slow middle one need not hold up ingest:
 //! 1. [`Store::checkpoint_begin`], on the committer thread between two groups: the WAL
-//!    rotates (the checkpoint's lsn), old heads are cut, the aggregates are written, the
+//!    rotates (the checkpoint's lsn), old heads are cut, the aggregates are written (as rows,
+//!    or finished hours with nothing stored yet as packs: [`super::packs`]), the
 //!    heads to save and how many of their samples are chosen, the counters and the
 //!    de-duplication table are copied as of that lsn, and the hours of aggregates to pack are
 //!    chosen;
@@ -121,9 +122,16 @@ impl Store {
             self.plan_parts(st, older_than, cp_lsn)
         };
         let (pack, pack_below) = {
+            // Hours to pack straight from memory ([`super::packs`]) are written under the pack
+            // lock, which readers take before the events lock.
+            let from_memory = self.hours_to_pack_from_memory(&lock(&self.events));
+            let _packing = (!from_memory.is_empty()).then(|| write(&self.pack_lock));
             let mut st = lock(&self.events);
             let st = &mut *st;
             let epoch = st.epoch;
+            if !from_memory.is_empty() {
+                self.pack_from_memory(st, from_memory, epoch, cp_lsn)?;
+            }
             let mut b = Sliced::new(&self.t.aggs);
             let mut written = BTreeSet::new();
             // Taken, not cleared: a cleared map keeps its capacity, and a backfill's checkpoint
@@ -192,6 +200,11 @@ impl Store {
         recover::write_checkpoint_file(&self.dir, c.cp_lsn)
             .map_err(|source| StoreError::Io { path: self.dir.join("checkpoint"), source })?;
         c.written = true;
+        // The record vouches for the hours packed from memory up to it (kept until the next
+        // flush: an open drops entries that its record vouches for).
+        if let Err(e) = self.forget_memory_packs(c.cp_lsn) {
+            tracing::warn!(error = %e, "cannot drop the entries of hours packed from memory; the next open does");
+        }
         if self.legacy_series.swap(false, Ordering::Relaxed) {
             // The record just flushed names the catalog file that holds them now.
             self.t.series.clear()?;

@@ -15,7 +15,7 @@
 //! | `event_rid_runs` | run id                            | request-id index run ([`super::rid_index`]) |
 //! | `logs`       | 10 s slot, lsn                        | [`BlockRef`] of a group of log records |
 //! | `log_rid_runs` | run id                              | request-id index run           |
-//! | `meta`       | name                                  | see [`Meta`]                   |
+//! | `meta`       | name                                  | see [`Meta`]; `direct` + lsn: hours a checkpoint packed from memory ([`direct_key`]) |
 
 pub const TREE_SERIES: &str = "series";
 pub const TREE_CHUNKS: &str = "chunks";
@@ -32,6 +32,41 @@ pub const TREE_META: &str = "meta";
 
 /// The one meta record, rewritten at every checkpoint.
 pub const META_KEY: &[u8] = b"checkpoint";
+
+/// Meta entries `direct` + lsn (u64) name the hours that the checkpoint of that lsn packed
+/// straight from memory ([`super::packs`]): per hour its group (u32) and pack start
+/// ([`ts_to_bytes`]).
+pub const DIRECT_PREFIX: &[u8] = b"direct";
+
+pub fn direct_key(lsn: u64) -> [u8; 14] {
+    let mut k = [0u8; 14];
+    k[..6].copy_from_slice(DIRECT_PREFIX);
+    k[6..].copy_from_slice(&lsn.to_be_bytes());
+    k
+}
+
+pub fn decode_direct_key(k: &[u8]) -> Result<u64, DecodeError> {
+    match k.strip_prefix(DIRECT_PREFIX) {
+        Some(rest) if rest.len() == 8 => Ok(u64::from_be_bytes(arr8(rest))),
+        _ => Err(derr("direct pack entry key", format!("{k:?}"))),
+    }
+}
+
+pub fn encode_hours(hours: &[(u32, i64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 * hours.len());
+    for (g, start) in hours {
+        out.extend_from_slice(&g.to_be_bytes());
+        out.extend_from_slice(&ts_to_bytes(*start));
+    }
+    out
+}
+
+pub fn decode_hours(v: &[u8]) -> Result<Vec<(u32, i64)>, DecodeError> {
+    if !v.len().is_multiple_of(12) {
+        return Err(derr("direct pack entry", format!("{} bytes", v.len())));
+    }
+    Ok(v.chunks(12).map(|c| (u32::from_be_bytes([c[0], c[1], c[2], c[3]]), ts_from_bytes(arr8(&c[4..])))).collect())
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed {what}: {detail}")]

@@ -17,6 +17,17 @@
 //! that a checkpoint may write as rows meanwhile (readers skip rows of the snapshot's epoch and
 //! later), and those rows must not reach a pack before the reader is done.
 //!
+//! **Packed from memory.** A checkpoint that holds buckets of an hour with nothing stored yet
+//! (no rows, no pack), of a group that has buckets in a later hour too, writes that hour's
+//! pack at once instead of rows to be packed later: a backfilled week of sparse events wrote,
+//! packed and deleted a row per event, and sled's file grew to 288 MB for 19 MB of live data.
+//! Such a pack's `below` is the epoch its rows would have had, so later rows of the hour read
+//! beside it and pack into it as any. Its checkpoint first writes a meta entry naming the
+//! hours ([`keys::direct_key`]); an open whose checkpoint record is older than the entry
+//! deletes those packs, since the replay rebuilds what they hold, and drops the entry
+//! otherwise. They are written under the pack lock, and the buckets leave memory in the same
+//! hold, so a reader sees each bucket once.
+//!
 //! A part: `1 | below (u64 LE) | rows (varint) | per row: bucket's index in the hour
 //! (varint, ascending), length (varint) | the rows' bytes` (each row an [`Agg`] encoding).
 //! Parts of one pack hold consecutive buckets and are about [`PART_BYTES`] each (sled keeps
@@ -28,6 +39,12 @@ use super::aggs::{self, RowAt};
 use super::keys::{self, put_varint, DecodeError, Reader};
 use super::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+#[cfg(test)]
+thread_local! {
+    /// Whether checkpoints on this thread pack from memory (tests of the row path turn it off).
+    pub(super) static FROM_MEMORY: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
 
 /// Buckets per pack.
 pub(super) const PACK_BUCKETS: i64 = 360;
@@ -267,6 +284,109 @@ impl Store {
         }
         self.t.aggs.apply_batch(batch)?;
         Ok(Ok(()))
+    }
+
+    /// Hours of memory's aggregates that may be packed straight from it (see the module
+    /// docs): of a group with buckets in a later hour, in memory or in rows, and without rows
+    /// of their own. Whether a pack holds them already is for [`Store::pack_from_memory`].
+    pub(super) fn hours_to_pack_from_memory(&self, st: &apply::EventsState) -> BTreeSet<(u32, i64)> {
+        #[cfg(test)]
+        if !FROM_MEMORY.get() {
+            return BTreeSet::new();
+        }
+        let mut hours: BTreeSet<(u32, i64)> = BTreeSet::new();
+        for &(g, b) in st.aggs.keys() {
+            hours.insert((g, self.pack_start(b)));
+        }
+        let mut out = BTreeSet::new();
+        let mut newest: Option<(u32, i64)> = None;
+        for &(g, h) in hours.iter().rev() {
+            if newest.is_none_or(|n| n.0 != g) {
+                let in_rows = st.loose.range((g, i64::MIN)..=(g, i64::MAX)).next_back().map(|r| r.1);
+                newest = Some((g, in_rows.map_or(h, |r| r.max(h))));
+            }
+            if h < newest.expect("set above").1 && !st.loose.contains(&(g, h)) {
+                out.insert((g, h));
+            }
+        }
+        out
+    }
+
+    /// Packs `hours` of memory's aggregates (from [`Store::hours_to_pack_from_memory`]), those
+    /// without a pack, with `below` = `epoch`, and takes their buckets out of memory. The
+    /// caller holds the pack lock for writing and then the events lock. The meta entry of
+    /// `cp_lsn` that names them comes first; each hour's buckets leave memory once its pack is
+    /// written, so a failure part way leaves every bucket either packed or in memory.
+    pub(super) fn pack_from_memory(
+        &self,
+        st: &mut apply::EventsState,
+        hours: BTreeSet<(u32, i64)>,
+        epoch: u64,
+        cp_lsn: u64,
+    ) -> Result<usize, StoreError> {
+        let mut fresh = Vec::with_capacity(hours.len());
+        for (g, h) in hours {
+            // (Rows cannot have come since the candidates were chosen: batches wait for the
+            // checkpoint's first step. Checked all the same: a pack over rows below its mark
+            // would hide them.)
+            if !st.loose.contains(&(g, h))
+                && self.t.agg_packs.range(keys::pack_key(g, h, 0)..=keys::pack_key(g, h, u8::MAX)).next().is_none()
+            {
+                fresh.push((g, h));
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        let mut buckets: BTreeMap<(u32, i64), Vec<i64>> = BTreeMap::new();
+        for &(g, b) in st.aggs.keys() {
+            let h = (g, self.pack_start(b));
+            if fresh.binary_search(&h).is_ok() {
+                buckets.entry(h).or_default().push(b);
+            }
+        }
+        self.t.meta.insert(keys::direct_key(cp_lsn), keys::encode_hours(&fresh))?;
+        for ((g, h), mut bs) in buckets {
+            bs.sort_unstable();
+            let rows: Vec<(i64, sled::IVec)> =
+                bs.iter().map(|&b| (b, st.aggs.get_mut(&(g, b)).expect("a bucket just listed").encoded())).collect();
+            let mut batch = sled::Batch::default();
+            for (i, p) in encode_parts(epoch, h, self.bucket_ms, &rows).into_iter().enumerate() {
+                batch.insert(&keys::pack_key(g, h, i as u8)[..], p);
+            }
+            self.t.agg_packs.apply_batch(batch)?;
+            for b in bs {
+                st.aggs.remove(&(g, b));
+            }
+        }
+        Ok(fresh.len())
+    }
+
+    /// At the open: deletes the packs that checkpoints after the record of lsn `record` packed
+    /// from memory (the replay rebuilt their buckets), and every meta entry naming such packs.
+    pub(super) fn drop_torn_memory_packs(&self, record: u64) -> Result<(), StoreError> {
+        for item in self.t.meta.scan_prefix(keys::DIRECT_PREFIX) {
+            let (k, v) = item?;
+            if keys::decode_direct_key(&k)? > record {
+                let mut batch = sled::Batch::default();
+                for (g, h) in keys::decode_hours(&v)? {
+                    for part in self.t.agg_packs.range(keys::pack_key(g, h, 0)..=keys::pack_key(g, h, u8::MAX)) {
+                        batch.remove(part?.0);
+                    }
+                }
+                self.t.agg_packs.apply_batch(batch)?;
+            }
+            self.t.meta.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// After the record of lsn `record` is durable: the entries of checkpoints up to it.
+    pub(super) fn forget_memory_packs(&self, record: u64) -> Result<(), StoreError> {
+        for item in self.t.meta.range(keys::direct_key(0)..=keys::direct_key(record)) {
+            self.t.meta.remove(item?.0)?;
+        }
+        Ok(())
     }
 
     /// Deletes packs whose every bucket is before `cut`; returns how many parts went.

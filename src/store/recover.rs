@@ -327,6 +327,8 @@ impl Store {
         // buckets in memory from the same records, so readers would count them twice. The
         // hours of the rows that stay go to the next checkpoints to pack.
         lock(&store.events).loose = store.drop_torn_aggs(meta.checkpoint_lsn)?;
+        // So did hours that such checkpoints packed straight from memory.
+        store.drop_torn_memory_packs(meta.checkpoint_lsn)?;
         rep.finish_ms = finishing.elapsed().as_millis() as u64;
         rep.replayed = replayed;
         rep.salvage = salvage_rep;

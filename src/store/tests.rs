@@ -504,6 +504,8 @@ fn a_pack_and_the_rows_it_took_count_once() {
 /// loose, readers count their rows, and a later checkpoint packs them.
 #[test]
 fn hours_a_packing_did_not_get_to_stay_loose_and_count_once() {
+    // The hours go to rows, not straight to packs.
+    packs::FROM_MEMORY.set(false);
     let dir = tempfile::tempdir().unwrap();
     let (store, mut wal) = open(dir.path());
     let mut ev = (0u64, AggModel::new());
@@ -1260,6 +1262,50 @@ fn rows_of_a_failed_checkpoint_and_a_torn_one_after_it_count_once() {
     (store, wal) = open(dir.path());
     assert_eq!(stored_aggs(&store), ev.1);
     store.checkpoint(&mut wal, false).unwrap();
+    assert_eq!(stored_aggs(&store), ev.1);
+}
+
+/// A backfill's finished hours go straight from memory to packs, with no rows written; each
+/// group's newest hour stays rows. A checkpoint that dies before its record leaves packs that
+/// the replay rebuilds: the open drops them, and its entry, and everything counts once.
+#[test]
+fn finished_hours_pack_from_memory_and_a_torn_checkpoints_packs_go_at_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut wal) = open(dir.path());
+    let mut ev = (0u64, AggModel::new());
+    for hour in 0..4 {
+        commit(&store, &mut wal, vec![events_batch(hour, 20, &mut ev.0, &mut ev.1)]);
+    }
+    store.checkpoint(&mut wal, false).unwrap();
+    let row_hours: BTreeSet<i64> =
+        store.t.aggs.iter().keys().map(|k| store.pack_start(keys::decode_agg_key(&k.unwrap()).unwrap().1)).collect();
+    let pack_hours: BTreeSet<i64> =
+        store.t.agg_packs.iter().keys().map(|k| keys::decode_pack_key(&k.unwrap()).unwrap().1).collect();
+    assert_eq!(row_hours.len(), 1, "only the newest hour as rows");
+    assert_eq!(pack_hours.len(), 3, "the others packed");
+    assert!(pack_hours.iter().all(|h| h < row_hours.first().unwrap()));
+    assert_eq!(store.t.meta.scan_prefix(keys::DIRECT_PREFIX).count(), 0, "the record vouches for them");
+    assert_eq!(stored_aggs(&store), ev.1);
+    // Four more hours, and a checkpoint that dies after its first step.
+    for hour in 4..8 {
+        commit(&store, &mut wal, vec![events_batch(hour, 20, &mut ev.0, &mut ev.1)]);
+    }
+    let c = store.checkpoint_begin(&mut wal, false).unwrap();
+    let packs_then = store.t.agg_packs.len();
+    assert!(packs_then > 3 && store.t.meta.scan_prefix(keys::DIRECT_PREFIX).count() == 1);
+    assert_eq!(stored_aggs(&store), ev.1, "packed and taken from memory at once");
+    drop((c, store, wal));
+    (store, wal) = open(dir.path());
+    assert_eq!(store.t.meta.scan_prefix(keys::DIRECT_PREFIX).count(), 0);
+    assert_eq!(stored_aggs(&store), ev.1);
+    store.checkpoint(&mut wal, false).unwrap();
+    assert_eq!(stored_aggs(&store), ev.1);
+    // A late event for a packed hour makes a row again, and reads beside the pack.
+    commit(&store, &mut wal, vec![events_batch(1, 5, &mut ev.0, &mut ev.1)]);
+    store.checkpoint(&mut wal, false).unwrap();
+    assert_eq!(stored_aggs(&store), ev.1);
+    drop((store, wal));
+    (store, _) = open(dir.path());
     assert_eq!(stored_aggs(&store), ev.1);
 }
 
