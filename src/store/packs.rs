@@ -20,7 +20,8 @@
 //! **Packed from memory.** A checkpoint that holds buckets of an hour with nothing stored yet
 //! (no rows, no pack), of a group that has buckets in a later hour too, writes that hour's
 //! pack at once instead of rows to be packed later: a backfilled week of sparse events wrote,
-//! packed and deleted a row per event, and sled's file grew to 288 MB for 19 MB of live data.
+//! packed and deleted a row per event, and sled's file grew to 305 MB for about 19 MB of live
+//! data (49 MB now).
 //! Such a pack's `below` is the epoch its rows would have had, so later rows of the hour read
 //! beside it and pack into it as any. Its checkpoint first writes a meta entry naming the
 //! hours ([`keys::direct_key`]); an open whose checkpoint record is older than the entry

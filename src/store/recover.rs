@@ -305,6 +305,9 @@ impl Store {
             },
         };
         rep.load_ms = loading.elapsed().as_millis() as u64;
+        // Hours that checkpoints after the last complete one packed straight from memory: the
+        // replay rebuilds their buckets (before it, so that nothing it writes is taken for them).
+        store.drop_torn_memory_packs(meta.checkpoint_lsn)?;
         let started = Instant::now();
         let mut replayed = 0u64;
         let (wal, salvage_rep) =
@@ -327,8 +330,6 @@ impl Store {
         // buckets in memory from the same records, so readers would count them twice. The
         // hours of the rows that stay go to the next checkpoints to pack.
         lock(&store.events).loose = store.drop_torn_aggs(meta.checkpoint_lsn)?;
-        // So did hours that such checkpoints packed straight from memory.
-        store.drop_torn_memory_packs(meta.checkpoint_lsn)?;
         rep.finish_ms = finishing.elapsed().as_millis() as u64;
         rep.replayed = replayed;
         rep.salvage = salvage_rep;
