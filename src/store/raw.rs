@@ -152,6 +152,17 @@ fn read_group<M: Raw>(
     decode_group(blocks.read(&r.loc())?, r, keep, rid)
 }
 
+/// The layout of a group stored by column: its second byte, after a `0` (see [`compress`] for
+/// the others).
+fn column_layout(stored: &[u8]) -> Option<u8> {
+    match *stored {
+        [0, layout @ (columns::LAYOUT_PLAIN | columns::LAYOUT_PREDICTED | columns::LAYOUT_TEMPLATES), ..] => {
+            Some(layout)
+        }
+        _ => None,
+    }
+}
+
 /// [`read_group`] of a group's bytes as the block files hold them.
 fn decode_group<M: Raw>(
     stored: Vec<u8>,
@@ -159,11 +170,7 @@ fn decode_group<M: Raw>(
     keep: &dyn Fn(u32) -> bool,
     rid: Option<&str>,
 ) -> Result<Vec<(u32, M)>, StoreError> {
-    // The second byte of a group stored by column is its layout (see [`compress`] for the
-    // others).
-    if let [0, layout @ (columns::LAYOUT_PLAIN | columns::LAYOUT_PREDICTED | columns::LAYOUT_TEMPLATES), ..] =
-        stored[..]
-    {
+    if let Some(layout) = column_layout(&stored) {
         return Ok(columns::decode(&stored[2..], layout, r.count, keep, rid)?);
     }
     let data = inflate(stored)?;
@@ -319,11 +326,9 @@ fn decode_wanted<M: Raw>(
     r: &BlockRef,
     want: TupleFilter,
 ) -> Result<(Vec<(u32, M)>, usize), StoreError> {
-    let t = match stored[..] {
-        [0, columns::LAYOUT_PLAIN | columns::LAYOUT_PREDICTED | columns::LAYOUT_TEMPLATES, ..] => {
-            columns::tally(&stored[2..], r.count)?
-        }
-        _ => {
+    let t = match column_layout(&stored) {
+        Some(_) => columns::tally(&stored[2..], r.count)?,
+        None => {
             let all = decode_group::<M>(stored, r, &|_| true, None)?;
             let n = all.len();
             let kept: Vec<(u32, M)> = all
@@ -367,11 +372,9 @@ pub fn tally<M: Raw>(
         let (_, v) = item?;
         let r = keys::decode_block_ref(&v)?;
         let stored = blocks.read(&r.loc())?;
-        let mut t = match stored[..] {
-            [0, columns::LAYOUT_PLAIN | columns::LAYOUT_PREDICTED | columns::LAYOUT_TEMPLATES, ..] => {
-                columns::tally(&stored[2..], r.count)?
-            }
-            _ => {
+        let mut t = match column_layout(&stored) {
+            Some(_) => columns::tally(&stored[2..], r.count)?,
+            None => {
                 let records: Vec<M> = decode_group(stored, &r, &|_| true, None)?.into_iter().map(|p| p.1).collect();
                 columns::Tally::of(&records)
             }
